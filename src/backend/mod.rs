@@ -1,0 +1,36 @@
+//! The four backends behind one interface.
+//!
+//! A backend receives a bound socket in a [`ServeContext`] and echoes on it
+//! until [`crate::server::Shutdown`] fires. Every backend serves every
+//! transport: for streams the socket is a listener, for datagrams it is the
+//! socket that receives and answers.
+
+use std::io;
+
+use crate::server::{BackendKind, ServeContext};
+
+pub mod epoll;
+pub mod fork;
+pub mod threadpool;
+pub mod uring;
+
+/// One I/O model.
+pub trait Backend {
+    /// Serves `ctx.socket` until `ctx.shutdown.requested()`, then stops
+    /// accepting, closes every connection and returns. Must call
+    /// `ctx.ready(details)` exactly once, after all setup that can fail.
+    ///
+    /// Runs on the main thread. Errors returned here are fatal setup errors;
+    /// per-connection failures are counted in `ctx.stats` and never returned.
+    fn serve(&self, ctx: ServeContext) -> io::Result<()>;
+}
+
+/// The backend for a `--backend` value.
+pub fn create(kind: BackendKind) -> Box<dyn Backend> {
+    match kind {
+        BackendKind::Fork => Box::new(fork::Fork),
+        BackendKind::Threadpool => Box::new(threadpool::ThreadPool),
+        BackendKind::Epoll => Box::new(epoll::Epoll),
+        BackendKind::Uring => Box::new(uring::Uring),
+    }
+}

@@ -1,0 +1,17 @@
+//! sockbench: one echo server with interchangeable I/O backends, and the
+//! pieces that the `loadgen` client shares with it.
+//!
+//! - [`sys`]: thin wrappers over the raw syscalls (the only place with most of the `unsafe`).
+//! - [`net`]: transports, address parsing and socket setup, shared with `loadgen`.
+//! - [`cpu`]: CPU-list parsing and thread pinning.
+//! - [`server`]: the server's configuration, counters, shutdown and lifecycle.
+//! - [`backend`]: the four backends behind one [`backend::Backend`] trait.
+
+pub use libc;
+
+pub mod sys;
+
+pub mod backend;
+pub mod cpu;
+pub mod net;
+pub mod server;

@@ -1,0 +1,142 @@
+//! The server's command line and the configuration every backend receives.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::cpu::{self, CpuList};
+use crate::net::{self, AddrError, Endpoint, Transport};
+
+/// The four I/O models the server can run with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum BackendKind {
+    /// accept() in a loop and fork() a child per connection.
+    Fork,
+    /// An acceptor thread feeds a fixed pool of blocking worker threads.
+    Threadpool,
+    /// Edge-triggered epoll, one event loop per thread.
+    Epoll,
+    /// io_uring with multishot accept/recv and a provided buffer ring.
+    Uring,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 4] = [BackendKind::Fork, BackendKind::Threadpool, BackendKind::Epoll, BackendKind::Uring];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Fork => "fork",
+            BackendKind::Threadpool => "threadpool",
+            BackendKind::Epoll => "epoll",
+            BackendKind::Uring => "uring",
+        }
+    }
+
+    /// The `--max-conns` default: fork pays a process per connection, so its
+    /// cap is lower; the others are bounded by descriptors.
+    pub fn default_max_conns(self) -> usize {
+        match self {
+            BackendKind::Fork => 4096,
+            _ => 16384,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The address `server` listens on when neither `--addr` nor `--path` is given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7000";
+
+/// `server`: an echo server with interchangeable I/O backends.
+#[derive(Debug, Parser)]
+#[command(name = "server", version, about, long_about = None)]
+pub struct ServerArgs {
+    /// I/O model.
+    #[arg(long, value_enum)]
+    pub backend: BackendKind,
+    /// Socket kind to serve.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    pub transport: Transport,
+    /// HOST:PORT for tcp/udp (IPv6 as [::1]:7000). Port 0 picks a free port. [default: 127.0.0.1:7000]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Socket file for unix/unixgram. A stale file is replaced; it is removed on exit.
+    #[arg(long, value_name = "SOCKET_PATH")]
+    pub path: Option<PathBuf>,
+    /// Worker threads (threadpool: pool size; epoll/uring: event loops; fork: preforked
+    /// processes for datagram transports). [default: one per core]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+    /// Pin workers to these CPUs, e.g. 0 or 0-1 or 0,2-3; worker i gets the i-th CPU, wrapping.
+    #[arg(long, value_name = "CPU_LIST")]
+    pub pin: Option<CpuList>,
+    /// Most connections served at once. Past it the server stops accepting until one
+    /// closes. [default: 4096 for fork, 16384 otherwise]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_conns: Option<u64>,
+    /// uring: submission queue entries per ring (the completion queue is sized for
+    /// --max-conns on top of this).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(8..=32768))]
+    pub ring_entries: u32,
+    /// uring: buffers in each thread's provided buffer ring (a power of two).
+    #[arg(long, default_value_t = 4096, value_parser = parse_power_of_two)]
+    pub buf_count: u32,
+    /// uring: size of each provided buffer in bytes.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=1048576))]
+    pub buf_size: u32,
+}
+
+fn parse_power_of_two(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if !(1..=32768).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n} must be a power of two from 1 to 32768"));
+    }
+    Ok(n)
+}
+
+/// io_uring settings (ignored by the other backends).
+#[derive(Clone, Debug)]
+pub struct UringOptions {
+    pub ring_entries: u32,
+    pub buf_count: u32,
+    pub buf_size: u32,
+}
+
+/// Everything a backend needs to know, validated.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub backend: BackendKind,
+    pub transport: Transport,
+    /// The endpoint as requested (port 0 not yet resolved).
+    pub endpoint: Endpoint,
+    pub threads: usize,
+    pub pin: Option<CpuList>,
+    pub max_conns: usize,
+    pub uring: UringOptions,
+}
+
+impl ServerConfig {
+    pub fn from_args(args: ServerArgs) -> Result<Self, AddrError> {
+        let endpoint = net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)?;
+        Ok(ServerConfig {
+            backend: args.backend,
+            transport: args.transport,
+            endpoint,
+            threads: args.threads.map(|t| t as usize).unwrap_or_else(cpu::available_cpus),
+            pin: args.pin,
+            max_conns: args.max_conns.map(|m| m as usize).unwrap_or_else(|| args.backend.default_max_conns()),
+            uring: UringOptions { ring_entries: args.ring_entries, buf_count: args.buf_count, buf_size: args.buf_size },
+        })
+    }
+
+    /// Pins the calling worker thread if `--pin` was given.
+    pub fn pin_worker(&self, worker: usize) {
+        if let Some(pin) = &self.pin {
+            pin.pin_worker(worker);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The server's lifecycle: parse flags, bind, hand the socket to a backend,
+//! stop on SIGINT/SIGTERM, clean up and print a summary.
+//!
+//! The lifecycle is the same for every backend:
+//! 1. `SIGPIPE` is ignored; SIGINT/SIGTERM set a flag and wake an eventfd ([`Shutdown`]).
+//! 2. The primary socket is bound here, so an unusable address fails before any backend runs.
+//! 3. The backend's [`Backend::serve`] runs on the main thread. It calls
+//!    [`ServeContext::ready`] once it can serve, which prints the `listening` line.
+//! 4. When `serve` returns (or, as a backstop, 1.5 s after a stop signal), the Unix
+//!    socket file is removed and the summary line is printed.
+
+pub mod config;
+pub mod stats;
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use config::{BackendKind, ServerArgs, ServerConfig, UringOptions};
+pub use stats::{LocalCounts, Stats};
+
+use crate::backend;
+use crate::net::{self, BindOptions, Endpoint};
+use crate::sys::{self, signal};
+
+/// How long a stop may take before the backstop ends the process anyway.
+pub const STOP_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// A handle to the process-wide stop request. Copyable and cheap: a flag set by
+/// the signal handler, and an eventfd that becomes (and stays) readable at the
+/// same moment, so any event loop can wait on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Shutdown {
+    wake_fd: RawFd,
+}
+
+impl Shutdown {
+    /// Whether a stop has been requested.
+    #[inline]
+    pub fn requested(&self) -> bool {
+        signal::stop_requested()
+    }
+
+    /// An eventfd that is readable once a stop has been requested. Never read
+    /// it: it stays readable so that every waiter sees it.
+    pub fn fd(&self) -> BorrowedFd<'static> {
+        // SAFETY: the eventfd is created once in `install` and never closed.
+        unsafe { BorrowedFd::borrow_raw(self.wake_fd) }
+    }
+
+    /// Requests a stop, exactly as SIGTERM would.
+    pub fn request(&self) {
+        signal::request_stop()
+    }
+
+    fn install() -> io::Result<Shutdown> {
+        let fd: OwnedFd = sys::eventfd()?;
+        let raw = fd.as_raw_fd();
+        std::mem::forget(fd); // lives for the whole process, see `fd()`
+        signal::install_stop_handler(raw)?;
+        Ok(Shutdown { wake_fd: raw })
+    }
+}
+
+/// What a backend gets to serve with.
+pub struct ServeContext {
+    pub config: ServerConfig,
+    /// The bound primary socket (listening, for streams), in blocking mode.
+    /// IP sockets have `SO_REUSEPORT` set, so a backend may bind more sockets
+    /// to [`ServeContext::local`] with [`net::bind_server`].
+    pub socket: OwnedFd,
+    /// The address actually bound (port 0 resolved).
+    pub local: Endpoint,
+    pub stats: &'static Stats,
+    pub shutdown: Shutdown,
+    ready: Option<Box<dyn FnOnce(&str)>>,
+}
+
+impl ServeContext {
+    /// Announces that the backend is serving: prints the `listening` line with
+    /// the backend's own `details` (e.g. `setup=defer_taskrun`). Call once,
+    /// after all setup that can fail.
+    pub fn ready(&mut self, details: &str) {
+        if let Some(announce) = self.ready.take() {
+            announce(details);
+        }
+    }
+}
+
+/// An error in what the user asked for (exit code 2) or a runtime failure (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Address(#[from] net::AddrError),
+    #[error("cannot listen on {what} {endpoint}: {source}")]
+    Bind { what: &'static str, endpoint: Endpoint, source: io::Error },
+    #[error("backend {backend}: {source}")]
+    Backend { backend: BackendKind, source: io::Error },
+    #[error("setup: {0}")]
+    Setup(io::Error),
+}
+
+impl ServerError {
+    /// 2 for anything the user typed wrong (flags, addresses), 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ServerError::Address(_) | ServerError::Bind { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+static SERVE_DONE: AtomicBool = AtomicBool::new(false);
+
+/// Runs the server until SIGINT/SIGTERM, then cleans up and prints the summary.
+pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+    signal::ignore_sigpipe().map_err(ServerError::Setup)?;
+    let shutdown = Shutdown::install().map_err(ServerError::Setup)?;
+    let stats = Stats::new_shared().map_err(ServerError::Setup)?;
+
+    let what = if config.transport.is_unix() { "--path" } else { "--addr" };
+    let bind_err = |source| ServerError::Bind { what, endpoint: config.endpoint.clone(), source };
+    let socket = net::bind_server(config.transport, &config.endpoint, BindOptions::default()).map_err(bind_err)?;
+    let local = net::local_endpoint(socket.as_fd()).map_err(bind_err)?;
+
+    let socket_file = match &local {
+        Endpoint::Unix(p) => Some(p.clone()),
+        Endpoint::Inet(_) => None,
+    };
+    let backend_kind = config.backend;
+    spawn_stop_backstop(shutdown, stats, backend_kind, socket_file.clone());
+
+    let announce = {
+        let (config, local) = (config.clone(), local.clone());
+        Box::new(move |details: &str| {
+            let pin = config.pin.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "none".into());
+            let mut out = io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "listening addr={local} transport={} backend={} threads={} pin={pin} max_conns={}{}{details}",
+                config.transport,
+                config.backend,
+                config.threads,
+                config.max_conns,
+                if details.is_empty() { "" } else { " " },
+            );
+            let _ = out.flush();
+        })
+    };
+    let ctx = ServeContext { config, socket, local, stats, shutdown, ready: Some(announce) };
+    let result = backend::create(backend_kind).serve(ctx);
+    SERVE_DONE.store(true, Ordering::SeqCst);
+    finish(stats, backend_kind, socket_file.as_deref());
+    result.map_err(|source| ServerError::Backend { backend: backend_kind, source })
+}
+
+/// Removes the socket file and prints the summary line.
+fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&std::path::Path>) {
+    if let Some(p) = socket_file {
+        let _ = std::fs::remove_file(p);
+    }
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{}", stats.summary_line(backend.name()));
+    let _ = out.flush();
+}
+
+/// A thread that waits for the stop request and, if the backend has not
+/// returned within [`STOP_DEADLINE`], finishes and exits the process itself.
+/// This bounds shutdown time even if a backend is stuck in a blocking call.
+fn spawn_stop_backstop(shutdown: Shutdown, stats: &'static Stats, backend: BackendKind, socket_file: Option<std::path::PathBuf>) {
+    std::thread::Builder::new()
+        .name("stop-backstop".into())
+        .spawn(move || {
+            let mut pfd = libc::pollfd { fd: shutdown.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            while !shutdown.requested() {
+                // SAFETY: `pfd` is a valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, 1000) };
+            }
+            std::thread::sleep(STOP_DEADLINE);
+            if !SERVE_DONE.load(Ordering::SeqCst) {
+                finish(stats, backend, socket_file.as_deref());
+                std::process::exit(0);
+            }
+        })
+        .expect("spawn stop-backstop thread");
+}

@@ -1,0 +1,114 @@
+//! Server-wide counters, in shared memory so that forked children count too.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters for the summary line. Lives in a `MAP_SHARED` mapping, so a
+/// forked child's increments are seen by the parent.
+#[repr(C)]
+#[derive(Default)]
+pub struct Stats {
+    /// Connections accepted (stream transports).
+    pub accepted: AtomicU64,
+    /// Echo operations: one per datagram, or one per read-then-write on a stream.
+    pub messages: AtomicU64,
+    /// Bytes echoed back.
+    pub bytes: AtomicU64,
+    /// Connection and socket errors (resets, failed sends, truncated datagrams).
+    pub errors: AtomicU64,
+    /// Connections open right now.
+    pub conns_open: AtomicU64,
+}
+
+impl Stats {
+    /// Allocates the counters in anonymous shared memory that lives for the
+    /// rest of the process (and its children).
+    pub fn new_shared() -> io::Result<&'static Stats> {
+        let len = std::mem::size_of::<Stats>();
+        // SAFETY: an anonymous shared mapping; no fd or existing memory involved.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = ptr as *mut Stats;
+        // SAFETY: the mapping is page-aligned, at least `len` bytes, never unmapped,
+        // and zeroed memory is a valid `Stats` (all atomics at 0); we write it anyway.
+        unsafe {
+            ptr.write(Stats::default());
+            Ok(&*ptr)
+        }
+    }
+
+    /// Records `messages` echo operations that sent back `bytes` bytes.
+    #[inline]
+    pub fn echoed(&self, messages: u64, bytes: u64) {
+        if messages > 0 {
+            self.messages.fetch_add(messages, Relaxed);
+            self.bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    #[inline]
+    pub fn error(&self) {
+        self.errors.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was accepted and is now open.
+    #[inline]
+    pub fn conn_opened(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+        self.conns_open.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn conn_closed(&self) {
+        self.conns_open.fetch_sub(1, Relaxed);
+    }
+
+    pub fn open(&self) -> u64 {
+        self.conns_open.load(Relaxed)
+    }
+
+    /// The one-line summary printed at exit.
+    pub fn summary_line(&self, backend: &str) -> String {
+        format!(
+            "summary backend={backend} accepted={} messages={} bytes={} errors={}",
+            self.accepted.load(Relaxed),
+            self.messages.load(Relaxed),
+            self.bytes.load(Relaxed),
+            self.errors.load(Relaxed),
+        )
+    }
+}
+
+/// Per-thread counters, added to [`Stats`] in batches so that the hot path
+/// does not touch a shared cache line per message.
+#[derive(Default, Debug)]
+pub struct LocalCounts {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl LocalCounts {
+    #[inline]
+    pub fn echoed(&mut self, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// Adds the batch to `stats` and starts a new one.
+    #[inline]
+    pub fn flush(&mut self, stats: &Stats) {
+        stats.echoed(self.messages, self.bytes);
+        *self = LocalCounts::default();
+    }
+}

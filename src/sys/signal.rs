@@ -1,0 +1,79 @@
+//! Signal dispositions: SIGPIPE ignored, SIGINT/SIGTERM turned into a flag
+//! plus an eventfd that every event loop can wait on.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    REQUESTED.store(true, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; `one` outlives the call.
+        unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+}
+
+/// Ignores SIGPIPE process-wide. Sends use MSG_NOSIGNAL too; this covers any
+/// plain `write` to a socket.
+pub fn ignore_sigpipe() -> io::Result<()> {
+    set_handler(libc::SIGPIPE, libc::SIG_IGN)
+}
+
+/// Routes SIGINT and SIGTERM to a flag and a write to `wake_fd`. No
+/// `SA_RESTART`: a blocking call in the main thread returns `EINTR`.
+pub fn install_stop_handler(wake_fd: RawFd) -> io::Result<()> {
+    WAKE_FD.store(wake_fd, Ordering::SeqCst);
+    let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    set_handler(libc::SIGINT, handler)?;
+    set_handler(libc::SIGTERM, handler)
+}
+
+/// Puts SIGINT and SIGTERM back to their defaults (for forked children,
+/// which the parent stops with SIGTERM).
+pub fn reset_stop_handler() -> io::Result<()> {
+    WAKE_FD.store(-1, Ordering::SeqCst);
+    set_handler(libc::SIGINT, libc::SIG_DFL)?;
+    set_handler(libc::SIGTERM, libc::SIG_DFL)
+}
+
+/// Whether SIGINT or SIGTERM has arrived, or a stop was requested in-process.
+pub fn stop_requested() -> bool {
+    REQUESTED.load(Ordering::SeqCst)
+}
+
+/// Requests a stop as if a signal had arrived.
+pub fn request_stop() {
+    on_stop_signal(0)
+}
+
+fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) -> io::Result<()> {
+    // SAFETY: sigaction is plain old data; zeroed means empty mask, no flags.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler;
+    crate::syscall!(sigaction(sig, &sa, std::ptr::null_mut())).map(drop)
+}
+
+/// Sets the calling thread's signal mask to `how` (`SIG_BLOCK`, `SIG_UNBLOCK`,
+/// `SIG_SETMASK`) for the given signals.
+pub fn thread_sigmask(how: libc::c_int, signals: &[libc::c_int]) -> io::Result<()> {
+    // SAFETY: sigset_t is plain old data, initialised by sigemptyset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t for both calls.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+    }
+    // SAFETY: `set` lives for the call; the old mask is not requested.
+    let rc = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
