@@ -1,0 +1,228 @@
+//! Shared harness for integration tests: starts the real `server` binary as a
+//! user would, waits for its `listening` line, and stops it with SIGTERM.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use sockbench::net::{Endpoint, Transport};
+
+/// Every backend name, in the order tests run them.
+pub const BACKENDS: [&str; 4] = ["fork", "threadpool", "epoll", "uring"];
+
+/// A transport plus the address family or path to test it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Tcp4,
+    Tcp6,
+    Udp4,
+    Udp6,
+    Unix,
+    Unixgram,
+}
+
+impl Target {
+    pub const ALL: [Target; 6] = [Target::Tcp4, Target::Tcp6, Target::Udp4, Target::Udp6, Target::Unix, Target::Unixgram];
+
+    pub fn transport(self) -> Transport {
+        match self {
+            Target::Tcp4 | Target::Tcp6 => Transport::Tcp,
+            Target::Udp4 | Target::Udp6 => Transport::Udp,
+            Target::Unix => Transport::Unix,
+            Target::Unixgram => Transport::Unixgram,
+        }
+    }
+
+    pub fn is_stream(self) -> bool {
+        self.transport().is_stream()
+    }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sockbench-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `server` process.
+pub struct ServerProc {
+    child: Option<Child>,
+    /// The `listening` line, verbatim.
+    pub listening: String,
+    /// Where clients connect.
+    pub endpoint: Endpoint,
+    lines: mpsc::Receiver<String>,
+    _dir: Option<TempDir>,
+}
+
+/// What a stopped server left behind.
+#[derive(Debug)]
+pub struct Stopped {
+    pub status: ExitStatus,
+    pub elapsed: Duration,
+    /// The `summary ...` line, if it printed one.
+    pub summary: Option<String>,
+}
+
+impl Stopped {
+    /// A `key=value` number from the summary line.
+    pub fn count(&self, key: &str) -> u64 {
+        let line = self.summary.as_deref().expect("no summary line");
+        field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+    }
+}
+
+/// The value of `key=` in a `key=value key=value` line.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+pub fn server_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_server")
+}
+
+impl ServerProc {
+    /// Starts `server --backend B` for `target` on a free port or a temp socket
+    /// path, with `extra` flags, and waits (up to 10 s) for `listening`.
+    pub fn start(backend: &str, target: Target, extra: &[&str]) -> ServerProc {
+        Self::try_start(backend, target, extra).unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"))
+    }
+
+    pub fn try_start(backend: &str, target: Target, extra: &[&str]) -> Result<ServerProc, String> {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--backend", backend, "--transport", target.transport().name()]);
+        let dir = match target {
+            Target::Tcp4 | Target::Udp4 => {
+                cmd.args(["--addr", "127.0.0.1:0"]);
+                None
+            }
+            Target::Tcp6 | Target::Udp6 => {
+                cmd.args(["--addr", "[::1]:0"]);
+                None
+            }
+            Target::Unix | Target::Unixgram => {
+                let dir = TempDir::new(backend);
+                cmd.arg("--path").arg(dir.path("server.sock"));
+                Some(dir)
+            }
+        };
+        cmd.args(extra);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Spawns a fully prepared `server` command (for tests that need odd flags or
+    /// limits) and waits for its `listening` line.
+    pub fn spawn(mut cmd: Command, dir: Option<TempDir>) -> Result<ServerProc, String> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().map_err(|e| format!("spawn server: {e}"))?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with("listening") => {
+                    let addr = field(&line, "addr").ok_or("listening line has no addr=")?;
+                    let endpoint = match addr.parse::<SocketAddr>() {
+                        Ok(a) => Endpoint::Inet(a),
+                        Err(_) => Endpoint::Unix(PathBuf::from(addr)),
+                    };
+                    return Ok(ServerProc { child: Some(child), listening: line, endpoint, lines: rx, _dir: dir });
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    return Err(format!("server did not print a listening line (exit: {status:?})"));
+                }
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn inet(&self) -> SocketAddr {
+        match &self.endpoint {
+            Endpoint::Inet(a) => *a,
+            Endpoint::Unix(p) => panic!("server is on a Unix path {}", p.display()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match &self.endpoint {
+            Endpoint::Unix(p) => p,
+            Endpoint::Inet(a) => panic!("server is on {a}, not a path"),
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` and waits up to 5 s for the exit; kills it if it hangs.
+    pub fn stop_with(mut self, signal: i32) -> Stopped {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait server") {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                let _ = child.kill();
+                break child.wait().expect("wait killed server");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let elapsed = start.elapsed();
+        let summary = self.lines.try_iter().find(|l| l.starts_with("summary"));
+        Stopped { status, elapsed, summary }
+    }
+
+    /// Stops with SIGTERM.
+    pub fn stop(self) -> Stopped {
+        self.stop_with(libc::SIGTERM)
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
