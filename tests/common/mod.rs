@@ -226,3 +226,9 @@ impl Drop for ServerProc {
         }
     }
 }
+
+/// Pins the calling thread to `cpu` if it exists (benches pin the client to a
+/// different core than the server).
+pub fn pin_to(cpu: usize) -> bool {
+    cpu < sockbench::cpu::available_cpus() && sockbench::cpu::pin_current_thread(cpu)
+}
