@@ -14,6 +14,11 @@ pub mod fork;
 pub mod threadpool;
 pub mod uring;
 
+/// The most echo output one stream connection may have waiting to be sent.
+/// Above it a backend stops reading from that connection until the backlog
+/// drains, so a client that never reads costs at most this much memory.
+pub const MAX_PENDING_BYTES: usize = 256 * 1024;
+
 /// One I/O model.
 pub trait Backend {
     /// Serves `ctx.socket` until `ctx.shutdown.requested()`, then stops

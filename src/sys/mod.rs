@@ -8,6 +8,8 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+pub mod mmsg;
+pub mod process;
 pub mod signal;
 pub mod sockaddr;
 

@@ -1,0 +1,1 @@
+//! Batched datagram I/O: recvmmsg(2) and sendmmsg(2).

@@ -1,0 +1,1 @@
+//! Process control for the fork backend: fork, waitpid, kill.
