@@ -1,14 +1,281 @@
-//! The `fork` backend (not yet implemented).
+//! The `fork` backend: the textbook process-per-connection server.
+//!
+//! **Streams.** The parent (the main thread) waits in `poll` for the
+//! listener, `accept`s, and `fork`s a child per connection. The child closes
+//! the listener, puts SIGINT/SIGTERM back to their defaults, echoes with
+//! blocking `read`/`send` ([`blocking::serve_stream`]) and `_exit`s. The
+//! parent closes its copy of the connection and goes back to `accept`.
+//!
+//! Children are reaped with `waitpid(WNOHANG)` after every accept and at
+//! least every [`REAP_INTERVAL`] while idle, so an exited child is a zombie
+//! for at most that long. `--max-conns` caps live children: at the cap the
+//! parent stops accepting (new clients wait in the listen backlog) until a
+//! child exits. It never accepts-and-refuses, and never forks past the cap.
+//!
+//! **Datagrams** have no connection to fork for: `--threads` children are
+//! preforked, and all of them run [`blocking::serve_datagrams`] on the one
+//! socket. The parent only waits, and replaces a child that dies early.
+//!
+//! **Stop.** The children share the parent's stop eventfd, so they see the
+//! stop within [`blocking::WAKE_INTERVAL`] on their own, publish their
+//! counters and exit. The parent closes the listener, reaps them, sends
+//! SIGTERM (and then SIGKILL) to any straggler, and returns once every child
+//! is reaped.
+//!
+//! **After fork.** The process is multi-threaded (the server's stop backstop
+//! is a thread), so a child may only make async-signal-safe calls: another
+//! thread could have held the allocator's lock at the moment of the fork.
+//! The child's buffer is therefore allocated by the parent before the first
+//! fork (the child gets a copy-on-write copy), and the loops in
+//! [`blocking`] make only syscalls. The counters are in shared memory
+//! ([`Stats`]), so a child's counts reach the parent's summary. The parent
+//! counts a connection open when it accepts it and closed when it reaps the
+//! child that served it.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
+use super::blocking::{self, AcceptFailure};
 use super::Backend;
-use crate::server::ServeContext;
+use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
+use crate::sys::process::{self, ExitStatus, Forked, Pid};
+use crate::sys::{self, signal};
 
 pub struct Fork;
 
+/// Longest an exited child stays a zombie while the parent is idle.
+const REAP_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long children get to exit on their own at a stop (they notice it
+/// within [`blocking::WAKE_INTERVAL`]) before they are sent SIGTERM.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// How long after SIGTERM before SIGKILL, and after SIGKILL before giving up.
+const KILL_GRACE: Duration = Duration::from_millis(200);
+
+const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
 impl Backend for Fork {
-    fn serve(&self, _ctx: ServeContext) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "the fork backend is not implemented yet"))
+    fn serve(&self, ctx: ServeContext) -> io::Result<()> {
+        if ctx.config.transport.is_stream() {
+            serve_streams(ctx)
+        } else {
+            serve_datagrams(ctx)
+        }
+    }
+}
+
+/// Accept in the parent, a child per connection.
+fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
+    sys::set_nonblocking(ctx.socket.as_fd(), true)?;
+    // Every child uses its copy of this buffer: allocated here, before any fork.
+    let mut buf = vec![0u8; blocking::STREAM_BUF_BYTES];
+    let cap = ctx.config.max_conns;
+    ctx.ready(&format!("children_cap={cap}"));
+    let ServeContext { socket: listener, config, stats, shutdown, .. } = ctx;
+
+    let mut children = Children::default();
+    let mut forked: usize = 0;
+    while !shutdown.requested() {
+        children.reap(|_, _| stats.conn_closed());
+        if children.len() >= cap {
+            // At the cap: leave new clients in the backlog until a child exits.
+            blocking::wait_readable_or_stop(None, shutdown, REAP_INTERVAL);
+            continue;
+        }
+        blocking::wait_readable_or_stop(Some(listener.as_fd()), shutdown, REAP_INTERVAL);
+        while children.len() < cap && !shutdown.requested() {
+            let conn = match sys::accept(listener.as_fd(), false) {
+                Ok(conn) => conn,
+                Err(e) => match blocking::accept_failure(&e) {
+                    AcceptFailure::Drained => break,
+                    AcceptFailure::Retry => continue,
+                    AcceptFailure::BackOff => {
+                        stats.error();
+                        blocking::wait_readable_or_stop(None, shutdown, blocking::ACCEPT_BACKOFF);
+                        break;
+                    }
+                },
+            };
+            stats.conn_opened();
+            if blocking::prepare_stream(conn.as_fd(), config.transport).is_err() {
+                stats.error();
+                stats.conn_closed();
+                continue;
+            }
+            let worker = forked;
+            let spawned = spawn_child(|| {
+                process::close_inherited(listener.as_fd());
+                config.pin_worker(worker);
+                blocking::serve_stream(conn.as_fd(), &mut buf, stats, shutdown);
+                drop(conn);
+                0
+            });
+            // In the parent, `conn` went out of scope with the closure: closed.
+            match spawned {
+                Ok(pid) => {
+                    children.insert(pid, worker);
+                    forked = forked.wrapping_add(1);
+                }
+                Err(_) => {
+                    // EAGAIN (process limit) or ENOMEM: that client is closed;
+                    // pause rather than fail the next one the same way at once.
+                    stats.error();
+                    stats.conn_closed();
+                    blocking::wait_readable_or_stop(None, shutdown, blocking::ACCEPT_BACKOFF);
+                    break;
+                }
+            }
+            // Keep zombies from piling up during a burst of short connections.
+            children.reap(|_, _| stats.conn_closed());
+        }
+    }
+    // Stop accepting: clients still in the backlog are refused, not left hanging.
+    drop(listener);
+    children.stop_all(|_, _| stats.conn_closed());
+    Ok(())
+}
+
+/// `--threads` preforked children share the datagram socket.
+fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
+    blocking::set_wake_timeouts(ctx.socket.as_fd())?;
+    let mut buf = vec![0u8; blocking::DGRAM_BUF_BYTES];
+    let workers = ctx.config.threads;
+    let (stats, shutdown) = (ctx.stats, ctx.shutdown);
+    let mut children = Children::default();
+    for slot in 0..workers {
+        match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
+            Ok(pid) => children.insert(pid, slot),
+            Err(e) => {
+                children.stop_all(|_, _| {});
+                return Err(e);
+            }
+        }
+    }
+    ctx.ready(&format!("prefork={workers}"));
+
+    // The parent has nothing to do but replace a child that dies early.
+    let mut missing: Vec<usize> = Vec::new();
+    while !shutdown.requested() {
+        blocking::wait_readable_or_stop(None, shutdown, REAP_INTERVAL);
+        children.reap(|slot, _| {
+            stats.error();
+            missing.push(slot);
+        });
+        if shutdown.requested() {
+            break;
+        }
+        let mut still_missing = Vec::new();
+        for slot in missing.drain(..) {
+            match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
+                Ok(pid) => children.insert(pid, slot),
+                Err(_) => still_missing.push(slot), // retried at the next tick
+            }
+        }
+        missing = still_missing;
+    }
+    children.stop_all(|_, _| {});
+    Ok(())
+}
+
+fn spawn_datagram_child(
+    sock: BorrowedFd<'_>,
+    config: &ServerConfig,
+    slot: usize,
+    buf: &mut [u8],
+    stats: &'static Stats,
+    shutdown: Shutdown,
+) -> io::Result<Pid> {
+    spawn_child(|| {
+        config.pin_worker(slot);
+        blocking::serve_datagrams(sock, buf, stats, shutdown);
+        0
+    })
+}
+
+/// Forks; the child runs `child_main` and `_exit`s with its result, the
+/// parent gets the child's pid. `child_main` must be async-signal-safe (see
+/// the module docs); it runs with SIGINT/SIGTERM at their defaults.
+fn spawn_child(child_main: impl FnOnce() -> i32) -> io::Result<Pid> {
+    // Hold the stop signals in this thread across the fork: one arriving in
+    // the child before it restored the defaults would run the parent's
+    // handler there, which pokes the stop eventfd the parent shares. While
+    // they are held here, the parent's stop signals go to another thread.
+    signal::thread_sigmask(libc::SIG_BLOCK, &STOP_SIGNALS)?;
+    match process::fork() {
+        Ok(Forked::Child) => {
+            let _ = signal::reset_stop_handler();
+            let _ = signal::thread_sigmask(libc::SIG_UNBLOCK, &STOP_SIGNALS);
+            let code = child_main();
+            process::exit_now(code)
+        }
+        Ok(Forked::Parent(pid)) => {
+            let _ = signal::thread_sigmask(libc::SIG_UNBLOCK, &STOP_SIGNALS);
+            Ok(pid)
+        }
+        Err(e) => {
+            let _ = signal::thread_sigmask(libc::SIG_UNBLOCK, &STOP_SIGNALS);
+            Err(e)
+        }
+    }
+}
+
+/// The live children, each with its worker slot (the connection's number
+/// for streams, the preforked worker's index for datagrams).
+#[derive(Default)]
+struct Children {
+    live: HashMap<Pid, usize>,
+}
+
+impl Children {
+    fn insert(&mut self, pid: Pid, slot: usize) {
+        self.live.insert(pid, slot);
+    }
+
+    fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Reaps every child that has exited, calling `on_exit(slot, status)` for each.
+    fn reap(&mut self, mut on_exit: impl FnMut(usize, ExitStatus)) {
+        while let Ok(Some((pid, status))) = process::reap_any() {
+            if let Some(slot) = self.live.remove(&pid) {
+                on_exit(slot, status);
+            }
+        }
+    }
+
+    /// At a stop: lets the children exit on their own, then sends SIGTERM
+    /// and SIGKILL to stragglers, reaping every one. Bounded to well under
+    /// the server's stop deadline.
+    fn stop_all(&mut self, mut on_exit: impl FnMut(usize, ExitStatus)) {
+        if self.wait_all(STOP_GRACE, &mut on_exit) {
+            return;
+        }
+        for signal in [libc::SIGTERM, libc::SIGKILL] {
+            for &pid in self.live.keys() {
+                let _ = process::kill(pid, signal);
+            }
+            if self.wait_all(KILL_GRACE, &mut on_exit) {
+                return;
+            }
+        }
+    }
+
+    /// Reaps until no child is left (true) or `limit` passes (false).
+    fn wait_all(&mut self, limit: Duration, on_exit: &mut impl FnMut(usize, ExitStatus)) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.reap(&mut *on_exit);
+            if self.live.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::io;
 
 use crate::server::{BackendKind, ServeContext};
 
+pub mod blocking;
 pub mod epoll;
 pub mod fork;
 pub mod threadpool;
