@@ -2,6 +2,8 @@
 //! user would, waits for its `listening` line, and stops it with SIGTERM.
 #![allow(dead_code)]
 
+pub mod client;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
