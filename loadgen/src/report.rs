@@ -33,8 +33,6 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     if !h.is_empty() {
         for v in h.iter_quantiles(5) {
             let q = v.quantile_iterated_to();
-            let count = v.count_since_last_iteration();
-            let _ = count;
             if q < 1.0 {
                 let _ = writeln!(
                     out,
@@ -51,7 +49,7 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     }
     let _ = writeln!(out, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean(), h.stdev());
     let _ = writeln!(out, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64, h.len());
-    let _ = writeln!(out, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), h.distinct_values());
+    let _ = writeln!(out, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), sub_buckets(h));
     out
 }
 
@@ -115,4 +113,10 @@ pub fn summary(r: &RunResult) -> String {
         e.connect, e.reset, e.timeout, e.mismatch, e.lost, e.duplicate, e.reordered
     );
     s
+}
+
+/// HdrHistogram's sub-bucket count for the histogram's precision.
+fn sub_buckets(h: &Histogram<u64>) -> u64 {
+    let largest_single_unit = 2.0 * 10f64.powi(h.sigfig() as i32);
+    2u64.pow(largest_single_unit.log2().ceil() as u32)
 }

@@ -188,7 +188,13 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
     let mut measure_tick_first = None;
     let mut cpu_at_start = None;
     let mut end = UNSET;
+    let mut final_tick: Option<u64> = None;
     loop {
+        if let Some(t) = final_tick {
+            if !pending.contains_key(&t) && tick_no >= t {
+                break;
+            }
+        }
         let now = shared.now_ns();
         if shared.stop.load(Relaxed) {
             ph.fatal.get_or_insert("an event-loop thread failed".into());
@@ -224,12 +230,14 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
                 ph.measured_s = (now.saturating_sub(ms)) as f64 / 1e9;
                 break;
             }
-            if now >= end {
+            if now >= end && final_tick.is_none() {
                 ph.measured_s = args.duration.as_secs_f64();
                 if let (Some(a), Ok(b)) = (cpu_at_start, crate::sys::process_cpu_us()) {
                     ph.cpu_us = Some(b.saturating_sub(a));
                 }
-                break;
+                // One last tick collects the final partial second; the threads stop after it.
+                next_tick = now;
+                final_tick = Some(tick_no + 1);
             }
         }
         if now >= next_tick {
@@ -260,14 +268,14 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         }
         let ready: Vec<u64> = pending
             .iter()
-            .filter(|(&t, (_, n, _, at))| *n >= threads || (t < tick_no && shared.now_ns() > at + 300_000_000))
+            .filter(|(&t, (_, n, _, at))| *n >= threads || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000))
             .map(|(&t, _)| t)
             .collect();
         for t in ready {
             let (iv, _, from, to) = pending.remove(&t).unwrap();
             let secs = (to - from).max(1) as f64 / 1e9;
             let ms = shared.measure_start_ns.load(Relaxed);
-            let phase = if ms == UNSET { "startup" } else if to <= ms { "warmup" } else { "" };
+            let phase = if ms == UNSET { "startup" } else if from < ms { "warmup" } else { "" };
             eprintln!(
                 "[{:>6.1}s] {:>10.0} msgs/s {:>8.2} MB/s  p50 {:>6} us  p99 {:>7} us  errors {:>5}  open {}/{} {}",
                 to as f64 / 1e9,
@@ -280,7 +288,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
                 args.conns,
                 phase
             );
-            if ms != UNSET && to > ms {
+            if ms != UNSET && from >= ms {
                 ph.series.push(SeriesPoint {
                     t_s: ((to - ms) as f64 / 1e9 * 1000.0).round() / 1000.0,
                     msgs: iv.msgs,

@@ -299,7 +299,9 @@ impl Worker<'_> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
         loop {
             let now = self.shared.now_ns();
-            if self.shared.stop.load(Relaxed) || now >= self.shared.end_ns.load(Relaxed) {
+            // The main thread says when to stop (after the last tick), so that the
+            // final interval is reported; samples past the end are not recorded.
+            if self.shared.stop.load(Relaxed) {
                 return Ok(());
             }
             let tick = self.shared.tick.load(Relaxed);
