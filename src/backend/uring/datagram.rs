@@ -10,7 +10,16 @@
 //! Sends carry `MSG_DONTWAIT`: a receiver whose queue is full (a unixgram
 //! client that never reads) loses that echo, as a datagram may be lost,
 //! instead of holding a ring buffer until it reads.
+//!
+//! Unixgram has one more trap: a datagram sent to a client stays charged to
+//! the *server's* send buffer until the client reads it, and the kernel skips
+//! the receive-queue limit for a client connected to us. A client that floods
+//! and never reads would thus fill the server's send buffer for good, and then
+//! nobody gets an answer. [`PeerBudget`] keeps headroom: when more than half
+//! of the send buffer is unread, echoes to the peer that has been sent the
+//! most are dropped until the backlog is read.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
@@ -37,6 +46,54 @@ impl SendSlot {
     }
 }
 
+/// Per-peer fairness for unixgram (see the module docs).
+struct PeerBudget {
+    /// Above this many unread bytes in our send buffer, the top receiver is cut off.
+    high_water: usize,
+    /// Below this, every peer has read its echoes: forget who was sent what.
+    low_water: usize,
+    /// Bytes echoed to each peer (by address) since the send buffer was last nearly empty.
+    sent: HashMap<Vec<u8>, u64>,
+    top: u64,
+    under_pressure: bool,
+}
+
+impl PeerBudget {
+    fn new(sock: BorrowedFd<'_>) -> PeerBudget {
+        let sndbuf = crate::sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(1) as usize;
+        PeerBudget { high_water: sndbuf / 2, low_water: sndbuf / 8, sent: HashMap::new(), top: 0, under_pressure: false }
+    }
+
+    /// Once per loop turn: how much of our send buffer is unread (`SIOCOUTQ`).
+    fn update(&mut self, sock: BorrowedFd<'_>) {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int into `unread`, which outlives the call.
+        let unread = match crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)) {
+            Ok(_) => unread.max(0) as usize,
+            Err(_) => return,
+        };
+        self.under_pressure = unread > self.high_water;
+        if unread < self.low_water && !self.sent.is_empty() {
+            self.sent.clear();
+            self.top = 0;
+        }
+    }
+
+    /// Whether to echo `len` bytes to `peer` (and account them if so).
+    fn allow(&mut self, peer: &[u8], len: usize) -> bool {
+        let sent = self.sent.get(peer).copied().unwrap_or(0);
+        if self.under_pressure && sent >= self.top && sent > 0 {
+            return false;
+        }
+        let sent = sent + len as u64;
+        self.top = self.top.max(sent);
+        // Bounded: the map is cleared whenever clients catch up, and it holds
+        // only peers that were echoed to since.
+        self.sent.insert(peer.to_vec(), sent);
+        true
+    }
+}
+
 /// One ring serving a datagram socket.
 pub(super) struct DgramWorker<'a> {
     d: Driver,
@@ -53,6 +110,8 @@ pub(super) struct DgramWorker<'a> {
     stopping: bool,
     counts: LocalCounts,
     errors: u64,
+    /// Only for unixgram, where unread echoes count against our send buffer.
+    budget: Option<PeerBudget>,
 }
 
 impl<'a> DgramWorker<'a> {
@@ -60,6 +119,8 @@ impl<'a> DgramWorker<'a> {
         let mut template = Box::new(SendSlot::zeroed().hdr);
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
+        let is_unix = crate::sys::getsockname(sock).map(|a| a.family() == libc::AF_UNIX).unwrap_or(false);
+        let budget = is_unix.then(|| PeerBudget::new(sock));
         DgramWorker {
             d,
             sock,
@@ -71,6 +132,7 @@ impl<'a> DgramWorker<'a> {
             stopping: false,
             counts: LocalCounts::default(),
             errors: 0,
+            budget,
         }
     }
 
@@ -99,6 +161,9 @@ impl<'a> DgramWorker<'a> {
             self.d.bufs.publish();
             self.flush_counts();
             self.d.submit_and_wait(None)?;
+            if let Some(b) = &mut self.budget {
+                b.update(self.sock);
+            }
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
                 self.dispatch(c)?;
@@ -176,6 +241,10 @@ impl<'a> DgramWorker<'a> {
             Ok(out) if out.is_payload_truncated() => (None, 0),
             // An unbound unixgram sender has no address to answer to.
             Ok(out) if out.name_data().len() <= sockaddr_min || out.is_name_data_truncated() => (None, 0),
+            // A peer that does not read its echoes while our send buffer fills up.
+            Ok(out) if !self.budget.as_mut().map_or(true, |b| b.allow(out.name_data(), out.payload_data().len())) => {
+                (None, 0)
+            }
             Ok(out) => {
                 let slot = &mut self.slots[bid as usize];
                 let name = out.name_data();
