@@ -250,3 +250,39 @@ fn block_io_uring_setup(errno: i32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `--max-conns` holds across rings: past the cap a new client waits in the
+/// backlog (it is neither served nor refused) and is served once another
+/// connection closes.
+#[test]
+fn max_conns_waits_then_serves() {
+    let _heavy = one_at_a_time();
+    for threads in ["1", "2"] {
+        let Some(server) = start_uring(Target::Tcp4, &["--threads", threads, "--max-conns", "3"]) else { return };
+        let mut first: Vec<Stream> = (0..3u64)
+            .map(|i| {
+                let mut c = Stream::connect(&server.endpoint).unwrap();
+                let m = pattern(i, 0, 100);
+                assert_eq!(c.echo(&m).unwrap(), m);
+                c
+            })
+            .collect();
+        let mut waiting = TcpStream::connect(server.inet()).expect("connect completes in the backlog");
+        waiting.write_all(b"over the cap").unwrap();
+        waiting.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut buf = [0u8; 12];
+        let early = waiting.read(&mut buf);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+            "threads={threads}: a 4th connection was served (or refused) past --max-conns 3: {early:?}"
+        );
+        drop(first.pop());
+        waiting.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        waiting.read_exact(&mut buf).expect("served once a place frees up");
+        assert_eq!(&buf, b"over the cap");
+        drop(first);
+        let stopped = server.stop();
+        assert!(stopped.status.success());
+        assert_eq!(stopped.count("accepted"), 4, "threads={threads}");
+    }
+}

@@ -35,6 +35,13 @@ use crate::server::LocalCounts;
 
 /// How long accept waits after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Within this many connections of `--max-conns`, accept switches from
+/// multishot (which may take a whole burst from the backlog before a cancel
+/// lands) to: poll the listener, reserve a place, then one single-shot accept.
+/// The cap then holds exactly, across rings, without refusing anyone; and a
+/// ring reserves a place only when its own listener has a client waiting, so
+/// an idle ring cannot hold the last place while another ring's client waits.
+const NEAR_CAP: usize = 64;
 /// How often a ring whose accept is paused at `--max-conns` looks whether
 /// another ring has closed a connection (its own closes are seen at once).
 const MAX_CONNS_RECHECK: Duration = Duration::from_millis(50);
@@ -121,6 +128,10 @@ pub(super) struct StreamWorker<'a> {
     /// Connections whose receive ended with ENOBUFS, oldest first: (slot, gen).
     starved: VecDeque<(u32, u32)>,
     accept_armed: bool,
+    /// The armed accept is single-shot and holds a reserved place in `Shared::open`.
+    accept_reserved: bool,
+    /// A poll for a pending connection is armed (near the cap).
+    ready_poll_armed: bool,
     accept_cancel_sent: bool,
     backoff_armed: bool,
     /// The back-off timeout; the kernel reads it when the timeout is submitted.
@@ -141,6 +152,8 @@ impl<'a> StreamWorker<'a> {
             free: Vec::new(),
             starved: VecDeque::new(),
             accept_armed: false,
+            accept_reserved: false,
+            ready_poll_armed: false,
             accept_cancel_sent: false,
             backoff_armed: false,
             backoff_ts: Box::new(types::Timespec::from(ACCEPT_BACKOFF)),
@@ -168,7 +181,7 @@ impl<'a> StreamWorker<'a> {
             self.rearm_starved()?;
             self.d.bufs.publish();
             self.flush_counts();
-            let at_cap = !self.accept_armed && !self.backoff_armed;
+            let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
             self.d.submit_and_wait(at_cap.then_some(MAX_CONNS_RECHECK))?;
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
@@ -203,6 +216,7 @@ impl<'a> StreamWorker<'a> {
         match t.op {
             Op::Shutdown => self.stopping = true,
             Op::Accept => self.on_accept(c)?,
+            Op::AcceptReady => self.on_accept_ready(c)?,
             Op::AcceptBackoff => self.backoff_armed = false,
             Op::Recv => self.on_recv(t, c)?,
             Op::Send => self.on_send(t, c)?,
@@ -221,22 +235,55 @@ impl<'a> StreamWorker<'a> {
 
     /// Arms accept when we may take connections, cancels it when we may not.
     fn update_accept(&mut self) -> io::Result<()> {
-        let below_cap = self.shared.open.load(Ordering::Acquire) < self.shared.max_conns;
-        let want = !self.stopping && !self.backoff_armed && below_cap;
-        if want && !self.accept_armed {
-            let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-                .flags(libc::SOCK_CLOEXEC)
-                .build()
-                .user_data(token::ACCEPT);
-            // SAFETY: a multishot accept passes no address buffer.
-            unsafe { self.d.push(sqe)? };
-            self.accept_armed = true;
-            self.accept_cancel_sent = false;
-        } else if !want && self.accept_armed && !self.accept_cancel_sent {
+        let open = self.shared.open.load(Ordering::Acquire);
+        let near_cap = open + NEAR_CAP >= self.shared.max_conns;
+        let multishot_ok = !self.stopping && !self.backoff_armed && !near_cap;
+        if !self.accept_armed && !self.stopping && !self.backoff_armed {
+            let fd = types::Fd(self.listener.as_raw_fd());
+            if multishot_ok {
+                let sqe = opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build().user_data(token::ACCEPT);
+                // SAFETY: a multishot accept passes no address buffer.
+                unsafe { self.d.push(sqe)? };
+                self.accept_armed = true;
+                self.accept_cancel_sent = false;
+            } else if !self.ready_poll_armed && open < self.shared.max_conns {
+                let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32).build().user_data(token::ACCEPT_READY);
+                // SAFETY: a poll carries no buffer.
+                unsafe { self.d.push(sqe)? };
+                self.ready_poll_armed = true;
+            }
+            // else at the cap: look again when a connection closes.
+        } else if !multishot_ok && self.accept_armed && !self.accept_reserved && !self.accept_cancel_sent {
             self.cancel(token::ACCEPT)?;
             self.accept_cancel_sent = true;
         }
         Ok(())
+    }
+
+    /// Near the cap, a client is waiting on our listener: reserve a place for
+    /// it and accept it with a single-shot accept.
+    fn on_accept_ready(&mut self, c: Completion) -> io::Result<()> {
+        self.ready_poll_armed = false;
+        if c.result < 0 || self.accept_armed || self.stopping || !self.reserve_place() {
+            return Ok(());
+        }
+        let fd = types::Fd(self.listener.as_raw_fd());
+        let sqe = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token::ACCEPT);
+        // SAFETY: the accept passes no address buffer.
+        unsafe { self.d.push(sqe)? };
+        self.accept_armed = true;
+        self.accept_reserved = true;
+        self.accept_cancel_sent = false;
+        Ok(())
+    }
+
+    /// Takes one place under `--max-conns`, if there is one.
+    fn reserve_place(&self) -> bool {
+        let max = self.shared.max_conns;
+        self.shared.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
     }
 
     fn cancel(&mut self, user_data: u64) -> io::Result<()> {
@@ -246,14 +293,19 @@ impl<'a> StreamWorker<'a> {
     }
 
     fn on_accept(&mut self, c: Completion) -> io::Result<()> {
+        let reserved = self.accept_reserved;
         if !cqueue::more(c.flags) {
             self.accept_armed = false;
+            self.accept_reserved = false;
+            if reserved && c.result < 0 {
+                self.shared.open.fetch_sub(1, Ordering::AcqRel); // the place was not used
+            }
         }
         if c.result >= 0 {
             // SAFETY: a successful accept's result is a new descriptor nobody else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
-            let open = self.shared.open.fetch_add(1, Ordering::AcqRel) + 1;
-            if self.stopping || open > self.shared.max_conns {
+            let open = if reserved { self.shared.open.load(Ordering::Acquire) } else { self.shared.open.fetch_add(1, Ordering::AcqRel) + 1 };
+            if self.stopping || (!reserved && open > self.shared.max_conns) {
                 // Accepted before our cancel took effect (or another ring took the
                 // last place first): closing it keeps `--max-conns` a hard cap.
                 self.shared.open.fetch_sub(1, Ordering::AcqRel);

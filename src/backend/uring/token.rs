@@ -30,6 +30,9 @@ pub enum Op {
     DgramSend = 9,
     /// The start-up self-test of multishot receive.
     Probe = 10,
+    /// Near `--max-conns`: a poll for a pending connection, before a place is
+    /// reserved and a single-shot accept armed.
+    AcceptReady = 11,
 }
 
 impl Op {
@@ -45,6 +48,7 @@ impl Op {
             8 => Op::DgramRecv,
             9 => Op::DgramSend,
             10 => Op::Probe,
+            11 => Op::AcceptReady,
             _ => return None,
         })
     }
@@ -67,6 +71,8 @@ pub const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 pub const ACCEPT: u64 = Token::reserved(Op::Accept);
 /// The poll on the shutdown eventfd.
 pub const SHUTDOWN: u64 = Token::reserved(Op::Shutdown);
+/// The poll for a pending connection near `--max-conns`.
+pub const ACCEPT_READY: u64 = Token::reserved(Op::AcceptReady);
 /// The EMFILE back-off timer.
 pub const ACCEPT_BACKOFF: u64 = Token::reserved(Op::AcceptBackoff);
 /// Every cancel request.
