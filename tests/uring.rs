@@ -14,7 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{pattern, Stream};
-use common::{field, server_bin, ServerProc, Target};
+use common::{field, server_bin, ServerProc, Target, TempDir};
+use sockbench::backend::uring::FORCE_SINGLE_SHOT_ENV;
 use sockbench::procfs;
 
 /// The heavy tests take most of the machine; run them one at a time.
@@ -31,6 +32,25 @@ fn start_uring(target: Target, extra: &[&str]) -> Option<ServerProc> {
         Ok(s) => Some(s),
         Err(e) => {
             // The server names the feature on stderr (inherited, so it shows above).
+            eprintln!("skipped: kernel lacks an io_uring feature the backend needs ({e})");
+            None
+        }
+    }
+}
+
+/// A Unix stream server whose connections use the single-shot receive
+/// fallback (the path taken on kernels whose multishot receive misses EOF).
+fn start_unix_single_shot(extra: &[&str]) -> Option<ServerProc> {
+    let dir = TempDir::new("uring-single");
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--backend", "uring", "--transport", "unix", "--path"]).arg(dir.path("s.sock")).args(extra);
+    cmd.env(FORCE_SINGLE_SHOT_ENV, "1");
+    match ServerProc::spawn(cmd, Some(dir)) {
+        Ok(s) => {
+            assert!(s.listening.contains("unix_recv=single-shot"), "{}", s.listening);
+            Some(s)
+        }
+        Err(e) => {
             eprintln!("skipped: kernel lacks an io_uring feature the backend needs ({e})");
             None
         }
@@ -101,10 +121,10 @@ fn five_thousand_connections_on_one_thread() {
 #[test]
 fn tiny_buffer_ring_100_clients() {
     let _heavy = one_at_a_time();
-    for target in [Target::Tcp4, Target::Unix] {
-        let Some(server) = start_uring(target, &["--threads", "1", "--buf-count", "8", "--buf-size", "1024"]) else {
-            return;
-        };
+    for (target, single_shot) in [(Target::Tcp4, false), (Target::Unix, false), (Target::Unix, true)] {
+        let flags = ["--threads", "1", "--buf-count", "8", "--buf-size", "1024"];
+        let server = if single_shot { start_unix_single_shot(&flags) } else { start_uring(target, &flags) };
+        let Some(server) = server else { return };
         assert!(server.listening.contains("buf_count=8"), "{}", server.listening);
         let endpoint = Arc::new(server.endpoint.clone());
         let start = Arc::new(Barrier::new(100));
@@ -138,6 +158,13 @@ fn tiny_buffer_ring_100_clients() {
 fn unix_stream_eof_is_noticed() {
     let _heavy = one_at_a_time();
     let Some(server) = start_uring(Target::Unix, &["--threads", "1"]) else { return };
+    unix_eof(server);
+    // The fallback the backend would pick on a kernel with the bug.
+    let Some(server) = start_unix_single_shot(&["--threads", "1"]) else { return };
+    unix_eof(server);
+}
+
+fn unix_eof(server: ServerProc) {
     let mode = field(&server.listening, "unix_recv").expect("unix_recv= in the listening line").to_string();
     println!("unix stream receive mode: {mode}");
     let pid = server.pid();

@@ -57,6 +57,11 @@ const MAX_DATAGRAM: u32 = 64 * 1024;
 /// stream buffers; this caps their number per ring (about 17 MiB).
 const MAX_DGRAM_BUFS: u32 = 256;
 
+/// Set (to anything) to make Unix stream connections use single-shot
+/// receives even where the kernel reports EOF on multishot ones, so that the
+/// fallback path can be tested on any kernel.
+pub const FORCE_SINGLE_SHOT_ENV: &str = "SOCKBENCH_URING_UNIX_SINGLE_SHOT";
+
 /// State shared by every worker thread.
 struct Shared {
     /// Connections open across all rings, for `--max-conns`.
@@ -138,7 +143,7 @@ impl Backend for Uring {
         }
         let mut result = setup_result.map(drop);
         for w in workers {
-            let r = w.join().unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::Other, "uring worker panicked")));
+            let r = w.join().unwrap_or_else(|_| Err(io::Error::other("uring worker panicked")));
             if result.is_ok() {
                 result = r;
             }
@@ -182,7 +187,8 @@ fn run_worker(
     let setup = (|| {
         let mut d = Driver::new(opts.ring_entries, cq_entries, buf_count, buf_size)?;
         let test = setup::self_test(&mut d)?;
-        let unix_single_shot = config.transport == Transport::Unix && !test.unix_multishot_eof;
+        let forced = std::env::var_os(FORCE_SINGLE_SHOT_ENV).is_some();
+        let unix_single_shot = config.transport == Transport::Unix && (forced || !test.unix_multishot_eof);
         let info = RingInfo {
             flags: d.flags,
             sq_entries: d.ring.params().sq_entries(),

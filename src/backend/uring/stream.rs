@@ -499,11 +499,7 @@ impl<'a> StreamWorker<'a> {
                         }
                     }
                     libc::ENOBUFS | libc::ECANCELED => {}
-                    _ if res > 0 => {
-                        // Data without a buffer: the kernel broke its contract.
-                        self.errors += 1;
-                        self.begin_close(slot)?;
-                    }
+                    // An error, or (never expected) data without a buffer.
                     _ => {
                         self.errors += 1;
                         self.begin_close(slot)?;
