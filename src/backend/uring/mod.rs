@@ -298,7 +298,8 @@ impl Driver {
         cq.sync();
         for cqe in &mut cq {
             if !cqueue::more(cqe.flags()) {
-                self.in_flight -= 1;
+                // Saturating: a miscount must not wrap and make shutdown wait in vain.
+                self.in_flight = self.in_flight.saturating_sub(1);
             }
             self.completions.push(Completion { user_data: cqe.user_data(), result: cqe.result(), flags: cqe.flags() });
         }
