@@ -313,3 +313,33 @@ fn max_conns_waits_then_serves() {
         assert_eq!(stopped.count("accepted"), 4, "threads={threads}");
     }
 }
+
+/// The setups an older kernel falls back to (COOP_TASKRUN, 5.19; no flags)
+/// serve correctly too: forced here, since this kernel would pick the best.
+#[test]
+fn fallback_setups_serve() {
+    use sockbench::backend::uring::FORCE_SETUP_ENV;
+    let _heavy = one_at_a_time();
+    for setup in ["coop_taskrun", "plain"] {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0", "--threads", "2"]).env(FORCE_SETUP_ENV, setup);
+        let server = ServerProc::spawn(cmd, None).unwrap_or_else(|e| panic!("setup={setup}: {e}"));
+        assert_eq!(field(&server.listening, "setup"), Some(setup), "{}", server.listening);
+        let handles: Vec<_> = (0..20u64)
+            .map(|id| {
+                let endpoint = server.endpoint.clone();
+                thread::spawn(move || {
+                    let mut c = Stream::connect(&endpoint).unwrap();
+                    let msg = pattern(id, 0, 100_000);
+                    c.echo(&msg).unwrap() == msg
+                })
+            })
+            .collect();
+        for h in handles {
+            assert!(h.join().unwrap(), "setup={setup}: echo corrupted");
+        }
+        let stopped = server.stop();
+        assert!(stopped.status.success());
+        assert_eq!(stopped.count("bytes"), 20 * 100_000, "setup={setup}");
+    }
+}

@@ -16,6 +16,7 @@
 mod buf_ring;
 mod datagram;
 mod setup;
+pub use setup::FORCE_SETUP_ENV;
 mod stream;
 mod token;
 

@@ -43,12 +43,21 @@ pub fn missing(feature: &str, source: io::Error) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, format!("kernel lacks {feature}: {source}"))
 }
 
+/// Set to `coop_taskrun` or `plain` to start the fallback chain there, so the
+/// fallbacks an older kernel would get can be tested on a new one.
+pub const FORCE_SETUP_ENV: &str = "SOCKBENCH_URING_SETUP";
+
 /// Creates a ring with `sq_entries` submission entries and `cq_entries`
 /// completion entries, with the best setup flags the kernel accepts.
 pub fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, SetupFlags)> {
     let attempts = [SetupFlags::DeferTaskrun, SetupFlags::CoopTaskrun, SetupFlags::Plain];
+    let first = match std::env::var(FORCE_SETUP_ENV).as_deref() {
+        Ok("coop_taskrun") => 1,
+        Ok("plain") => 2,
+        _ => 0,
+    };
     let mut last_err = None;
-    for flags in attempts {
+    for flags in attempts.into_iter().skip(first) {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries).setup_clamp();
         match flags {
