@@ -15,14 +15,15 @@
 //! the *server's* send buffer until the client reads it, and the kernel skips
 //! the receive-queue limit for a client connected to us. A client that floods
 //! and never reads would thus fill the server's send buffer for good, and then
-//! nobody gets an answer. [`PeerBudget`] keeps headroom: when more than half
-//! of the send buffer is unread, echoes to the peer that has been sent the
-//! most are dropped until the backlog is read.
+//! nobody gets an answer. [`PeerBudget`] keeps headroom: when more than a
+//! quarter of the send buffer is unread, each peer gets only a fair share of
+//! it, so a client that reads still gets answers beside many that do not.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 
 use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, types};
@@ -46,50 +47,76 @@ impl SendSlot {
     }
 }
 
-/// Per-peer fairness for unixgram (see the module docs).
-struct PeerBudget {
-    /// Above this many unread bytes in our send buffer, the top receiver is cut off.
-    high_water: usize,
+/// Per-peer fairness for unixgram (see the module docs), shared by every
+/// ring, since they all answer from the one socket.
+pub(super) struct PeerBudget {
+    /// Above this many unread bytes in our send buffer, each peer gets a fair share.
+    pressure: usize,
+    /// What the fair shares add up to.
+    share_pool: usize,
+    /// Never queue past this (the send buffer minus room to answer a newcomer).
+    ceiling: usize,
     /// Below this, every peer has read its echoes: forget who was sent what.
     low_water: usize,
+    /// Unread bytes in our send buffer (`SIOCOUTQ`, plus what was sent since).
+    unread: usize,
     /// Bytes echoed to each peer (by address) since the send buffer was last nearly empty.
-    sent: HashMap<Vec<u8>, u64>,
-    top: u64,
-    under_pressure: bool,
+    sent: HashMap<Vec<u8>, usize>,
+}
+
+/// What the kernel charges our send buffer for a datagram of `len` bytes, on
+/// the safe side: the skb's truesize (a 4 KiB payload lands in an 8 KiB slab
+/// object; big ones add page fragments and bookkeeping).
+fn charge(len: usize) -> usize {
+    2 * len + 1024
 }
 
 impl PeerBudget {
-    fn new(sock: BorrowedFd<'_>) -> PeerBudget {
+    pub(super) fn new(sock: BorrowedFd<'_>) -> PeerBudget {
         let sndbuf = crate::sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(1) as usize;
-        PeerBudget { high_water: sndbuf / 2, low_water: sndbuf / 8, sent: HashMap::new(), top: 0, under_pressure: false }
+        PeerBudget {
+            pressure: sndbuf / 4,
+            share_pool: sndbuf / 2,
+            ceiling: sndbuf - sndbuf / 8,
+            low_water: sndbuf / 16,
+            unread: 0,
+            sent: HashMap::new(),
+        }
     }
 
-    /// Once per loop turn: how much of our send buffer is unread (`SIOCOUTQ`).
+    /// Once per loop turn: how much of our send buffer is unread.
     fn update(&mut self, sock: BorrowedFd<'_>) {
         let mut unread: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ writes one int into `unread`, which outlives the call.
-        let unread = match crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)) {
-            Ok(_) => unread.max(0) as usize,
-            Err(_) => return,
-        };
-        self.under_pressure = unread > self.high_water;
-        if unread < self.low_water && !self.sent.is_empty() {
+        // SIOCOUTQ writes one int into `unread`, which outlives the call.
+        if crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)).is_err() {
+            return;
+        }
+        self.unread = unread.max(0) as usize;
+        if self.unread < self.low_water && !self.sent.is_empty() {
             self.sent.clear();
-            self.top = 0;
         }
     }
 
-    /// Whether to echo `len` bytes to `peer` (and account them if so).
+    /// Whether to echo `len` bytes to `peer` (and account them if so). Under
+    /// pressure a peer gets at most an equal share of `share_pool` among the
+    /// peers sent to since the buffer was last nearly empty; so a newcomer (a
+    /// client that reads) still finds room when many others never read.
     fn allow(&mut self, peer: &[u8], len: usize) -> bool {
-        let sent = self.sent.get(peer).copied().unwrap_or(0);
-        if self.under_pressure && sent >= self.top && sent > 0 {
+        let cost = charge(len);
+        if self.unread + cost > self.ceiling {
             return false;
         }
-        let sent = sent + len as u64;
-        self.top = self.top.max(sent);
-        // Bounded: the map is cleared whenever clients catch up, and it holds
-        // only peers that were echoed to since.
-        self.sent.insert(peer.to_vec(), sent);
+        let sent = self.sent.get(peer).copied();
+        if self.unread > self.pressure {
+            let peers = self.sent.len() + usize::from(sent.is_none());
+            if sent.unwrap_or(0) + cost > self.share_pool / peers.max(1) {
+                return false;
+            }
+        }
+        // Bounded: cleared whenever clients catch up, and at most one entry per
+        // peer echoed to since.
+        self.sent.insert(peer.to_vec(), sent.unwrap_or(0) + cost);
+        self.unread += cost;
         true
     }
 }
@@ -111,7 +138,7 @@ pub(super) struct DgramWorker<'a> {
     counts: LocalCounts,
     errors: u64,
     /// Only for unixgram, where unread echoes count against our send buffer.
-    budget: Option<PeerBudget>,
+    budget: Option<&'a Mutex<PeerBudget>>,
 }
 
 impl<'a> DgramWorker<'a> {
@@ -120,7 +147,7 @@ impl<'a> DgramWorker<'a> {
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
         let is_unix = crate::sys::getsockname(sock).map(|a| a.family() == libc::AF_UNIX).unwrap_or(false);
-        let budget = is_unix.then(|| PeerBudget::new(sock));
+        let budget = is_unix.then(|| shared.unix_budget.get_or_init(|| Mutex::new(PeerBudget::new(sock))));
         DgramWorker {
             d,
             sock,
@@ -161,8 +188,8 @@ impl<'a> DgramWorker<'a> {
             self.d.bufs.publish();
             self.flush_counts();
             self.d.submit_and_wait(None)?;
-            if let Some(b) = &mut self.budget {
-                b.update(self.sock);
+            if let Some(b) = self.budget {
+                b.lock().unwrap_or_else(|p| p.into_inner()).update(self.sock);
             }
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
@@ -242,7 +269,11 @@ impl<'a> DgramWorker<'a> {
             // An unbound unixgram sender has no address to answer to.
             Ok(out) if out.name_data().len() <= sockaddr_min || out.is_name_data_truncated() => (None, 0),
             // A peer that does not read its echoes while our send buffer fills up.
-            Ok(out) if !self.budget.as_mut().map_or(true, |b| b.allow(out.name_data(), out.payload_data().len())) => {
+            Ok(out)
+                if !self.budget.map_or(true, |b| {
+                    b.lock().unwrap_or_else(|p| p.into_inner()).allow(out.name_data(), out.payload_data().len())
+                }) =>
+            {
                 (None, 0)
             }
             Ok(out) => {

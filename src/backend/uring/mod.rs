@@ -24,7 +24,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, squeue, types, IoUring};
@@ -70,6 +70,8 @@ struct Shared {
     max_conns: usize,
     stats: &'static Stats,
     shutdown: Shutdown,
+    /// Unixgram only: the send-buffer fairness every ring shares.
+    unix_budget: OnceLock<Mutex<datagram::PeerBudget>>,
 }
 
 /// The sizes a ring actually got, for the `listening` line.
@@ -91,6 +93,7 @@ impl Backend for Uring {
             max_conns: ctx.config.max_conns,
             stats: ctx.stats,
             shutdown: ctx.shutdown,
+            unix_budget: OnceLock::new(),
         });
         // A duplicate, because `ctx` (which owns the original) is still needed for `ready`.
         let primary = Arc::new(ctx.socket.try_clone()?);
