@@ -11,15 +11,9 @@
 //! client that never reads) loses that echo, as a datagram may be lost,
 //! instead of holding a ring buffer until it reads.
 //!
-//! Unixgram has one more trap: a datagram sent to a client stays charged to
-//! the *server's* send buffer until the client reads it, and the kernel skips
-//! the receive-queue limit for a client connected to us. A client that floods
-//! and never reads would thus fill the server's send buffer for good, and then
-//! nobody gets an answer. [`PeerBudget`] keeps headroom: when more than a
-//! quarter of the send buffer is unread, each peer gets only a fair share of
-//! it, so a client that reads still gets answers beside many that do not.
+//! Unixgram answers go through [`PeerBudget`] (see `backend/peer_budget.rs`),
+//! so that clients which never read cannot fill our send buffer for everyone.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
@@ -30,6 +24,7 @@ use io_uring::{cqueue, opcode, types};
 
 use super::token::{self, Op, Token};
 use super::{Completion, Driver, Shared};
+use crate::backend::peer_budget::PeerBudget;
 use crate::server::LocalCounts;
 
 /// What a sendmsg in flight points to.
@@ -44,80 +39,6 @@ impl SendSlot {
         // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
         // which all-zero (null pointers, zero lengths) is a valid value.
         unsafe { std::mem::zeroed() }
-    }
-}
-
-/// Per-peer fairness for unixgram (see the module docs), shared by every
-/// ring, since they all answer from the one socket.
-pub(super) struct PeerBudget {
-    /// Above this many unread bytes in our send buffer, each peer gets a fair share.
-    pressure: usize,
-    /// What the fair shares add up to.
-    share_pool: usize,
-    /// Never queue past this (the send buffer minus room to answer a newcomer).
-    ceiling: usize,
-    /// Below this, every peer has read its echoes: forget who was sent what.
-    low_water: usize,
-    /// Unread bytes in our send buffer (`SIOCOUTQ`, plus what was sent since).
-    unread: usize,
-    /// Bytes echoed to each peer (by address) since the send buffer was last nearly empty.
-    sent: HashMap<Vec<u8>, usize>,
-}
-
-/// What the kernel charges our send buffer for a datagram of `len` bytes, on
-/// the safe side: the skb's truesize (a 4 KiB payload lands in an 8 KiB slab
-/// object; big ones add page fragments and bookkeeping).
-fn charge(len: usize) -> usize {
-    2 * len + 1024
-}
-
-impl PeerBudget {
-    pub(super) fn new(sock: BorrowedFd<'_>) -> PeerBudget {
-        let sndbuf = crate::sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(1) as usize;
-        PeerBudget {
-            pressure: sndbuf / 4,
-            share_pool: sndbuf / 2,
-            ceiling: sndbuf - sndbuf / 8,
-            low_water: sndbuf / 16,
-            unread: 0,
-            sent: HashMap::new(),
-        }
-    }
-
-    /// Once per loop turn: how much of our send buffer is unread.
-    fn update(&mut self, sock: BorrowedFd<'_>) {
-        let mut unread: libc::c_int = 0;
-        // SIOCOUTQ writes one int into `unread`, which outlives the call.
-        if crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)).is_err() {
-            return;
-        }
-        self.unread = unread.max(0) as usize;
-        if self.unread < self.low_water && !self.sent.is_empty() {
-            self.sent.clear();
-        }
-    }
-
-    /// Whether to echo `len` bytes to `peer` (and account them if so). Under
-    /// pressure a peer gets at most an equal share of `share_pool` among the
-    /// peers sent to since the buffer was last nearly empty; so a newcomer (a
-    /// client that reads) still finds room when many others never read.
-    fn allow(&mut self, peer: &[u8], len: usize) -> bool {
-        let cost = charge(len);
-        if self.unread + cost > self.ceiling {
-            return false;
-        }
-        let sent = self.sent.get(peer).copied();
-        if self.unread > self.pressure {
-            let peers = self.sent.len() + usize::from(sent.is_none());
-            if sent.unwrap_or(0) + cost > self.share_pool / peers.max(1) {
-                return false;
-            }
-        }
-        // Bounded: cleared whenever clients catch up, and at most one entry per
-        // peer echoed to since.
-        self.sent.insert(peer.to_vec(), sent.unwrap_or(0) + cost);
-        self.unread += cost;
-        true
     }
 }
 

@@ -71,7 +71,7 @@ struct Shared {
     stats: &'static Stats,
     shutdown: Shutdown,
     /// Unixgram only: the send-buffer fairness every ring shares.
-    unix_budget: OnceLock<Mutex<datagram::PeerBudget>>,
+    unix_budget: OnceLock<Mutex<crate::backend::peer_budget::PeerBudget>>,
 }
 
 /// The sizes a ring actually got, for the `listening` line.
