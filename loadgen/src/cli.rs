@@ -61,6 +61,10 @@ pub struct Args {
     /// The server backend under test, recorded as `settings.backend`.
     #[arg(long)]
     pub backend: Option<String>,
+    /// Also record this process's CPU time over the measured phase
+    /// (`extra.server_cpu_us_per_msg`), e.g. the server's pid on the same machine.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// Write the result JSON here, and the .hgrm percentile file beside it.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,

@@ -106,6 +106,14 @@ pub fn summary(r: &RunResult) -> String {
     if let Some(u) = r.extra.get("latency_uncorrected_us").and_then(|v| serde_json::from_value::<Latency>(v.clone()).ok()) {
         let _ = writeln!(s, "  latency (from actual send, uncorrected): {}", lat(&u));
     }
+    let per_msg = |k: &str| r.extra.get(k).and_then(|v| v.as_f64());
+    if let Some(l) = per_msg("loadgen_cpu_us_per_msg") {
+        let _ = write!(s, "  cpu: loadgen {l:.2} us/msg");
+        if let Some(sv) = per_msg("server_cpu_us_per_msg") {
+            let _ = write!(s, ", server {sv:.2} us/msg");
+        }
+        let _ = writeln!(s);
+    }
     let e = &r.errors;
     let _ = writeln!(
         s,

@@ -168,6 +168,7 @@ struct Phases {
     series: Vec<SeriesPoint>,
     measured_s: f64,
     cpu_us: Option<u64>,
+    server_cpu_us: Option<u64>,
 }
 
 /// Drives startup, warm-up and the measured phase, printing the live line.
@@ -177,7 +178,9 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         (Some(a), _) => a.clone(),
         _ => DEFAULT_ADDR.to_string(),
     };
-    let mut ph = Phases { fatal: None, series: Vec::new(), measured_s: 0.0, cpu_us: None };
+    let mut ph = Phases { fatal: None, series: Vec::new(), measured_s: 0.0, cpu_us: None, server_cpu_us: None };
+    let server_cpu = || args.server_pid.and_then(|p| crate::sys::pid_cpu_us(p).ok());
+    let mut server_cpu_at_start = None;
     let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
     let connect_deadline = (spread + CONNECT_GRACE).as_nanos() as u64;
     let mut next_tick = 1_000_000_000u64;
@@ -223,6 +226,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             let ms = shared.measure_start_ns.load(Relaxed);
             if now >= ms && cpu_at_start.is_none() {
                 cpu_at_start = crate::sys::process_cpu_us().ok();
+                server_cpu_at_start = server_cpu();
             }
             if shared.open.load(Relaxed) == 0 {
                 let why = shared.last_loss.lock().unwrap().clone().unwrap_or_default();
@@ -234,6 +238,9 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
                 ph.measured_s = args.duration.as_secs_f64();
                 if let (Some(a), Ok(b)) = (cpu_at_start, crate::sys::process_cpu_us()) {
                     ph.cpu_us = Some(b.saturating_sub(a));
+                }
+                if let (Some(a), Some(b)) = (server_cpu_at_start, server_cpu()) {
+                    ph.server_cpu_us = Some(b.saturating_sub(a));
                 }
                 // One last tick collects the final partial second; the threads stop after it.
                 next_tick = now;
@@ -349,6 +356,10 @@ fn build_result(
     if let (Some(cpu), true) = (ph.cpu_us, messages > 0) {
         extra.insert("loadgen_cpu_us".into(), cpu.into());
         extra.insert("loadgen_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
+    }
+    if let (Some(cpu), true) = (ph.server_cpu_us, messages > 0) {
+        extra.insert("server_cpu_us".into(), cpu.into());
+        extra.insert("server_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
     }
     let result = RunResult {
         schema: SCHEMA.into(),

@@ -599,6 +599,11 @@ impl Worker<'_> {
             if done > 0 {
                 self.mark_dirty(k);
             }
+            if n < self.buf.len() {
+                // The receive queue was drained by this read; new data raises a new
+                // edge, so the read that would only say EAGAIN is skipped.
+                return;
+            }
         }
     }
 
