@@ -261,7 +261,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             if ms != UNSET && ms > now {
                 next_tick = next_tick.min(ms);
             }
-            if end != UNSET {
+            if end != UNSET && end > now {
                 next_tick = next_tick.min(end);
             }
         }
