@@ -19,7 +19,9 @@ fn histogram(c: &mut Criterion) {
     g.bench_function("record", |b| {
         b.iter(|| {
             // A spread of latencies from ~10 µs to ~10 ms.
-            ns = ns.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ns = ns
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             stats::record_ns(&mut h, black_box(10_000 + (ns >> 40) % 10_000_000));
         })
     });
@@ -39,7 +41,9 @@ fn payload(c: &mut Criterion) {
             })
         });
         pattern::fill(7, 99, 0, &mut buf);
-        g.bench_function("check", |b| b.iter(|| assert!(pattern::check(black_box(7), 99, 0, black_box(&buf)))));
+        g.bench_function("check", |b| {
+            b.iter(|| assert!(pattern::check(black_box(7), 99, 0, black_box(&buf))))
+        });
         let mut checker = pattern::StreamChecker::new(7, size);
         let stream: Vec<u8> = (0..64u64)
             .flat_map(|s| {
@@ -73,7 +77,10 @@ fn payload(c: &mut Criterion) {
 fn config() -> Criterion {
     // No plots: loadgen's plotters build enables `ab_glyph`, which has no font
     // registered, so criterion's plot step would fail with FontUnavailable.
-    Criterion::default().without_plots().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2))
+    Criterion::default()
+        .without_plots()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
 }
 
 criterion_group! {

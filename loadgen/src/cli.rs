@@ -72,7 +72,10 @@ pub struct Args {
 
 /// `loadgen merge`: adds histograms and counts of several result files.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen merge", about = "Merge loadgen result files (histograms and counts are added)")]
+#[command(
+    name = "loadgen merge",
+    about = "Merge loadgen result files (histograms and counts are added)"
+)]
 pub struct MergeArgs {
     /// Result files of runs with matching settings.
     #[arg(required = true, num_args = 1..)]
@@ -85,7 +88,9 @@ pub struct MergeArgs {
 /// Parses `500ms`, `2s`, `1.5s`, `1m`, `250us`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let bad = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
     if num.is_empty() || num.starts_with('.') && num.len() == 1 {
@@ -121,8 +126,10 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         return Err(bad());
     }
     let v: f64 = num.parse::<f64>().map_err(|_| bad())? * scale;
-    if !(v > 0.0) || !v.is_finite() || v > 1e9 {
-        return Err(format!("{s:?}: rate must be above 0 and at most 1e9 messages per second"));
+    if v.is_nan() || v <= 0.0 || !v.is_finite() || v > 1e9 {
+        return Err(format!(
+            "{s:?}: rate must be above 0 and at most 1e9 messages per second"
+        ));
     }
     Ok(v)
 }

@@ -15,7 +15,11 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
-            let code = if e.downcast_ref::<UsageError>().is_some() { EXIT_USAGE } else { 1 };
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                EXIT_USAGE
+            } else {
+                1
+            };
             std::process::exit(code);
         }
     }

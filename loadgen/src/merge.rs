@@ -23,18 +23,34 @@ fn must_match(s: &Settings) -> Vec<(&'static str, String)> {
         ("duration_s", s.duration_s.to_string()),
         ("warmup_s", s.warmup_s.to_string()),
         ("timeout_s", s.timeout_s.to_string()),
-        ("rate", if s.rate.is_some() { "open loop".into() } else { "closed loop".into() }),
+        (
+            "rate",
+            if s.rate.is_some() {
+                "open loop".into()
+            } else {
+                "closed loop".into()
+            },
+        ),
     ]
 }
 
 /// Merges parsed results; `names` label them in error messages.
-pub fn merge(results: &[RunResult], names: &[String], command: Vec<String>) -> anyhow::Result<(RunResult, hdrhistogram::Histogram<u64>)> {
-    let Some(first) = results.first() else { bail!("nothing to merge") };
+pub fn merge(
+    results: &[RunResult],
+    names: &[String],
+    command: Vec<String>,
+) -> anyhow::Result<(RunResult, hdrhistogram::Histogram<u64>)> {
+    let Some(first) = results.first() else {
+        bail!("nothing to merge")
+    };
     for (r, name) in results.iter().zip(names) {
         if r.schema != SCHEMA {
             bail!("{name}: schema is {:?}, expected {SCHEMA:?}", r.schema);
         }
-        for ((key, a), (_, b)) in must_match(&first.settings).into_iter().zip(must_match(&r.settings)) {
+        for ((key, a), (_, b)) in must_match(&first.settings)
+            .into_iter()
+            .zip(must_match(&r.settings))
+        {
             if a != b {
                 bail!("settings differ: `{key}` is {a} in {} but {b} in {name}; only runs with the same settings can be merged", names[0]);
             }
@@ -56,9 +72,16 @@ pub fn merge(results: &[RunResult], names: &[String], command: Vec<String>) -> a
     out.extra = serde_json::Map::new();
     let mut has_unc = true;
     for (r, name) in results.iter().zip(names) {
-        let h = report::decode_histogram(&r.histogram).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        hist.add(&h).map_err(|e| anyhow::anyhow!("{name}: histogram does not fit: {e:?}"))?;
-        match r.extra.get("histogram_uncorrected").and_then(|v| v.as_str()).map(report::decode_histogram) {
+        let h =
+            report::decode_histogram(&r.histogram).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        hist.add(&h)
+            .map_err(|e| anyhow::anyhow!("{name}: histogram does not fit: {e:?}"))?;
+        match r
+            .extra
+            .get("histogram_uncorrected")
+            .and_then(|v| v.as_str())
+            .map(report::decode_histogram)
+        {
             Some(Ok(h)) => {
                 let _ = unc.add(&h);
             }
@@ -91,23 +114,41 @@ pub fn merge(results: &[RunResult], names: &[String], command: Vec<String>) -> a
     out.throughput.requested_msgs_per_s = out.settings.rate;
     out.latency_us = stats::latency_of(&hist);
     out.histogram = report::encode_histogram(&hist);
-    out.extra.insert("merged_from".into(), names.iter().map(|n| serde_json::Value::from(n.as_str())).collect::<Vec<_>>().into());
+    out.extra.insert(
+        "merged_from".into(),
+        names
+            .iter()
+            .map(|n| serde_json::Value::from(n.as_str()))
+            .collect::<Vec<_>>()
+            .into(),
+    );
     if has_unc {
-        out.extra.insert("latency_uncorrected_us".into(), serde_json::to_value(stats::latency_of(&unc))?);
-        out.extra.insert("histogram_uncorrected".into(), report::encode_histogram(&unc).into());
+        out.extra.insert(
+            "latency_uncorrected_us".into(),
+            serde_json::to_value(stats::latency_of(&unc))?,
+        );
+        out.extra.insert(
+            "histogram_uncorrected".into(),
+            report::encode_histogram(&unc).into(),
+        );
     }
     Ok((out, hist))
 }
 
 /// Reads one result file.
 pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a loadgen result file", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a loadgen result file", path.display()))
 }
 
 /// `loadgen merge INPUTS... --out OUT`.
 pub fn run_merge(inputs: &[PathBuf], out: &Path, command: Vec<String>) -> anyhow::Result<()> {
-    let results = inputs.iter().map(|p| read_result(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    let results = inputs
+        .iter()
+        .map(|p| read_result(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     let (merged, hist) = merge(&results, &names, command)?;
     report::write_result(out, &merged, &hist)?;

@@ -124,7 +124,13 @@ pub struct StreamChecker {
 impl StreamChecker {
     pub fn new(conn: u32, size: usize) -> StreamChecker {
         assert!(size > 0);
-        StreamChecker { conn, size, seq: 0, offset: 0, bad: false }
+        StreamChecker {
+            conn,
+            size,
+            seq: 0,
+            offset: 0,
+            bad: false,
+        }
     }
 
     /// Checks `data`; calls `done(seq, intact)` for each message it completes.

@@ -13,13 +13,17 @@ use crate::result::{Latency, RunResult};
 /// Encodes a histogram as HdrHistogram V2 compressed, base64.
 pub fn encode_histogram(h: &Histogram<u64>) -> String {
     let mut bytes = Vec::new();
-    V2DeflateSerializer::new().serialize(h, &mut bytes).expect("serialize histogram");
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .expect("serialize histogram");
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Decodes [`encode_histogram`]'s output.
 pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| format!("histogram is not base64: {e}"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
     Deserializer::new()
         .deserialize(&mut io::Cursor::new(bytes))
         .map_err(|e| format!("histogram does not decode: {e:?}"))
@@ -29,7 +33,11 @@ pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, String> {
 /// writes it, values in microseconds), which existing HdrHistogram plotters read.
 pub fn hgrm(h: &Histogram<u64>) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    let _ = writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    );
     if !h.is_empty() {
         for v in h.iter_quantiles(5) {
             let q = v.quantile_iterated_to();
@@ -43,13 +51,34 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
                     1.0 / (1.0 - q)
                 );
             } else {
-                let _ = writeln!(out, "{:>12.3} {:>2.12} {:>10}", v.value_iterated_to() as f64, q, h.len());
+                let _ = writeln!(
+                    out,
+                    "{:>12.3} {:>2.12} {:>10}",
+                    v.value_iterated_to() as f64,
+                    q,
+                    h.len()
+                );
             }
         }
     }
-    let _ = writeln!(out, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean(), h.stdev());
-    let _ = writeln!(out, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64, h.len());
-    let _ = writeln!(out, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), sub_buckets(h));
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        h.mean(),
+        h.stdev()
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        h.max() as f64,
+        h.len()
+    );
+    let _ = writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        h.buckets(),
+        sub_buckets(h)
+    );
     out
 }
 
@@ -62,7 +91,8 @@ pub fn hgrm_path(json: &Path) -> PathBuf {
 pub fn write_result(path: &Path, result: &RunResult, hist: &Histogram<u64>) -> anyhow::Result<()> {
     use anyhow::Context;
     let json = serde_json::to_string_pretty(result)?;
-    std::fs::write(path, json + "\n").with_context(|| format!("--out {}: cannot write", path.display()))?;
+    std::fs::write(path, json + "\n")
+        .with_context(|| format!("--out {}: cannot write", path.display()))?;
     let hp = hgrm_path(path);
     std::fs::write(&hp, hgrm(hist)).with_context(|| format!("cannot write {}", hp.display()))?;
     Ok(())
@@ -98,12 +128,24 @@ pub fn summary(r: &RunResult) -> String {
         r.throughput.msgs_per_s, r.throughput.mb_per_s, r.messages, st.duration_s
     );
     if let Some(req) = r.throughput.requested_msgs_per_s {
-        let _ = write!(s, "  requested {req:.0} msgs/s ({:.1}%)", 100.0 * r.throughput.msgs_per_s / req);
+        let _ = write!(
+            s,
+            "  requested {req:.0} msgs/s ({:.1}%)",
+            100.0 * r.throughput.msgs_per_s / req
+        );
     }
     let _ = writeln!(s);
-    let corrected = if st.rate.is_some() { " (from intended send time)" } else { "" };
+    let corrected = if st.rate.is_some() {
+        " (from intended send time)"
+    } else {
+        ""
+    };
     let _ = writeln!(s, "  latency{corrected}: {}", lat(&r.latency_us));
-    if let Some(u) = r.extra.get("latency_uncorrected_us").and_then(|v| serde_json::from_value::<Latency>(v.clone()).ok()) {
+    if let Some(u) = r
+        .extra
+        .get("latency_uncorrected_us")
+        .and_then(|v| serde_json::from_value::<Latency>(v.clone()).ok())
+    {
         let _ = writeln!(s, "  latency (from actual send, uncorrected): {}", lat(&u));
     }
     let per_msg = |k: &str| r.extra.get(k).and_then(|v| v.as_f64());

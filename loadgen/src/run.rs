@@ -28,19 +28,34 @@ const CONNECT_GRACE: Duration = Duration::from_secs(3);
 
 /// The machine, for the result file.
 pub fn run_env(pin: &str) -> RunEnv {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
-    RunEnv { kernel, cpu_model, cores: sockbench::cpu::available_cpus(), pin: pin.to_string() }
+    RunEnv {
+        kernel,
+        cpu_model,
+        cores: sockbench::cpu::available_cpus(),
+        pin: pin.to_string(),
+    }
 }
 
 /// `git rev-parse HEAD` of the source tree loadgen was built from (or of the
 /// working directory), else "unknown".
 pub fn git_commit() -> String {
     for dir in [env!("CARGO_MANIFEST_DIR"), "."] {
-        if let Ok(out) = std::process::Command::new("git").args(["-C", dir, "rev-parse", "HEAD"]).output() {
+        if let Ok(out) = std::process::Command::new("git")
+            .args(["-C", dir, "rev-parse", "HEAD"])
+            .output()
+        {
             if out.status.success() {
                 return String::from_utf8_lossy(&out.stdout).trim().to_string();
             }
@@ -60,8 +75,13 @@ impl Drop for TempDir {
 
 /// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
 pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
-    let endpoint = net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)
-        .map_err(|e| UsageError(e.to_string()))?;
+    let endpoint = net::endpoint_from_flags(
+        args.transport,
+        args.addr.as_deref(),
+        args.path.as_deref(),
+        DEFAULT_ADDR,
+    )
+    .map_err(|e| UsageError(e.to_string()))?;
     if !args.transport.is_stream() && (args.size as usize) < pattern::HEADER_LEN {
         return Err(UsageError(format!(
             "--size {}: datagrams carry a {}-byte header (connection id, sequence number); use --size {} or more",
@@ -106,18 +126,23 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     let mut handles = Vec::new();
     for i in 0..threads {
         let (plan, shared, tx, pin) = (plan.clone(), shared.clone(), tx.clone(), args.pin.clone());
-        let h = std::thread::Builder::new().name(format!("loadgen-{i}")).spawn(move || {
-            if let Some(pin) = &pin {
-                if !pin.pin_worker(i) {
-                    eprintln!("loadgen: warning: could not pin thread {i} to CPU {}", pin.for_worker(i));
+        let h = std::thread::Builder::new()
+            .name(format!("loadgen-{i}"))
+            .spawn(move || {
+                if let Some(pin) = &pin {
+                    if !pin.pin_worker(i) {
+                        eprintln!(
+                            "loadgen: warning: could not pin thread {i} to CPU {}",
+                            pin.for_worker(i)
+                        );
+                    }
                 }
-            }
-            let res = worker::run_thread(i, &plan, &shared, tx);
-            if res.is_err() {
-                shared.stop.store(true, Relaxed);
-            }
-            res
-        })?;
+                let res = worker::run_thread(i, &plan, &shared, tx);
+                if res.is_err() {
+                    shared.stop.store(true, Relaxed);
+                }
+                res
+            })?;
         handles.push(h);
     }
     drop(tx);
@@ -140,11 +165,23 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     // Late intervals (the final flush) still count for the error totals via `totals`.
     while rx.try_recv().is_ok() {}
 
-    let result = build_result(&args, argv, &plan, &totals, &phases, fatal.is_none(), threads);
+    let result = build_result(
+        &args,
+        argv,
+        &plan,
+        &totals,
+        &phases,
+        fatal.is_none(),
+        threads,
+    );
     eprint!("{}", report::summary(&result.0));
     if let Some(out) = &args.out {
         report::write_result(out, &result.0, &result.1)?;
-        eprintln!("  wrote {} and {}", out.display(), report::hgrm_path(out).display());
+        eprintln!(
+            "  wrote {} and {}",
+            out.display(),
+            report::hgrm_path(out).display()
+        );
     }
     let mut code = 0;
     if let Some(msg) = &fatal {
@@ -152,7 +189,10 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         code = 1;
     }
     if result.0.errors.mismatch > 0 {
-        eprintln!("loadgen: error: {} echoes did not match what was sent (corruption)", result.0.errors.mismatch);
+        eprintln!(
+            "loadgen: error: {} echoes did not match what was sent (corruption)",
+            result.0.errors.mismatch
+        );
         code = 1;
     }
     if code == 0 && result.0.messages == 0 {
@@ -178,7 +218,13 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         (Some(a), _) => a.clone(),
         _ => DEFAULT_ADDR.to_string(),
     };
-    let mut ph = Phases { fatal: None, series: Vec::new(), measured_s: 0.0, cpu_us: None, server_cpu_us: None };
+    let mut ph = Phases {
+        fatal: None,
+        series: Vec::new(),
+        measured_s: 0.0,
+        cpu_us: None,
+        server_cpu_us: None,
+    };
     let server_cpu = || args.server_pid.and_then(|p| crate::sys::pid_cpu_us(p).ok());
     let mut server_cpu_at_start = None;
     let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
@@ -218,8 +264,16 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
                 // A tick falls on the measured phase's start, so warm-up stays out of the series.
                 next_tick = next_tick.min(ms.max(now + 1));
             } else if now >= connect_deadline {
-                let why = shared.last_connect_error.lock().unwrap().clone().unwrap_or_else(|| "no answer".into());
-                ph.fatal = Some(format!("cannot reach the server at {} {target}: {why}", args.transport));
+                let why = shared
+                    .last_connect_error
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .unwrap_or_else(|| "no answer".into());
+                ph.fatal = Some(format!(
+                    "cannot reach the server at {} {target}: {why}",
+                    args.transport
+                ));
                 break;
             }
         } else {
@@ -230,7 +284,9 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             }
             if shared.open.load(Relaxed) == 0 {
                 let why = shared.last_loss.lock().unwrap().clone().unwrap_or_default();
-                ph.fatal = Some(format!("every connection to {target} is gone ({why}); did the server die?"));
+                ph.fatal = Some(format!(
+                    "every connection to {target} is gone ({why}); did the server die?"
+                ));
                 ph.measured_s = (now.saturating_sub(ms)) as f64 / 1e9;
                 break;
             }
@@ -266,7 +322,11 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             }
         }
         // Collect intervals: each thread's report at tick n covers (n-1, n].
-        let wait = Duration::from_nanos(next_tick.saturating_sub(shared.now_ns()).clamp(1_000_000, 50_000_000));
+        let wait = Duration::from_nanos(
+            next_tick
+                .saturating_sub(shared.now_ns())
+                .clamp(1_000_000, 50_000_000),
+        );
         if let Ok(iv) = rx.recv_timeout(wait) {
             absorb(&mut pending, iv);
             while let Ok(iv) = rx.try_recv() {
@@ -275,14 +335,23 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         }
         let ready: Vec<u64> = pending
             .iter()
-            .filter(|(&t, (_, n, _, at))| *n >= threads || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000))
+            .filter(|(&t, (_, n, _, at))| {
+                *n >= threads
+                    || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000)
+            })
             .map(|(&t, _)| t)
             .collect();
         for t in ready {
             let (iv, _, from, to) = pending.remove(&t).unwrap();
             let secs = (to - from).max(1) as f64 / 1e9;
             let ms = shared.measure_start_ns.load(Relaxed);
-            let phase = if ms == UNSET { "startup" } else if from < ms { "warmup" } else { "" };
+            let phase = if ms == UNSET {
+                "startup"
+            } else if from < ms {
+                "warmup"
+            } else {
+                ""
+            };
             eprintln!(
                 "[{:>6.1}s] {:>10.0} msgs/s {:>8.2} MB/s  p50 {:>6} us  p99 {:>7} us  errors {:>5}  open {}/{} {}",
                 to as f64 / 1e9,
@@ -310,7 +379,14 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
 }
 
 fn empty_interval(tick: u64) -> Interval {
-    Interval { thread: 0, tick, hist: stats::new_histogram(), msgs: 0, bytes: 0, errors: Errors::default() }
+    Interval {
+        thread: 0,
+        tick,
+        hist: stats::new_histogram(),
+        msgs: 0,
+        bytes: 0,
+        errors: Errors::default(),
+    }
 }
 
 fn absorb(pending: &mut BTreeMap<u64, (Interval, usize, u64, u64)>, iv: Interval) {
@@ -344,22 +420,44 @@ fn build_result(
         bytes += t.bytes;
         scheduled += t.scheduled;
     }
-    let secs = if ph.measured_s > 0.0 { ph.measured_s } else { args.duration.as_secs_f64() };
-    let pin = args.pin.as_ref().map(|p| p.cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    let secs = if ph.measured_s > 0.0 {
+        ph.measured_s
+    } else {
+        args.duration.as_secs_f64()
+    };
+    let pin = args.pin.as_ref().map(|p| {
+        p.cpus()
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
     let mut extra = serde_json::Map::new();
-    extra.insert("latency_uncorrected_us".into(), serde_json::to_value(stats::latency_of(&unc)).unwrap());
-    extra.insert("histogram_uncorrected".into(), report::encode_histogram(&unc).into());
+    extra.insert(
+        "latency_uncorrected_us".into(),
+        serde_json::to_value(stats::latency_of(&unc)).unwrap(),
+    );
+    extra.insert(
+        "histogram_uncorrected".into(),
+        report::encode_histogram(&unc).into(),
+    );
     extra.insert("threads_used".into(), (threads as u64).into());
     if args.rate.is_some() {
         extra.insert("scheduled_messages".into(), scheduled.into());
     }
     if let (Some(cpu), true) = (ph.cpu_us, messages > 0) {
         extra.insert("loadgen_cpu_us".into(), cpu.into());
-        extra.insert("loadgen_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
+        extra.insert(
+            "loadgen_cpu_us_per_msg".into(),
+            (cpu as f64 / messages as f64).into(),
+        );
     }
     if let (Some(cpu), true) = (ph.server_cpu_us, messages > 0) {
         extra.insert("server_cpu_us".into(), cpu.into());
-        extra.insert("server_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
+        extra.insert(
+            "server_cpu_us_per_msg".into(),
+            (cpu as f64 / messages as f64).into(),
+        );
     }
     let result = RunResult {
         schema: SCHEMA.into(),

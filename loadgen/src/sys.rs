@@ -42,7 +42,9 @@ pub fn epoll_wait_ns(
         match res {
             Ok(n) => return Ok(n as usize),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(0),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => NO_PWAIT2.store(true, Ordering::Relaxed),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                NO_PWAIT2.store(true, Ordering::Relaxed)
+            }
             Err(e) => return Err(e),
         }
     }
@@ -55,8 +57,16 @@ pub fn epoll_wait_ns(
 pub fn pid_cpu_us(pid: u32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields after it follow the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
-    let f: Vec<u64> = rest.split_whitespace().skip(11).take(4).map(|v| v.parse().unwrap_or(0)).collect();
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
     if f.len() < 4 {
         return Err(io::Error::other("short /proc/PID/stat"));
     }

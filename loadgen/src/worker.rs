@@ -117,11 +117,17 @@ enum Slot {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
     /// Waiting for the first connect or a retry.
-    Idle { retry_at: u64 },
+    Idle {
+        retry_at: u64,
+    },
     /// Stream connect in progress.
-    Connecting { since: u64 },
+    Connecting {
+        since: u64,
+    },
     /// Datagram client waiting for the echo of its probe.
-    Probing { sent_at: u64 },
+    Probing {
+        sent_at: u64,
+    },
     Up,
     Dead,
 }
@@ -187,7 +193,10 @@ impl Recorder {
         self.iv_bytes += self.size;
         if now >= self.measure_start && now < self.end {
             stats::record_ns(&mut self.totals.hist, lat);
-            stats::record_ns(&mut self.totals.hist_uncorrected, now.saturating_sub(m.sent.max(m.intended)));
+            stats::record_ns(
+                &mut self.totals.hist_uncorrected,
+                now.saturating_sub(m.sent.max(m.intended)),
+            );
             self.totals.messages += 1;
             self.totals.bytes += self.size;
         }
@@ -222,7 +231,12 @@ struct Worker<'a> {
 }
 
 /// Runs thread `index` until the end time or `stop`; returns its totals.
-pub fn run_thread(index: usize, plan: &Plan, shared: &Shared, tx: mpsc::Sender<Interval>) -> io::Result<ThreadTotals> {
+pub fn run_thread(
+    index: usize,
+    plan: &Plan,
+    shared: &Shared,
+    tx: mpsc::Sender<Interval>,
+) -> io::Result<ThreadTotals> {
     let ep = ssys::epoll_create()?;
     let count = (plan.conns as usize - index).div_ceil(plan.threads);
     let conns = (0..count)
@@ -231,7 +245,9 @@ pub fn run_thread(index: usize, plan: &Plan, shared: &Shared, tx: mpsc::Sender<I
             Conn {
                 id,
                 fd: None,
-                state: State::Idle { retry_at: (id as f64 * 1e9 / plan.connect_rate) as u64 },
+                state: State::Idle {
+                    retry_at: (id as f64 * 1e9 / plan.connect_rate) as u64,
+                },
                 failures: 0,
                 writable: false,
                 dirty: false,
@@ -326,7 +342,9 @@ impl Worker<'_> {
             let mut wake = now + MAX_WAIT_NS;
             // Paced first connects, then retries that are due.
             while self.next_connect < self.conns.len() {
-                let State::Idle { retry_at } = self.conns[self.next_connect].state else { unreachable!() };
+                let State::Idle { retry_at } = self.conns[self.next_connect].state else {
+                    unreachable!()
+                };
                 if retry_at > now {
                     wake = wake.min(retry_at);
                     break;
@@ -351,7 +369,8 @@ impl Worker<'_> {
             self.flush_dirty(now);
 
             let now2 = self.shared.now_ns();
-            let n = crate::sys::epoll_wait_ns(self.ep.as_fd(), &mut events, wake.saturating_sub(now2))?;
+            let n =
+                crate::sys::epoll_wait_ns(self.ep.as_fd(), &mut events, wake.saturating_sub(now2))?;
             let now = self.shared.now_ns();
             for ev in &events[..n] {
                 let (bits, k) = (ev.events, ev.u64 as usize);
@@ -387,7 +406,10 @@ impl Worker<'_> {
         let res = if plan.transport.is_stream() {
             net::connect_stream(&plan.endpoint, true)
         } else {
-            let local = plan.unixgram_dir.as_ref().map(|d| d.join(format!("c{}", c.id)));
+            let local = plan
+                .unixgram_dir
+                .as_ref()
+                .map(|d| d.join(format!("c{}", c.id)));
             if let Some(p) = &local {
                 let _ = std::fs::remove_file(p);
             }
@@ -400,7 +422,13 @@ impl Worker<'_> {
             Err(e) => return self.connect_failed(k, now, &e),
         };
         let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        if let Err(e) = ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), bits, k as u64) {
+        if let Err(e) = ssys::epoll_ctl(
+            self.ep.as_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            bits,
+            k as u64,
+        ) {
             return self.connect_failed(k, now, &e);
         }
         let c = &mut self.conns[k];
@@ -433,7 +461,9 @@ impl Worker<'_> {
         c.close();
         c.failures += 1;
         let backoff = (10_000_000u64 << c.failures.min(7)).min(1_000_000_000);
-        c.state = State::Idle { retry_at: now + backoff };
+        c.state = State::Idle {
+            retry_at: now + backoff,
+        };
         if k < self.next_connect {
             self.retry.push(k);
         }
@@ -465,7 +495,10 @@ impl Worker<'_> {
 
     fn fill_closed_loop(&mut self, k: usize, now: u64) {
         for _ in 0..self.plan.depth {
-            self.conns[k].queue.push_back(Msg { intended: now, sent: 0 });
+            self.conns[k].queue.push_back(Msg {
+                intended: now,
+                sent: 0,
+            });
         }
         self.mark_dirty(k);
     }
@@ -530,7 +563,8 @@ impl Worker<'_> {
                     return;
                 }
                 let fd = self.conns[k].fd.as_ref().unwrap();
-                let err = ssys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(libc::EIO);
+                let err = ssys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR)
+                    .unwrap_or(libc::EIO);
                 if err == 0 && bits & err_bits == 0 {
                     self.became_up(k, now);
                     // Data may already be waiting (edge-triggered: read it now).
@@ -571,7 +605,8 @@ impl Worker<'_> {
                 Err(e) if ssys::would_block(&e) => return,
                 Err(e) => return self.lost(k, format!("connection error: {e}")),
             };
-            let outstanding = (c.send_seq - c.recv.seq) as usize * size + c.send_off - c.recv.offset;
+            let outstanding =
+                (c.send_seq - c.recv.seq) as usize * size + c.send_off - c.recv.offset;
             let mut data = &self.buf[..n];
             let extra = n > outstanding;
             if extra {
@@ -587,7 +622,10 @@ impl Worker<'_> {
             });
             if closed_loop && self.load_start != UNSET {
                 for _ in 0..done {
-                    c.queue.push_back(Msg { intended: now, sent: 0 });
+                    c.queue.push_back(Msg {
+                        intended: now,
+                        sent: 0,
+                    });
                 }
             }
             c.timed_out_seq = c.timed_out_seq.max(c.recv.seq);
@@ -657,10 +695,15 @@ impl Worker<'_> {
             match ssys::send(c.fd.as_ref().unwrap().as_fd(), &self.sendbuf[..size]) {
                 Ok(_) => {
                     c.queue.pop_front();
-                    c.window.push_back(Slot::Out(Msg { intended: m.intended, sent: now }));
+                    c.window.push_back(Slot::Out(Msg {
+                        intended: m.intended,
+                        sent: now,
+                    }));
                     c.next_seq += 1;
                 }
-                Err(e) if ssys::would_block(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => c.writable = false,
+                Err(e) if ssys::would_block(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    c.writable = false
+                }
                 Err(e) => return self.lost(k, format!("send failed: {e}")),
             }
         }
@@ -683,7 +726,11 @@ impl Worker<'_> {
                 }
             };
             let data = &self.buf[..n.min(self.buf.len())];
-            let decoded = if n > self.buf.len() { Err(DatagramError::Size) } else { pattern::decode_datagram(data, size) };
+            let decoded = if n > self.buf.len() {
+                Err(DatagramError::Size)
+            } else {
+                pattern::decode_datagram(data, size)
+            };
             let (conn, seq, intact) = match decoded {
                 Ok((conn, seq)) => (conn, seq, true),
                 Err(DatagramError::Payload(conn, seq)) => (conn, seq, false),
@@ -742,7 +789,10 @@ impl Worker<'_> {
         }
         if closed_loop && c.state == State::Up {
             for _ in 0..resolved {
-                c.queue.push_back(Msg { intended: now, sent: 0 });
+                c.queue.push_back(Msg {
+                    intended: now,
+                    sent: 0,
+                });
             }
         }
         if resolved > 0 || !c.queue.is_empty() {
@@ -760,7 +810,11 @@ impl Worker<'_> {
                     self.connect_failed(k, now, &io::Error::from(io::ErrorKind::TimedOut));
                 }
                 State::Probing { sent_at } if now - sent_at > probe_timeout => {
-                    self.connect_failed(k, now, &io::Error::new(io::ErrorKind::TimedOut, "no answer to a probe datagram"));
+                    self.connect_failed(
+                        k,
+                        now,
+                        &io::Error::new(io::ErrorKind::TimedOut, "no answer to a probe datagram"),
+                    );
                 }
                 State::Up if self.is_stream() => {
                     let c = &mut self.conns[k];

@@ -37,7 +37,14 @@ enum Start {
 
 fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
     let mut cmd = Command::new(bin);
-    cmd.args(["--backend", backend, "--transport", transport, "--threads", "1"]);
+    cmd.args([
+        "--backend",
+        backend,
+        "--transport",
+        transport,
+        "--threads",
+        "1",
+    ]);
     let dir = if transport.starts_with("unix") {
         let d = temp_dir(&format!("srv-{backend}"));
         cmd.arg("--path").arg(d.join("s.sock"));
@@ -46,7 +53,12 @@ fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
         cmd.args(["--addr", "127.0.0.1:0"]);
         None
     };
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -60,7 +72,11 @@ fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) if line.starts_with("listening") => {
                 let addr = listening_addr(&line).expect("listening line has addr=");
-                return Start::Up(Server { child, addr, _dir: dir });
+                return Start::Up(Server {
+                    child,
+                    addr,
+                    _dir: dir,
+                });
             }
             Ok(_) => continue,
             Err(_) => {
@@ -94,18 +110,49 @@ fn every_backend_over_tcp_udp_and_unix() {
                     break;
                 }
             };
-            let flag = if transport == "unix" { "--path" } else { "--addr" };
+            let flag = if transport == "unix" {
+                "--path"
+            } else {
+                "--addr"
+            };
             let run = run_loadgen(
-                &["--transport", transport, flag, &srv.addr, "--conns", "20", "--depth", "2", "--duration", "1s", "--warmup", "200ms", "--backend", backend],
+                &[
+                    "--transport",
+                    transport,
+                    flag,
+                    &srv.addr,
+                    "--conns",
+                    "20",
+                    "--depth",
+                    "2",
+                    "--duration",
+                    "1s",
+                    "--warmup",
+                    "200ms",
+                    "--backend",
+                    backend,
+                ],
                 &dir,
             );
             assert_eq!(run.code(), 0, "{backend}/{transport}: {}", run.stderr);
             let r = run.result();
             assert!(r.complete && r.messages > 0, "{backend}/{transport}");
             assert_eq!(r.settings.backend.as_deref(), Some(backend));
-            assert_eq!(r.errors.mismatch + r.errors.reset + r.errors.duplicate + r.errors.connect, 0, "{backend}/{transport}: {:?}", r.errors);
-            assert!(r.errors.lost * 100 <= r.messages, "{backend}/{transport}: {:?}", r.errors);
-            eprintln!("{backend}/{transport}: {:.0} msgs/s p99 {} us", r.throughput.msgs_per_s, r.latency_us.p99);
+            assert_eq!(
+                r.errors.mismatch + r.errors.reset + r.errors.duplicate + r.errors.connect,
+                0,
+                "{backend}/{transport}: {:?}",
+                r.errors
+            );
+            assert!(
+                r.errors.lost * 100 <= r.messages,
+                "{backend}/{transport}: {:?}",
+                r.errors
+            );
+            eprintln!(
+                "{backend}/{transport}: {:.0} msgs/s p99 {} us",
+                r.throughput.msgs_per_s, r.latency_us.p99
+            );
             ran += 1;
         }
     }
@@ -119,10 +166,14 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
         eprintln!("skipped: the `server` binary is not built beside this test");
         return;
     };
-    let Some(mut srv) = BACKENDS.iter().rev().find_map(|b| match start(&bin, b, "tcp") {
-        Start::Up(s) => Some(s),
-        Start::NotImplemented => None,
-    }) else {
+    let Some(mut srv) = BACKENDS
+        .iter()
+        .rev()
+        .find_map(|b| match start(&bin, b, "tcp") {
+            Start::Up(s) => Some(s),
+            Start::NotImplemented => None,
+        })
+    else {
         eprintln!("skipped: no backend implemented yet");
         return;
     };
@@ -133,11 +184,27 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
         // SAFETY: kill(2) on our own child process.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     });
-    let run = run_loadgen(&["--addr", &srv.addr, "--conns", "50", "--duration", "20s", "--warmup", "0s"], &dir);
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "50",
+            "--duration",
+            "20s",
+            "--warmup",
+            "0s",
+        ],
+        &dir,
+    );
     killer.join().unwrap();
     let _ = srv.child.wait();
     assert_ne!(run.code(), 0);
-    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
+    assert!(
+        run.elapsed < Duration::from_secs(8),
+        "took {:?}",
+        run.elapsed
+    );
     let r = run.result();
     assert!(!r.complete);
     assert!(r.errors.reset > 0, "{:?}", r.errors);

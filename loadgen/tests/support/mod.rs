@@ -48,7 +48,11 @@ impl Drop for TestServer {
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!("loadgen-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, SeqCst)));
+    let d = std::env::temp_dir().join(format!(
+        "loadgen-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -104,7 +108,10 @@ fn echo_stream<S: Read + Write>(mut s: S, st: &FaultState, stop: &AtomicBool, re
         let n = match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 if let Fault::DieAfter(d) = st.fault {
                     if st.started.elapsed() >= d {
                         return reset(&s);
@@ -126,7 +133,10 @@ fn echo_stream<S: Read + Write>(mut s: S, st: &FaultState, stop: &AtomicBool, re
 /// Closes a TCP stream with RST (SO_LINGER 0), as a killed process's sockets are.
 fn rst(s: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: valid fd and a live linger struct for the call.
     unsafe {
         libc::setsockopt(
@@ -145,7 +155,12 @@ pub fn tcp_server(fault: Fault) -> TestServer {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
-    let st = Arc::new(FaultState { fault, echoed: AtomicU64::new(0), stall_until: Mutex::new(None), started: Instant::now() });
+    let st = Arc::new(FaultState {
+        fault,
+        echoed: AtomicU64::new(0),
+        stall_until: Mutex::new(None),
+        started: Instant::now(),
+    });
     let stop2 = stop.clone();
     l.set_nonblocking(true).unwrap();
     thread::spawn(move || loop {
@@ -161,19 +176,26 @@ pub fn tcp_server(fault: Fault) -> TestServer {
             Ok((s, _)) => {
                 s.set_nonblocking(false).unwrap();
                 s.set_nodelay(true).unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
                 let (st, stop) = (st.clone(), stop2.clone());
-                thread::Builder::new().stack_size(64 * 1024).spawn(move || {
-                    echo_stream(s, &st, &stop, |s: &TcpStream| {
-                        rst(s);
+                thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        echo_stream(s, &st, &stop, |s: &TcpStream| {
+                            rst(s);
+                        })
                     })
-                })
-                .unwrap();
+                    .unwrap();
             }
             Err(_) => thread::sleep(Duration::from_millis(1)),
         }
     });
-    TestServer { addr, dir: None, stop }
+    TestServer {
+        addr,
+        dir: None,
+        stop,
+    }
 }
 
 /// A thread-per-connection Unix stream echo server in a temp dir.
@@ -182,31 +204,44 @@ pub fn unix_server() -> TestServer {
     let path = dir.join("s.sock");
     let l = UnixListener::bind(&path).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let st = Arc::new(FaultState { fault: Fault::None, echoed: AtomicU64::new(0), stall_until: Mutex::new(None), started: Instant::now() });
+    let st = Arc::new(FaultState {
+        fault: Fault::None,
+        echoed: AtomicU64::new(0),
+        stall_until: Mutex::new(None),
+        started: Instant::now(),
+    });
     let stop2 = stop.clone();
     thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { return };
-            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
             let (st, stop) = (st.clone(), stop2.clone());
             thread::spawn(move || echo_stream(s, &st, &stop, |_: &UnixStream| {}));
         }
     });
-    TestServer { addr: path.display().to_string(), dir: Some(dir), stop }
+    TestServer {
+        addr: path.display().to_string(),
+        dir: Some(dir),
+        stop,
+    }
 }
 
 /// A UDP echo server that drops every `drop_every`-th datagram (0: none).
 pub fn udp_server(drop_every: u64) -> TestServer {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap().to_string();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         let mut n_seen = 0u64;
         while !stop2.load(SeqCst) {
-            let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
             n_seen += 1;
             if drop_every > 0 && n_seen % drop_every == 0 {
                 continue;
@@ -214,7 +249,11 @@ pub fn udp_server(drop_every: u64) -> TestServer {
             let _ = s.send_to(&buf[..n], from);
         }
     });
-    TestServer { addr, dir: None, stop }
+    TestServer {
+        addr,
+        dir: None,
+        stop,
+    }
 }
 
 /// A unixgram echo server in a temp dir.
@@ -222,19 +261,26 @@ pub fn unixgram_server() -> TestServer {
     let dir = temp_dir("unixgram");
     let path = dir.join("s.sock");
     let s = UnixDatagram::bind(&path).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     thread::spawn(move || {
         let mut buf = vec![0u8; 65536];
         while !stop2.load(SeqCst) {
-            let Ok((n, from)) = s.recv_from(&mut buf) else { continue };
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
             if let Some(p) = from.as_pathname() {
                 let _ = s.send_to(&buf[..n], p);
             }
         }
     });
-    TestServer { addr: path.display().to_string(), dir: Some(dir), stop }
+    TestServer {
+        addr: path.display().to_string(),
+        dir: Some(dir),
+        stop,
+    }
 }
 
 /// The outcome of one loadgen process.
@@ -252,7 +298,9 @@ impl Run {
     }
 
     pub fn result(&self) -> &RunResult {
-        self.result.as_ref().unwrap_or_else(|| panic!("no result file; stderr:\n{}", self.stderr))
+        self.result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no result file; stderr:\n{}", self.stderr))
     }
 }
 
@@ -287,8 +335,16 @@ pub fn run_loadgen(args: &[&str], dir: &Path) -> Run {
     let output = child.wait_with_output().unwrap();
     let elapsed = start.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let result = std::fs::read_to_string(&out).ok().map(|t| serde_json::from_str(&t).expect("result parses"));
-    Run { output, elapsed, result, stderr, pid }
+    let result = std::fs::read_to_string(&out)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("result parses"));
+    Run {
+        output,
+        elapsed,
+        result,
+        stderr,
+        pid,
+    }
 }
 
 /// The project's `server` binary beside this test's target dir
@@ -301,7 +357,9 @@ pub fn project_server_bin() -> Option<PathBuf> {
 
 /// The first address a server printed in its `listening addr=...` line.
 pub fn listening_addr(line: &str) -> Option<String> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix("addr=")).map(str::to_string)
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("addr="))
+        .map(str::to_string)
 }
 
 pub fn parse_sockaddr(s: &str) -> Option<SocketAddr> {
