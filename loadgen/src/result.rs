@@ -108,13 +108,7 @@ pub struct Errors {
 
 impl Errors {
     pub fn total(&self) -> u64 {
-        self.connect
-            + self.reset
-            + self.timeout
-            + self.mismatch
-            + self.lost
-            + self.duplicate
-            + self.reordered
+        self.connect + self.reset + self.timeout + self.mismatch + self.lost + self.duplicate + self.reordered
     }
 }
 
