@@ -387,6 +387,22 @@ fn server_dying_mid_run_ends_the_run_with_an_incomplete_result() {
 }
 
 #[test]
+fn hung_server_run_ends_on_time_with_timeouts() {
+    let srv = tcp_server(Fault::Hang);
+    let dir = temp_dir("hang");
+    let run = run_loadgen(
+        &["--addr", &srv.addr, "--conns", "5", "--depth", "2", "--duration", "1500ms", "--warmup", "0s", "--timeout", "500ms"],
+        &dir,
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
+    assert_ne!(run.code(), 0, "no echo at all must fail the run");
+    let r = run.result();
+    assert_eq!(r.messages, 0);
+    assert_eq!(r.errors.timeout, 10, "every in-flight message times out once: {:?}", r.errors);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn unreachable_server_fails_fast_with_a_clear_message() {
     let dir = temp_dir("unreach");
     // A port nobody listens on: bind one, learn its number, close it.

@@ -25,6 +25,8 @@ pub enum Fault {
     /// Once `after_bytes` have been echoed in total, every connection stalls
     /// until 1 s later.
     StallOnce { after_bytes: u64 },
+    /// Reads and discards everything, never echoes (a hung server).
+    Hang,
     /// After this long, every connection is reset and the listener closed (a killed server).
     DieAfter(Duration),
 }
@@ -94,6 +96,7 @@ impl FaultState {
                 }
             }
             Fault::DieAfter(d) => return self.started.elapsed() < d,
+            Fault::Hang => buf.iter_mut().for_each(|b| *b = 0),
         }
         true
     }
@@ -123,6 +126,9 @@ fn echo_stream<S: Read + Write>(mut s: S, st: &FaultState, stop: &AtomicBool, re
         };
         if !st.apply(&mut buf[..n]) {
             return reset(&s);
+        }
+        if matches!(st.fault, Fault::Hang) {
+            continue;
         }
         if s.write_all(&buf[..n]).is_err() {
             return;
