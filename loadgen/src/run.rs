@@ -260,7 +260,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
                 end = ms + args.duration.as_nanos() as u64;
                 shared.measure_start_ns.store(ms, Relaxed);
                 shared.end_ns.store(end, Relaxed);
-                shared.load_start_ns.store(now, Relaxed);
+                shared.load_start_ns.store(now, std::sync::atomic::Ordering::Release);
                 // A tick falls on the measured phase's start, so warm-up stays out of the series.
                 next_tick = next_tick.min(ms.max(now + 1));
             } else if now >= connect_deadline {

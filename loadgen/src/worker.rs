@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
@@ -34,6 +34,9 @@ const SWEEP_NS: u64 = 20_000_000;
 /// Longest epoll sleep, so that ticks and stop are noticed promptly.
 const MAX_WAIT_NS: u64 = 5_000_000;
 const BUF_LEN: usize = 64 * 1024;
+/// Open loop: most messages waiting on one connection (16 MiB of bookkeeping),
+/// so that a stalled server cannot make loadgen's memory grow without bound.
+const MAX_QUEUED: usize = 1 << 20;
 
 /// What every thread is told to do.
 #[derive(Debug)]
@@ -325,7 +328,9 @@ impl Worker<'_> {
                 self.flush_interval(tick);
             }
             if self.load_start == UNSET {
-                let ls = self.shared.load_start_ns.load(Relaxed);
+                // Acquire: pairs with the main thread's Release store, so the
+                // measurement window stored before it is visible here.
+                let ls = self.shared.load_start_ns.load(Acquire);
                 if ls != UNSET {
                     self.load_start = ls;
                     self.rec.measure_start = self.shared.measure_start_ns.load(Relaxed);
@@ -421,6 +426,10 @@ impl Worker<'_> {
             Ok(fd) => fd,
             Err(e) => return self.connect_failed(k, now, &e),
         };
+        if plan.transport == Transport::Tcp {
+            // Pipelined small messages must not wait for an ACK (Nagle).
+            let _ = ssys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
+        }
         let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
         if let Err(e) = ssys::epoll_ctl(
             self.ep.as_fd(),
@@ -538,11 +547,12 @@ impl Worker<'_> {
             if intended >= self.rec.measure_start && intended < self.rec.end {
                 self.rec.totals.scheduled += 1;
             }
-            if self.conns[k].state == State::Up {
+            if self.conns[k].state == State::Up && self.conns[k].queue.len() < MAX_QUEUED {
                 self.conns[k].queue.push_back(Msg { intended, sent: 0 });
                 self.mark_dirty(k);
             } else {
-                // Its connection is not up: the message cannot be sent in time.
+                // Its connection is not up (or has a backlog of MAX_QUEUED): the
+                // message cannot be sent in time.
                 self.rec.error(|e| e.timeout += 1);
             }
             self.sched_c += t;
