@@ -81,6 +81,8 @@ struct Shared<'a> {
     stats: &'static Stats,
     shutdown: Shutdown,
     conns: ConnLimit,
+    /// unixgram: the send-buffer budget all workers share (see `dgram`).
+    unix_budget: Option<std::sync::Mutex<dgram::SendBudget>>,
 }
 
 /// `--max-conns` across all threads. A slot is reserved before `accept` and
@@ -184,6 +186,7 @@ impl Backend for Epoll {
             stats: ctx.stats,
             shutdown: ctx.shutdown,
             conns: ConnLimit { open: AtomicUsize::new(0), max: ctx.config.max_conns },
+            unix_budget: (transport == net::Transport::Unixgram).then(|| std::sync::Mutex::new(dgram::SendBudget::new(ctx.socket.as_fd()))),
         };
         let shared = &shared;
         std::thread::scope(|scope| {
