@@ -95,7 +95,8 @@ impl MmsgBatch {
         let base = self.bufs.as_mut_ptr();
         for i in 0..slots {
             // SAFETY: `i * buf_size` is within `bufs`, which holds `slots * buf_size` bytes.
-            self.iovs[i] = libc::iovec { iov_base: unsafe { base.add(i * self.buf_size) }.cast(), iov_len: self.buf_size };
+            self.iovs[i] =
+                libc::iovec { iov_base: unsafe { base.add(i * self.buf_size) }.cast(), iov_len: self.buf_size };
             let addr = &mut self.addrs[i];
             *addr = SockAddr::empty();
             let hdr = &mut self.hdrs[i];
@@ -184,7 +185,8 @@ impl MmsgBatch {
         for (j, send) in self.sends[from..].iter().enumerate() {
             let slot = send.slot as usize;
             // SAFETY: `slot * buf_size` is within `bufs`, and `len <= buf_size`.
-            self.iovs[j] = libc::iovec { iov_base: unsafe { base.add(slot * self.buf_size) }.cast(), iov_len: send.len as usize };
+            self.iovs[j] =
+                libc::iovec { iov_base: unsafe { base.add(slot * self.buf_size) }.cast(), iov_len: send.len as usize };
             let hdr = &mut self.hdrs[j];
             if send.to_addr {
                 let addr = &mut self.addrs[slot];
@@ -204,7 +206,12 @@ impl MmsgBatch {
         // SAFETY: headers `0..count` point at live iovecs, buffers and addresses
         // owned by `self`, mutably borrowed for the call; the kernel only reads them
         // (and writes `msg_len`).
-        let n = crate::syscall!(sendmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), count as libc::c_uint, libc::MSG_NOSIGNAL))?;
+        let n = crate::syscall!(sendmmsg(
+            fd.as_raw_fd(),
+            self.hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_NOSIGNAL
+        ))?;
         Ok(n as usize)
     }
 }
@@ -216,8 +223,13 @@ mod tests {
 
     fn unix_dgram_pair() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
-        crate::syscall!(socketpair(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0, fds.as_mut_ptr()))
-            .unwrap();
+        crate::syscall!(socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr()
+        ))
+        .unwrap();
         // SAFETY: socketpair just returned two new descriptors that nobody else owns.
         unsafe { (std::os::fd::FromRawFd::from_raw_fd(fds[0]), std::os::fd::FromRawFd::from_raw_fd(fds[1])) }
     }

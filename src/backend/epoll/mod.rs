@@ -162,7 +162,13 @@ impl Backend for Epoll {
             if sharing == Sharing::Exclusive {
                 events |= libc::EPOLLEXCLUSIVE as u32;
             }
-            sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, socket_for(i, &ctx.socket, &own_sockets).as_raw_fd(), events, SOCKET_TOKEN)?;
+            sys::epoll_ctl(
+                epoll.as_fd(),
+                libc::EPOLL_CTL_ADD,
+                socket_for(i, &ctx.socket, &own_sockets).as_raw_fd(),
+                events,
+                SOCKET_TOKEN,
+            )?;
             // Level-triggered: the eventfd stays readable once a stop is requested.
             let stop_fd = ctx.shutdown.fd().as_raw_fd();
             sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, stop_fd, libc::EPOLLIN as u32, SHUTDOWN_TOKEN)?;
@@ -186,7 +192,8 @@ impl Backend for Epoll {
             stats: ctx.stats,
             shutdown: ctx.shutdown,
             conns: ConnLimit { open: AtomicUsize::new(0), max: ctx.config.max_conns },
-            unix_budget: (transport == net::Transport::Unixgram).then(|| std::sync::Mutex::new(dgram::SendBudget::new(ctx.socket.as_fd()))),
+            unix_budget: (transport == net::Transport::Unixgram)
+                .then(|| std::sync::Mutex::new(dgram::SendBudget::new(ctx.socket.as_fd()))),
         };
         let shared = &shared;
         std::thread::scope(|scope| {
@@ -219,7 +226,7 @@ impl Backend for Epoll {
             }
             let mut first_error = spawn_error;
             for h in handles {
-                let result = h.join().unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::Other, "epoll worker panicked")));
+                let result = h.join().unwrap_or_else(|_| Err(io::Error::other("epoll worker panicked")));
                 if let Err(e) = result {
                     first_error.get_or_insert(e);
                 }

@@ -203,6 +203,8 @@ pub(super) struct StreamLoop<'a> {
     listener_ready: bool,
     /// No accepting before this instant (after `EMFILE`/`ENFILE`).
     accept_paused_until: Option<Instant>,
+    /// Accepting keeps failing for want of descriptors: count it once, not per retry.
+    out_of_fds: bool,
     counts: Counts,
 }
 
@@ -219,6 +221,7 @@ impl<'a> StreamLoop<'a> {
             retry_spare: Vec::new(),
             listener_ready: false,
             accept_paused_until: None,
+            out_of_fds: false,
             counts: Counts::default(),
         }
     }
@@ -339,6 +342,7 @@ impl<'a> StreamLoop<'a> {
             }
             match sys::accept(self.listener, true) {
                 Ok(fd) => {
+                    self.out_of_fds = false;
                     if let Err(e) = self.add_conn(fd) {
                         self.shared.conns.release();
                         self.counts.errors += 1;
@@ -360,7 +364,10 @@ impl<'a> StreamLoop<'a> {
                         _ => {
                             // Out of descriptors (or something unexpected): pause
                             // accepting instead of spinning; the backlog waits.
-                            self.counts.errors += 1;
+                            if !(self.out_of_fds && sys::out_of_fds(&e)) {
+                                self.counts.errors += 1;
+                            }
+                            self.out_of_fds = sys::out_of_fds(&e);
                             self.accept_paused_until = Some(Instant::now() + OUT_OF_FDS_BACKOFF);
                             return;
                         }
@@ -372,7 +379,14 @@ impl<'a> StreamLoop<'a> {
 
     fn add_conn(&mut self, fd: OwnedFd) -> io::Result<()> {
         let raw = fd.as_raw_fd();
-        let idx = self.conns.insert(Conn { fd, out: Vec::new(), out_sent: 0, readable: false, peer_eof: false, queued: false });
+        let idx = self.conns.insert(Conn {
+            fd,
+            out: Vec::new(),
+            out_sent: 0,
+            readable: false,
+            peer_eof: false,
+            queued: false,
+        });
         // Registered once for both directions: with edge-triggering, EPOLLOUT
         // only fires when a full send buffer gains room, so no epoll_ctl is
         // needed when a backlog starts or ends. Data already queued is reported
