@@ -9,35 +9,25 @@
 //!   never echoed cut;
 //! - ones from an unnamed (unbound) unixgram socket, which has no address to
 //!   answer;
-//! - echoes the kernel refuses at once: `EAGAIN` (for unixgram, that one
-//!   peer's receive queue is full, e.g. a client that never reads; for UDP,
-//!   our send buffer), `ENOBUFS`, or a peer that has vanished (`ECONNREFUSED`,
-//!   `ENOENT`).
+//! - echoes the kernel refuses at once: `EAGAIN` (our send buffer is full,
+//!   or, for an unconnected unixgram peer, its receive queue), `ENOBUFS`, or
+//!   a peer that has vanished (`ECONNREFUSED`, `ENOENT`);
+//! - for unixgram, echoes past a peer's fair share of the server's send
+//!   buffer ([`PeerBudget`]): a client that never reads would otherwise fill
+//!   it for good and starve every other client. The budget is shared by all
+//!   workers (they answer from the one socket) and checked once per batch.
 //!
 //! Dropping rather than queueing for `EPOLLOUT` is deliberate: an unconnected
 //! socket's `EPOLLOUT` says nothing about one peer's full queue, so a backlog
 //! could wait on a client that never reads and hold up everyone behind it.
 //! Datagram delivery is best-effort anyway; clients resend.
-//!
-//! # unixgram and the shared send buffer
-//!
-//! A unixgram echo stays charged to the *server's* send buffer until the
-//! client reads it, and the kernel skips the receive-queue limit for a client
-//! that is connected to us. One client that floods and never reads would
-//! thus fill the server's send buffer for good, and then every echo fails
-//! with `EAGAIN`. [`SendBudget`] keeps headroom: once more than a quarter of
-//! the send buffer is unread (`SIOCOUTQ`, checked once per batch), each peer
-//! may hold only a fair share of half of it, so a client that reads still
-//! gets answers beside ones that do not. The budget is shared by all workers,
-//! since they answer from the one socket.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use super::{Counts, Shared, SHUTDOWN_TOKEN, SOCKET_TOKEN};
+use crate::backend::peer_budget::PeerBudget;
 use crate::sys::{self, mmsg::MmsgBatch, SockAddr};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -48,80 +38,11 @@ pub(super) const SLOT_BYTES: usize = 64 * 1024;
 /// Batches per turn before checking for a stop request.
 const BATCHES_PER_TURN: usize = 8;
 
-/// Per-peer fair share of a unixgram socket's send buffer (see the module docs).
-pub(super) struct SendBudget {
-    /// Above this many unread bytes, each peer gets only a fair share.
-    pressure: usize,
-    /// What the fair shares add up to.
-    share_pool: usize,
-    /// Never queue past this, so a newcomer always finds room.
-    ceiling: usize,
-    /// Below this, everybody has read their echoes: forget who got what.
-    low_water: usize,
-    /// Unread bytes in the send buffer: `SIOCOUTQ`, plus charges since.
-    unread: usize,
-    /// Bytes charged per peer (keyed by a hash of its address; a collision
-    /// merely makes two peers share one budget) since the buffer was last
-    /// nearly empty. Cleared then, so it holds only recent peers.
-    charged: HashMap<u64, usize>,
-}
-
-impl SendBudget {
-    pub(super) fn new(sock: BorrowedFd<'_>) -> SendBudget {
-        // The kernel reports (and enforces) the doubled size, in truesize units like SIOCOUTQ.
-        let sndbuf = sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(4096) as usize;
-        SendBudget {
-            pressure: sndbuf / 4,
-            share_pool: sndbuf / 2,
-            ceiling: sndbuf - sndbuf / 8,
-            low_water: sndbuf / 16,
-            unread: 0,
-            charged: HashMap::new(),
-        }
-    }
-
-    /// Once per batch: how much of the send buffer is still unread.
-    fn refresh(&mut self, sock: BorrowedFd<'_>) {
-        let mut unread: libc::c_int = 0;
-        // SIOCOUTQ (== TIOCOUTQ) writes one int into `unread`, which outlives the call.
-        if crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)).is_err() {
-            return;
-        }
-        self.unread = unread.max(0) as usize;
-        if self.unread < self.low_water && !self.charged.is_empty() {
-            self.charged.clear();
-        }
-    }
-
-    /// Whether to echo `len` bytes to `peer`; charges it if so.
-    fn allow(&mut self, peer: &SockAddr, len: usize) -> bool {
-        // What the kernel charges for the skb, on the safe side (a 4 KiB
-        // payload lands in an 8 KiB slab object).
-        let cost = 2 * len + 1024;
-        if self.unread + cost > self.ceiling {
-            return false;
-        }
-        let key = peer_key(peer);
-        let so_far = self.charged.get(&key).copied();
-        if self.unread > self.pressure {
-            let peers = self.charged.len() + usize::from(so_far.is_none());
-            if so_far.unwrap_or(0) + cost > self.share_pool / peers.max(1) {
-                return false;
-            }
-        }
-        self.charged.insert(key, so_far.unwrap_or(0) + cost);
-        self.unread += cost;
-        true
-    }
-}
-
-fn peer_key(addr: &SockAddr) -> u64 {
-    // SAFETY: `as_ptr()` points at the address's storage, of which the first
-    // `len()` bytes (at most sizeof(sockaddr_storage)) are initialised.
-    let bytes = unsafe { std::slice::from_raw_parts(addr.as_ptr() as *const u8, addr.len() as usize) };
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
+/// The bytes of a socket address as the kernel gave them, to key [`PeerBudget`].
+fn addr_bytes(addr: &SockAddr) -> &[u8] {
+    // SAFETY: `as_ptr()` points at the address's storage, which lives as long as
+    // `addr`; its first `len()` bytes (never more than the storage) are initialised.
+    unsafe { std::slice::from_raw_parts(addr.as_ptr() as *const u8, addr.len() as usize) }
 }
 
 /// One worker's datagram event loop.
@@ -135,7 +56,7 @@ pub(super) struct DgramLoop<'a> {
     readable: bool,
     counts: Counts,
     /// unixgram only: the shared per-peer send budget.
-    budget: Option<&'a Mutex<SendBudget>>,
+    budget: Option<&'a Mutex<PeerBudget>>,
 }
 
 impl<'a> DgramLoop<'a> {
@@ -203,11 +124,11 @@ impl<'a> DgramLoop<'a> {
             self.batch.clear_sends();
             let mut budget = self.budget.map(|b| b.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             if let Some(b) = budget.as_mut() {
-                b.refresh(self.socket);
+                b.update(self.socket);
             }
             for i in 0..n {
                 let got = self.batch.received(i);
-                let fits = |b: &mut SendBudget| b.allow(got.addr, got.data.len());
+                let fits = |b: &mut PeerBudget| b.allow(addr_bytes(got.addr), got.data.len());
                 if got.truncated || !got.has_name() || !budget.as_mut().map_or(true, |b| fits(b)) {
                     self.counts.errors += 1;
                 } else {

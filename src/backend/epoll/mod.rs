@@ -82,7 +82,7 @@ struct Shared<'a> {
     shutdown: Shutdown,
     conns: ConnLimit,
     /// unixgram: the send-buffer budget all workers share (see `dgram`).
-    unix_budget: Option<std::sync::Mutex<dgram::SendBudget>>,
+    unix_budget: Option<std::sync::Mutex<super::peer_budget::PeerBudget>>,
 }
 
 /// `--max-conns` across all threads. A slot is reserved before `accept` and
@@ -193,7 +193,7 @@ impl Backend for Epoll {
             shutdown: ctx.shutdown,
             conns: ConnLimit { open: AtomicUsize::new(0), max: ctx.config.max_conns },
             unix_budget: (transport == net::Transport::Unixgram)
-                .then(|| std::sync::Mutex::new(dgram::SendBudget::new(ctx.socket.as_fd()))),
+                .then(|| std::sync::Mutex::new(super::peer_budget::PeerBudget::new(ctx.socket.as_fd()))),
         };
         let shared = &shared;
         std::thread::scope(|scope| {
