@@ -115,15 +115,10 @@ struct Counts {
 }
 
 impl Counts {
-    /// Adds this turn's counts to `stats`. Unlike [`LocalCounts::flush`], this
-    /// also carries bytes sent in a turn with no new message (a backlog
-    /// drained on `EPOLLOUT`), so the summary's byte count is exact.
+    /// Adds this turn's counts to `stats`, including bytes sent in a turn
+    /// with no new message (a backlog drained on `EPOLLOUT`).
     fn flush(&mut self, stats: &Stats) {
-        if self.echo.messages != 0 || self.echo.bytes != 0 {
-            stats.messages.fetch_add(self.echo.messages, Relaxed);
-            stats.bytes.fetch_add(self.echo.bytes, Relaxed);
-            self.echo = LocalCounts::default();
-        }
+        self.echo.flush(stats);
         if self.errors != 0 {
             stats.errors.fetch_add(self.errors, Relaxed);
             self.errors = 0;
