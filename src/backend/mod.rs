@@ -12,6 +12,7 @@ use crate::server::{BackendKind, ServeContext};
 pub mod blocking;
 pub mod epoll;
 pub mod fork;
+pub mod peer_budget;
 pub mod threadpool;
 pub mod uring;
 
