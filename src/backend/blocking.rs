@@ -19,6 +19,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+use super::peer_budget::PeerBudget;
 use crate::server::{LocalCounts, Shutdown, Stats};
 use crate::sys::{self, SockAddr};
 
@@ -186,13 +187,17 @@ fn send_all(conn: BorrowedFd<'_>, mut data: &[u8], shutdown: Shutdown) -> io::Re
 /// echo cannot be sent. Echoes are sent with `MSG_DONTWAIT`: a unixgram peer
 /// whose receive queue is full (it stopped reading) would otherwise stall
 /// the worker, and with it every other client, for the whole send timeout.
-pub fn serve_datagrams(sock: BorrowedFd<'_>, buf: &mut [u8], stats: &Stats, shutdown: Shutdown) {
+///
+/// `budget` decides whether an echo may be queued (see [`AnswerBudget`]);
+/// a refused echo is dropped and counted as an error.
+pub fn serve_datagrams(sock: BorrowedFd<'_>, buf: &mut [u8], budget: &mut impl AnswerBudget, stats: &Stats, shutdown: Shutdown) {
     let mut counts = LocalCounts::default();
     let mut since_check = 0u64;
     loop {
         match sys::recv_from(sock, buf) {
             Ok((n, _)) if n > buf.len() => stats.error(),
             Ok((_, from)) if is_unnamed_unix(&from) => stats.error(),
+            Ok((n, from)) if !budget.allow(sock, &from, n) => stats.error(),
             Ok((n, from)) => match send_to_nowait(sock, &buf[..n], &from) {
                 Ok(_) => counts.echoed(n),
                 Err(_) => stats.error(),
@@ -294,4 +299,127 @@ pub fn accept_failure(e: &io::Error) -> AcceptFailure {
         // EMFILE/ENFILE/ENOBUFS/ENOMEM (`sys::out_of_fds`) and anything else.
         _ => AcceptFailure::BackOff,
     }
+}
+
+/// Decides, before each datagram echo, whether it may be queued. A unixgram
+/// echo stays charged to the server's send buffer until the client reads it,
+/// and the kernel skips the receive-queue limit for a client connected to the
+/// server: a client that floods and never reads would fill the shared send
+/// buffer for good and starve everyone (see `backend/peer_budget.rs`).
+pub trait AnswerBudget {
+    /// Whether to echo `len` bytes to `peer` from `sock` (and account them if so).
+    fn allow(&mut self, sock: BorrowedFd<'_>, peer: &SockAddr, len: usize) -> bool;
+}
+
+/// No budget: UDP echoes are never held by the peer (a full receive queue
+/// drops them at the peer, not in our send buffer).
+pub struct Unlimited;
+
+impl AnswerBudget for Unlimited {
+    fn allow(&mut self, _: BorrowedFd<'_>, _: &SockAddr, _: usize) -> bool {
+        true
+    }
+}
+
+/// The shared [`PeerBudget`] of a unixgram socket, for workers that are threads.
+impl AnswerBudget for &std::sync::Mutex<PeerBudget> {
+    fn allow(&mut self, sock: BorrowedFd<'_>, peer: &SockAddr, len: usize) -> bool {
+        let mut budget = self.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // One SIOCOUTQ per datagram: blocking workers have no batches to spread it over.
+        budget.update(sock);
+        budget.allow(addr_bytes(peer), len)
+    }
+}
+
+fn addr_bytes(addr: &SockAddr) -> &[u8] {
+    // SAFETY: `as_ptr()` points at the address's storage, which lives as long as
+    // `addr`; its first `len()` bytes (never more than the storage) are initialised.
+    unsafe { std::slice::from_raw_parts(addr.as_ptr() as *const u8, addr.len() as usize) }
+}
+
+/// [`PeerBudget`]'s policy for one of `sharers` forked processes answering
+/// from the same unixgram socket: no allocation (a forked child may not
+/// allocate) and no lock shared between processes. Each process tracks the
+/// peers it answered in a fixed table and gives them a fair part of its own
+/// `1 / sharers` of the share pool, so all processes together keep the same
+/// headroom as one [`PeerBudget`]; the unread total is the kernel's
+/// (`SIOCOUTQ`), so it is right across processes.
+pub struct ProcessBudget {
+    pressure: usize,
+    share_pool: usize,
+    ceiling: usize,
+    low_water: usize,
+    unread: usize,
+    /// (address hash, bytes charged) per peer since the buffer was last nearly empty.
+    peers: [(u64, usize); PROCESS_BUDGET_PEERS],
+    tracked: usize,
+}
+
+/// Peers one [`ProcessBudget`] tells apart; under pressure, past this many a
+/// new peer is refused until the send buffer drains.
+const PROCESS_BUDGET_PEERS: usize = 256;
+
+impl ProcessBudget {
+    /// Sizes the budget from `sock`'s send buffer, for `sharers` processes.
+    pub fn new(sock: BorrowedFd<'_>, sharers: usize) -> ProcessBudget {
+        let sndbuf = sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(1) as usize;
+        ProcessBudget {
+            pressure: sndbuf / 4,
+            share_pool: sndbuf / 2 / sharers.max(1),
+            ceiling: sndbuf - sndbuf / 8,
+            low_water: sndbuf / 16,
+            unread: 0,
+            peers: [(0, 0); PROCESS_BUDGET_PEERS],
+            tracked: 0,
+        }
+    }
+
+    fn update(&mut self, sock: BorrowedFd<'_>) {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int into `unread`, which outlives the call.
+        if crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)).is_ok() {
+            self.unread = unread.max(0) as usize;
+            if self.unread < self.low_water {
+                self.tracked = 0;
+            }
+        }
+    }
+}
+
+impl AnswerBudget for ProcessBudget {
+    fn allow(&mut self, sock: BorrowedFd<'_>, peer: &SockAddr, len: usize) -> bool {
+        self.update(sock);
+        // What the kernel charges for the datagram, on the safe side (as PeerBudget).
+        let cost = 2 * len + 1024;
+        if self.unread + cost > self.ceiling {
+            return false;
+        }
+        let key = fnv1a(addr_bytes(peer));
+        let slot = self.peers[..self.tracked].iter().position(|&(k, _)| k == key);
+        let sent = slot.map_or(0, |i| self.peers[i].1);
+        if self.unread > self.pressure {
+            let peers = self.tracked + usize::from(slot.is_none());
+            if slot.is_none() && self.tracked == PROCESS_BUDGET_PEERS {
+                return false;
+            }
+            if sent + cost > self.share_pool / peers.max(1) {
+                return false;
+            }
+        }
+        match slot {
+            Some(i) => self.peers[i].1 += cost,
+            None if self.tracked < PROCESS_BUDGET_PEERS => {
+                self.peers[self.tracked] = (key, cost);
+                self.tracked += 1;
+            }
+            None => {} // not under pressure: untracked is fine until it is
+        }
+        self.unread += cost;
+        true
+    }
+}
+
+/// FNV-1a: a peer address's table key, without allocating.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }

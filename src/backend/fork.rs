@@ -190,7 +190,12 @@ fn spawn_datagram_child(
 ) -> io::Result<Pid> {
     spawn_child(|| {
         config.pin_worker(slot);
-        blocking::serve_datagrams(sock, buf, stats, shutdown);
+        if config.transport.is_unix() {
+            let mut budget = blocking::ProcessBudget::new(sock, config.threads);
+            blocking::serve_datagrams(sock, buf, &mut budget, stats, shutdown);
+        } else {
+            blocking::serve_datagrams(sock, buf, &mut blocking::Unlimited, stats, shutdown);
+        }
         0
     })
 }
@@ -203,9 +208,13 @@ fn spawn_child(child_main: impl FnOnce() -> i32) -> io::Result<Pid> {
     // the child before it restored the defaults would run the parent's
     // handler there, which pokes the stop eventfd the parent shares. While
     // they are held here, the parent's stop signals go to another thread.
+    let parent = process::current_pid();
     signal::thread_sigmask(libc::SIG_BLOCK, &STOP_SIGNALS)?;
     match process::fork() {
         Ok(Forked::Child) => {
+            // The fork happens on the main thread, which lives as long as the
+            // process, so the death signal fires only when the parent is gone.
+            process::die_with_parent(parent);
             let _ = signal::reset_stop_handler();
             let _ = signal::thread_sigmask(libc::SIG_UNBLOCK, &STOP_SIGNALS);
             let code = child_main();

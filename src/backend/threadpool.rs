@@ -27,13 +27,14 @@
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::blocking::{self, AcceptFailure};
+use super::peer_budget::PeerBudget;
 use super::Backend;
 use crate::net::Transport;
 use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
@@ -138,11 +139,16 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     let (stats, shutdown) = (ctx.stats, ctx.shutdown);
     // The workers share the socket; this thread keeps it until they are done.
     let sock = Arc::new(ctx.socket.try_clone()?);
+    // Unixgram: one budget for the socket, shared by every worker (see `peer_budget`).
+    let budget = ctx.config.transport.is_unix().then(|| Arc::new(Mutex::new(PeerBudget::new(sock.as_fd()))));
     let workers = spawn_workers(&ctx.config, shutdown, |_| {
-        let sock = sock.clone();
+        let (sock, budget) = (sock.clone(), budget.clone());
         move || {
             let mut buf = vec![0u8; blocking::DGRAM_BUF_BYTES];
-            blocking::serve_datagrams(sock.as_fd(), &mut buf, stats, shutdown);
+            match &budget {
+                Some(budget) => blocking::serve_datagrams(sock.as_fd(), &mut buf, &mut &**budget, stats, shutdown),
+                None => blocking::serve_datagrams(sock.as_fd(), &mut buf, &mut blocking::Unlimited, stats, shutdown),
+            }
         }
     })?;
     ctx.ready(&format!("workers={}", workers.len()));

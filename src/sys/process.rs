@@ -85,3 +85,20 @@ pub fn close_inherited(fd: BorrowedFd<'_>) {
     // Errors are irrelevant: the descriptor is gone either way (close(2) on Linux).
     let _ = crate::syscall!(close(fd.as_raw_fd()));
 }
+
+/// `getpid(2)`.
+pub fn current_pid() -> Pid {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// For a forked child: be killed if `parent` dies (`PR_SET_PDEATHSIG`), so a
+/// parent that is SIGKILLed leaves no orphan serving on. If the parent is
+/// already gone (it died before the `prctl`), exit at once.
+pub fn die_with_parent(parent: Pid) {
+    let _ = crate::syscall!(prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0));
+    // SAFETY: getppid has no preconditions and cannot fail.
+    if unsafe { libc::getppid() } != parent {
+        exit_now(0);
+    }
+}
