@@ -190,7 +190,13 @@ fn send_all(conn: BorrowedFd<'_>, mut data: &[u8], shutdown: Shutdown) -> io::Re
 ///
 /// `budget` decides whether an echo may be queued (see [`AnswerBudget`]);
 /// a refused echo is dropped and counted as an error.
-pub fn serve_datagrams(sock: BorrowedFd<'_>, buf: &mut [u8], budget: &mut impl AnswerBudget, stats: &Stats, shutdown: Shutdown) {
+pub fn serve_datagrams(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    budget: &mut impl AnswerBudget,
+    stats: &Stats,
+    shutdown: Shutdown,
+) {
     let mut counts = LocalCounts::default();
     let mut since_check = 0u64;
     loop {

@@ -115,7 +115,13 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
 }
 
 /// Serves one connection at a time from `requests` until the stop.
-fn stream_worker(requests: Receiver<OwnedFd>, open: &AtomicUsize, transport: Transport, stats: &Stats, shutdown: Shutdown) {
+fn stream_worker(
+    requests: Receiver<OwnedFd>,
+    open: &AtomicUsize,
+    transport: Transport,
+    stats: &Stats,
+    shutdown: Shutdown,
+) {
     let mut buf = vec![0u8; blocking::STREAM_BUF_BYTES];
     while !shutdown.requested() {
         let conn = match requests.recv_timeout(blocking::WAKE_INTERVAL) {
