@@ -210,7 +210,15 @@ impl ServerProc {
             std::thread::sleep(Duration::from_millis(10));
         };
         let elapsed = start.elapsed();
-        let summary = self.lines.try_iter().find(|l| l.starts_with("summary"));
+        // The reader thread may not have passed on the last lines yet: read
+        // until stdout closes (bounded, in case a child still holds it).
+        let mut summary = None;
+        let drain_until = Instant::now() + Duration::from_secs(2);
+        while let Ok(line) = self.lines.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
+            if line.starts_with("summary") {
+                summary = Some(line);
+            }
+        }
         Stopped { status, elapsed, summary }
     }
 
