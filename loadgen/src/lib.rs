@@ -2,3 +2,4 @@
 //! `compare` binaries and by their tests and benches.
 
 pub mod result;
+pub mod compare;
