@@ -162,7 +162,10 @@ fn draw_vs_conns(
     let root = SVGBackend::new(path, (430 * cols as u32 + 40, 340 * rows as u32 + 50)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let root = root.titled(title, (FAMILY, 22)).map_err(plot_err)?;
-    let panels = root.split_evenly((rows, cols));
+    // One legend for the whole figure, so that it never hides a point.
+    let (legend, body) = root.split_vertically(28);
+    draw_legend(&legend, &backends)?;
+    let panels = body.split_evenly((rows, cols));
     let max_conns = runs.iter().map(|(r, _)| r.spec.conns).max().unwrap_or(1) as f64;
     for (i, panel) in panels.iter().enumerate() {
         let (transport, size) = (&transports[i % cols], sizes[i / cols]);
@@ -209,23 +212,11 @@ fn draw_vs_conns(
                         continue;
                     }
                     let color = backend_color(backend);
-                    chart
-                        .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                        .map_err(plot_err)?
-                        .label(backend.as_str())
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                    chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(plot_err)?;
                     chart
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                         .map_err(plot_err)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font((FAMILY, 12))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .draw()
-                    .map_err(plot_err)?;
             }};
         }
         if log_y {
@@ -235,6 +226,17 @@ fn draw_vs_conns(
         }
     }
     root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// A row of backend names with their line colours.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, backends: &[String]) -> anyhow::Result<()> {
+    for (i, backend) in backends.iter().enumerate() {
+        let x = 60 + 150 * i as i32;
+        let color = backend_color(backend);
+        area.draw(&PathElement::new(vec![(x, 14), (x + 26, 14)], color.stroke_width(3))).map_err(plot_err)?;
+        area.draw(&Text::new(backend.clone(), (x + 32, 6), (FAMILY, 15))).map_err(plot_err)?;
+    }
     Ok(())
 }
 
@@ -269,6 +271,7 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FAMILY, 18))
         .margin(12)
+        .margin_right(40)
         .x_label_area_size(42)
         .y_label_area_size(70)
         .build_cartesian_2d((1f64..X_MAX).log_scale(), (lo / 1.5..hi * 1.5).log_scale())
