@@ -39,7 +39,19 @@ impl Machine {
             })
             .map(|kib| kib / 1024)
             .unwrap_or(0);
-        Machine { cpu_model, cores: sockbench::cpu::available_cpus(), kernel, memory_mib }
+        Machine { cpu_model, cores: online_cpus(), kernel, memory_mib }
+    }
+}
+
+/// CPUs online on the machine (not just those this process may use: the
+/// runner pins itself).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        sockbench::cpu::available_cpus()
     }
 }
 

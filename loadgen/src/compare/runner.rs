@@ -149,6 +149,14 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     if let Some(w) = &split.warning {
         eprintln!("compare: warning: {w}");
     }
+    let fds = raise_fd_limit();
+    let need = closed.iter().map(|s| s.conns).max().unwrap_or(0) + 64;
+    if fds < need {
+        eprintln!("compare: warning: the descriptor limit is {fds}, but a run needs about {need}; raise it (ulimit -n)");
+    }
+    // compare's own threads (the /proc sampler) stay off the server's CPUs.
+    set_affinity(&cpu_mask(&split.loadgen)).context("pinning compare to the loadgen CPUs")?;
+    eprintln!("compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}", split.server, split.loadgen);
     let mut notes = Vec::new();
     for spec in closed.iter().filter_map(|s| s.note.as_ref().map(|n| (s, n))) {
         let line = format!("{} {} at {} connections: {}", spec.0.backend, spec.0.transport, spec.0.requested_conns, spec.1);
@@ -212,13 +220,16 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
 /// Half of the smallest per-backend peak among the closed-loop runs of the
 /// open-loop run's size.
 fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, String) {
-    let size = plan.sizes[0];
+    let Some(&first) = plan.backends.first() else { return (None, "no backends".into()) };
+    let shape = plan.open_loop(first, 0.0);
+    let (size, transport) = (shape.size_bytes, shape.transport);
     let mut slowest: Option<(String, f64)> = None;
     for backend in &plan.backends {
         let peak = manifest
             .runs
             .iter()
-            .filter(|r| r.outcome == Outcome::Ok && r.spec.backend == backend.name() && r.spec.size_bytes == size)
+            .filter(|r| r.outcome == Outcome::Ok && r.spec.backend == backend.name())
+            .filter(|r| r.spec.size_bytes == size && r.spec.transport == transport)
             .filter_map(|r| r.msgs_per_s)
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         if let Some(peak) = peak {
@@ -233,7 +244,8 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
             (
                 Some(rate),
                 format!(
-                    "{rate} msgs/s for every backend: half of the slowest backend's peak ({name}, {} msgs/s at {size} B)",
+                    "{rate} msgs/s for every backend: half of the slowest backend's closed-loop peak \
+                     ({name}, {} msgs/s over {transport} at {size} B)",
                     peak.round()
                 ),
             )
@@ -292,6 +304,51 @@ fn file_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// Raises this process's soft descriptor limit to the hard limit, so that the
+/// server and loadgen it starts (which inherit it) can each hold 10,000
+/// connections. Returns the soft limit now in force.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if sockbench::syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).is_err() {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        if sockbench::syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised)).is_ok() {
+            return raised.rlim_cur as u64;
+        }
+    }
+    lim.rlim_cur as u64
+}
+
+/// The kernel CPU mask for `cpus`.
+fn cpu_mask(cpus: &CpuList) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus.cpus() {
+        // SAFETY: CpuList only holds online CPU ids, far below CPU_SETSIZE (1024).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    set
+}
+
+/// Restricts the calling thread (and what it later spawns or forks) to `set`.
+fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    sockbench::syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set)).map(|_| ())
+}
+
+/// Starts `cmd` already confined to `cpus`, so that every thread and forked
+/// child of it (not only the workers its own `--pin` places) stays there.
+fn confine_command(cmd: &mut Command, cpus: &CpuList) {
+    use std::os::unix::process::CommandExt;
+    let set = cpu_mask(cpus);
+    // SAFETY: the closure runs in the child between fork and exec; it makes one
+    // async-signal-safe syscall on a mask that was copied in before the fork.
+    unsafe {
+        cmd.pre_exec(move || set_affinity(&set));
+    }
 }
 
 /// Sends `sig` to a process, or with a negative id to a process group.
@@ -382,15 +439,15 @@ fn drive(ctx: &RunContext, spec: &RunSpec, server_argv: &[String], path: &Path, 
 
     let mut server = {
         use std::os::unix::process::CommandExt;
-        Command::new(&server_argv[0])
-            .args(&server_argv[1..])
+        let mut cmd = Command::new(&server_argv[0]);
+        cmd.args(&server_argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own process group, so that a final SIGKILL reaches forked children.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", server_argv[0]))?
+            .process_group(0);
+        confine_command(&mut cmd, &ctx.split.server);
+        cmd.spawn().with_context(|| format!("starting {}", server_argv[0]))?
     };
     let (lines_tx, lines_rx) = mpsc::channel();
     let server_out = Tail::collect(server.stdout.take().expect("piped"), Some(lines_tx));
@@ -490,13 +547,10 @@ fn drive_with_server(
     let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut monitor = TreeMonitor::start(server.id());
     let spawned = Instant::now();
-    let mut loadgen = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", argv[0]))?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    confine_command(&mut cmd, &ctx.split.loadgen);
+    let mut loadgen = cmd.spawn().with_context(|| format!("starting {}", argv[0]))?;
 
     // 3. The CPU window: loadgen connects (at CONNECT_RATE), warms up, then
     // measures. We read the tree's CPU once the warm-up should be over and
