@@ -67,14 +67,10 @@ impl RunSpec {
 /// `--max-conns` is 4,096.
 pub fn per_conn_task_cap() -> u64 {
     let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32_768);
-    // SAFETY: getrlimit writes into the struct we pass and nothing else.
-    let nproc = unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NPROC, &mut lim) == 0 && lim.rlim_cur != libc::RLIM_INFINITY {
-            lim.rlim_cur as u64
-        } else {
-            u64::MAX
-        }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let nproc = match sockbench::syscall!(getrlimit(libc::RLIMIT_NPROC, &mut lim)) {
+        Ok(_) if lim.rlim_cur != libc::RLIM_INFINITY => lim.rlim_cur,
+        _ => u64::MAX,
     };
     (pid_max.min(nproc) / 4).min(4_000)
 }

@@ -57,6 +57,10 @@ pub fn ensure_font() -> anyhow::Result<()> {
     loaded.clone().map(|_| ()).map_err(|e| anyhow!(e))
 }
 
+/// Every file [`draw_all`] may write.
+pub const PLOT_FILES: [&str; 4] =
+    ["throughput_vs_conns.svg", "server_cpu_vs_conns.svg", "throughput_over_time.svg", "latency_spectrum.svg"];
+
 /// One plot file written to the output directory.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlotFile {
@@ -98,20 +102,20 @@ pub fn draw_from_results(runs: &[(RunRecord, RunResult)], open_rate: Option<f64>
     let open: Vec<_> = runs.iter().filter(|(r, _)| r.spec.is_open_loop()).cloned().collect();
     let mut files = Vec::new();
     if !closed.is_empty() {
-        let f = PlotFile { file: "throughput_vs_conns.svg".into(), title: "Throughput vs connections (closed loop)".into() };
+        let f = PlotFile { file: PLOT_FILES[0].into(), title: "Throughput vs connections (closed loop)".into() };
         draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "msgs/s", false, |res| Some(res.throughput.msgs_per_s))?;
         files.push(f);
-        let f = PlotFile { file: "server_cpu_vs_conns.svg".into(), title: "Server CPU per message vs connections".into() };
+        let f = PlotFile { file: PLOT_FILES[1].into(), title: "Server CPU per message vs connections".into() };
         draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "server CPU µs / msg", true, server_cpu_us_per_msg)?;
         files.push(f);
-        let f = PlotFile { file: "throughput_over_time.svg".into(), title: "Throughput over time, each backend's largest run".into() };
+        let f = PlotFile { file: PLOT_FILES[2].into(), title: "Throughput over time, each backend's largest run".into() };
         draw_over_time(&closed, &dir.join(&f.file), &f.title)?;
         files.push(f);
     }
     if !open.is_empty() {
         let rate = open_rate.map(|r| format!(" at {r:.0} msgs/s offered")).unwrap_or_default();
         let f = PlotFile {
-            file: "latency_spectrum.svg".into(),
+            file: PLOT_FILES[3].into(),
             title: format!("Latency by percentile, open loop{rate} (corrected for coordinated omission)"),
         };
         draw_spectrum(&open, &dir.join(&f.file), &f.title)?;
@@ -248,7 +252,7 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
     let mut series = Vec::new();
     for backend in backends_of(runs) {
         let Some((rec, res)) = runs.iter().find(|(r, _)| r.spec.backend == backend) else { continue };
-        let hist = decode_histogram(res).with_context(|| format!("{}", rec.result_file))?;
+        let hist = decode_histogram(res).with_context(|| rec.result_file.clone())?;
         if hist.is_empty() {
             continue;
         }

@@ -177,15 +177,21 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
          just before the measured phase should end. It is divided by loadgen's measured rate times that window's \
          length. Load is steady through warm-up and measurement, so this is the ratio of two steady rates even when \
          connecting took longer than planned. It is the modern form of the \"process control CPU time\" that \
-         Stevens compared across server designs (UNIX Network Programming, ch. 30).\n\
+         Stevens compared across server designs (UNIX Network Programming, ch. 30). The kernel counts CPU time in \
+         clock ticks (usually 10 ms), so over a {}-second window the figure resolves about {:.1}% of a core.\n\
          - **Server peak RSS** is the largest of the summed `VmRSS` of the live server tree, sampled every {} ms, \
          and the main process's `VmHWM`. For fork it is an upper bound: pages the children share are counted once \
          per child.\n\
+         - **Pinning.** The server is started already confined to its CPUs (`sched_setaffinity` before `exec`, so \
+         every thread and forked child stays there) and also gets `--pin`; loadgen likewise on its CPUs. The runner \
+         itself, including its `/proc` sampler, runs on loadgen's CPUs, never on the server's.\n\
          - The server runs with `--threads` = its CPU count for epoll and uring (one event loop per CPU). \
          threadpool gets `--threads` = connections on streams, because each worker serves one connection until it \
          closes; fork forks one child per stream connection. Both are scaled down where the machine cannot hold a \
          process or thread per connection (see the notes).\n",
         super::runner::CONNECT_RATE,
+        m.duration_s,
+        1.0 / m.duration_s.max(0.01),
         super::proc_cpu::RSS_INTERVAL.as_millis()
     );
 

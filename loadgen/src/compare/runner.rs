@@ -129,6 +129,7 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     let duration = args.duration.unwrap_or(if args.quick { QUICK_DURATION } else { DURATION });
     let warmup = args.warmup.unwrap_or(if args.quick { QUICK_WARMUP } else { WARMUP });
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    remove_previous_run(&args.out_dir);
     let scratch = std::env::temp_dir().join(format!("sockbench-compare-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
@@ -215,6 +216,20 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     manifest.save(&ctx.out_dir)?;
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     Ok(manifest)
+}
+
+/// Removes the files the previous comparison in `dir` wrote (and only
+/// those, as its manifest lists them), so no stale result outlives a rerun.
+fn remove_previous_run(dir: &Path) {
+    let Ok(old) = Manifest::load(dir) else { return };
+    for run in &old.runs {
+        let json = dir.join(&run.result_file);
+        let _ = std::fs::remove_file(json.with_extension("hgrm"));
+        let _ = std::fs::remove_file(json);
+    }
+    for plot in super::plots::PLOT_FILES {
+        let _ = std::fs::remove_file(dir.join(plot));
+    }
 }
 
 /// Half of the smallest per-backend peak among the closed-loop runs of the
@@ -317,10 +332,10 @@ fn raise_fd_limit() -> u64 {
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
         if sockbench::syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised)).is_ok() {
-            return raised.rlim_cur as u64;
+            return raised.rlim_cur;
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// The kernel CPU mask for `cpus`.
