@@ -331,3 +331,78 @@ fn quick_matrix_runs_end_to_end() {
     assert!(readme.contains("--backend uring") && readme.contains("--rate"), "README lacks the exact commands");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writes an executable shell script.
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The runner's own plumbing, without the real binaries: stand-in scripts
+/// for `server` (one backend refuses to start; the other burns CPU in a
+/// forked child until SIGTERM) and `loadgen` (waits, then writes a result).
+#[test]
+fn runner_records_a_failed_run_and_goes_on() {
+    let dir = temp_dir("runner");
+    let bins = dir.join("bin");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&bins).unwrap();
+    let plan = MatrixPlan::new(true, Some(vec![BackendKind::Epoll]), Some(vec![Transport::Tcp]), 1);
+    let spec = plan.closed_loop()[0].clone();
+    let template = dir.join("template.json");
+    loadgen::compare::write_result(&template, &recorded_result("other", &spec, 20.0, 30_000, 7)).unwrap();
+    script(
+        &bins.join("server"),
+        "case \"$*\" in *fork*) echo 'boom: no fork today' >&2; exit 1;; esac\n\
+         ( while :; do :; done ) &\n\
+         kid=$!\n\
+         trap 'kill $kid; echo summary backend=stand-in messages=0; exit 0' TERM\n\
+         echo listening addr=127.0.0.1:9 transport=tcp\n\
+         while :; do sleep 0.05; done",
+    );
+    script(
+        &bins.join("loadgen"),
+        &format!(
+            "while [ $# -gt 0 ]; do [ \"$1\" = --out ] && out=$2; shift; done\n\
+             sleep 1.6\n\
+             cp '{}' \"$out\"",
+            template.display()
+        ),
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--quick", "--backends", "epoll,fork", "--transports", "tcp", "--duration", "1s", "--warmup", "300ms"])
+        .arg("--bin-dir")
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "one failing backend must not fail the comparison:\n{stderr}");
+    assert!(stderr.contains("[6/6, 0 left]"), "progress lines missing:\n{stderr}");
+
+    let manifest = Manifest::load(&out).unwrap();
+    assert_eq!(manifest.runs.len(), 6);
+    for run in &manifest.runs {
+        match (run.spec.backend.as_str(), &run.outcome) {
+            ("epoll", Outcome::Ok) => {
+                assert_eq!(run.server_summary.as_deref(), Some("summary backend=stand-in messages=0"));
+                let res = loadgen::compare::read_result(&out.join(&run.result_file)).unwrap();
+                assert_eq!(res.settings.backend.as_deref(), Some("epoll"), "settings.backend is set by the runner");
+                // The stand-in server's forked child spins on CPU 0 for the whole window.
+                let busy = res.extra["server_cpu_cores_busy"].as_f64().unwrap();
+                assert!(busy > 0.05, "server tree CPU missed the spinning child: {busy} cores busy");
+                assert!(plots::server_cpu_us_per_msg(&res).unwrap() > 0.0);
+                assert!(res.extra["server_peak_rss_kb"].as_u64().unwrap() > 0);
+            }
+            ("fork", Outcome::Failed(why)) => {
+                assert!(why.contains("before printing `listening`") && why.contains("boom"), "{why}");
+            }
+            (b, o) => panic!("unexpected outcome for {b}: {o:?}"),
+        }
+    }
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("## Failed runs") && readme.contains("closed-fork-tcp-c1-s128"), "{readme}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
