@@ -46,6 +46,38 @@ pub struct Binaries {
 }
 
 impl Binaries {
+    /// When started by `cargo run`, builds `server` and `loadgen` with the same
+    /// profile first: `cargo run --bin compare` builds only compare, and a
+    /// stale server would silently measure old code.
+    pub fn build_with_cargo() -> anyhow::Result<()> {
+        let Some(cargo) = std::env::var_os("CARGO") else { return Ok(()) };
+        let exe = std::env::current_exe().context("finding the compare executable")?;
+        let profile = exe.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        if !workspace.is_file() {
+            return Ok(());
+        }
+        let mut cmd = Command::new(cargo);
+        cmd.arg("build").arg("--manifest-path").arg(&workspace).args(["--bin", "server", "--bin", "loadgen"]);
+        match profile.as_str() {
+            "debug" => {
+                eprintln!("compare: warning: debug build; the figures mean little. Use `cargo run --release -p loadgen --bin compare`.");
+            }
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        eprintln!("compare: building server and loadgen ({profile})");
+        let status = cmd.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("`cargo build` of server and loadgen failed ({status})");
+        }
+        Ok(())
+    }
+
     /// Finds both executables in `dir`, or beside the running executable.
     pub fn locate(dir: Option<&Path>) -> anyhow::Result<Binaries> {
         let dir = match dir {
@@ -67,8 +99,8 @@ impl Binaries {
             } else {
                 bail!(
                     "`{name}` not found in {}: build everything first with `cargo build --release` \
-                     (or run `cargo run --release -p loadgen --bin compare`, which builds the workspace's \
-                     default members), or point --bin-dir at the directory that has it",
+                     (`cargo run --release -p loadgen --bin compare` builds them itself), \
+                     or point --bin-dir at the directory that has it",
                     dir.display()
                 )
             }
@@ -124,6 +156,9 @@ struct RunContext {
 
 /// Runs the whole matrix and returns (and saves) the manifest.
 pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
+    if args.bin_dir.is_none() {
+        Binaries::build_with_cargo()?;
+    }
     let bins = Binaries::locate(args.bin_dir.as_deref())?;
     let split = CpuSplit::choose(args.server_cpus.clone(), args.loadgen_cpus.clone())?;
     let duration = args.duration.unwrap_or(if args.quick { QUICK_DURATION } else { DURATION });
@@ -488,7 +523,7 @@ fn drive(ctx: &RunContext, spec: &RunSpec, server_argv: &[String], path: &Path, 
             if err.is_empty() {
                 Err(e)
             } else {
-                Err(e.context(format!("server stderr:\n{err}")))
+                Err(anyhow::anyhow!("{e:#}\nserver stderr:\n{err}"))
             }
         }
         Ok(()) if !clean_stop => bail!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)"),
