@@ -267,23 +267,20 @@ fn missing_prerequisite(dir: &Path) -> Option<String> {
             .stderr(Stdio::piped())
             .spawn()
             .ok()?;
-        // Bounded: a stub backend exits at once; a real one prints `listening` and waits.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut exited = None;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                exited = Some(status);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // A stub backend exits at once; a real one prints `listening`. Bounded by 5 s.
+        let stdout = child.stdout.take()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
         let _ = child.kill();
         let out = child.wait_with_output().ok()?;
-        if exited.is_some() {
-            return Some(format!(
-                "the {backend} backend does not serve yet: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+        if !first.starts_with("listening") {
+            return Some(format!("the {backend} backend does not serve yet: {}", String::from_utf8_lossy(&out.stderr).trim()));
         }
     }
     None
