@@ -194,10 +194,12 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     set_affinity(&cpu_mask(&split.loadgen)).context("pinning compare to the loadgen CPUs")?;
     eprintln!("compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}", split.server, split.loadgen);
     let mut notes = Vec::new();
-    for spec in closed.iter().filter_map(|s| s.note.as_ref().map(|n| (s, n))) {
-        let line = format!("{} {} at {} connections: {}", spec.0.backend, spec.0.transport, spec.0.requested_conns, spec.1);
-        eprintln!("compare: note: {line}");
-        notes.push(line);
+    for spec in closed.iter().filter(|s| s.note.is_some()) {
+        let line = format!("{} over {}: {}", spec.backend, spec.transport, spec.note.as_deref().unwrap_or(""));
+        if !notes.contains(&line) {
+            eprintln!("compare: note: {line}");
+            notes.push(line);
+        }
     }
     if let Some(w) = &split.warning {
         notes.push(w.clone());
@@ -609,7 +611,9 @@ fn drive_with_server(
     // ratio of two steady rates even if connecting took longer than planned.
     let connect_est = Duration::from_secs_f64(spec.conns as f64 / CONNECT_RATE as f64);
     let window_start = connect_est + ctx.warmup;
-    let window_end = window_start + ctx.duration.saturating_sub(Duration::from_millis(250));
+    // End a little before loadgen's measured phase does, so that its teardown is never inside.
+    let guard = Duration::from_millis(250).min(ctx.duration / 10);
+    let window_end = window_start + ctx.duration.saturating_sub(guard);
     let bound = window_start + ctx.duration + LOADGEN_SLACK;
     let mut end_marked = false;
     let status = loop {
@@ -646,6 +650,8 @@ fn drive_with_server(
     })?;
     result.settings.backend = Some(spec.backend.clone());
     let extra = &mut result.extra;
+    // Only this run's measurements: never a figure left in `extra` by someone else.
+    extra.retain(|k, _| !k.starts_with("server_"));
     let mut put = |k: &str, v: serde_json::Value| {
         extra.insert(k.to_string(), v);
     };
@@ -664,6 +670,10 @@ fn drive_with_server(
     put("server_peak_procs", (cost.peak_procs as u64).into());
     let window_msgs = result.throughput.msgs_per_s * cost.window_s;
     let cpu_per_msg = match cost.cpu_us() {
+        Some(0) => {
+            put("server_cpu_note", "below the clock-tick resolution of /proc CPU times in this window".into());
+            None
+        }
         Some(cpu_us) if cost.window_s > 0.0 && window_msgs >= 1.0 => {
             put("server_cpu_us", cpu_us.into());
             put("server_cpu_window_s", cost.window_s.into());
@@ -672,7 +682,10 @@ fn drive_with_server(
             put("server_cpu_us_per_msg", v.into());
             Some(v)
         }
-        _ => None,
+        _ => {
+            put("server_cpu_note", "not measured: loadgen ended before the measured window began".into());
+            None
+        }
     };
     if let Some(summary) = &record.server_summary {
         put("server_summary", summary.clone().into());
