@@ -103,10 +103,10 @@ pub fn draw_from_results(runs: &[(RunRecord, RunResult)], open_rate: Option<f64>
     let mut files = Vec::new();
     if !closed.is_empty() {
         let f = PlotFile { file: PLOT_FILES[0].into(), title: "Throughput vs connections (closed loop)".into() };
-        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "msgs/s", false, |res| Some(res.throughput.msgs_per_s))?;
+        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "msgs/s", |res| Some(res.throughput.msgs_per_s))?;
         files.push(f);
         let f = PlotFile { file: PLOT_FILES[1].into(), title: "Server CPU per message vs connections".into() };
-        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "server CPU µs / msg", true, server_cpu_us_per_msg)?;
+        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "server CPU µs / msg", server_cpu_us_per_msg)?;
         files.push(f);
         let f = PlotFile { file: PLOT_FILES[2].into(), title: "Throughput over time, each backend's largest run".into() };
         draw_over_time(&closed, &dir.join(&f.file), &f.title)?;
@@ -148,7 +148,6 @@ fn draw_vs_conns(
     path: &Path,
     title: &str,
     y_desc: &str,
-    log_y: bool,
     value: impl Fn(&RunResult) -> Option<f64>,
 ) -> anyhow::Result<()> {
     let transports: Vec<String> = {
@@ -198,35 +197,21 @@ fn draw_vs_conns(
                 .map_err(plot_err)?;
             continue;
         }
-        let (lo, hi) = (ys.iter().cloned().fold(f64::MAX, f64::min), ys.iter().cloned().fold(0.0, f64::max));
-        macro_rules! finish {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                chart
-                    .configure_mesh()
-                    .x_desc("connections")
-                    .y_desc(y_desc)
-                    .x_label_formatter(&|x| format!("{x:.0}"))
-                    .y_label_formatter(&|y| human(*y))
-                    .label_style((FAMILY, 12))
-                    .draw()
-                    .map_err(plot_err)?;
-                for (backend, pts) in &series {
-                    if pts.is_empty() {
-                        continue;
-                    }
-                    let color = backend_color(backend);
-                    chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(plot_err)?;
-                    chart
-                        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                        .map_err(plot_err)?;
-                }
-            }};
-        }
-        if log_y {
-            finish!(builder.build_cartesian_2d(x_range, (lo / 1.5..hi * 1.5).log_scale()).map_err(plot_err)?);
-        } else {
-            finish!(builder.build_cartesian_2d(x_range, 0f64..hi * 1.15).map_err(plot_err)?);
+        let hi = ys.iter().cloned().fold(0.0, f64::max);
+        let mut chart = builder.build_cartesian_2d(x_range, 0f64..hi * 1.15).map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("connections")
+            .y_desc(y_desc)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| human(*y))
+            .label_style((FAMILY, 12))
+            .draw()
+            .map_err(plot_err)?;
+        for (backend, pts) in &series {
+            let color = backend_color(backend);
+            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(plot_err)?;
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
         }
     }
     root.present().map_err(plot_err)?;
