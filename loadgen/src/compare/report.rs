@@ -294,7 +294,7 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
          loadgen, then stops the server with SIGTERM. Result files are named after the run.\n"
     );
     let _ = writeln!(w, "<details><summary>server and loadgen command of every run</summary>\n");
-    for r in &m.runs {
+    for r in m.runs.iter().filter(|r| !r.server_argv.is_empty()) {
         let _ = writeln!(w, "`{}`\n", r.spec.name());
         let _ = writeln!(w, "```sh\n{}\n{}\n```\n", shell_line(&r.server_argv), shell_line(&r.loadgen_argv));
     }

@@ -245,7 +245,23 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
                 let record = run_with_progress(&ctx, plan.open_loop(backend, rate), done, total);
                 manifest.runs.push(record);
             }
-            None => eprintln!("[{done}/{total}] skipped open-loop run of {backend}: no closed-loop peak to derive a rate from"),
+            None => {
+                let why = "not run: no successful closed-loop run to derive the offered rate from";
+                eprintln!("[{done}/{total}] open loop {backend}: {why}");
+                let spec = plan.open_loop(backend, 0.0);
+                manifest.runs.push(RunRecord {
+                    result_file: format!("{}.json", spec.name()),
+                    spec,
+                    server_argv: Vec::new(),
+                    loadgen_argv: Vec::new(),
+                    outcome: Outcome::Failed(why.into()),
+                    loadgen_exit: None,
+                    server_summary: None,
+                    wall_s: 0.0,
+                    msgs_per_s: None,
+                    headline: None,
+                });
+            }
         }
         manifest.save(&ctx.out_dir)?;
     }
@@ -274,14 +290,16 @@ fn remove_previous_run(dir: &Path) {
 fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, String) {
     let Some(&first) = plan.backends.first() else { return (None, "no backends".into()) };
     let shape = plan.open_loop(first, 0.0);
-    let (size, transport) = (shape.size_bytes, shape.transport);
+    // The open-loop run's own shape, so every backend has shown it can carry
+    // twice the rate in exactly that configuration.
+    let (size, transport, conns) = (shape.size_bytes, shape.transport, shape.conns);
     let mut slowest: Option<(String, f64)> = None;
     for backend in &plan.backends {
         let peak = manifest
             .runs
             .iter()
             .filter(|r| r.outcome == Outcome::Ok && r.spec.backend == backend.name())
-            .filter(|r| r.spec.size_bytes == size && r.spec.transport == transport)
+            .filter(|r| r.spec.size_bytes == size && r.spec.transport == transport && r.spec.conns == conns)
             .filter_map(|r| r.msgs_per_s)
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         if let Some(peak) = peak {
@@ -296,8 +314,8 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
             (
                 Some(rate),
                 format!(
-                    "{rate} msgs/s for every backend: half of the slowest backend's closed-loop peak \
-                     ({name}, {} msgs/s over {transport} at {size} B)",
+                    "{rate} msgs/s for every backend: half of the slowest backend's closed-loop throughput \
+                     ({name}, {} msgs/s over {transport}, {conns} connections, {size} B)",
                     peak.round()
                 ),
             )
