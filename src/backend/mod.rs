@@ -11,6 +11,7 @@ use crate::server::{BackendKind, ServeContext};
 
 pub mod epoll;
 pub mod fork;
+pub mod peer_budget;
 pub mod threadpool;
 pub mod uring;
 

@@ -1,0 +1,246 @@
+//! Datagram sockets (UDP, unixgram): multishot recvmsg into the buffer ring,
+//! and sendmsg of each datagram straight out of its buffer back to its source.
+//!
+//! Each buffer holds a whole datagram (64 KiB plus the recvmsg header), so a
+//! datagram is never split. A send in flight needs its `msghdr`, `iovec` and
+//! destination address to stay put until the completion: they live in a send
+//! slot per buffer id (a buffer is in at most one send at a time), allocated
+//! once and never moved.
+//!
+//! Sends carry `MSG_DONTWAIT`: a receiver whose queue is full (a unixgram
+//! client that never reads) loses that echo, as a datagram may be lost,
+//! instead of holding a ring buffer until it reads.
+//!
+//! Unixgram answers go through [`PeerBudget`] (see `backend/peer_budget.rs`),
+//! so that clients which never read cannot fill our send buffer for everyone.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use io_uring::types::RecvMsgOut;
+use io_uring::{cqueue, opcode, types};
+
+use super::token::{self, Op, Token};
+use super::{Completion, Driver, Shared};
+use crate::backend::peer_budget::PeerBudget;
+use crate::server::LocalCounts;
+
+/// What a sendmsg in flight points to.
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: libc::iovec,
+    name: libc::sockaddr_storage,
+}
+
+impl SendSlot {
+    fn zeroed() -> SendSlot {
+        // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
+        // which all-zero (null pointers, zero lengths) is a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+/// One ring serving a datagram socket.
+pub(super) struct DgramWorker<'a> {
+    d: Driver,
+    sock: BorrowedFd<'a>,
+    shared: &'a Shared,
+    /// The recvmsg template: only `msg_namelen` and `msg_controllen` matter.
+    /// Boxed so its address is stable while the multishot recvmsg is armed.
+    template: Box<libc::msghdr>,
+    /// One per buffer id; never reallocated.
+    slots: Box<[SendSlot]>,
+    recv_armed: bool,
+    /// The last receive ended with ENOBUFS: re-arm once buffers are back.
+    starved: bool,
+    stopping: bool,
+    counts: LocalCounts,
+    errors: u64,
+    /// Only for unixgram, where unread echoes count against our send buffer.
+    budget: Option<&'a Mutex<PeerBudget>>,
+}
+
+impl<'a> DgramWorker<'a> {
+    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared) -> Self {
+        let mut template = Box::new(SendSlot::zeroed().hdr);
+        template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
+        let is_unix = crate::sys::getsockname(sock).map(|a| a.family() == libc::AF_UNIX).unwrap_or(false);
+        let budget = is_unix.then(|| shared.unix_budget.get_or_init(|| Mutex::new(PeerBudget::new(sock))));
+        DgramWorker {
+            d,
+            sock,
+            shared,
+            template,
+            slots,
+            recv_armed: false,
+            starved: false,
+            stopping: false,
+            counts: LocalCounts::default(),
+            errors: 0,
+            budget,
+        }
+    }
+
+    pub(super) fn run(mut self) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(token::SHUTDOWN);
+        // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
+        unsafe { self.d.push(poll)? };
+        let result = self.event_loop();
+        self.flush_counts();
+        if !self.d.quiesce() {
+            // A sendmsg may still read its slot: leak the slots and the
+            // template, as `Driver` leaks the buffers; the process is exiting.
+            std::mem::forget(std::mem::take(&mut self.slots));
+            std::mem::forget(std::mem::replace(&mut self.template, Box::new(SendSlot::zeroed().hdr)));
+        }
+        result
+    }
+
+    fn event_loop(&mut self) -> io::Result<()> {
+        loop {
+            if !self.recv_armed && (!self.starved || self.d.bufs.available() > 0) {
+                self.arm_recv()?;
+            }
+            self.d.bufs.publish();
+            self.flush_counts();
+            self.d.submit_and_wait(None)?;
+            if let Some(b) = self.budget {
+                b.lock().unwrap_or_else(|p| p.into_inner()).update(self.sock);
+            }
+            let batch = self.d.take_completions();
+            for c in batch.iter().copied() {
+                self.dispatch(c)?;
+            }
+            self.d.return_completions(batch);
+            if self.stopping || self.shared.shutdown.requested() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        self.counts.flush(self.shared.stats);
+        if self.errors > 0 {
+            self.shared.stats.errors.fetch_add(self.errors, Ordering::Relaxed);
+            self.errors = 0;
+        }
+    }
+
+    fn arm_recv(&mut self) -> io::Result<()> {
+        let sqe = opcode::RecvMsgMulti::new(types::Fd(self.sock.as_raw_fd()), &*self.template, self.d.bufs.bgid())
+            .build()
+            .user_data(token::DGRAM_RECV);
+        // SAFETY: the receive writes into the buffer ring, which outlives every
+        // operation (see `Driver`), and reads the boxed template, which lives
+        // in `self` until the ring has quiesced (or is leaked).
+        unsafe { self.d.push(sqe)? };
+        self.recv_armed = true;
+        self.starved = false;
+        Ok(())
+    }
+
+    fn dispatch(&mut self, c: Completion) -> io::Result<()> {
+        let Some(t) = Token::decode(c.user_data) else { return Ok(()) };
+        match t.op {
+            Op::Shutdown => self.stopping = true,
+            Op::DgramRecv => self.on_recv(c)?,
+            Op::DgramSend => self.on_send(t.slot as u16, c),
+            _ => {
+                if let Some(bid) = cqueue::buffer_select(c.flags) {
+                    self.d.bufs.taken(bid);
+                    self.d.bufs.recycle(bid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_recv(&mut self, c: Completion) -> io::Result<()> {
+        if !cqueue::more(c.flags) {
+            self.recv_armed = false;
+        }
+        let bid = cqueue::buffer_select(c.flags);
+        if let Some(bid) = bid {
+            self.d.bufs.taken(bid);
+        }
+        let (bid, len) = match (bid, c.result) {
+            (Some(bid), n) if n >= 0 => (bid, n as usize),
+            (bid, res) => {
+                if let Some(bid) = bid {
+                    self.d.bufs.recycle(bid);
+                }
+                match -res {
+                    libc::ENOBUFS => self.starved = true,
+                    libc::ECANCELED => {}
+                    _ => self.errors += 1,
+                }
+                return Ok(());
+            }
+        };
+        let sockaddr_min = std::mem::size_of::<libc::sa_family_t>();
+        let parsed = RecvMsgOut::parse(self.d.bufs.slice(bid, len), &self.template);
+        let (payload, payload_len) = match parsed {
+            // Too big for a buffer: dropped (and counted) rather than echoed in part.
+            Ok(out) if out.is_payload_truncated() => (None, 0),
+            // An unbound unixgram sender has no address to answer to.
+            Ok(out) if out.name_data().len() <= sockaddr_min || out.is_name_data_truncated() => (None, 0),
+            // A peer that does not read its echoes while our send buffer fills up.
+            Ok(out)
+                if !self.budget.map_or(true, |b| {
+                    b.lock().unwrap_or_else(|p| p.into_inner()).allow(out.name_data(), out.payload_data().len())
+                }) =>
+            {
+                (None, 0)
+            }
+            Ok(out) => {
+                let slot = &mut self.slots[bid as usize];
+                let name = out.name_data();
+                // SAFETY: `name` is at most sizeof(sockaddr_storage) bytes (the
+                // template's namelen), and the slot's storage is exactly that big.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), &mut slot.name as *mut _ as *mut u8, name.len())
+                };
+                slot.hdr.msg_namelen = name.len() as libc::socklen_t;
+                (Some(out.payload_data().as_ptr()), out.payload_data().len())
+            }
+            Err(()) => (None, 0),
+        };
+        let Some(payload) = payload else {
+            self.errors += 1;
+            self.d.bufs.recycle(bid);
+            return Ok(());
+        };
+        let slot = &mut self.slots[bid as usize];
+        slot.iov = libc::iovec { iov_base: payload as *mut libc::c_void, iov_len: payload_len };
+        slot.hdr.msg_name = &mut slot.name as *mut _ as *mut libc::c_void;
+        slot.hdr.msg_iov = &mut slot.iov;
+        slot.hdr.msg_iovlen = 1;
+        slot.hdr.msg_control = std::ptr::null_mut();
+        slot.hdr.msg_controllen = 0;
+        let sqe = opcode::SendMsg::new(types::Fd(self.sock.as_raw_fd()), &slot.hdr)
+            .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
+            .build()
+            .user_data(Token::new(Op::DgramSend, 0, bid as u32).encode());
+        // SAFETY: the payload stays in ring buffer `bid`, which is recycled only
+        // in `on_send`; the msghdr, iovec and address live in `slots[bid]`, which
+        // is never moved and not reused before that same completion.
+        unsafe { self.d.push(sqe)? };
+        Ok(())
+    }
+
+    fn on_send(&mut self, bid: u16, c: Completion) {
+        if c.result >= 0 {
+            self.counts.echoed(c.result as usize);
+        } else {
+            // EAGAIN: the receiver's queue is full; ECONNREFUSED/ENOENT: a
+            // unixgram sender that vanished. The echo is dropped either way.
+            self.errors += 1;
+        }
+        self.d.bufs.recycle(bid);
+    }
+}

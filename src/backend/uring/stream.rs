@@ -1,0 +1,688 @@
+//! Stream connections (TCP, Unix): multishot accept, multishot receive into
+//! the buffer ring, and sends straight out of the ring buffer.
+//!
+//! Per connection, one send is in flight at a time, which keeps the echo in
+//! order. The fast path is zero-copy: a received buffer is sent back as is and
+//! recycled when that send completes. Anything received while a send is in
+//! flight is copied to the connection's `backlog` and its buffer recycled at
+//! once, and a send that finds the socket full (`EAGAIN`: sends carry
+//! `MSG_DONTWAIT`) copies its rest out of the ring too and waits for `POLLOUT`.
+//!
+//! Fairness: a connection therefore holds at most one ring buffer, and only
+//! for as long as the kernel takes to copy it into the socket. A client that
+//! never reads costs heap memory (capped at `MAX_PENDING_BYTES`, above which
+//! its receive is cancelled until the backlog drains), never ring buffers, so
+//! it cannot starve the other connections of buffers however small the ring.
+//!
+//! When the ring runs dry a multishot receive ends with `ENOBUFS`. The
+//! connection then waits in `starved`, and is re-armed, oldest first, once
+//! buffers have come back (as many connections per turn as there are free
+//! buffers), so a dry ring neither stalls nor spins.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types};
+
+use super::setup::missing;
+use super::token::{self, Op, Token, GEN_MASK};
+use super::{Completion, Driver, Shared};
+use crate::backend::MAX_PENDING_BYTES;
+use crate::server::LocalCounts;
+
+/// How long accept waits after EMFILE/ENFILE before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Within this many connections of `--max-conns`, accept switches from
+/// multishot (which may take a whole burst from the backlog before a cancel
+/// lands) to: poll the listener, reserve a place, then one single-shot accept.
+/// The cap then holds exactly, across rings, without refusing anyone; and a
+/// ring reserves a place only when its own listener has a client waiting, so
+/// an idle ring cannot hold the last place while another ring's client waits.
+const NEAR_CAP: usize = 64;
+/// How often a ring whose accept is paused at `--max-conns` looks whether
+/// another ring has closed a connection (its own closes are seen at once).
+const MAX_CONNS_RECHECK: Duration = Duration::from_millis(50);
+
+/// What the in-flight (or next) send reads from.
+#[derive(Clone, Copy, Debug)]
+enum Sending {
+    Idle,
+    /// Bytes `off..len` of ring buffer `bid`.
+    Ring { bid: u16, off: u32, len: u32 },
+    /// Bytes `off..` of the connection's `heap` vector.
+    Heap { off: usize },
+}
+
+struct Conn {
+    fd: OwnedFd,
+    /// Operations in flight on this connection; the slot is freed at zero once closing.
+    ops: u32,
+    recv_armed: bool,
+    recv_cancel_sent: bool,
+    /// A send, or the `POLLOUT` wait that precedes a retry, is in flight.
+    send_in_flight: bool,
+    sending: Sending,
+    /// Source of `Sending::Heap`; not modified while a send reads from it.
+    heap: Vec<u8>,
+    /// Received bytes queued behind the current send.
+    backlog: Vec<u8>,
+    /// Receiving stopped because too much is waiting to be sent.
+    paused: bool,
+    /// Waiting in `StreamWorker::starved` for ring buffers.
+    starved: bool,
+    /// The peer shut down its write side.
+    eof: bool,
+    closing: bool,
+    close_cancel_sent: bool,
+}
+
+impl Conn {
+    fn new(fd: OwnedFd) -> Conn {
+        Conn {
+            fd,
+            ops: 0,
+            recv_armed: false,
+            recv_cancel_sent: false,
+            send_in_flight: false,
+            sending: Sending::Idle,
+            heap: Vec::new(),
+            backlog: Vec::new(),
+            paused: false,
+            starved: false,
+            eof: false,
+            closing: false,
+            close_cancel_sent: false,
+        }
+    }
+
+    /// Bytes received and not yet sent back.
+    fn unsent(&self) -> usize {
+        let current = match self.sending {
+            Sending::Idle => 0,
+            Sending::Ring { off, len, .. } => (len - off) as usize,
+            Sending::Heap { off } => self.heap.len() - off,
+        };
+        current + self.backlog.len()
+    }
+
+    fn drained(&self) -> bool {
+        !self.send_in_flight && matches!(self.sending, Sending::Idle) && self.backlog.is_empty()
+    }
+}
+
+struct Slot {
+    gen: u32,
+    conn: Option<Conn>,
+}
+
+/// One ring serving stream connections.
+pub(super) struct StreamWorker<'a> {
+    d: Driver,
+    listener: BorrowedFd<'a>,
+    shared: &'a Shared,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Connections whose receive ended with ENOBUFS, oldest first: (slot, gen).
+    starved: VecDeque<(u32, u32)>,
+    accept_armed: bool,
+    /// The armed accept is single-shot and holds a reserved place in `Shared::open`.
+    accept_reserved: bool,
+    /// A poll for a pending connection is armed (near the cap).
+    ready_poll_armed: bool,
+    accept_cancel_sent: bool,
+    backoff_armed: bool,
+    /// The back-off timeout; the kernel reads it when the timeout is submitted.
+    backoff_ts: Box<types::Timespec>,
+    unix_single_shot: bool,
+    stopping: bool,
+    counts: LocalCounts,
+    errors: u64,
+}
+
+impl<'a> StreamWorker<'a> {
+    pub(super) fn new(d: Driver, listener: BorrowedFd<'a>, shared: &'a Shared, unix_single_shot: bool) -> Self {
+        StreamWorker {
+            d,
+            listener,
+            shared,
+            slots: Vec::new(),
+            free: Vec::new(),
+            starved: VecDeque::new(),
+            accept_armed: false,
+            accept_reserved: false,
+            ready_poll_armed: false,
+            accept_cancel_sent: false,
+            backoff_armed: false,
+            backoff_ts: Box::new(types::Timespec::from(ACCEPT_BACKOFF)),
+            unix_single_shot,
+            stopping: false,
+            counts: LocalCounts::default(),
+            errors: 0,
+        }
+    }
+
+    pub(super) fn run(mut self) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(token::SHUTDOWN);
+        // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
+        unsafe { self.d.push(poll)? };
+        let result = self.event_loop();
+        self.close_all();
+        result
+    }
+
+    fn event_loop(&mut self) -> io::Result<()> {
+        loop {
+            self.update_accept()?;
+            self.rearm_starved()?;
+            self.d.bufs.publish();
+            self.flush_counts();
+            let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
+            self.d.submit_and_wait(at_cap.then_some(MAX_CONNS_RECHECK))?;
+            let batch = self.d.take_completions();
+            for c in batch.iter().copied() {
+                self.dispatch(c)?;
+            }
+            self.d.return_completions(batch);
+            if self.stopping || self.shared.shutdown.requested() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn flush_counts(&mut self) {
+        // Not `LocalCounts::flush`: messages are counted when received and bytes
+        // when sent, so a turn may have bytes and no messages.
+        let stats = self.shared.stats;
+        if self.counts.messages > 0 {
+            stats.messages.fetch_add(self.counts.messages, Ordering::Relaxed);
+        }
+        if self.counts.bytes > 0 {
+            stats.bytes.fetch_add(self.counts.bytes, Ordering::Relaxed);
+        }
+        self.counts = LocalCounts::default();
+        if self.errors > 0 {
+            self.shared.stats.errors.fetch_add(self.errors, Ordering::Relaxed);
+            self.errors = 0;
+        }
+    }
+
+    fn dispatch(&mut self, c: Completion) -> io::Result<()> {
+        let Some(t) = Token::decode(c.user_data) else { return Ok(()) };
+        match t.op {
+            Op::Shutdown => self.stopping = true,
+            Op::Accept => self.on_accept(c)?,
+            Op::AcceptReady => self.on_accept_ready(c)?,
+            Op::AcceptBackoff => self.backoff_armed = false,
+            Op::Recv => self.on_recv(t, c)?,
+            Op::Send => self.on_send(t, c)?,
+            Op::Writable => self.on_writable(t, c)?,
+            Op::Cancel | Op::Probe | Op::DgramRecv | Op::DgramSend => {
+                if let Some(bid) = cqueue::buffer_select(c.flags) {
+                    self.d.bufs.taken(bid);
+                    self.d.bufs.recycle(bid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ accept
+
+    /// Arms accept when we may take connections, cancels it when we may not.
+    fn update_accept(&mut self) -> io::Result<()> {
+        let open = self.shared.open.load(Ordering::Acquire);
+        let near_cap = open + NEAR_CAP >= self.shared.max_conns;
+        let multishot_ok = !self.stopping && !self.backoff_armed && !near_cap;
+        if !self.accept_armed && !self.stopping && !self.backoff_armed {
+            let fd = types::Fd(self.listener.as_raw_fd());
+            if multishot_ok {
+                let sqe = opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build().user_data(token::ACCEPT);
+                // SAFETY: a multishot accept passes no address buffer.
+                unsafe { self.d.push(sqe)? };
+                self.accept_armed = true;
+                self.accept_cancel_sent = false;
+            } else if !self.ready_poll_armed && open < self.shared.max_conns {
+                let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32).build().user_data(token::ACCEPT_READY);
+                // SAFETY: a poll carries no buffer.
+                unsafe { self.d.push(sqe)? };
+                self.ready_poll_armed = true;
+            }
+            // else at the cap: look again when a connection closes.
+        } else if !multishot_ok && self.accept_armed && !self.accept_reserved && !self.accept_cancel_sent {
+            self.cancel(token::ACCEPT)?;
+            self.accept_cancel_sent = true;
+        }
+        Ok(())
+    }
+
+    /// Near the cap, a client is waiting on our listener: reserve a place for
+    /// it and accept it with a single-shot accept.
+    fn on_accept_ready(&mut self, c: Completion) -> io::Result<()> {
+        self.ready_poll_armed = false;
+        if c.result < 0 || self.accept_armed || self.stopping || !self.reserve_place() {
+            return Ok(());
+        }
+        let fd = types::Fd(self.listener.as_raw_fd());
+        let sqe = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token::ACCEPT);
+        // SAFETY: the accept passes no address buffer.
+        unsafe { self.d.push(sqe)? };
+        self.accept_armed = true;
+        self.accept_reserved = true;
+        self.accept_cancel_sent = false;
+        Ok(())
+    }
+
+    /// Takes one place under `--max-conns`, if there is one.
+    fn reserve_place(&self) -> bool {
+        let max = self.shared.max_conns;
+        self.shared.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    fn cancel(&mut self, user_data: u64) -> io::Result<()> {
+        let sqe = opcode::AsyncCancel::new(user_data).build().user_data(token::CANCEL);
+        // SAFETY: a cancel request carries no buffer.
+        unsafe { self.d.push(sqe) }
+    }
+
+    fn on_accept(&mut self, c: Completion) -> io::Result<()> {
+        let reserved = self.accept_reserved;
+        if !cqueue::more(c.flags) {
+            self.accept_armed = false;
+            self.accept_reserved = false;
+            if reserved && c.result < 0 {
+                self.shared.open.fetch_sub(1, Ordering::AcqRel); // the place was not used
+            }
+        }
+        if c.result >= 0 {
+            // SAFETY: a successful accept's result is a new descriptor nobody else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+            let open = if reserved { self.shared.open.load(Ordering::Acquire) } else { self.shared.open.fetch_add(1, Ordering::AcqRel) + 1 };
+            if self.stopping || (!reserved && open > self.shared.max_conns) {
+                // Accepted before our cancel took effect (or another ring took the
+                // last place first): closing it keeps `--max-conns` a hard cap.
+                self.shared.open.fetch_sub(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            self.shared.stats.conn_opened();
+            let slot = self.insert(fd);
+            return self.arm_recv(slot);
+        }
+        match -c.result {
+            libc::ECANCELED => {}
+            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
+                // Out of descriptors: stop accepting for a while instead of
+                // spinning; connections wait in the listen backlog meanwhile.
+                if self.accept_armed && !self.accept_cancel_sent {
+                    self.cancel(token::ACCEPT)?;
+                    self.accept_cancel_sent = true;
+                }
+                if !self.backoff_armed {
+                    let sqe = opcode::Timeout::new(&*self.backoff_ts as *const types::Timespec)
+                        .build()
+                        .user_data(token::ACCEPT_BACKOFF);
+                    // SAFETY: the timespec is boxed in `self` and outlives the
+                    // submission (the kernel copies it when the timeout starts).
+                    unsafe { self.d.push(sqe)? };
+                    self.backoff_armed = true;
+                }
+            }
+            libc::EINVAL => {
+                return Err(missing(
+                    "multishot accept (IORING_ACCEPT_MULTISHOT, Linux 5.19)",
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                ))
+            }
+            // ECONNABORTED and the like: that client is gone, keep accepting.
+            _ => self.errors += 1,
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, fd: OwnedFd) -> u32 {
+        let conn = Conn::new(fd);
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize].conn = Some(conn);
+                slot
+            }
+            None => {
+                self.slots.push(Slot { gen: 0, conn: Some(conn) });
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ connections
+
+    fn conn(&mut self, slot: u32) -> &mut Conn {
+        self.slots[slot as usize].conn.as_mut().expect("live connection slot")
+    }
+
+    /// The connection a completion is for, unless the slot has been reused since.
+    fn live(&self, t: Token) -> bool {
+        self.slots.get(t.slot as usize).is_some_and(|s| s.gen == t.gen && s.conn.is_some())
+    }
+
+    fn token(&self, op: Op, slot: u32) -> u64 {
+        Token::new(op, self.slots[slot as usize].gen, slot).encode()
+    }
+
+    fn arm_recv(&mut self, slot: u32) -> io::Result<()> {
+        let ud = self.token(Op::Recv, slot);
+        let (bgid, buf_size, single) = (self.d.bufs.bgid(), self.d.bufs.buf_size(), self.unix_single_shot);
+        let fd = types::Fd(self.conn(slot).fd.as_raw_fd());
+        let sqe = if single {
+            opcode::Recv::new(fd, std::ptr::null_mut(), buf_size)
+                .buf_group(bgid)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, bgid).build()
+        };
+        // SAFETY: the receive writes only into the registered buffer ring, which
+        // outlives every operation (see `Driver`).
+        unsafe { self.d.push(sqe.user_data(ud))? };
+        let conn = self.conn(slot);
+        conn.recv_armed = true;
+        conn.recv_cancel_sent = false;
+        conn.ops += 1;
+        Ok(())
+    }
+
+    /// Sends what `sending` points at.
+    fn start_send(&mut self, slot: u32) -> io::Result<()> {
+        let ud = self.token(Op::Send, slot);
+        let (ptr, len, fd) = {
+            let bufs = &self.d.bufs;
+            let conn = self.slots[slot as usize].conn.as_ref().expect("live connection slot");
+            let (ptr, len) = match conn.sending {
+                Sending::Idle => return Ok(()),
+                // SAFETY (pointer arithmetic): off < len <= buf_size, inside buffer `bid`.
+                Sending::Ring { bid, off, len } => (unsafe { bufs.buf_ptr(bid).add(off as usize) } as *const u8, len - off),
+                Sending::Heap { off } => (conn.heap[off..].as_ptr(), (conn.heap.len() - off) as u32),
+            };
+            (ptr, len, conn.fd.as_raw_fd())
+        };
+        let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            .build()
+            .user_data(ud);
+        // SAFETY: a ring buffer being sent is recycled only after this send
+        // completes; `heap` is not modified while `send_in_flight`, and the
+        // connection (owning `heap`) is freed only when no operation is in flight.
+        unsafe { self.d.push(sqe)? };
+        let conn = self.conn(slot);
+        conn.send_in_flight = true;
+        conn.ops += 1;
+        Ok(())
+    }
+
+    fn on_recv(&mut self, t: Token, c: Completion) -> io::Result<()> {
+        let bid = cqueue::buffer_select(c.flags);
+        if let Some(bid) = bid {
+            self.d.bufs.taken(bid);
+        }
+        if !self.live(t) {
+            if let Some(bid) = bid {
+                self.d.bufs.recycle(bid);
+            }
+            return Ok(());
+        }
+        let slot = t.slot;
+        let more = cqueue::more(c.flags);
+        let conn = self.conn(slot);
+        if !more {
+            conn.recv_armed = false;
+            conn.ops -= 1;
+        }
+        if conn.closing {
+            if let Some(bid) = bid {
+                self.d.bufs.recycle(bid);
+            }
+            return self.maybe_free(slot);
+        }
+        match (c.result, bid) {
+            (n, Some(bid)) if n > 0 => {
+                let n = n as u32;
+                self.counts.messages += 1;
+                let conn = self.slots[slot as usize].conn.as_mut().expect("live connection slot");
+                if matches!(conn.sending, Sending::Idle) && conn.backlog.is_empty() && !conn.send_in_flight {
+                    conn.sending = Sending::Ring { bid, off: 0, len: n };
+                    self.start_send(slot)?;
+                } else {
+                    conn.backlog.extend_from_slice(self.d.bufs.slice(bid, n as usize));
+                    self.d.bufs.recycle(bid);
+                }
+                let conn = self.conn(slot);
+                if conn.unsent() > MAX_PENDING_BYTES {
+                    // The client is not reading its echo: stop receiving until it does.
+                    conn.paused = true;
+                    if conn.recv_armed && !conn.recv_cancel_sent {
+                        conn.recv_cancel_sent = true;
+                        let ud = self.token(Op::Recv, slot);
+                        self.cancel(ud)?;
+                    }
+                } else if !conn.recv_armed {
+                    // Single-shot receive, or a multishot that ended for its own reasons.
+                    self.arm_recv(slot)?;
+                }
+            }
+            (0, _) => {
+                if let Some(bid) = bid {
+                    self.d.bufs.recycle(bid);
+                }
+                let conn = self.conn(slot);
+                conn.eof = true;
+                if conn.drained() {
+                    self.begin_close(slot)?;
+                }
+            }
+            (res, _) => {
+                if let Some(bid) = bid {
+                    self.d.bufs.recycle(bid);
+                }
+                let gen = self.slots[slot as usize].gen;
+                let conn = self.conn(slot);
+                match -res {
+                    libc::ENOBUFS if !more => {
+                        if !conn.starved {
+                            conn.starved = true;
+                            self.starved.push_back((slot, gen));
+                        }
+                    }
+                    libc::ENOBUFS | libc::ECANCELED => {}
+                    // An error, or (never expected) data without a buffer.
+                    _ => {
+                        self.errors += 1;
+                        self.begin_close(slot)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_send(&mut self, t: Token, c: Completion) -> io::Result<()> {
+        if !self.live(t) {
+            return Ok(());
+        }
+        let slot = t.slot;
+        let conn = self.conn(slot);
+        conn.ops -= 1;
+        conn.send_in_flight = false;
+        if conn.closing {
+            self.release_sending(slot);
+            return self.maybe_free(slot);
+        }
+        if c.result > 0 {
+            let n = c.result as u32;
+            self.counts.bytes += n as u64;
+            let conn = self.conn(slot);
+            let done = match &mut conn.sending {
+                Sending::Ring { off, len, .. } => {
+                    *off += n;
+                    *off >= *len
+                }
+                Sending::Heap { off } => {
+                    *off += n as usize;
+                    *off >= conn.heap.len()
+                }
+                Sending::Idle => true,
+            };
+            if !done {
+                // A partial send: resubmit the rest.
+                return self.start_send(slot);
+            }
+            self.release_sending(slot);
+            let conn = self.conn(slot);
+            conn.heap.clear();
+            if !conn.backlog.is_empty() {
+                std::mem::swap(&mut conn.heap, &mut conn.backlog);
+                conn.sending = Sending::Heap { off: 0 };
+                self.start_send(slot)?;
+            } else if conn.eof {
+                return self.begin_close(slot);
+            }
+            return self.maybe_resume(slot);
+        }
+        if c.result == -libc::EAGAIN {
+            // The socket is full. Move the rest out of the ring buffer so the
+            // ring is not held hostage by a slow reader, and wait for POLLOUT.
+            if let Sending::Ring { bid, off, len } = self.conn(slot).sending {
+                let rest = self.d.bufs.slice(bid, len as usize)[off as usize..].to_vec();
+                self.d.bufs.recycle(bid);
+                let conn = self.conn(slot);
+                conn.heap = rest;
+                conn.sending = Sending::Heap { off: 0 };
+            }
+            let ud = self.token(Op::Writable, slot);
+            let fd = self.conn(slot).fd.as_raw_fd();
+            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build().user_data(ud);
+            // SAFETY: a poll carries no buffer.
+            unsafe { self.d.push(sqe)? };
+            let conn = self.conn(slot);
+            conn.send_in_flight = true;
+            conn.ops += 1;
+            return Ok(());
+        }
+        // 0 bytes for a non-empty send, or an error (EPIPE, ECONNRESET...): the peer is gone.
+        self.errors += 1;
+        self.release_sending(slot);
+        self.begin_close(slot)
+    }
+
+    fn on_writable(&mut self, t: Token, c: Completion) -> io::Result<()> {
+        if !self.live(t) {
+            return Ok(());
+        }
+        let slot = t.slot;
+        let conn = self.conn(slot);
+        conn.ops -= 1;
+        conn.send_in_flight = false;
+        if conn.closing {
+            return self.maybe_free(slot);
+        }
+        if c.result < 0 {
+            self.errors += 1;
+            return self.begin_close(slot);
+        }
+        // Writable, or an error condition that the send will report.
+        self.start_send(slot)
+    }
+
+    /// Gives back a ring buffer the current send was reading from.
+    fn release_sending(&mut self, slot: u32) {
+        let conn = self.slots[slot as usize].conn.as_mut().expect("live connection slot");
+        if let Sending::Ring { bid, .. } = conn.sending {
+            self.d.bufs.recycle(bid);
+        }
+        conn.sending = Sending::Idle;
+    }
+
+    /// Receives again once a paused connection's backlog has halved.
+    fn maybe_resume(&mut self, slot: u32) -> io::Result<()> {
+        let conn = self.conn(slot);
+        if conn.paused && conn.unsent() <= MAX_PENDING_BYTES / 2 {
+            conn.paused = false;
+        }
+        if !conn.paused && !conn.recv_armed && !conn.eof && !conn.closing && !conn.starved {
+            self.arm_recv(slot)?;
+        }
+        Ok(())
+    }
+
+    /// Re-arms starved receives, oldest first, as many as there are free buffers.
+    fn rearm_starved(&mut self) -> io::Result<()> {
+        let mut budget = self.d.bufs.available();
+        while budget > 0 {
+            let Some((slot, gen)) = self.starved.pop_front() else { break };
+            let Some(s) = self.slots.get_mut(slot as usize) else { continue };
+            let Some(conn) = s.conn.as_mut().filter(|_| s.gen == gen) else { continue };
+            conn.starved = false;
+            if !conn.recv_armed && !conn.paused && !conn.eof && !conn.closing {
+                self.arm_recv(slot)?;
+                budget -= 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts closing: cancels what is in flight; the slot is freed when the
+    /// last operation completes.
+    fn begin_close(&mut self, slot: u32) -> io::Result<()> {
+        let conn = self.conn(slot);
+        conn.closing = true;
+        if conn.ops > 0 && !conn.close_cancel_sent {
+            conn.close_cancel_sent = true;
+            let fd: RawFd = conn.fd.as_raw_fd();
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+                .build()
+                .user_data(token::CANCEL);
+            // SAFETY: a cancel request carries no buffer.
+            unsafe { self.d.push(sqe)? };
+        }
+        self.maybe_free(slot)
+    }
+
+    fn maybe_free(&mut self, slot: u32) -> io::Result<()> {
+        let s = &mut self.slots[slot as usize];
+        if s.conn.as_ref().is_some_and(|c| c.closing && c.ops == 0) {
+            let conn = s.conn.take().expect("checked above");
+            s.gen = (s.gen + 1) & GEN_MASK;
+            self.free.push(slot);
+            if let Sending::Ring { bid, .. } = conn.sending {
+                self.d.bufs.recycle(bid);
+            }
+            drop(conn); // closes the socket: the client sees EOF
+            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+            self.shared.stats.conn_closed();
+        }
+        Ok(())
+    }
+
+    /// Shutdown: cancel everything, wait for it, close every connection.
+    fn close_all(&mut self) {
+        self.flush_counts();
+        let quiesced = self.d.quiesce();
+        for s in self.slots.iter_mut() {
+            if let Some(conn) = s.conn.take() {
+                let Conn { fd, heap, .. } = conn;
+                drop(fd);
+                if !quiesced {
+                    // A send may still read from it; the process exits right after.
+                    std::mem::forget(heap);
+                }
+                self.shared.open.fetch_sub(1, Ordering::AcqRel);
+                self.shared.stats.conn_closed();
+            }
+        }
+    }
+}
