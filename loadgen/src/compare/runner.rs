@@ -606,6 +606,8 @@ fn drive_with_server(
         CONNECT_RATE.to_string(),
         "--label".into(),
         spec.backend.clone(),
+        "--backend".into(),
+        spec.backend.clone(),
     ]);
     if let Some(rate) = spec.rate {
         argv.extend(["--rate".into(), format!("{rate}")]);
