@@ -171,14 +171,15 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
         "- **Throughput and latency** come from loadgen's result file of each run (closed loop: each connection \
          keeps one message in flight; open loop: a fixed schedule, latency measured from each message's intended \
          send time). Messages are counted only in the measured phase, after connecting and warm-up.\n\
-         - **Server CPU µs/msg** is the user + system CPU time of the server's whole process tree (every thread; \
-         live forked children found through `/proc/PID/task/*/children`; reaped children through `cutime`/`cstime`), \
-         read from `/proc` twice: once loadgen's connects (at {} per second) and warm-up should be over, and again \
+         - **Server CPU µs/msg** is the CPU time of the server's whole process tree: every live thread of the \
+         server and of its live forked children (found through `/proc/PID/task/*/children`), from \
+         `/proc/PID/task/TID/schedstat` in nanoseconds (per-process `utime`/`stime` are whole clock ticks, which \
+         would round each short-lived fork child down to nothing), plus `cutime`/`cstime` of children already \
+         reaped. It is read twice: once loadgen's connects (at {} per second) and warm-up should be over, and again \
          just before the measured phase should end. It is divided by loadgen's measured rate times that window's \
          length. Load is steady through warm-up and measurement, so this is the ratio of two steady rates even when \
          connecting took longer than planned. It is the modern form of the \"process control CPU time\" that \
-         Stevens compared across server designs (UNIX Network Programming, ch. 30). The kernel counts CPU time in \
-         clock ticks (usually 10 ms), so over a {}-second window the figure resolves about {:.1}% of a core.\n\
+         Stevens compared across server designs (UNIX Network Programming, ch. 30).\n\
          - **Server peak RSS** is the largest of the summed `VmRSS` of the live server tree, sampled every {} ms, \
          and the main process's `VmHWM`. For fork it is an upper bound: pages the children share are counted once \
          per child.\n\
@@ -190,8 +191,6 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
          closes; fork forks one child per stream connection. Both are scaled down where the machine cannot hold a \
          process or thread per connection (see the notes).\n",
         super::runner::CONNECT_RATE,
-        m.duration_s,
-        1.0 / m.duration_s.max(0.01),
         super::proc_cpu::RSS_INTERVAL.as_millis()
     );
 

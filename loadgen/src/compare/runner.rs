@@ -691,7 +691,7 @@ fn drive_with_server(
     let window_msgs = result.throughput.msgs_per_s * cost.window_s;
     let cpu_per_msg = match cost.cpu_us() {
         Some(0) => {
-            put("server_cpu_note", "below the clock-tick resolution of /proc CPU times in this window".into());
+            put("server_cpu_note", "no server CPU time seen in the window".into());
             None
         }
         Some(cpu_us) if cost.window_s > 0.0 && window_msgs >= 1.0 => {
