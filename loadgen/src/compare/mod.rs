@@ -41,7 +41,7 @@ pub struct CompareArgs {
     /// Transports to run (comma-separated): tcp, udp, unix.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
-    /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 10s, or 1s with --quick.
+    /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 10s, or 2s with --quick.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Warm-up of each run, not measured. Default 2s, or 500ms with --quick.

@@ -35,7 +35,7 @@ const TAIL_LINES: usize = 15;
 /// Default durations: full matrix and `--quick`.
 const DURATION: Duration = Duration::from_secs(10);
 const WARMUP: Duration = Duration::from_secs(2);
-const QUICK_DURATION: Duration = Duration::from_secs(1);
+const QUICK_DURATION: Duration = Duration::from_secs(2);
 const QUICK_WARMUP: Duration = Duration::from_millis(500);
 
 /// The `server` and `loadgen` executables.
