@@ -180,6 +180,8 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
          length. Load is steady through warm-up and measurement, so this is the ratio of two steady rates even when \
          connecting took longer than planned. It is the modern form of the \"process control CPU time\" that \
          Stevens compared across server designs (UNIX Network Programming, ch. 30).\n\
+         - **loadgen CPU µs/msg** is loadgen's own figure (`extra.loadgen_cpu_us_per_msg`, when it records one): \
+         when it is near the server's, loadgen's core may be the limit rather than the server.\n\
          - **Server peak RSS** is the largest of the summed `VmRSS` of the live server tree, sampled every {} ms, \
          and the main process's `VmHWM`. For fork it is an upper bound: pages the children share are counted once \
          per child.\n\
@@ -209,9 +211,9 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
         let _ = writeln!(w, "### {transport}, {}\n", size_label(size));
         let _ = writeln!(
             w,
-            "| backend | conns | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/msg | server cores busy | server peak RSS MiB | errors |"
+            "| backend | conns | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/msg | server cores busy | loadgen CPU µs/msg | server peak RSS MiB | errors |"
         );
-        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for (r, res) in runs.iter().filter(|(r, _)| !r.spec.is_open_loop() && r.spec.transport == transport && r.spec.size_bytes == size) {
             let conns = if r.spec.conns != r.spec.requested_conns {
                 format!("{} (of {})", r.spec.conns, r.spec.requested_conns)
@@ -221,7 +223,7 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
             let l = &res.latency_us;
             let _ = writeln!(
                 w,
-                "| {} | {conns} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {conns} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
                 r.spec.backend,
                 res.throughput.msgs_per_s,
                 res.throughput.mb_per_s,
@@ -231,6 +233,7 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
                 l.max,
                 opt(server_cpu_us_per_msg(res), |v| format!("{v:.2}")),
                 opt(extra_f64(res, "server_cpu_cores_busy"), |v| format!("{v:.2}")),
+                opt(extra_f64(res, "loadgen_cpu_us_per_msg"), |v| format!("{v:.2}")),
                 opt(extra_u64(res, "server_peak_rss_kb").map(|k| k as f64), |k| format!("{:.1}", k / 1024.0)),
                 res.errors.total()
             );
