@@ -388,9 +388,10 @@ fn runner_records_a_failed_run_and_goes_on() {
                 assert_eq!(run.server_summary.as_deref(), Some("summary backend=stand-in messages=0"));
                 let res = loadgen::compare::read_result(&out.join(&run.result_file)).unwrap();
                 assert_eq!(res.settings.backend.as_deref(), Some("epoll"), "settings.backend is set by the runner");
-                // The stand-in server's forked child spins on CPU 0 for the whole window.
-                let busy = res.extra["server_cpu_cores_busy"].as_f64().unwrap();
-                assert!(busy > 0.05, "server tree CPU missed the spinning child: {busy} cores busy");
+                // The stand-in server's forked child spins on CPU 0 through the window (with
+                // other tests sharing that CPU, how much it gets varies: only "some" is certain).
+                let cpu_us = res.extra["server_cpu_us"].as_u64().unwrap();
+                assert!(cpu_us > 0, "no server tree CPU seen while its child spun");
                 assert!(plots::server_cpu_us_per_msg(&res).unwrap() > 0.0);
                 assert!(res.extra["server_peak_rss_kb"].as_u64().unwrap() > 0);
             }
