@@ -11,12 +11,17 @@ use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use loadgen::compare::matrix::{MatrixPlan, RunSpec};
 use loadgen::compare::{plots, proc_cpu, report, Manifest, Outcome, RunRecord};
-use loadgen::result::{Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+use loadgen::result::{
+    Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA,
+};
 use sockbench::net::Transport;
 use sockbench::server::BackendKind;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sockbench-compare-test-{tag}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "sockbench-compare-test-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -26,14 +31,23 @@ fn temp_dir(tag: &str) -> PathBuf {
 struct Lcg(u64);
 impl Lcg {
     fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
 /// A result whose latency figures all come from a histogram recorded here:
 /// `samples` latencies around `base_us` with a long tail.
-fn recorded_result(backend: &str, spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> RunResult {
+fn recorded_result(
+    backend: &str,
+    spec: &RunSpec,
+    base_us: f64,
+    samples: usize,
+    seed: u64,
+) -> RunResult {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut rng = Lcg(seed);
     for _ in 0..samples {
@@ -46,11 +60,19 @@ fn recorded_result(backend: &str, spec: &RunSpec, base_us: f64, samples: usize, 
         hist.record(v as u64).unwrap();
     }
     let mut bytes = Vec::new();
-    V2DeflateSerializer::new().serialize(&hist, &mut bytes).unwrap();
+    V2DeflateSerializer::new()
+        .serialize(&hist, &mut bytes)
+        .unwrap();
     let duration_s = 3.0;
     let messages = hist.len();
     let series = (1..=3)
-        .map(|t| SeriesPoint { t_s: t as f64, msgs: messages / 3 + t as u64 * 10, p50_us: 0.0, p99_us: 0.0, errors: 0 })
+        .map(|t| SeriesPoint {
+            t_s: t as f64,
+            msgs: messages / 3 + t as u64 * 10,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            errors: 0,
+        })
         .collect();
     let mut extra = serde_json::Map::new();
     extra.insert("server_cpu_us_per_msg".into(), (base_us / 4.0).into());
@@ -60,7 +82,12 @@ fn recorded_result(backend: &str, spec: &RunSpec, base_us: f64, samples: usize, 
         command: vec!["loadgen".into()],
         version: "test".into(),
         git_commit: "unknown".into(),
-        env: RunEnv { kernel: "k".into(), cpu_model: "c".into(), cores: 2, pin: "1".into() },
+        env: RunEnv {
+            kernel: "k".into(),
+            cpu_model: "c".into(),
+            cores: 2,
+            pin: "1".into(),
+        },
         settings: Settings {
             backend: Some(backend.into()),
             label: Some(backend.into()),
@@ -121,26 +148,63 @@ fn record(spec: RunSpec) -> RunRecord {
 fn assert_svg(path: &Path, labels: &[&str]) {
     let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(svg.starts_with("<svg"), "{} is not an SVG", path.display());
-    assert!(svg.len() > 2_000, "{} is nearly empty ({} bytes)", path.display(), svg.len());
-    assert!(svg.contains("<polyline"), "{} has no line drawn", path.display());
+    assert!(
+        svg.len() > 2_000,
+        "{} is nearly empty ({} bytes)",
+        path.display(),
+        svg.len()
+    );
+    assert!(
+        svg.contains("<polyline"),
+        "{} has no line drawn",
+        path.display()
+    );
     for label in labels {
-        assert!(svg.contains(label), "{} lacks the label {label:?}", path.display());
+        assert!(
+            svg.contains(label),
+            "{} lacks the label {label:?}",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn plots_and_readme_from_result_files() {
     let dir = temp_dir("plots");
-    let plan = MatrixPlan::new(true, Some(vec![BackendKind::Epoll, BackendKind::Fork]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(
+        true,
+        Some(vec![BackendKind::Epoll, BackendKind::Fork]),
+        Some(vec![Transport::Tcp]),
+        1,
+    );
     let mut runs = Vec::new();
     for (i, spec) in plan.closed_loop().into_iter().enumerate() {
         let base = if spec.backend == "fork" { 40.0 } else { 12.0 } + spec.conns as f64 / 10.0;
-        runs.push((record(spec.clone()), recorded_result(&spec.backend.clone(), &spec, base, (600_000.0 / base) as usize, i as u64 + 1)));
+        runs.push((
+            record(spec.clone()),
+            recorded_result(
+                &spec.backend.clone(),
+                &spec,
+                base,
+                (600_000.0 / base) as usize,
+                i as u64 + 1,
+            ),
+        ));
     }
-    for (i, backend) in [BackendKind::Epoll, BackendKind::Fork].into_iter().enumerate() {
+    for (i, backend) in [BackendKind::Epoll, BackendKind::Fork]
+        .into_iter()
+        .enumerate()
+    {
         let spec = plan.open_loop(backend, 5_000.0);
-        let base = if backend == BackendKind::Fork { 50.0 } else { 15.0 };
-        runs.push((record(spec.clone()), recorded_result(backend.name(), &spec, base, 50_000, 100 + i as u64)));
+        let base = if backend == BackendKind::Fork {
+            50.0
+        } else {
+            15.0
+        };
+        runs.push((
+            record(spec.clone()),
+            recorded_result(backend.name(), &spec, base, 50_000, 100 + i as u64),
+        ));
     }
     for (rec, res) in &runs {
         loadgen::compare::write_result(&dir.join(&rec.result_file), res).unwrap();
@@ -167,22 +231,44 @@ fn plots_and_readme_from_result_files() {
     let manifest = Manifest::load(&dir).unwrap();
     let files = plots::draw_all(&manifest, &dir).unwrap();
     let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
-    assert_eq!(names, ["throughput_vs_conns.svg", "server_cpu_vs_conns.svg", "throughput_over_time.svg", "latency_spectrum.svg"]);
+    assert_eq!(
+        names,
+        [
+            "throughput_vs_conns.svg",
+            "server_cpu_vs_conns.svg",
+            "throughput_over_time.svg",
+            "latency_spectrum.svg"
+        ]
+    );
     for f in &files {
         assert_svg(&dir.join(&f.file), &["epoll", "fork"]);
     }
     assert_svg(&dir.join("latency_spectrum.svg"), &["99.9%", "99.999%"]);
-    assert_svg(&dir.join("throughput_vs_conns.svg"), &["tcp, 128 B", "connections"]);
+    assert_svg(
+        &dir.join("throughput_vs_conns.svg"),
+        &["tcp, 128 B", "connections"],
+    );
 
     report::write_readme(&manifest, &files, &dir).unwrap();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
     for f in &files {
-        assert!(readme.contains(&format!("]({})", f.file)), "README does not embed {}", f.file);
+        assert!(
+            readme.contains(&format!("]({})", f.file)),
+            "README does not embed {}",
+            f.file
+        );
     }
-    assert!(readme.contains("| epoll | 100 |"), "README lacks the epoll 100-connection row:\n{readme}");
+    assert!(
+        readme.contains("| epoll | 100 |"),
+        "README lacks the epoll 100-connection row:\n{readme}"
+    );
     assert!(readme.contains(&manifest.machine.kernel));
     // The p99 in the open-loop table is the one recorded in the histogram.
-    let epoll_open = &runs.iter().find(|(r, _)| r.spec.is_open_loop() && r.spec.backend == "epoll").unwrap().1;
+    let epoll_open = &runs
+        .iter()
+        .find(|(r, _)| r.spec.is_open_loop() && r.spec.backend == "epoll")
+        .unwrap()
+        .1;
     assert!(readme.contains(&format!("| {:.0} |", epoll_open.latency_us.p99)));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -192,14 +278,39 @@ fn scale_down_is_said() {
     let plan = MatrixPlan::new(false, None, None, 1);
     let runs = plan.closed_loop();
     assert_eq!(runs.len(), 4 * 3 * 4 * 2);
-    let fork_10k = runs.iter().find(|r| r.backend == "fork" && r.transport == "tcp" && r.requested_conns == 10_000).unwrap();
-    assert!(fork_10k.conns < 10_000 && fork_10k.note.as_deref().unwrap_or("").contains("scaled down"));
-    let pool = runs.iter().find(|r| r.backend == "threadpool" && r.transport == "unix" && r.requested_conns == 100).unwrap();
-    assert_eq!(pool.server_threads, 100, "threadpool needs a worker per connection");
-    let epoll_10k = runs.iter().find(|r| r.backend == "epoll" && r.requested_conns == 10_000).unwrap();
+    let fork_10k = runs
+        .iter()
+        .find(|r| r.backend == "fork" && r.transport == "tcp" && r.requested_conns == 10_000)
+        .unwrap();
+    assert!(
+        fork_10k.conns < 10_000
+            && fork_10k
+                .note
+                .as_deref()
+                .unwrap_or("")
+                .contains("scaled down")
+    );
+    let pool = runs
+        .iter()
+        .find(|r| r.backend == "threadpool" && r.transport == "unix" && r.requested_conns == 100)
+        .unwrap();
+    assert_eq!(
+        pool.server_threads, 100,
+        "threadpool needs a worker per connection"
+    );
+    let epoll_10k = runs
+        .iter()
+        .find(|r| r.backend == "epoll" && r.requested_conns == 10_000)
+        .unwrap();
     assert_eq!((epoll_10k.conns, epoll_10k.note.as_ref()), (10_000, None));
-    let fork_udp = runs.iter().find(|r| r.backend == "fork" && r.transport == "udp" && r.requested_conns == 10_000).unwrap();
-    assert_eq!(fork_udp.conns, 10_000, "datagrams need no process per client");
+    let fork_udp = runs
+        .iter()
+        .find(|r| r.backend == "fork" && r.transport == "udp" && r.requested_conns == 10_000)
+        .unwrap();
+    assert_eq!(
+        fork_udp.conns, 10_000,
+        "datagrams need no process per client"
+    );
 }
 
 #[test]
@@ -207,8 +318,16 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
     let dir = temp_dir("cpu");
     let stop = dir.join("stop");
     // The parent shell only waits; its forked child burns CPU until told to stop.
-    let script = format!("( while [ ! -e '{}' ]; do :; done ); sleep 30", stop.display());
-    let mut parent = Command::new("sh").arg("-c").arg(&script).stdin(Stdio::null()).spawn().unwrap();
+    let script = format!(
+        "( while [ ! -e '{}' ]; do :; done ); sleep 30",
+        stop.display()
+    );
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = parent.id();
     let before = proc_cpu::tree_cpu_us(pid).unwrap();
     // Bounded: the child must show 300 ms of CPU within 20 s.
@@ -223,9 +342,19 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
     let tree = sockbench::procfs::tree(pid);
     let own = sockbench::procfs::cpu_us(pid).unwrap();
     std::fs::write(&stop, b"").unwrap();
-    assert!(live - before >= 300_000, "tree CPU grew only {} us while a child spun", live - before);
-    assert!(tree.len() >= 2, "the burning child is not in the tree {tree:?}");
-    assert!(own < 200_000, "the waiting parent itself used {own} us: the time must be the child's");
+    assert!(
+        live - before >= 300_000,
+        "tree CPU grew only {} us while a child spun",
+        live - before
+    );
+    assert!(
+        tree.len() >= 2,
+        "the burning child is not in the tree {tree:?}"
+    );
+    assert!(
+        own < 200_000,
+        "the waiting parent itself used {own} us: the time must be the child's"
+    );
 
     // Once the child has exited and been reaped, its time lives in the parent's cutime/cstime.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -233,14 +362,19 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while sockbench::procfs::children(pid).iter().any(|&c| sockbench::procfs::cpu_us(c).unwrap_or(0) > 100_000)
+    while sockbench::procfs::children(pid)
+        .iter()
+        .any(|&c| sockbench::procfs::cpu_us(c).unwrap_or(0) > 100_000)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
     }
     let after = proc_cpu::tree_cpu_us(pid).unwrap();
     // cutime is kept in whole clock ticks, so the reaped figure may be up to one tick lower.
-    assert!(after + 20_000 >= live, "tree CPU fell from {live} to {after} us when the child was reaped");
+    assert!(
+        after + 20_000 >= live,
+        "tree CPU fell from {live} to {after} us when the child was reaped"
+    );
     let _ = parent.kill();
     let _ = parent.wait();
     let _ = std::fs::remove_dir_all(&dir);
@@ -248,22 +382,41 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
 
 /// The directory with the built `server` and `loadgen` (target/<profile>).
 fn bin_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_BIN_EXE_loadgen"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Why the real binaries cannot run the matrix yet, if they cannot.
 fn missing_prerequisite(dir: &Path) -> Option<String> {
     let server = dir.join("server");
     if !server.is_file() {
-        return Some(format!("{} is not built (cargo build --release)", server.display()));
+        return Some(format!(
+            "{} is not built (cargo build --release)",
+            server.display()
+        ));
     }
-    let help = Command::new(dir.join("loadgen")).arg("--help").output().ok()?;
+    let help = Command::new(dir.join("loadgen"))
+        .arg("--help")
+        .output()
+        .ok()?;
     if !help.status.success() {
-        return Some(format!("loadgen is not implemented yet: {}", String::from_utf8_lossy(&help.stderr).trim()));
+        return Some(format!(
+            "loadgen is not implemented yet: {}",
+            String::from_utf8_lossy(&help.stderr).trim()
+        ));
     }
     for backend in BackendKind::ALL {
         let mut child = Command::new(&server)
-            .args(["--backend", backend.name(), "--addr", "127.0.0.1:0", "--threads", "1"])
+            .args([
+                "--backend",
+                backend.name(),
+                "--addr",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -281,7 +434,10 @@ fn missing_prerequisite(dir: &Path) -> Option<String> {
         let _ = child.kill();
         let out = child.wait_with_output().ok()?;
         if !first.starts_with("listening") {
-            return Some(format!("the {backend} backend does not serve yet: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Some(format!(
+                "the {backend} backend does not serve yet: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
     }
     None
@@ -305,28 +461,63 @@ fn quick_matrix_runs_end_to_end() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "compare --quick failed:\n{stderr}");
-    assert!(stderr.contains("server on CPU"), "the CPU split is not printed:\n{stderr}");
+    assert!(
+        stderr.contains("server on CPU"),
+        "the CPU split is not printed:\n{stderr}"
+    );
     assert!(stderr.contains("left]"), "no progress line:\n{stderr}");
-    eprintln!("compare --quick took {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "compare --quick took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let manifest = Manifest::load(&dir).unwrap();
     let plan = MatrixPlan::new(true, None, None, 1);
-    assert_eq!(manifest.runs.len(), plan.closed_loop().len() + BackendKind::ALL.len());
-    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
+    assert_eq!(
+        manifest.runs.len(),
+        plan.closed_loop().len() + BackendKind::ALL.len()
+    );
+    let failed: Vec<_> = manifest
+        .runs
+        .iter()
+        .filter(|r| r.outcome != Outcome::Ok)
+        .collect();
     assert!(failed.is_empty(), "failed runs: {failed:#?}");
     for (rec, res) in manifest.load_results(&dir) {
-        assert_eq!(res.settings.backend.as_deref(), Some(rec.spec.backend.as_str()));
+        assert_eq!(
+            res.settings.backend.as_deref(),
+            Some(rec.spec.backend.as_str())
+        );
         assert!(res.messages > 0, "{}: no messages", rec.spec.name());
         let cpu = plots::server_cpu_us_per_msg(&res);
-        assert!(cpu.is_some_and(|v| v > 0.0), "{}: no server CPU per message: {:?}", rec.spec.name(), res.extra);
-        assert!(res.extra.get("server_peak_rss_kb").and_then(|v| v.as_u64()).unwrap_or(0) > 0);
+        assert!(
+            cpu.is_some_and(|v| v > 0.0),
+            "{}: no server CPU per message: {:?}",
+            rec.spec.name(),
+            res.extra
+        );
+        assert!(
+            res.extra
+                .get("server_peak_rss_kb")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+                > 0
+        );
     }
     assert!(manifest.open_loop_rate.is_some());
-    for f in ["throughput_vs_conns.svg", "server_cpu_vs_conns.svg", "throughput_over_time.svg", "latency_spectrum.svg"] {
+    for f in [
+        "throughput_vs_conns.svg",
+        "server_cpu_vs_conns.svg",
+        "throughput_over_time.svg",
+        "latency_spectrum.svg",
+    ] {
         assert_svg(&dir.join(f), &["epoll"]);
     }
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    assert!(readme.contains("--backend uring") && readme.contains("--rate"), "README lacks the exact commands");
+    assert!(
+        readme.contains("--backend uring") && readme.contains("--rate"),
+        "README lacks the exact commands"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -346,10 +537,16 @@ fn runner_records_a_failed_run_and_goes_on() {
     let bins = dir.join("bin");
     let out = dir.join("out");
     std::fs::create_dir_all(&bins).unwrap();
-    let plan = MatrixPlan::new(true, Some(vec![BackendKind::Epoll]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(
+        true,
+        Some(vec![BackendKind::Epoll]),
+        Some(vec![Transport::Tcp]),
+        1,
+    );
     let spec = plan.closed_loop()[0].clone();
     let template = dir.join("template.json");
-    loadgen::compare::write_result(&template, &recorded_result("other", &spec, 20.0, 30_000, 7)).unwrap();
+    loadgen::compare::write_result(&template, &recorded_result("other", &spec, 20.0, 30_000, 7))
+        .unwrap();
     script(
         &bins.join("server"),
         "case \"$*\" in *fork*) echo 'boom: no fork today' >&2; exit 1;; esac\n\
@@ -369,7 +566,17 @@ fn runner_records_a_failed_run_and_goes_on() {
         ),
     );
     let output = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .args(["--quick", "--backends", "epoll,fork", "--transports", "tcp", "--duration", "1s", "--warmup", "300ms"])
+        .args([
+            "--quick",
+            "--backends",
+            "epoll,fork",
+            "--transports",
+            "tcp",
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+        ])
         .arg("--bin-dir")
         .arg(&bins)
         .arg("--out-dir")
@@ -377,17 +584,30 @@ fn runner_records_a_failed_run_and_goes_on() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "one failing backend must not fail the comparison:\n{stderr}");
-    assert!(stderr.contains("[6/6, 0 left]"), "progress lines missing:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "one failing backend must not fail the comparison:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("[6/6, 0 left]"),
+        "progress lines missing:\n{stderr}"
+    );
 
     let manifest = Manifest::load(&out).unwrap();
     assert_eq!(manifest.runs.len(), 6);
     for run in &manifest.runs {
         match (run.spec.backend.as_str(), &run.outcome) {
             ("epoll", Outcome::Ok) => {
-                assert_eq!(run.server_summary.as_deref(), Some("summary backend=stand-in messages=0"));
+                assert_eq!(
+                    run.server_summary.as_deref(),
+                    Some("summary backend=stand-in messages=0")
+                );
                 let res = loadgen::compare::read_result(&out.join(&run.result_file)).unwrap();
-                assert_eq!(res.settings.backend.as_deref(), Some("epoll"), "settings.backend is set by the runner");
+                assert_eq!(
+                    res.settings.backend.as_deref(),
+                    Some("epoll"),
+                    "settings.backend is set by the runner"
+                );
                 // The stand-in server's forked child spins on CPU 0 through the window (with
                 // other tests sharing that CPU, how much it gets varies: only "some" is certain).
                 let cpu_us = res.extra["server_cpu_us"].as_u64().unwrap();
@@ -396,13 +616,19 @@ fn runner_records_a_failed_run_and_goes_on() {
                 assert!(res.extra["server_peak_rss_kb"].as_u64().unwrap() > 0);
             }
             ("fork", Outcome::Failed(why)) => {
-                assert!(why.contains("before printing `listening`") && why.contains("boom"), "{why}");
+                assert!(
+                    why.contains("before printing `listening`") && why.contains("boom"),
+                    "{why}"
+                );
             }
             (b, o) => panic!("unexpected outcome for {b}: {o:?}"),
         }
     }
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
-    assert!(readme.contains("## Failed runs") && readme.contains("closed-fork-tcp-c1-s128"), "{readme}");
+    assert!(
+        readme.contains("## Failed runs") && readme.contains("closed-fork-tcp-c1-s128"),
+        "{readme}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -415,7 +641,12 @@ fn proc_cpu_adds_up_many_small_children() {
     let script = format!(
         "for k in $(seq {KIDS}); do ( i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; exec sleep 30 ) & done; wait"
     );
-    let mut parent = Command::new("sh").arg("-c").arg(&script).stdin(Stdio::null()).spawn().unwrap();
+    let mut parent = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = parent.id();
     // Bounded: wait until every child is up and idle (the tree's CPU stops growing).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -432,7 +663,9 @@ fn proc_cpu_adds_up_many_small_children() {
     let live_total = proc_cpu::tree_cpu_us(pid).unwrap();
     // The same children's time, as the tick-based per-process sum sees it.
     let ticks_total = sockbench::procfs::tree_cpu_us(pid).unwrap();
-    eprintln!("{KIDS} children: {live_total} us from schedstat, {ticks_total} us from per-process ticks");
+    eprintln!(
+        "{KIDS} children: {live_total} us from schedstat, {ticks_total} us from per-process ticks"
+    );
     for kid in sockbench::procfs::children(pid) {
         let _ = Command::new("kill").arg(kid.to_string()).status();
     }
@@ -446,5 +679,8 @@ fn proc_cpu_adds_up_many_small_children() {
         "{KIDS} children that each ran a 3000-step shell loop add up to only {live_total} us \
          (tick-based per-process sum: {ticks_total} us)"
     );
-    assert!(live_total >= ticks_total, "precise {live_total} us < tick-based {ticks_total} us");
+    assert!(
+        live_total >= ticks_total,
+        "precise {live_total} us < tick-based {ticks_total} us"
+    );
 }

@@ -46,8 +46,15 @@ pub struct RunSpec {
 impl RunSpec {
     /// A short name, also the result file's stem.
     pub fn name(&self) -> String {
-        let kind = if self.rate.is_some() { "open" } else { "closed" };
-        format!("{kind}-{}-{}-c{}-s{}", self.backend, self.transport, self.conns, self.size_bytes)
+        let kind = if self.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        };
+        format!(
+            "{kind}-{}-{}-c{}-s{}",
+            self.backend, self.transport, self.conns, self.size_bytes
+        )
     }
 
     pub fn is_open_loop(&self) -> bool {
@@ -67,7 +74,10 @@ impl RunSpec {
 /// `--max-conns` is 4,096.
 pub fn per_conn_task_cap() -> u64 {
     let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32_768);
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     let nproc = match sockbench::syscall!(getrlimit(libc::RLIMIT_NPROC, &mut lim)) {
         Ok(_) if lim.rlim_cur != libc::RLIM_INFINITY => lim.rlim_cur,
         _ => u64::MAX,
@@ -78,6 +88,10 @@ pub fn per_conn_task_cap() -> u64 {
 fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
+
+/// The most worker threads the server's `--threads` accepts: threadpool,
+/// which needs a worker per stream connection, is scaled down to this.
+pub const SERVER_MAX_THREADS: u64 = 1024;
 
 /// What the matrix is built from.
 #[derive(Clone, Debug)]
@@ -94,7 +108,12 @@ pub struct MatrixPlan {
 
 impl MatrixPlan {
     /// The full or the quick matrix, narrowed by the `--backends` / `--transports` filters.
-    pub fn new(quick: bool, backends: Option<Vec<BackendKind>>, transports: Option<Vec<Transport>>, server_cores: u64) -> Self {
+    pub fn new(
+        quick: bool,
+        backends: Option<Vec<BackendKind>>,
+        transports: Option<Vec<Transport>>,
+        server_cores: u64,
+    ) -> Self {
         let (conns, sizes, default_transports): (&[u64], &[u64], &[Transport]) = if quick {
             (&QUICK_CONNS, &QUICK_SIZES, &QUICK_TRANSPORTS)
         } else {
@@ -127,29 +146,61 @@ impl MatrixPlan {
 
     /// The open-loop latency run of one backend at `rate` msgs/s.
     pub fn open_loop(&self, backend: BackendKind, rate: f64) -> RunSpec {
-        let transport = if self.transports.contains(&Transport::Tcp) { Transport::Tcp } else { self.transports[0] };
-        let conns = self.conns.iter().copied().filter(|&c| c <= OPEN_LOOP_CONNS).max().unwrap_or(1);
+        let transport = if self.transports.contains(&Transport::Tcp) {
+            Transport::Tcp
+        } else {
+            self.transports[0]
+        };
+        let conns = self
+            .conns
+            .iter()
+            .copied()
+            .filter(|&c| c <= OPEN_LOOP_CONNS)
+            .max()
+            .unwrap_or(1);
         self.spec(backend, transport, conns, self.sizes[0], Some(rate))
     }
 
     /// One run, with the server settings and any scale-down it needs.
-    pub fn spec(&self, backend: BackendKind, transport: Transport, requested: u64, size: u64, rate: Option<f64>) -> RunSpec {
+    pub fn spec(
+        &self,
+        backend: BackendKind,
+        transport: Transport,
+        requested: u64,
+        size: u64,
+        rate: Option<f64>,
+    ) -> RunSpec {
         let mut conns = requested;
         let mut note = None;
-        let per_conn_task = transport.is_stream() && matches!(backend, BackendKind::Fork | BackendKind::Threadpool);
-        if per_conn_task && requested > self.task_cap {
-            conns = self.task_cap;
-            let what = if backend == BackendKind::Fork { "process" } else { "thread" };
-            note = Some(format!(
-                "scaled down from {requested} to {conns} connections: {backend} needs a {what} per connection \
-                 (cap = min(pid_max, RLIMIT_NPROC) / 4, at most 4000)"
-            ));
+        let cap = match backend {
+            BackendKind::Fork if transport.is_stream() => Some((self.task_cap, format!(
+                "fork needs a process per connection (cap = min(pid_max, RLIMIT_NPROC) / 4, at most 4000, here {})",
+                self.task_cap
+            ))),
+            BackendKind::Threadpool if transport.is_stream() => {
+                let cap = self.task_cap.min(SERVER_MAX_THREADS);
+                Some((cap, format!(
+                    "threadpool needs a worker thread per connection, and the server's --threads takes at most \
+                     {SERVER_MAX_THREADS} (and at most min(pid_max, RLIMIT_NPROC) / 4)"
+                )))
+            }
+            _ => None,
+        };
+        if let Some((cap, why)) = cap {
+            if requested > cap {
+                conns = cap;
+                note = Some(format!(
+                    "scaled down from {requested} to {conns} connections: {why}"
+                ));
+            }
         }
         let (server_threads, server_max_conns) = match backend {
             // Each worker serves one connection until it closes, so the pool
             // must have a worker per connection or the rest never get served.
             BackendKind::Threadpool if transport.is_stream() => (conns, Some(conns.max(16) + 16)),
-            BackendKind::Fork if transport.is_stream() => (self.server_cores, Some(conns.max(16) + 16)),
+            BackendKind::Fork if transport.is_stream() => {
+                (self.server_cores, Some(conns.max(16) + 16))
+            }
             _ => (self.server_cores, None),
         };
         RunSpec {

@@ -77,7 +77,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
     if !(v.is_finite() && v >= 0.0) {
         return Err(format!("{s:?} is not a duration like 500ms, 2s or 1m"));
     }
@@ -142,7 +145,8 @@ impl Manifest {
     /// Reads `dir/compare.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -158,17 +162,28 @@ impl Manifest {
         self.runs
             .iter()
             .filter(|r| r.outcome == Outcome::Ok)
-            .filter_map(|r| read_result(&dir.join(&r.result_file)).ok().map(|res| (r.clone(), res)))
+            .filter_map(|r| {
+                read_result(&dir.join(&r.result_file))
+                    .ok()
+                    .map(|res| (r.clone(), res))
+            })
             .collect()
     }
 }
 
 /// Reads one `sockbench.result.v1` file.
 pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let result: RunResult = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let result: RunResult =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if result.schema != crate::result::SCHEMA {
-        bail!("{}: schema {:?}, expected {:?}", path.display(), result.schema, crate::result::SCHEMA);
+        bail!(
+            "{}: schema {:?}, expected {:?}",
+            path.display(),
+            result.schema,
+            crate::result::SCHEMA
+        );
     }
     Ok(result)
 }
@@ -185,13 +200,21 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         let manifest = Manifest::load(&args.out_dir)?;
         let plots = plots::draw_all(&manifest, &args.out_dir)?;
         report::write_readme(&manifest, &plots, &args.out_dir)?;
-        eprintln!("compare: redrew {} plots and {}", plots.len(), args.out_dir.join("README.md").display());
+        eprintln!(
+            "compare: redrew {} plots and {}",
+            plots.len(),
+            args.out_dir.join("README.md").display()
+        );
         return Ok(());
     }
     let manifest = runner::run_comparison(&args)?;
     let plots = plots::draw_all(&manifest, &args.out_dir)?;
     report::write_readme(&manifest, &plots, &args.out_dir)?;
-    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
+    let failed: Vec<_> = manifest
+        .runs
+        .iter()
+        .filter(|r| r.outcome != Outcome::Ok)
+        .collect();
     eprintln!(
         "compare: {} runs, {} failed; results, {} plots and README.md in {}",
         manifest.runs.len(),

@@ -58,8 +58,12 @@ pub fn ensure_font() -> anyhow::Result<()> {
 }
 
 /// Every file [`draw_all`] may write.
-pub const PLOT_FILES: [&str; 4] =
-    ["throughput_vs_conns.svg", "server_cpu_vs_conns.svg", "throughput_over_time.svg", "latency_spectrum.svg"];
+pub const PLOT_FILES: [&str; 4] = [
+    "throughput_vs_conns.svg",
+    "server_cpu_vs_conns.svg",
+    "throughput_over_time.svg",
+    "latency_spectrum.svg",
+];
 
 /// One plot file written to the output directory.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,8 +88,17 @@ pub fn backend_color(backend: &str) -> RGBColor {
 fn backends_of(runs: &[(RunRecord, RunResult)]) -> Vec<String> {
     const ORDER: [&str; 4] = ["fork", "threadpool", "epoll", "uring"];
     let present: BTreeSet<&str> = runs.iter().map(|(r, _)| r.spec.backend.as_str()).collect();
-    let mut out: Vec<String> = ORDER.iter().filter(|b| present.contains(*b)).map(|b| b.to_string()).collect();
-    out.extend(present.iter().filter(|b| !ORDER.contains(b)).map(|b| b.to_string()));
+    let mut out: Vec<String> = ORDER
+        .iter()
+        .filter(|b| present.contains(*b))
+        .map(|b| b.to_string())
+        .collect();
+    out.extend(
+        present
+            .iter()
+            .filter(|b| !ORDER.contains(b))
+            .map(|b| b.to_string()),
+    );
     out
 }
 
@@ -96,27 +109,60 @@ pub fn draw_all(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<PlotFile>
 }
 
 /// Draws the plots from (record, result) pairs; the entry point the tests use.
-pub fn draw_from_results(runs: &[(RunRecord, RunResult)], open_rate: Option<f64>, dir: &Path) -> anyhow::Result<Vec<PlotFile>> {
+pub fn draw_from_results(
+    runs: &[(RunRecord, RunResult)],
+    open_rate: Option<f64>,
+    dir: &Path,
+) -> anyhow::Result<Vec<PlotFile>> {
     ensure_font()?;
-    let closed: Vec<_> = runs.iter().filter(|(r, _)| !r.spec.is_open_loop()).cloned().collect();
-    let open: Vec<_> = runs.iter().filter(|(r, _)| r.spec.is_open_loop()).cloned().collect();
+    let closed: Vec<_> = runs
+        .iter()
+        .filter(|(r, _)| !r.spec.is_open_loop())
+        .cloned()
+        .collect();
+    let open: Vec<_> = runs
+        .iter()
+        .filter(|(r, _)| r.spec.is_open_loop())
+        .cloned()
+        .collect();
     let mut files = Vec::new();
     if !closed.is_empty() {
-        let f = PlotFile { file: PLOT_FILES[0].into(), title: "Throughput vs connections (closed loop)".into() };
-        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "msgs/s", |res| Some(res.throughput.msgs_per_s))?;
+        let f = PlotFile {
+            file: PLOT_FILES[0].into(),
+            title: "Throughput vs connections (closed loop)".into(),
+        };
+        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "msgs/s", |res| {
+            Some(res.throughput.msgs_per_s)
+        })?;
         files.push(f);
-        let f = PlotFile { file: PLOT_FILES[1].into(), title: "Server CPU per message vs connections".into() };
-        draw_vs_conns(&closed, &dir.join(&f.file), &f.title, "server CPU µs / msg", server_cpu_us_per_msg)?;
+        let f = PlotFile {
+            file: PLOT_FILES[1].into(),
+            title: "Server CPU per message vs connections".into(),
+        };
+        draw_vs_conns(
+            &closed,
+            &dir.join(&f.file),
+            &f.title,
+            "server CPU µs / msg",
+            server_cpu_us_per_msg,
+        )?;
         files.push(f);
-        let f = PlotFile { file: PLOT_FILES[2].into(), title: "Throughput over time, each backend's largest run".into() };
+        let f = PlotFile {
+            file: PLOT_FILES[2].into(),
+            title: "Throughput over time, each backend's largest run".into(),
+        };
         draw_over_time(&closed, &dir.join(&f.file), &f.title)?;
         files.push(f);
     }
     if !open.is_empty() {
-        let rate = open_rate.map(|r| format!(" at {r:.0} msgs/s offered")).unwrap_or_default();
+        let rate = open_rate
+            .map(|r| format!(" at {r:.0} msgs/s offered"))
+            .unwrap_or_default();
         let f = PlotFile {
             file: PLOT_FILES[3].into(),
-            title: format!("Latency by percentile, open loop{rate} (corrected for coordinated omission)"),
+            title: format!(
+                "Latency by percentile, open loop{rate} (corrected for coordinated omission)"
+            ),
         };
         draw_spectrum(&open, &dir.join(&f.file), &f.title)?;
         files.push(f);
@@ -126,12 +172,16 @@ pub fn draw_from_results(runs: &[(RunRecord, RunResult)], open_rate: Option<f64>
 
 /// `extra.server_cpu_us_per_msg`, when recorded.
 pub fn server_cpu_us_per_msg(res: &RunResult) -> Option<f64> {
-    res.extra.get("server_cpu_us_per_msg").and_then(|v| v.as_f64())
+    res.extra
+        .get("server_cpu_us_per_msg")
+        .and_then(|v| v.as_f64())
 }
 
 /// Decodes the result's HdrHistogram (V2 compressed, base64).
 pub fn decode_histogram(res: &RunResult) -> anyhow::Result<Histogram<u64>> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(res.histogram.trim()).context("histogram is not base64")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(res.histogram.trim())
+        .context("histogram is not base64")?;
     hdrhistogram::serialization::Deserializer::new()
         .deserialize(&mut &bytes[..])
         .map_err(|e| anyhow!("histogram does not decode: {e:?}"))
@@ -159,10 +209,16 @@ fn draw_vs_conns(
         }
         t
     };
-    let sizes: Vec<u64> = runs.iter().map(|(r, _)| r.spec.size_bytes).collect::<BTreeSet<_>>().into_iter().collect();
+    let sizes: Vec<u64> = runs
+        .iter()
+        .map(|(r, _)| r.spec.size_bytes)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let backends = backends_of(runs);
     let (cols, rows) = (transports.len().max(1), sizes.len().max(1));
-    let root = SVGBackend::new(path, (430 * cols as u32 + 40, 340 * rows as u32 + 50)).into_drawing_area();
+    let root =
+        SVGBackend::new(path, (430 * cols as u32 + 40, 340 * rows as u32 + 50)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let root = root.titled(title, (FAMILY, 22)).map_err(plot_err)?;
     // One legend for the whole figure, so that it never hides a point.
@@ -177,28 +233,55 @@ fn draw_vs_conns(
             .map(|b| {
                 let mut pts: Vec<(f64, f64)> = runs
                     .iter()
-                    .filter(|(r, _)| &r.spec.backend == b && &r.spec.transport == transport && r.spec.size_bytes == size)
-                    .filter_map(|(r, res)| value(res).filter(|v| v.is_finite() && *v > 0.0).map(|v| (r.spec.conns as f64, v)))
+                    .filter(|(r, _)| {
+                        &r.spec.backend == b
+                            && &r.spec.transport == transport
+                            && r.spec.size_bytes == size
+                    })
+                    .filter_map(|(r, res)| {
+                        value(res)
+                            .filter(|v| v.is_finite() && *v > 0.0)
+                            .map(|v| (r.spec.conns as f64, v))
+                    })
                     .collect();
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 (b.clone(), pts)
             })
             .collect();
-        let ys: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).collect();
+        let ys: Vec<f64> = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|p| p.1))
+            .collect();
         let caption = format!("{transport}, {}", size_label(size));
         let x_range = (0.7f64..(max_conns * 1.5).max(10.0)).log_scale();
         let mut builder = ChartBuilder::on(panel);
-        builder.caption(&caption, (FAMILY, 17)).margin(8).x_label_area_size(36).y_label_area_size(62);
+        builder
+            .caption(&caption, (FAMILY, 17))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(62);
         if ys.is_empty() {
-            let mut chart = builder.build_cartesian_2d(x_range, 0f64..1f64).map_err(plot_err)?;
-            chart.configure_mesh().x_desc("connections").draw().map_err(plot_err)?;
+            let mut chart = builder
+                .build_cartesian_2d(x_range, 0f64..1f64)
+                .map_err(plot_err)?;
             chart
-                .draw_series(std::iter::once(Text::new("no data", (3.0, 0.5), (FAMILY, 16))))
+                .configure_mesh()
+                .x_desc("connections")
+                .draw()
+                .map_err(plot_err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    "no data",
+                    (3.0, 0.5),
+                    (FAMILY, 16),
+                )))
                 .map_err(plot_err)?;
             continue;
         }
         let hi = ys.iter().cloned().fold(0.0, f64::max);
-        let mut chart = builder.build_cartesian_2d(x_range, 0f64..hi * 1.15).map_err(plot_err)?;
+        let mut chart = builder
+            .build_cartesian_2d(x_range, 0f64..hi * 1.15)
+            .map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("connections")
@@ -210,8 +293,12 @@ fn draw_vs_conns(
             .map_err(plot_err)?;
         for (backend, pts) in &series {
             let color = backend_color(backend);
-            chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(plot_err)?;
-            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(plot_err)?;
         }
     }
     root.present().map_err(plot_err)?;
@@ -219,12 +306,20 @@ fn draw_vs_conns(
 }
 
 /// A row of backend names with their line colours.
-fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, backends: &[String]) -> anyhow::Result<()> {
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    backends: &[String],
+) -> anyhow::Result<()> {
     for (i, backend) in backends.iter().enumerate() {
         let x = 60 + 150 * i as i32;
         let color = backend_color(backend);
-        area.draw(&PathElement::new(vec![(x, 14), (x + 26, 14)], color.stroke_width(3))).map_err(plot_err)?;
-        area.draw(&Text::new(backend.clone(), (x + 32, 6), (FAMILY, 15))).map_err(plot_err)?;
+        area.draw(&PathElement::new(
+            vec![(x, 14), (x + 26, 14)],
+            color.stroke_width(3),
+        ))
+        .map_err(plot_err)?;
+        area.draw(&Text::new(backend.clone(), (x + 32, 6), (FAMILY, 15)))
+            .map_err(plot_err)?;
     }
     Ok(())
 }
@@ -236,7 +331,9 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
     const X_MAX: f64 = 1e5; // p99.999
     let mut series = Vec::new();
     for backend in backends_of(runs) {
-        let Some((rec, res)) = runs.iter().find(|(r, _)| r.spec.backend == backend) else { continue };
+        let Some((rec, res)) = runs.iter().find(|(r, _)| r.spec.backend == backend) else {
+            continue;
+        };
         let hist = decode_histogram(res).with_context(|| rec.result_file.clone())?;
         if hist.is_empty() {
             continue;
@@ -253,8 +350,14 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
     if series.is_empty() {
         bail!("no open-loop run has a non-empty histogram");
     }
-    let hi = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).fold(1.0, f64::max);
-    let lo = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).fold(f64::MAX, f64::min);
+    let hi = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
+    let lo = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.1))
+        .fold(f64::MAX, f64::min);
     let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -280,7 +383,9 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(plot_err)?
             .label(backend.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -320,11 +425,22 @@ fn draw_over_time(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> 
                 (p.t_s, p.msgs as f64 / dt)
             })
             .collect();
-        let label = format!("{backend} ({}, {} conns, {})", rec.spec.transport, rec.spec.conns, size_label(rec.spec.size_bytes));
+        let label = format!(
+            "{backend} ({}, {} conns, {})",
+            rec.spec.transport,
+            rec.spec.conns,
+            size_label(rec.spec.size_bytes)
+        );
         series.push((backend, label, pts));
     }
-    let t_max = series.iter().flat_map(|(_, _, p)| p.iter().map(|p| p.0)).fold(1.0, f64::max);
-    let hi = series.iter().flat_map(|(_, _, p)| p.iter().map(|p| p.1)).fold(1.0, f64::max);
+    let t_max = series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|p| p.0))
+        .fold(1.0, f64::max);
+    let hi = series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|p| p.1))
+        .fold(1.0, f64::max);
     let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -348,8 +464,12 @@ fn draw_over_time(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> 
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(plot_err)?
             .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(plot_err)?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(plot_err)?;
     }
     chart
         .configure_series_labels()

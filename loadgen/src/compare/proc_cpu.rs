@@ -49,12 +49,20 @@ impl Stat {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may hold spaces and parentheses: split at the last ')'.
         let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<u64> = rest.split_whitespace().skip(11).take(4).map(|v| v.parse().unwrap_or(0)).collect();
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(4)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
         if f.len() < 4 {
             return None;
         }
         let us = |ticks: u64| ticks * 1_000_000 / ticks_per_second();
-        Some(Stat { own_us: us(f[0] + f[1]), reaped_children_us: us(f[2] + f[3]) })
+        Some(Stat {
+            own_us: us(f[0] + f[1]),
+            reaped_children_us: us(f[2] + f[3]),
+        })
     }
 }
 
@@ -75,7 +83,11 @@ fn live_cpu_us(pid: u32, stat: &Stat) -> u64 {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
-                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -139,7 +151,10 @@ impl TreeMonitor {
                 // Runs until the runner stops it; each turn sleeps RSS_INTERVAL.
                 while !stop.load(Ordering::Relaxed) {
                     let tree = procfs::tree(pid);
-                    let rss: u64 = tree.iter().filter_map(|&p| procfs::status_kib(p, "VmRSS").ok()).sum();
+                    let rss: u64 = tree
+                        .iter()
+                        .filter_map(|&p| procfs::status_kib(p, "VmRSS").ok())
+                        .sum();
                     let hwm = procfs::status_kib(pid, "VmHWM").unwrap_or(0);
                     {
                         let mut c = cost.lock().unwrap();
@@ -151,7 +166,13 @@ impl TreeMonitor {
                 }
             })
         };
-        TreeMonitor { pid, cost, stop, sampler: Some(sampler), marked_start: None }
+        TreeMonitor {
+            pid,
+            cost,
+            stop,
+            sampler: Some(sampler),
+            marked_start: None,
+        }
     }
 
     /// Reads the tree's CPU time now: the start of the measured window.
@@ -165,7 +186,10 @@ impl TreeMonitor {
         let cpu = tree_cpu_us(self.pid);
         let mut c = self.cost.lock().unwrap();
         c.cpu_end_us = cpu;
-        c.window_s = self.marked_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        c.window_s = self
+            .marked_start
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
     }
 
     pub fn has_start(&self) -> bool {

@@ -50,15 +50,27 @@ impl Binaries {
     /// profile first: `cargo run --bin compare` builds only compare, and a
     /// stale server would silently measure old code.
     pub fn build_with_cargo() -> anyhow::Result<()> {
-        let Some(cargo) = std::env::var_os("CARGO") else { return Ok(()) };
+        let Some(cargo) = std::env::var_os("CARGO") else {
+            return Ok(());
+        };
         let exe = std::env::current_exe().context("finding the compare executable")?;
-        let profile = exe.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("").to_string();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let profile = exe
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("Cargo.toml");
         if !workspace.is_file() {
             return Ok(());
         }
         let mut cmd = Command::new(cargo);
-        cmd.arg("build").arg("--manifest-path").arg(&workspace).args(["--bin", "server", "--bin", "loadgen"]);
+        cmd.arg("build")
+            .arg("--manifest-path")
+            .arg(&workspace)
+            .args(["--bin", "server", "--bin", "loadgen"]);
         match profile.as_str() {
             "debug" => {
                 eprintln!("compare: warning: debug build; the figures mean little. Use `cargo run --release -p loadgen --bin compare`.");
@@ -105,7 +117,10 @@ impl Binaries {
                 )
             }
         };
-        Ok(Binaries { server: find("server")?, loadgen: find("loadgen")? })
+        Ok(Binaries {
+            server: find("server")?,
+            loadgen: find("loadgen")?,
+        })
     }
 }
 
@@ -122,9 +137,14 @@ impl CpuSplit {
     /// `--server-cpus` / `--loadgen-cpus`, or the first half of the online
     /// CPUs for the server and the rest for loadgen.
     pub fn choose(server: Option<CpuList>, loadgen: Option<CpuList>) -> anyhow::Result<CpuSplit> {
-        let online = core_affinity::get_core_ids().map(|v| v.len()).unwrap_or_else(sockbench::cpu::available_cpus).max(1);
+        let online = core_affinity::get_core_ids()
+            .map(|v| v.len())
+            .unwrap_or_else(sockbench::cpu::available_cpus)
+            .max(1);
         let list = |lo: usize, hi: usize| -> anyhow::Result<CpuList> {
-            format!("{lo}-{hi}").parse::<CpuList>().map_err(|e| anyhow::anyhow!(e))
+            format!("{lo}-{hi}")
+                .parse::<CpuList>()
+                .map_err(|e| anyhow::anyhow!(e))
         };
         let half = (online / 2).max(1);
         let server = match server {
@@ -136,11 +156,20 @@ impl CpuSplit {
             None if online >= 2 => list(half, online - 1)?,
             None => list(0, 0)?,
         };
-        let shared: Vec<usize> = server.cpus().iter().copied().filter(|c| loadgen.cpus().contains(c)).collect();
+        let shared: Vec<usize> = server
+            .cpus()
+            .iter()
+            .copied()
+            .filter(|c| loadgen.cpus().contains(c))
+            .collect();
         let warning = (!shared.is_empty()).then(|| {
             format!("server and loadgen share CPU(s) {shared:?}: the two sides compete, so figures understate the server")
         });
-        Ok(CpuSplit { server, loadgen, warning })
+        Ok(CpuSplit {
+            server,
+            loadgen,
+            warning,
+        })
     }
 }
 
@@ -161,14 +190,24 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     }
     let bins = Binaries::locate(args.bin_dir.as_deref())?;
     let split = CpuSplit::choose(args.server_cpus.clone(), args.loadgen_cpus.clone())?;
-    let duration = args.duration.unwrap_or(if args.quick { QUICK_DURATION } else { DURATION });
-    let warmup = args.warmup.unwrap_or(if args.quick { QUICK_WARMUP } else { WARMUP });
-    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let duration = args
+        .duration
+        .unwrap_or(if args.quick { QUICK_DURATION } else { DURATION });
+    let warmup = args
+        .warmup
+        .unwrap_or(if args.quick { QUICK_WARMUP } else { WARMUP });
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
     remove_previous_run(&args.out_dir);
     let scratch = std::env::temp_dir().join(format!("sockbench-compare-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
 
-    let plan = MatrixPlan::new(args.quick, args.backends.clone(), args.transports.clone(), split.server.cpus().len() as u64);
+    let plan = MatrixPlan::new(
+        args.quick,
+        args.backends.clone(),
+        args.transports.clone(),
+        split.server.cpus().len() as u64,
+    );
     let closed = plan.closed_loop();
     let total = closed.len() + plan.backends.len();
 
@@ -195,7 +234,12 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     eprintln!("compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}", split.server, split.loadgen);
     let mut notes = Vec::new();
     for spec in closed.iter().filter(|s| s.note.is_some()) {
-        let line = format!("{} over {}: {}", spec.backend, spec.transport, spec.note.as_deref().unwrap_or(""));
+        let line = format!(
+            "{} over {}: {}",
+            spec.backend,
+            spec.transport,
+            spec.note.as_deref().unwrap_or("")
+        );
         if !notes.contains(&line) {
             eprintln!("compare: note: {line}");
             notes.push(line);
@@ -205,7 +249,14 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
         notes.push(w.clone());
     }
 
-    let ctx = RunContext { bins, split, out_dir: args.out_dir.clone(), scratch, duration, warmup };
+    let ctx = RunContext {
+        bins,
+        split,
+        out_dir: args.out_dir.clone(),
+        scratch,
+        duration,
+        warmup,
+    };
     let mut manifest = Manifest {
         started_utc: report::utc_now(),
         finished_utc: String::new(),
@@ -288,7 +339,9 @@ fn remove_previous_run(dir: &Path) {
 /// Half of the smallest per-backend peak among the closed-loop runs of the
 /// open-loop run's size.
 fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, String) {
-    let Some(&first) = plan.backends.first() else { return (None, "no backends".into()) };
+    let Some(&first) = plan.backends.first() else {
+        return (None, "no backends".into());
+    };
     let shape = plan.open_loop(first, 0.0);
     // The open-loop run's own shape, so every backend has shown it can carry
     // twice the rate in exactly that configuration.
@@ -299,7 +352,9 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
             .runs
             .iter()
             .filter(|r| r.outcome == Outcome::Ok && r.spec.backend == backend.name())
-            .filter(|r| r.spec.size_bytes == size && r.spec.transport == transport && r.spec.conns == conns)
+            .filter(|r| {
+                r.spec.size_bytes == size && r.spec.transport == transport && r.spec.conns == conns
+            })
             .filter_map(|r| r.msgs_per_s)
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         if let Some(peak) = peak {
@@ -320,21 +375,35 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
                 ),
             )
         }
-        None => (None, "no successful closed-loop run, so no open-loop rate".to_string()),
+        None => (
+            None,
+            "no successful closed-loop run, so no open-loop rate".to_string(),
+        ),
     }
 }
 
 fn run_with_progress(ctx: &RunContext, spec: RunSpec, n: usize, total: usize) -> RunRecord {
     let left = total - n;
-    let scaled = spec.note.as_ref().map(|_| format!(" (scaled down from {})", spec.requested_conns)).unwrap_or_default();
-    let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
+    let scaled = spec
+        .note
+        .as_ref()
+        .map(|_| format!(" (scaled down from {})", spec.requested_conns))
+        .unwrap_or_default();
+    let rate = spec
+        .rate
+        .map(|r| format!(" open loop {r} msgs/s"))
+        .unwrap_or_default();
     eprintln!(
         "[{n}/{total}, {left} left] {} {} conns={}{scaled} size={}{rate} ...",
         spec.backend, spec.transport, spec.conns, spec.size_bytes
     );
     let record = run_one(ctx, spec);
     match &record.outcome {
-        Outcome::Ok => eprintln!("[{n}/{total}]   ok in {:.1}s: {}", record.wall_s, record.headline.as_deref().unwrap_or("")),
+        Outcome::Ok => eprintln!(
+            "[{n}/{total}]   ok in {:.1}s: {}",
+            record.wall_s,
+            record.headline.as_deref().unwrap_or("")
+        ),
         Outcome::Failed(why) => eprintln!("[{n}/{total}]   FAILED: {why}"),
     }
     record
@@ -365,7 +434,13 @@ impl Tail {
     }
 
     fn text(&self) -> String {
-        self.0.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -380,12 +455,18 @@ fn file_tail(path: &Path) -> String {
 /// server and loadgen it starts (which inherit it) can each hold 10,000
 /// connections. Returns the soft limit now in force.
 fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     if sockbench::syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).is_err() {
         return 0;
     }
     if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
         if sockbench::syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised)).is_ok() {
             return raised.rlim_cur;
         }
@@ -406,7 +487,12 @@ fn cpu_mask(cpus: &CpuList) -> libc::cpu_set_t {
 
 /// Restricts the calling thread (and what it later spawns or forks) to `set`.
 fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
-    sockbench::syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set)).map(|_| ())
+    sockbench::syscall!(sched_setaffinity(
+        0,
+        std::mem::size_of::<libc::cpu_set_t>(),
+        set
+    ))
+    .map(|_| ())
 }
 
 /// Starts `cmd` already confined to `cpus`, so that every thread and forked
@@ -467,13 +553,23 @@ fn run_one(ctx: &RunContext, spec: RunSpec) -> RunRecord {
     let unix = spec.transport.starts_with("unix");
 
     let mut server_argv: Vec<String> = vec![ctx.bins.server.display().to_string()];
-    server_argv.extend(["--backend".into(), spec.backend.clone(), "--transport".into(), spec.transport.clone()]);
+    server_argv.extend([
+        "--backend".into(),
+        spec.backend.clone(),
+        "--transport".into(),
+        spec.transport.clone(),
+    ]);
     if unix {
         server_argv.extend(["--path".into(), stream_path.display().to_string()]);
     } else {
         server_argv.extend(["--addr".into(), "127.0.0.1:0".into()]);
     }
-    server_argv.extend(["--threads".into(), spec.server_threads.to_string(), "--pin".into(), ctx.split.server.to_string()]);
+    server_argv.extend([
+        "--threads".into(),
+        spec.server_threads.to_string(),
+        "--pin".into(),
+        ctx.split.server.to_string(),
+    ]);
     if let Some(m) = spec.server_max_conns {
         server_argv.extend(["--max-conns".into(), m.to_string()]);
     }
@@ -501,7 +597,13 @@ fn run_one(ctx: &RunContext, spec: RunSpec) -> RunRecord {
 }
 
 /// The body of [`run_one`]: fills `record` as it goes so a failure keeps what was learned.
-fn drive(ctx: &RunContext, spec: &RunSpec, server_argv: &[String], path: &Path, record: &mut RunRecord) -> anyhow::Result<()> {
+fn drive(
+    ctx: &RunContext,
+    spec: &RunSpec,
+    server_argv: &[String],
+    path: &Path,
+    record: &mut RunRecord,
+) -> anyhow::Result<()> {
     let out_path = ctx.out_dir.join(&record.result_file);
     // A stale file from an earlier comparison must not pass for this run's result.
     let _ = std::fs::remove_file(&out_path);
@@ -517,7 +619,8 @@ fn drive(ctx: &RunContext, spec: &RunSpec, server_argv: &[String], path: &Path, 
             // Its own process group, so that a final SIGKILL reaches forked children.
             .process_group(0);
         confine_command(&mut cmd, &ctx.split.server);
-        cmd.spawn().with_context(|| format!("starting {}", server_argv[0]))?
+        cmd.spawn()
+            .with_context(|| format!("starting {}", server_argv[0]))?
     };
     let (lines_tx, lines_rx) = mpsc::channel();
     let server_out = Tail::collect(server.stdout.take().expect("piped"), Some(lines_tx));
@@ -535,7 +638,11 @@ fn drive(ctx: &RunContext, spec: &RunSpec, server_argv: &[String], path: &Path, 
         }
     }
     if record.server_summary.is_none() {
-        record.server_summary = server_out.text().lines().find(|l| l.starts_with("summary")).map(str::to_owned);
+        record.server_summary = server_out
+            .text()
+            .lines()
+            .find(|l| l.starts_with("summary"))
+            .map(str::to_owned);
     }
     match result {
         Err(e) => {
@@ -546,7 +653,9 @@ fn drive(ctx: &RunContext, spec: &RunSpec, server_argv: &[String], path: &Path, 
                 Err(anyhow::anyhow!("{e:#}\nserver stderr:\n{err}"))
             }
         }
-        Ok(()) if !clean_stop => bail!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)"),
+        Ok(()) if !clean_stop => {
+            bail!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)")
+        }
         Ok(()) => Ok(()),
     }
 }
@@ -587,8 +696,20 @@ fn drive_with_server(
 
     // 2. loadgen, pinned to the other CPUs, output to a log file.
     let out_path = ctx.out_dir.join(&record.result_file);
-    let mut argv: Vec<String> = vec![ctx.bins.loadgen.display().to_string(), "--transport".into(), spec.transport.clone()];
-    argv.extend([if spec.transport.starts_with("unix") { "--path" } else { "--addr" }.into(), target]);
+    let mut argv: Vec<String> = vec![
+        ctx.bins.loadgen.display().to_string(),
+        "--transport".into(),
+        spec.transport.clone(),
+    ];
+    argv.extend([
+        if spec.transport.starts_with("unix") {
+            "--path"
+        } else {
+            "--addr"
+        }
+        .into(),
+        target,
+    ]);
     argv.extend([
         "--conns".into(),
         spec.conns.to_string(),
@@ -616,13 +737,19 @@ fn drive_with_server(
     record.loadgen_argv = argv.clone();
 
     let log_path = ctx.scratch.join(format!("{}.log", spec.name()));
-    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log =
+        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut monitor = TreeMonitor::start(server.id());
     let spawned = Instant::now();
     let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     confine_command(&mut cmd, &ctx.split.loadgen);
-    let mut loadgen = cmd.spawn().with_context(|| format!("starting {}", argv[0]))?;
+    let mut loadgen = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", argv[0]))?;
 
     // 3. The CPU window: loadgen connects (at CONNECT_RATE), warms up, then
     // measures. We read the tree's CPU once the warm-up should be over and
@@ -660,13 +787,20 @@ fn drive_with_server(
     let Some(status) = status else {
         send_signal(loadgen.id() as i32, libc::SIGKILL);
         let _ = loadgen.wait();
-        bail!("loadgen did not finish within {:?}; killed. Its last output:\n{}", bound, file_tail(&log_path));
+        bail!(
+            "loadgen did not finish within {:?}; killed. Its last output:\n{}",
+            bound,
+            file_tail(&log_path)
+        );
     };
     record.loadgen_exit = status.code();
 
     // 4. The result, annotated with the backend and the server's cost.
     let mut result = super::read_result(&out_path).with_context(|| {
-        format!("loadgen exited with {status} and wrote no readable result. Its last output:\n{}", file_tail(&log_path))
+        format!(
+            "loadgen exited with {status} and wrote no readable result. Its last output:\n{}",
+            file_tail(&log_path)
+        )
     })?;
     result.settings.backend = Some(spec.backend.clone());
     let extra = &mut result.extra;
@@ -679,9 +813,15 @@ fn drive_with_server(
     put("server_argv", serde_json::to_value(&record.server_argv)?);
     put("server_threads", spec.server_threads.into());
     put("server_cpus", ctx.split.server.to_string().into());
-    put("server_cores", (ctx.split.server.cpus().len() as u64).into());
+    put(
+        "server_cores",
+        (ctx.split.server.cpus().len() as u64).into(),
+    );
     put("loadgen_cpus", ctx.split.loadgen.to_string().into());
-    put("loadgen_cores", (ctx.split.loadgen.cpus().len() as u64).into());
+    put(
+        "loadgen_cores",
+        (ctx.split.loadgen.cpus().len() as u64).into(),
+    );
     put("requested_conns", spec.requested_conns.into());
     if let Some(note) = &spec.note {
         put("scale_down", note.clone().into());
@@ -691,19 +831,28 @@ fn drive_with_server(
     let window_msgs = result.throughput.msgs_per_s * cost.window_s;
     let cpu_per_msg = match cost.cpu_us() {
         Some(0) => {
-            put("server_cpu_note", "no server CPU time seen in the window".into());
+            put(
+                "server_cpu_note",
+                "no server CPU time seen in the window".into(),
+            );
             None
         }
         Some(cpu_us) if cost.window_s > 0.0 && window_msgs >= 1.0 => {
             put("server_cpu_us", cpu_us.into());
             put("server_cpu_window_s", cost.window_s.into());
-            put("server_cpu_cores_busy", (cpu_us as f64 / 1e6 / cost.window_s).into());
+            put(
+                "server_cpu_cores_busy",
+                (cpu_us as f64 / 1e6 / cost.window_s).into(),
+            );
             let v = cpu_us as f64 / window_msgs;
             put("server_cpu_us_per_msg", v.into());
             Some(v)
         }
         _ => {
-            put("server_cpu_note", "not measured: loadgen ended before the measured window began".into());
+            put(
+                "server_cpu_note",
+                "not measured: loadgen ended before the measured window began".into(),
+            );
             None
         }
     };
@@ -712,7 +861,8 @@ fn drive_with_server(
     }
     super::write_result(&out_path, &result)?;
     record.msgs_per_s = Some(result.throughput.msgs_per_s);
-    record.headline = Some(format!(
+    record.headline =
+        Some(format!(
         "{:.0} msgs/s, p50 {:.0} us, p99 {:.0} us, server {} us/msg, peak RSS {} KiB, errors {}",
         result.throughput.msgs_per_s,
         result.latency_us.p50,
