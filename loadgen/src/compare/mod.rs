@@ -28,9 +28,9 @@ use crate::result::RunResult;
 /// The file in the output directory that lists every run of the last comparison.
 pub const MANIFEST: &str = "compare.json";
 
-/// `compare`: run every backend over the matrix and write results/ with plots.
+/// Runs every backend over the comparison matrix and writes results/: result files, SVG plots, README.md.
 #[derive(Debug, Parser)]
-#[command(name = "compare", version, about, long_about = None)]
+#[command(name = "compare", version, long_about = None)]
 pub struct CompareArgs {
     /// A small matrix that finishes in under 2 minutes (CI smoke, trying it out).
     #[arg(long)]
@@ -38,7 +38,7 @@ pub struct CompareArgs {
     /// Backends to run (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub backends: Option<Vec<BackendKind>>,
-    /// Transports to run (comma-separated): tcp, udp, unix.
+    /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
     /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 10s, or 2s with --quick.
