@@ -51,8 +51,12 @@ impl Stats {
     /// Records `messages` echo operations that sent back `bytes` bytes.
     #[inline]
     pub fn echoed(&self, messages: u64, bytes: u64) {
+        // Bytes can arrive without a new message (a backlog sent on a later
+        // turn), so each counter is added on its own.
         if messages > 0 {
             self.messages.fetch_add(messages, Relaxed);
+        }
+        if bytes > 0 {
             self.bytes.fetch_add(bytes, Relaxed);
         }
     }

@@ -195,16 +195,9 @@ impl<'a> StreamWorker<'a> {
     }
 
     fn flush_counts(&mut self) {
-        // Not `LocalCounts::flush`: messages are counted when received and bytes
-        // when sent, so a turn may have bytes and no messages.
-        let stats = self.shared.stats;
-        if self.counts.messages > 0 {
-            stats.messages.fetch_add(self.counts.messages, Ordering::Relaxed);
-        }
-        if self.counts.bytes > 0 {
-            stats.bytes.fetch_add(self.counts.bytes, Ordering::Relaxed);
-        }
-        self.counts = LocalCounts::default();
+        // Messages are counted when received and bytes when sent, so a turn
+        // may have bytes and no messages: `flush` carries both.
+        self.counts.flush(self.shared.stats);
         if self.errors > 0 {
             self.shared.stats.errors.fetch_add(self.errors, Ordering::Relaxed);
             self.errors = 0;

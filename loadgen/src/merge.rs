@@ -1,0 +1,158 @@
+//! `loadgen merge`: combines result files of several loadgen processes (for
+//! example one per client machine) into one. Histograms and counts are added;
+//! percentiles are recomputed from the summed histogram, never averaged.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::report;
+use crate::result::{RunResult, SeriesPoint, Settings, SCHEMA};
+use crate::stats;
+
+/// Settings that must be equal in every input, by JSON key. `conns` and
+/// `rate` are summed; `threads`, `pin`, `label` and `connect_rate` are per
+/// process and may differ.
+fn must_match(s: &Settings) -> Vec<(&'static str, String)> {
+    vec![
+        ("backend", format!("{:?}", s.backend)),
+        ("transport", s.transport.clone()),
+        ("target", s.target.clone()),
+        ("size", s.size.to_string()),
+        ("depth", s.depth.to_string()),
+        ("duration_s", s.duration_s.to_string()),
+        ("warmup_s", s.warmup_s.to_string()),
+        ("timeout_s", s.timeout_s.to_string()),
+        (
+            "rate",
+            if s.rate.is_some() {
+                "open loop".into()
+            } else {
+                "closed loop".into()
+            },
+        ),
+    ]
+}
+
+/// Merges parsed results; `names` label them in error messages.
+pub fn merge(
+    results: &[RunResult],
+    names: &[String],
+    command: Vec<String>,
+) -> anyhow::Result<(RunResult, hdrhistogram::Histogram<u64>)> {
+    let Some(first) = results.first() else {
+        bail!("nothing to merge")
+    };
+    for (r, name) in results.iter().zip(names) {
+        if r.schema != SCHEMA {
+            bail!("{name}: schema is {:?}, expected {SCHEMA:?}", r.schema);
+        }
+        for ((key, a), (_, b)) in must_match(&first.settings)
+            .into_iter()
+            .zip(must_match(&r.settings))
+        {
+            if a != b {
+                bail!("settings differ: `{key}` is {a} in {} but {b} in {name}; only runs with the same settings can be merged", names[0]);
+            }
+        }
+    }
+    let mut hist = stats::new_histogram();
+    let mut unc = stats::new_histogram();
+    let mut out = first.clone();
+    out.command = command;
+    out.messages = 0;
+    out.bytes = 0;
+    out.errors = Default::default();
+    out.complete = true;
+    out.settings.conns = 0;
+    out.settings.rate = first.settings.rate.map(|_| 0.0);
+    out.throughput = Default::default();
+    out.throughput.requested_msgs_per_s = out.settings.rate;
+    out.series = Vec::new();
+    out.extra = serde_json::Map::new();
+    let mut has_unc = true;
+    for (r, name) in results.iter().zip(names) {
+        let h =
+            report::decode_histogram(&r.histogram).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        hist.add(&h)
+            .map_err(|e| anyhow::anyhow!("{name}: histogram does not fit: {e:?}"))?;
+        match r
+            .extra
+            .get("histogram_uncorrected")
+            .and_then(|v| v.as_str())
+            .map(report::decode_histogram)
+        {
+            Some(Ok(h)) => {
+                let _ = unc.add(&h);
+            }
+            _ => has_unc = false,
+        }
+        out.messages += r.messages;
+        out.bytes += r.bytes;
+        out.complete &= r.complete;
+        stats::add_errors(&mut out.errors, &r.errors);
+        out.settings.conns += r.settings.conns;
+        if let (Some(total), Some(rate)) = (out.settings.rate.as_mut(), r.settings.rate) {
+            *total += rate;
+        }
+        out.throughput.msgs_per_s += r.throughput.msgs_per_s;
+        out.throughput.mb_per_s += r.throughput.mb_per_s;
+        for p in &r.series {
+            match out.series.iter_mut().find(|q| (q.t_s - p.t_s).abs() < 0.5) {
+                // Per-second percentiles cannot be added: keep the worst (an upper bound).
+                Some(q) => {
+                    q.msgs += p.msgs;
+                    q.errors += p.errors;
+                    q.p50_us = q.p50_us.max(p.p50_us);
+                    q.p99_us = q.p99_us.max(p.p99_us);
+                }
+                None => out.series.push(SeriesPoint { ..p.clone() }),
+            }
+        }
+    }
+    out.series.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+    out.throughput.requested_msgs_per_s = out.settings.rate;
+    out.latency_us = stats::latency_of(&hist);
+    out.histogram = report::encode_histogram(&hist);
+    out.extra.insert(
+        "merged_from".into(),
+        names
+            .iter()
+            .map(|n| serde_json::Value::from(n.as_str()))
+            .collect::<Vec<_>>()
+            .into(),
+    );
+    if has_unc {
+        out.extra.insert(
+            "latency_uncorrected_us".into(),
+            serde_json::to_value(stats::latency_of(&unc))?,
+        );
+        out.extra.insert(
+            "histogram_uncorrected".into(),
+            report::encode_histogram(&unc).into(),
+        );
+    }
+    Ok((out, hist))
+}
+
+/// Reads one result file.
+pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a loadgen result file", path.display()))
+}
+
+/// `loadgen merge INPUTS... --out OUT`.
+pub fn run_merge(inputs: &[PathBuf], out: &Path, command: Vec<String>) -> anyhow::Result<()> {
+    let results = inputs
+        .iter()
+        .map(|p| read_result(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+    let (merged, hist) = merge(&results, &names, command)?;
+    report::write_result(out, &merged, &hist)?;
+    eprint!("{}", report::summary(&merged));
+    eprintln!("  merged {} files into {}", inputs.len(), out.display());
+    Ok(())
+}

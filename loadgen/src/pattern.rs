@@ -1,0 +1,174 @@
+//! The payload pattern: every message's bytes depend on its connection id and
+//! sequence number, so a server that mixes buffers between connections, drops,
+//! repeats or reorders bytes is caught by [`check`].
+//!
+//! Datagrams also carry a [`HEADER_LEN`]-byte header (magic, connection id,
+//! sequence number) so that the answer can be matched to what was sent.
+
+/// Bytes of the datagram header: magic (4), connection id (4), sequence number (8).
+pub const HEADER_LEN: usize = 16;
+/// Marks a loadgen datagram; anything else is a mismatch.
+pub const MAGIC: u32 = 0x5342_4447; // "SBDG"
+
+#[inline]
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[inline]
+fn seed(conn: u32, seq: u64) -> u64 {
+    splitmix(((conn as u64) << 40) ^ seq.rotate_left(17) ^ 0x5EED)
+}
+
+#[inline]
+fn word(seed: u64, index: u64) -> u64 {
+    splitmix(seed.wrapping_add(index.wrapping_mul(0xD6E8_FEB8_6659_FD93)))
+}
+
+/// Fills `buf` with the bytes of message `seq` of connection `conn`, starting
+/// at byte `offset` of the message.
+pub fn fill(conn: u32, seq: u64, offset: usize, buf: &mut [u8]) {
+    let s = seed(conn, seq);
+    let mut pos = offset;
+    let mut i = 0;
+    // Unaligned head, then whole 8-byte words.
+    while i < buf.len() && pos % 8 != 0 {
+        buf[i] = (word(s, (pos / 8) as u64) >> ((pos % 8) * 8)) as u8;
+        i += 1;
+        pos += 1;
+    }
+    let mut chunks = buf[i..].chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&word(s, (pos / 8) as u64).to_le_bytes());
+        pos += 8;
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let w = word(s, (pos / 8) as u64).to_le_bytes();
+        let n = tail.len();
+        tail.copy_from_slice(&w[..n]);
+    }
+}
+
+/// True when `data` is exactly the bytes of message `seq` of connection
+/// `conn` starting at byte `offset`.
+pub fn check(conn: u32, seq: u64, offset: usize, data: &[u8]) -> bool {
+    let mut expect = [0u8; 512];
+    let mut pos = offset;
+    for chunk in data.chunks(expect.len()) {
+        let e = &mut expect[..chunk.len()];
+        fill(conn, seq, pos, e);
+        if e != chunk {
+            return false;
+        }
+        pos += chunk.len();
+    }
+    true
+}
+
+/// Writes datagram `seq` of connection `conn` (header, then pattern) into `buf`,
+/// whose length is the datagram size (at least [`HEADER_LEN`]).
+pub fn encode_datagram(conn: u32, seq: u64, buf: &mut [u8]) {
+    assert!(buf.len() >= HEADER_LEN, "datagram shorter than its header");
+    buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    buf[4..8].copy_from_slice(&conn.to_le_bytes());
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+    fill(conn, seq, HEADER_LEN, &mut buf[HEADER_LEN..]);
+}
+
+/// Why an answered datagram is not what was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramError {
+    /// Not the expected size (truncated, padded, or a foreign datagram).
+    Size,
+    /// The header is not a loadgen header.
+    Header,
+    /// Header fine, payload bytes differ: carries (conn, seq) from the header.
+    Payload(u32, u64),
+}
+
+/// Checks one received datagram of `expected_size` bytes; returns the
+/// connection id and sequence number it carries.
+pub fn decode_datagram(buf: &[u8], expected_size: usize) -> Result<(u32, u64), DatagramError> {
+    if buf.len() != expected_size || buf.len() < HEADER_LEN {
+        return Err(DatagramError::Size);
+    }
+    let magic = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+    if magic != MAGIC {
+        return Err(DatagramError::Header);
+    }
+    let conn = u32::from_le_bytes(buf[4..8].try_into().unwrap());
+    let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+    if !check(conn, seq, HEADER_LEN, &buf[HEADER_LEN..]) {
+        return Err(DatagramError::Payload(conn, seq));
+    }
+    Ok((conn, seq))
+}
+
+/// Follows one connection's byte stream of echoed `size`-byte messages and
+/// checks every byte as it arrives, however the stream is split.
+#[derive(Clone, Debug)]
+pub struct StreamChecker {
+    conn: u32,
+    size: usize,
+    /// Sequence number of the message being received.
+    pub seq: u64,
+    /// Bytes of it received so far.
+    pub offset: usize,
+    bad: bool,
+}
+
+impl StreamChecker {
+    pub fn new(conn: u32, size: usize) -> StreamChecker {
+        assert!(size > 0);
+        StreamChecker {
+            conn,
+            size,
+            seq: 0,
+            offset: 0,
+            bad: false,
+        }
+    }
+
+    /// Checks `data`; calls `done(seq, intact)` for each message it completes.
+    pub fn feed(&mut self, mut data: &[u8], mut done: impl FnMut(u64, bool)) {
+        while !data.is_empty() {
+            let take = (self.size - self.offset).min(data.len());
+            if !check(self.conn, self.seq, self.offset, &data[..take]) {
+                self.bad = true;
+            }
+            self.offset += take;
+            data = &data[take..];
+            if self.offset == self.size {
+                done(self.seq, !self.bad);
+                self.seq += 1;
+                self.offset = 0;
+                self.bad = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_at_offset_matches_whole() {
+        let mut whole = vec![0u8; 100];
+        fill(3, 9, 0, &mut whole);
+        for off in 0..100 {
+            let mut part = vec![0u8; 100 - off];
+            fill(3, 9, off, &mut part);
+            assert_eq!(part, whole[off..]);
+        }
+        let mut other = vec![0u8; 100];
+        fill(4, 9, 0, &mut other);
+        assert_ne!(other, whole);
+        fill(3, 10, 0, &mut other);
+        assert_ne!(other, whole);
+    }
+}

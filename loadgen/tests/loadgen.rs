@@ -1,0 +1,535 @@
+//! loadgen driven as a user would, against small in-test echo servers with
+//! known faults (and, when it is built, the project's own `server`).
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+fn hist_count(encoded: &str) -> u64 {
+    loadgen::report::decode_histogram(encoded).unwrap().len()
+}
+
+#[test]
+fn tcp_closed_loop_writes_every_key_and_checks_every_echo() {
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("keys");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "8",
+            "--depth",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--label",
+            "test-echo",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let r = run.result();
+    assert!(r.complete);
+    assert!(r.messages > 0);
+    assert_eq!(r.bytes, r.messages * 128);
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    assert_eq!(hist_count(&r.histogram), r.messages);
+    assert_eq!(r.settings.backend.as_deref(), Some("test-echo"));
+    assert!(!r.series.is_empty());
+    // The keys other tools rely on, checked on the raw JSON.
+    let out = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for key in [
+        "schema",
+        "command",
+        "version",
+        "git_commit",
+        "env",
+        "settings",
+        "complete",
+        "messages",
+        "bytes",
+        "throughput",
+        "latency_us",
+        "errors",
+        "series",
+        "histogram",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    for key in ["min", "mean", "p50", "p90", "p99", "p99_9", "p99_99", "max"] {
+        assert!(
+            v["latency_us"].get(key).is_some(),
+            "missing latency_us.{key}"
+        );
+    }
+    for key in [
+        "connect",
+        "reset",
+        "timeout",
+        "mismatch",
+        "lost",
+        "duplicate",
+        "reordered",
+    ] {
+        assert!(v["errors"].get(key).is_some(), "missing errors.{key}");
+    }
+    for key in ["kernel", "cpu_model", "cores", "pin"] {
+        assert!(v["env"].get(key).is_some(), "missing env.{key}");
+    }
+    let hgrm = std::fs::read_to_string(out.with_extension("hgrm")).unwrap();
+    assert!(
+        hgrm.contains("Percentile")
+            && hgrm.contains(&format!("Total count    = {:>12}", r.messages)),
+        "{hgrm}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unix_udp_and_unixgram_echo_cleanly() {
+    let dir = temp_dir("transports");
+    for (transport, srv) in [
+        ("unix", unix_server()),
+        ("udp", udp_server(0)),
+        ("unixgram", unixgram_server()),
+    ] {
+        let flag = if transport.starts_with("unix") {
+            "--path"
+        } else {
+            "--addr"
+        };
+        let run = run_loadgen(
+            &[
+                "--transport",
+                transport,
+                flag,
+                &srv.addr,
+                "--conns",
+                "6",
+                "--depth",
+                "2",
+                "--duration",
+                "700ms",
+                "--warmup",
+                "100ms",
+            ],
+            &dir,
+        );
+        assert_eq!(run.code(), 0, "{transport}: {}", run.stderr);
+        let r = run.result();
+        assert!(r.messages > 0, "{transport}");
+        assert_eq!(
+            r.errors.mismatch + r.errors.reset + r.errors.duplicate,
+            0,
+            "{transport}: {:?}",
+            r.errors
+        );
+        if transport == "unixgram" {
+            // The clients' own socket files and their directory are gone at the end.
+            let client_dir = std::env::temp_dir().join(format!("loadgen-{}", run.pid));
+            assert!(!client_dir.exists(), "{} left behind", client_dir.display());
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn corrupting_server_is_caught() {
+    let srv = tcp_server(Fault::CorruptEvery(10_000));
+    let dir = temp_dir("corrupt");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "4",
+            "--duration",
+            "700ms",
+            "--warmup",
+            "0s",
+        ],
+        &dir,
+    );
+    assert_ne!(
+        run.code(),
+        0,
+        "corruption must fail the run: {}",
+        run.stderr
+    );
+    let r = run.result();
+    assert!(r.errors.mismatch > 0, "{:?}", r.errors);
+    assert!(run.stderr.contains("did not match"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn datagram_loss_is_measured() {
+    // The server drops every 10th datagram it receives: 10% loss.
+    let srv = udp_server(10);
+    let dir = temp_dir("loss");
+    let run = run_loadgen(
+        &[
+            "--transport",
+            "udp",
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "16",
+            "--depth",
+            "8",
+            "--duration",
+            "1500ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "100ms",
+        ],
+        &dir,
+    );
+    let r = run.result();
+    let answered_and_lost = r.messages + r.errors.lost;
+    let loss = r.errors.lost as f64 / answered_and_lost as f64;
+    assert!(
+        (0.07..=0.13).contains(&loss),
+        "loss {loss:.3} ({:?}, {} answered)\n{}",
+        r.errors,
+        r.messages,
+        run.stderr
+    );
+    assert_eq!(r.errors.mismatch + r.errors.duplicate, 0, "{:?}", r.errors);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn open_loop_shows_a_stall_that_closed_loop_hides() {
+    let dir = temp_dir("stall");
+    // 3 s at 2,000 msgs/s over 4 connections; the server stalls every
+    // connection for 1 s after ~1,000 messages.
+    let srv = tcp_server(Fault::StallOnce {
+        after_bytes: 1000 * 128,
+    });
+    let open = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "4",
+            "--rate",
+            "2000",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "5s",
+        ],
+        &dir,
+    );
+    assert_eq!(open.code(), 0, "{}", open.stderr);
+    let o = open.result();
+    // Same stall, closed loop: only the few messages in flight wait, so p99 hides it.
+    let srv = tcp_server(Fault::StallOnce {
+        after_bytes: 1000 * 128,
+    });
+    let closed = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "4",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "5s",
+        ],
+        &dir,
+    );
+    assert_eq!(closed.code(), 0, "{}", closed.stderr);
+    let c = closed.result();
+    assert!(
+        o.latency_us.p99 >= 500_000.0,
+        "open-loop p99 {} us should show the 1 s stall",
+        o.latency_us.p99
+    );
+    assert!(
+        c.latency_us.max >= 900_000.0,
+        "closed loop saw the stall only in max: {:?}",
+        c.latency_us
+    );
+    assert!(
+        c.latency_us.p99 < 100_000.0,
+        "closed-loop p99 {} us hides the stall",
+        c.latency_us.p99
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn rate_is_achieved_and_exact_below_the_connection_count() {
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("rate");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "10",
+            "--rate",
+            "2000",
+            "--duration",
+            "2s",
+            "--warmup",
+            "200ms",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let r = run.result();
+    let achieved = r.throughput.msgs_per_s;
+    assert_eq!(r.throughput.requested_msgs_per_s, Some(2000.0));
+    assert!(
+        (1900.0..=2100.0).contains(&achieved),
+        "achieved {achieved} of 2000 msgs/s"
+    );
+    // 50 msgs/s over 200 connections: most connections send nothing in a tick.
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "200",
+            "--rate",
+            "50",
+            "--duration",
+            "2s",
+            "--warmup",
+            "100ms",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let r = run.result();
+    assert!(
+        (95..=105).contains(&r.messages),
+        "{} messages at 50/s for 2 s",
+        r.messages
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn two_thousand_connections_on_one_thread() {
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("many");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "2500",
+            "--threads",
+            "1",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let r = run.result();
+    assert!(r.messages >= 2500, "{}", r.messages);
+    assert_eq!(r.errors.mismatch + r.errors.reset, 0, "{:?}", r.errors);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn server_dying_mid_run_ends_the_run_with_an_incomplete_result() {
+    let srv = tcp_server(Fault::DieAfter(Duration::from_millis(1500)));
+    let dir = temp_dir("die");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "4",
+            "--duration",
+            "10s",
+            "--warmup",
+            "0s",
+        ],
+        &dir,
+    );
+    assert_ne!(run.code(), 0);
+    assert!(
+        run.elapsed < Duration::from_secs(6),
+        "took {:?}",
+        run.elapsed
+    );
+    let r = run.result();
+    assert!(!r.complete);
+    assert!(r.errors.reset > 0, "{:?}", r.errors);
+    assert!(run.stderr.contains("did the server die"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn hung_server_run_ends_on_time_with_timeouts() {
+    let srv = tcp_server(Fault::Hang);
+    let dir = temp_dir("hang");
+    let run = run_loadgen(
+        &["--addr", &srv.addr, "--conns", "5", "--depth", "2", "--duration", "1500ms", "--warmup", "0s", "--timeout", "500ms"],
+        &dir,
+    );
+    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
+    assert_ne!(run.code(), 0, "no echo at all must fail the run");
+    let r = run.result();
+    assert_eq!(r.messages, 0);
+    assert_eq!(r.errors.timeout, 10, "every in-flight message times out once: {:?}", r.errors);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unreachable_server_fails_fast_with_a_clear_message() {
+    let dir = temp_dir("unreach");
+    // A port nobody listens on: bind one, learn its number, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let run = run_loadgen(&["--addr", &addr, "--duration", "1s"], &dir);
+    assert_eq!(run.code(), 1);
+    assert!(
+        run.elapsed < Duration::from_secs(8),
+        "took {:?}",
+        run.elapsed
+    );
+    assert!(
+        run.stderr.contains("cannot reach") && run.stderr.contains(&addr),
+        "{}",
+        run.stderr
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    for (args, name) in [
+        (&["--conns", "zero"][..], "--conns"),
+        (&["--duration", "5q"][..], "--duration"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate=-3"][..], "--rate"),
+        (
+            &["--transport", "unix", "--addr", "127.0.0.1:1"][..],
+            "--addr",
+        ),
+        (&["--transport", "udp", "--size", "8"][..], "--size"),
+        (&["--bogus"][..], "--bogus"),
+    ] {
+        let out = std::process::Command::new(loadgen_bin())
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(name), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn merge_adds_histograms_and_refuses_different_settings() {
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("merge");
+    let a = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+        ],
+        &dir,
+    );
+    let b = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "3",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+        ],
+        &dir,
+    );
+    let (ra, rb) = (a.result(), b.result());
+    let (pa, pb, total) = (
+        dir.join("a.json"),
+        dir.join("b.json"),
+        dir.join("total.json"),
+    );
+    std::fs::write(&pa, serde_json::to_string(ra).unwrap()).unwrap();
+    std::fs::write(&pb, serde_json::to_string(rb).unwrap()).unwrap();
+    let out = std::process::Command::new(loadgen_bin())
+        .arg("merge")
+        .arg(&pa)
+        .arg(&pb)
+        .arg("--out")
+        .arg(&total)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: loadgen::result::RunResult =
+        serde_json::from_str(&std::fs::read_to_string(&total).unwrap()).unwrap();
+    let mut union = loadgen::report::decode_histogram(&ra.histogram).unwrap();
+    union
+        .add(loadgen::report::decode_histogram(&rb.histogram).unwrap())
+        .unwrap();
+    assert_eq!(
+        loadgen::report::decode_histogram(&m.histogram).unwrap(),
+        union
+    );
+    assert_eq!(m.messages, ra.messages + rb.messages);
+    assert_eq!(m.settings.conns, 5);
+    assert_eq!(m.latency_us.p99, union.value_at_quantile(0.99) as f64);
+    assert!(total.with_extension("hgrm").is_file());
+
+    let mut rc = rb.clone();
+    rc.settings.size = 4096;
+    std::fs::write(&pb, serde_json::to_string(&rc).unwrap()).unwrap();
+    let out = std::process::Command::new(loadgen_bin())
+        .arg("merge")
+        .arg(&pa)
+        .arg(&pb)
+        .arg("--out")
+        .arg(&total)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("`size`"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

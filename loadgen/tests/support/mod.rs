@@ -1,0 +1,373 @@
+//! Shared by loadgen's integration tests: small in-test echo servers with
+//! known faults, running `loadgen` as a user would, and finding the project's
+//! `server` binary.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use loadgen::result::RunResult;
+
+/// What a test stream server does to the bytes it echoes.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// A correct echo.
+    None,
+    /// Flips one byte every `n` bytes echoed.
+    CorruptEvery(u64),
+    /// Once `after_bytes` have been echoed in total, every connection stalls
+    /// until 1 s later.
+    StallOnce { after_bytes: u64 },
+    /// Reads and discards everything, never echoes (a hung server).
+    Hang,
+    /// After this long, every connection is reset and the listener closed (a killed server).
+    DieAfter(Duration),
+}
+
+/// A running in-test echo server; threads end when the process does.
+pub struct TestServer {
+    pub addr: String,
+    /// For Unix servers: the temp dir holding the socket.
+    pub dir: Option<PathBuf>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "loadgen-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct FaultState {
+    fault: Fault,
+    echoed: AtomicU64,
+    stall_until: Mutex<Option<Instant>>,
+    started: Instant,
+}
+
+impl FaultState {
+    /// Applies the fault to `buf` before it is echoed; false means "die now".
+    fn apply(&self, buf: &mut [u8]) -> bool {
+        let before = self.echoed.fetch_add(buf.len() as u64, SeqCst);
+        match self.fault {
+            Fault::None => {}
+            Fault::CorruptEvery(n) => {
+                for (i, b) in buf.iter_mut().enumerate() {
+                    if (before + i as u64) % n == n - 1 {
+                        *b ^= 0x5a;
+                    }
+                }
+            }
+            Fault::StallOnce { after_bytes } => {
+                let until = {
+                    let mut s = self.stall_until.lock().unwrap();
+                    if s.is_none() && before + buf.len() as u64 >= after_bytes {
+                        *s = Some(Instant::now() + Duration::from_secs(1));
+                    }
+                    *s
+                };
+                if let Some(u) = until {
+                    let now = Instant::now();
+                    if now < u {
+                        thread::sleep(u - now);
+                    }
+                }
+            }
+            Fault::DieAfter(d) => return self.started.elapsed() < d,
+            Fault::Hang => buf.iter_mut().for_each(|b| *b = 0),
+        }
+        true
+    }
+}
+
+fn echo_stream<S: Read + Write>(mut s: S, st: &FaultState, stop: &AtomicBool, reset: impl Fn(&S)) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if stop.load(SeqCst) {
+            return;
+        }
+        let n = match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                if let Fault::DieAfter(d) = st.fault {
+                    if st.started.elapsed() >= d {
+                        return reset(&s);
+                    }
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        if !st.apply(&mut buf[..n]) {
+            return reset(&s);
+        }
+        if matches!(st.fault, Fault::Hang) {
+            continue;
+        }
+        if s.write_all(&buf[..n]).is_err() {
+            return;
+        }
+    }
+}
+
+/// Closes a TCP stream with RST (SO_LINGER 0), as a killed process's sockets are.
+fn rst(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: valid fd and a live linger struct for the call.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+/// A thread-per-connection TCP echo server on 127.0.0.1:0.
+pub fn tcp_server(fault: Fault) -> TestServer {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::new(FaultState {
+        fault,
+        echoed: AtomicU64::new(0),
+        stall_until: Mutex::new(None),
+        started: Instant::now(),
+    });
+    let stop2 = stop.clone();
+    l.set_nonblocking(true).unwrap();
+    thread::spawn(move || loop {
+        if stop2.load(SeqCst) {
+            return;
+        }
+        if let Fault::DieAfter(d) = st.fault {
+            if st.started.elapsed() >= d {
+                return; // drops the listener: new connects are refused
+            }
+        }
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                s.set_nodelay(true).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let (st, stop) = (st.clone(), stop2.clone());
+                thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        echo_stream(s, &st, &stop, |s: &TcpStream| {
+                            rst(s);
+                        })
+                    })
+                    .unwrap();
+            }
+            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+    });
+    TestServer {
+        addr,
+        dir: None,
+        stop,
+    }
+}
+
+/// A thread-per-connection Unix stream echo server in a temp dir.
+pub fn unix_server() -> TestServer {
+    let dir = temp_dir("unix");
+    let path = dir.join("s.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = Arc::new(FaultState {
+        fault: Fault::None,
+        echoed: AtomicU64::new(0),
+        stall_until: Mutex::new(None),
+        started: Instant::now(),
+    });
+    let stop2 = stop.clone();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let (st, stop) = (st.clone(), stop2.clone());
+            thread::spawn(move || echo_stream(s, &st, &stop, |_: &UnixStream| {}));
+        }
+    });
+    TestServer {
+        addr: path.display().to_string(),
+        dir: Some(dir),
+        stop,
+    }
+}
+
+/// A UDP echo server that drops every `drop_every`-th datagram (0: none).
+pub fn udp_server(drop_every: u64) -> TestServer {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = s.local_addr().unwrap().to_string();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut n_seen = 0u64;
+        while !stop2.load(SeqCst) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            n_seen += 1;
+            if drop_every > 0 && n_seen % drop_every == 0 {
+                continue;
+            }
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    TestServer {
+        addr,
+        dir: None,
+        stop,
+    }
+}
+
+/// A unixgram echo server in a temp dir.
+pub fn unixgram_server() -> TestServer {
+    let dir = temp_dir("unixgram");
+    let path = dir.join("s.sock");
+    let s = UnixDatagram::bind(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while !stop2.load(SeqCst) {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            if let Some(p) = from.as_pathname() {
+                let _ = s.send_to(&buf[..n], p);
+            }
+        }
+    });
+    TestServer {
+        addr: path.display().to_string(),
+        dir: Some(dir),
+        stop,
+    }
+}
+
+/// The outcome of one loadgen process.
+pub struct Run {
+    pub output: Output,
+    pub elapsed: Duration,
+    pub result: Option<RunResult>,
+    pub stderr: String,
+    pub pid: u32,
+}
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+
+    pub fn result(&self) -> &RunResult {
+        self.result
+            .as_ref()
+            .unwrap_or_else(|| panic!("no result file; stderr:\n{}", self.stderr))
+    }
+}
+
+pub fn loadgen_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_loadgen")
+}
+
+/// Runs loadgen with `args` plus `--out` into `dir`, bounded by a 60 s kill.
+pub fn run_loadgen(args: &[&str], dir: &Path) -> Run {
+    let out = dir.join(format!("r{}.json", {
+        static N: AtomicU64 = AtomicU64::new(0);
+        N.fetch_add(1, SeqCst)
+    }));
+    let start = Instant::now();
+    let mut child = Command::new(loadgen_bin())
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn loadgen");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let result = std::fs::read_to_string(&out)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("result parses"));
+    Run {
+        output,
+        elapsed,
+        result,
+        stderr,
+        pid,
+    }
+}
+
+/// The project's `server` binary beside this test's target dir
+/// (`target/<profile>/deps/<test>` → `target/<profile>/server`), if built.
+pub fn project_server_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("server");
+    p.is_file().then_some(p)
+}
+
+/// The first address a server printed in its `listening addr=...` line.
+pub fn listening_addr(line: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("addr="))
+        .map(str::to_string)
+}
+
+pub fn parse_sockaddr(s: &str) -> Option<SocketAddr> {
+    s.parse().ok()
+}

@@ -1,0 +1,232 @@
+//! The `epoll` backend: one edge-triggered event loop per thread over
+//! non-blocking sockets.
+//!
+//! Each of the `--threads` workers owns an epoll instance, pinned with
+//! `--pin`. Streams are served by [`stream::StreamLoop`] (accept until
+//! `EAGAIN`, read until `EAGAIN`, partial writes kept per connection and
+//! resumed on `EPOLLOUT`); datagrams by [`dgram::DgramLoop`] (`recvmmsg` and
+//! `sendmmsg` in batches).
+//!
+//! # How the threads share the address
+//!
+//! - **IP (tcp, udp): `SO_REUSEPORT`, one socket per thread.** Every worker
+//!   binds its own socket to the resolved address, and the kernel hashes each
+//!   flow to one of them. There is no shared accept queue to contend on, no
+//!   thundering herd, and a worker that is busy only delays the flows hashed
+//!   to it. For UDP this is the only way for several threads to receive
+//!   without sharing one socket's queue lock.
+//! - **Unix (unix, unixgram): one shared socket, `EPOLLEXCLUSIVE`.** Linux
+//!   has no `SO_REUSEPORT` for `AF_UNIX`, so every worker registers the one
+//!   socket with `EPOLLEXCLUSIVE`, which wakes one idle waiter per event
+//!   instead of all of them. A busy worker still gets the event queued on its
+//!   ready list, so no wakeup is lost; the woken worker accepts (or receives)
+//!   until `EAGAIN`, and the others just see `EAGAIN`.
+//!
+//! # Tokens
+//!
+//! Connection state lives in a slab keyed by the epoll token (its index);
+//! the top of the token space is reserved for [`SHUTDOWN_TOKEN`] (the stop
+//! eventfd, never read: it stays readable) and [`SOCKET_TOKEN`] (the
+//! listener or datagram socket).
+//!
+//! # Stop
+//!
+//! Every loop watches the stop eventfd, so a stop request wakes all of them
+//! at once. Each worker then stops accepting, closes its connections and
+//! returns, and [`Epoll::serve`] joins them.
+
+mod dgram;
+mod stream;
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use super::Backend;
+use crate::net::{self, BindOptions};
+use crate::server::{LocalCounts, ServeContext, ServerConfig, Shutdown, Stats};
+use crate::sys;
+
+/// Token of the stop eventfd.
+const SHUTDOWN_TOKEN: u64 = u64::MAX;
+/// Token of the listener (streams) or the datagram socket.
+const SOCKET_TOKEN: u64 = u64::MAX - 1;
+/// Events taken from one `epoll_wait`.
+const EVENTS_PER_WAIT: usize = 256;
+
+/// The epoll backend. See the module documentation.
+pub struct Epoll;
+
+/// How the workers share the server address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sharing {
+    /// One `SO_REUSEPORT` socket per worker (IP transports).
+    ReusePort,
+    /// One socket registered by every worker with `EPOLLEXCLUSIVE` (Unix transports).
+    Exclusive,
+}
+
+impl Sharing {
+    fn name(self) -> &'static str {
+        match self {
+            Sharing::ReusePort => "reuseport",
+            Sharing::Exclusive => "exclusive",
+        }
+    }
+}
+
+/// What all workers share: read-only settings and the global connection count.
+struct Shared<'a> {
+    config: &'a ServerConfig,
+    stats: &'static Stats,
+    shutdown: Shutdown,
+    conns: ConnLimit,
+    /// unixgram: the send-buffer budget all workers share (see `dgram`).
+    unix_budget: Option<std::sync::Mutex<super::peer_budget::PeerBudget>>,
+}
+
+/// `--max-conns` across all threads. A slot is reserved before `accept` and
+/// given back if the accept fails, so the cap holds exactly even when several
+/// workers accept at once.
+struct ConnLimit {
+    open: AtomicUsize,
+    max: usize,
+}
+
+impl ConnLimit {
+    fn try_acquire(&self) -> bool {
+        self.open.fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1)).is_ok()
+    }
+
+    fn release(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    fn has_room(&self) -> bool {
+        self.open.load(Relaxed) < self.max
+    }
+}
+
+/// One worker's counters, added to [`Stats`] once per loop turn.
+#[derive(Default)]
+struct Counts {
+    echo: LocalCounts,
+    errors: u64,
+}
+
+impl Counts {
+    /// Adds this turn's counts to `stats`, including bytes sent in a turn
+    /// with no new message (a backlog drained on `EPOLLOUT`).
+    fn flush(&mut self, stats: &Stats) {
+        self.echo.flush(stats);
+        if self.errors != 0 {
+            stats.errors.fetch_add(self.errors, Relaxed);
+            self.errors = 0;
+        }
+    }
+}
+
+/// Worker `i`'s socket: the primary for worker 0 and for every worker when
+/// the socket is shared, else the worker's own `SO_REUSEPORT` socket.
+fn socket_for<'a>(i: usize, primary: &'a OwnedFd, own_sockets: &'a [OwnedFd]) -> BorrowedFd<'a> {
+    match i.checked_sub(1).and_then(|j| own_sockets.get(j)) {
+        Some(own) => own.as_fd(),
+        None => primary.as_fd(),
+    }
+}
+
+impl Backend for Epoll {
+    fn serve(&self, mut ctx: ServeContext) -> io::Result<()> {
+        let threads = ctx.config.threads.max(1);
+        let transport = ctx.config.transport;
+        let sharing = if transport.is_unix() { Sharing::Exclusive } else { Sharing::ReusePort };
+
+        // All setup that can fail happens before `ready`.
+        sys::set_nonblocking(ctx.socket.as_fd(), true)?;
+        let mut own_sockets = Vec::new();
+        if sharing == Sharing::ReusePort {
+            let opts = BindOptions { reuseport: true, nonblocking: true, ..BindOptions::default() };
+            for _ in 1..threads {
+                own_sockets.push(net::bind_server(transport, &ctx.local, opts)?);
+            }
+        }
+        let mut epolls: Vec<OwnedFd> = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let epoll = sys::epoll_create()?;
+            let mut events = (libc::EPOLLIN | libc::EPOLLET) as u32;
+            if sharing == Sharing::Exclusive {
+                events |= libc::EPOLLEXCLUSIVE as u32;
+            }
+            sys::epoll_ctl(
+                epoll.as_fd(),
+                libc::EPOLL_CTL_ADD,
+                socket_for(i, &ctx.socket, &own_sockets).as_raw_fd(),
+                events,
+                SOCKET_TOKEN,
+            )?;
+            // Level-triggered: the eventfd stays readable once a stop is requested.
+            let stop_fd = ctx.shutdown.fd().as_raw_fd();
+            sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, stop_fd, libc::EPOLLIN as u32, SHUTDOWN_TOKEN)?;
+            epolls.push(epoll);
+        }
+
+        let details = if transport.is_stream() {
+            format!(
+                "listeners={} read_buf={} max_pending={}",
+                sharing.name(),
+                stream::READ_BUF_BYTES,
+                super::MAX_PENDING_BYTES
+            )
+        } else {
+            format!("sockets={} batch={} buf={}", sharing.name(), dgram::BATCH_SLOTS, dgram::SLOT_BYTES)
+        };
+        ctx.ready(&details);
+
+        let shared = Shared {
+            config: &ctx.config,
+            stats: ctx.stats,
+            shutdown: ctx.shutdown,
+            conns: ConnLimit { open: AtomicUsize::new(0), max: ctx.config.max_conns },
+            unix_budget: (transport == net::Transport::Unixgram)
+                .then(|| std::sync::Mutex::new(super::peer_budget::PeerBudget::new(ctx.socket.as_fd()))),
+        };
+        let shared = &shared;
+        std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(threads);
+            let mut spawn_error = None;
+            for (i, epoll) in epolls.into_iter().enumerate() {
+                let socket = socket_for(i, &ctx.socket, &own_sockets);
+                let spawned = std::thread::Builder::new().name(format!("epoll-{i}")).spawn_scoped(scope, move || {
+                    shared.config.pin_worker(i);
+                    let result = if transport.is_stream() {
+                        stream::StreamLoop::new(shared, epoll, socket).run()
+                    } else {
+                        dgram::DgramLoop::new(shared, epoll, socket).run()
+                    };
+                    if result.is_err() {
+                        // A worker that cannot go on stops the server rather than
+                        // leaving its share of the clients unserved.
+                        shared.shutdown.request();
+                    }
+                    result
+                });
+                match spawned {
+                    Ok(h) => handles.push(h),
+                    Err(e) => {
+                        shared.shutdown.request();
+                        spawn_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            let mut first_error = spawn_error;
+            for h in handles {
+                let result = h.join().unwrap_or_else(|_| Err(io::Error::other("epoll worker panicked")));
+                if let Err(e) = result {
+                    first_error.get_or_insert(e);
+                }
+            }
+            first_error.map_or(Ok(()), Err)
+        })
+    }
+}
