@@ -8,11 +8,11 @@
 //! - [`run`]: a whole run; [`merge`]: combining result files.
 
 pub mod cli;
+pub mod compare;
 pub mod merge;
 pub mod pattern;
 pub mod report;
 pub mod result;
-pub mod compare;
 pub mod run;
 pub mod stats;
 pub mod sys;
