@@ -33,11 +33,24 @@ pub fn available_cpus() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// Number of CPUs online on the machine, whatever this process's affinity.
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        available_cpus()
+    }
+}
+
 impl FromStr for CpuList {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let online = core_affinity::get_core_ids().map(|v| v.len()).unwrap_or_else(available_cpus);
+        // The machine's CPUs, not the ones this process may use: under taskset
+        // (or when `compare` confines a server to CPU 1) `--pin 1` must still parse.
+        let online = online_cpus();
         let mut cpus = Vec::new();
         for part in s.split(',') {
             let part = part.trim();

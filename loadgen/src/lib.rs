@@ -8,6 +8,7 @@
 //! - [`run`]: a whole run; [`merge`]: combining result files.
 
 pub mod cli;
+pub mod compare;
 pub mod merge;
 pub mod pattern;
 pub mod report;
