@@ -30,14 +30,35 @@ pub fn state(pid: u32) -> io::Result<char> {
     stat_fields(pid)?.first().and_then(|s| s.chars().next()).ok_or_else(|| io::Error::other("no state"))
 }
 
-/// CPU time of one process in microseconds: user + system of all its threads,
-/// plus `cutime`/`cstime`, the time of children it has already reaped.
-pub fn cpu_us(pid: u32) -> io::Result<u64> {
+/// The CPU fields of `/proc/PID/stat`, in microseconds.
+struct StatTimes {
+    /// utime + stime of the process (all its threads, live and exited).
+    own_us: u64,
+    /// cutime + cstime: children it has already reaped.
+    reaped_children_us: u64,
+}
+
+fn stat_times(pid: u32) -> io::Result<StatTimes> {
     let f = stat_fields(pid)?;
     // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let ticks = field(11) + field(12) + field(13) + field(14);
-    Ok(ticks * 1_000_000 / ticks_per_second())
+    let us = |ticks: u64| ticks * 1_000_000 / ticks_per_second();
+    Ok(StatTimes { own_us: us(field(11) + field(12)), reaped_children_us: us(field(13) + field(14)) })
+}
+
+/// Time on CPU of one process's live threads, from each thread's
+/// `/proc/PID/task/TID/schedstat` (nanoseconds), or its tick-based
+/// `utime + stime` when that is larger (it also holds exited threads).
+fn live_cpu_us(pid: u32, own_us: u64) -> u64 {
+    let mut ns = 0u64;
+    if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(s) = fs::read_to_string(task.path().join("schedstat")) {
+                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    (ns / 1_000).max(own_us)
 }
 
 /// The direct children of `pid` (from every thread's `children` list).
@@ -68,14 +89,26 @@ pub fn tree(pid: u32) -> Vec<u32> {
     all
 }
 
-/// CPU time of a whole process tree in microseconds: every live process's own
-/// time, plus what each has already collected from children it reaped. A
-/// child that exited but is not yet reaped is counted as live (its stat still
-/// reads), so nothing is counted twice.
+/// CPU time of one process's own threads in microseconds, without its children.
+pub fn own_cpu_us(pid: u32) -> io::Result<u64> {
+    Ok(live_cpu_us(pid, stat_times(pid)?.own_us))
+}
+
+/// CPU time of the whole tree rooted at `pid`, in microseconds: every live
+/// process's threads, plus the `cutime`/`cstime` of children already reaped.
+///
+/// Live time comes from per-thread `schedstat` in nanoseconds, not from
+/// `utime`/`stime`: those are whole clock ticks per process, so a fork
+/// server's children, each using a few milliseconds, would each round down
+/// to nothing. A child that exits between listing and reading is in its
+/// parent's `cutime` by the next reading.
 pub fn tree_cpu_us(pid: u32) -> io::Result<u64> {
-    let mut total = cpu_us(pid)?;
+    let root = stat_times(pid)?;
+    let mut total = root.reaped_children_us + live_cpu_us(pid, root.own_us);
     for p in tree(pid).into_iter().skip(1) {
-        total += cpu_us(p).unwrap_or(0);
+        if let Ok(st) = stat_times(p) {
+            total += st.reaped_children_us + live_cpu_us(p, st.own_us);
+        }
     }
     Ok(total)
 }
@@ -112,14 +145,14 @@ mod tests {
         assert!(status_kib(me, "VmRSS").unwrap() > 0);
         assert!(matches!(state(me).unwrap(), 'R' | 'S'));
         // Burn some CPU and see it counted.
-        let before = cpu_us(me).unwrap();
+        let before = tree_cpu_us(me).unwrap();
         let start = std::time::Instant::now();
         let mut x = 0u64;
         while start.elapsed() < std::time::Duration::from_millis(200) {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
-        assert!(cpu_us(me).unwrap() > before, "200 ms of spinning did not show as CPU time");
+        assert!(tree_cpu_us(me).unwrap() > before, "200 ms of spinning did not show as CPU time");
     }
 
     #[test]

@@ -225,7 +225,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         cpu_us: None,
         server_cpu_us: None,
     };
-    let server_cpu = || args.server_pid.and_then(|p| crate::sys::pid_cpu_us(p).ok());
+    let server_cpu = || args.server_pid.and_then(|p| sockbench::procfs::tree_cpu_us(p).ok());
     let mut server_cpu_at_start = None;
     let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
     let connect_deadline = (spread + CONNECT_GRACE).as_nanos() as u64;

@@ -52,24 +52,3 @@ pub fn epoll_wait_ns(
     sockbench::sys::epoll_wait(epfd, events, ms)
 }
 
-/// User + system CPU time of process `pid` and of its waited-for children
-/// (`/proc/PID/stat` fields 14-17), in microseconds.
-pub fn pid_cpu_us(pid: u32) -> io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| io::Error::other("malformed /proc/PID/stat"))?;
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(4)
-        .map(|v| v.parse().unwrap_or(0))
-        .collect();
-    if f.len() < 4 {
-        return Err(io::Error::other("short /proc/PID/stat"));
-    }
-    let ticks = syscall!(sysconf(libc::_SC_CLK_TCK))?.max(1) as u64;
-    Ok(f.iter().sum::<u64>() * 1_000_000 / ticks)
-}

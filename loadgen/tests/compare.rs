@@ -10,7 +10,7 @@ use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use loadgen::compare::matrix::{MatrixPlan, RunSpec};
-use loadgen::compare::{plots, proc_cpu, report, Manifest, Outcome, RunRecord};
+use loadgen::compare::{plots, report, Manifest, Outcome, RunRecord};
 use loadgen::result::{
     Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA,
 };
@@ -329,18 +329,18 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
         .spawn()
         .unwrap();
     let pid = parent.id();
-    let before = proc_cpu::tree_cpu_us(pid).unwrap();
+    let before = sockbench::procfs::tree_cpu_us(pid).unwrap();
     // Bounded: the child must show 300 ms of CPU within 20 s.
     let deadline = Instant::now() + Duration::from_secs(20);
     let live = loop {
-        let now = proc_cpu::tree_cpu_us(pid).unwrap();
+        let now = sockbench::procfs::tree_cpu_us(pid).unwrap();
         if now - before >= 300_000 || Instant::now() > deadline {
             break now;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let tree = sockbench::procfs::tree(pid);
-    let own = sockbench::procfs::cpu_us(pid).unwrap();
+    let own = sockbench::procfs::own_cpu_us(pid).unwrap();
     std::fs::write(&stop, b"").unwrap();
     assert!(
         live - before >= 300_000,
@@ -364,12 +364,12 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while sockbench::procfs::children(pid)
         .iter()
-        .any(|&c| sockbench::procfs::cpu_us(c).unwrap_or(0) > 100_000)
+        .any(|&c| sockbench::procfs::own_cpu_us(c).unwrap_or(0) > 100_000)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let after = proc_cpu::tree_cpu_us(pid).unwrap();
+    let after = sockbench::procfs::tree_cpu_us(pid).unwrap();
     // cutime is kept in whole clock ticks, so the reaped figure may be up to one tick lower.
     assert!(
         after + 20_000 >= live,
@@ -674,14 +674,14 @@ fn proc_cpu_adds_up_many_small_children() {
     let mut last = 0;
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let now = proc_cpu::tree_cpu_us(pid).unwrap();
+        let now = sockbench::procfs::tree_cpu_us(pid).unwrap();
         let kids = sockbench::procfs::children(pid).len();
         if (kids == KIDS && now == last && now > 0) || Instant::now() > deadline {
             break;
         }
         last = now;
     }
-    let live_total = proc_cpu::tree_cpu_us(pid).unwrap();
+    let live_total = sockbench::procfs::tree_cpu_us(pid).unwrap();
     // The same children's time, as the tick-based per-process sum sees it.
     let ticks_total = sockbench::procfs::tree_cpu_us(pid).unwrap();
     eprintln!(

@@ -1,61 +1,23 @@
 //! SVG plots of a comparison, drawn with `plotters` (no Python needed).
 //!
-//! Text layout needs a real font: plotters' `ab_glyph` text backend has none
-//! built in, so one TrueType font is read from the system at run time (Debian
-//! and Ubuntu: package `fonts-dejavu-core`), or from `$SOCKBENCH_FONT`.
+//! No font is loaded: plotters is built without a font backend, so it lays
+//! text out from an estimate of its width, and the SVG names a generic
+//! `sans-serif` family that the viewer (a browser, GitHub) renders. Nothing
+//! needs to be installed for the plots.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use super::{Manifest, RunRecord};
 use crate::result::RunResult;
 
-/// The font family name the plots use; the loaded font is registered under it.
+/// The font family the SVGs ask the viewer for.
 const FAMILY: &str = "sans-serif";
-
-/// Where fonts usually are; the first that exists is used.
-pub const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
-];
-
-/// Loads and registers the plot font once.
-pub fn ensure_font() -> anyhow::Result<()> {
-    static LOADED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let loaded = LOADED.get_or_init(|| {
-        let from_env = std::env::var_os("SOCKBENCH_FONT").map(PathBuf::from);
-        let path = from_env
-            .into_iter()
-            .chain(FONT_CANDIDATES.iter().map(PathBuf::from))
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                format!(
-                    "no TrueType font for the plots: install one (`sudo apt-get install fonts-dejavu-core`) \
-                     or set SOCKBENCH_FONT to a .ttf file; looked in {FONT_CANDIDATES:?}"
-                )
-            })?;
-        let bytes = std::fs::read(&path).map_err(|e| format!("reading font {}: {e}", path.display()))?;
-        // plotters keeps fonts for the life of the process and wants 'static bytes.
-        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        for style in [FontStyle::Normal, FontStyle::Bold] {
-            plotters::style::register_font(FAMILY, style, bytes)
-                .map_err(|_| format!("{} is not a usable TrueType font", path.display()))?;
-        }
-        Ok(path)
-    });
-    loaded.clone().map(|_| ()).map_err(|e| anyhow!(e))
-}
 
 /// Every file [`draw_all`] may write.
 pub const PLOT_FILES: [&str; 4] = [
@@ -114,7 +76,6 @@ pub fn draw_from_results(
     open_rate: Option<f64>,
     dir: &Path,
 ) -> anyhow::Result<Vec<PlotFile>> {
-    ensure_font()?;
     let closed: Vec<_> = runs
         .iter()
         .filter(|(r, _)| !r.spec.is_open_loop())
