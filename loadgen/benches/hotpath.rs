@@ -75,10 +75,7 @@ fn payload(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    // No plots: loadgen's plotters build enables `ab_glyph`, which has no font
-    // registered, so criterion's plot step would fail with FontUnavailable.
     Criterion::default()
-        .without_plots()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
 }
