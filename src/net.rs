@@ -214,7 +214,7 @@ pub fn local_endpoint(fd: BorrowedFd<'_>) -> io::Result<Endpoint> {
     } else if let Some(p) = addr.as_path() {
         Ok(Endpoint::Unix(p))
     } else {
-        Err(io::Error::new(io::ErrorKind::Other, "socket has no address"))
+        Err(io::Error::other("socket has no address"))
     }
 }
 

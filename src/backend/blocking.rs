@@ -333,99 +333,14 @@ impl AnswerBudget for &std::sync::Mutex<PeerBudget> {
         let mut budget = self.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // One SIOCOUTQ per datagram: blocking workers have no batches to spread it over.
         budget.update(sock);
-        budget.allow(addr_bytes(peer), len)
+        budget.allow(peer.as_bytes(), len)
     }
 }
 
-fn addr_bytes(addr: &SockAddr) -> &[u8] {
-    // SAFETY: `as_ptr()` points at the address's storage, which lives as long as
-    // `addr`; its first `len()` bytes (never more than the storage) are initialised.
-    unsafe { std::slice::from_raw_parts(addr.as_ptr() as *const u8, addr.len() as usize) }
-}
-
-/// [`PeerBudget`]'s policy for one of `sharers` forked processes answering
-/// from the same unixgram socket: no allocation (a forked child may not
-/// allocate) and no lock shared between processes. Each process tracks the
-/// peers it answered in a fixed table and gives them a fair part of its own
-/// `1 / sharers` of the share pool, so all processes together keep the same
-/// headroom as one [`PeerBudget`]; the unread total is the kernel's
-/// (`SIOCOUTQ`), so it is right across processes.
-pub struct ProcessBudget {
-    pressure: usize,
-    share_pool: usize,
-    ceiling: usize,
-    low_water: usize,
-    unread: usize,
-    /// (address hash, bytes charged) per peer since the buffer was last nearly empty.
-    peers: [(u64, usize); PROCESS_BUDGET_PEERS],
-    tracked: usize,
-}
-
-/// Peers one [`ProcessBudget`] tells apart; under pressure, past this many a
-/// new peer is refused until the send buffer drains.
-const PROCESS_BUDGET_PEERS: usize = 256;
-
-impl ProcessBudget {
-    /// Sizes the budget from `sock`'s send buffer, for `sharers` processes.
-    pub fn new(sock: BorrowedFd<'_>, sharers: usize) -> ProcessBudget {
-        let sndbuf = sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(1) as usize;
-        ProcessBudget {
-            pressure: sndbuf / 4,
-            share_pool: sndbuf / 2 / sharers.max(1),
-            ceiling: sndbuf - sndbuf / 8,
-            low_water: sndbuf / 16,
-            unread: 0,
-            peers: [(0, 0); PROCESS_BUDGET_PEERS],
-            tracked: 0,
-        }
-    }
-
-    fn update(&mut self, sock: BorrowedFd<'_>) {
-        let mut unread: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ writes one int into `unread`, which outlives the call.
-        if crate::syscall!(ioctl(sock.as_raw_fd(), libc::TIOCOUTQ, &mut unread as *mut libc::c_int)).is_ok() {
-            self.unread = unread.max(0) as usize;
-            if self.unread < self.low_water {
-                self.tracked = 0;
-            }
-        }
-    }
-}
-
-impl AnswerBudget for ProcessBudget {
+/// A process's own [`PeerBudget`] (fork's preforked datagram children).
+impl AnswerBudget for PeerBudget {
     fn allow(&mut self, sock: BorrowedFd<'_>, peer: &SockAddr, len: usize) -> bool {
         self.update(sock);
-        // What the kernel charges for the datagram, on the safe side (as PeerBudget).
-        let cost = 2 * len + 1024;
-        if self.unread + cost > self.ceiling {
-            return false;
-        }
-        let key = fnv1a(addr_bytes(peer));
-        let slot = self.peers[..self.tracked].iter().position(|&(k, _)| k == key);
-        let sent = slot.map_or(0, |i| self.peers[i].1);
-        if self.unread > self.pressure {
-            let peers = self.tracked + usize::from(slot.is_none());
-            if slot.is_none() && self.tracked == PROCESS_BUDGET_PEERS {
-                return false;
-            }
-            if sent + cost > self.share_pool / peers.max(1) {
-                return false;
-            }
-        }
-        match slot {
-            Some(i) => self.peers[i].1 += cost,
-            None if self.tracked < PROCESS_BUDGET_PEERS => {
-                self.peers[self.tracked] = (key, cost);
-                self.tracked += 1;
-            }
-            None => {} // not under pressure: untracked is fine until it is
-        }
-        self.unread += cost;
-        true
+        PeerBudget::allow(self, peer.as_bytes(), len)
     }
-}
-
-/// FNV-1a: a peer address's table key, without allocating.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }

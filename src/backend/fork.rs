@@ -38,6 +38,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::blocking::{self, AcceptFailure};
+use super::peer_budget::PeerBudget;
 use super::Backend;
 use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
@@ -191,7 +192,7 @@ fn spawn_datagram_child(
     spawn_child(|| {
         config.pin_worker(slot);
         if config.transport.is_unix() {
-            let mut budget = blocking::ProcessBudget::new(sock, config.threads);
+            let mut budget = PeerBudget::new(sock, config.threads);
             blocking::serve_datagrams(sock, buf, &mut budget, stats, shutdown);
         } else {
             blocking::serve_datagrams(sock, buf, &mut blocking::Unlimited, stats, shutdown);

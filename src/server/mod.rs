@@ -63,6 +63,9 @@ impl Shutdown {
     }
 }
 
+/// Prints the `listening` line with a backend's details, once.
+type Announce = Box<dyn FnOnce(&str)>;
+
 /// What a backend gets to serve with.
 pub struct ServeContext {
     pub config: ServerConfig,
@@ -74,7 +77,7 @@ pub struct ServeContext {
     pub local: Endpoint,
     pub stats: &'static Stats,
     pub shutdown: Shutdown,
-    ready: Option<Box<dyn FnOnce(&str)>>,
+    ready: Option<Announce>,
 }
 
 impl ServeContext {

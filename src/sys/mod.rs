@@ -19,7 +19,7 @@ pub use sockaddr::SockAddr;
 #[macro_export]
 macro_rules! syscall {
     ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_unsafe)]
+        #[allow(unused_unsafe, clippy::macro_metavars_in_unsafe)]
         // SAFETY: callers pass arguments that satisfy the syscall's contract;
         // each call site documents any pointer it hands over.
         let res = unsafe { $crate::libc::$fn($($arg),*) };

@@ -101,6 +101,13 @@ impl SockAddr {
         self.len = len.min(std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t);
     }
 
+    /// The address bytes as the kernel gave them (family first), e.g. to key a table.
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: the storage lives as long as `self`, and `len` never exceeds
+        // its size (`set_len` clamps it); all of it is initialised.
+        unsafe { std::slice::from_raw_parts(self.as_ptr() as *const u8, self.len as usize) }
+    }
+
     /// The storage itself, for `msghdr.msg_name`.
     pub fn storage_mut(&mut self) -> &mut libc::sockaddr_storage {
         &mut self.storage

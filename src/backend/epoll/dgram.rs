@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use super::{Counts, Shared, SHUTDOWN_TOKEN, SOCKET_TOKEN};
 use crate::backend::peer_budget::PeerBudget;
-use crate::sys::{self, mmsg::MmsgBatch, SockAddr};
+use crate::sys::{self, mmsg::MmsgBatch};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
 pub(super) const BATCH_SLOTS: usize = 32;
@@ -37,13 +37,6 @@ pub(super) const BATCH_SLOTS: usize = 32;
 pub(super) const SLOT_BYTES: usize = 64 * 1024;
 /// Batches per turn before checking for a stop request.
 const BATCHES_PER_TURN: usize = 8;
-
-/// The bytes of a socket address as the kernel gave them, to key [`PeerBudget`].
-fn addr_bytes(addr: &SockAddr) -> &[u8] {
-    // SAFETY: `as_ptr()` points at the address's storage, which lives as long as
-    // `addr`; its first `len()` bytes (never more than the storage) are initialised.
-    unsafe { std::slice::from_raw_parts(addr.as_ptr() as *const u8, addr.len() as usize) }
-}
 
 /// One worker's datagram event loop.
 pub(super) struct DgramLoop<'a> {
@@ -128,7 +121,7 @@ impl<'a> DgramLoop<'a> {
             }
             for i in 0..n {
                 let got = self.batch.received(i);
-                let fits = |b: &mut PeerBudget| b.allow(addr_bytes(got.addr), got.data.len());
+                let fits = |b: &mut PeerBudget| b.allow(got.addr.as_bytes(), got.data.len());
                 if got.truncated || !got.has_name() || !budget.as_mut().map_or(true, |b| fits(b)) {
                     self.counts.errors += 1;
                 } else {

@@ -188,7 +188,7 @@ impl Backend for Epoll {
             shutdown: ctx.shutdown,
             conns: ConnLimit { open: AtomicUsize::new(0), max: ctx.config.max_conns },
             unix_budget: (transport == net::Transport::Unixgram)
-                .then(|| std::sync::Mutex::new(super::peer_budget::PeerBudget::new(ctx.socket.as_fd()))),
+                .then(|| std::sync::Mutex::new(super::peer_budget::PeerBudget::new(ctx.socket.as_fd(), 1))),
         };
         let shared = &shared;
         std::thread::scope(|scope| {

@@ -68,7 +68,7 @@ impl<'a> DgramWorker<'a> {
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
         let is_unix = crate::sys::getsockname(sock).map(|a| a.family() == libc::AF_UNIX).unwrap_or(false);
-        let budget = is_unix.then(|| shared.unix_budget.get_or_init(|| Mutex::new(PeerBudget::new(sock))));
+        let budget = is_unix.then(|| shared.unix_budget.get_or_init(|| Mutex::new(PeerBudget::new(sock, 1))));
         DgramWorker {
             d,
             sock,
