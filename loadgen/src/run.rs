@@ -162,7 +162,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     if let Some(e) = thread_error {
         fatal.get_or_insert(format!("event loop failed: {e}"));
     }
-    // Late intervals (the final flush) still count for the error totals via `totals`.
+    // The final flush's interval is not shown; the result's totals come from `totals`.
     while rx.try_recv().is_ok() {}
 
     let result = build_result(
@@ -188,9 +188,11 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         eprintln!("loadgen: error: {msg}");
         code = 1;
     }
-    if result.0.errors.mismatch > 0 {
+    // Corruption fails the run whenever it happened, warm-up included.
+    let mismatched: u64 = totals.iter().map(|t| t.mismatch_whole_run).sum();
+    if mismatched > 0 {
         eprintln!(
-            "loadgen: error: {} echoes did not match what was sent (corruption)",
+            "loadgen: error: {mismatched} echoes did not match what was sent (corruption; {} in the measured phase)",
             result.0.errors.mismatch
         );
         code = 1;

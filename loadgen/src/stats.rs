@@ -68,8 +68,10 @@ pub struct ThreadTotals {
     pub hist_uncorrected: Histogram<u64>,
     pub messages: u64,
     pub bytes: u64,
-    /// Errors over the whole run (startup and warm-up included).
+    /// Errors inside the measured window; `connect` over the whole run.
     pub errors: Errors,
+    /// Mismatched echoes over the whole run: corruption in warm-up fails the run too.
+    pub mismatch_whole_run: u64,
     /// Open loop: messages the schedule asked this thread to send in the measured phase.
     pub scheduled: u64,
 }

@@ -8,7 +8,8 @@
 //! walks only the messages of its own connections, so the total schedule is
 //! exact however many connections and threads there are.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -187,7 +188,7 @@ impl Recorder {
     #[inline]
     fn complete(&mut self, m: Msg, now: u64, intact: bool) {
         if !intact {
-            self.error(|e| e.mismatch += 1);
+            self.mismatch(now);
             return;
         }
         let lat = now.saturating_sub(m.intended);
@@ -205,10 +206,28 @@ impl Recorder {
         }
     }
 
+    /// Counts an error that happened at `at`: always in the live interval, in
+    /// the run's totals only inside the measured window, like messages and bytes.
     #[inline]
-    fn error(&mut self, f: impl Fn(&mut Errors)) {
+    fn error(&mut self, at: u64, f: impl Fn(&mut Errors)) {
         f(&mut self.iv_errors);
-        f(&mut self.totals.errors);
+        if at >= self.measure_start && at < self.end {
+            f(&mut self.totals.errors);
+        }
+    }
+
+    /// Counts an echo that did not match what was sent.
+    #[inline]
+    fn mismatch(&mut self, at: u64) {
+        self.totals.mismatch_whole_run += 1;
+        self.error(at, |e| e.mismatch += 1);
+    }
+
+    /// Counts a failed connect: in the totals whatever the phase, since
+    /// startup is when connects happen (README.md, "Output").
+    fn connect_error(&mut self) {
+        self.iv_errors.connect += 1;
+        self.totals.errors.connect += 1;
     }
 }
 
@@ -223,7 +242,8 @@ struct Worker<'a> {
     rec: Recorder,
     tx: mpsc::Sender<Interval>,
     seen_tick: u64,
-    retry: Vec<usize>,
+    /// Connections waiting to reconnect, as (retry time, index), soonest first.
+    retry: BinaryHeap<Reverse<(u64, usize)>>,
     next_connect: usize,
     load_start: u64,
     sched_c: u64,
@@ -274,6 +294,7 @@ pub fn run_thread(
         messages: 0,
         bytes: 0,
         errors: Errors::default(),
+        mismatch_whole_run: 0,
         scheduled: 0,
     };
     let mut w = Worker {
@@ -296,7 +317,7 @@ pub fn run_thread(
         },
         tx,
         seen_tick: 0,
-        retry: Vec::new(),
+        retry: BinaryHeap::new(),
         next_connect: 0,
         load_start: UNSET,
         sched_c: index as u64,
@@ -354,13 +375,21 @@ impl Worker<'_> {
                     wake = wake.min(retry_at);
                     break;
                 }
-                self.start_connect(self.next_connect, now);
+                // Counted as started before the attempt, so that an attempt
+                // failing inside start_connect is queued for a retry.
+                let k = self.next_connect;
                 self.next_connect += 1;
+                self.start_connect(k, now);
             }
-            if !self.retry.is_empty() {
-                let due: Vec<usize> = self.retry.iter().copied().filter(|&k| matches!(self.conns[k].state, State::Idle { retry_at } if retry_at <= now)).collect();
-                self.retry.retain(|&k| !due.contains(&k));
-                for k in due {
+            while let Some(&Reverse((at, k))) = self.retry.peek() {
+                if at > now {
+                    wake = wake.min(at);
+                    break;
+                }
+                self.retry.pop();
+                // An entry is only pushed by connect_failed, which leaves the
+                // connection Idle until this retry; check anyway.
+                if self.conns[k].state == (State::Idle { retry_at: at }) {
                     self.start_connect(k, now);
                 }
             }
@@ -464,7 +493,7 @@ impl Worker<'_> {
     }
 
     fn connect_failed(&mut self, k: usize, now: u64, e: &io::Error) {
-        self.rec.error(|e| e.connect += 1);
+        self.rec.connect_error();
         *self.shared.last_connect_error.lock().unwrap() = Some(e.to_string());
         let c = &mut self.conns[k];
         c.close();
@@ -474,7 +503,7 @@ impl Worker<'_> {
             retry_at: now + backoff,
         };
         if k < self.next_connect {
-            self.retry.push(k);
+            self.retry.push(Reverse((now + backoff, k)));
         }
     }
 
@@ -489,7 +518,7 @@ impl Worker<'_> {
     }
 
     /// A live connection is gone: counted as a reset.
-    fn lost(&mut self, k: usize, why: String) {
+    fn lost(&mut self, k: usize, now: u64, why: String) {
         let c = &mut self.conns[k];
         if c.state == State::Up {
             self.shared.open.fetch_sub(1, Relaxed);
@@ -498,7 +527,7 @@ impl Worker<'_> {
         c.close();
         c.queue.clear();
         c.window.clear();
-        self.rec.error(|e| e.reset += 1);
+        self.rec.error(now, |e| e.reset += 1);
         *self.shared.last_loss.lock().unwrap() = Some(why);
     }
 
@@ -553,7 +582,7 @@ impl Worker<'_> {
             } else {
                 // Its connection is not up (or has a backlog of MAX_QUEUED): the
                 // message cannot be sent in time.
-                self.rec.error(|e| e.timeout += 1);
+                self.rec.error(intended, |e| e.timeout += 1);
             }
             self.sched_c += t;
             if self.sched_c >= n {
@@ -610,10 +639,10 @@ impl Worker<'_> {
             let c = &mut self.conns[k];
             let Some(fd) = c.fd.as_ref() else { return };
             let n = match ssys::read(fd.as_fd(), &mut self.buf) {
-                Ok(0) => return self.lost(k, "server closed a connection".into()),
+                Ok(0) => return self.lost(k, now, "server closed a connection".into()),
                 Ok(n) => n,
                 Err(e) if ssys::would_block(&e) => return,
-                Err(e) => return self.lost(k, format!("connection error: {e}")),
+                Err(e) => return self.lost(k, now, format!("connection error: {e}")),
             };
             let outstanding =
                 (c.send_seq - c.recv.seq) as usize * size + c.send_off - c.recv.offset;
@@ -641,17 +670,15 @@ impl Worker<'_> {
             c.timed_out_seq = c.timed_out_seq.max(c.recv.seq);
             if extra {
                 // The server sent bytes nobody asked for.
-                self.rec.error(|e| e.mismatch += 1);
-                return self.lost(k, "server sent more bytes than it was sent".into());
+                self.rec.mismatch(now);
+                return self.lost(k, now, "server sent more bytes than it was sent".into());
             }
             if done > 0 {
                 self.mark_dirty(k);
             }
-            if n < self.buf.len() {
-                // The receive queue was drained by this read; new data raises a new
-                // edge, so the read that would only say EAGAIN is skipped.
-                return;
-            }
+            // Read on until EAGAIN even after a short read: with edge-triggered
+            // epoll, the last echo and the server's FIN can come in one edge, and
+            // only the next read sees the end of the stream.
         }
     }
 
@@ -688,7 +715,7 @@ impl Worker<'_> {
                     }
                 }
                 Err(e) if ssys::would_block(&e) => c.writable = false,
-                Err(e) => return self.lost(k, format!("send failed: {e}")),
+                Err(e) => return self.lost(k, now, format!("send failed: {e}")),
             }
         }
     }
@@ -714,7 +741,7 @@ impl Worker<'_> {
                 Err(e) if ssys::would_block(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {
                     c.writable = false
                 }
-                Err(e) => return self.lost(k, format!("send failed: {e}")),
+                Err(e) => return self.lost(k, now, format!("send failed: {e}")),
             }
         }
     }
@@ -732,7 +759,7 @@ impl Worker<'_> {
                     if matches!(c.state, State::Probing { .. }) {
                         return self.connect_failed(k, now, &e);
                     }
-                    return self.lost(k, format!("receive failed: {e}"));
+                    return self.lost(k, now, format!("receive failed: {e}"));
                 }
             };
             let data = &self.buf[..n.min(self.buf.len())];
@@ -745,25 +772,25 @@ impl Worker<'_> {
                 Ok((conn, seq)) => (conn, seq, true),
                 Err(DatagramError::Payload(conn, seq)) => (conn, seq, false),
                 Err(_) => {
-                    self.rec.error(|e| e.mismatch += 1);
+                    self.rec.mismatch(now);
                     continue;
                 }
             };
             if conn != c.id {
                 // Another client's datagram: the server mixed up its peers.
-                self.rec.error(|e| e.mismatch += 1);
+                self.rec.mismatch(now);
                 continue;
             }
             if seq & PROBE_BIT != 0 {
                 if !intact {
-                    self.rec.error(|e| e.mismatch += 1);
+                    self.rec.mismatch(now);
                 } else if matches!(c.state, State::Probing { .. }) {
                     self.became_up(k, now);
                 }
                 continue;
             }
             if seq >= c.next_seq {
-                self.rec.error(|e| e.mismatch += 1);
+                self.rec.mismatch(now);
                 continue;
             }
             if seq < c.base_seq {
@@ -776,13 +803,13 @@ impl Worker<'_> {
                     c.window[idx] = Slot::Answered;
                     resolved += 1;
                     if c.max_answered.is_some_and(|mx| seq < mx) {
-                        self.rec.error(|e| e.reordered += 1);
+                        self.rec.error(now, |e| e.reordered += 1);
                     }
                     let c = &mut self.conns[k];
                     c.max_answered = Some(c.max_answered.map_or(seq, |mx| mx.max(seq)));
                     self.rec.complete(m, now, intact);
                 }
-                Slot::Answered => self.rec.error(|e| e.duplicate += 1),
+                Slot::Answered => self.rec.error(now, |e| e.duplicate += 1),
                 // Answered after --timeout: already counted as lost.
                 Slot::Lost => {}
             }
@@ -835,7 +862,7 @@ impl Worker<'_> {
                             break;
                         }
                         c.timed_out_seq += 1;
-                        self.rec.error(|e| e.timeout += 1);
+                        self.rec.error(now, |e| e.timeout += 1);
                     }
                 }
                 State::Up => {
@@ -852,7 +879,7 @@ impl Worker<'_> {
                         }
                     }
                     if resolved > 0 {
-                        self.rec.error(|e| e.lost += resolved as u64);
+                        self.rec.error(now, |e| e.lost += resolved as u64);
                         self.after_datagrams_resolved(k, resolved, now);
                     }
                 }

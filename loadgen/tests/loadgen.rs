@@ -533,3 +533,148 @@ fn merge_adds_histograms_and_refuses_different_settings() {
     assert!(err.contains("`size`"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The number after "errors" on a live line.
+fn live_errors(line: &str) -> Option<u64> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "errors")?;
+    words.next()?.parse().ok()
+}
+
+#[test]
+fn connects_that_fail_at_once_are_retried_until_the_server_is_up() {
+    // The socket appears 0.7 s in; connects are paced at 2/s, so the first
+    // two attempts fail inside connect() (ENOENT) and must be retried.
+    let srv = unix_server_after(Duration::from_millis(700));
+    let dir = temp_dir("late");
+    let run = run_loadgen(
+        &[
+            "--transport",
+            "unix",
+            "--path",
+            &srv.addr,
+            "--conns",
+            "4",
+            "--connect-rate",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("connections up after"), "{}", run.stderr);
+    let r = run.result();
+    assert!(r.messages > 0);
+    // Startup connect failures stay in the result (errors.connect covers the whole run).
+    assert!(r.errors.connect >= 2, "{:?}", r.errors);
+    assert_eq!(r.errors.total(), r.errors.connect, "{:?}", r.errors);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn errors_in_warm_up_stay_out_of_the_result() {
+    // Open loop with a 1 s stall early in a 2 s warm-up and a 200 ms timeout:
+    // timeouts happen, but only in warm-up, and the result covers the measured phase.
+    let srv = tcp_server(Fault::StallOnce {
+        after_bytes: 100 * 128,
+    });
+    let dir = temp_dir("warmerr");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "2",
+            "--rate",
+            "1000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "2s",
+            "--timeout",
+            "200ms",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let warm_errors: u64 = run
+        .stderr
+        .lines()
+        .filter(|l| l.trim_end().ends_with("warmup"))
+        .filter_map(live_errors)
+        .sum();
+    assert!(warm_errors > 0, "the stall should time messages out in warm-up:\n{}", run.stderr);
+    let r = run.result();
+    assert!(r.messages > 0);
+    assert_eq!(r.errors.total(), 0, "{:?}\n{}", r.errors, run.stderr);
+    assert!(r.series.iter().all(|p| p.errors == 0), "{:?}", r.series);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_late_stream_echo_is_one_timeout_and_one_latency_sample() {
+    // Closed loop, 2 connections x depth 1; the server stalls 1 s, longer than
+    // --timeout: each message in flight then counts one timeout, and its echo,
+    // which still arrives, is a completed message with its (late) latency.
+    let srv = tcp_server(Fault::StallOnce {
+        after_bytes: 50 * 128,
+    });
+    let dir = temp_dir("late-echo");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "2",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "300ms",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let r = run.result();
+    assert_eq!(r.errors.timeout, 2, "{:?}", r.errors);
+    assert_eq!(r.errors.total(), 2, "{:?}", r.errors);
+    assert!(r.latency_us.max >= 600_000.0, "{:?}", r.latency_us);
+    assert_eq!(hist_count(&r.histogram), r.messages);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_fin_right_behind_the_last_echo_is_noticed() {
+    // Every connection gets one echo and then a FIN in the same breath; the
+    // server keeps reading, so nothing but that EOF says the connections are done.
+    let conns = 40;
+    let srv = tcp_echo_once_then_fin(128);
+    let dir = temp_dir("fin");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            &conns.to_string(),
+            "--duration",
+            "10s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "30s",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(6), "took {:?}\n{}", run.elapsed, run.stderr);
+    assert!(run.stderr.contains("did the server die"), "{}", run.stderr);
+    let r = run.result();
+    assert!(!r.complete);
+    assert_eq!(r.messages, conns);
+    assert_eq!(r.errors.reset, conns, "{:?}", r.errors);
+    let _ = std::fs::remove_dir_all(dir);
+}

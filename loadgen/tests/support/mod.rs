@@ -206,9 +206,15 @@ pub fn tcp_server(fault: Fault) -> TestServer {
 
 /// A thread-per-connection Unix stream echo server in a temp dir.
 pub fn unix_server() -> TestServer {
+    unix_server_after(Duration::ZERO)
+}
+
+/// A Unix stream echo server whose socket only appears `delay` from now (a
+/// server that starts late: connects fail with ENOENT until then).
+pub fn unix_server_after(delay: Duration) -> TestServer {
     let dir = temp_dir("unix");
     let path = dir.join("s.sock");
-    let l = UnixListener::bind(&path).unwrap();
+    let addr = path.display().to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::new(FaultState {
         fault: Fault::None,
@@ -218,6 +224,8 @@ pub fn unix_server() -> TestServer {
     });
     let stop2 = stop.clone();
     thread::spawn(move || {
+        thread::sleep(delay);
+        let l = UnixListener::bind(&path).unwrap();
         for s in l.incoming() {
             let Ok(s) = s else { return };
             s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -227,8 +235,67 @@ pub fn unix_server() -> TestServer {
         }
     });
     TestServer {
-        addr: path.display().to_string(),
+        addr,
         dir: Some(dir),
+        stop,
+    }
+}
+
+/// A TCP server that echoes the first `size` bytes of each connection, then
+/// half-closes it (FIN right behind the echo) and reads and discards the rest.
+pub fn tcp_echo_once_then_fin(size: usize) -> TestServer {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    l.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        while !stop2.load(SeqCst) {
+            let Ok((mut s, _)) = l.accept() else {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_nodelay(true).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            let stop = stop2.clone();
+            thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let mut buf = vec![0u8; size.max(4096)];
+                    let mut got = 0;
+                    while got < size && !stop.load(SeqCst) {
+                        match s.read(&mut buf[got..size]) {
+                            Ok(0) => return,
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => return,
+                        }
+                    }
+                    // Echo and FIN back to back, so they tend to arrive in one epoll edge.
+                    if s.write_all(&buf[..size]).is_err()
+                        || s.shutdown(std::net::Shutdown::Write).is_err()
+                    {
+                        return;
+                    }
+                    while !stop.load(SeqCst) {
+                        match s.read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .unwrap();
+        }
+    });
+    TestServer {
+        addr,
+        dir: None,
         stop,
     }
 }
