@@ -608,7 +608,7 @@ impl Worker<'_> {
                     self.became_up(k, now);
                     // Data may already be waiting (edge-triggered: read it now).
                     if bits & in_bits != 0 {
-                        self.read_stream(k, now);
+                        self.read_stream(k, bits, now);
                     }
                 } else {
                     let err = if err == 0 { libc::ECONNREFUSED } else { err };
@@ -622,7 +622,7 @@ impl Worker<'_> {
                 }
                 if bits & in_bits != 0 {
                     if self.is_stream() {
-                        self.read_stream(k, now);
+                        self.read_stream(k, bits, now);
                     } else {
                         self.read_datagrams(k, now);
                     }
@@ -632,7 +632,14 @@ impl Worker<'_> {
         }
     }
 
-    fn read_stream(&mut self, k: usize, now: u64) {
+    /// Reads and checks echoes. `bits` are the epoll event's: a short read
+    /// ends the turn unless they say the peer hung up or failed, which saves
+    /// the read that would only say `EAGAIN` (one syscall per message at depth 1).
+    /// That is safe with edge-triggered epoll: the event was harvested before
+    /// this read, so data or a FIN arriving after it raises a new event, and a
+    /// FIN that arrived before it shows as `EPOLLRDHUP` in `bits`.
+    fn read_stream(&mut self, k: usize, bits: u32, now: u64) {
+        let hung_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         let size = self.plan.size;
         let closed_loop = self.plan.rate.is_none();
         loop {
@@ -676,9 +683,9 @@ impl Worker<'_> {
             if done > 0 {
                 self.mark_dirty(k);
             }
-            // Read on until EAGAIN even after a short read: with edge-triggered
-            // epoll, the last echo and the server's FIN can come in one edge, and
-            // only the next read sees the end of the stream.
+            if n < self.buf.len() && !hung_up {
+                return;
+            }
         }
     }
 
