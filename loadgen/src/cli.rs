@@ -55,6 +55,12 @@ pub struct Args {
     /// An echo not back within this long counts as a timeout (datagrams: lost).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Stream clients' I/O: `uring` (io_uring: multishot receives into a buffer
+    /// ring, sends batched into one syscall per loop turn), `epoll` (edge-triggered
+    /// epoll with a read and a send syscall per echo), or `auto` (uring where the
+    /// kernel has it, else epoll). Datagram clients always use epoll.
+    #[arg(long, value_enum, default_value_t = IoMode::Auto)]
+    pub io: IoMode,
     /// Free-form name of the run; also `settings.backend` unless --backend is given.
     #[arg(long)]
     pub label: Option<String>,
@@ -68,6 +74,17 @@ pub struct Args {
     /// Write the result JSON here, and the .hgrm percentile file beside it.
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+}
+
+/// How stream clients do their I/O (`--io`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoMode {
+    /// io_uring where the kernel supports it, else epoll.
+    Auto,
+    /// Edge-triggered epoll, one read and one send syscall per echo.
+    Epoll,
+    /// io_uring with multishot receives into a buffer ring; fails if the kernel lacks it.
+    Uring,
 }
 
 /// `loadgen merge`: adds histograms and counts of several result files.

@@ -70,6 +70,9 @@ pub struct Settings {
     pub pin: Option<String>,
     pub connect_rate: u64,
     pub timeout_s: f64,
+    /// How the stream clients did their I/O: `uring` or `epoll` (`--io`, resolved).
+    #[serde(default)]
+    pub io: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use sockbench::net;
+use sockbench::sys::signal;
 
-use crate::cli::{Args, DEFAULT_ADDR};
+use crate::cli::{Args, IoMode, DEFAULT_ADDR};
 use crate::result::{Errors, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
 use crate::stats::{self, Interval, ThreadTotals};
 use crate::worker::{self, Plan, Shared, UNSET};
@@ -120,7 +121,9 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         connect_rate: args.connect_rate as f64,
         threads,
         unixgram_dir,
+        io: args.io,
     });
+    signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
     let shared = Arc::new(Shared::new());
     let (tx, rx) = mpsc::channel::<Interval>();
     let mut handles = Vec::new();
@@ -147,7 +150,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     }
     drop(tx);
 
-    let phases = drive(&args, &shared, &rx, threads);
+    let mut phases = drive(&args, &shared, &rx, threads);
     shared.stop.store(true, Relaxed);
     let mut totals = Vec::new();
     let mut thread_error = None;
@@ -165,6 +168,14 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     // The final flush's interval is not shown; the result's totals come from `totals`.
     while rx.try_recv().is_ok() {}
 
+    phases.io_used = if !plan.transport.is_stream() || args.io == IoMode::Epoll {
+        "epoll"
+    } else if let Some(why) = shared.io_fallback.lock().unwrap().clone() {
+        eprintln!("loadgen: warning: io_uring is not usable ({why}); the stream clients used epoll");
+        "epoll"
+    } else {
+        "uring"
+    };
     let result = build_result(
         &args,
         argv,
@@ -211,6 +222,8 @@ struct Phases {
     measured_s: f64,
     cpu_us: Option<u64>,
     server_cpu_us: Option<u64>,
+    /// How the stream clients did their I/O, once the threads have said.
+    io_used: &'static str,
 }
 
 /// Drives startup, warm-up and the measured phase, printing the live line.
@@ -226,6 +239,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         measured_s: 0.0,
         cpu_us: None,
         server_cpu_us: None,
+        io_used: "epoll",
     };
     let server_cpu = || args.server_pid.and_then(|p| sockbench::procfs::tree_cpu_us(p).ok());
     let mut server_cpu_at_start = None;
@@ -249,6 +263,22 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         let now = shared.now_ns();
         if shared.stop.load(Relaxed) {
             ph.fatal.get_or_insert("an event-loop thread failed".into());
+            break;
+        }
+        if signal::stop_requested() {
+            // Ctrl-C or SIGTERM: end now and still write what was measured,
+            // marked incomplete, rather than lose the run.
+            let ms = shared.measure_start_ns.load(Relaxed);
+            if ms != UNSET && now > ms {
+                ph.measured_s = now.min(end).saturating_sub(ms) as f64 / 1e9;
+                if let (Some(a), Ok(b)) = (cpu_at_start, crate::sys::process_cpu_us()) {
+                    ph.cpu_us = Some(b.saturating_sub(a));
+                }
+                if let (Some(a), Some(b)) = (server_cpu_at_start, server_cpu()) {
+                    ph.server_cpu_us = Some(b.saturating_sub(a));
+                }
+            }
+            ph.fatal = Some("interrupted by a signal; the result covers the measured phase up to then".into());
             break;
         }
         let load_start = shared.load_start_ns.load(Relaxed);
@@ -482,6 +512,7 @@ fn build_result(
             pin,
             connect_rate: args.connect_rate,
             timeout_s: args.timeout.as_secs_f64(),
+            io: Some(ph.io_used.into()),
         },
         complete: ok,
         messages,

@@ -103,6 +103,7 @@ fn recorded_result(
             pin: Some("1".into()),
             connect_rate: 20_000,
             timeout_s: 1.0,
+            io: Some("epoll".into()),
         },
         complete: true,
         messages,

@@ -678,3 +678,76 @@ fn a_fin_right_behind_the_last_echo_is_noticed() {
     assert_eq!(r.errors.reset, conns, "{:?}", r.errors);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn ctrl_c_mid_run_writes_the_measured_part_marked_incomplete() {
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("sigint");
+    let run = run_loadgen_signalled(
+        &["--addr", &srv.addr, "--conns", "4", "--duration", "30s", "--warmup", "200ms"],
+        &dir,
+        Some((libc::SIGINT, Duration::from_millis(1500))),
+    );
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    assert!(run.elapsed < Duration::from_secs(5), "took {:?}\n{}", run.elapsed, run.stderr);
+    assert!(run.stderr.contains("interrupted by a signal"), "{}", run.stderr);
+    let r = run.result();
+    assert!(!r.complete);
+    assert!(r.messages > 0, "the measured second before the signal is kept");
+    assert_eq!(hist_count(&r.histogram), r.messages);
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    // Throughput is over the time actually measured (about 1.3 s), not the 30 s asked for.
+    let implied_s = r.messages as f64 / r.throughput.msgs_per_s;
+    assert!(implied_s > 0.5 && implied_s < 3.0, "measured {implied_s} s");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Both I/O modes of the stream clients, and what each must report as used.
+const IO_MODES: [&str; 2] = ["uring", "epoll"];
+
+#[test]
+fn both_io_modes_check_every_echo_over_tcp_and_unix() {
+    let dir = temp_dir("io-modes");
+    for io in IO_MODES {
+        for (transport, srv) in [("tcp", tcp_server(Fault::None)), ("unix", unix_server())] {
+            let flag = if transport == "unix" { "--path" } else { "--addr" };
+            let args = [
+                "--transport", transport, flag, &srv.addr, "--io", io, "--conns", "300", "--depth", "3",
+                "--size", "1000", "--duration", "700ms", "--warmup", "100ms",
+            ];
+            let run = run_loadgen(&args, &dir);
+            assert_eq!(run.code(), 0, "{io} {transport}: {}", run.stderr);
+            let r = run.result();
+            assert_eq!(r.settings.io.as_deref(), Some(io), "{io} {transport}");
+            assert!(r.messages >= 300, "{io} {transport}: {}", r.messages);
+            assert_eq!(r.bytes, r.messages * 1000);
+            assert_eq!(r.errors.total(), 0, "{io} {transport}: {:?}", r.errors);
+            assert_eq!(hist_count(&r.histogram), r.messages);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn both_io_modes_catch_corruption_and_a_fin_behind_the_last_echo() {
+    let dir = temp_dir("io-faults");
+    for io in IO_MODES {
+        let srv = tcp_server(Fault::CorruptEvery(10_000));
+        let args = ["--addr", &srv.addr, "--io", io, "--conns", "4", "--duration", "700ms", "--warmup", "0s"];
+        let run = run_loadgen(&args, &dir);
+        assert_ne!(run.code(), 0, "{io}: corruption must fail the run: {}", run.stderr);
+        assert!(run.result().errors.mismatch > 0, "{io}: {:?}", run.result().errors);
+
+        let conns = 40;
+        let srv = tcp_echo_once_then_fin(128);
+        let n = conns.to_string();
+        let args = ["--addr", &srv.addr, "--io", io, "--conns", &n, "--duration", "10s", "--warmup", "0s"];
+        let run = run_loadgen(&args, &dir);
+        assert_eq!(run.code(), 1, "{io}: {}", run.stderr);
+        assert!(run.elapsed < Duration::from_secs(6), "{io}: took {:?}", run.elapsed);
+        let r = run.result();
+        assert_eq!(r.messages, conns, "{io}");
+        assert_eq!(r.errors.reset, conns, "{io}: {:?}", r.errors);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -185,6 +185,16 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
     let _ = writeln!(w, "| kernel | {} |", m.machine.kernel);
     let _ = writeln!(w, "| server pinned to CPU | {} |", m.server_cpus);
     let _ = writeln!(w, "| loadgen pinned to CPU | {} |", m.loadgen_cpus);
+    let mut io: Vec<String> = runs
+        .iter()
+        .filter(|(rec, _)| rec.spec.transport != "udp" && rec.spec.transport != "unixgram")
+        .filter_map(|(_, res)| res.settings.io.clone())
+        .collect();
+    io.sort();
+    io.dedup();
+    if !io.is_empty() {
+        let _ = writeln!(w, "| loadgen stream I/O | {} (datagrams: epoll) |", io.join(", "));
+    }
     let _ = writeln!(
         w,
         "| per run | {} s warm-up, then {} s measured |",

@@ -383,6 +383,11 @@ pub fn loadgen_bin() -> &'static str {
 
 /// Runs loadgen with `args` plus `--out` into `dir`, bounded by a 60 s kill.
 pub fn run_loadgen(args: &[&str], dir: &Path) -> Run {
+    run_loadgen_signalled(args, dir, None)
+}
+
+/// Like [`run_loadgen`], and sends loadgen `signal` once `after` has passed.
+pub fn run_loadgen_signalled(args: &[&str], dir: &Path, signal: Option<(i32, Duration)>) -> Run {
     let out = dir.join(format!("r{}.json", {
         static N: AtomicU64 = AtomicU64::new(0);
         N.fetch_add(1, SeqCst)
@@ -398,7 +403,15 @@ pub fn run_loadgen(args: &[&str], dir: &Path) -> Run {
         .expect("spawn loadgen");
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut signal = signal;
     while child.try_wait().unwrap().is_none() {
+        if let Some((sig, after)) = signal {
+            if start.elapsed() >= after {
+                // SAFETY: kill(2) on our own child, which has not been reaped yet.
+                unsafe { libc::kill(pid as i32, sig) };
+                signal = None;
+            }
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             break;

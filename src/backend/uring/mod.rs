@@ -7,18 +7,22 @@
 //! - [`datagram`]: UDP and Unix datagrams (multishot recvmsg, sendmsg back).
 //! - [`token`]: the `user_data` encoding.
 //!
+//! [`Driver`] (a ring, its buffer ring and submission batching), [`setup`],
+//! [`buf_ring`] and [`token`] are public because loadgen's io_uring mode
+//! drives its client connections with the same machinery.
+//!
 //! Each worker thread owns a ring, a buffer ring and its own socket: for IP a
 //! `SO_REUSEPORT` listener (or datagram socket) of its own, so the kernel
 //! spreads flows across rings. Unix sockets have no `SO_REUSEPORT`, so every
 //! ring shares the one bound socket; a multishot accept (or recvmsg) on the same
 //! socket from several rings is fine, each connection (datagram) goes to one.
 
-mod buf_ring;
+pub mod buf_ring;
 mod datagram;
-mod setup;
+pub mod setup;
 pub use setup::FORCE_SETUP_ENV;
 mod stream;
-mod token;
+pub mod token;
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -223,27 +227,27 @@ fn run_worker(
 
 /// One completion, copied out of the completion queue.
 #[derive(Clone, Copy, Debug)]
-struct Completion {
-    user_data: u64,
-    result: i32,
-    flags: u32,
+pub struct Completion {
+    pub user_data: u64,
+    pub result: i32,
+    pub flags: u32,
 }
 
 /// A ring and its buffer ring, with submission batching and in-flight
 /// accounting.
-struct Driver {
-    ring: IoUring,
+pub struct Driver {
+    pub ring: IoUring,
     /// Freed in `Drop` only if no operation is still in flight; otherwise leaked,
     /// because the kernel could still write into it.
-    bufs: ManuallyDrop<BufRing>,
-    flags: SetupFlags,
+    pub bufs: ManuallyDrop<BufRing>,
+    pub flags: SetupFlags,
     /// Submitted operations whose final completion (no `F_MORE`) has not been seen.
-    in_flight: usize,
+    pub in_flight: usize,
     completions: Vec<Completion>,
 }
 
 impl Driver {
-    fn new(sq_entries: u32, cq_entries: u32, buf_count: u32, buf_size: u32) -> io::Result<Driver> {
+    pub fn new(sq_entries: u32, cq_entries: u32, buf_count: u32, buf_size: u32) -> io::Result<Driver> {
         let (ring, flags) = setup::build_ring(sq_entries, cq_entries)?;
         setup::probe_opcodes(&ring)?;
         let bufs = BufRing::new(buf_count, buf_size, BGID)?;
@@ -256,7 +260,7 @@ impl Driver {
     ///
     /// # Safety
     /// Every buffer `sqe` points to must stay valid until its final completion.
-    unsafe fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
+    pub unsafe fn push(&mut self, sqe: squeue::Entry) -> io::Result<()> {
         loop {
             // SAFETY: forwarded to our caller.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
@@ -276,7 +280,7 @@ impl Driver {
 
     /// Submits everything queued and waits for at least one completion, or for
     /// `timeout`. Completions are then available from `take_completions`.
-    fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let res = match timeout {
             Some(t) => {
                 let ts = types::Timespec::from(t);
@@ -311,11 +315,11 @@ impl Driver {
 
     /// The completions reaped so far. Give the vector back with
     /// `return_completions` to reuse its allocation.
-    fn take_completions(&mut self) -> Vec<Completion> {
+    pub fn take_completions(&mut self) -> Vec<Completion> {
         std::mem::take(&mut self.completions)
     }
 
-    fn return_completions(&mut self, mut v: Vec<Completion>) {
+    pub fn return_completions(&mut self, mut v: Vec<Completion>) {
         if self.completions.is_empty() {
             v.clear();
             self.completions = v;
@@ -325,7 +329,7 @@ impl Driver {
     /// Cancels every operation on the ring and waits (at most `QUIESCE_WAIT`)
     /// for them to complete. Returns whether nothing is left in flight, i.e.
     /// whether buffers that operations pointed into may now be freed.
-    fn quiesce(&mut self) -> bool {
+    pub fn quiesce(&mut self) -> bool {
         let cancel = io_uring::opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(token::CANCEL);

@@ -214,7 +214,7 @@ impl<'a> StreamWorker<'a> {
             Op::Recv => self.on_recv(t, c)?,
             Op::Send => self.on_send(t, c)?,
             Op::Writable => self.on_writable(t, c)?,
-            Op::Cancel | Op::Probe | Op::DgramRecv | Op::DgramSend => {
+            Op::Cancel | Op::Probe | Op::DgramRecv | Op::DgramSend | Op::Poll => {
                 if let Some(bid) = cqueue::buffer_select(c.flags) {
                     self.d.bufs.taken(bid);
                     self.d.bufs.recycle(bid);

@@ -33,6 +33,9 @@ pub enum Op {
     /// Near `--max-conns`: a poll for a pending connection, before a place is
     /// reserved and a single-shot accept armed.
     AcceptReady = 11,
+    /// loadgen only: a multishot poll on its epoll descriptor, which still
+    /// watches connects in progress while the ring carries the data.
+    Poll = 12,
 }
 
 impl Op {
@@ -49,6 +52,7 @@ impl Op {
             9 => Op::DgramSend,
             10 => Op::Probe,
             11 => Op::AcceptReady,
+            12 => Op::Poll,
             _ => return None,
         })
     }

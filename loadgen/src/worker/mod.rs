@@ -1,5 +1,6 @@
 //! One event-loop thread: epoll over its share of the connections, closed or
-//! open loop, every echoed byte checked.
+//! open loop, every echoed byte checked. With `--io uring`, stream connections
+//! move to an io_uring once connected ([`ring`]); epoll still watches connects.
 //!
 //! Connection `c` (global id) belongs to thread `c % threads`. Its first
 //! connect is due at `c / connect_rate`, so connects are paced over all
@@ -20,6 +21,9 @@ use std::time::Instant;
 use sockbench::net::{self, Endpoint, Transport};
 use sockbench::sys as ssys;
 
+mod ring;
+
+use crate::cli::IoMode;
 use crate::pattern::{self, DatagramError, StreamChecker};
 use crate::result::Errors;
 use crate::stats::{self, Interval, ThreadTotals};
@@ -54,6 +58,8 @@ pub struct Plan {
     pub threads: usize,
     /// Where unixgram clients bind their own sockets.
     pub unixgram_dir: Option<PathBuf>,
+    /// How stream connections do their I/O.
+    pub io: IoMode,
 }
 
 /// State the main thread and the event loops share. Times are nanoseconds since `t0`.
@@ -75,6 +81,8 @@ pub struct Shared {
     pub last_connect_error: Mutex<Option<String>>,
     /// The last reason a live connection was lost.
     pub last_loss: Mutex<Option<String>>,
+    /// With `--io auto`: why io_uring could not be used, if it could not.
+    pub io_fallback: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -90,6 +98,7 @@ impl Shared {
             ever_up: AtomicU64::new(0),
             last_connect_error: Mutex::new(None),
             last_loss: Mutex::new(None),
+            io_fallback: Mutex::new(None),
         }
     }
 
@@ -155,6 +164,14 @@ struct Conn {
     window: VecDeque<Slot>,
     max_answered: Option<u64>,
     probes: u64,
+    /// io_uring mode: a receive is armed on the ring for this connection.
+    recv_armed: bool,
+    /// io_uring mode: a send reading from `out` is in flight; `out` must not
+    /// change until its completion, even if the connection has died since.
+    send_in_flight: bool,
+    /// io_uring mode: the bytes of the send in flight. Allocated once, never
+    /// resized, and kept until the ring is quiet (see `run_thread`).
+    out: Vec<u8>,
 }
 
 impl Conn {
@@ -163,6 +180,37 @@ impl Conn {
         if let Some(p) = self.local_path.take() {
             let _ = std::fs::remove_file(p);
         }
+    }
+}
+
+impl Conn {
+    /// Writes the queued stream bytes not sent yet into `buf`, as many as fit,
+    /// and stamps the messages they start as sent at `now`; returns how many.
+    fn fill_unsent(&mut self, size: usize, now: u64, buf: &mut [u8]) -> usize {
+        let end_seq = self.recv.seq + self.queue.len() as u64;
+        let (mut s, mut off, mut pos) = (self.send_seq, self.send_off, 0);
+        while pos < buf.len() && s < end_seq {
+            let n = (size - off).min(buf.len() - pos);
+            pattern::fill(self.id, s, off, &mut buf[pos..pos + n]);
+            let m = &mut self.queue[(s - self.recv.seq) as usize];
+            if m.sent == 0 {
+                m.sent = now;
+            }
+            pos += n;
+            off += n;
+            if off == size {
+                s += 1;
+                off = 0;
+            }
+        }
+        pos
+    }
+
+    /// Records that the kernel took `n` more bytes of the stream.
+    fn advance_sent(&mut self, size: usize, n: usize) {
+        let total = self.send_off + n;
+        self.send_seq += (total / size) as u64;
+        self.send_off = total % size;
     }
 }
 
@@ -251,6 +299,9 @@ struct Worker<'a> {
     ns_per_msg: f64,
     dirty: Vec<usize>,
     next_sweep: u64,
+    events: Vec<libc::epoll_event>,
+    /// io_uring mode (stream transports): the ring connected streams live on.
+    ring: Option<ring::RingIo>,
 }
 
 /// Runs thread `index` until the end time or `stop`; returns its totals.
@@ -285,6 +336,9 @@ pub fn run_thread(
                 window: VecDeque::new(),
                 max_answered: None,
                 probes: 0,
+                recv_armed: false,
+                send_in_flight: false,
+                out: Vec::new(),
             }
         })
         .collect();
@@ -325,18 +379,26 @@ pub fn run_thread(
         ns_per_msg: plan.rate.map(|r| 1e9 / r).unwrap_or(0.0),
         dirty: Vec::new(),
         next_sweep: 0,
+        events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
+        ring: None,
     };
-    w.event_loop()?;
-    w.flush_interval(w.shared.tick.load(Relaxed));
-    for c in &mut w.conns {
-        c.close();
+    if plan.transport.is_stream() && plan.io != IoMode::Epoll {
+        match ring::RingIo::new(count, plan.transport == Transport::Unix) {
+            Ok(r) => w.ring = Some(r),
+            Err(e) if plan.io == IoMode::Auto => {
+                *shared.io_fallback.lock().unwrap() = Some(e.to_string());
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("--io uring: {e}"))),
+        }
     }
-    Ok(w.rec.totals)
+    let res = w.event_loop();
+    w.flush_interval(w.shared.tick.load(Relaxed));
+    w.close_all();
+    res.map(|()| w.rec.totals)
 }
 
 impl Worker<'_> {
     fn event_loop(&mut self) -> io::Result<()> {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
         loop {
             let now = self.shared.now_ns();
             // The main thread says when to stop (after the last tick), so that the
@@ -402,15 +464,42 @@ impl Worker<'_> {
             }
             self.flush_dirty(now);
 
-            let now2 = self.shared.now_ns();
-            let n =
-                crate::sys::epoll_wait_ns(self.ep.as_fd(), &mut events, wake.saturating_sub(now2))?;
-            let now = self.shared.now_ns();
-            for ev in &events[..n] {
-                let (bits, k) = (ev.events, ev.u64 as usize);
-                self.on_event(k, bits, now);
+            let timeout = wake.saturating_sub(self.shared.now_ns());
+            if self.ring.is_some() {
+                self.ring_turn(timeout)?;
+            } else {
+                self.epoll_turn(timeout)?;
             }
-            self.flush_dirty(now);
+            self.flush_dirty(self.shared.now_ns());
+        }
+    }
+
+    /// Waits up to `timeout_ns` for epoll events and handles them; returns
+    /// whether the event array came back full (more may be ready).
+    fn epoll_turn(&mut self, timeout_ns: u64) -> io::Result<bool> {
+        let n = crate::sys::epoll_wait_ns(self.ep.as_fd(), &mut self.events, timeout_ns)?;
+        let now = self.shared.now_ns();
+        for i in 0..n {
+            let (bits, k) = (self.events[i].events, self.events[i].u64 as usize);
+            self.on_event(k, bits, now);
+        }
+        Ok(n == self.events.len())
+    }
+
+    /// Closes every connection at the end of the run; in io_uring mode, first
+    /// cancels what is in flight and waits (bounded) for it to finish.
+    fn close_all(&mut self) {
+        if let Some(ring) = &mut self.ring {
+            if !ring.quiesce() {
+                // The kernel may still write into a send buffer: leak them, the
+                // process is about to exit (the ring leaks its buffer ring too).
+                for c in &mut self.conns {
+                    std::mem::forget(std::mem::take(&mut c.out));
+                }
+            }
+        }
+        for c in &mut self.conns {
+            c.close();
         }
     }
 
@@ -512,6 +601,11 @@ impl Worker<'_> {
         self.conns[k].writable = true;
         self.shared.open.fetch_add(1, Relaxed);
         self.shared.ever_up.fetch_add(1, Relaxed);
+        if self.ring.is_some() {
+            if let Err(e) = self.ring_attach(k) {
+                return self.lost(k, now, format!("io_uring: {e}"));
+            }
+        }
         if self.load_start != UNSET && self.plan.rate.is_none() {
             self.fill_closed_loop(k, now);
         }
@@ -524,6 +618,13 @@ impl Worker<'_> {
             self.shared.open.fetch_sub(1, Relaxed);
         }
         c.state = State::Dead;
+        if self.ring.is_some() {
+            // A receive armed on the ring holds the socket open past close():
+            // shutdown ends it (and any send) and tells the server now.
+            if let Some(fd) = &c.fd {
+                let _ = ssys::shutdown(fd.as_fd(), libc::SHUT_RDWR);
+            }
+        }
         c.close();
         c.queue.clear();
         c.window.clear();
@@ -606,8 +707,9 @@ impl Worker<'_> {
                     .unwrap_or(libc::EIO);
                 if err == 0 && bits & err_bits == 0 {
                     self.became_up(k, now);
-                    // Data may already be waiting (edge-triggered: read it now).
-                    if bits & in_bits != 0 {
+                    // Data may already be waiting (edge-triggered: read it now);
+                    // in io_uring mode the receive just armed picks it up.
+                    if bits & in_bits != 0 && self.ring.is_none() && self.conns[k].state == State::Up {
                         self.read_stream(k, bits, now);
                     }
                 } else {
@@ -640,8 +742,6 @@ impl Worker<'_> {
     /// FIN that arrived before it shows as `EPOLLRDHUP` in `bits`.
     fn read_stream(&mut self, k: usize, bits: u32, now: u64) {
         let hung_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
-        let size = self.plan.size;
-        let closed_loop = self.plan.rate.is_none();
         loop {
             let c = &mut self.conns[k];
             let Some(fd) = c.fd.as_ref() else { return };
@@ -651,6 +751,23 @@ impl Worker<'_> {
                 Err(e) if ssys::would_block(&e) => return,
                 Err(e) => return self.lost(k, now, format!("connection error: {e}")),
             };
+            if !self.on_stream_data(k, n, now) {
+                return;
+            }
+            if n < self.buf.len() && !hung_up {
+                return;
+            }
+        }
+    }
+
+    /// Checks the `n` echoed bytes in `self.buf` against what connection `k`
+    /// sent, completes the messages they finish and queues the next ones
+    /// (closed loop). Returns false if the connection was dropped for it.
+    fn on_stream_data(&mut self, k: usize, n: usize, now: u64) -> bool {
+        let size = self.plan.size;
+        let closed_loop = self.plan.rate.is_none();
+        {
+            let c = &mut self.conns[k];
             let outstanding =
                 (c.send_seq - c.recv.seq) as usize * size + c.send_off - c.recv.offset;
             let mut data = &self.buf[..n];
@@ -678,45 +795,33 @@ impl Worker<'_> {
             if extra {
                 // The server sent bytes nobody asked for.
                 self.rec.mismatch(now);
-                return self.lost(k, now, "server sent more bytes than it was sent".into());
+                self.lost(k, now, "server sent more bytes than it was sent".into());
+                return false;
             }
             if done > 0 {
                 self.mark_dirty(k);
             }
-            if n < self.buf.len() && !hung_up {
-                return;
-            }
         }
+        true
     }
 
     fn send_stream(&mut self, k: usize, now: u64) {
+        if self.ring.is_some() {
+            return self.ring_send(k, now);
+        }
         let size = self.plan.size;
         loop {
             let c = &mut self.conns[k];
-            let end_seq = c.recv.seq + c.queue.len() as u64;
-            if !c.writable || c.send_seq >= end_seq {
+            if !c.writable {
                 return;
             }
-            let (mut s, mut off, mut pos) = (c.send_seq, c.send_off, 0);
-            while pos < self.sendbuf.len() && s < end_seq {
-                let n = (size - off).min(self.sendbuf.len() - pos);
-                pattern::fill(c.id, s, off, &mut self.sendbuf[pos..pos + n]);
-                let m = &mut c.queue[(s - c.recv.seq) as usize];
-                if m.sent == 0 {
-                    m.sent = now;
-                }
-                pos += n;
-                off += n;
-                if off == size {
-                    s += 1;
-                    off = 0;
-                }
+            let pos = c.fill_unsent(size, now, &mut self.sendbuf);
+            if pos == 0 {
+                return;
             }
             match ssys::send(c.fd.as_ref().unwrap().as_fd(), &self.sendbuf[..pos]) {
                 Ok(w) => {
-                    let total = c.send_off + w;
-                    c.send_seq += (total / size) as u64;
-                    c.send_off = total % size;
+                    c.advance_sent(size, w);
                     if w < pos {
                         c.writable = false;
                     }

@@ -1,0 +1,253 @@
+//! io_uring mode for stream connections (`--io uring`, the default where the
+//! kernel has it).
+//!
+//! Connects still go through epoll: they are paced, non-blocking and retried,
+//! and a connect is rare next to an echo. Once a stream is up it leaves epoll
+//! and lives on the ring:
+//! - a multishot receive into a provided buffer ring (single-shot, still with
+//!   buffer select, on AF_UNIX where the kernel misses EOF on multishot);
+//! - at most one send in flight per connection, from the connection's own
+//!   `out` buffer;
+//! - the ring is the one thing the thread waits on: a multishot poll on the
+//!   epoll descriptor says when a connect has finished.
+//!
+//! Every submission of a loop turn goes in with the one `io_uring_enter` that
+//! waits, so an echo costs no syscall of its own. This is the server's uring
+//! design (the same [`Driver`]), so that loadgen spends less CPU per echo than
+//! the servers it measures rather than as much.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use io_uring::{cqueue, opcode, squeue, types};
+use sockbench::backend::uring::token::{Op, Token};
+use sockbench::backend::uring::{setup, Completion, Driver};
+use sockbench::sys as ssys;
+
+use super::{State, Worker, BUF_LEN};
+
+/// Submission queue entries per ring.
+const RING_ENTRIES: u32 = 4096;
+/// Receive buffers per ring. Each is copied out and given back in the turn it
+/// arrives, so the ring only has to cover one turn's receives; if it runs dry
+/// the receive ends with ENOBUFS and is re-armed once the buffers are back.
+const BUF_COUNT: u32 = 4096;
+const BUF_SIZE: u32 = 4096;
+/// The largest completion queue asked for (the kernel clamps to its own limit).
+const MAX_CQ_ENTRIES: u32 = 1 << 17;
+
+/// A thread's ring, with what it decided at setup.
+pub struct RingIo {
+    d: Driver,
+    /// AF_UNIX on a kernel whose multishot receive misses EOF: single-shot receives.
+    single_shot: bool,
+    /// The multishot poll on the epoll descriptor is armed.
+    poll_armed: bool,
+}
+
+impl RingIo {
+    /// Sets up a ring for `conns` connections, probing what it needs; the
+    /// error names a missing kernel feature.
+    pub fn new(conns: usize, unix: bool) -> io::Result<RingIo> {
+        // A receive and a send completion per connection can be pending at once.
+        let cq_entries = (conns as u32)
+            .saturating_mul(2)
+            .saturating_add(64)
+            .clamp(2 * RING_ENTRIES, MAX_CQ_ENTRIES)
+            .next_power_of_two();
+        let mut d = Driver::new(RING_ENTRIES, cq_entries, BUF_COUNT, BUF_SIZE)?;
+        let test = setup::self_test(&mut d)?;
+        Ok(RingIo {
+            d,
+            single_shot: unix && !test.unix_multishot_eof,
+            poll_armed: false,
+        })
+    }
+
+    /// Cancels everything in flight and waits (bounded) for it; true if the
+    /// ring is quiet, so that send buffers may be freed.
+    pub fn quiesce(&mut self) -> bool {
+        self.d.quiesce()
+    }
+}
+
+/// The send buffer of one connection: room for `--depth` messages, at least
+/// a page, at most `BUF_LEN`.
+fn out_len(size: usize, depth: u64) -> usize {
+    size.saturating_mul(depth as usize).clamp(4096, BUF_LEN)
+}
+
+impl Worker<'_> {
+    fn ring(&mut self) -> &mut RingIo {
+        self.ring.as_mut().expect("io_uring mode")
+    }
+
+    /// Moves connection `k`, just connected, from epoll to the ring.
+    pub(super) fn ring_attach(&mut self, k: usize) -> io::Result<()> {
+        let len = out_len(self.plan.size, self.plan.depth);
+        let c = &mut self.conns[k];
+        let fd = c.fd.as_ref().expect("a connection that is up has a socket");
+        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)?;
+        if c.out.is_empty() {
+            c.out = vec![0; len];
+        }
+        self.arm_recv(k)
+    }
+
+    fn arm_recv(&mut self, k: usize) -> io::Result<()> {
+        let fd = types::Fd(self.conns[k].fd.as_ref().expect("live socket").as_raw_fd());
+        let ring = self.ring();
+        let bgid = ring.d.bufs.bgid();
+        let sqe = if ring.single_shot {
+            opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE)
+                .buf_group(bgid)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, bgid).build()
+        };
+        let sqe = sqe.user_data(Token::new(Op::Recv, 0, k as u32).encode());
+        // SAFETY: the receive writes only into the registered buffer ring, which
+        // the driver keeps until nothing is in flight (or leaks).
+        unsafe { ring.d.push(sqe)? };
+        self.conns[k].recv_armed = true;
+        Ok(())
+    }
+
+    /// Sends connection `k`'s unsent bytes, unless a send is in flight (its
+    /// completion calls back here through `mark_dirty`).
+    pub(super) fn ring_send(&mut self, k: usize, now: u64) {
+        let size = self.plan.size;
+        let c = &mut self.conns[k];
+        if c.send_in_flight || c.state != State::Up {
+            return;
+        }
+        // Taken out and put back only to lend it to `fill_unsent`: moving the
+        // Vec does not move its heap buffer.
+        let mut out = std::mem::take(&mut c.out);
+        let len = c.fill_unsent(size, now, &mut out);
+        c.out = out;
+        if len == 0 {
+            return;
+        }
+        let fd = types::Fd(c.fd.as_ref().expect("live socket").as_raw_fd());
+        let sqe = opcode::Send::new(fd, c.out.as_ptr(), len as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(Token::new(Op::Send, 0, k as u32).encode());
+        // SAFETY: `out` is not written while `send_in_flight` (fill_unsent runs
+        // only when no send is in flight), never resized, and freed only once the
+        // ring is quiet (`close_all` leaks it otherwise).
+        match unsafe { self.ring.as_mut().expect("io_uring mode").d.push(sqe) } {
+            Ok(()) => self.conns[k].send_in_flight = true,
+            Err(e) => self.lost(k, now, format!("io_uring submit failed: {e}")),
+        }
+    }
+
+    /// One loop turn: submits what the last turn queued, waits up to
+    /// `timeout_ns` for completions, and handles them.
+    pub(super) fn ring_turn(&mut self, timeout_ns: u64) -> io::Result<()> {
+        let ep = self.ep.as_raw_fd();
+        let ring = self.ring();
+        if !ring.poll_armed {
+            let sqe = opcode::PollAdd::new(types::Fd(ep), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(Token::new(Op::Poll, 0, 0).encode());
+            // SAFETY: a poll carries no buffer.
+            unsafe { ring.d.push(sqe)? };
+            ring.poll_armed = true;
+        }
+        ring.d.bufs.publish();
+        ring.d.submit_and_wait(Some(Duration::from_nanos(timeout_ns.max(1))))?;
+        let completions = ring.d.take_completions();
+        let now = self.shared.now_ns();
+        for &cqe in &completions {
+            self.on_completion(cqe, now)?;
+        }
+        let ring = self.ring();
+        ring.d.return_completions(completions);
+        ring.d.bufs.publish();
+        Ok(())
+    }
+
+    fn on_completion(&mut self, cqe: Completion, now: u64) -> io::Result<()> {
+        let Some(t) = Token::decode(cqe.user_data) else {
+            return Ok(());
+        };
+        match t.op {
+            Op::Poll => {
+                if !cqueue::more(cqe.flags) {
+                    self.ring().poll_armed = false;
+                }
+                // The poll fires on a wakeup, not while events stay ready, so take
+                // them all: a full array means there may be more.
+                while self.epoll_turn(0)? {}
+            }
+            Op::Recv => self.on_recv(t.slot as usize, cqe, now),
+            Op::Send => self.on_send(t.slot as usize, cqe, now),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_recv(&mut self, k: usize, cqe: Completion, now: u64) {
+        if !cqueue::more(cqe.flags) {
+            self.conns[k].recv_armed = false;
+        }
+        let bid = cqueue::buffer_select(cqe.flags);
+        let mut got = 0;
+        {
+            let ring = self.ring.as_mut().expect("io_uring mode");
+            if let Some(bid) = bid {
+                ring.d.bufs.taken(bid);
+                if cqe.result > 0 && self.conns[k].state == State::Up {
+                    got = cqe.result as usize;
+                    self.buf[..got].copy_from_slice(ring.d.bufs.slice(bid, got));
+                }
+                ring.d.bufs.recycle(bid);
+            }
+        }
+        if self.conns[k].state != State::Up {
+            // A connection already dropped: its last receives end here.
+            return;
+        }
+        match cqe.result {
+            n if n > 0 => {
+                if got == 0 {
+                    return self.lost(k, now, "io_uring: data without a buffer".into());
+                }
+                if !self.on_stream_data(k, got, now) {
+                    return;
+                }
+            }
+            0 => return self.lost(k, now, "server closed a connection".into()),
+            e if -e == libc::ENOBUFS => {} // the buffer ring ran dry: re-armed below
+            e => {
+                let e = io::Error::from_raw_os_error(-e);
+                return self.lost(k, now, format!("connection error: {e}"));
+            }
+        }
+        if !self.conns[k].recv_armed {
+            if let Err(e) = self.arm_recv(k) {
+                self.lost(k, now, format!("io_uring submit failed: {e}"));
+            }
+        }
+    }
+
+    fn on_send(&mut self, k: usize, cqe: Completion, now: u64) {
+        let c = &mut self.conns[k];
+        c.send_in_flight = false;
+        if c.state != State::Up {
+            return;
+        }
+        if cqe.result < 0 {
+            let e = io::Error::from_raw_os_error(-cqe.result);
+            return self.lost(k, now, format!("send failed: {e}"));
+        }
+        c.advance_sent(self.plan.size, cqe.result as usize);
+        // The rest of a partial send, or what was queued while this one flew.
+        self.mark_dirty(k);
+    }
+}
