@@ -106,7 +106,9 @@ fn roundtrip(c: &mut Criterion) {
     common::pin_to(CLIENT_CPU);
     for backend in BACKENDS {
         for target in [Target::Tcp4, Target::Udp4, Target::Unix] {
-            let Some(server) = start(backend, target, 1) else { continue };
+            let Some(server) = start(backend, target, 1) else {
+                continue;
+            };
             let transport = target.transport().name();
             let mut group = c.benchmark_group(format!("roundtrip/{backend}/{transport}"));
             let mut client = Client::connect(&server, target);
@@ -127,11 +129,15 @@ fn roundtrip(c: &mut Criterion) {
 
 fn throughput(c: &mut Criterion) {
     common::pin_to(CLIENT_CPU);
-    let batch: Vec<u8> = (0..THROUGHPUT_SIZE * THROUGHPUT_DEPTH).map(|i| (i * 13 + 1) as u8).collect();
+    let batch: Vec<u8> = (0..THROUGHPUT_SIZE * THROUGHPUT_DEPTH)
+        .map(|i| (i * 13 + 1) as u8)
+        .collect();
     for backend in BACKENDS {
         // threadpool serves one connection per worker: give it one per connection.
         let threads = if backend == "threadpool" { THROUGHPUT_CONNS } else { 1 };
-        let Some(server) = start(backend, Target::Tcp4, threads) else { continue };
+        let Some(server) = start(backend, Target::Tcp4, threads) else {
+            continue;
+        };
         let mut conns: Vec<TcpStream> = (0..THROUGHPUT_CONNS)
             .map(|_| {
                 let s = TcpStream::connect(server.inet()).expect("connect");
@@ -163,7 +169,9 @@ fn throughput(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
 }
 
 criterion_group! {

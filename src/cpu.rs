@@ -58,14 +58,21 @@ impl FromStr for CpuList {
                 Some((a, b)) => (a.trim(), b.trim()),
                 None => (part, part),
             };
-            let lo: usize = lo.parse().map_err(|_| format!("{s:?} is not a CPU list like 0, 0-1 or 0,2-3"))?;
-            let hi: usize = hi.parse().map_err(|_| format!("{s:?} is not a CPU list like 0, 0-1 or 0,2-3"))?;
+            let lo: usize = lo
+                .parse()
+                .map_err(|_| format!("{s:?} is not a CPU list like 0, 0-1 or 0,2-3"))?;
+            let hi: usize = hi
+                .parse()
+                .map_err(|_| format!("{s:?} is not a CPU list like 0, 0-1 or 0,2-3"))?;
             if lo > hi {
                 return Err(format!("{s:?}: range {lo}-{hi} is backwards"));
             }
             for cpu in lo..=hi {
                 if cpu >= online {
-                    return Err(format!("CPU {cpu} does not exist (this machine has CPUs 0-{})", online - 1));
+                    return Err(format!(
+                        "CPU {cpu} does not exist (this machine has CPUs 0-{})",
+                        online - 1
+                    ));
                 }
                 if !cpus.contains(&cpu) {
                     cpus.push(cpu);

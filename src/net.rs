@@ -95,7 +95,11 @@ pub enum AddrError {
     #[error("--addr {0:?}: host does not resolve to an address")]
     Unresolved(String),
     #[error("--{flag} is not used with --transport {transport}; use --{want}")]
-    WrongFlag { flag: &'static str, transport: Transport, want: &'static str },
+    WrongFlag {
+        flag: &'static str,
+        transport: Transport,
+        want: &'static str,
+    },
     #[error("--path is required with --transport {0}")]
     MissingPath(Transport),
     #[error("--path {0:?}: {1}")]
@@ -130,14 +134,22 @@ pub fn endpoint_from_flags(
 ) -> Result<Endpoint, AddrError> {
     if transport.is_unix() {
         if addr.is_some() {
-            return Err(AddrError::WrongFlag { flag: "addr", transport, want: "path" });
+            return Err(AddrError::WrongFlag {
+                flag: "addr",
+                transport,
+                want: "path",
+            });
         }
         let path = path.ok_or(AddrError::MissingPath(transport))?;
         SockAddr::from_path(path).map_err(|e| AddrError::BadPath(path.to_path_buf(), e.to_string()))?;
         Ok(Endpoint::Unix(path.to_path_buf()))
     } else {
         if path.is_some() {
-            return Err(AddrError::WrongFlag { flag: "path", transport, want: "addr" });
+            return Err(AddrError::WrongFlag {
+                flag: "path",
+                transport,
+                want: "addr",
+            });
         }
         Ok(Endpoint::Inet(parse_inet(addr.unwrap_or(default_addr))?))
     }
@@ -157,7 +169,11 @@ pub struct BindOptions {
 
 impl Default for BindOptions {
     fn default() -> Self {
-        BindOptions { reuseport: true, nonblocking: false, backlog: 4096 }
+        BindOptions {
+            reuseport: true,
+            nonblocking: false,
+            backlog: 4096,
+        }
     }
 }
 
@@ -193,9 +209,14 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
 
 fn remove_stale_socket(transport: Transport, path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
     if !meta.file_type().is_socket() {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a socket"));
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a socket",
+        ));
     }
     if transport.is_stream() {
         let probe = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, false)?;
@@ -253,7 +274,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_addresses_by_name() {
-        for bad in ["127.0.0.1", "1.2.3:99", "::1:7000", "1.2.3.4:99999", ":80", "nohost-xyz.invalid:80"] {
+        for bad in [
+            "127.0.0.1",
+            "1.2.3:99",
+            "::1:7000",
+            "1.2.3.4:99999",
+            ":80",
+            "nohost-xyz.invalid:80",
+        ] {
             let err = parse_inet(bad).unwrap_err().to_string();
             assert!(err.contains("--addr"), "{bad}: {err}");
         }

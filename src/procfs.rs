@@ -21,13 +21,19 @@ fn ticks_per_second() -> u64 {
 /// contain spaces and parentheses (so split at the last `)`).
 fn stat_fields(pid: u32) -> io::Result<Vec<String>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| io::Error::other("malformed /proc stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("malformed /proc stat"))?;
     Ok(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 /// The process's state letter (`R`, `S`, `Z`, ...).
 pub fn state(pid: u32) -> io::Result<char> {
-    stat_fields(pid)?.first().and_then(|s| s.chars().next()).ok_or_else(|| io::Error::other("no state"))
+    stat_fields(pid)?
+        .first()
+        .and_then(|s| s.chars().next())
+        .ok_or_else(|| io::Error::other("no state"))
 }
 
 /// The CPU fields of `/proc/PID/stat`, in microseconds.
@@ -43,7 +49,10 @@ fn stat_times(pid: u32) -> io::Result<StatTimes> {
     // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let us = |ticks: u64| ticks * 1_000_000 / ticks_per_second();
-    Ok(StatTimes { own_us: us(field(11) + field(12)), reaped_children_us: us(field(13) + field(14)) })
+    Ok(StatTimes {
+        own_us: us(field(11) + field(12)),
+        reaped_children_us: us(field(13) + field(14)),
+    })
 }
 
 /// Time on CPU of one process's live threads, from each thread's
@@ -54,7 +63,11 @@ fn live_cpu_us(pid: u32, own_us: u64) -> u64 {
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(s) = fs::read_to_string(task.path().join("schedstat")) {
-                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ns += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -64,7 +77,9 @@ fn live_cpu_us(pid: u32, own_us: u64) -> u64 {
 /// The direct children of `pid` (from every thread's `children` list).
 pub fn children(pid: u32) -> Vec<u32> {
     let mut kids = Vec::new();
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else { return kids };
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return kids;
+    };
     for task in tasks.flatten() {
         if let Ok(list) = fs::read_to_string(task.path().join("children")) {
             kids.extend(list.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
@@ -152,7 +167,10 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
-        assert!(tree_cpu_us(me).unwrap() > before, "200 ms of spinning did not show as CPU time");
+        assert!(
+            tree_cpu_us(me).unwrap() > before,
+            "200 ms of spinning did not show as CPU time"
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ fn stream_concurrent(backend: &str, target: Target) {
                     let back = conn.echo(&msg).map_err(|e| format!("client {id}: {len} B echo: {e}"))?;
                     if back != msg {
                         let at = back.iter().zip(&msg).position(|(a, b)| a != b).unwrap_or(0);
-                        return Err(format!("client {id}: echo of {len} B differs at byte {}", offset + at as u64));
+                        return Err(format!(
+                            "client {id}: echo of {len} B differs at byte {}",
+                            offset + at as u64
+                        ));
                     }
                     offset += len as u64;
                 }
@@ -52,12 +55,27 @@ fn stream_concurrent(backend: &str, target: Target) {
         .collect();
     let mut total = 0;
     for h in handles {
-        total += h.join().expect("client thread panicked").unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
+        total += h
+            .join()
+            .expect("client thread panicked")
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
     }
     let stopped = server.stop();
-    assert!(stopped.status.success(), "{backend}/{target:?}: exit {:?}", stopped.status);
-    assert_eq!(stopped.count("accepted"), CLIENTS as u64, "{backend}/{target:?}: accepted count");
-    assert_eq!(stopped.count("bytes"), total, "{backend}/{target:?}: bytes echoed per the summary");
+    assert!(
+        stopped.status.success(),
+        "{backend}/{target:?}: exit {:?}",
+        stopped.status
+    );
+    assert_eq!(
+        stopped.count("accepted"),
+        CLIENTS as u64,
+        "{backend}/{target:?}: accepted count"
+    );
+    assert_eq!(
+        stopped.count("bytes"),
+        total,
+        "{backend}/{target:?}: bytes echoed per the summary"
+    );
 }
 
 /// A client sends, shuts down its write side, and must get every byte back
@@ -73,9 +91,15 @@ fn stream_half_close(backend: &str, target: Target) {
             writer.write_all(&to_send).unwrap();
             writer.shutdown_write().unwrap();
         });
-        let back = conn.read_to_eof().unwrap_or_else(|e| panic!("{backend}/{target:?}: read to EOF after half-close: {e}"));
+        let back = conn
+            .read_to_eof()
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: read to EOF after half-close: {e}"));
         sender.join().unwrap();
-        assert_eq!(back.len(), msg.len(), "{backend}/{target:?}: bytes back after half-close");
+        assert_eq!(
+            back.len(),
+            msg.len(),
+            "{backend}/{target:?}: bytes back after half-close"
+        );
         assert!(back == msg, "{backend}/{target:?}: half-close echo corrupted");
     }
     assert!(server.stop().status.success());
@@ -93,7 +117,10 @@ fn stream_reset(backend: &str, target: Target) {
         thread::sleep(Duration::from_millis(2));
         bad.reset();
         let msg = pattern(i, i * 4096, 4096);
-        assert!(steady.echo(&msg).unwrap() == msg, "{backend}/{target:?}: steady client corrupted after reset {i}");
+        assert!(
+            steady.echo(&msg).unwrap() == msg,
+            "{backend}/{target:?}: steady client corrupted after reset {i}"
+        );
     }
     let mut fresh = Stream::connect(&server.endpoint).unwrap();
     let msg = pattern(7, 0, 100_000);
@@ -127,13 +154,21 @@ fn stream_never_reads(backend: &str, target: Target) {
     let mut other = Stream::connect(&server.endpoint).unwrap();
     for i in 0..50u64 {
         let msg = pattern(i, i * 4096, 4096);
-        let back = other.echo(&msg).unwrap_or_else(|e| panic!("{backend}/{target:?}: client blocked by a non-reader: {e}"));
+        let back = other
+            .echo(&msg)
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: client blocked by a non-reader: {e}"));
         assert!(back == msg);
     }
     let sent = hog_thread.join().unwrap();
-    assert!(sent < 64 << 20, "{backend}/{target:?}: a client that never reads pushed {sent} bytes: no back-pressure");
+    assert!(
+        sent < 64 << 20,
+        "{backend}/{target:?}: a client that never reads pushed {sent} bytes: no back-pressure"
+    );
     let rss = rss_kib(server.pid());
-    assert!(rss < 256 * 1024, "{backend}/{target:?}: server RSS {rss} KiB with one stuck client");
+    assert!(
+        rss < 256 * 1024,
+        "{backend}/{target:?}: server RSS {rss} KiB with one stuck client"
+    );
     drop(hog);
     assert!(server.stop().status.success());
 }
@@ -160,9 +195,14 @@ fn dgram_concurrent(backend: &str, target: Target) {
                     let mut msg = pattern(id, seq << 20, len);
                     msg[..4].copy_from_slice(&(id as u32).to_le_bytes());
                     msg[4..8].copy_from_slice(&(seq as u32).to_le_bytes());
-                    let back = sock.echo(&msg, deadline).map_err(|e| format!("client {id} seq {seq}: {e}"))?;
+                    let back = sock
+                        .echo(&msg, deadline)
+                        .map_err(|e| format!("client {id} seq {seq}: {e}"))?;
                     if back != msg {
-                        return Err(format!("client {id} seq {seq}: {len} B datagram came back as {} B, or changed", back.len()));
+                        return Err(format!(
+                            "client {id} seq {seq}: {len} B datagram came back as {} B, or changed",
+                            back.len()
+                        ));
                     }
                 }
                 Ok(())
@@ -170,11 +210,20 @@ fn dgram_concurrent(backend: &str, target: Target) {
         })
         .collect();
     for h in handles {
-        h.join().expect("client thread panicked").unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
+        h.join()
+            .expect("client thread panicked")
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
     }
     let stopped = server.stop();
-    assert!(stopped.status.success(), "{backend}/{target:?}: exit {:?}", stopped.status);
-    assert!(stopped.count("messages") >= 3 * CLIENTS as u64, "{backend}/{target:?}: messages per the summary");
+    assert!(
+        stopped.status.success(),
+        "{backend}/{target:?}: exit {:?}",
+        stopped.status
+    );
+    assert!(
+        stopped.count("messages") >= 3 * CLIENTS as u64,
+        "{backend}/{target:?}: messages per the summary"
+    );
 }
 
 /// Zero-length and largest datagrams come back unchanged.
@@ -189,8 +238,15 @@ fn dgram_edge_sizes(backend: &str, target: Target) {
         if len >= 8 {
             msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
         }
-        let back = sock.echo(&msg, deadline).unwrap_or_else(|e| panic!("{backend}/{target:?}: {len} B: {e}"));
-        assert_eq!(back.len(), len, "{backend}/{target:?}: {len} B datagram came back as {} B", back.len());
+        let back = sock
+            .echo(&msg, deadline)
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: {len} B: {e}"));
+        assert_eq!(
+            back.len(),
+            len,
+            "{backend}/{target:?}: {len} B datagram came back as {} B",
+            back.len()
+        );
         assert!(back == msg, "{backend}/{target:?}: {len} B datagram changed");
     }
     assert!(server.stop().status.success());
@@ -237,7 +293,9 @@ fn dgram_never_reads(backend: &str, target: Target) {
     for seq in 0..50u64 {
         let mut msg = pattern(2, seq, 512);
         msg[..8].copy_from_slice(&seq.to_le_bytes());
-        let back = sock.echo(&msg, deadline).unwrap_or_else(|e| panic!("{backend}/{target:?}: blocked by a flooder: {e}"));
+        let back = sock
+            .echo(&msg, deadline)
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: blocked by a flooder: {e}"));
         assert!(back == msg);
     }
     drop(hog);
@@ -266,11 +324,23 @@ fn sigterm_shutdown(backend: &str, target: Target) {
         Vec::new()
     };
     let stopped = server.stop();
-    assert!(stopped.status.success(), "{backend}/{target:?}: exit {:?}", stopped.status);
-    assert!(stopped.elapsed < Duration::from_secs(2), "{backend}/{target:?}: stop took {:?}", stopped.elapsed);
+    assert!(
+        stopped.status.success(),
+        "{backend}/{target:?}: exit {:?}",
+        stopped.status
+    );
+    assert!(
+        stopped.elapsed < Duration::from_secs(2),
+        "{backend}/{target:?}: stop took {:?}",
+        stopped.elapsed
+    );
     assert!(stopped.summary.is_some(), "{backend}/{target:?}: no summary line");
     if let Some(path) = socket_file {
-        assert!(!path.exists(), "{backend}/{target:?}: socket file {} left behind", path.display());
+        assert!(
+            !path.exists(),
+            "{backend}/{target:?}: socket file {} left behind",
+            path.display()
+        );
     }
 }
 
@@ -293,9 +363,18 @@ fn socat_interop(backend: &str, target: Target) {
     } else {
         cmd.args(["-", &peer]);
     }
-    let input: Vec<u8> = if target.is_stream() { pattern(11, 0, 200_000) } else { b"hello datagram\n".to_vec() };
+    let input: Vec<u8> = if target.is_stream() {
+        pattern(11, 0, 200_000)
+    } else {
+        b"hello datagram\n".to_vec()
+    };
     let out = run_with_stdin(cmd, &input).unwrap_or_else(|e| panic!("socat is needed (installed by .ci/run): {e}"));
-    assert!(out == input, "{backend}/{target:?}: socat got {} B back of {}", out.len(), input.len());
+    assert!(
+        out == input,
+        "{backend}/{target:?}: socat got {} B back of {}",
+        out.len(),
+        input.len()
+    );
     assert!(server.stop().status.success());
 }
 
@@ -314,7 +393,12 @@ fn ncat_interop(backend: &str, target: Target) {
     }
     let input = pattern(12, 0, 100_000);
     let out = run_with_stdin(cmd, &input).unwrap_or_else(|e| panic!("ncat is needed (installed by .ci/run): {e}"));
-    assert!(out == input, "{backend}/{target:?}: ncat got {} B back of {}", out.len(), input.len());
+    assert!(
+        out == input,
+        "{backend}/{target:?}: ncat got {} B back of {}",
+        out.len(),
+        input.len()
+    );
     assert!(server.stop().status.success());
 }
 
@@ -323,7 +407,9 @@ fn ncat_interop(backend: &str, target: Target) {
 /// Runs `cmd` with `input` on stdin and returns its stdout; killed after 20 s.
 fn run_with_stdin(mut cmd: std::process::Command, input: &[u8]) -> io::Result<Vec<u8>> {
     use std::process::Stdio;
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = cmd.spawn()?;
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
@@ -469,7 +555,11 @@ mod fork_processes {
     /// (running, zombie) child processes of `pid`.
     fn children_of(pid: u32) -> (usize, usize) {
         let mut kids = Vec::new();
-        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             kids.extend(list.split_whitespace().map(str::to_owned));
         }
@@ -477,7 +567,9 @@ mod fork_processes {
             .iter()
             .filter(|k| {
                 let stat = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
-                stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(false)
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                    .unwrap_or(false)
             })
             .count();
         (kids.len() - zombies, zombies)

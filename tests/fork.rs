@@ -31,7 +31,10 @@ fn max_conns_caps_children_and_the_next_client_waits() {
     let mut waiting = Stream::connect(&server.endpoint).unwrap();
     waiting.set_timeouts(Some(Duration::from_millis(500))).unwrap();
     let msg = pattern(9, 0, 100);
-    assert!(waiting.echo(&msg).is_err(), "a fourth client was served past --max-conns 3");
+    assert!(
+        waiting.echo(&msg).is_err(),
+        "a fourth client was served past --max-conns 3"
+    );
     assert_eq!(children(server.pid()), 3, "children past the cap");
     // One closes: the waiting client is accepted and gets its bytes.
     held.pop();
@@ -56,7 +59,10 @@ fn children_die_with_a_killed_parent() {
             assert!(c.echo(&msg).unwrap() == msg);
             c
         });
-        let kids: Vec<u32> = procfs::tree(server.pid()).into_iter().filter(|&p| p != server.pid()).collect();
+        let kids: Vec<u32> = procfs::tree(server.pid())
+            .into_iter()
+            .filter(|&p| p != server.pid())
+            .collect();
         assert!(!kids.is_empty(), "{target:?}: no children to watch");
         drop(server); // SIGKILL, no chance to clean up
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -65,6 +71,9 @@ fn children_die_with_a_killed_parent() {
             thread::sleep(Duration::from_millis(20));
         }
         let left: Vec<_> = kids.iter().filter(|p| alive(p)).collect();
-        assert!(left.is_empty(), "{target:?}: children {left:?} outlived their killed parent");
+        assert!(
+            left.is_empty(),
+            "{target:?}: children {left:?} outlived their killed parent"
+        );
     }
 }

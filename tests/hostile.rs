@@ -69,13 +69,19 @@ fn slowloris(backend: &str) {
     let server = ServerProc::start(backend, Target::Tcp4, &["--threads", threads]);
     let mut held = Vec::with_capacity(idle);
     for i in 0..idle {
-        let mut conn = Stream::connect(&server.endpoint).unwrap_or_else(|e| panic!("{backend}: idle connection {i}: {e}"));
+        let mut conn =
+            Stream::connect(&server.endpoint).unwrap_or_else(|e| panic!("{backend}: idle connection {i}: {e}"));
         if i % 10 == 0 {
             conn.write_all(&pattern(i as u64, 0, 50)).unwrap(); // half of a 100 B message
         }
         held.push(conn);
     }
-    active_clients(&server.endpoint, 100, 20, &format!("{backend} with {idle} idle connections"));
+    active_clients(
+        &server.endpoint,
+        100,
+        20,
+        &format!("{backend} with {idle} idle connections"),
+    );
     let mut server = server;
     assert!(server.alive(), "{backend}: server died under {idle} idle connections");
     drop(held);
@@ -108,12 +114,23 @@ fn never_reads_64mib(backend: &str) {
         sent
     });
     thread::sleep(Duration::from_millis(500));
-    active_clients(&server.endpoint, 10, 20, &format!("{backend} beside a client that never reads"));
+    active_clients(
+        &server.endpoint,
+        10,
+        20,
+        &format!("{backend} beside a client that never reads"),
+    );
     let sent = hog_thread.join().unwrap();
     let rss_after = procfs::tree_rss_kib(server.pid());
-    assert!(sent < 64 << 20, "{backend}: the server took all 64 MiB from a client that never reads");
+    assert!(
+        sent < 64 << 20,
+        "{backend}: the server took all 64 MiB from a client that never reads"
+    );
     let growth = rss_after.saturating_sub(rss_before);
-    assert!(growth < 32 * 1024, "{backend}: server memory grew {growth} KiB for one stuck client (sent {sent} B)");
+    assert!(
+        growth < 32 * 1024,
+        "{backend}: server memory grew {growth} KiB for one stuck client (sent {sent} B)"
+    );
     drop(hog);
     assert!(server.stop().status.success());
 }
@@ -127,14 +144,26 @@ fn never_reads_64mib(backend: &str) {
 fn out_of_descriptors(backend: &str) {
     let _heavy = one_at_a_time();
     let mut cmd = Command::new(server_bin());
-    cmd.args(["--backend", backend, "--transport", "tcp", "--addr", "127.0.0.1:0", "--threads", "4"]);
+    cmd.args([
+        "--backend",
+        backend,
+        "--transport",
+        "tcp",
+        "--addr",
+        "127.0.0.1:0",
+        "--threads",
+        "4",
+    ]);
     if backend == "fork" {
         cmd.args(["--max-conns", "200"]);
     }
     // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
     unsafe {
         cmd.pre_exec(|| {
-            let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+            let lim = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -163,11 +192,16 @@ fn out_of_descriptors(backend: &str) {
     thread::sleep(Duration::from_secs(2));
     let cpu_us = procfs::tree_cpu_us(server.pid()).unwrap() - cpu_before;
     let wall_us = window.elapsed().as_micros() as u64;
-    assert!(cpu_us * 4 < wall_us, "{backend}: busy while out of descriptors: {cpu_us} µs CPU in {wall_us} µs");
+    assert!(
+        cpu_us * 4 < wall_us,
+        "{backend}: busy while out of descriptors: {cpu_us} µs CPU in {wall_us} µs"
+    );
 
     for i in 0..20u64 {
         let msg = pattern(1, 1000 + i * 100, 100);
-        let back = existing.echo(&msg).unwrap_or_else(|e| panic!("{backend}: existing client not served: {e}"));
+        let back = existing
+            .echo(&msg)
+            .unwrap_or_else(|e| panic!("{backend}: existing client not served: {e}"));
         assert!(back == msg);
     }
     drop(flood);
@@ -184,7 +218,10 @@ fn out_of_descriptors(backend: &str) {
         }
         thread::sleep(Duration::from_millis(200));
     }
-    assert!(last_err.is_empty(), "{backend}: no new connection served after descriptors freed up: {last_err}");
+    assert!(
+        last_err.is_empty(),
+        "{backend}: no new connection served after descriptors freed up: {last_err}"
+    );
     let mut server = server;
     assert!(server.alive());
     assert!(server.stop().status.success());
@@ -215,7 +252,9 @@ fn abuse(backend: &str, target: Target) {
                 let mut rounds = 0;
                 while Instant::now() < until && rounds < 5_000 {
                     rounds += 1;
-                    let Ok(mut c) = Stream::connect(&endpoint) else { continue };
+                    let Ok(mut c) = Stream::connect(&endpoint) else {
+                        continue;
+                    };
                     let _ = c.set_timeouts(Some(Duration::from_secs(5)));
                     let len = rng.range(1, 128 * 1024);
                     let msg = pattern(t * 1_000_000 + rounds, 0, len);
@@ -255,10 +294,16 @@ fn abuse(backend: &str, target: Target) {
         .collect();
     let mut rounds = 0;
     for w in workers {
-        rounds += w.join().unwrap().unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
+        rounds += w
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
     }
     let mut server = server;
-    assert!(server.alive(), "{backend}/{target:?}: server died after {rounds} abusive connections");
+    assert!(
+        server.alive(),
+        "{backend}/{target:?}: server died after {rounds} abusive connections"
+    );
     check_echo(&server.endpoint, 9, 3).unwrap();
 
     // Connections close asynchronously: allow the server a moment to see every EOF.
@@ -272,8 +317,14 @@ fn abuse(backend: &str, target: Target) {
         }
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(fds <= fds_before, "{backend}/{target:?}: {fds} fds after abuse, {fds_before} before: a leak");
-    assert!(procs <= procs_before, "{backend}/{target:?}: {procs} processes after abuse, {procs_before} before");
+    assert!(
+        fds <= fds_before,
+        "{backend}/{target:?}: {fds} fds after abuse, {fds_before} before: a leak"
+    );
+    assert!(
+        procs <= procs_before,
+        "{backend}/{target:?}: {procs} processes after abuse, {procs_before} before"
+    );
     assert!(server.stop().status.success());
 }
 
@@ -289,7 +340,9 @@ fn datagram_abuse(backend: &str, target: Target) {
     let mut rng = Rng::new(5);
     let mut sent_bytes = 0u64;
     let max = if target == Target::Unixgram { 100 * 1024 } else { 65_507 };
-    let socks: Vec<Dgram> = (0..300).map(|i| Dgram::connect(&server.endpoint, &dir.0, i).unwrap()).collect();
+    let socks: Vec<Dgram> = (0..300)
+        .map(|i| Dgram::connect(&server.endpoint, &dir.0, i).unwrap())
+        .collect();
     for round in 0..20 {
         for s in &socks {
             let len = match round {
@@ -304,7 +357,10 @@ fn datagram_abuse(backend: &str, target: Target) {
     }
     thread::sleep(Duration::from_millis(500));
     let mut server = server;
-    assert!(server.alive(), "{backend}/{target:?}: server died under a datagram flood");
+    assert!(
+        server.alive(),
+        "{backend}/{target:?}: server died under a datagram flood"
+    );
     let probe = Dgram::connect(&server.endpoint, &dir.0, 9999).unwrap();
     let mut msg = pattern(3, 0, 4000);
     msg[..8].copy_from_slice(&u64::MAX.to_le_bytes());
@@ -314,7 +370,10 @@ fn datagram_abuse(backend: &str, target: Target) {
     let stopped = server.stop();
     assert!(stopped.status.success());
     let echoed = stopped.count("bytes");
-    assert!(echoed <= sent_bytes, "{backend}/{target:?}: amplification: echoed {echoed} B of {sent_bytes} B received");
+    assert!(
+        echoed <= sent_bytes,
+        "{backend}/{target:?}: amplification: echoed {echoed} B of {sent_bytes} B received"
+    );
 }
 
 // ---------------------------------------------------------------- uring's buffer ring
@@ -325,9 +384,15 @@ fn datagram_abuse(backend: &str, target: Target) {
 #[test]
 fn uring_buffer_ring_exhaustion_recovers() {
     let _heavy = one_at_a_time();
-    let server = match ServerProc::try_start("uring", Target::Tcp4, &["--threads", "1", "--buf-count", "8", "--buf-size", "4096"]) {
+    let server = match ServerProc::try_start(
+        "uring",
+        Target::Tcp4,
+        &["--threads", "1", "--buf-count", "8", "--buf-size", "4096"],
+    ) {
         Ok(s) => s,
-        Err(e) => panic!("uring server did not start (if the kernel lacks io_uring, the server says which feature): {e}"),
+        Err(e) => {
+            panic!("uring server did not start (if the kernel lacks io_uring, the server says which feature): {e}")
+        }
     };
     for round in 0..3u64 {
         let endpoint = Arc::new(server.endpoint.clone());
@@ -338,7 +403,9 @@ fn uring_buffer_ring_exhaustion_recovers() {
                     let mut c = Stream::connect(&endpoint).map_err(|e| e.to_string())?;
                     let msg = pattern(id, round << 20, 64 * 1024);
                     let back = c.echo(&msg).map_err(|e| format!("connection {id}: {e}"))?;
-                    (back == msg).then_some(()).ok_or_else(|| format!("connection {id}: corrupted"))
+                    (back == msg)
+                        .then_some(())
+                        .ok_or_else(|| format!("connection {id}: corrupted"))
                 })
             })
             .collect();

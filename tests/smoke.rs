@@ -5,8 +5,14 @@ mod common;
 use std::process::Command;
 
 fn run_server(args: &[&str]) -> (i32, String) {
-    let out = Command::new(common::server_bin()).args(args).output().expect("run server");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(common::server_bin())
+        .args(args)
+        .output()
+        .expect("run server");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -16,7 +22,10 @@ fn bad_flags_and_addresses_are_named_with_exit_2() {
         (&["--backend", "epoll", "--addr", "1.2.3:99"], "--addr"),
         (&["--backend", "epoll", "--addr", "127.0.0.1"], "--addr"),
         (&["--backend", "epoll", "--transport", "unix"], "--path"),
-        (&["--backend", "epoll", "--transport", "tcp", "--path", "/tmp/x.sock"], "--path"),
+        (
+            &["--backend", "epoll", "--transport", "tcp", "--path", "/tmp/x.sock"],
+            "--path",
+        ),
         (&["--backend", "epoll", "--addr", "192.0.2.1:7000"], "--addr"),
         (&["--backend", "epoll", "--pin", "4096"], "--pin"),
         (&["--backend", "epoll", "--threads", "0"], "--threads"),
@@ -25,6 +34,9 @@ fn bad_flags_and_addresses_are_named_with_exit_2() {
     for (args, names) in cases {
         let (code, stderr) = run_server(args);
         assert_eq!(code, 2, "{args:?}: exit {code}, stderr {stderr}");
-        assert!(stderr.contains(names), "{args:?}: stderr does not name {names}: {stderr}");
+        assert!(
+            stderr.contains(names),
+            "{args:?}: stderr does not name {names}: {stderr}"
+        );
     }
 }

@@ -43,7 +43,9 @@ fn start_uring(target: Target, extra: &[&str]) -> Option<ServerProc> {
 fn start_unix_single_shot(extra: &[&str]) -> Option<ServerProc> {
     let dir = TempDir::new("uring-single");
     let mut cmd = Command::new(server_bin());
-    cmd.args(["--backend", "uring", "--transport", "unix", "--path"]).arg(dir.path("s.sock")).args(extra);
+    cmd.args(["--backend", "uring", "--transport", "unix", "--path"])
+        .arg(dir.path("s.sock"))
+        .args(extra);
     cmd.env(FORCE_SINGLE_SHOT_ENV, "1");
     match ServerProc::spawn(cmd, Some(dir)) {
         Ok(s) => {
@@ -66,7 +68,9 @@ fn five_thousand_connections_on_one_thread() {
     const CLIENT_THREADS: usize = 4;
     const MSG: usize = 200;
     let _heavy = one_at_a_time();
-    let Some(server) = start_uring(Target::Tcp4, &["--threads", "1"]) else { return };
+    let Some(server) = start_uring(Target::Tcp4, &["--threads", "1"]) else {
+        return;
+    };
     assert!(server.listening.contains("threads=1"), "{}", server.listening);
     let addr = server.inet();
     let per_thread = CONNS / CLIENT_THREADS;
@@ -89,12 +93,14 @@ fn five_thousand_connections_on_one_thread() {
                 for round in 0..2u64 {
                     for (i, s) in socks.iter_mut().enumerate() {
                         let id = (t * per_thread + i) as u64;
-                        s.write_all(&pattern(id, round * MSG as u64, MSG)).map_err(|e| format!("conn {id}: write: {e}"))?;
+                        s.write_all(&pattern(id, round * MSG as u64, MSG))
+                            .map_err(|e| format!("conn {id}: write: {e}"))?;
                     }
                     let mut back = vec![0u8; MSG];
                     for (i, s) in socks.iter_mut().enumerate() {
                         let id = (t * per_thread + i) as u64;
-                        s.read_exact(&mut back).map_err(|e| format!("conn {id}: round {round}: read: {e}"))?;
+                        s.read_exact(&mut back)
+                            .map_err(|e| format!("conn {id}: round {round}: read: {e}"))?;
                         if back != pattern(id, round * MSG as u64, MSG) {
                             return Err(format!("conn {id}: round {round}: echo corrupted"));
                         }
@@ -107,7 +113,10 @@ fn five_thousand_connections_on_one_thread() {
         .collect();
     let mut total = 0;
     for h in handles {
-        total += h.join().expect("client thread panicked").unwrap_or_else(|e| panic!("{e}"));
+        total += h
+            .join()
+            .expect("client thread panicked")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let stopped = server.stop();
     assert!(stopped.status.success(), "exit {:?}", stopped.status);
@@ -123,7 +132,11 @@ fn tiny_buffer_ring_100_clients() {
     let _heavy = one_at_a_time();
     for (target, single_shot) in [(Target::Tcp4, false), (Target::Unix, false), (Target::Unix, true)] {
         let flags = ["--threads", "1", "--buf-count", "8", "--buf-size", "1024"];
-        let server = if single_shot { start_unix_single_shot(&flags) } else { start_uring(target, &flags) };
+        let server = if single_shot {
+            start_unix_single_shot(&flags)
+        } else {
+            start_uring(target, &flags)
+        };
         let Some(server) = server else { return };
         assert!(server.listening.contains("buf_count=8"), "{}", server.listening);
         let endpoint = Arc::new(server.endpoint.clone());
@@ -136,7 +149,9 @@ fn tiny_buffer_ring_100_clients() {
                     start.wait();
                     let msg = pattern(id, 0, 64 * 1024);
                     let back = c.echo(&msg).map_err(|e| format!("client {id}: {e}"))?;
-                    (back == msg).then_some(msg.len() as u64).ok_or_else(|| format!("client {id}: echo corrupted"))
+                    (back == msg)
+                        .then_some(msg.len() as u64)
+                        .ok_or_else(|| format!("client {id}: echo corrupted"))
                 })
             })
             .collect();
@@ -157,15 +172,21 @@ fn tiny_buffer_ring_100_clients() {
 #[test]
 fn unix_stream_eof_is_noticed() {
     let _heavy = one_at_a_time();
-    let Some(server) = start_uring(Target::Unix, &["--threads", "1"]) else { return };
+    let Some(server) = start_uring(Target::Unix, &["--threads", "1"]) else {
+        return;
+    };
     unix_eof(server);
     // The fallback the backend would pick on a kernel with the bug.
-    let Some(server) = start_unix_single_shot(&["--threads", "1"]) else { return };
+    let Some(server) = start_unix_single_shot(&["--threads", "1"]) else {
+        return;
+    };
     unix_eof(server);
 }
 
 fn unix_eof(server: ServerProc) {
-    let mode = field(&server.listening, "unix_recv").expect("unix_recv= in the listening line").to_string();
+    let mode = field(&server.listening, "unix_recv")
+        .expect("unix_recv= in the listening line")
+        .to_string();
     println!("unix stream receive mode: {mode}");
     let pid = server.pid();
     let fds_before = procfs::fd_count(pid).unwrap();
@@ -177,8 +198,14 @@ fn unix_eof(server: ServerProc) {
     c.write_all(&msg).unwrap();
     c.shutdown(std::net::Shutdown::Write).unwrap();
     let mut back = Vec::new();
-    c.read_to_end(&mut back).expect("EOF after the echo of a half-closed Unix connection");
-    assert!(back == msg, "echo after half-close: {} of {} bytes", back.len(), msg.len());
+    c.read_to_end(&mut back)
+        .expect("EOF after the echo of a half-closed Unix connection");
+    assert!(
+        back == msg,
+        "echo after half-close: {} of {} bytes",
+        back.len(),
+        msg.len()
+    );
 
     // Full close: the server closes its side, so its descriptor count drops back.
     let clients: Vec<UnixStream> = (0..50).map(|_| UnixStream::connect(server.path()).unwrap()).collect();
@@ -197,7 +224,11 @@ fn unix_eof(server: ServerProc) {
         thread::sleep(Duration::from_millis(20));
         fds = procfs::fd_count(pid).unwrap();
     }
-    assert!(fds <= fds_before, "server still holds {} descriptors of closed Unix clients ({mode} receive)", fds - fds_before);
+    assert!(
+        fds <= fds_before,
+        "server still holds {} descriptors of closed Unix clients ({mode} receive)",
+        fds - fds_before
+    );
     assert!(server.stop().status.success());
 }
 
@@ -206,14 +237,22 @@ fn unix_eof(server: ServerProc) {
 /// it was skipped instead of passing silently.
 #[test]
 fn best_setup_flags_where_the_kernel_has_them() {
-    let Some(server) = start_uring(Target::Tcp4, &["--threads", "1"]) else { return };
-    let setup = field(&server.listening, "setup").expect("setup= in the listening line").to_string();
+    let Some(server) = start_uring(Target::Tcp4, &["--threads", "1"]) else {
+        return;
+    };
+    let setup = field(&server.listening, "setup")
+        .expect("setup= in the listening line")
+        .to_string();
     if setup != "single_issuer+defer_taskrun" {
         println!("skipped: kernel lacks IORING_SETUP_DEFER_TASKRUN (got setup={setup})");
         return;
     }
     for key in ["ring_entries", "cq_entries", "buf_count", "buf_size"] {
-        assert!(field(&server.listening, key).is_some(), "{key}= missing: {}", server.listening);
+        assert!(
+            field(&server.listening, key).is_some(),
+            "{key}= missing: {}",
+            server.listening
+        );
     }
     // The CQ is sized for the connection cap (2 completions per connection).
     let cq: u64 = field(&server.listening, "cq_entries").unwrap().parse().unwrap();
@@ -239,7 +278,10 @@ fn io_uring_blocked_is_a_clear_error() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "server ran without io_uring: {stdout}");
         assert_ne!(out.status.code(), None, "server died from a signal: {stderr}");
-        assert!(!stdout.contains("listening"), "announced listening without io_uring: {stdout}");
+        assert!(
+            !stdout.contains("listening"),
+            "announced listening without io_uring: {stdout}"
+        );
         assert!(stderr.contains("io_uring"), "error does not name io_uring: {stderr}");
         assert!(!stderr.contains("panicked"), "server panicked: {stderr}");
         println!("errno {errno}: exit {:?}: {}", out.status.code(), stderr.trim());
@@ -266,11 +308,18 @@ fn block_io_uring_setup(errno: i32) -> std::io::Result<()> {
         stmt(ret, SECCOMP_RET_ERRNO | errno as u32),
         stmt(ret, SECCOMP_RET_ALLOW),
     ];
-    let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut libc::sock_filter };
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
     // SAFETY: plain prctl calls; `prog` and `filter` outlive them (the kernel copies the filter).
     unsafe {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) != 0
         {
             return Err(std::io::Error::last_os_error());
         }
@@ -285,7 +334,9 @@ fn block_io_uring_setup(errno: i32) -> std::io::Result<()> {
 fn max_conns_waits_then_serves() {
     let _heavy = one_at_a_time();
     for threads in ["1", "2"] {
-        let Some(server) = start_uring(Target::Tcp4, &["--threads", threads, "--max-conns", "3"]) else { return };
+        let Some(server) = start_uring(Target::Tcp4, &["--threads", threads, "--max-conns", "3"]) else {
+            return;
+        };
         let mut first: Vec<Stream> = (0..3u64)
             .map(|i| {
                 let mut c = Stream::connect(&server.endpoint).unwrap();
@@ -322,7 +373,8 @@ fn fallback_setups_serve() {
     let _heavy = one_at_a_time();
     for setup in ["coop_taskrun", "plain"] {
         let mut cmd = Command::new(server_bin());
-        cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0", "--threads", "2"]).env(FORCE_SETUP_ENV, setup);
+        cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0", "--threads", "2"])
+            .env(FORCE_SETUP_ENV, setup);
         let server = ServerProc::spawn(cmd, None).unwrap_or_else(|e| panic!("setup={setup}: {e}"));
         assert_eq!(field(&server.listening, "setup"), Some(setup), "{}", server.listening);
         let handles: Vec<_> = (0..20u64)

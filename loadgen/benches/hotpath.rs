@@ -19,9 +19,7 @@ fn histogram(c: &mut Criterion) {
     g.bench_function("record", |b| {
         b.iter(|| {
             // A spread of latencies from ~10 µs to ~10 ms.
-            ns = ns
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            ns = ns.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             stats::record_ns(&mut h, black_box(10_000 + (ns >> 40) % 10_000_000));
         })
     });

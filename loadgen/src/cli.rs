@@ -105,9 +105,7 @@ pub struct MergeArgs {
 /// Parses `500ms`, `2s`, `1.5s`, `1m`, `250us`, `1h`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let bad = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
     if num.is_empty() || num.starts_with('.') && num.len() == 1 {

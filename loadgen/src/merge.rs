@@ -47,10 +47,7 @@ pub fn merge(
         if r.schema != SCHEMA {
             bail!("{name}: schema is {:?}, expected {SCHEMA:?}", r.schema);
         }
-        for ((key, a), (_, b)) in must_match(&first.settings)
-            .into_iter()
-            .zip(must_match(&r.settings))
-        {
+        for ((key, a), (_, b)) in must_match(&first.settings).into_iter().zip(must_match(&r.settings)) {
             if a != b {
                 bail!("settings differ: `{key}` is {a} in {} but {b} in {name}; only runs with the same settings can be merged", names[0]);
             }
@@ -72,8 +69,7 @@ pub fn merge(
     out.extra = serde_json::Map::new();
     let mut has_unc = true;
     for (r, name) in results.iter().zip(names) {
-        let h =
-            report::decode_histogram(&r.histogram).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let h = report::decode_histogram(&r.histogram).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         hist.add(&h)
             .map_err(|e| anyhow::anyhow!("{name}: histogram does not fit: {e:?}"))?;
         match r
@@ -127,20 +123,16 @@ pub fn merge(
             "latency_uncorrected_us".into(),
             serde_json::to_value(stats::latency_of(&unc))?,
         );
-        out.extra.insert(
-            "histogram_uncorrected".into(),
-            report::encode_histogram(&unc).into(),
-        );
+        out.extra
+            .insert("histogram_uncorrected".into(), report::encode_histogram(&unc).into());
     }
     Ok((out, hist))
 }
 
 /// Reads one result file.
 pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a loadgen result file", path.display()))
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a loadgen result file", path.display()))
 }
 
 /// `loadgen merge INPUTS... --out OUT`.

@@ -91,8 +91,7 @@ pub fn hgrm_path(json: &Path) -> PathBuf {
 pub fn write_result(path: &Path, result: &RunResult, hist: &Histogram<u64>) -> anyhow::Result<()> {
     use anyhow::Context;
     let json = serde_json::to_string_pretty(result)?;
-    std::fs::write(path, json + "\n")
-        .with_context(|| format!("--out {}: cannot write", path.display()))?;
+    std::fs::write(path, json + "\n").with_context(|| format!("--out {}: cannot write", path.display()))?;
     let hp = hgrm_path(path);
     std::fs::write(&hp, hgrm(hist)).with_context(|| format!("cannot write {}", hp.display()))?;
     Ok(())

@@ -76,13 +76,8 @@ impl Drop for TempDir {
 
 /// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
 pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
-    let endpoint = net::endpoint_from_flags(
-        args.transport,
-        args.addr.as_deref(),
-        args.path.as_deref(),
-        DEFAULT_ADDR,
-    )
-    .map_err(|e| UsageError(e.to_string()))?;
+    let endpoint = net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)
+        .map_err(|e| UsageError(e.to_string()))?;
     if !args.transport.is_stream() && (args.size as usize) < pattern::HEADER_LEN {
         return Err(UsageError(format!(
             "--size {}: datagrams carry a {}-byte header (connection id, sequence number); use --size {} or more",
@@ -176,23 +171,11 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     } else {
         "uring"
     };
-    let result = build_result(
-        &args,
-        argv,
-        &plan,
-        &totals,
-        &phases,
-        fatal.is_none(),
-        threads,
-    );
+    let result = build_result(&args, argv, &plan, &totals, &phases, fatal.is_none(), threads);
     eprint!("{}", report::summary(&result.0));
     if let Some(out) = &args.out {
         report::write_result(out, &result.0, &result.1)?;
-        eprintln!(
-            "  wrote {} and {}",
-            out.display(),
-            report::hgrm_path(out).display()
-        );
+        eprintln!("  wrote {} and {}", out.display(), report::hgrm_path(out).display());
     }
     let mut code = 0;
     if let Some(msg) = &fatal {
@@ -286,7 +269,11 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             let up = shared.open.load(Relaxed);
             if up == args.conns || (now >= connect_deadline && up > 0) {
                 if up < args.conns {
-                    eprintln!("loadgen: warning: only {up} of {} connections up after {:.1}s; going on with those", args.conns, now as f64 / 1e9);
+                    eprintln!(
+                        "loadgen: warning: only {up} of {} connections up after {:.1}s; going on with those",
+                        args.conns,
+                        now as f64 / 1e9
+                    );
                 }
                 let ms = now + args.warmup.as_nanos() as u64;
                 end = ms + args.duration.as_nanos() as u64;
@@ -302,10 +289,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
                     .unwrap()
                     .clone()
                     .unwrap_or_else(|| "no answer".into());
-                ph.fatal = Some(format!(
-                    "cannot reach the server at {} {target}: {why}",
-                    args.transport
-                ));
+                ph.fatal = Some(format!("cannot reach the server at {} {target}: {why}", args.transport));
                 break;
             }
         } else {
@@ -354,11 +338,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             }
         }
         // Collect intervals: each thread's report at tick n covers (n-1, n].
-        let wait = Duration::from_nanos(
-            next_tick
-                .saturating_sub(shared.now_ns())
-                .clamp(1_000_000, 50_000_000),
-        );
+        let wait = Duration::from_nanos(next_tick.saturating_sub(shared.now_ns()).clamp(1_000_000, 50_000_000));
         if let Ok(iv) = rx.recv_timeout(wait) {
             absorb(&mut pending, iv);
             while let Ok(iv) = rx.try_recv() {
@@ -368,8 +348,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         let ready: Vec<u64> = pending
             .iter()
             .filter(|(&t, (_, n, _, at))| {
-                *n >= threads
-                    || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000)
+                *n >= threads || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000)
             })
             .map(|(&t, _)| t)
             .collect();
@@ -457,39 +436,27 @@ fn build_result(
     } else {
         args.duration.as_secs_f64()
     };
-    let pin = args.pin.as_ref().map(|p| {
-        p.cpus()
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    });
+    let pin = args
+        .pin
+        .as_ref()
+        .map(|p| p.cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
     let mut extra = serde_json::Map::new();
     extra.insert(
         "latency_uncorrected_us".into(),
         serde_json::to_value(stats::latency_of(&unc)).unwrap(),
     );
-    extra.insert(
-        "histogram_uncorrected".into(),
-        report::encode_histogram(&unc).into(),
-    );
+    extra.insert("histogram_uncorrected".into(), report::encode_histogram(&unc).into());
     extra.insert("threads_used".into(), (threads as u64).into());
     if args.rate.is_some() {
         extra.insert("scheduled_messages".into(), scheduled.into());
     }
     if let (Some(cpu), true) = (ph.cpu_us, messages > 0) {
         extra.insert("loadgen_cpu_us".into(), cpu.into());
-        extra.insert(
-            "loadgen_cpu_us_per_msg".into(),
-            (cpu as f64 / messages as f64).into(),
-        );
+        extra.insert("loadgen_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
     }
     if let (Some(cpu), true) = (ph.server_cpu_us, messages > 0) {
         extra.insert("server_cpu_us".into(), cpu.into());
-        extra.insert(
-            "server_cpu_us_per_msg".into(),
-            (cpu as f64 / messages as f64).into(),
-        );
+        extra.insert("server_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
     }
     let result = RunResult {
         schema: SCHEMA.into(),

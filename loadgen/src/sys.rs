@@ -42,13 +42,10 @@ pub fn epoll_wait_ns(
         match res {
             Ok(n) => return Ok(n as usize),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => return Ok(0),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                NO_PWAIT2.store(true, Ordering::Relaxed)
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => NO_PWAIT2.store(true, Ordering::Relaxed),
             Err(e) => return Err(e),
         }
     }
     let ms = timeout_ns.div_ceil(1_000_000).min(i32::MAX as u64) as i32;
     sockbench::sys::epoll_wait(epfd, events, ms)
 }
-

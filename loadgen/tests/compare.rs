@@ -11,17 +11,12 @@ use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use loadgen::compare::matrix::{MatrixPlan, RunSpec};
 use loadgen::compare::{plots, report, Manifest, Outcome, RunRecord};
-use loadgen::result::{
-    Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA,
-};
+use loadgen::result::{Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
 use sockbench::net::Transport;
 use sockbench::server::BackendKind;
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "sockbench-compare-test-{tag}-{}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("sockbench-compare-test-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -41,13 +36,7 @@ impl Lcg {
 
 /// A result whose latency figures all come from a histogram recorded here:
 /// `samples` latencies around `base_us` with a long tail.
-fn recorded_result(
-    backend: &str,
-    spec: &RunSpec,
-    base_us: f64,
-    samples: usize,
-    seed: u64,
-) -> RunResult {
+fn recorded_result(backend: &str, spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> RunResult {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     let mut rng = Lcg(seed);
     for _ in 0..samples {
@@ -60,9 +49,7 @@ fn recorded_result(
         hist.record(v as u64).unwrap();
     }
     let mut bytes = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(&hist, &mut bytes)
-        .unwrap();
+    V2DeflateSerializer::new().serialize(&hist, &mut bytes).unwrap();
     let duration_s = 3.0;
     let messages = hist.len();
     let series = (1..=3)
@@ -155,17 +142,9 @@ fn assert_svg(path: &Path, labels: &[&str]) {
         path.display(),
         svg.len()
     );
-    assert!(
-        svg.contains("<polyline"),
-        "{} has no line drawn",
-        path.display()
-    );
+    assert!(svg.contains("<polyline"), "{} has no line drawn", path.display());
     for label in labels {
-        assert!(
-            svg.contains(label),
-            "{} lacks the label {label:?}",
-            path.display()
-        );
+        assert!(svg.contains(label), "{} lacks the label {label:?}", path.display());
     }
 }
 
@@ -192,16 +171,9 @@ fn plots_and_readme_from_result_files() {
             ),
         ));
     }
-    for (i, backend) in [BackendKind::Epoll, BackendKind::Fork]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, backend) in [BackendKind::Epoll, BackendKind::Fork].into_iter().enumerate() {
         let spec = plan.open_loop(backend, 5_000.0);
-        let base = if backend == BackendKind::Fork {
-            50.0
-        } else {
-            15.0
-        };
+        let base = if backend == BackendKind::Fork { 50.0 } else { 15.0 };
         runs.push((
             record(spec.clone()),
             recorded_result(backend.name(), &spec, base, 50_000, 100 + i as u64),
@@ -245,10 +217,7 @@ fn plots_and_readme_from_result_files() {
         assert_svg(&dir.join(&f.file), &["epoll", "fork"]);
     }
     assert_svg(&dir.join("latency_spectrum.svg"), &["99.9%", "99.999%"]);
-    assert_svg(
-        &dir.join("throughput_vs_conns.svg"),
-        &["tcp, 128 B", "connections"],
-    );
+    assert_svg(&dir.join("throughput_vs_conns.svg"), &["tcp, 128 B", "connections"]);
 
     report::write_readme(&manifest, &files, &dir).unwrap();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
@@ -283,22 +252,12 @@ fn scale_down_is_said() {
         .iter()
         .find(|r| r.backend == "fork" && r.transport == "tcp" && r.requested_conns == 10_000)
         .unwrap();
-    assert!(
-        fork_10k.conns < 10_000
-            && fork_10k
-                .note
-                .as_deref()
-                .unwrap_or("")
-                .contains("scaled down")
-    );
+    assert!(fork_10k.conns < 10_000 && fork_10k.note.as_deref().unwrap_or("").contains("scaled down"));
     let pool = runs
         .iter()
         .find(|r| r.backend == "threadpool" && r.transport == "unix" && r.requested_conns == 100)
         .unwrap();
-    assert_eq!(
-        pool.server_threads, 100,
-        "threadpool needs a worker per connection"
-    );
+    assert_eq!(pool.server_threads, 100, "threadpool needs a worker per connection");
     let epoll_10k = runs
         .iter()
         .find(|r| r.backend == "epoll" && r.requested_conns == 10_000)
@@ -308,10 +267,7 @@ fn scale_down_is_said() {
         .iter()
         .find(|r| r.backend == "fork" && r.transport == "udp" && r.requested_conns == 10_000)
         .unwrap();
-    assert_eq!(
-        fork_udp.conns, 10_000,
-        "datagrams need no process per client"
-    );
+    assert_eq!(fork_udp.conns, 10_000, "datagrams need no process per client");
 }
 
 #[test]
@@ -319,10 +275,7 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
     let dir = temp_dir("cpu");
     let stop = dir.join("stop");
     // The parent shell only waits; its forked child burns CPU until told to stop.
-    let script = format!(
-        "( while [ ! -e '{}' ]; do :; done ); sleep 30",
-        stop.display()
-    );
+    let script = format!("( while [ ! -e '{}' ]; do :; done ); sleep 30", stop.display());
     let mut parent = Command::new("sh")
         .arg("-c")
         .arg(&script)
@@ -348,10 +301,7 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
         "tree CPU grew only {} us while a child spun",
         live - before
     );
-    assert!(
-        tree.len() >= 2,
-        "the burning child is not in the tree {tree:?}"
-    );
+    assert!(tree.len() >= 2, "the burning child is not in the tree {tree:?}");
     assert!(
         own < 200_000,
         "the waiting parent itself used {own} us: the time must be the child's"
@@ -394,10 +344,7 @@ fn bin_dir() -> PathBuf {
 fn serving_backends(dir: &Path) -> Result<Vec<BackendKind>, String> {
     let server = dir.join("server");
     if !server.is_file() {
-        return Err(format!(
-            "{} is not built (cargo build --release)",
-            server.display()
-        ));
+        return Err(format!("{} is not built (cargo build --release)", server.display()));
     }
     let help = Command::new(dir.join("loadgen"))
         .arg("--help")
@@ -412,14 +359,7 @@ fn serving_backends(dir: &Path) -> Result<Vec<BackendKind>, String> {
     let mut serving = Vec::new();
     for backend in BackendKind::ALL {
         let mut child = Command::new(&server)
-            .args([
-                "--backend",
-                backend.name(),
-                "--addr",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-            ])
+            .args(["--backend", backend.name(), "--addr", "127.0.0.1:0", "--threads", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -489,21 +429,11 @@ fn quick_matrix_runs_end_to_end() {
 
     let manifest = Manifest::load(&dir).unwrap();
     let plan = MatrixPlan::new(true, Some(backends.clone()), None, 1);
-    assert_eq!(
-        manifest.runs.len(),
-        plan.closed_loop().len() + backends.len()
-    );
-    let failed: Vec<_> = manifest
-        .runs
-        .iter()
-        .filter(|r| r.outcome != Outcome::Ok)
-        .collect();
+    assert_eq!(manifest.runs.len(), plan.closed_loop().len() + backends.len());
+    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     assert!(failed.is_empty(), "failed runs: {failed:#?}");
     for (rec, res) in manifest.load_results(&dir) {
-        assert_eq!(
-            res.settings.backend.as_deref(),
-            Some(rec.spec.backend.as_str())
-        );
+        assert_eq!(res.settings.backend.as_deref(), Some(rec.spec.backend.as_str()));
         assert!(res.messages > 0, "{}: no messages", rec.spec.name());
         let cpu = plots::server_cpu_us_per_msg(&res);
         assert!(
@@ -536,10 +466,7 @@ fn quick_matrix_runs_end_to_end() {
             "README lacks the server command of {name}"
         );
     }
-    assert!(
-        readme.contains("--rate"),
-        "README lacks the open-loop loadgen command"
-    );
+    assert!(readme.contains("--rate"), "README lacks the open-loop loadgen command");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -559,16 +486,10 @@ fn runner_records_a_failed_run_and_goes_on() {
     let bins = dir.join("bin");
     let out = dir.join("out");
     std::fs::create_dir_all(&bins).unwrap();
-    let plan = MatrixPlan::new(
-        true,
-        Some(vec![BackendKind::Epoll]),
-        Some(vec![Transport::Tcp]),
-        1,
-    );
+    let plan = MatrixPlan::new(true, Some(vec![BackendKind::Epoll]), Some(vec![Transport::Tcp]), 1);
     let spec = plan.closed_loop()[0].clone();
     let template = dir.join("template.json");
-    loadgen::compare::write_result(&template, &recorded_result("other", &spec, 20.0, 30_000, 7))
-        .unwrap();
+    loadgen::compare::write_result(&template, &recorded_result("other", &spec, 20.0, 30_000, 7)).unwrap();
     script(
         &bins.join("server"),
         "case \"$*\" in *fork*) echo 'boom: no fork today' >&2; exit 1;; esac\n\
@@ -610,10 +531,7 @@ fn runner_records_a_failed_run_and_goes_on() {
         output.status.success(),
         "one failing backend must not fail the comparison:\n{stderr}"
     );
-    assert!(
-        stderr.contains("[6/6, 0 left]"),
-        "progress lines missing:\n{stderr}"
-    );
+    assert!(stderr.contains("[6/6, 0 left]"), "progress lines missing:\n{stderr}");
 
     let manifest = Manifest::load(&out).unwrap();
     assert_eq!(manifest.runs.len(), 6);
@@ -685,9 +603,7 @@ fn proc_cpu_adds_up_many_small_children() {
     let live_total = sockbench::procfs::tree_cpu_us(pid).unwrap();
     // The same children's time, as the tick-based per-process sum sees it.
     let ticks_total = sockbench::procfs::tree_cpu_us(pid).unwrap();
-    eprintln!(
-        "{KIDS} children: {live_total} us from schedstat, {ticks_total} us from per-process ticks"
-    );
+    eprintln!("{KIDS} children: {live_total} us from schedstat, {ticks_total} us from per-process ticks");
     for kid in sockbench::procfs::children(pid) {
         let _ = Command::new("kill").arg(kid.to_string()).status();
     }

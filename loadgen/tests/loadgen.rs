@@ -47,8 +47,7 @@ fn tcp_closed_loop_writes_every_key_and_checks_every_echo() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "json"))
         .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     for key in [
         "schema",
         "command",
@@ -68,10 +67,7 @@ fn tcp_closed_loop_writes_every_key_and_checks_every_echo() {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     for key in ["min", "mean", "p50", "p90", "p99", "p99_9", "p99_99", "max"] {
-        assert!(
-            v["latency_us"].get(key).is_some(),
-            "missing latency_us.{key}"
-        );
+        assert!(v["latency_us"].get(key).is_some(), "missing latency_us.{key}");
     }
     for key in [
         "connect",
@@ -89,8 +85,7 @@ fn tcp_closed_loop_writes_every_key_and_checks_every_echo() {
     }
     let hgrm = std::fs::read_to_string(out.with_extension("hgrm")).unwrap();
     assert!(
-        hgrm.contains("Percentile")
-            && hgrm.contains(&format!("Total count    = {:>12}", r.messages)),
+        hgrm.contains("Percentile") && hgrm.contains(&format!("Total count    = {:>12}", r.messages)),
         "{hgrm}"
     );
     let _ = std::fs::remove_dir_all(dir);
@@ -161,12 +156,7 @@ fn corrupting_server_is_caught() {
         ],
         &dir,
     );
-    assert_ne!(
-        run.code(),
-        0,
-        "corruption must fail the run: {}",
-        run.stderr
-    );
+    assert_ne!(run.code(), 0, "corruption must fail the run: {}", run.stderr);
     let r = run.result();
     assert!(r.errors.mismatch > 0, "{:?}", r.errors);
     assert!(run.stderr.contains("did not match"), "{}", run.stderr);
@@ -374,11 +364,7 @@ fn server_dying_mid_run_ends_the_run_with_an_incomplete_result() {
         &dir,
     );
     assert_ne!(run.code(), 0);
-    assert!(
-        run.elapsed < Duration::from_secs(6),
-        "took {:?}",
-        run.elapsed
-    );
+    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
     let r = run.result();
     assert!(!r.complete);
     assert!(r.errors.reset > 0, "{:?}", r.errors);
@@ -391,14 +377,31 @@ fn hung_server_run_ends_on_time_with_timeouts() {
     let srv = tcp_server(Fault::Hang);
     let dir = temp_dir("hang");
     let run = run_loadgen(
-        &["--addr", &srv.addr, "--conns", "5", "--depth", "2", "--duration", "1500ms", "--warmup", "0s", "--timeout", "500ms"],
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "5",
+            "--depth",
+            "2",
+            "--duration",
+            "1500ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "500ms",
+        ],
         &dir,
     );
     assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
     assert_ne!(run.code(), 0, "no echo at all must fail the run");
     let r = run.result();
     assert_eq!(r.messages, 0);
-    assert_eq!(r.errors.timeout, 10, "every in-flight message times out once: {:?}", r.errors);
+    assert_eq!(
+        r.errors.timeout, 10,
+        "every in-flight message times out once: {:?}",
+        r.errors
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -414,11 +417,7 @@ fn unreachable_server_fails_fast_with_a_clear_message() {
     let addr = format!("127.0.0.1:{port}");
     let run = run_loadgen(&["--addr", &addr, "--duration", "1s"], &dir);
     assert_eq!(run.code(), 1);
-    assert!(
-        run.elapsed < Duration::from_secs(8),
-        "took {:?}",
-        run.elapsed
-    );
+    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
     assert!(
         run.stderr.contains("cannot reach") && run.stderr.contains(&addr),
         "{}",
@@ -434,17 +433,11 @@ fn bad_flags_exit_2_naming_the_flag() {
         (&["--duration", "5q"][..], "--duration"),
         (&["--rate", "0"][..], "--rate"),
         (&["--rate=-3"][..], "--rate"),
-        (
-            &["--transport", "unix", "--addr", "127.0.0.1:1"][..],
-            "--addr",
-        ),
+        (&["--transport", "unix", "--addr", "127.0.0.1:1"][..], "--addr"),
         (&["--transport", "udp", "--size", "8"][..], "--size"),
         (&["--bogus"][..], "--bogus"),
     ] {
-        let out = std::process::Command::new(loadgen_bin())
-            .args(args)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(loadgen_bin()).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(name), "{args:?}: {err}");
@@ -482,11 +475,7 @@ fn merge_adds_histograms_and_refuses_different_settings() {
         &dir,
     );
     let (ra, rb) = (a.result(), b.result());
-    let (pa, pb, total) = (
-        dir.join("a.json"),
-        dir.join("b.json"),
-        dir.join("total.json"),
-    );
+    let (pa, pb, total) = (dir.join("a.json"), dir.join("b.json"), dir.join("total.json"));
     std::fs::write(&pa, serde_json::to_string(ra).unwrap()).unwrap();
     std::fs::write(&pb, serde_json::to_string(rb).unwrap()).unwrap();
     let out = std::process::Command::new(loadgen_bin())
@@ -497,21 +486,13 @@ fn merge_adds_histograms_and_refuses_different_settings() {
         .arg(&total)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: loadgen::result::RunResult =
-        serde_json::from_str(&std::fs::read_to_string(&total).unwrap()).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: loadgen::result::RunResult = serde_json::from_str(&std::fs::read_to_string(&total).unwrap()).unwrap();
     let mut union = loadgen::report::decode_histogram(&ra.histogram).unwrap();
     union
         .add(loadgen::report::decode_histogram(&rb.histogram).unwrap())
         .unwrap();
-    assert_eq!(
-        loadgen::report::decode_histogram(&m.histogram).unwrap(),
-        union
-    );
+    assert_eq!(loadgen::report::decode_histogram(&m.histogram).unwrap(), union);
     assert_eq!(m.messages, ra.messages + rb.messages);
     assert_eq!(m.settings.conns, 5);
     assert_eq!(m.latency_us.p99, union.value_at_quantile(0.99) as f64);
@@ -578,9 +559,7 @@ fn connects_that_fail_at_once_are_retried_until_the_server_is_up() {
 fn errors_in_warm_up_stay_out_of_the_result() {
     // Open loop with a 1 s stall early in a 2 s warm-up and a 200 ms timeout:
     // timeouts happen, but only in warm-up, and the result covers the measured phase.
-    let srv = tcp_server(Fault::StallOnce {
-        after_bytes: 100 * 128,
-    });
+    let srv = tcp_server(Fault::StallOnce { after_bytes: 100 * 128 });
     let dir = temp_dir("warmerr");
     let run = run_loadgen(
         &[
@@ -606,7 +585,11 @@ fn errors_in_warm_up_stay_out_of_the_result() {
         .filter(|l| l.trim_end().ends_with("warmup"))
         .filter_map(live_errors)
         .sum();
-    assert!(warm_errors > 0, "the stall should time messages out in warm-up:\n{}", run.stderr);
+    assert!(
+        warm_errors > 0,
+        "the stall should time messages out in warm-up:\n{}",
+        run.stderr
+    );
     let r = run.result();
     assert!(r.messages > 0);
     assert_eq!(r.errors.total(), 0, "{:?}\n{}", r.errors, run.stderr);
@@ -619,9 +602,7 @@ fn a_late_stream_echo_is_one_timeout_and_one_latency_sample() {
     // Closed loop, 2 connections x depth 1; the server stalls 1 s, longer than
     // --timeout: each message in flight then counts one timeout, and its echo,
     // which still arrives, is a completed message with its (late) latency.
-    let srv = tcp_server(Fault::StallOnce {
-        after_bytes: 50 * 128,
-    });
+    let srv = tcp_server(Fault::StallOnce { after_bytes: 50 * 128 });
     let dir = temp_dir("late-echo");
     let run = run_loadgen(
         &[
@@ -670,7 +651,12 @@ fn a_fin_right_behind_the_last_echo_is_noticed() {
         &dir,
     );
     assert_eq!(run.code(), 1, "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(6), "took {:?}\n{}", run.elapsed, run.stderr);
+    assert!(
+        run.elapsed < Duration::from_secs(6),
+        "took {:?}\n{}",
+        run.elapsed,
+        run.stderr
+    );
     assert!(run.stderr.contains("did the server die"), "{}", run.stderr);
     let r = run.result();
     assert!(!r.complete);
@@ -684,12 +670,26 @@ fn ctrl_c_mid_run_writes_the_measured_part_marked_incomplete() {
     let srv = tcp_server(Fault::None);
     let dir = temp_dir("sigint");
     let run = run_loadgen_signalled(
-        &["--addr", &srv.addr, "--conns", "4", "--duration", "30s", "--warmup", "200ms"],
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "4",
+            "--duration",
+            "30s",
+            "--warmup",
+            "200ms",
+        ],
         &dir,
         Some((libc::SIGINT, Duration::from_millis(1500))),
     );
     assert_eq!(run.code(), 1, "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(5), "took {:?}\n{}", run.elapsed, run.stderr);
+    assert!(
+        run.elapsed < Duration::from_secs(5),
+        "took {:?}\n{}",
+        run.elapsed,
+        run.stderr
+    );
     assert!(run.stderr.contains("interrupted by a signal"), "{}", run.stderr);
     let r = run.result();
     assert!(!r.complete);
@@ -712,8 +712,22 @@ fn both_io_modes_check_every_echo_over_tcp_and_unix() {
         for (transport, srv) in [("tcp", tcp_server(Fault::None)), ("unix", unix_server())] {
             let flag = if transport == "unix" { "--path" } else { "--addr" };
             let args = [
-                "--transport", transport, flag, &srv.addr, "--io", io, "--conns", "300", "--depth", "3",
-                "--size", "1000", "--duration", "700ms", "--warmup", "100ms",
+                "--transport",
+                transport,
+                flag,
+                &srv.addr,
+                "--io",
+                io,
+                "--conns",
+                "300",
+                "--depth",
+                "3",
+                "--size",
+                "1000",
+                "--duration",
+                "700ms",
+                "--warmup",
+                "100ms",
             ];
             let run = run_loadgen(&args, &dir);
             assert_eq!(run.code(), 0, "{io} {transport}: {}", run.stderr);
@@ -733,7 +747,18 @@ fn both_io_modes_catch_corruption_and_a_fin_behind_the_last_echo() {
     let dir = temp_dir("io-faults");
     for io in IO_MODES {
         let srv = tcp_server(Fault::CorruptEvery(10_000));
-        let args = ["--addr", &srv.addr, "--io", io, "--conns", "4", "--duration", "700ms", "--warmup", "0s"];
+        let args = [
+            "--addr",
+            &srv.addr,
+            "--io",
+            io,
+            "--conns",
+            "4",
+            "--duration",
+            "700ms",
+            "--warmup",
+            "0s",
+        ];
         let run = run_loadgen(&args, &dir);
         assert_ne!(run.code(), 0, "{io}: corruption must fail the run: {}", run.stderr);
         assert!(run.result().errors.mismatch > 0, "{io}: {:?}", run.result().errors);
@@ -741,7 +766,18 @@ fn both_io_modes_catch_corruption_and_a_fin_behind_the_last_echo() {
         let conns = 40;
         let srv = tcp_echo_once_then_fin(128);
         let n = conns.to_string();
-        let args = ["--addr", &srv.addr, "--io", io, "--conns", &n, "--duration", "10s", "--warmup", "0s"];
+        let args = [
+            "--addr",
+            &srv.addr,
+            "--io",
+            io,
+            "--conns",
+            &n,
+            "--duration",
+            "10s",
+            "--warmup",
+            "0s",
+        ];
         let run = run_loadgen(&args, &dir);
         assert_eq!(run.code(), 1, "{io}: {}", run.stderr);
         assert!(run.elapsed < Duration::from_secs(6), "{io}: took {:?}", run.elapsed);

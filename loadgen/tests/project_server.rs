@@ -37,14 +37,7 @@ enum Start {
 
 fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
     let mut cmd = Command::new(bin);
-    cmd.args([
-        "--backend",
-        backend,
-        "--transport",
-        transport,
-        "--threads",
-        "1",
-    ]);
+    cmd.args(["--backend", backend, "--transport", transport, "--threads", "1"]);
     let dir = if transport.starts_with("unix") {
         let d = temp_dir(&format!("srv-{backend}"));
         cmd.arg("--path").arg(d.join("s.sock"));
@@ -72,11 +65,7 @@ fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) if line.starts_with("listening") => {
                 let addr = listening_addr(&line).expect("listening line has addr=");
-                return Start::Up(Server {
-                    child,
-                    addr,
-                    _dir: dir,
-                });
+                return Start::Up(Server { child, addr, _dir: dir });
             }
             Ok(_) => continue,
             Err(_) => {
@@ -110,11 +99,7 @@ fn every_backend_over_tcp_udp_and_unix() {
                     break;
                 }
             };
-            let flag = if transport == "unix" {
-                "--path"
-            } else {
-                "--addr"
-            };
+            let flag = if transport == "unix" { "--path" } else { "--addr" };
             let run = run_loadgen(
                 &[
                     "--transport",
@@ -166,14 +151,10 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
         eprintln!("skipped: the `server` binary is not built beside this test");
         return;
     };
-    let Some(mut srv) = BACKENDS
-        .iter()
-        .rev()
-        .find_map(|b| match start(&bin, b, "tcp") {
-            Start::Up(s) => Some(s),
-            Start::NotImplemented => None,
-        })
-    else {
+    let Some(mut srv) = BACKENDS.iter().rev().find_map(|b| match start(&bin, b, "tcp") {
+        Start::Up(s) => Some(s),
+        Start::NotImplemented => None,
+    }) else {
         eprintln!("skipped: no backend implemented yet");
         return;
     };
@@ -200,11 +181,7 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
     killer.join().unwrap();
     let _ = srv.child.wait();
     assert_ne!(run.code(), 0);
-    assert!(
-        run.elapsed < Duration::from_secs(8),
-        "took {:?}",
-        run.elapsed
-    );
+    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
     let r = run.result();
     assert!(!r.complete);
     assert!(r.errors.reset > 0, "{:?}", r.errors);

@@ -60,7 +60,11 @@ pub fn wait_readable_or_stop(fd: Option<BorrowedFd<'_>>, shutdown: Shutdown, tim
 /// `poll(2)` for `POLLIN` on up to two descriptors; returns how many are
 /// ready (0 on timeout, `EINTR` or error: callers only use it to wait).
 fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> usize {
-    let mut pfds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 2];
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: libc::POLLIN,
+        revents: 0,
+    }; 2];
     for (pfd, fd) in pfds.iter_mut().zip(fds) {
         pfd.fd = fd.as_raw_fd();
     }

@@ -75,7 +75,13 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
     let mut buf = vec![0u8; blocking::STREAM_BUF_BYTES];
     let cap = ctx.config.max_conns;
     ctx.ready(&format!("children_cap={cap}"));
-    let ServeContext { socket: listener, config, stats, shutdown, .. } = ctx;
+    let ServeContext {
+        socket: listener,
+        config,
+        stats,
+        shutdown,
+        ..
+    } = ctx;
 
     let mut children = Children::default();
     let mut forked: usize = 0;

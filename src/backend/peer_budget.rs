@@ -51,14 +51,18 @@ fn charge(len: usize) -> usize {
 
 /// FNV-1a: a peer address's table key, without allocating.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl PeerBudget {
     /// Sizes the budget from `sock`'s send buffer, for one of `sharers`
     /// processes answering from it (1 for threads sharing one budget).
     pub fn new(sock: BorrowedFd<'_>, sharers: usize) -> PeerBudget {
-        let sndbuf = crate::sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF).unwrap_or(212_992).max(1) as usize;
+        let sndbuf = crate::sys::getsockopt_int(sock, libc::SOL_SOCKET, libc::SO_SNDBUF)
+            .unwrap_or(212_992)
+            .max(1) as usize;
         PeerBudget {
             pressure: sndbuf / 4,
             share_pool: sndbuf / 2 / sharers.max(1),

@@ -146,7 +146,11 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     // The workers share the socket; this thread keeps it until they are done.
     let sock = Arc::new(ctx.socket.try_clone()?);
     // Unixgram: one budget for the socket, shared by every worker (see `peer_budget`).
-    let budget = ctx.config.transport.is_unix().then(|| Arc::new(Mutex::new(PeerBudget::new(sock.as_fd(), 1))));
+    let budget = ctx
+        .config
+        .transport
+        .is_unix()
+        .then(|| Arc::new(Mutex::new(PeerBudget::new(sock.as_fd(), 1))));
     let workers = spawn_workers(&ctx.config, shutdown, |_| {
         let (sock, budget) = (sock.clone(), budget.clone());
         move || {

@@ -21,7 +21,12 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 4] = [BackendKind::Fork, BackendKind::Threadpool, BackendKind::Epoll, BackendKind::Uring];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Fork,
+        BackendKind::Threadpool,
+        BackendKind::Epoll,
+        BackendKind::Uring,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -121,15 +126,23 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     pub fn from_args(args: ServerArgs) -> Result<Self, AddrError> {
-        let endpoint = net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)?;
+        let endpoint =
+            net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)?;
         Ok(ServerConfig {
             backend: args.backend,
             transport: args.transport,
             endpoint,
             threads: args.threads.map(|t| t as usize).unwrap_or_else(cpu::available_cpus),
             pin: args.pin,
-            max_conns: args.max_conns.map(|m| m as usize).unwrap_or_else(|| args.backend.default_max_conns()),
-            uring: UringOptions { ring_entries: args.ring_entries, buf_count: args.buf_count, buf_size: args.buf_size },
+            max_conns: args
+                .max_conns
+                .map(|m| m as usize)
+                .unwrap_or_else(|| args.backend.default_max_conns()),
+            uring: UringOptions {
+                ring_entries: args.ring_entries,
+                buf_count: args.buf_count,
+                buf_size: args.buf_size,
+            },
         })
     }
 

@@ -97,7 +97,11 @@ pub enum ServerError {
     #[error(transparent)]
     Address(#[from] net::AddrError),
     #[error("cannot listen on {what} {endpoint}: {source}")]
-    Bind { what: &'static str, endpoint: Endpoint, source: io::Error },
+    Bind {
+        what: &'static str,
+        endpoint: Endpoint,
+        source: io::Error,
+    },
     #[error("backend {backend}: {source}")]
     Backend { backend: BackendKind, source: io::Error },
     #[error("setup: {0}")]
@@ -123,7 +127,11 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let stats = Stats::new_shared().map_err(ServerError::Setup)?;
 
     let what = if config.transport.is_unix() { "--path" } else { "--addr" };
-    let bind_err = |source| ServerError::Bind { what, endpoint: config.endpoint.clone(), source };
+    let bind_err = |source| ServerError::Bind {
+        what,
+        endpoint: config.endpoint.clone(),
+        source,
+    };
     let socket = net::bind_server(config.transport, &config.endpoint, BindOptions::default()).map_err(bind_err)?;
     let local = net::local_endpoint(socket.as_fd()).map_err(bind_err)?;
 
@@ -137,7 +145,11 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     let announce = {
         let (config, local) = (config.clone(), local.clone());
         Box::new(move |details: &str| {
-            let pin = config.pin.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "none".into());
+            let pin = config
+                .pin
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "none".into());
             let mut out = io::stdout().lock();
             let _ = writeln!(
                 out,
@@ -151,11 +163,21 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
             let _ = out.flush();
         })
     };
-    let ctx = ServeContext { config, socket, local, stats, shutdown, ready: Some(announce) };
+    let ctx = ServeContext {
+        config,
+        socket,
+        local,
+        stats,
+        shutdown,
+        ready: Some(announce),
+    };
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
     finish(stats, backend_kind, socket_file.as_deref());
-    result.map_err(|source| ServerError::Backend { backend: backend_kind, source })
+    result.map_err(|source| ServerError::Backend {
+        backend: backend_kind,
+        source,
+    })
 }
 
 /// Removes the socket file and prints the summary line.
@@ -171,11 +193,20 @@ fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&std::path::P
 /// A thread that waits for the stop request and, if the backend has not
 /// returned within [`STOP_DEADLINE`], finishes and exits the process itself.
 /// This bounds shutdown time even if a backend is stuck in a blocking call.
-fn spawn_stop_backstop(shutdown: Shutdown, stats: &'static Stats, backend: BackendKind, socket_file: Option<std::path::PathBuf>) {
+fn spawn_stop_backstop(
+    shutdown: Shutdown,
+    stats: &'static Stats,
+    backend: BackendKind,
+    socket_file: Option<std::path::PathBuf>,
+) {
     std::thread::Builder::new()
         .name("stop-backstop".into())
         .spawn(move || {
-            let mut pfd = libc::pollfd { fd: shutdown.fd().as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: shutdown.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             while !shutdown.requested() {
                 // SAFETY: `pfd` is a valid pollfd for the duration of the call.
                 unsafe { libc::poll(&mut pfd, 1, 1000) };

@@ -63,7 +63,10 @@ impl MmsgBatch {
     /// `slots` buffers of `buf_size` bytes each (e.g. 32 x 64 KiB).
     pub fn new(slots: usize, buf_size: usize) -> MmsgBatch {
         assert!(slots > 0 && slots <= u32::MAX as usize && buf_size <= u32::MAX as usize);
-        let iov = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         MmsgBatch {
             buf_size,
             bufs: vec![0; slots * buf_size],
@@ -95,8 +98,10 @@ impl MmsgBatch {
         let base = self.bufs.as_mut_ptr();
         for i in 0..slots {
             // SAFETY: `i * buf_size` is within `bufs`, which holds `slots * buf_size` bytes.
-            self.iovs[i] =
-                libc::iovec { iov_base: unsafe { base.add(i * self.buf_size) }.cast(), iov_len: self.buf_size };
+            self.iovs[i] = libc::iovec {
+                iov_base: unsafe { base.add(i * self.buf_size) }.cast(),
+                iov_len: self.buf_size,
+            };
             let addr = &mut self.addrs[i];
             *addr = SockAddr::empty();
             let hdr = &mut self.hdrs[i];
@@ -152,13 +157,21 @@ impl MmsgBatch {
     /// Queues slot `i`'s received datagram to go back, unchanged, to its sender.
     pub fn queue_reply(&mut self, i: usize) {
         let len = self.lens[i].min(self.buf_size as u32);
-        self.sends.push(QueuedSend { slot: i as u32, len, to_addr: true });
+        self.sends.push(QueuedSend {
+            slot: i as u32,
+            len,
+            to_addr: true,
+        });
     }
 
     /// Queues the first `len` bytes of slot `i` for a connected socket (no address).
     pub fn queue_send(&mut self, i: usize, len: usize) {
         assert!(len <= self.buf_size);
-        self.sends.push(QueuedSend { slot: i as u32, len: len as u32, to_addr: false });
+        self.sends.push(QueuedSend {
+            slot: i as u32,
+            len: len as u32,
+            to_addr: false,
+        });
     }
 
     /// Number of queued sends.
@@ -185,8 +198,10 @@ impl MmsgBatch {
         for (j, send) in self.sends[from..].iter().enumerate() {
             let slot = send.slot as usize;
             // SAFETY: `slot * buf_size` is within `bufs`, and `len <= buf_size`.
-            self.iovs[j] =
-                libc::iovec { iov_base: unsafe { base.add(slot * self.buf_size) }.cast(), iov_len: send.len as usize };
+            self.iovs[j] = libc::iovec {
+                iov_base: unsafe { base.add(slot * self.buf_size) }.cast(),
+                iov_len: send.len as usize,
+            };
             let hdr = &mut self.hdrs[j];
             if send.to_addr {
                 let addr = &mut self.addrs[slot];
@@ -231,7 +246,12 @@ mod tests {
         ))
         .unwrap();
         // SAFETY: socketpair just returned two new descriptors that nobody else owns.
-        unsafe { (std::os::fd::FromRawFd::from_raw_fd(fds[0]), std::os::fd::FromRawFd::from_raw_fd(fds[1])) }
+        unsafe {
+            (
+                std::os::fd::FromRawFd::from_raw_fd(fds[0]),
+                std::os::fd::FromRawFd::from_raw_fd(fds[1]),
+            )
+        }
     }
 
     #[test]
@@ -248,7 +268,9 @@ mod tests {
 
         let mut rx = MmsgBatch::new(8, 16);
         assert_eq!(rx.recv(b.as_fd()).unwrap(), 4);
-        let got: Vec<(usize, bool)> = (0..4).map(|i| (rx.received(i).data.len(), rx.received(i).truncated)).collect();
+        let got: Vec<(usize, bool)> = (0..4)
+            .map(|i| (rx.received(i).data.len(), rx.received(i).truncated))
+            .collect();
         assert_eq!(got, [(0, false), (5, false), (16, false), (16, true)]);
         assert!(rx.received(1).data.iter().all(|&x| x == 2));
         // A socketpair peer is unnamed: it cannot be answered by address.

@@ -38,7 +38,10 @@ pub fn would_block(e: &io::Error) -> bool {
 
 /// True when an error means "the process or system is out of file descriptors".
 pub fn out_of_fds(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// True when an error means "the peer went away" rather than a server fault.
@@ -63,7 +66,11 @@ pub fn socket(domain: libc::c_int, ty: libc::c_int, nonblocking: bool) -> io::Re
 /// Sets or clears `O_NONBLOCK`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-    let flags = if on { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
     syscall!(fcntl(fd.as_raw_fd(), libc::F_SETFL, flags)).map(drop)
 }
 
@@ -126,7 +133,13 @@ pub fn connect(fd: BorrowedFd<'_>, addr: &SockAddr) -> io::Result<()> {
 /// `accept4(2)` with `SOCK_CLOEXEC`, plus `SOCK_NONBLOCK` when asked.
 pub fn accept(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<OwnedFd> {
     let flags = libc::SOCK_CLOEXEC | if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
-    syscall!(accept4(fd.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), flags)).map(owned)
+    syscall!(accept4(
+        fd.as_raw_fd(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        flags
+    ))
+    .map(owned)
 }
 
 pub fn getsockname(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
@@ -142,8 +155,13 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 
 /// `send(2)` with `MSG_NOSIGNAL`: a vanished peer gives `EPIPE`, never `SIGPIPE`.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    syscall!(send(fd.as_raw_fd(), buf.as_ptr() as *const libc::c_void, buf.len(), libc::MSG_NOSIGNAL))
-        .map(|n| n as usize)
+    syscall!(send(
+        fd.as_raw_fd(),
+        buf.as_ptr() as *const libc::c_void,
+        buf.len(),
+        libc::MSG_NOSIGNAL
+    ))
+    .map(|n| n as usize)
 }
 
 /// `recvfrom(2)`: returns the datagram length and its source. `MSG_TRUNC`
@@ -198,7 +216,12 @@ pub fn epoll_ctl(epfd: BorrowedFd<'_>, op: libc::c_int, fd: RawFd, events: u32, 
 
 /// `epoll_wait(2)`; `EINTR` is reported as zero events.
 pub fn epoll_wait(epfd: BorrowedFd<'_>, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
-    match syscall!(epoll_wait(epfd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, timeout_ms)) {
+    match syscall!(epoll_wait(
+        epfd.as_raw_fd(),
+        events.as_mut_ptr(),
+        events.len() as libc::c_int,
+        timeout_ms
+    )) {
         Ok(n) => Ok(n as usize),
         Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
         Err(e) => Err(e),
@@ -207,7 +230,10 @@ pub fn epoll_wait(epfd: BorrowedFd<'_>, events: &mut [libc::epoll_event], timeou
 
 /// The soft `RLIMIT_NOFILE`, for messages and sizing.
 pub fn fd_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     match syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) {
         Ok(_) => lim.rlim_cur,
         Err(_) => 1024,

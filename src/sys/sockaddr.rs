@@ -17,7 +17,10 @@ impl SockAddr {
     pub fn empty() -> Self {
         // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
         let storage = unsafe { std::mem::zeroed() };
-        SockAddr { storage, len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t }
+        SockAddr {
+            storage,
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
     }
 
     pub fn from_inet(addr: SocketAddr) -> Self {
@@ -27,7 +30,9 @@ impl SockAddr {
                 let sin = libc::sockaddr_in {
                     sin_family: libc::AF_INET as libc::sa_family_t,
                     sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
                     sin_zero: [0; 8],
                 };
                 // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
@@ -39,7 +44,9 @@ impl SockAddr {
                     sin6_family: libc::AF_INET6 as libc::sa_family_t,
                     sin6_port: a.port().to_be(),
                     sin6_flowinfo: a.flowinfo(),
-                    sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
                     sin6_scope_id: a.scope_id(),
                 };
                 // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.

@@ -35,7 +35,9 @@ impl Rng {
 pub fn pattern(client: u64, offset: u64, len: usize) -> Vec<u8> {
     (0..len as u64)
         .map(|i| {
-            let x = (offset + i).wrapping_mul(0x9E37_79B9).wrapping_add(client.wrapping_mul(0x85EB_CA6B));
+            let x = (offset + i)
+                .wrapping_mul(0x9E37_79B9)
+                .wrapping_add(client.wrapping_mul(0x85EB_CA6B));
             (x ^ (x >> 13) ^ (x >> 24)) as u8
         })
         .collect()
@@ -93,7 +95,10 @@ impl Stream {
     /// have no reset; closing with unread data is the nearest thing.
     pub fn reset(self) {
         if let Stream::Tcp(s) = &self {
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             // SAFETY: setsockopt reads `linger` for the duration of the call.
             unsafe {
                 libc::setsockopt(
@@ -229,7 +234,10 @@ impl Dgram {
                 }
             }
         }
-        Err(io::Error::new(io::ErrorKind::TimedOut, format!("no echo of a {} B datagram before the deadline", msg.len())))
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no echo of a {} B datagram before the deadline", msg.len()),
+        ))
     }
 }
 

@@ -28,7 +28,14 @@ pub enum Target {
 }
 
 impl Target {
-    pub const ALL: [Target; 6] = [Target::Tcp4, Target::Tcp6, Target::Udp4, Target::Udp6, Target::Unix, Target::Unixgram];
+    pub const ALL: [Target; 6] = [
+        Target::Tcp4,
+        Target::Tcp6,
+        Target::Udp4,
+        Target::Udp6,
+        Target::Unix,
+        Target::Unixgram,
+    ];
 
     pub fn transport(self) -> Transport {
         match self {
@@ -92,13 +99,16 @@ impl Stopped {
     /// A `key=value` number from the summary line.
     pub fn count(&self, key: &str) -> u64 {
         let line = self.summary.as_deref().expect("no summary line");
-        field(line, key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+        field(line, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
     }
 }
 
 /// The value of `key=` in a `key=value key=value` line.
 pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 pub fn server_bin() -> &'static str {
@@ -158,7 +168,13 @@ impl ServerProc {
                         Ok(a) => Endpoint::Inet(a),
                         Err(_) => Endpoint::Unix(PathBuf::from(addr)),
                     };
-                    return Ok(ServerProc { child: Some(child), listening: line, endpoint, lines: rx, _dir: dir });
+                    return Ok(ServerProc {
+                        child: Some(child),
+                        listening: line,
+                        endpoint,
+                        lines: rx,
+                        _dir: dir,
+                    });
                 }
                 Ok(_) => continue,
                 Err(_) => {
@@ -214,12 +230,19 @@ impl ServerProc {
         // until stdout closes (bounded, in case a child still holds it).
         let mut summary = None;
         let drain_until = Instant::now() + Duration::from_secs(2);
-        while let Ok(line) = self.lines.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(drain_until.saturating_duration_since(Instant::now()))
+        {
             if line.starts_with("summary") {
                 summary = Some(line);
             }
         }
-        Stopped { status, elapsed, summary }
+        Stopped {
+            status,
+            elapsed,
+            summary,
+        }
     }
 
     /// Stops with SIGTERM.

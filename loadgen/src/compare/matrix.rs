@@ -46,11 +46,7 @@ pub struct RunSpec {
 impl RunSpec {
     /// A short name, also the result file's stem.
     pub fn name(&self) -> String {
-        let kind = if self.rate.is_some() {
-            "open"
-        } else {
-            "closed"
-        };
+        let kind = if self.rate.is_some() { "open" } else { "closed" };
         format!(
             "{kind}-{}-{}-c{}-s{}",
             self.backend, self.transport, self.conns, self.size_bytes
@@ -173,34 +169,36 @@ impl MatrixPlan {
         let mut conns = requested;
         let mut note = None;
         let cap = match backend {
-            BackendKind::Fork if transport.is_stream() => Some((self.task_cap, format!(
-                "fork needs a process per connection (cap = min(pid_max, RLIMIT_NPROC) / 4, at most 4000, here {})",
-                self.task_cap
-            ))),
+            BackendKind::Fork if transport.is_stream() => Some((
+                self.task_cap,
+                format!(
+                    "fork needs a process per connection (cap = min(pid_max, RLIMIT_NPROC) / 4, at most 4000, here {})",
+                    self.task_cap
+                ),
+            )),
             BackendKind::Threadpool if transport.is_stream() => {
                 let cap = self.task_cap.min(SERVER_MAX_THREADS);
-                Some((cap, format!(
-                    "threadpool needs a worker thread per connection, and the server's --threads takes at most \
+                Some((
+                    cap,
+                    format!(
+                        "threadpool needs a worker thread per connection, and the server's --threads takes at most \
                      {SERVER_MAX_THREADS} (and at most min(pid_max, RLIMIT_NPROC) / 4)"
-                )))
+                    ),
+                ))
             }
             _ => None,
         };
         if let Some((cap, why)) = cap {
             if requested > cap {
                 conns = cap;
-                note = Some(format!(
-                    "scaled down from {requested} to {conns} connections: {why}"
-                ));
+                note = Some(format!("scaled down from {requested} to {conns} connections: {why}"));
             }
         }
         let (server_threads, server_max_conns) = match backend {
             // Each worker serves one connection until it closes, so the pool
             // must have a worker per connection or the rest never get served.
             BackendKind::Threadpool if transport.is_stream() => (conns, Some(conns.max(16) + 16)),
-            BackendKind::Fork if transport.is_stream() => {
-                (self.server_cores, Some(conns.max(16) + 16))
-            }
+            BackendKind::Fork if transport.is_stream() => (self.server_cores, Some(conns.max(16) + 16)),
             _ => (self.server_cores, None),
         };
         RunSpec {

@@ -145,8 +145,7 @@ impl Manifest {
     /// Reads `dir/compare.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
         let path = dir.join(MANIFEST);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -162,21 +161,15 @@ impl Manifest {
         self.runs
             .iter()
             .filter(|r| r.outcome == Outcome::Ok)
-            .filter_map(|r| {
-                read_result(&dir.join(&r.result_file))
-                    .ok()
-                    .map(|res| (r.clone(), res))
-            })
+            .filter_map(|r| read_result(&dir.join(&r.result_file)).ok().map(|res| (r.clone(), res)))
             .collect()
     }
 }
 
 /// Reads one `sockbench.result.v1` file.
 pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let result: RunResult =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let result: RunResult = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if result.schema != crate::result::SCHEMA {
         bail!(
             "{}: schema {:?}, expected {:?}",
@@ -210,11 +203,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let manifest = runner::run_comparison(&args)?;
     let plots = plots::draw_all(&manifest, &args.out_dir)?;
     report::write_readme(&manifest, &plots, &args.out_dir)?;
-    let failed: Vec<_> = manifest
-        .runs
-        .iter()
-        .filter(|r| r.outcome != Outcome::Ok)
-        .collect();
+    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     eprintln!(
         "compare: {} runs, {} failed; results, {} plots and README.md in {}",
         manifest.runs.len(),

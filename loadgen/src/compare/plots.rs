@@ -55,12 +55,7 @@ fn backends_of(runs: &[(RunRecord, RunResult)]) -> Vec<String> {
         .filter(|b| present.contains(*b))
         .map(|b| b.to_string())
         .collect();
-    out.extend(
-        present
-            .iter()
-            .filter(|b| !ORDER.contains(b))
-            .map(|b| b.to_string()),
-    );
+    out.extend(present.iter().filter(|b| !ORDER.contains(b)).map(|b| b.to_string()));
     out
 }
 
@@ -76,16 +71,8 @@ pub fn draw_from_results(
     open_rate: Option<f64>,
     dir: &Path,
 ) -> anyhow::Result<Vec<PlotFile>> {
-    let closed: Vec<_> = runs
-        .iter()
-        .filter(|(r, _)| !r.spec.is_open_loop())
-        .cloned()
-        .collect();
-    let open: Vec<_> = runs
-        .iter()
-        .filter(|(r, _)| r.spec.is_open_loop())
-        .cloned()
-        .collect();
+    let closed: Vec<_> = runs.iter().filter(|(r, _)| !r.spec.is_open_loop()).cloned().collect();
+    let open: Vec<_> = runs.iter().filter(|(r, _)| r.spec.is_open_loop()).cloned().collect();
     let mut files = Vec::new();
     if !closed.is_empty() {
         let f = PlotFile {
@@ -121,9 +108,7 @@ pub fn draw_from_results(
             .unwrap_or_default();
         let f = PlotFile {
             file: PLOT_FILES[3].into(),
-            title: format!(
-                "Latency by percentile, open loop{rate} (corrected for coordinated omission)"
-            ),
+            title: format!("Latency by percentile, open loop{rate} (corrected for coordinated omission)"),
         };
         draw_spectrum(&open, &dir.join(&f.file), &f.title)?;
         files.push(f);
@@ -133,9 +118,7 @@ pub fn draw_from_results(
 
 /// `extra.server_cpu_us_per_msg`, when recorded.
 pub fn server_cpu_us_per_msg(res: &RunResult) -> Option<f64> {
-    res.extra
-        .get("server_cpu_us_per_msg")
-        .and_then(|v| v.as_f64())
+    res.extra.get("server_cpu_us_per_msg").and_then(|v| v.as_f64())
 }
 
 /// Decodes the result's HdrHistogram (V2 compressed, base64).
@@ -178,8 +161,7 @@ fn draw_vs_conns(
         .collect();
     let backends = backends_of(runs);
     let (cols, rows) = (transports.len().max(1), sizes.len().max(1));
-    let root =
-        SVGBackend::new(path, (430 * cols as u32 + 40, 340 * rows as u32 + 50)).into_drawing_area();
+    let root = SVGBackend::new(path, (430 * cols as u32 + 40, 340 * rows as u32 + 50)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let root = root.titled(title, (FAMILY, 22)).map_err(plot_err)?;
     // One legend for the whole figure, so that it never hides a point.
@@ -195,9 +177,7 @@ fn draw_vs_conns(
                 let mut pts: Vec<(f64, f64)> = runs
                     .iter()
                     .filter(|(r, _)| {
-                        &r.spec.backend == b
-                            && &r.spec.transport == transport
-                            && r.spec.size_bytes == size
+                        &r.spec.backend == b && &r.spec.transport == transport && r.spec.size_bytes == size
                     })
                     .filter_map(|(r, res)| {
                         value(res)
@@ -209,10 +189,7 @@ fn draw_vs_conns(
                 (b.clone(), pts)
             })
             .collect();
-        let ys: Vec<f64> = series
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|p| p.1))
-            .collect();
+        let ys: Vec<f64> = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)).collect();
         let caption = format!("{transport}, {}", size_label(size));
         let x_range = (0.7f64..(max_conns * 1.5).max(10.0)).log_scale();
         let mut builder = ChartBuilder::on(panel);
@@ -222,27 +199,15 @@ fn draw_vs_conns(
             .x_label_area_size(36)
             .y_label_area_size(62);
         if ys.is_empty() {
-            let mut chart = builder
-                .build_cartesian_2d(x_range, 0f64..1f64)
-                .map_err(plot_err)?;
+            let mut chart = builder.build_cartesian_2d(x_range, 0f64..1f64).map_err(plot_err)?;
+            chart.configure_mesh().x_desc("connections").draw().map_err(plot_err)?;
             chart
-                .configure_mesh()
-                .x_desc("connections")
-                .draw()
-                .map_err(plot_err)?;
-            chart
-                .draw_series(std::iter::once(Text::new(
-                    "no data",
-                    (3.0, 0.5),
-                    (FAMILY, 16),
-                )))
+                .draw_series(std::iter::once(Text::new("no data", (3.0, 0.5), (FAMILY, 16))))
                 .map_err(plot_err)?;
             continue;
         }
         let hi = ys.iter().cloned().fold(0.0, f64::max);
-        let mut chart = builder
-            .build_cartesian_2d(x_range, 0f64..hi * 1.15)
-            .map_err(plot_err)?;
+        let mut chart = builder.build_cartesian_2d(x_range, 0f64..hi * 1.15).map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("connections")
@@ -274,11 +239,8 @@ fn draw_legend<DB: DrawingBackend>(
     for (i, backend) in backends.iter().enumerate() {
         let x = 60 + 150 * i as i32;
         let color = backend_color(backend);
-        area.draw(&PathElement::new(
-            vec![(x, 14), (x + 26, 14)],
-            color.stroke_width(3),
-        ))
-        .map_err(plot_err)?;
+        area.draw(&PathElement::new(vec![(x, 14), (x + 26, 14)], color.stroke_width(3)))
+            .map_err(plot_err)?;
         area.draw(&Text::new(backend.clone(), (x + 32, 6), (FAMILY, 15)))
             .map_err(plot_err)?;
     }
@@ -344,9 +306,7 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(plot_err)?
             .label(backend.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
     chart
         .configure_series_labels()
@@ -425,9 +385,7 @@ fn draw_over_time(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> 
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(plot_err)?
             .label(label.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(plot_err)?;

@@ -62,10 +62,7 @@ impl TreeMonitor {
                 // Runs until the runner stops it; each turn sleeps RSS_INTERVAL.
                 while !stop.load(Ordering::Relaxed) {
                     let tree = procfs::tree(pid);
-                    let rss: u64 = tree
-                        .iter()
-                        .filter_map(|&p| procfs::status_kib(p, "VmRSS").ok())
-                        .sum();
+                    let rss: u64 = tree.iter().filter_map(|&p| procfs::status_kib(p, "VmRSS").ok()).sum();
                     let hwm = procfs::status_kib(pid, "VmHWM").unwrap_or(0);
                     {
                         let mut c = cost.lock().unwrap();
@@ -97,10 +94,7 @@ impl TreeMonitor {
         let cpu = procfs::tree_cpu_us(self.pid).ok();
         let mut c = self.cost.lock().unwrap();
         c.cpu_end_us = cpu;
-        c.window_s = self
-            .marked_start
-            .map(|s| s.elapsed().as_secs_f64())
-            .unwrap_or(0.0);
+        c.window_s = self.marked_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
     }
 
     pub fn has_start(&self) -> bool {

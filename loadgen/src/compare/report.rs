@@ -78,9 +78,7 @@ pub fn git_commit() -> String {
     match run(&["rev-parse", "HEAD"]) {
         Some(out) => {
             let mut commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if run(&["status", "--porcelain", "--untracked-files=no"])
-                .is_some_and(|o| !o.stdout.is_empty())
-            {
+            if run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty()) {
                 commit.push_str("-dirty");
             }
             commit
@@ -116,18 +114,14 @@ pub fn utc_now() -> String {
 
 /// An argv as one shell-ready line, with paths under the current directory made relative.
 fn shell_line(argv: &[String]) -> String {
-    let cwd = std::env::current_dir()
-        .ok()
-        .map(|d| format!("{}/", d.display()));
+    let cwd = std::env::current_dir().ok().map(|d| format!("{}/", d.display()));
     argv.iter()
         .map(|a| {
             let a = match &cwd {
                 Some(c) => a.strip_prefix(c.as_str()).unwrap_or(a),
                 None => a,
             };
-            if a.is_empty()
-                || a.contains(|c: char| c.is_whitespace() || "[]*?'\"$;&|<>()".contains(c))
-            {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "[]*?'\"$;&|<>()".contains(c)) {
                 format!("'{}'", a.replace('\'', "'\\''"))
             } else {
                 a.to_string()
@@ -172,11 +166,7 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
         }
     );
     let _ = writeln!(w, "| | |\n|---|---|");
-    let _ = writeln!(
-        w,
-        "| date (UTC) | {} to {} |",
-        m.started_utc, m.finished_utc
-    );
+    let _ = writeln!(w, "| date (UTC) | {} to {} |", m.started_utc, m.finished_utc);
     let _ = writeln!(w, "| commit | `{}` |", m.git_commit);
     let _ = writeln!(w, "| command | `{}` |", shell_line(&m.command));
     let _ = writeln!(w, "| CPU | {} |", m.machine.cpu_model);
@@ -273,9 +263,10 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
             "| backend | conns | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/msg | server cores busy | loadgen CPU µs/msg | server peak RSS MiB | errors |"
         );
         let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-        for (r, res) in runs.iter().filter(|(r, _)| {
-            !r.spec.is_open_loop() && r.spec.transport == transport && r.spec.size_bytes == size
-        }) {
+        for (r, res) in runs
+            .iter()
+            .filter(|(r, _)| !r.spec.is_open_loop() && r.spec.transport == transport && r.spec.size_bytes == size)
+        {
             let conns = if r.spec.conns != r.spec.requested_conns {
                 format!("{} (of {})", r.spec.conns, r.spec.requested_conns)
             } else {
@@ -295,7 +286,10 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
                 opt(server_cpu_us_per_msg(res), |v| format!("{v:.2}")),
                 opt(extra_f64(res, "server_cpu_cores_busy"), |v| format!("{v:.2}")),
                 opt(extra_f64(res, "loadgen_cpu_us_per_msg"), |v| format!("{v:.2}")),
-                opt(extra_u64(res, "server_peak_rss_kb").map(|k| k as f64), |k| format!("{:.1}", k / 1024.0)),
+                opt(extra_u64(res, "server_peak_rss_kb").map(|k| k as f64), |k| format!(
+                    "{:.1}",
+                    k / 1024.0
+                )),
                 res.errors.total()
             );
         }
@@ -312,10 +306,7 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
             w,
             "| backend | transport | conns | size | requested msgs/s | achieved msgs/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | server CPU µs/msg | errors |"
         );
-        let _ = writeln!(
-            w,
-            "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
-        );
+        let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
         for (r, res) in open {
             let l = &res.latency_us;
             let _ = writeln!(
@@ -325,7 +316,9 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
                 r.spec.transport,
                 r.spec.conns,
                 size_label(r.spec.size_bytes),
-                opt(res.throughput.requested_msgs_per_s.or(r.spec.rate), |v| format!("{v:.0}")),
+                opt(res.throughput.requested_msgs_per_s.or(r.spec.rate), |v| format!(
+                    "{v:.0}"
+                )),
                 res.throughput.msgs_per_s,
                 l.p50,
                 l.p90,

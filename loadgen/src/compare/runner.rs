@@ -60,9 +60,7 @@ impl Binaries {
             .and_then(|n| n.to_str())
             .unwrap_or("")
             .to_string();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("Cargo.toml");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
         if !workspace.is_file() {
             return Ok(());
         }
@@ -142,9 +140,7 @@ impl CpuSplit {
             .unwrap_or_else(sockbench::cpu::available_cpus)
             .max(1);
         let list = |lo: usize, hi: usize| -> anyhow::Result<CpuList> {
-            format!("{lo}-{hi}")
-                .parse::<CpuList>()
-                .map_err(|e| anyhow::anyhow!(e))
+            format!("{lo}-{hi}").parse::<CpuList>().map_err(|e| anyhow::anyhow!(e))
         };
         let half = (online / 2).max(1);
         let server = match server {
@@ -163,7 +159,9 @@ impl CpuSplit {
             .filter(|c| loadgen.cpus().contains(c))
             .collect();
         let warning = (!shared.is_empty()).then(|| {
-            format!("server and loadgen share CPU(s) {shared:?}: the two sides compete, so figures understate the server")
+            format!(
+                "server and loadgen share CPU(s) {shared:?}: the two sides compete, so figures understate the server"
+            )
         });
         Ok(CpuSplit {
             server,
@@ -193,11 +191,8 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     let duration = args
         .duration
         .unwrap_or(if args.quick { QUICK_DURATION } else { DURATION });
-    let warmup = args
-        .warmup
-        .unwrap_or(if args.quick { QUICK_WARMUP } else { WARMUP });
-    std::fs::create_dir_all(&args.out_dir)
-        .with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let warmup = args.warmup.unwrap_or(if args.quick { QUICK_WARMUP } else { WARMUP });
+    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
     remove_previous_run(&args.out_dir);
     let scratch = std::env::temp_dir().join(format!("sockbench-compare-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
@@ -227,11 +222,16 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     let fds = raise_fd_limit();
     let need = closed.iter().map(|s| s.conns).max().unwrap_or(0) + 64;
     if fds < need {
-        eprintln!("compare: warning: the descriptor limit is {fds}, but a run needs about {need}; raise it (ulimit -n)");
+        eprintln!(
+            "compare: warning: the descriptor limit is {fds}, but a run needs about {need}; raise it (ulimit -n)"
+        );
     }
     // compare's own threads (the /proc sampler) stay off the server's CPUs.
     set_affinity(&cpu_mask(&split.loadgen)).context("pinning compare to the loadgen CPUs")?;
-    eprintln!("compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}", split.server, split.loadgen);
+    eprintln!(
+        "compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}",
+        split.server, split.loadgen
+    );
     let mut notes = Vec::new();
     for spec in closed.iter().filter(|s| s.note.is_some()) {
         let line = format!(
@@ -352,9 +352,7 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
             .runs
             .iter()
             .filter(|r| r.outcome == Outcome::Ok && r.spec.backend == backend.name())
-            .filter(|r| {
-                r.spec.size_bytes == size && r.spec.transport == transport && r.spec.conns == conns
-            })
+            .filter(|r| r.spec.size_bytes == size && r.spec.transport == transport && r.spec.conns == conns)
             .filter_map(|r| r.msgs_per_s)
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
         if let Some(peak) = peak {
@@ -375,10 +373,7 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
                 ),
             )
         }
-        None => (
-            None,
-            "no successful closed-loop run, so no open-loop rate".to_string(),
-        ),
+        None => (None, "no successful closed-loop run, so no open-loop rate".to_string()),
     }
 }
 
@@ -389,10 +384,7 @@ fn run_with_progress(ctx: &RunContext, spec: RunSpec, n: usize, total: usize) ->
         .as_ref()
         .map(|_| format!(" (scaled down from {})", spec.requested_conns))
         .unwrap_or_default();
-    let rate = spec
-        .rate
-        .map(|r| format!(" open loop {r} msgs/s"))
-        .unwrap_or_default();
+    let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
     eprintln!(
         "[{n}/{total}, {left} left] {} {} conns={}{scaled} size={}{rate} ...",
         spec.backend, spec.transport, spec.conns, spec.size_bytes
@@ -434,13 +426,7 @@ impl Tail {
     }
 
     fn text(&self) -> String {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.0.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -487,12 +473,7 @@ fn cpu_mask(cpus: &CpuList) -> libc::cpu_set_t {
 
 /// Restricts the calling thread (and what it later spawns or forks) to `set`.
 fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
-    sockbench::syscall!(sched_setaffinity(
-        0,
-        std::mem::size_of::<libc::cpu_set_t>(),
-        set
-    ))
-    .map(|_| ())
+    sockbench::syscall!(sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set)).map(|_| ())
 }
 
 /// Starts `cmd` already confined to `cpus`, so that every thread and forked
@@ -619,8 +600,7 @@ fn drive(
             // Its own process group, so that a final SIGKILL reaches forked children.
             .process_group(0);
         confine_command(&mut cmd, &ctx.split.server);
-        cmd.spawn()
-            .with_context(|| format!("starting {}", server_argv[0]))?
+        cmd.spawn().with_context(|| format!("starting {}", server_argv[0]))?
     };
     let (lines_tx, lines_rx) = mpsc::channel();
     let server_out = Tail::collect(server.stdout.take().expect("piped"), Some(lines_tx));
@@ -737,8 +717,7 @@ fn drive_with_server(
     record.loadgen_argv = argv.clone();
 
     let log_path = ctx.scratch.join(format!("{}.log", spec.name()));
-    let log =
-        File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut monitor = TreeMonitor::start(server.id());
     let spawned = Instant::now();
     let mut cmd = Command::new(&argv[0]);
@@ -747,9 +726,7 @@ fn drive_with_server(
         .stdout(log.try_clone()?)
         .stderr(log);
     confine_command(&mut cmd, &ctx.split.loadgen);
-    let mut loadgen = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", argv[0]))?;
+    let mut loadgen = cmd.spawn().with_context(|| format!("starting {}", argv[0]))?;
 
     // 3. The CPU window: loadgen connects (at CONNECT_RATE), warms up, then
     // measures. We read the tree's CPU once the warm-up should be over and
@@ -813,15 +790,9 @@ fn drive_with_server(
     put("server_argv", serde_json::to_value(&record.server_argv)?);
     put("server_threads", spec.server_threads.into());
     put("server_cpus", ctx.split.server.to_string().into());
-    put(
-        "server_cores",
-        (ctx.split.server.cpus().len() as u64).into(),
-    );
+    put("server_cores", (ctx.split.server.cpus().len() as u64).into());
     put("loadgen_cpus", ctx.split.loadgen.to_string().into());
-    put(
-        "loadgen_cores",
-        (ctx.split.loadgen.cpus().len() as u64).into(),
-    );
+    put("loadgen_cores", (ctx.split.loadgen.cpus().len() as u64).into());
     put("requested_conns", spec.requested_conns.into());
     if let Some(note) = &spec.note {
         put("scale_down", note.clone().into());
@@ -831,19 +802,13 @@ fn drive_with_server(
     let window_msgs = result.throughput.msgs_per_s * cost.window_s;
     let cpu_per_msg = match cost.cpu_us() {
         Some(0) => {
-            put(
-                "server_cpu_note",
-                "no server CPU time seen in the window".into(),
-            );
+            put("server_cpu_note", "no server CPU time seen in the window".into());
             None
         }
         Some(cpu_us) if cost.window_s > 0.0 && window_msgs >= 1.0 => {
             put("server_cpu_us", cpu_us.into());
             put("server_cpu_window_s", cost.window_s.into());
-            put(
-                "server_cpu_cores_busy",
-                (cpu_us as f64 / 1e6 / cost.window_s).into(),
-            );
+            put("server_cpu_cores_busy", (cpu_us as f64 / 1e6 / cost.window_s).into());
             let v = cpu_us as f64 / window_msgs;
             put("server_cpu_us_per_msg", v.into());
             Some(v)
@@ -861,8 +826,7 @@ fn drive_with_server(
     }
     super::write_result(&out_path, &result)?;
     record.msgs_per_s = Some(result.throughput.msgs_per_s);
-    record.headline =
-        Some(format!(
+    record.headline = Some(format!(
         "{:.0} msgs/s, p50 {:.0} us, p99 {:.0} us, server {} us/msg, peak RSS {} KiB, errors {}",
         result.throughput.msgs_per_s,
         result.latency_us.p50,

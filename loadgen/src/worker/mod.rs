@@ -305,12 +305,7 @@ struct Worker<'a> {
 }
 
 /// Runs thread `index` until the end time or `stop`; returns its totals.
-pub fn run_thread(
-    index: usize,
-    plan: &Plan,
-    shared: &Shared,
-    tx: mpsc::Sender<Interval>,
-) -> io::Result<ThreadTotals> {
+pub fn run_thread(index: usize, plan: &Plan, shared: &Shared, tx: mpsc::Sender<Interval>) -> io::Result<ThreadTotals> {
     let ep = ssys::epoll_create()?;
     let count = (plan.conns as usize - index).div_ceil(plan.threads);
     let conns = (0..count)
@@ -529,10 +524,7 @@ impl Worker<'_> {
         let res = if plan.transport.is_stream() {
             net::connect_stream(&plan.endpoint, true)
         } else {
-            let local = plan
-                .unixgram_dir
-                .as_ref()
-                .map(|d| d.join(format!("c{}", c.id)));
+            let local = plan.unixgram_dir.as_ref().map(|d| d.join(format!("c{}", c.id)));
             if let Some(p) = &local {
                 let _ = std::fs::remove_file(p);
             }
@@ -549,13 +541,7 @@ impl Worker<'_> {
             let _ = ssys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
         let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        if let Err(e) = ssys::epoll_ctl(
-            self.ep.as_fd(),
-            libc::EPOLL_CTL_ADD,
-            fd.as_raw_fd(),
-            bits,
-            k as u64,
-        ) {
+        if let Err(e) = ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), bits, k as u64) {
             return self.connect_failed(k, now, &e);
         }
         let c = &mut self.conns[k];
@@ -634,10 +620,7 @@ impl Worker<'_> {
 
     fn fill_closed_loop(&mut self, k: usize, now: u64) {
         for _ in 0..self.plan.depth {
-            self.conns[k].queue.push_back(Msg {
-                intended: now,
-                sent: 0,
-            });
+            self.conns[k].queue.push_back(Msg { intended: now, sent: 0 });
         }
         self.mark_dirty(k);
     }
@@ -703,8 +686,7 @@ impl Worker<'_> {
                     return;
                 }
                 let fd = self.conns[k].fd.as_ref().unwrap();
-                let err = ssys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR)
-                    .unwrap_or(libc::EIO);
+                let err = ssys::getsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(libc::EIO);
                 if err == 0 && bits & err_bits == 0 {
                     self.became_up(k, now);
                     // Data may already be waiting (edge-triggered: read it now);
@@ -768,8 +750,7 @@ impl Worker<'_> {
         let closed_loop = self.plan.rate.is_none();
         {
             let c = &mut self.conns[k];
-            let outstanding =
-                (c.send_seq - c.recv.seq) as usize * size + c.send_off - c.recv.offset;
+            let outstanding = (c.send_seq - c.recv.seq) as usize * size + c.send_off - c.recv.offset;
             let mut data = &self.buf[..n];
             let extra = n > outstanding;
             if extra {
@@ -785,10 +766,7 @@ impl Worker<'_> {
             });
             if closed_loop && self.load_start != UNSET {
                 for _ in 0..done {
-                    c.queue.push_back(Msg {
-                        intended: now,
-                        sent: 0,
-                    });
+                    c.queue.push_back(Msg { intended: now, sent: 0 });
                 }
             }
             c.timed_out_seq = c.timed_out_seq.max(c.recv.seq);
@@ -850,9 +828,7 @@ impl Worker<'_> {
                     }));
                     c.next_seq += 1;
                 }
-                Err(e) if ssys::would_block(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    c.writable = false
-                }
+                Err(e) if ssys::would_block(&e) || e.raw_os_error() == Some(libc::ENOBUFS) => c.writable = false,
                 Err(e) => return self.lost(k, now, format!("send failed: {e}")),
             }
         }
@@ -938,10 +914,7 @@ impl Worker<'_> {
         }
         if closed_loop && c.state == State::Up {
             for _ in 0..resolved {
-                c.queue.push_back(Msg {
-                    intended: now,
-                    sent: 0,
-                });
+                c.queue.push_back(Msg { intended: now, sent: 0 });
             }
         }
         if resolved > 0 || !c.queue.is_empty() {

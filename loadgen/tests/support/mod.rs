@@ -111,10 +111,7 @@ fn echo_stream<S: Read + Write>(mut s: S, st: &FaultState, stop: &AtomicBool, re
         let n = match s.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
                 if let Fault::DieAfter(d) = st.fault {
                     if st.started.elapsed() >= d {
                         return reset(&s);
@@ -182,8 +179,7 @@ pub fn tcp_server(fault: Fault) -> TestServer {
             Ok((s, _)) => {
                 s.set_nonblocking(false).unwrap();
                 s.set_nodelay(true).unwrap();
-                s.set_read_timeout(Some(Duration::from_millis(100)))
-                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
                 let (st, stop) = (st.clone(), stop2.clone());
                 thread::Builder::new()
                     .stack_size(64 * 1024)
@@ -197,11 +193,7 @@ pub fn tcp_server(fault: Fault) -> TestServer {
             Err(_) => thread::sleep(Duration::from_millis(1)),
         }
     });
-    TestServer {
-        addr,
-        dir: None,
-        stop,
-    }
+    TestServer { addr, dir: None, stop }
 }
 
 /// A thread-per-connection Unix stream echo server in a temp dir.
@@ -228,8 +220,7 @@ pub fn unix_server_after(delay: Duration) -> TestServer {
         let l = UnixListener::bind(&path).unwrap();
         for s in l.incoming() {
             let Ok(s) = s else { return };
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
             let (st, stop) = (st.clone(), stop2.clone());
             thread::spawn(move || echo_stream(s, &st, &stop, |_: &UnixStream| {}));
         }
@@ -257,8 +248,7 @@ pub fn tcp_echo_once_then_fin(size: usize) -> TestServer {
             };
             s.set_nonblocking(false).unwrap();
             s.set_nodelay(true).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
             let stop = stop2.clone();
             thread::Builder::new()
                 .stack_size(64 * 1024)
@@ -269,23 +259,23 @@ pub fn tcp_echo_once_then_fin(size: usize) -> TestServer {
                         match s.read(&mut buf[got..size]) {
                             Ok(0) => return,
                             Ok(n) => got += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
                             Err(_) => return,
                         }
                     }
                     // Echo and FIN back to back, so they tend to arrive in one epoll edge.
-                    if s.write_all(&buf[..size]).is_err()
-                        || s.shutdown(std::net::Shutdown::Write).is_err()
-                    {
+                    if s.write_all(&buf[..size]).is_err() || s.shutdown(std::net::Shutdown::Write).is_err() {
                         return;
                     }
                     while !stop.load(SeqCst) {
                         match s.read(&mut buf) {
                             Ok(0) => return,
                             Ok(_) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                                || e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut => {}
                             Err(_) => return,
                         }
                     }
@@ -293,19 +283,14 @@ pub fn tcp_echo_once_then_fin(size: usize) -> TestServer {
                 .unwrap();
         }
     });
-    TestServer {
-        addr,
-        dir: None,
-        stop,
-    }
+    TestServer { addr, dir: None, stop }
 }
 
 /// A UDP echo server that drops every `drop_every`-th datagram (0: none).
 pub fn udp_server(drop_every: u64) -> TestServer {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = s.local_addr().unwrap().to_string();
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     thread::spawn(move || {
@@ -322,11 +307,7 @@ pub fn udp_server(drop_every: u64) -> TestServer {
             let _ = s.send_to(&buf[..n], from);
         }
     });
-    TestServer {
-        addr,
-        dir: None,
-        stop,
-    }
+    TestServer { addr, dir: None, stop }
 }
 
 /// A unixgram echo server in a temp dir.
@@ -334,8 +315,7 @@ pub fn unixgram_server() -> TestServer {
     let dir = temp_dir("unixgram");
     let path = dir.join("s.sock");
     let s = UnixDatagram::bind(&path).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     thread::spawn(move || {

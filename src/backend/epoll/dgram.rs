@@ -115,7 +115,9 @@ impl<'a> DgramLoop<'a> {
                 }
             };
             self.batch.clear_sends();
-            let mut budget = self.budget.map(|b| b.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+            let mut budget = self
+                .budget
+                .map(|b| b.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
             if let Some(b) = budget.as_mut() {
                 b.update(self.socket);
             }

@@ -95,7 +95,9 @@ struct ConnLimit {
 
 impl ConnLimit {
     fn try_acquire(&self) -> bool {
-        self.open.fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1)).is_ok()
+        self.open
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max).then_some(n + 1))
+            .is_ok()
     }
 
     fn release(&self) {
@@ -139,13 +141,21 @@ impl Backend for Epoll {
     fn serve(&self, mut ctx: ServeContext) -> io::Result<()> {
         let threads = ctx.config.threads.max(1);
         let transport = ctx.config.transport;
-        let sharing = if transport.is_unix() { Sharing::Exclusive } else { Sharing::ReusePort };
+        let sharing = if transport.is_unix() {
+            Sharing::Exclusive
+        } else {
+            Sharing::ReusePort
+        };
 
         // All setup that can fail happens before `ready`.
         sys::set_nonblocking(ctx.socket.as_fd(), true)?;
         let mut own_sockets = Vec::new();
         if sharing == Sharing::ReusePort {
-            let opts = BindOptions { reuseport: true, nonblocking: true, ..BindOptions::default() };
+            let opts = BindOptions {
+                reuseport: true,
+                nonblocking: true,
+                ..BindOptions::default()
+            };
             for _ in 1..threads {
                 own_sockets.push(net::bind_server(transport, &ctx.local, opts)?);
             }
@@ -166,7 +176,13 @@ impl Backend for Epoll {
             )?;
             // Level-triggered: the eventfd stays readable once a stop is requested.
             let stop_fd = ctx.shutdown.fd().as_raw_fd();
-            sys::epoll_ctl(epoll.as_fd(), libc::EPOLL_CTL_ADD, stop_fd, libc::EPOLLIN as u32, SHUTDOWN_TOKEN)?;
+            sys::epoll_ctl(
+                epoll.as_fd(),
+                libc::EPOLL_CTL_ADD,
+                stop_fd,
+                libc::EPOLLIN as u32,
+                SHUTDOWN_TOKEN,
+            )?;
             epolls.push(epoll);
         }
 
@@ -178,7 +194,12 @@ impl Backend for Epoll {
                 super::MAX_PENDING_BYTES
             )
         } else {
-            format!("sockets={} batch={} buf={}", sharing.name(), dgram::BATCH_SLOTS, dgram::SLOT_BYTES)
+            format!(
+                "sockets={} batch={} buf={}",
+                sharing.name(),
+                dgram::BATCH_SLOTS,
+                dgram::SLOT_BYTES
+            )
         };
         ctx.ready(&details);
 
@@ -186,7 +207,10 @@ impl Backend for Epoll {
             config: &ctx.config,
             stats: ctx.stats,
             shutdown: ctx.shutdown,
-            conns: ConnLimit { open: AtomicUsize::new(0), max: ctx.config.max_conns },
+            conns: ConnLimit {
+                open: AtomicUsize::new(0),
+                max: ctx.config.max_conns,
+            },
             unix_budget: (transport == net::Transport::Unixgram)
                 .then(|| std::sync::Mutex::new(super::peer_budget::PeerBudget::new(ctx.socket.as_fd(), 1))),
         };
@@ -196,20 +220,22 @@ impl Backend for Epoll {
             let mut spawn_error = None;
             for (i, epoll) in epolls.into_iter().enumerate() {
                 let socket = socket_for(i, &ctx.socket, &own_sockets);
-                let spawned = std::thread::Builder::new().name(format!("epoll-{i}")).spawn_scoped(scope, move || {
-                    shared.config.pin_worker(i);
-                    let result = if transport.is_stream() {
-                        stream::StreamLoop::new(shared, epoll, socket).run()
-                    } else {
-                        dgram::DgramLoop::new(shared, epoll, socket).run()
-                    };
-                    if result.is_err() {
-                        // A worker that cannot go on stops the server rather than
-                        // leaving its share of the clients unserved.
-                        shared.shutdown.request();
-                    }
-                    result
-                });
+                let spawned = std::thread::Builder::new()
+                    .name(format!("epoll-{i}"))
+                    .spawn_scoped(scope, move || {
+                        shared.config.pin_worker(i);
+                        let result = if transport.is_stream() {
+                            stream::StreamLoop::new(shared, epoll, socket).run()
+                        } else {
+                            dgram::DgramLoop::new(shared, epoll, socket).run()
+                        };
+                        if result.is_err() {
+                            // A worker that cannot go on stops the server rather than
+                            // leaving its share of the clients unserved.
+                            shared.shutdown.request();
+                        }
+                        result
+                    });
                 match spawned {
                     Ok(h) => handles.push(h),
                     Err(e) => {
@@ -221,7 +247,9 @@ impl Backend for Epoll {
             }
             let mut first_error = spawn_error;
             for h in handles {
-                let result = h.join().unwrap_or_else(|_| Err(io::Error::other("epoll worker panicked")));
+                let result = h
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("epoll worker panicked")));
                 if let Err(e) = result {
                     first_error.get_or_insert(e);
                 }

@@ -34,7 +34,10 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { ptr: ptr as *mut u8, len })
+        Ok(Mapping {
+            ptr: ptr as *mut u8,
+            len,
+        })
     }
 }
 
@@ -70,7 +73,15 @@ impl BufRing {
         assert!(count.is_power_of_two() && count <= 32768);
         let entries = Mapping::new(count as usize * std::mem::size_of::<BufRingEntry>())?;
         let buffers = Mapping::new(count as usize * size as usize)?;
-        let mut ring = BufRing { entries, buffers, count: count as u16, size, bgid, tail: 0, held: count };
+        let mut ring = BufRing {
+            entries,
+            buffers,
+            count: count as u16,
+            size,
+            bgid,
+            tail: 0,
+            held: count,
+        };
         for bid in 0..count {
             ring.recycle(bid as u16);
         }

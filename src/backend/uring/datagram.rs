@@ -67,7 +67,9 @@ impl<'a> DgramWorker<'a> {
         let mut template = Box::new(SendSlot::zeroed().hdr);
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
-        let is_unix = crate::sys::getsockname(sock).map(|a| a.family() == libc::AF_UNIX).unwrap_or(false);
+        let is_unix = crate::sys::getsockname(sock)
+            .map(|a| a.family() == libc::AF_UNIX)
+            .unwrap_or(false);
         let budget = is_unix.then(|| shared.unix_budget.get_or_init(|| Mutex::new(PeerBudget::new(sock, 1))));
         DgramWorker {
             d,
@@ -145,7 +147,9 @@ impl<'a> DgramWorker<'a> {
     }
 
     fn dispatch(&mut self, c: Completion) -> io::Result<()> {
-        let Some(t) = Token::decode(c.user_data) else { return Ok(()) };
+        let Some(t) = Token::decode(c.user_data) else {
+            return Ok(());
+        };
         match t.op {
             Op::Shutdown => self.stopping = true,
             Op::DgramRecv => self.on_recv(c)?,
@@ -192,7 +196,9 @@ impl<'a> DgramWorker<'a> {
             // A peer that does not read its echoes while our send buffer fills up.
             Ok(out)
                 if !self.budget.map_or(true, |b| {
-                    b.lock().unwrap_or_else(|p| p.into_inner()).allow(out.name_data(), out.payload_data().len())
+                    b.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .allow(out.name_data(), out.payload_data().len())
                 }) =>
             {
                 (None, 0)
@@ -216,7 +222,10 @@ impl<'a> DgramWorker<'a> {
             return Ok(());
         };
         let slot = &mut self.slots[bid as usize];
-        slot.iov = libc::iovec { iov_base: payload as *mut libc::c_void, iov_len: payload_len };
+        slot.iov = libc::iovec {
+            iov_base: payload as *mut libc::c_void,
+            iov_len: payload_len,
+        };
         slot.hdr.msg_name = &mut slot.name as *mut _ as *mut libc::c_void;
         slot.hdr.msg_iov = &mut slot.iov;
         slot.hdr.msg_iovlen = 1;

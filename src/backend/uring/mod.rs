@@ -104,8 +104,13 @@ impl Backend for Uring {
         let (setup_tx, setup_rx) = mpsc::channel::<io::Result<RingInfo>>();
         let mut workers = Vec::with_capacity(threads);
         for i in 0..threads {
-            let (config, local, shared, primary, setup_tx) =
-                (ctx.config.clone(), ctx.local.clone(), shared.clone(), primary.clone(), setup_tx.clone());
+            let (config, local, shared, primary, setup_tx) = (
+                ctx.config.clone(),
+                ctx.local.clone(),
+                shared.clone(),
+                primary.clone(),
+                setup_tx.clone(),
+            );
             let worker = std::thread::Builder::new().name(format!("uring-{i}")).spawn(move || {
                 config.pin_worker(i);
                 let socket = match worker_socket(i, &config, &local, primary) {
@@ -151,7 +156,9 @@ impl Backend for Uring {
         }
         let mut result = setup_result.map(drop);
         for w in workers {
-            let r = w.join().unwrap_or_else(|_| Err(io::Error::other("uring worker panicked")));
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("uring worker panicked")));
             if result.is_ok() {
                 result = r;
             }
@@ -167,7 +174,10 @@ fn worker_socket(i: usize, config: &ServerConfig, local: &Endpoint, primary: Arc
     if i == 0 || config.transport.is_unix() {
         return Ok(primary);
     }
-    let opts = BindOptions { reuseport: true, ..BindOptions::default() };
+    let opts = BindOptions {
+        reuseport: true,
+        ..BindOptions::default()
+    };
     Ok(Arc::new(net::bind_server(config.transport, local, opts)?))
 }
 
@@ -184,7 +194,10 @@ fn run_worker(
     let (buf_count, buf_size) = if stream {
         (opts.buf_count, opts.buf_size)
     } else {
-        (opts.buf_count.min(MAX_DGRAM_BUFS), opts.buf_size.max(MAX_DATAGRAM + DGRAM_HEADER))
+        (
+            opts.buf_count.min(MAX_DGRAM_BUFS),
+            opts.buf_size.max(MAX_DATAGRAM + DGRAM_HEADER),
+        )
     };
     // Every connection can have a receive and a send (or poll) completion
     // pending at once, plus a few reserved operations per ring.
@@ -253,7 +266,13 @@ impl Driver {
         let bufs = BufRing::new(buf_count, buf_size, BGID)?;
         bufs.register(&ring.submitter())
             .map_err(|e| setup::missing("provided buffer rings (IORING_REGISTER_PBUF_RING, Linux 5.19)", e))?;
-        Ok(Driver { ring, bufs: ManuallyDrop::new(bufs), flags, in_flight: 0, completions: Vec::with_capacity(1024) })
+        Ok(Driver {
+            ring,
+            bufs: ManuallyDrop::new(bufs),
+            flags,
+            in_flight: 0,
+            completions: Vec::with_capacity(1024),
+        })
     }
 
     /// Queues `sqe`; if the submission queue is full, submits what is queued first.
@@ -309,7 +328,11 @@ impl Driver {
                 // Saturating: a miscount must not wrap and make shutdown wait in vain.
                 self.in_flight = self.in_flight.saturating_sub(1);
             }
-            self.completions.push(Completion { user_data: cqe.user_data(), result: cqe.result(), flags: cqe.flags() });
+            self.completions.push(Completion {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            });
         }
     }
 

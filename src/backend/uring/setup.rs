@@ -133,10 +133,17 @@ const SELF_TEST_WAIT: Duration = Duration::from_millis(300);
 /// the close.
 pub fn self_test(d: &mut Driver) -> io::Result<SelfTest> {
     let mut fds = [0; 2];
-    crate::syscall!(socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()))?;
+    crate::syscall!(socketpair(
+        libc::AF_UNIX,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0,
+        fds.as_mut_ptr()
+    ))?;
     // SAFETY: socketpair just returned these two descriptors and nobody else owns them.
     let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), d.bufs.bgid()).build().user_data(token::PROBE);
+    let recv = opcode::RecvMulti::new(types::Fd(ours.as_raw_fd()), d.bufs.bgid())
+        .build()
+        .user_data(token::PROBE);
     // SAFETY: the receive writes only into the registered buffer ring, which the
     // driver keeps alive until every operation has completed.
     unsafe { d.push(recv)? };
@@ -195,5 +202,7 @@ pub fn self_test(d: &mut Driver) -> io::Result<SelfTest> {
             io::Error::from_raw_os_error(libc::ETIMEDOUT),
         ));
     }
-    Ok(SelfTest { unix_multishot_eof: got_eof })
+    Ok(SelfTest {
+        unix_multishot_eof: got_eof,
+    })
 }

@@ -51,9 +51,15 @@ const MAX_CONNS_RECHECK: Duration = Duration::from_millis(50);
 enum Sending {
     Idle,
     /// Bytes `off..len` of ring buffer `bid`.
-    Ring { bid: u16, off: u32, len: u32 },
+    Ring {
+        bid: u16,
+        off: u32,
+        len: u32,
+    },
     /// Bytes `off..` of the connection's `heap` vector.
-    Heap { off: usize },
+    Heap {
+        off: usize,
+    },
 }
 
 struct Conn {
@@ -205,7 +211,9 @@ impl<'a> StreamWorker<'a> {
     }
 
     fn dispatch(&mut self, c: Completion) -> io::Result<()> {
-        let Some(t) = Token::decode(c.user_data) else { return Ok(()) };
+        let Some(t) = Token::decode(c.user_data) else {
+            return Ok(());
+        };
         match t.op {
             Op::Shutdown => self.stopping = true,
             Op::Accept => self.on_accept(c)?,
@@ -234,13 +242,18 @@ impl<'a> StreamWorker<'a> {
         if !self.accept_armed && !self.stopping && !self.backoff_armed {
             let fd = types::Fd(self.listener.as_raw_fd());
             if multishot_ok {
-                let sqe = opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build().user_data(token::ACCEPT);
+                let sqe = opcode::AcceptMulti::new(fd)
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build()
+                    .user_data(token::ACCEPT);
                 // SAFETY: a multishot accept passes no address buffer.
                 unsafe { self.d.push(sqe)? };
                 self.accept_armed = true;
                 self.accept_cancel_sent = false;
             } else if !self.ready_poll_armed && open < self.shared.max_conns {
-                let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32).build().user_data(token::ACCEPT_READY);
+                let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32)
+                    .build()
+                    .user_data(token::ACCEPT_READY);
                 // SAFETY: a poll carries no buffer.
                 unsafe { self.d.push(sqe)? };
                 self.ready_poll_armed = true;
@@ -276,7 +289,10 @@ impl<'a> StreamWorker<'a> {
     /// Takes one place under `--max-conns`, if there is one.
     fn reserve_place(&self) -> bool {
         let max = self.shared.max_conns;
-        self.shared.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+        self.shared
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
     }
 
     fn cancel(&mut self, user_data: u64) -> io::Result<()> {
@@ -297,7 +313,11 @@ impl<'a> StreamWorker<'a> {
         if c.result >= 0 {
             // SAFETY: a successful accept's result is a new descriptor nobody else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
-            let open = if reserved { self.shared.open.load(Ordering::Acquire) } else { self.shared.open.fetch_add(1, Ordering::AcqRel) + 1 };
+            let open = if reserved {
+                self.shared.open.load(Ordering::Acquire)
+            } else {
+                self.shared.open.fetch_add(1, Ordering::AcqRel) + 1
+            };
             if self.stopping || (!reserved && open > self.shared.max_conns) {
                 // Accepted before our cancel took effect (or another ring took the
                 // last place first): closing it keeps `--max-conns` a hard cap.
@@ -347,7 +367,10 @@ impl<'a> StreamWorker<'a> {
                 slot
             }
             None => {
-                self.slots.push(Slot { gen: 0, conn: Some(conn) });
+                self.slots.push(Slot {
+                    gen: 0,
+                    conn: Some(conn),
+                });
                 (self.slots.len() - 1) as u32
             }
         }
@@ -361,7 +384,9 @@ impl<'a> StreamWorker<'a> {
 
     /// The connection a completion is for, unless the slot has been reused since.
     fn live(&self, t: Token) -> bool {
-        self.slots.get(t.slot as usize).is_some_and(|s| s.gen == t.gen && s.conn.is_some())
+        self.slots
+            .get(t.slot as usize)
+            .is_some_and(|s| s.gen == t.gen && s.conn.is_some())
     }
 
     fn token(&self, op: Op, slot: u32) -> u64 {
@@ -399,7 +424,9 @@ impl<'a> StreamWorker<'a> {
             let (ptr, len) = match conn.sending {
                 Sending::Idle => return Ok(()),
                 // SAFETY (pointer arithmetic): off < len <= buf_size, inside buffer `bid`.
-                Sending::Ring { bid, off, len } => (unsafe { bufs.buf_ptr(bid).add(off as usize) } as *const u8, len - off),
+                Sending::Ring { bid, off, len } => {
+                    (unsafe { bufs.buf_ptr(bid).add(off as usize) } as *const u8, len - off)
+                }
                 Sending::Heap { off } => (conn.heap[off..].as_ptr(), (conn.heap.len() - off) as u32),
             };
             (ptr, len, conn.fd.as_raw_fd())
@@ -558,7 +585,9 @@ impl<'a> StreamWorker<'a> {
             }
             let ud = self.token(Op::Writable, slot);
             let fd = self.conn(slot).fd.as_raw_fd();
-            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32).build().user_data(ud);
+            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+                .build()
+                .user_data(ud);
             // SAFETY: a poll carries no buffer.
             unsafe { self.d.push(sqe)? };
             let conn = self.conn(slot);
@@ -616,9 +645,15 @@ impl<'a> StreamWorker<'a> {
     fn rearm_starved(&mut self) -> io::Result<()> {
         let mut budget = self.d.bufs.available();
         while budget > 0 {
-            let Some((slot, gen)) = self.starved.pop_front() else { break };
-            let Some(s) = self.slots.get_mut(slot as usize) else { continue };
-            let Some(conn) = s.conn.as_mut().filter(|_| s.gen == gen) else { continue };
+            let Some((slot, gen)) = self.starved.pop_front() else {
+                break;
+            };
+            let Some(s) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            let Some(conn) = s.conn.as_mut().filter(|_| s.gen == gen) else {
+                continue;
+            };
             conn.starved = false;
             if !conn.recv_armed && !conn.paused && !conn.eof && !conn.closing {
                 self.arm_recv(slot)?;

@@ -88,7 +88,11 @@ pub const PROBE: u64 = Token::reserved(Op::Probe);
 
 impl Token {
     pub const fn new(op: Op, gen: u32, slot: u32) -> Token {
-        Token { op, gen: gen & GEN_MASK, slot }
+        Token {
+            op,
+            gen: gen & GEN_MASK,
+            slot,
+        }
     }
 
     const fn reserved(op: Op) -> u64 {
@@ -102,7 +106,11 @@ impl Token {
     /// `None` for a value this backend never submitted.
     pub fn decode(user_data: u64) -> Option<Token> {
         let op = Op::from_u8((user_data >> 56) as u8)?;
-        Some(Token { op, gen: ((user_data >> 32) as u32) & GEN_MASK, slot: user_data as u32 })
+        Some(Token {
+            op,
+            gen: ((user_data >> 32) as u32) & GEN_MASK,
+            slot: user_data as u32,
+        })
     }
 }
 
