@@ -185,7 +185,7 @@ fn plots_and_readme_from_result_files() {
     let manifest = Manifest {
         started_utc: report::utc_now(),
         finished_utc: report::utc_now(),
-        git_commit: report::git_commit(),
+        git_commit: report::git_commit(&dir),
         command: vec!["compare".into(), "--quick".into()],
         quick: true,
         server_cpus: "0".into(),
@@ -621,4 +621,61 @@ fn proc_cpu_adds_up_many_small_children() {
         live_total >= ticks_total,
         "precise {live_total} us < tick-based {ticks_total} us"
     );
+}
+
+#[test]
+fn rounds_show_the_median_run_of_each_point_with_the_range() {
+    let plan = MatrixPlan::new(true, Some(vec![BackendKind::Epoll]), Some(vec![Transport::Tcp]), 1);
+    let point = plan.closed_loop()[1].clone();
+    // Three rounds of one point costing 4, 9 and 6 µs/msg of server CPU (base / 4).
+    let runs: Vec<_> = [16.0, 36.0, 24.0]
+        .into_iter()
+        .enumerate()
+        .map(|(i, base)| {
+            let spec = RunSpec {
+                round: i as u32 + 1,
+                ..point.clone()
+            };
+            let res = recorded_result("epoll", &spec, base, 1_000 + i * 100, i as u64 + 7);
+            (record(spec), res)
+        })
+        .collect();
+    let names: Vec<String> = runs.iter().map(|(r, _)| r.result_file.clone()).collect();
+    assert_eq!(names.len(), 3);
+    assert!(names.iter().all(|n| n.starts_with(&point.point())), "{names:?}");
+    assert!(names[2].ends_with("-r3.json"), "{names:?}");
+
+    let medians = loadgen::compare::median_runs(&runs);
+    assert_eq!(medians.len(), 1, "one row per point");
+    assert_eq!(medians[0].0.spec.round, 3, "the 6 µs/msg run is the median");
+    assert_eq!(
+        medians[0].1.messages, runs[2].1.messages,
+        "every figure from that one run"
+    );
+    assert_eq!(
+        loadgen::compare::server_cpu_range(&runs, &point.point()),
+        Some((4.0, 9.0))
+    );
+
+    let dir = temp_dir("rounds");
+    let manifest = Manifest {
+        started_utc: report::utc_now(),
+        finished_utc: report::utc_now(),
+        git_commit: "test".into(),
+        command: vec!["compare".into()],
+        quick: false,
+        server_cpus: "0".into(),
+        loadgen_cpus: "1".into(),
+        duration_s: 1.0,
+        warmup_s: 0.5,
+        open_loop_rate: None,
+        open_loop_note: String::new(),
+        notes: vec![],
+        machine: report::Machine::probe(),
+        runs: runs.iter().map(|(r, _)| r.clone()).collect(),
+    };
+    let readme = report::render(&manifest, &runs, &[]);
+    assert!(readme.contains("| 6.00 (4.00–9.00) |"), "{readme}");
+    assert!(readme.contains("3 round(s)"), "{readme}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,11 +41,22 @@ pub struct RunSpec {
     pub server_max_conns: Option<u64>,
     /// Why the run differs from what the matrix asked for, if it does.
     pub note: Option<String>,
+    /// Which repeat of the point this is (1, 2, ...), or 0 when each point runs once.
+    #[serde(default)]
+    pub round: u32,
 }
 
 impl RunSpec {
-    /// A short name, also the result file's stem.
+    /// A short name, also the result file's stem: the point, then its round.
     pub fn name(&self) -> String {
+        match self.round {
+            0 => self.point(),
+            r => format!("{}-r{r}", self.point()),
+        }
+    }
+
+    /// The point of the matrix this run measures, the same for every round.
+    pub fn point(&self) -> String {
         let kind = if self.rate.is_some() { "open" } else { "closed" };
         format!(
             "{kind}-{}-{}-c{}-s{}",
@@ -125,13 +136,14 @@ impl MatrixPlan {
         }
     }
 
-    /// The closed-loop runs, backend by backend.
+    /// The closed-loop runs, every backend side by side at each point, so
+    /// that the runs compared with each other are minutes apart at most.
     pub fn closed_loop(&self) -> Vec<RunSpec> {
         let mut runs = Vec::new();
-        for &backend in &self.backends {
-            for &transport in &self.transports {
-                for &size in &self.sizes {
-                    for &conns in &self.conns {
+        for &transport in &self.transports {
+            for &size in &self.sizes {
+                for &conns in &self.conns {
+                    for &backend in &self.backends {
                         runs.push(self.spec(backend, transport, conns, size, None));
                     }
                 }
@@ -211,6 +223,7 @@ impl MatrixPlan {
             server_threads,
             server_max_conns,
             note,
+            round: 0,
         }
     }
 }

@@ -41,12 +41,16 @@ pub struct CompareArgs {
     /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
-    /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 10s, or 2s with --quick.
+    /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 5s, or 2s with --quick.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// Warm-up of each run, not measured. Default 2s, or 500ms with --quick.
+    /// Warm-up of each run, not measured. Default 1s, or 500ms with --quick.
     #[arg(long, value_parser = parse_duration)]
     pub warmup: Option<Duration>,
+    /// Times the whole matrix is run; each point's tables and plots show its
+    /// median run. Default 3, or 1 with --quick.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: Option<u32>,
     /// CPUs for the server. Default: the first half of the CPUs (CPU 0 on 2 cores).
     #[arg(long)]
     pub server_cpus: Option<CpuList>,
@@ -164,6 +168,46 @@ impl Manifest {
             .filter_map(|r| read_result(&dir.join(&r.result_file)).ok().map(|res| (r.clone(), res)))
             .collect()
     }
+}
+
+/// One run per point of the matrix, in matrix order. Where a point ran in
+/// several rounds, the run whose cost is the median: server CPU per message
+/// in closed loop (the steadiest figure; time per message where it is
+/// missing), p99 latency in open loop. Every figure shown for a point then
+/// comes from one real run, never from numbers mixed across runs.
+pub fn median_runs(runs: &[(RunRecord, RunResult)]) -> Vec<(RunRecord, RunResult)> {
+    let cost = |(rec, res): &&(RunRecord, RunResult)| {
+        if rec.spec.is_open_loop() {
+            res.latency_us.p99
+        } else {
+            plots::server_cpu_us_per_msg(res).unwrap_or(1e6 / res.throughput.msgs_per_s.max(1e-9))
+        }
+    };
+    let mut points: Vec<(String, Vec<&(RunRecord, RunResult)>)> = Vec::new();
+    for run in runs {
+        let point = run.0.spec.point();
+        match points.iter_mut().find(|(p, _)| *p == point) {
+            Some((_, group)) => group.push(run),
+            None => points.push((point, vec![run])),
+        }
+    }
+    points
+        .into_iter()
+        .map(|(_, mut group)| {
+            group.sort_by(|a, b| cost(a).total_cmp(&cost(b)));
+            group[(group.len() - 1) / 2].clone()
+        })
+        .collect()
+}
+
+/// The lowest and highest server CPU per message over every round of `point`.
+pub fn server_cpu_range(runs: &[(RunRecord, RunResult)], point: &str) -> Option<(f64, f64)> {
+    runs.iter()
+        .filter(|(rec, _)| rec.spec.point() == point)
+        .filter_map(|(_, res)| plots::server_cpu_us_per_msg(res))
+        .fold(None, |acc, v| {
+            Some(acc.map_or((v, v), |(lo, hi): (f64, f64)| (lo.min(v), hi.max(v))))
+        })
 }
 
 /// Reads one `sockbench.result.v1` file.

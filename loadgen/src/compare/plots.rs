@@ -71,6 +71,7 @@ pub fn draw_from_results(
     open_rate: Option<f64>,
     dir: &Path,
 ) -> anyhow::Result<Vec<PlotFile>> {
+    let runs = super::median_runs(runs);
     let closed: Vec<_> = runs.iter().filter(|(r, _)| !r.spec.is_open_loop()).cloned().collect();
     let open: Vec<_> = runs.iter().filter(|(r, _)| r.spec.is_open_loop()).cloned().collect();
     let mut files = Vec::new();

@@ -67,7 +67,10 @@ pub fn online_cpus() -> usize {
 }
 
 /// `git rev-parse HEAD`, with `-dirty` when the tree has uncommitted changes.
-pub fn git_commit() -> String {
+///
+/// `-dirty` is added when tracked files differ from HEAD, except under
+/// `out_dir`: a rerun replaces the results that are committed there.
+pub fn git_commit(out_dir: &Path) -> String {
     let run = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -78,7 +81,10 @@ pub fn git_commit() -> String {
     match run(&["rev-parse", "HEAD"]) {
         Some(out) => {
             let mut commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty()) {
+            let exclude = format!(":(exclude){}", out_dir.display());
+            let status = run(&["status", "--porcelain", "--untracked-files=no", "--", ".", &exclude])
+                .or_else(|| run(&["status", "--porcelain", "--untracked-files=no"]));
+            if status.is_some_and(|o| !o.stdout.is_empty()) {
                 commit.push_str("-dirty");
             }
             commit
@@ -151,7 +157,10 @@ pub fn write_readme(manifest: &Manifest, plots: &[PlotFile], dir: &Path) -> anyh
 }
 
 /// The README text.
-pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile]) -> String {
+pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFile]) -> String {
+    let medians = super::median_runs(all_runs);
+    let runs = &medians[..];
+    let rounds = m.runs.iter().map(|r| r.spec.round).max().unwrap_or(0).max(1);
     let mut s = String::new();
     let w = &mut s;
     let _ = writeln!(w, "# Backend comparison results\n");
@@ -187,8 +196,8 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
     }
     let _ = writeln!(
         w,
-        "| per run | {} s warm-up, then {} s measured |",
-        m.warmup_s, m.duration_s
+        "| per run | {} s warm-up, then {} s measured; {} round(s) of the matrix |",
+        m.warmup_s, m.duration_s, rounds
     );
     let ok = m.runs.iter().filter(|r| r.outcome == Outcome::Ok).count();
     let _ = writeln!(
@@ -215,6 +224,16 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
     }
 
     let _ = writeln!(w, "## How the figures are measured\n");
+    if rounds > 1 {
+        let _ = writeln!(
+            w,
+            "- **Rounds.** The whole matrix ran {rounds} times, one round after another, with every backend side by \
+             side at each point. Each row and plot point is the point's median run: the one with the median server \
+             CPU per message (closed loop) or the median p99 (open loop), so every figure in a row comes from one real \
+             run. The server CPU column shows the lowest and highest of the {rounds} runs in brackets. Every run's \
+             result file is here (`-r1`, `-r2`, ... in the name)."
+        );
+    }
     let _ = writeln!(
         w,
         "- **Throughput and latency** come from loadgen's result file of each run (closed loop: each connection \
@@ -283,7 +302,12 @@ pub fn render(m: &Manifest, runs: &[(RunRecord, RunResult)], plots: &[PlotFile])
                 l.p99,
                 l.p99_9,
                 l.max,
-                opt(server_cpu_us_per_msg(res), |v| format!("{v:.2}")),
+                opt(server_cpu_us_per_msg(res), |v| {
+                    match super::server_cpu_range(all_runs, &r.spec.point()) {
+                        Some((lo, hi)) if rounds > 1 => format!("{v:.2} ({lo:.2}–{hi:.2})"),
+                        _ => format!("{v:.2}"),
+                    }
+                }),
                 opt(extra_f64(res, "server_cpu_cores_busy"), |v| format!("{v:.2}")),
                 opt(extra_f64(res, "loadgen_cpu_us_per_msg"), |v| format!("{v:.2}")),
                 opt(extra_u64(res, "server_peak_rss_kb").map(|k| k as f64), |k| format!(

@@ -32,11 +32,15 @@ pub const LOADGEN_SLACK: Duration = Duration::from_secs(20);
 /// Lines of a failed process's output kept for the report.
 const TAIL_LINES: usize = 15;
 
-/// Default durations: full matrix and `--quick`.
-const DURATION: Duration = Duration::from_secs(10);
-const WARMUP: Duration = Duration::from_secs(2);
+/// Default durations and rounds: full matrix and `--quick`. The full matrix
+/// runs every point three times, in rounds, and reports the median run: on a
+/// shared machine one run of a point can be 25% off another minutes later.
+const DURATION: Duration = Duration::from_secs(5);
+const WARMUP: Duration = Duration::from_secs(1);
+const ROUNDS: u32 = 3;
 const QUICK_DURATION: Duration = Duration::from_secs(2);
 const QUICK_WARMUP: Duration = Duration::from_millis(500);
+const QUICK_ROUNDS: u32 = 1;
 
 /// The `server` and `loadgen` executables.
 #[derive(Clone, Debug)]
@@ -192,6 +196,10 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
         .duration
         .unwrap_or(if args.quick { QUICK_DURATION } else { DURATION });
     let warmup = args.warmup.unwrap_or(if args.quick { QUICK_WARMUP } else { WARMUP });
+    let rounds = args
+        .rounds
+        .unwrap_or(if args.quick { QUICK_ROUNDS } else { ROUNDS })
+        .max(1);
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
     remove_previous_run(&args.out_dir);
     let scratch = std::env::temp_dir().join(format!("sockbench-compare-{}", std::process::id()));
@@ -204,15 +212,17 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
         split.server.cpus().len() as u64,
     );
     let closed = plan.closed_loop();
-    let total = closed.len() + plan.backends.len();
+    let total = (closed.len() + plan.backends.len()) * rounds as usize;
 
     eprintln!(
-        "compare: server on CPU {} ({} core(s)), loadgen on CPU {} ({} core(s)); {} runs of {} + {} warm-up each",
+        "compare: server on CPU {} ({} core(s)), loadgen on CPU {} ({} core(s)); {} runs ({} round(s) of {}) of {} + {} warm-up each",
         split.server,
         split.server.cpus().len(),
         split.loadgen,
         split.loadgen.cpus().len(),
         total,
+        rounds,
+        total / rounds as usize,
         fmt_duration(duration),
         fmt_duration(warmup)
     );
@@ -260,7 +270,7 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     let mut manifest = Manifest {
         started_utc: report::utc_now(),
         finished_utc: String::new(),
-        git_commit: report::git_commit(),
+        git_commit: report::git_commit(&args.out_dir),
         command: std::env::args().collect(),
         quick: args.quick,
         server_cpus: ctx.split.server.to_string(),
@@ -274,12 +284,21 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
         runs: Vec::new(),
     };
 
+    // Round after round of the whole matrix, so that a slow spell of the
+    // machine hits one repeat of many points rather than every repeat of one.
+    let round_of = |r: u32| if rounds > 1 { r } else { 0 };
     let mut done = 0;
-    for spec in closed {
-        done += 1;
-        let record = run_with_progress(&ctx, spec, done, total);
-        manifest.runs.push(record);
-        manifest.save(&ctx.out_dir)?;
+    for round in 1..=rounds {
+        for spec in &closed {
+            done += 1;
+            let spec = RunSpec {
+                round: round_of(round),
+                ..spec.clone()
+            };
+            let record = run_with_progress(&ctx, spec, done, total);
+            manifest.runs.push(record);
+            manifest.save(&ctx.out_dir)?;
+        }
     }
 
     // Open loop: every backend at the same offered rate, half of the slowest
@@ -289,11 +308,15 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     manifest.open_loop_rate = rate;
     manifest.open_loop_note = rate_note.clone();
     eprintln!("compare: open loop: {rate_note}");
-    for &backend in &plan.backends {
+    for (round, &backend) in (1..=rounds).flat_map(|r| plan.backends.iter().map(move |b| (r, b))) {
         done += 1;
         match rate {
             Some(rate) => {
-                let record = run_with_progress(&ctx, plan.open_loop(backend, rate), done, total);
+                let spec = RunSpec {
+                    round: round_of(round),
+                    ..plan.open_loop(backend, rate)
+                };
+                let record = run_with_progress(&ctx, spec, done, total);
                 manifest.runs.push(record);
             }
             None => {
