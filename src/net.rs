@@ -192,6 +192,14 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
                 // An explicit [::]:port serves only IPv6; clients pick the family.
                 sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
             }
+            if transport == Transport::Tcp {
+                // Echoes go out at once (no Nagle), as in any request/response
+                // server: otherwise an echo written while the previous one is
+                // unacknowledged waits for the client's next segment (about one
+                // message interval; 1.9 ms at 536 msgs/s per connection). Linux
+                // accepted sockets inherit this from the listener.
+                sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+            }
         }
         Endpoint::Unix(p) => remove_stale_socket(transport, p)?,
     }
@@ -295,5 +303,22 @@ mod tests {
         assert!(e.to_string().contains("--addr"));
         let e = endpoint_from_flags(Transport::Unixgram, None, None, "127.0.0.1:1").unwrap_err();
         assert!(e.to_string().contains("--path"));
+    }
+
+    #[test]
+    fn accepted_tcp_connections_have_nagle_off() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = bind_server(
+                Transport::Tcp,
+                &Endpoint::Inet(parse_inet(addr).unwrap()),
+                BindOptions::default(),
+            )
+            .unwrap();
+            let local = local_endpoint(listener.as_fd()).unwrap();
+            let _client = connect_stream(&local, false).unwrap();
+            let conn = sys::accept(listener.as_fd(), false).unwrap();
+            let nodelay = sys::getsockopt_int(conn.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap();
+            assert_eq!(nodelay, 1, "{addr}: an accepted connection must not delay small echoes");
+        }
     }
 }

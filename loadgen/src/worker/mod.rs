@@ -170,7 +170,7 @@ struct Conn {
     /// change until its completion, even if the connection has died since.
     send_in_flight: bool,
     /// io_uring mode: the bytes of the send in flight. Allocated once, never
-    /// resized, and kept until the ring is quiet (see `run_thread`).
+    /// resized, and kept until the ring is quiet (see `close_all`).
     out: Vec<u8>,
 }
 
@@ -181,9 +181,7 @@ impl Conn {
             let _ = std::fs::remove_file(p);
         }
     }
-}
 
-impl Conn {
     /// Writes the queued stream bytes not sent yet into `buf`, as many as fit,
     /// and stamps the messages they start as sent at `now`; returns how many.
     fn fill_unsent(&mut self, size: usize, now: u64, buf: &mut [u8]) -> usize {
