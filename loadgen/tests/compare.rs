@@ -171,6 +171,18 @@ fn plots_and_readme_from_result_files() {
             ),
         ));
     }
+    // fork's most-connection run is over udp; the over-time plot must still
+    // compare every backend over the same transport (tcp), not this one.
+    let mut fork_udp = plan.closed_loop()[0].clone();
+    assert_eq!(fork_udp.backend, "epoll");
+    fork_udp.backend = "fork".into();
+    fork_udp.transport = "udp".into();
+    fork_udp.conns = 10_000;
+    fork_udp.requested_conns = 10_000;
+    runs.push((
+        record(fork_udp.clone()),
+        recorded_result("fork", &fork_udp, 30.0, 20_000, 99),
+    ));
     for (i, backend) in [BackendKind::Epoll, BackendKind::Fork].into_iter().enumerate() {
         let spec = plan.open_loop(backend, 5_000.0);
         let base = if backend == BackendKind::Fork { 50.0 } else { 15.0 };
@@ -218,6 +230,16 @@ fn plots_and_readme_from_result_files() {
     }
     assert_svg(&dir.join("latency_spectrum.svg"), &["99.9%", "99.999%"]);
     assert_svg(&dir.join("throughput_vs_conns.svg"), &["tcp, 128 B", "connections"]);
+    assert_svg(
+        &dir.join("throughput_over_time.svg"),
+        &[
+            "(tcp, 128 B)",
+            "fork (tcp, 100 conns, 128 B)",
+            "epoll (tcp, 100 conns, 128 B)",
+        ],
+    );
+    let over_time = std::fs::read_to_string(dir.join("throughput_over_time.svg")).unwrap();
+    assert!(!over_time.contains("udp"), "over-time plot mixes in a udp run");
 
     report::write_readme(&manifest, &files, &dir).unwrap();
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();

@@ -96,11 +96,15 @@ pub fn draw_from_results(
             server_cpu_us_per_msg,
         )?;
         files.push(f);
+        let (transport, size) = over_time_point(&closed);
         let f = PlotFile {
             file: PLOT_FILES[2].into(),
-            title: "Throughput over time, each backend's largest run".into(),
+            title: format!(
+                "Throughput over time, each backend's largest run ({transport}, {})",
+                size_label(size)
+            ),
         };
-        draw_over_time(&closed, &dir.join(&f.file), &f.title)?;
+        draw_over_time(&closed, &transport, size, &dir.join(&f.file), &f.title)?;
         files.push(f);
     }
     if !open.is_empty() {
@@ -321,21 +325,46 @@ fn draw_spectrum(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> a
     Ok(())
 }
 
-/// Messages per second through each backend's largest run (most connections;
-/// tcp and the smallest size when several tie), from the result's `series`.
-fn draw_over_time(runs: &[(RunRecord, RunResult)], path: &Path, title: &str) -> anyhow::Result<()> {
+/// The transport and message size the over-time plot compares: tcp (else the
+/// first transport run) and the smallest size, the same for every backend, so
+/// that one backend's udp run is never drawn against another's tcp run.
+fn over_time_point(runs: &[(RunRecord, RunResult)]) -> (String, u64) {
+    let transport = runs
+        .iter()
+        .map(|(r, _)| r.spec.transport.as_str())
+        .find(|t| *t == "tcp")
+        .or_else(|| runs.first().map(|(r, _)| r.spec.transport.as_str()))
+        .unwrap_or("tcp")
+        .to_string();
+    let size = runs
+        .iter()
+        .filter(|(r, _)| r.spec.transport == transport)
+        .map(|(r, _)| r.spec.size_bytes)
+        .min()
+        .unwrap_or(0);
+    (transport, size)
+}
+
+/// Messages per second through each backend's largest run (most connections)
+/// at one transport and size, from the result's `series`.
+fn draw_over_time(
+    runs: &[(RunRecord, RunResult)],
+    transport: &str,
+    size: u64,
+    path: &Path,
+    title: &str,
+) -> anyhow::Result<()> {
     let mut series = Vec::new();
     for backend in backends_of(runs) {
         let largest = runs
             .iter()
-            .filter(|(r, res)| r.spec.backend == backend && !res.series.is_empty())
-            .max_by(|(a, _), (b, _)| {
-                a.spec
-                    .conns
-                    .cmp(&b.spec.conns)
-                    .then((a.spec.transport == "tcp").cmp(&(b.spec.transport == "tcp")))
-                    .then(b.spec.size_bytes.cmp(&a.spec.size_bytes))
-            });
+            .filter(|(r, res)| {
+                r.spec.backend == backend
+                    && r.spec.transport == transport
+                    && r.spec.size_bytes == size
+                    && !res.series.is_empty()
+            })
+            .max_by_key(|(r, _)| r.spec.conns);
         let Some((rec, res)) = largest else { continue };
         let mut prev_t = 0.0;
         let pts: Vec<(f64, f64)> = res
