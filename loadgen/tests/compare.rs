@@ -10,6 +10,7 @@ use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use loadgen::compare::matrix::{MatrixPlan, RunSpec};
+use loadgen::compare::stalls::CpuStalls;
 use loadgen::compare::{plots, report, Manifest, Outcome, RunRecord};
 use loadgen::result::{Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
 use sockbench::net::Transport;
@@ -208,6 +209,14 @@ fn plots_and_readme_from_result_files() {
         open_loop_note: "5000 msgs/s for every backend".into(),
         notes: vec![],
         machine: report::Machine::probe(),
+        platform_stalls: vec![CpuStalls {
+            cpu: 1,
+            seconds: 10.0,
+            stalls: 40,
+            stalls_over_1ms: 25,
+            max_us: 4_560.0,
+            stalled_fraction: 0.0052,
+        }],
         runs: runs.iter().map(|(r, _)| r.clone()).collect(),
     };
     manifest.save(&dir).unwrap();
@@ -255,6 +264,14 @@ fn plots_and_readme_from_result_files() {
         "README lacks the epoll 100-connection row:\n{readme}"
     );
     assert!(readme.contains(&manifest.machine.kernel));
+    // The machine's own pauses, as measured before the runs, are in the header.
+    assert!(
+        readme.contains(
+            "| CPU 1 pauses, nothing running | 2.5 per second of 1 ms or more, the longest 4.6 ms; 0.52% of the time"
+        ),
+        "{readme}"
+    );
+    assert!(readme.contains("the longest pause was 4.6 ms, on CPU 1"), "{readme}");
     // The p99 in the open-loop table is the one recorded in the histogram.
     let epoll_open = &runs
         .iter()
@@ -454,6 +471,22 @@ fn quick_matrix_runs_end_to_end() {
     assert_eq!(manifest.runs.len(), plan.closed_loop().len() + backends.len());
     let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     assert!(failed.is_empty(), "failed runs: {failed:#?}");
+    // The machine's pauses were measured on both sides' CPUs before the runs.
+    let mut split: Vec<usize> = manifest
+        .server_cpus
+        .split(',')
+        .chain(manifest.loadgen_cpus.split(','))
+        .flat_map(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![r.parse().unwrap()],
+        })
+        .collect();
+    split.sort_unstable();
+    split.dedup();
+    let measured: Vec<usize> = manifest.platform_stalls.iter().map(|s| s.cpu).collect();
+    assert_eq!(measured, split, "{:?}", manifest.platform_stalls);
+    assert!(manifest.platform_stalls.iter().all(|s| s.seconds >= 1.9));
+    assert!(stderr.contains("measuring the machine's own pauses"), "{stderr}");
     for (rec, res) in manifest.load_results(&dir) {
         assert_eq!(res.settings.backend.as_deref(), Some(rec.spec.backend.as_str()));
         assert!(res.messages > 0, "{}: no messages", rec.spec.name());
@@ -694,6 +727,7 @@ fn rounds_show_the_median_run_of_each_point_with_the_range() {
         open_loop_note: String::new(),
         notes: vec![],
         machine: report::Machine::probe(),
+        platform_stalls: vec![],
         runs: runs.iter().map(|(r, _)| r.clone()).collect(),
     };
     let readme = report::render(&manifest, &runs, &[]);

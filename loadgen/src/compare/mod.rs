@@ -6,12 +6,14 @@
 //! - [`proc_cpu`]: the server tree's CPU time and peak memory during the measured phase.
 //! - [`plots`]: SVG plots drawn with `plotters`.
 //! - [`report`]: the generated `results/README.md`.
+//! - [`stalls`]: the machine's own pauses, measured before the runs.
 
 pub mod matrix;
 pub mod plots;
 pub mod proc_cpu;
 pub mod report;
 pub mod runner;
+pub mod stalls;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -142,6 +144,9 @@ pub struct Manifest {
     /// Scale-downs and other notes about the matrix.
     pub notes: Vec<String>,
     pub machine: report::Machine,
+    /// Each CPU's pauses with nothing running, measured before the first run.
+    #[serde(default)]
+    pub platform_stalls: Vec<stalls::CpuStalls>,
     pub runs: Vec<RunRecord>,
 }
 

@@ -199,6 +199,16 @@ pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFi
         "| per run | {} s warm-up, then {} s measured; {} round(s) of the matrix |",
         m.warmup_s, m.duration_s, rounds
     );
+    for st in &m.platform_stalls {
+        let _ = writeln!(
+            w,
+            "| CPU {} pauses, nothing running | {:.1} per second of 1 ms or more, the longest {:.1} ms; {:.2}% of the time in pauses of 100 µs or more |",
+            st.cpu,
+            st.over_1ms_per_s(),
+            st.max_us / 1000.0,
+            st.stalled_fraction * 100.0
+        );
+    }
     let ok = m.runs.iter().filter(|r| r.outcome == Outcome::Ok).count();
     let _ = writeln!(
         w,
@@ -263,6 +273,21 @@ pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFi
         super::runner::CONNECT_RATE,
         super::proc_cpu::RSS_INTERVAL.as_millis()
     );
+
+    if let Some(worst) = m.platform_stalls.iter().max_by(|a, b| a.max_us.total_cmp(&b.max_us)) {
+        let secs = m.platform_stalls.iter().map(|s| s.seconds).fold(0.0, f64::max);
+        let _ = writeln!(
+            w,
+            "- **The machine's own pauses.** Before the first run, one thread per CPU spun for {secs:.0} s reading \
+             the clock, with nothing else of ours running; a gap between two reads is time the CPU was taken away \
+             (an interrupt, a kernel thread, or on a virtual machine the host descheduling the vCPU, which the guest \
+             may not count as steal time). The header gives each CPU's figures; the longest pause was {:.1} ms, on \
+             CPU {}. Every run shares these pauses, whatever the backend: they set a floor under the tail latency, \
+             and a p99.9 or max of about their length comes from the machine, not from the server design.\n",
+            worst.max_us / 1000.0,
+            worst.cpu
+        );
+    }
 
     // Closed-loop tables, one per transport and size.
     let mut keys: Vec<(String, u64)> = Vec::new();

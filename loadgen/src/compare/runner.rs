@@ -17,7 +17,7 @@ use sockbench::cpu::CpuList;
 
 use super::matrix::{MatrixPlan, RunSpec};
 use super::proc_cpu::TreeMonitor;
-use super::{report, CompareArgs, Manifest, Outcome, RunRecord};
+use super::{report, stalls, CompareArgs, Manifest, Outcome, RunRecord};
 
 /// How long the server may take to print `listening`.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -41,6 +41,9 @@ const ROUNDS: u32 = 3;
 const QUICK_DURATION: Duration = Duration::from_secs(2);
 const QUICK_WARMUP: Duration = Duration::from_millis(500);
 const QUICK_ROUNDS: u32 = 1;
+/// How long the machine's own pauses are measured before the runs.
+const STALL_CHECK: Duration = Duration::from_secs(10);
+const QUICK_STALL_CHECK: Duration = Duration::from_secs(2);
 
 /// The `server` and `loadgen` executables.
 #[derive(Clone, Debug)]
@@ -236,6 +239,32 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
             "compare: warning: the descriptor limit is {fds}, but a run needs about {need}; raise it (ulimit -n)"
         );
     }
+    let stall_check = if args.quick { QUICK_STALL_CHECK } else { STALL_CHECK };
+    let mut all_cpus: Vec<usize> = split
+        .server
+        .cpus()
+        .iter()
+        .chain(split.loadgen.cpus())
+        .copied()
+        .collect();
+    all_cpus.sort_unstable();
+    all_cpus.dedup();
+    eprintln!(
+        "compare: measuring the machine's own pauses: a clock-reading busy loop on CPU {} for {}",
+        all_cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+        fmt_duration(stall_check)
+    );
+    let platform_stalls = stalls::measure(&all_cpus, stall_check);
+    for s in &platform_stalls {
+        eprintln!(
+            "compare: CPU {}: {} pauses of 100 µs or more ({} of 1 ms or more), the longest {:.0} µs, {:.3}% of the time",
+            s.cpu,
+            s.stalls,
+            s.stalls_over_1ms,
+            s.max_us,
+            s.stalled_fraction * 100.0
+        );
+    }
     // compare's own threads (the /proc sampler) stay off the server's CPUs.
     set_affinity(&cpu_mask(&split.loadgen)).context("pinning compare to the loadgen CPUs")?;
     eprintln!(
@@ -281,6 +310,7 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
         open_loop_note: String::new(),
         notes,
         machine: report::Machine::probe(),
+        platform_stalls,
         runs: Vec::new(),
     };
 
