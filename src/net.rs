@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use crate::sys::{self, SockAddr};
 
+/// `SO_RCVBUF` of every TCP listener (and so of every accepted connection):
+/// the pending-output cap, which the kernel doubles for its bookkeeping.
+pub const TCP_RCVBUF: usize = crate::backend::MAX_PENDING_BYTES;
+
 /// The four socket kinds every backend serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Transport {
@@ -199,6 +203,15 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
                 // message interval; 1.9 ms at 536 msgs/s per connection). Linux
                 // accepted sockets inherit this from the listener.
                 sys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+                // A fixed receive buffer instead of autotuning (up to
+                // tcp_rmem's max, ~6 MiB): it bounds what a client that stops
+                // reading its echo can make the server hold. epoll and the
+                // blocking backends stop reading at the pending-output cap and
+                // leave the rest in this buffer; io_uring's multishot receive
+                // keeps emptying it until its cancel lands, so its overshoot is
+                // at most this. Every backend gets the same socket, so the
+                // comparison stays fair. Inherited by accepted sockets.
+                sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, TCP_RCVBUF as i32)?;
             }
         }
         Endpoint::Unix(p) => remove_stale_socket(transport, p)?,
@@ -306,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn accepted_tcp_connections_have_nagle_off() {
+    fn accepted_tcp_connections_have_nagle_off_and_a_fixed_receive_buffer() {
         for addr in ["127.0.0.1:0", "[::1]:0"] {
             let listener = bind_server(
                 Transport::Tcp,
@@ -319,6 +332,13 @@ mod tests {
             let conn = sys::accept(listener.as_fd(), false).unwrap();
             let nodelay = sys::getsockopt_int(conn.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap();
             assert_eq!(nodelay, 1, "{addr}: an accepted connection must not delay small echoes");
+            // The kernel doubles SO_RCVBUF; autotuning would report its own figure.
+            let rcvbuf = sys::getsockopt_int(conn.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap();
+            assert_eq!(
+                rcvbuf as usize,
+                2 * TCP_RCVBUF,
+                "{addr}: the receive buffer bounds a stuck client's cost"
+            );
         }
     }
 }

@@ -135,6 +135,59 @@ fn never_reads_64mib(backend: &str) {
     assert!(server.stop().status.success());
 }
 
+/// Many clients each send up to 2 MiB without reading (as much as the
+/// kernel takes), so the server pauses every one of them at its
+/// pending-output cap; then they all read back what they sent. Every byte must
+/// come back: a connection paused while a send was completing must be resumed,
+/// not left unread forever. (The uring race this guards against, a send
+/// completing while the receive cancel is in flight, is timing-dependent:
+/// this exact sequence does not always hit it.)
+fn stop_reading_then_drain(backend: &str) {
+    const CLIENTS: u64 = 100;
+    const EACH: usize = 2 << 20;
+    let _heavy = one_at_a_time();
+    // threadpool serves one connection per worker; the others use one thread,
+    // where every paused connection shares one event loop.
+    let threads = if backend == "threadpool" { "128" } else { "1" };
+    let server = ServerProc::start(backend, Target::Tcp4, &["--threads", threads]);
+    // One client after another, as fast as the kernel takes the bytes: the
+    // server's sends complete while its receive cancels are still in flight.
+    let mut conns: Vec<Stream> = (0..CLIENTS)
+        .map(|id| Stream::connect(&server.endpoint).unwrap_or_else(|e| panic!("client {id}: connect: {e}")))
+        .collect();
+    let mut sent = Vec::new();
+    for (id, conn) in conns.iter_mut().enumerate() {
+        conn.set_timeouts(Some(Duration::from_millis(1))).unwrap();
+        let data = pattern(id as u64, 0, EACH);
+        let mut n = 0;
+        while n < EACH {
+            match conn.write(&data[n..]) {
+                Ok(k) => n += k,
+                Err(_) => break, // the kernel takes no more: the server has paused us
+            }
+        }
+        sent.push(n);
+    }
+    thread::sleep(Duration::from_secs(1));
+    let mut failures = Vec::new();
+    for (id, conn) in conns.iter_mut().enumerate() {
+        conn.set_timeouts(Some(Duration::from_secs(2))).unwrap();
+        let mut back = vec![0u8; sent[id]];
+        match std::io::Read::read_exact(conn, &mut back) {
+            Err(e) => failures.push(format!("client {id}: reading back {} B: {e} (stalled)", sent[id])),
+            Ok(()) if back != pattern(id as u64, 0, sent[id]) => failures.push(format!("client {id}: echo corrupted")),
+            Ok(()) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{backend}: {} of {CLIENTS} clients failed: {failures:?}",
+        failures.len()
+    );
+    check_echo(&server.endpoint, 999, 5).unwrap();
+    assert!(server.stop().status.success());
+}
+
 // ---------------------------------------------------------------- out of descriptors
 
 /// The server runs with `ulimit -n 256` and 1,000 clients connect. It must not
@@ -426,6 +479,7 @@ macro_rules! hostile_matrix {
             const B: &str = stringify!($backend);
             #[test] fn slowloris_idle_connections() { super::slowloris(B) }
             #[test] fn never_reads_64mib() { super::never_reads_64mib(B) }
+            #[test] fn stop_reading_then_drain() { super::stop_reading_then_drain(B) }
             #[test] fn out_of_descriptors() { super::out_of_descriptors(B) }
             #[test] fn abuse_tcp() { abuse(B, Target::Tcp4) }
             #[test] fn abuse_unix() { abuse(B, Target::Unix) }

@@ -13,6 +13,9 @@
 //! never reads costs heap memory (capped at `MAX_PENDING_BYTES`, above which
 //! its receive is cancelled until the backlog drains), never ring buffers, so
 //! it cannot starve the other connections of buffers however small the ring.
+//! A multishot receive empties the socket until the cancel lands, so the
+//! backlog can overshoot the cap by one socket receive buffer; `net` sizes
+//! that buffer (`SO_RCVBUF` on TCP listeners) so the overshoot stays bounded.
 //!
 //! When the ring runs dry a multishot receive ends with `ENOBUFS`. The
 //! connection then waits in `starved`, and is re-armed, oldest first, once
@@ -31,6 +34,10 @@ use super::setup::missing;
 use super::token::{self, Op, Token, GEN_MASK};
 use super::{Completion, Driver, Shared};
 use crate::backend::MAX_PENDING_BYTES;
+
+/// A connection's send and backlog buffers keep this much capacity between
+/// bursts; larger ones are freed once sent.
+const KEEP_HEAP_CAPACITY: usize = 64 * 1024;
 use crate::server::LocalCounts;
 
 /// How long accept waits after EMFILE/ENFILE before trying again.
@@ -518,6 +525,11 @@ impl<'a> StreamWorker<'a> {
                             self.starved.push_back((slot, gen));
                         }
                     }
+                    // A receive that ended (cancelled for the cap, or by the
+                    // kernel) is armed again unless the connection is still
+                    // over the cap: a send may have drained it while the cancel
+                    // was in flight, and then nothing else would re-arm it.
+                    libc::ENOBUFS | libc::ECANCELED if !more => return self.maybe_resume(slot),
                     libc::ENOBUFS | libc::ECANCELED => {}
                     // An error, or (never expected) data without a buffer.
                     _ => {
@@ -563,7 +575,13 @@ impl<'a> StreamWorker<'a> {
             }
             self.release_sending(slot);
             let conn = self.conn(slot);
-            conn.heap.clear();
+            if conn.heap.capacity() > KEEP_HEAP_CAPACITY {
+                // A burst (or a client that stopped reading) grew it: give the
+                // memory back rather than keep the high-water mark per connection.
+                conn.heap = Vec::new();
+            } else {
+                conn.heap.clear();
+            }
             if !conn.backlog.is_empty() {
                 std::mem::swap(&mut conn.heap, &mut conn.backlog);
                 conn.sending = Sending::Heap { off: 0 };
