@@ -115,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sleep_on_the_spinning_cpu_is_seen_as_a_stall() {
+    fn another_busy_thread_on_the_cpu_shows_as_stalls() {
         // Another thread on the same CPU takes it away for ~20 ms at a time:
         // the spinner must see gaps that long.
         let cpu = 0;
