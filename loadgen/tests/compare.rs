@@ -13,6 +13,7 @@ use loadgen::compare::matrix::{MatrixPlan, RunSpec};
 use loadgen::compare::stalls::CpuStalls;
 use loadgen::compare::{plots, report, Manifest, Outcome, RunRecord};
 use loadgen::result::{Errors, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+use sockbench::cpu::CpuList;
 use sockbench::net::Transport;
 use sockbench::server::BackendKind;
 
@@ -472,14 +473,9 @@ fn quick_matrix_runs_end_to_end() {
     let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     assert!(failed.is_empty(), "failed runs: {failed:#?}");
     // The machine's pauses were measured on both sides' CPUs before the runs.
-    let mut split: Vec<usize> = manifest
-        .server_cpus
-        .split(',')
-        .chain(manifest.loadgen_cpus.split(','))
-        .flat_map(|r| match r.split_once('-') {
-            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
-            None => vec![r.parse().unwrap()],
-        })
+    let mut split: Vec<usize> = [&manifest.server_cpus, &manifest.loadgen_cpus]
+        .iter()
+        .flat_map(|list| list.parse::<CpuList>().unwrap().cpus().to_vec())
         .collect();
     split.sort_unstable();
     split.dedup();

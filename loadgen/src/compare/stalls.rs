@@ -54,7 +54,7 @@ pub fn measure(cpus: &[usize], length: Duration) -> Vec<CpuStalls> {
 }
 
 fn spin_on(cpu: usize, length: Duration) -> Option<CpuStalls> {
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+    if !sockbench::cpu::pin_current_thread(cpu) {
         return None;
     }
     let start = Instant::now();
@@ -120,7 +120,7 @@ mod tests {
         // the spinner must see gaps that long.
         let cpu = 0;
         let hog = std::thread::spawn(move || {
-            core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+            sockbench::cpu::pin_current_thread(cpu);
             let end = Instant::now() + Duration::from_millis(300);
             while Instant::now() < end {
                 let busy = Instant::now() + Duration::from_millis(20);

@@ -525,11 +525,11 @@ impl<'a> StreamWorker<'a> {
                             self.starved.push_back((slot, gen));
                         }
                     }
-                    // A receive that ended (cancelled for the cap, or by the
-                    // kernel) is armed again unless the connection is still
-                    // over the cap: a send may have drained it while the cancel
-                    // was in flight, and then nothing else would re-arm it.
-                    libc::ENOBUFS | libc::ECANCELED if !more => return self.maybe_resume(slot),
+                    // A receive cancelled for the cap is armed again unless the
+                    // connection is still over it: a send may have drained it
+                    // while the cancel was in flight, and then nothing else
+                    // would re-arm it. (A final ENOBUFS went to `starved` above.)
+                    libc::ECANCELED if !more => return self.maybe_resume(slot),
                     libc::ENOBUFS | libc::ECANCELED => {}
                     // An error, or (never expected) data without a buffer.
                     _ => {
