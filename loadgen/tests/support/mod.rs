@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -153,9 +154,24 @@ fn rst(s: &TcpStream) {
     let _ = s.shutdown(std::net::Shutdown::Both);
 }
 
+/// Room in a test listener's accept queue for every connection a test opens.
+/// std listens with a backlog of 128; loadgen opens hundreds of connections
+/// within milliseconds, and on a busy machine the thread-per-connection
+/// acceptor falls behind. A full TCP queue drops the SYN (the client's retry
+/// comes a second later, past its connect timeout); a full Unix queue refuses
+/// the connect. Either is a connect error the test did not ask for.
+const TEST_BACKLOG: libc::c_int = 4096;
+
+/// Deepens the accept queue of a listener that is already listening (Linux
+/// takes a second `listen(2)` as a new backlog).
+fn deepen_backlog(l: &impl AsFd) {
+    sockbench::sys::listen(l.as_fd(), TEST_BACKLOG).expect("listen again with a deeper backlog");
+}
+
 /// A thread-per-connection TCP echo server on 127.0.0.1:0.
 pub fn tcp_server(fault: Fault) -> TestServer {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    deepen_backlog(&l);
     let addr = l.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::new(FaultState {
@@ -218,6 +234,7 @@ pub fn unix_server_after(delay: Duration) -> TestServer {
     thread::spawn(move || {
         thread::sleep(delay);
         let l = UnixListener::bind(&path).unwrap();
+        deepen_backlog(&l);
         for s in l.incoming() {
             let Ok(s) = s else { return };
             s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -236,6 +253,7 @@ pub fn unix_server_after(delay: Duration) -> TestServer {
 /// half-closes it (FIN right behind the echo) and reads and discards the rest.
 pub fn tcp_echo_once_then_fin(size: usize) -> TestServer {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    deepen_backlog(&l);
     let addr = l.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
