@@ -25,16 +25,39 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Starts a uring server, or reports which kernel feature is missing and
-/// returns `None` (the test then prints "skipped: ..." instead of passing silently).
+/// Why this kernel cannot run the uring backend, if it cannot: older than
+/// Linux 6.0 (multishot receive), or io_uring switched off by sysctl. On any
+/// other kernel a uring server that fails to start is a test failure, not a skip.
+fn kernel_without_uring() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (6, 0) {
+        return Some(format!("Linux {} is older than 6.0", release.trim()));
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        Ok(v) if v.trim() != "0" => Some(format!("kernel.io_uring_disabled = {}", v.trim())),
+        _ => None,
+    }
+}
+
+/// Starts a uring server. On a kernel that cannot run the backend it prints
+/// "skipped: ..." and returns `None`; anywhere else a failed start fails the test.
 fn start_uring(target: Target, extra: &[&str]) -> Option<ServerProc> {
-    match ServerProc::try_start("uring", target, extra) {
+    started_or_skipped(ServerProc::try_start("uring", target, extra))
+}
+
+fn started_or_skipped(started: Result<ServerProc, String>) -> Option<ServerProc> {
+    match started {
         Ok(s) => Some(s),
-        Err(e) => {
-            // The server names the feature on stderr (inherited, so it shows above).
-            eprintln!("skipped: kernel lacks an io_uring feature the backend needs ({e})");
-            None
-        }
+        Err(e) => match kernel_without_uring() {
+            // The server names the missing feature on stderr (inherited, so it shows above).
+            Some(why) => {
+                eprintln!("skipped: {why}; the uring backend cannot start ({e})");
+                None
+            }
+            None => panic!("the uring server failed to start on a kernel that supports it: {e}"),
+        },
     }
 }
 
@@ -47,16 +70,9 @@ fn start_unix_single_shot(extra: &[&str]) -> Option<ServerProc> {
         .arg(dir.path("s.sock"))
         .args(extra);
     cmd.env(FORCE_SINGLE_SHOT_ENV, "1");
-    match ServerProc::spawn(cmd, Some(dir)) {
-        Ok(s) => {
-            assert!(s.listening.contains("unix_recv=single-shot"), "{}", s.listening);
-            Some(s)
-        }
-        Err(e) => {
-            eprintln!("skipped: kernel lacks an io_uring feature the backend needs ({e})");
-            None
-        }
-    }
+    let s = started_or_skipped(ServerProc::spawn(cmd, Some(dir)))?;
+    assert!(s.listening.contains("unix_recv=single-shot"), "{}", s.listening);
+    Some(s)
 }
 
 /// 5,000 TCP connections open at once on one ring; each sends two messages

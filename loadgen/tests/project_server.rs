@@ -1,14 +1,13 @@
 //! loadgen against the project's own `server`, every backend over tcp, udp
 //! and unix. `cargo test --workspace` builds `server`; when it is missing the
-//! tests say so and pass. Backends whose server reports "not implemented yet"
-//! are skipped by name.
+//! tests say so and pass. A backend that fails to start fails the test.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -30,12 +29,7 @@ impl Drop for Server {
     }
 }
 
-enum Start {
-    Up(Server),
-    NotImplemented,
-}
-
-fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
+fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Server {
     let mut cmd = Command::new(bin);
     cmd.args(["--backend", backend, "--transport", transport, "--threads", "1"]);
     let dir = if transport.starts_with("unix") {
@@ -65,7 +59,7 @@ fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) if line.starts_with("listening") => {
                 let addr = listening_addr(&line).expect("listening line has addr=");
-                return Start::Up(Server { child, addr, _dir: dir });
+                return Server { child, addr, _dir: dir };
             }
             Ok(_) => continue,
             Err(_) => {
@@ -73,9 +67,6 @@ fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Start {
                 let _ = child.wait();
                 let mut err = String::new();
                 let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-                if err.contains("not implemented yet") {
-                    return Start::NotImplemented;
-                }
                 panic!("{backend}/{transport}: server did not start: {err}");
             }
         }
@@ -92,13 +83,7 @@ fn every_backend_over_tcp_udp_and_unix() {
     let mut ran = 0;
     for backend in BACKENDS {
         for transport in ["tcp", "udp", "unix"] {
-            let srv = match start(&bin, backend, transport) {
-                Start::Up(s) => s,
-                Start::NotImplemented => {
-                    eprintln!("skipped: {backend}: not implemented yet");
-                    break;
-                }
-            };
+            let srv = start(&bin, backend, transport);
             let flag = if transport == "unix" { "--path" } else { "--addr" };
             let run = run_loadgen(
                 &[
@@ -124,11 +109,24 @@ fn every_backend_over_tcp_udp_and_unix() {
             assert!(r.complete && r.messages > 0, "{backend}/{transport}");
             assert_eq!(r.settings.backend.as_deref(), Some(backend));
             assert_eq!(
-                r.errors.mismatch + r.errors.reset + r.errors.duplicate + r.errors.connect,
+                r.errors.mismatch + r.errors.reset + r.errors.duplicate,
                 0,
                 "{backend}/{transport}: {:?}",
                 r.errors
             );
+            // A stream connect either works or fails. A datagram "connection" is
+            // up once a probe comes back, and a probe not back within 250 ms is
+            // sent again (a connect error), which a busy machine can cause; what
+            // must hold is that every client came up.
+            if transport == "udp" {
+                assert!(
+                    !run.stderr.contains("connections up after"),
+                    "{backend}/{transport}: {}",
+                    run.stderr
+                );
+            } else {
+                assert_eq!(r.errors.connect, 0, "{backend}/{transport}: {:?}", r.errors);
+            }
             assert!(
                 r.errors.lost * 100 <= r.messages,
                 "{backend}/{transport}: {:?}",
@@ -151,19 +149,21 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
         eprintln!("skipped: the `server` binary is not built beside this test");
         return;
     };
-    let Some(mut srv) = BACKENDS.iter().rev().find_map(|b| match start(&bin, b, "tcp") {
-        Start::Up(s) => Some(s),
-        Start::NotImplemented => None,
-    }) else {
-        eprintln!("skipped: no backend implemented yet");
-        return;
-    };
+    let mut srv = start(&bin, "uring", "tcp");
     let dir = temp_dir("killed");
-    let pid = srv.child.id() as i32;
+    let pid = srv.child.id();
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
+        // Kill it mid-run: once loadgen's 50 connections are accepted (each a
+        // descriptor in the server; bounded by 10 s), and 500 ms into the load.
+        let idle_fds = sockbench::procfs::fd_count(pid).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sockbench::procfs::fd_count(pid).unwrap_or(0) < idle_fds + 50 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
         // SAFETY: kill(2) on our own child process.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        Instant::now()
     });
     let run = run_loadgen(
         &[
@@ -178,10 +178,14 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
         ],
         &dir,
     );
-    killer.join().unwrap();
+    let after_kill = killer.join().unwrap().elapsed();
     let _ = srv.child.wait();
     assert_ne!(run.code(), 0);
-    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
+    assert!(
+        after_kill < Duration::from_secs(5),
+        "loadgen ran on {after_kill:?} after the server died (20 s asked for)\n{}",
+        run.stderr
+    );
     let r = run.result();
     assert!(!r.complete);
     assert!(r.errors.reset > 0, "{:?}", r.errors);

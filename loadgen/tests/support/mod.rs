@@ -10,11 +10,20 @@ use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use loadgen::result::RunResult;
+
+/// Serialises the tests of one test binary that run loadgen. Two at once on a
+/// 2-core machine compete for both cores (one test's 2,500 server threads
+/// against another's echoes), and an echo held up past `--timeout` is a
+/// counted error the test did not cause. A panicking test poisons nothing.
+pub fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// What a test stream server does to the bytes it echoes.
 #[derive(Clone, Copy, Debug)]
@@ -28,7 +37,9 @@ pub enum Fault {
     StallOnce { after_bytes: u64 },
     /// Reads and discards everything, never echoes (a hung server).
     Hang,
-    /// After this long, every connection is reset and the listener closed (a killed server).
+    /// This long after the first echo, every connection is reset and the
+    /// listener closed (a killed server). Timed from the first echo, not from
+    /// the server's start, so that a slow start of loadgen cannot outlast it.
     DieAfter(Duration),
 }
 
@@ -65,13 +76,22 @@ struct FaultState {
     fault: Fault,
     echoed: AtomicU64,
     stall_until: Mutex<Option<Instant>>,
-    started: Instant,
+    first_echo: OnceLock<Instant>,
 }
 
 impl FaultState {
+    /// `Fault::DieAfter` has struck.
+    fn dead(&self) -> bool {
+        match (self.fault, self.first_echo.get()) {
+            (Fault::DieAfter(d), Some(first)) => first.elapsed() >= d,
+            _ => false,
+        }
+    }
+
     /// Applies the fault to `buf` before it is echoed; false means "die now".
     fn apply(&self, buf: &mut [u8]) -> bool {
         let before = self.echoed.fetch_add(buf.len() as u64, SeqCst);
+        self.first_echo.get_or_init(Instant::now);
         match self.fault {
             Fault::None => {}
             Fault::CorruptEvery(n) => {
@@ -96,7 +116,7 @@ impl FaultState {
                     }
                 }
             }
-            Fault::DieAfter(d) => return self.started.elapsed() < d,
+            Fault::DieAfter(_) => return !self.dead(),
             Fault::Hang => buf.iter_mut().for_each(|b| *b = 0),
         }
         true
@@ -113,10 +133,8 @@ fn echo_stream<S: Read + Write>(mut s: S, st: &FaultState, stop: &AtomicBool, re
             Ok(0) => return,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
-                if let Fault::DieAfter(d) = st.fault {
-                    if st.started.elapsed() >= d {
-                        return reset(&s);
-                    }
+                if st.dead() {
+                    return reset(&s);
                 }
                 continue;
             }
@@ -178,7 +196,7 @@ pub fn tcp_server(fault: Fault) -> TestServer {
         fault,
         echoed: AtomicU64::new(0),
         stall_until: Mutex::new(None),
-        started: Instant::now(),
+        first_echo: OnceLock::new(),
     });
     let stop2 = stop.clone();
     l.set_nonblocking(true).unwrap();
@@ -186,10 +204,8 @@ pub fn tcp_server(fault: Fault) -> TestServer {
         if stop2.load(SeqCst) {
             return;
         }
-        if let Fault::DieAfter(d) = st.fault {
-            if st.started.elapsed() >= d {
-                return; // drops the listener: new connects are refused
-            }
+        if st.dead() {
+            return; // drops the listener: new connects are refused
         }
         match l.accept() {
             Ok((s, _)) => {
@@ -228,7 +244,7 @@ pub fn unix_server_after(delay: Duration) -> TestServer {
         fault: Fault::None,
         echoed: AtomicU64::new(0),
         stall_until: Mutex::new(None),
-        started: Instant::now(),
+        first_echo: OnceLock::new(),
     });
     let stop2 = stop.clone();
     thread::spawn(move || {
