@@ -3,6 +3,7 @@
 //! server's whole tree (the fork backend's children included), and the tests
 //! use the same readings to check for leaks.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 
@@ -149,6 +150,74 @@ pub fn fd_count(pid: u32) -> io::Result<usize> {
     Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// `PF_KTHREAD` in the `flags` field of `/proc/PID/stat`: a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// The CPU time of every user-space process outside one tree, at one instant.
+///
+/// Two censuses bracket a measured window, and [`OthersCpu::since`] is the
+/// CPU that other processes used in it: a build, a test run or a second
+/// benchmark sharing the machine. Tick-based (`utime + stime`, plus
+/// `cutime + cstime`, so that a short-lived process shows in the parent that
+/// reaped it), which is fine for noticing a disturbance. Kernel threads are
+/// left out: softirq and kworker time is part of the load itself.
+#[derive(Clone, Debug, Default)]
+pub struct OthersCpu {
+    /// Per process, keyed by pid and start time (a reused pid is a new
+    /// process): its CPU time and that of its reaped children, µs.
+    by_process: HashMap<(u32, u64), u64>,
+}
+
+impl OthersCpu {
+    /// Every process except `root`, its descendants, and kernel threads.
+    pub fn census(root: u32) -> OthersCpu {
+        let mut procs = Vec::new();
+        if let Ok(dir) = fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if let Ok(f) = stat_fields(pid) {
+                    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                    // After the name: ppid(1) flags(6) utime(11)..cstime(14) starttime(19).
+                    let cpu_us = (field(11) + field(12) + field(13) + field(14)) * 1_000_000 / ticks_per_second();
+                    procs.push((pid, field(1) as u32, field(6) & PF_KTHREAD != 0, field(19), cpu_us));
+                }
+            }
+        }
+        let parent: HashMap<u32, u32> = procs.iter().map(|&(pid, ppid, ..)| (pid, ppid)).collect();
+        // Bounded: a parent chain is at most as long as the process list.
+        let in_tree = |mut pid: u32| {
+            for _ in 0..=procs.len() {
+                if pid == root {
+                    return true;
+                }
+                match parent.get(&pid) {
+                    Some(&ppid) if ppid != 0 && ppid != pid => pid = ppid,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        let by_process = procs
+            .iter()
+            .filter(|&&(pid, _, kthread, ..)| !kthread && !in_tree(pid))
+            .map(|&(pid, _, _, start, cpu_us)| ((pid, start), cpu_us))
+            .collect();
+        OthersCpu { by_process }
+    }
+
+    /// CPU time, µs, that other processes used between `earlier` and this
+    /// census: the growth of each process seen in both, and all of a process
+    /// that started in between.
+    pub fn since(&self, earlier: &OthersCpu) -> u64 {
+        self.by_process
+            .iter()
+            .map(|(key, &now)| now.saturating_sub(earlier.by_process.get(key).copied().unwrap_or(0)))
+            .sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +249,52 @@ mod tests {
         assert!(t.contains(&child.id()), "{t:?} lacks child {}", child.id());
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// The CPU time the census holds for `pid`, µs, if it counts that process.
+    fn counted(census: &OthersCpu, pid: u32) -> Option<u64> {
+        census
+            .by_process
+            .iter()
+            .find(|((p, _), _)| *p == pid)
+            .map(|(_, &us)| us)
+    }
+
+    #[test]
+    fn others_cpu_counts_a_stranger_and_leaves_out_our_tree() {
+        let me = std::process::id();
+        // Our own child: in our tree, never counted.
+        // (sh itself spins, so killing it stops the spinning.)
+        let mut ours = std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // An orphan (its shell exits at once): another tree, counted.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!")
+            .output()
+            .unwrap();
+        let stranger: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        struct KillOnDrop(u32);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+            }
+        }
+        let _stop_stranger = KillOnDrop(stranger);
+        let before = OthersCpu::census(me);
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        let after = OthersCpu::census(me);
+        let _ = ours.kill();
+        let _ = ours.wait();
+        assert_eq!(counted(&after, ours.id()), None, "our own child was counted");
+        assert_eq!(counted(&after, me), None, "the census root was counted");
+        let grew = counted(&after, stranger).expect("the orphan is counted")
+            - counted(&before, stranger).expect("the orphan is counted");
+        assert!(grew >= 200_000, "the orphan spun 0.8 s but grew only {grew} us");
+        assert!(after.since(&before) >= grew);
     }
 }

@@ -446,6 +446,13 @@ fn quick_matrix_runs_end_to_end() {
     for (rec, res) in manifest.load_results(&dir) {
         assert_eq!(res.settings.backend.as_deref(), Some(rec.spec.backend.as_str()));
         assert!(res.messages > 0, "{}: no messages", rec.spec.name());
+        // Other processes' CPU over the window is measured (not judged: tests run beside this one).
+        assert!(
+            res.extra.get("other_processes_cores").and_then(|v| v.as_f64()).is_some(),
+            "{}: no other_processes_cores: {:?}",
+            rec.spec.name(),
+            res.extra
+        );
         let cpu = plots::server_cpu_us_per_msg(&res);
         assert!(
             cpu.is_some_and(|v| v > 0.0),
@@ -688,4 +695,75 @@ fn rounds_show_the_median_run_of_each_point_with_the_range() {
     assert!(readme.contains("| 6.00 (4.00–9.00) |"), "{readme}");
     assert!(readme.contains("3 round(s)"), "{readme}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A run during which other processes took CPU is flagged in the header and
+/// listed under "Disturbed runs"; quiet runs are not.
+#[test]
+fn report_lists_runs_that_other_processes_disturbed() {
+    let plan = MatrixPlan::new(
+        true,
+        Some(vec![BackendKind::Epoll, BackendKind::Uring]),
+        Some(vec![Transport::Tcp]),
+        1,
+    );
+    let specs: Vec<RunSpec> = plan.closed_loop().into_iter().take(2).collect();
+    assert_eq!(specs.len(), 2);
+    let runs: Vec<_> = specs
+        .iter()
+        .zip([0.004, 0.31])
+        .enumerate()
+        .map(|(i, (spec, cores))| {
+            let mut res = recorded_result(&spec.backend, spec, 20.0, 500, i as u64 + 3);
+            res.extra.insert("other_processes_cores".into(), cores.into());
+            res.extra
+                .insert("other_processes_cpu_us".into(), ((cores * 1e6) as u64).into());
+            (record(spec.clone()), res)
+        })
+        .collect();
+    let manifest = Manifest {
+        started_utc: report::utc_now(),
+        finished_utc: report::utc_now(),
+        git_commit: "test".into(),
+        command: vec!["compare".into()],
+        quick: true,
+        server_cpus: "0".into(),
+        loadgen_cpus: "1".into(),
+        duration_s: 1.0,
+        warmup_s: 0.5,
+        open_loop_rate: None,
+        open_loop_note: String::new(),
+        notes: vec![],
+        machine: report::Machine::probe(),
+        platform_stalls: vec![],
+        runs: runs.iter().map(|(r, _)| r.clone()).collect(),
+    };
+    let readme = report::render(&manifest, &runs, &[]);
+    let (quiet, noisy) = (specs[0].name(), specs[1].name());
+    assert!(
+        readme.contains(&format!(
+            "at most 0.310 cores in a run's measured window ({noisy}); 1 of 2 runs above"
+        )),
+        "{readme}"
+    );
+    let section = readme
+        .split("## Disturbed runs")
+        .nth(1)
+        .expect("a Disturbed runs section");
+    let section = section.split("\n## ").next().unwrap();
+    assert!(section.contains(&format!("| {noisy} | 0.310 |")), "{section}");
+    assert!(!section.contains(&quiet), "{section}");
+
+    // Every run quiet: no section, and the header still says how quiet.
+    let quiet_runs: Vec<_> = runs
+        .iter()
+        .cloned()
+        .map(|(rec, mut res)| {
+            res.extra.insert("other_processes_cores".into(), 0.002.into());
+            (rec, res)
+        })
+        .collect();
+    let readme = report::render(&manifest, &quiet_runs, &[]);
+    assert!(!readme.contains("## Disturbed runs"), "{readme}");
+    assert!(readme.contains("0 of 2 runs above"), "{readme}");
 }

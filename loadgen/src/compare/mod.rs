@@ -30,6 +30,11 @@ use crate::result::RunResult;
 /// The file in the output directory that lists every run of the last comparison.
 pub const MANIFEST: &str = "compare.json";
 
+/// A run whose window saw other processes use more than this many cores is
+/// called disturbed in the progress output and in the report. An idle machine
+/// shows well under 0.01 (the census counts whole 10 ms clock ticks).
+pub const DISTURBED_CORES: f64 = 0.05;
+
 /// Runs every backend over the comparison matrix and writes results/: result files, SVG plots, README.md.
 #[derive(Debug, Parser)]
 #[command(name = "compare", version, long_about = None)]

@@ -26,12 +26,21 @@ pub struct TreeCost {
     pub root_hwm_kib: u64,
     /// Largest number of processes seen in the tree.
     pub peak_procs: usize,
+    /// CPU time other processes (not this runner's tree, not kernel threads)
+    /// used between the two marks, µs: a disturbance of the run.
+    pub others_cpu_us: Option<u64>,
 }
 
 impl TreeCost {
     /// Server CPU spent in the window, µs.
     pub fn cpu_us(&self) -> Option<u64> {
         Some(self.cpu_end_us?.saturating_sub(self.cpu_start_us?))
+    }
+
+    /// Cores' worth of CPU that other processes used in the window.
+    pub fn others_cores(&self) -> Option<f64> {
+        let us = self.others_cpu_us?;
+        (self.window_s > 0.0).then(|| us as f64 / 1e6 / self.window_s)
     }
 
     /// The peak RSS figure `compare` reports: the larger of the summed tree
@@ -49,6 +58,8 @@ pub struct TreeMonitor {
     stop: Arc<AtomicBool>,
     sampler: Option<JoinHandle<()>>,
     marked_start: Option<Instant>,
+    /// Other processes' CPU at the start mark.
+    others_at_start: Option<procfs::OthersCpu>,
 }
 
 impl TreeMonitor {
@@ -80,6 +91,7 @@ impl TreeMonitor {
             stop,
             sampler: Some(sampler),
             marked_start: None,
+            others_at_start: None,
         }
     }
 
@@ -87,14 +99,23 @@ impl TreeMonitor {
     pub fn mark_start(&mut self) {
         self.marked_start = Some(Instant::now());
         self.cost.lock().unwrap().cpu_start_us = procfs::tree_cpu_us(self.pid).ok();
+        // After the server's reading, which needs the exact instant; the
+        // census reads every process, and this runner's tree is left out.
+        self.others_at_start = Some(procfs::OthersCpu::census(std::process::id()));
     }
 
     /// Reads the tree's CPU time now: the end of the measured window.
     pub fn mark_end(&mut self) {
         let cpu = procfs::tree_cpu_us(self.pid).ok();
+        let window_s = self.marked_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let others = self
+            .others_at_start
+            .as_ref()
+            .map(|start| procfs::OthersCpu::census(std::process::id()).since(start));
         let mut c = self.cost.lock().unwrap();
         c.cpu_end_us = cpu;
-        c.window_s = self.marked_start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        c.window_s = window_s;
+        c.others_cpu_us = others;
     }
 
     pub fn has_start(&self) -> bool {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use super::plots::{server_cpu_us_per_msg, size_label, PlotFile};
-use super::{Manifest, Outcome, RunRecord};
+use super::{Manifest, Outcome, RunRecord, DISTURBED_CORES};
 use crate::result::RunResult;
 
 /// The machine a comparison ran on.
@@ -209,6 +209,22 @@ pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFi
             st.stalled_fraction * 100.0
         );
     }
+    let disturbance: Vec<(&RunRecord, f64)> = all_runs
+        .iter()
+        .filter_map(|(rec, res)| Some((rec, extra_f64(res, "other_processes_cores")?)))
+        .collect();
+    if let Some((worst, cores)) = disturbance.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        let over = disturbance.iter().filter(|(_, c)| *c > DISTURBED_CORES).count();
+        let _ = writeln!(
+            w,
+            "| other processes during runs | at most {:.3} cores in a run's measured window ({}); {} of {} runs above {} cores |",
+            cores,
+            worst.spec.name(),
+            over,
+            disturbance.len(),
+            DISTURBED_CORES
+        );
+    }
     let ok = m.runs.iter().filter(|r| r.outcome == Outcome::Ok).count();
     let _ = writeln!(
         w,
@@ -222,6 +238,22 @@ pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFi
         let _ = writeln!(w, "## Notes on the matrix\n");
         for n in &m.notes {
             let _ = writeln!(w, "- {n}");
+        }
+        let _ = writeln!(w);
+    }
+
+    let disturbed: Vec<_> = disturbance.iter().filter(|(_, c)| *c > DISTURBED_CORES).collect();
+    if !disturbed.is_empty() {
+        let _ = writeln!(w, "## Disturbed runs\n");
+        let _ = writeln!(
+            w,
+            "Other processes used more than {DISTURBED_CORES} cores during these runs' measured windows, so their \
+             throughput and latency may be low; server CPU per message is less affected. Re-run on a quiet machine \
+             before drawing conclusions from them.\n"
+        );
+        let _ = writeln!(w, "| run | other processes, cores |\n|---|--:|");
+        for (rec, cores) in disturbed {
+            let _ = writeln!(w, "| {} | {:.3} |", rec.spec.name(), cores);
         }
         let _ = writeln!(w);
     }
@@ -286,6 +318,18 @@ pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFi
              and a p99.9 or max of about their length comes from the machine, not from the server design.\n",
             worst.max_us / 1000.0,
             worst.cpu
+        );
+    }
+
+    if !disturbance.is_empty() {
+        let _ = writeln!(
+            w,
+            "- **Other processes.** At both ends of each run's window the runner also reads the CPU time of every \
+             process on the machine outside its own tree (the runner, the server and loadgen) and outside the \
+             kernel's threads (`/proc/PID/stat`: `utime + stime + cutime + cstime`, whole clock ticks; a process \
+             that exited shows in the parent that reaped it). The growth is CPU that something else took from the \
+             benchmark: a build, a test run, another benchmark. A run above {DISTURBED_CORES} cores is listed as \
+             disturbed.\n"
         );
     }
 

@@ -835,7 +835,7 @@ fn drive_with_server(
     result.settings.backend = Some(spec.backend.clone());
     let extra = &mut result.extra;
     // Only this run's measurements: never a figure left in `extra` by someone else.
-    extra.retain(|k, _| !k.starts_with("server_"));
+    extra.retain(|k, _| !k.starts_with("server_") && !k.starts_with("other_processes_"));
     let mut put = |k: &str, v: serde_json::Value| {
         extra.insert(k.to_string(), v);
     };
@@ -877,6 +877,10 @@ fn drive_with_server(
     if let Some(summary) = &record.server_summary {
         put("server_summary", summary.clone().into());
     }
+    if let (Some(us), Some(cores)) = (cost.others_cpu_us, cost.others_cores()) {
+        put("other_processes_cpu_us", us.into());
+        put("other_processes_cores", cores.into());
+    }
     super::write_result(&out_path, &result)?;
     record.msgs_per_s = Some(result.throughput.msgs_per_s);
     record.headline = Some(format!(
@@ -888,6 +892,11 @@ fn drive_with_server(
         cost.peak_rss_kib(),
         result.errors.total()
     ));
+    if let Some(cores) = cost.others_cores().filter(|&c| c > super::DISTURBED_CORES) {
+        if let Some(h) = record.headline.as_mut() {
+            h.push_str(&format!("; DISTURBED: other processes used {cores:.2} cores"));
+        }
+    }
     if !status.success() {
         bail!(
             "loadgen exited with {status} (result kept: {} errors). Its last output:\n{}",
