@@ -157,19 +157,30 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 ///
 /// Two censuses bracket a measured window, and [`OthersCpu::since`] is the
 /// CPU that other processes used in it: a build, a test run or a second
-/// benchmark sharing the machine. Tick-based (`utime + stime`, plus
+/// benchmark sharing the machine (as far as this `/proc` can see: not other
+/// containers or virtual machines). Tick-based (`utime + stime`, plus
 /// `cutime + cstime`, so that a short-lived process shows in the parent that
 /// reaped it), which is fine for noticing a disturbance. Kernel threads are
 /// left out: softirq and kworker time is part of the load itself.
 #[derive(Clone, Debug, Default)]
 pub struct OthersCpu {
-    /// Per process, keyed by pid and start time (a reused pid is a new
-    /// process): its CPU time and that of its reaped children, µs.
-    by_process: HashMap<(u32, u64), u64>,
+    /// Per user-space process, keyed by pid and start time (a reused pid is a
+    /// new process): its CPU time and that of its reaped children, µs, and
+    /// whether it was outside the tree. The tree's own processes are kept
+    /// too, so that one leaving the tree (a dead server's orphaned children)
+    /// is measured from its earlier figure, not from zero.
+    by_process: HashMap<(u32, u64), Seen>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    cpu_us: u64,
+    outside: bool,
 }
 
 impl OthersCpu {
-    /// Every process except `root`, its descendants, and kernel threads.
+    /// Every process except kernel threads; those of `root`'s tree are kept
+    /// apart and never counted.
     pub fn census(root: u32) -> OthersCpu {
         let mut procs = Vec::new();
         if let Ok(dir) = fs::read_dir("/proc") {
@@ -180,8 +191,11 @@ impl OthersCpu {
                 if let Ok(f) = stat_fields(pid) {
                     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
                     // After the name: ppid(1) flags(6) utime(11)..cstime(14) starttime(19).
+                    if field(6) & PF_KTHREAD != 0 {
+                        continue;
+                    }
                     let cpu_us = (field(11) + field(12) + field(13) + field(14)) * 1_000_000 / ticks_per_second();
-                    procs.push((pid, field(1) as u32, field(6) & PF_KTHREAD != 0, field(19), cpu_us));
+                    procs.push((pid, field(1) as u32, field(19), cpu_us));
                 }
             }
         }
@@ -201,20 +215,36 @@ impl OthersCpu {
         };
         let by_process = procs
             .iter()
-            .filter(|&&(pid, _, kthread, ..)| !kthread && !in_tree(pid))
-            .map(|&(pid, _, _, start, cpu_us)| ((pid, start), cpu_us))
+            .map(|&(pid, _, start, cpu_us)| {
+                let outside = !in_tree(pid);
+                ((pid, start), Seen { cpu_us, outside })
+            })
             .collect();
         OthersCpu { by_process }
     }
 
-    /// CPU time, µs, that other processes used between `earlier` and this
-    /// census: the growth of each process seen in both, and all of a process
-    /// that started in between.
+    /// CPU time, µs, that processes outside the tree used between `earlier`
+    /// and this census: the growth of each one seen in both (or all of one
+    /// that started in between). An outside process that ended in between is
+    /// in its reaper's `cutime` with its whole life, so what it had used
+    /// before `earlier` is taken off again.
     pub fn since(&self, earlier: &OthersCpu) -> u64 {
-        self.by_process
+        let grown: u64 = self
+            .by_process
             .iter()
-            .map(|(key, &now)| now.saturating_sub(earlier.by_process.get(key).copied().unwrap_or(0)))
-            .sum()
+            .filter(|(_, now)| now.outside)
+            .map(|(key, now)| {
+                let before = earlier.by_process.get(key).map_or(0, |e| e.cpu_us);
+                now.cpu_us.saturating_sub(before)
+            })
+            .sum();
+        let ended_before: u64 = earlier
+            .by_process
+            .iter()
+            .filter(|(key, e)| e.outside && !self.by_process.contains_key(*key))
+            .map(|(_, e)| e.cpu_us)
+            .sum();
+        grown.saturating_sub(ended_before)
     }
 }
 
@@ -256,34 +286,33 @@ mod tests {
         census
             .by_process
             .iter()
-            .find(|((p, _), _)| *p == pid)
-            .map(|(_, &us)| us)
+            .find(|((p, _), seen)| *p == pid && seen.outside)
+            .map(|(_, seen)| seen.cpu_us)
+    }
+
+    /// Kills a process when the test ends, however it ends.
+    struct KillOnDrop(u32);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
     }
 
     #[test]
     fn others_cpu_counts_a_stranger_and_leaves_out_our_tree() {
         let me = std::process::id();
         // Our own child: in our tree, never counted.
-        // (sh itself spins, so killing it stops the spinning.)
-        let mut ours = std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // An orphan (its shell exits at once): another tree, counted.
+        let mut ours = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // An orphan (its shell exits at once): another tree, counted. Its loop
+        // is bounded, and it is killed at the end of the test anyway.
         let out = std::process::Command::new("sh")
             .arg("-c")
-            .arg("sh -c 'while :; do :; done' >/dev/null 2>&1 & echo $!")
+            .arg("sh -c 'i=0; while [ $i -lt 20000000 ]; do i=$((i+1)); done' >/dev/null 2>&1 & echo $!")
             .output()
             .unwrap();
         let stranger: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        struct KillOnDrop(u32);
-        impl Drop for KillOnDrop {
-            fn drop(&mut self) {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-            }
-        }
         let _stop_stranger = KillOnDrop(stranger);
         let before = OthersCpu::census(me);
         std::thread::sleep(std::time::Duration::from_millis(800));
@@ -294,7 +323,42 @@ mod tests {
         assert_eq!(counted(&after, me), None, "the census root was counted");
         let grew = counted(&after, stranger).expect("the orphan is counted")
             - counted(&before, stranger).expect("the orphan is counted");
-        assert!(grew >= 200_000, "the orphan spun 0.8 s but grew only {grew} us");
-        assert!(after.since(&before) >= grew);
+        assert!(grew >= 50_000, "the orphan spun 0.8 s but grew only {grew} us");
+    }
+
+    fn census(entries: &[(u32, u64, bool)]) -> OthersCpu {
+        OthersCpu {
+            by_process: entries
+                .iter()
+                .map(|&(pid, cpu_us, outside)| ((pid, 0), Seen { cpu_us, outside }))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn others_cpu_counts_each_microsecond_in_the_window_once() {
+        // Outside: 10 grows by 50; 11 ends, having used 400 before and 200 in
+        // the window, and its reaper 12 gains all 600 in cutime; 13 is new (70).
+        // Our tree: 20 grows by 1,000 and is never counted; 21 leaves the tree
+        // (a dead server's orphan) and is counted from its earlier 300 on.
+        let before = census(&[
+            (10, 100, true),
+            (11, 400, true),
+            (12, 0, true),
+            (20, 0, false),
+            (21, 300, false),
+        ]);
+        let after = census(&[
+            (10, 150, true),
+            (12, 600, true),
+            (13, 70, true),
+            (20, 1_000, false),
+            (21, 330, true),
+        ]);
+        assert_eq!(after.since(&before), 50 + 200 + 70 + 30);
+        // A process reaped without its reaper's cutime growing (SIGCHLD
+        // ignored) cannot take the total below zero.
+        let after = census(&[(10, 100, true)]);
+        assert_eq!(after.since(&before), 0);
     }
 }

@@ -25,9 +25,10 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Why this kernel cannot run the uring backend, if it cannot: older than
-/// Linux 6.0 (multishot receive), or io_uring switched off by sysctl. On any
-/// other kernel a uring server that fails to start is a test failure, not a skip.
+/// Why this machine cannot run the uring backend, if it cannot: Linux older
+/// than 6.0 (multishot receive), io_uring switched off by sysctl, or
+/// `io_uring_setup` refused (a seccomp filter, as container runtimes install).
+/// Anywhere else a uring server that fails to start is a test failure, not a skip.
 fn kernel_without_uring() -> Option<String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
@@ -35,8 +36,15 @@ fn kernel_without_uring() -> Option<String> {
     if (major, minor) < (6, 0) {
         return Some(format!("Linux {} is older than 6.0", release.trim()));
     }
-    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        Ok(v) if v.trim() != "0" => Some(format!("kernel.io_uring_disabled = {}", v.trim())),
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() != "0" {
+            return Some(format!("kernel.io_uring_disabled = {}", v.trim()));
+        }
+    }
+    match io_uring::IoUring::new(2) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {
+            Some(format!("io_uring_setup is refused here ({e})"))
+        }
         _ => None,
     }
 }

@@ -448,7 +448,10 @@ fn quick_matrix_runs_end_to_end() {
         assert!(res.messages > 0, "{}: no messages", rec.spec.name());
         // Other processes' CPU over the window is measured (not judged: tests run beside this one).
         assert!(
-            res.extra.get("other_processes_cores").and_then(|v| v.as_f64()).is_some(),
+            res.extra
+                .get("other_processes_cores")
+                .and_then(|v| v.as_f64())
+                .is_some(),
             "{}: no other_processes_cores: {:?}",
             rec.spec.name(),
             res.extra

@@ -325,9 +325,9 @@ pub fn render(m: &Manifest, all_runs: &[(RunRecord, RunResult)], plots: &[PlotFi
         let _ = writeln!(
             w,
             "- **Other processes.** At both ends of each run's window the runner also reads the CPU time of every \
-             process on the machine outside its own tree (the runner, the server and loadgen) and outside the \
+             process it can see in `/proc` outside its own tree (the runner, the server and loadgen) and outside the \
              kernel's threads (`/proc/PID/stat`: `utime + stime + cutime + cstime`, whole clock ticks; a process \
-             that exited shows in the parent that reaped it). The growth is CPU that something else took from the \
+             that exited shows in the parent that reaped it, less what it had used before the window). The growth is CPU that something else took from the \
              benchmark: a build, a test run, another benchmark. A run above {DISTURBED_CORES} cores is listed as \
              disturbed.\n"
         );

@@ -421,7 +421,7 @@ fn open_loop_rate(manifest: &Manifest, plan: &MatrixPlan) -> (Option<f64>, Strin
                 Some(rate),
                 format!(
                     "{rate} msgs/s for every backend: half of the slowest backend's closed-loop throughput \
-                     ({name}, {} msgs/s over {transport}, {conns} connections, {size} B)",
+                     ({name}, best of its runs: {} msgs/s over {transport}, {conns} connections, {size} B)",
                     peak.round()
                 ),
             )
