@@ -4,6 +4,7 @@
 //! - [`sys`]: thin wrappers over the raw syscalls (the only place with most of the `unsafe`).
 //! - [`net`]: transports, address parsing and socket setup, shared with `loadgen`.
 //! - [`cpu`]: CPU-list parsing and thread pinning.
+//! - [`duration`]: the one duration grammar of every binary's flags.
 //! - [`procfs`]: CPU time, memory and descriptors of a process tree, from `/proc`.
 //! - [`server`]: the server's configuration, counters, shutdown and lifecycle.
 //! - [`backend`]: the four backends behind one [`backend::Backend`] trait.
@@ -14,6 +15,7 @@ pub mod sys;
 
 pub mod backend;
 pub mod cpu;
+pub mod duration;
 pub mod net;
 pub mod procfs;
 pub mod server;

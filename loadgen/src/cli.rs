@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use sockbench::cpu::CpuList;
+pub use sockbench::duration::parse_duration;
 use sockbench::net::Transport;
 
 /// The address loadgen targets when neither `--addr` nor `--path` is given.
@@ -102,32 +103,6 @@ pub struct MergeArgs {
     pub out: PathBuf,
 }
 
-/// Parses `500ms`, `2s`, `1.5s`, `1m`, `250us`, `1h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let bad = || format!("{s:?} is not a duration like 500ms, 2s or 1m");
-    if num.is_empty() || num.starts_with('.') && num.len() == 1 {
-        return Err(bad());
-    }
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "ns" => 1e-9,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    let secs = value * scale;
-    if !secs.is_finite() || secs > 7.0 * 86400.0 {
-        return Err(format!("{s:?}: duration too long (at most a week)"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 /// Parses a positive rate in messages per second: `5000`, `2.5k`, `1M`.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -152,17 +127,6 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        for bad in ["", "s", "-1s", "1x", "1.2.3s", "ms", "."] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn rates() {

@@ -88,11 +88,14 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         .into());
     }
     let fd_need = args.conns + 64;
-    if fd_need > sockbench::sys::fd_limit() {
+    // Raise the soft limit to the hard one first: only past the hard limit is
+    // the user's help needed.
+    let fd_limit = sockbench::sys::raise_fd_limit().unwrap_or_else(|_| sockbench::sys::fd_limit());
+    if fd_need > fd_limit {
         return Err(UsageError(format!(
-            "--conns {} needs about {fd_need} descriptors but `ulimit -n` is {}; raise it or lower --conns",
+            "--conns {} needs about {fd_need} descriptors but the hard limit is {fd_limit}; \
+             raise it (as root: ulimit -Hn {fd_need}; ulimit -n {fd_need}) or lower --conns",
             args.conns,
-            sockbench::sys::fd_limit()
         ))
         .into());
     }

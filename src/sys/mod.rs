@@ -239,3 +239,22 @@ pub fn fd_limit() -> u64 {
         Err(_) => 1024,
     }
 }
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit (children
+/// inherit it) and returns the soft limit now in force. Never lowers it.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised))?;
+        return Ok(raised.rlim_cur);
+    }
+    Ok(lim.rlim_cur)
+}

@@ -22,6 +22,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use sockbench::cpu::CpuList;
+use sockbench::duration::parse_duration;
 use sockbench::net::Transport;
 use sockbench::server::BackendKind;
 
@@ -76,27 +77,6 @@ pub struct CompareArgs {
     pub report_only: bool,
 }
 
-/// Parses `500ms`, `2s`, `1m` (and a bare number of seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit_s) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    if !(v.is_finite() && v >= 0.0) {
-        return Err(format!("{s:?} is not a duration like 500ms, 2s or 1m"));
-    }
-    Ok(Duration::from_secs_f64(v * unit_s))
-}
 
 /// How one run ended.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -232,7 +232,7 @@ pub fn run_comparison(args: &CompareArgs) -> anyhow::Result<Manifest> {
     if let Some(w) = &split.warning {
         eprintln!("compare: warning: {w}");
     }
-    let fds = raise_fd_limit();
+    let fds = sockbench::sys::raise_fd_limit().unwrap_or_else(|_| sockbench::sys::fd_limit());
     let need = closed.iter().map(|s| s.conns).max().unwrap_or(0) + 64;
     if fds < need {
         eprintln!(
@@ -490,28 +490,6 @@ fn file_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
 
-/// Raises this process's soft descriptor limit to the hard limit, so that the
-/// server and loadgen it starts (which inherit it) can each hold 10,000
-/// connections. Returns the soft limit now in force.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    if sockbench::syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)).is_err() {
-        return 0;
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if sockbench::syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised)).is_ok() {
-            return raised.rlim_cur;
-        }
-    }
-    lim.rlim_cur
-}
 
 /// The kernel CPU mask for `cpus`.
 fn cpu_mask(cpus: &CpuList) -> libc::cpu_set_t {
