@@ -7,7 +7,8 @@
 //! 3. The backend's [`Backend::serve`] runs on the main thread. It calls
 //!    [`ServeContext::ready`] once it can serve, which prints the `listening` line.
 //! 4. When `serve` returns (or, as a backstop, 1.5 s after a stop signal), the Unix
-//!    socket file is removed and the summary line is printed.
+//!    socket file is removed if it is still the file `bind` created (same device
+//!    and inode), and the summary line is printed.
 
 pub mod config;
 pub mod stats;
@@ -132,11 +133,20 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         endpoint: config.endpoint.clone(),
         source,
     };
-    let socket = net::bind_server(config.transport, &config.endpoint, BindOptions::default()).map_err(bind_err)?;
+    let endpoint = match &config.endpoint {
+        // Refuse an address another socket holds, SO_REUSEPORT or not; port 0 resolved here.
+        Endpoint::Inet(a) => Endpoint::Inet(net::claim_inet(config.transport, *a).map_err(bind_err)?),
+        unix => unix.clone(),
+    };
+    let socket = net::bind_server(config.transport, &endpoint, BindOptions::default()).map_err(bind_err)?;
     let local = net::local_endpoint(socket.as_fd()).map_err(bind_err)?;
 
+    // The socket file is ours only while it is the very file bind created.
     let socket_file = match &local {
-        Endpoint::Unix(p) => Some(p.clone()),
+        Endpoint::Unix(p) => Some(SocketFile {
+            id: net::FileId::of(p).map_err(bind_err)?,
+            path: p.clone(),
+        }),
         Endpoint::Inet(_) => None,
     };
     let backend_kind = config.backend;
@@ -173,17 +183,24 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
-    finish(stats, backend_kind, socket_file.as_deref());
+    finish(stats, backend_kind, socket_file.as_ref());
     result.map_err(|source| ServerError::Backend {
         backend: backend_kind,
         source,
     })
 }
 
-/// Removes the socket file and prints the summary line.
-fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&std::path::Path>) {
-    if let Some(p) = socket_file {
-        let _ = std::fs::remove_file(p);
+/// The Unix socket file the server bound, and its identity at bind time.
+#[derive(Clone, Debug)]
+struct SocketFile {
+    path: std::path::PathBuf,
+    id: net::FileId,
+}
+
+/// Removes the socket file (if it is still ours) and prints the summary line.
+fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&SocketFile>) {
+    if let Some(f) = socket_file {
+        net::remove_socket_file(&f.path, f.id);
     }
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{}", stats.summary_line(backend.name()));
@@ -197,7 +214,7 @@ fn spawn_stop_backstop(
     shutdown: Shutdown,
     stats: &'static Stats,
     backend: BackendKind,
-    socket_file: Option<std::path::PathBuf>,
+    socket_file: Option<SocketFile>,
 ) {
     std::thread::Builder::new()
         .name("stop-backstop".into())
@@ -213,7 +230,7 @@ fn spawn_stop_backstop(
             }
             std::thread::sleep(STOP_DEADLINE);
             if !SERVE_DONE.load(Ordering::SeqCst) {
-                finish(stats, backend, socket_file.as_deref());
+                finish(stats, backend, socket_file.as_ref());
                 std::process::exit(0);
             }
         })
