@@ -97,7 +97,7 @@ pub enum StreamEnd {
     Eof,
     /// A stop was requested; the connection is abandoned.
     Stopped,
-    /// The connection failed (reset, `EPIPE`, ...). Counted as one error.
+    /// The connection failed (reset, `EPIPE`, ...). Counted once, by [`Stats::conn_failed`].
     Failed,
 }
 
@@ -117,9 +117,10 @@ pub fn serve_stream(conn: BorrowedFd<'_>, buf: &mut [u8], stats: &Stats, shutdow
             StreamEnd::Eof
         }
         Ok(other) => other,
-        Err(_) => {
-            // One error per failed connection, resets included (see `Stats::errors`).
-            stats.error();
+        Err(e) => {
+            // One count per failed connection: a client that hung up mid-echo
+            // is `closed_with_pending`, anything else an error.
+            stats.conn_failed(&e);
             StreamEnd::Failed
         }
     }

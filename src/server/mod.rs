@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use config::{BackendKind, ServerArgs, ServerConfig, UringOptions};
-pub use stats::{LocalCounts, Stats};
+pub use stats::{ConnEnd, LocalCounts, Stats};
 
 use crate::backend;
 use crate::net::{self, BindOptions, Endpoint};

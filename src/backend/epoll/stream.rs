@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::{Counts, Shared, EVENTS_PER_WAIT, SHUTDOWN_TOKEN, SOCKET_TOKEN};
 use crate::backend::MAX_PENDING_BYTES;
+use crate::server::ConnEnd;
 use crate::sys;
 
 /// Size of the worker's read buffer: the most one `read` takes.
@@ -56,8 +57,8 @@ enum Next {
     Wait,
     /// Still readable, read budget used up: drive again next turn.
     Retry,
-    /// Done: close it (`error` if it ended in a reset or failed send).
-    Close { error: bool },
+    /// Done: close it; `failed` says how it failed, if it did.
+    Close { failed: Option<ConnEnd> },
 }
 
 impl Conn {
@@ -72,7 +73,7 @@ impl Conn {
             match self.flush(counts) {
                 Ok(()) => {}
                 Err(e) if sys::would_block(&e) => {} // EPOLLOUT resumes it
-                Err(_) => return Next::Close { error: true },
+                Err(e) => return Next::Close { failed: Some(ConnEnd::of(&e)) },
             }
         }
         let mut reads = 0;
@@ -94,19 +95,19 @@ impl Conn {
                 }
                 Ok(n) => {
                     counts.echo.messages += 1;
-                    if self.echo(&buf[..n], counts).is_err() {
-                        return Next::Close { error: true };
+                    if let Err(e) = self.echo(&buf[..n], counts) {
+                        return Next::Close { failed: Some(ConnEnd::of(&e)) };
                     }
                 }
                 Err(e) if sys::would_block(&e) => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close { error: true },
+                Err(e) => return Next::Close { failed: Some(ConnEnd::of(&e)) },
             }
         }
         if self.peer_eof && self.pending() == 0 {
             // Everything the client sent has been handed to the kernel; closing
             // sends it, then EOF (the receive queue is empty, so no reset).
-            return Next::Close { error: false };
+            return Next::Close { failed: None };
         }
         Next::Wait
     }
@@ -314,12 +315,16 @@ impl<'a> StreamLoop<'a> {
                     self.retry.push(idx);
                 }
             }
-            Next::Close { error } => {
+            Next::Close { failed } => {
                 // Dropping the fd closes it, which also removes it from epoll.
                 drop(self.conns.remove(idx));
                 self.shared.stats.conn_closed();
                 self.shared.conns.release();
-                self.counts.errors += error as u64;
+                match failed {
+                    Some(ConnEnd::ClosedWithPending) => self.counts.closed_with_pending += 1,
+                    Some(ConnEnd::Fault) => self.counts.errors += 1,
+                    None => {}
+                }
             }
         }
     }
