@@ -107,13 +107,20 @@ pub enum ServerError {
     Backend { backend: BackendKind, source: io::Error },
     #[error("setup: {0}")]
     Setup(io::Error),
+    /// The machine or the process limits cannot hold what a flag asks for.
+    #[error("{flag} {value}: {reason}")]
+    Capacity {
+        flag: &'static str,
+        value: usize,
+        reason: String,
+    },
 }
 
 impl ServerError {
     /// 2 for anything the user typed wrong (flags, addresses), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ServerError::Address(_) | ServerError::Bind { .. } => 2,
+            ServerError::Address(_) | ServerError::Bind { .. } | ServerError::Capacity { .. } => 2,
             _ => 1,
         }
     }
@@ -122,7 +129,8 @@ impl ServerError {
 static SERVE_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Runs the server until SIGINT/SIGTERM, then cleans up and prints the summary.
-pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
+    fit_max_conns_to_fd_limit(&mut config)?;
     signal::ignore_sigpipe().map_err(ServerError::Setup)?;
     let shutdown = Shutdown::install().map_err(ServerError::Setup)?;
     let stats = Stats::new_shared().map_err(ServerError::Setup)?;
@@ -188,6 +196,49 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         backend: backend_kind,
         source,
     })
+}
+
+/// Descriptors a server process needs besides one per connection: stdio,
+/// the stop eventfd, the listener, and (epoll, uring) per thread an epoll or
+/// ring fd and a socket, with room to spare. threadpool's workers hold only
+/// their connection.
+fn fd_reserve(config: &ServerConfig) -> usize {
+    match config.backend {
+        BackendKind::Fork | BackendKind::Threadpool => 64,
+        BackendKind::Epoll | BackendKind::Uring => 64 + 4 * config.threads,
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, then makes sure
+/// `--max-conns` connections fit in it: if not, the cap is lowered to what
+/// fits and stderr says so. fork's parent holds no connection descriptors
+/// (each child holds its own one), so only the raise applies to it.
+fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerError> {
+    let limit = sys::raise_fd_limit().unwrap_or_else(|_| sys::fd_limit());
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if config.backend == BackendKind::Fork {
+        return Ok(());
+    }
+    let reserve = fd_reserve(config);
+    if limit.saturating_sub(reserve) >= config.max_conns {
+        return Ok(());
+    }
+    let fits = limit.saturating_sub(reserve);
+    if fits == 0 {
+        return Err(ServerError::Capacity {
+            flag: "--max-conns",
+            value: config.max_conns,
+            reason: format!(
+                "`ulimit -n` is {limit} (hard limit included), and {reserve} descriptors are needed before the first connection; raise it"
+            ),
+        });
+    }
+    eprintln!(
+        "server: warning: `ulimit -n` is {limit} (hard limit included): --max-conns lowered from {} to {fits}",
+        config.max_conns
+    );
+    config.max_conns = fits;
+    Ok(())
 }
 
 /// The Unix socket file the server bound, and its identity at bind time.
