@@ -66,7 +66,10 @@ fn start_and_stop(mut cmd: Command) -> Started {
 
 fn server(backend: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(server_bin());
-    cmd.args(["--backend", backend, "--addr", "127.0.0.1:0", "--threads", "2"]).args(args);
+    cmd.args(["--backend", backend, "--addr", "127.0.0.1:0"]).args(args);
+    if !args.contains(&"--threads") {
+        cmd.args(["--threads", "2"]);
+    }
     cmd
 }
 
@@ -106,7 +109,10 @@ fn max_conns_is_lowered_to_what_the_fd_limit_holds() {
             panic!("{backend}: did not start: {}", s.stderr);
         };
         let cap: usize = field(&line, "max_conns").unwrap().parse().unwrap();
-        assert!(cap > 0 && cap < 256, "{backend}: max_conns={cap} does not fit in 256 descriptors");
+        assert!(
+            cap > 0 && cap < 256,
+            "{backend}: max_conns={cap} does not fit in 256 descriptors"
+        );
         assert!(
             s.stderr.contains("--max-conns lowered from 2000 to"),
             "{backend}: no warning on stderr: {:?}",
@@ -117,5 +123,64 @@ fn max_conns_is_lowered_to_what_the_fd_limit_holds() {
     with_nofile(&mut cmd, 40, 40);
     let s = start_and_stop(cmd);
     assert_eq!(s.code, Some(2), "{:?}", s.stderr);
-    assert!(s.stderr.contains("--max-conns") && s.stderr.contains("ulimit -n"), "{}", s.stderr);
+    assert!(
+        s.stderr.contains("--max-conns") && s.stderr.contains("ulimit -n"),
+        "{}",
+        s.stderr
+    );
+}
+
+/// threadpool's `--threads` is held against the machine's limits before any
+/// worker starts: past `kernel.threads-max`/`pid_max`, or past a lowered
+/// `RLIMIT_NPROC`, the server exits 2 naming `--threads` and the limit.
+/// Event-loop backends keep their 1,024 cap, also exit 2.
+#[test]
+fn threads_past_the_machines_limits_are_refused_by_name() {
+    let out = server("threadpool", &["--threads", "5000000"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--threads 5000000"), "{stderr}");
+    assert!(
+        stderr.contains("threads-max") || stderr.contains("pid_max") || stderr.contains("NPROC"),
+        "{stderr}"
+    );
+
+    let mut cmd = server("threadpool", &["--threads", "500"]);
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--threads 500") && stderr.contains("RLIMIT_NPROC"),
+        "{stderr}"
+    );
+
+    for backend in ["epoll", "uring", "fork"] {
+        let out = server(backend, &["--threads", "2000"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{backend}: {stderr}");
+        assert!(stderr.contains("--threads 2000"), "{backend}: {stderr}");
+    }
+}
+
+/// 2,000 workers start (past the old 1,024 cap) and serve.
+#[test]
+fn threadpool_starts_past_the_old_1024_worker_cap() {
+    let cmd = server("threadpool", &["--threads", "2000"]);
+    let s = start_and_stop(cmd);
+    let line = s.listening.unwrap_or_else(|| panic!("did not start: {}", s.stderr));
+    assert_eq!(field(&line, "workers"), Some("2000"), "{line}");
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
 }

@@ -130,6 +130,7 @@ static SERVE_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Runs the server until SIGINT/SIGTERM, then cleans up and prints the summary.
 pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
+    check_threads(&config)?;
     fit_max_conns_to_fd_limit(&mut config)?;
     signal::ignore_sigpipe().map_err(ServerError::Setup)?;
     let shutdown = Shutdown::install().map_err(ServerError::Setup)?;
@@ -196,6 +197,27 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
         backend: backend_kind,
         source,
     })
+}
+
+/// The most event loops (epoll, uring) or preforked datagram processes (fork):
+/// more than one per core buys nothing, and each costs memory.
+pub const MAX_LOOP_THREADS: usize = 1024;
+
+/// `--threads` against what the backend and the machine can hold.
+fn check_threads(config: &ServerConfig) -> Result<(), ServerError> {
+    let refuse = |reason: String| ServerError::Capacity {
+        flag: "--threads",
+        value: config.threads,
+        reason,
+    };
+    match config.backend {
+        BackendKind::Threadpool => backend::threadpool::check_capacity(config.threads).map_err(refuse),
+        _ if config.threads > MAX_LOOP_THREADS => Err(refuse(format!(
+            "at most {MAX_LOOP_THREADS} for --backend {}; only threadpool runs a thread per connection",
+            config.backend
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Descriptors a server process needs besides one per connection: stdio,

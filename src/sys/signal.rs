@@ -33,12 +33,33 @@ pub fn install_stop_handler(wake_fd: RawFd) -> io::Result<()> {
     set_handler(libc::SIGTERM, handler)
 }
 
-/// Puts SIGINT and SIGTERM back to their defaults (for forked children,
-/// which the parent stops with SIGTERM).
-pub fn reset_stop_handler() -> io::Result<()> {
+/// The socket a forked child's stop handler shuts down, and how.
+static CHILD_SOCKET: AtomicI32 = AtomicI32::new(-1);
+static CHILD_SHUTDOWN_HOW: AtomicI32 = AtomicI32::new(libc::SHUT_RDWR);
+
+extern "C" fn on_child_stop_signal(_: libc::c_int) {
+    REQUESTED.store(true, Ordering::SeqCst);
+    let fd = CHILD_SOCKET.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: shutdown(2) is async-signal-safe; `fd` is the child's socket,
+        // open for the child's whole life (it `_exit`s without closing it first).
+        unsafe { libc::shutdown(fd, CHILD_SHUTDOWN_HOW.load(Ordering::SeqCst)) };
+    }
+}
+
+/// For a forked child, which the parent stops with SIGTERM: SIGINT/SIGTERM
+/// set the child's own stop flag and shut down `socket` with `how`, so a
+/// blocking call on it returns at once, and so does any later one (the
+/// shutdown persists: a signal that lands just before the call blocks is not
+/// lost). The parent's stop eventfd is no longer written. No `SA_RESTART`:
+/// other blocking calls return `EINTR`. Call with the stop signals blocked.
+pub fn install_child_stop_handler(socket: RawFd, how: libc::c_int) -> io::Result<()> {
     WAKE_FD.store(-1, Ordering::SeqCst);
-    set_handler(libc::SIGINT, libc::SIG_DFL)?;
-    set_handler(libc::SIGTERM, libc::SIG_DFL)
+    CHILD_SOCKET.store(socket, Ordering::SeqCst);
+    CHILD_SHUTDOWN_HOW.store(how, Ordering::SeqCst);
+    let handler = on_child_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    set_handler(libc::SIGINT, handler)?;
+    set_handler(libc::SIGTERM, handler)
 }
 
 /// Whether SIGINT or SIGTERM has arrived, or a stop was requested in-process.

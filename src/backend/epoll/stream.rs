@@ -73,7 +73,11 @@ impl Conn {
             match self.flush(counts) {
                 Ok(()) => {}
                 Err(e) if sys::would_block(&e) => {} // EPOLLOUT resumes it
-                Err(e) => return Next::Close { failed: Some(ConnEnd::of(&e)) },
+                Err(e) => {
+                    return Next::Close {
+                        failed: Some(ConnEnd::of(&e)),
+                    }
+                }
             }
         }
         let mut reads = 0;
@@ -96,12 +100,18 @@ impl Conn {
                 Ok(n) => {
                     counts.echo.messages += 1;
                     if let Err(e) = self.echo(&buf[..n], counts) {
-                        return Next::Close { failed: Some(ConnEnd::of(&e)) };
+                        return Next::Close {
+                            failed: Some(ConnEnd::of(&e)),
+                        };
                     }
                 }
                 Err(e) if sys::would_block(&e) => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Next::Close { failed: Some(ConnEnd::of(&e)) },
+                Err(e) => {
+                    return Next::Close {
+                        failed: Some(ConnEnd::of(&e)),
+                    }
+                }
             }
         }
         if self.peer_eof && self.pending() == 0 {
