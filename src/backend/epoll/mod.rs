@@ -3,7 +3,7 @@
 //!
 //! Each of the `--threads` workers owns an epoll instance, pinned with
 //! `--pin`. Streams are served by [`stream::StreamLoop`] (accept until
-//! `EAGAIN`, read until `EAGAIN`, partial writes kept per connection and
+//! `EAGAIN`, read until `EAGAIN` or a short read, partial writes kept per connection and
 //! resumed on `EPOLLOUT`); datagrams by [`dgram::DgramLoop`] (`recvmmsg` and
 //! `sendmmsg` in batches).
 //!
