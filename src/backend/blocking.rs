@@ -53,24 +53,24 @@ pub fn stop_requested(shutdown: Shutdown) -> bool {
     shutdown.requested() || poll_readable(&[shutdown.fd()], 0) > 0
 }
 
-/// Blocks until `fd` (if given) is readable, a stop is requested, or
-/// `timeout` passes (`None`: no timeout). The caller re-checks whatever it waits for.
-pub fn wait_readable_or_stop(fd: Option<BorrowedFd<'_>>, shutdown: Shutdown, timeout: Option<Duration>) {
+/// Blocks until one of `fds` (at most two) is readable, a stop is requested,
+/// or `timeout` passes (`None`: no timeout). The caller re-checks whatever it waits for.
+pub fn wait_readable_or_stop(fds: &[BorrowedFd<'_>], shutdown: Shutdown, timeout: Option<Duration>) {
     let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-    match fd {
-        Some(fd) => poll_readable(&[shutdown.fd(), fd], timeout_ms),
-        None => poll_readable(&[shutdown.fd()], timeout_ms),
-    };
+    let mut all = [shutdown.fd(); 3];
+    let n = 1 + fds.len().min(2);
+    all[1..n].copy_from_slice(&fds[..n - 1]);
+    poll_readable(&all[..n], timeout_ms);
 }
 
-/// `poll(2)` for `POLLIN` on up to two descriptors; returns how many are
+/// `poll(2)` for `POLLIN` on up to three descriptors; returns how many are
 /// ready (0 on timeout, `EINTR` or error: callers only use it to wait).
 fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> usize {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
         revents: 0,
-    }; 2];
+    }; 3];
     for (pfd, fd) in pfds.iter_mut().zip(fds) {
         pfd.fd = fd.as_raw_fd();
     }
@@ -214,7 +214,7 @@ pub fn serve_datagrams(
                 // Not expected on a bound datagram socket; count it and pause
                 // so that a persistent error cannot turn into a busy loop.
                 stats.error();
-                wait_readable_or_stop(None, shutdown, Some(Duration::from_millis(10)));
+                wait_readable_or_stop(&[], shutdown, Some(Duration::from_millis(10)));
                 if stop_requested(shutdown) {
                     break;
                 }

@@ -6,9 +6,10 @@
 //! blocking `read`/`send` ([`blocking::serve_stream`]) and `_exit`s. The
 //! parent closes its copy of the connection and goes back to `accept`.
 //!
-//! Children are reaped with `waitpid(WNOHANG)` after every accept and at
-//! least every [`REAP_INTERVAL`] while idle, so an exited child is a zombie
-//! for at most that long. `--max-conns` caps live children: at the cap the
+//! Children are reaped with `waitpid(WNOHANG)` after every accept and
+//! whenever one exits: SIGCHLD writes to an eventfd the parent waits on
+//! beside the listener and the stop eventfd ([`ChildExits`]), so an exited
+//! child is a zombie only for a moment and an idle parent never wakes. `--max-conns` caps live children: at the cap the
 //! parent stops accepting (new clients wait in the listen backlog) until a
 //! child exits. It never accepts-and-refuses, and never forks past the cap.
 //!
@@ -36,7 +37,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::blocking::{self, AcceptFailure};
@@ -48,8 +49,34 @@ use crate::sys::{self, signal};
 
 pub struct Fork;
 
-/// Longest an exited child stays a zombie while the parent is idle.
-const REAP_INTERVAL: Duration = Duration::from_millis(50);
+/// An eventfd that SIGCHLD makes readable: the parent sleeps on it instead
+/// of reaping on a timer.
+struct ChildExits {
+    fd: OwnedFd,
+}
+
+impl ChildExits {
+    fn install() -> io::Result<ChildExits> {
+        let fd = sys::eventfd()?;
+        // The handler writes to this fd for the rest of the process: the
+        // server serves once, so it is never closed (see `Drop`).
+        signal::install_child_exit_handler(fd.as_raw_fd())?;
+        Ok(ChildExits { fd })
+    }
+
+    /// Resets the eventfd before a reap, so that an exit after it wakes the next wait.
+    fn clear(&self) {
+        let mut count = [0u8; 8];
+        let _ = sys::read(self.fd.as_fd(), &mut count);
+    }
+}
+
+impl Drop for ChildExits {
+    fn drop(&mut self) {
+        // A late SIGCHLD must not write into whatever reuses the fd number.
+        let _ = signal::install_child_exit_handler(-1);
+    }
+}
 
 /// How long children get to exit after SIGTERM before they are sent SIGKILL.
 const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -84,16 +111,18 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
         ..
     } = ctx;
 
+    let exits = ChildExits::install()?;
     let mut children = Children::default();
     let mut forked: usize = 0;
     while !shutdown.requested() {
+        exits.clear();
         children.reap(|_, _| stats.conn_closed());
         if children.len() >= cap {
             // At the cap: leave new clients in the backlog until a child exits.
-            blocking::wait_readable_or_stop(None, shutdown, Some(REAP_INTERVAL));
+            blocking::wait_readable_or_stop(&[exits.fd.as_fd()], shutdown, None);
             continue;
         }
-        blocking::wait_readable_or_stop(Some(listener.as_fd()), shutdown, Some(REAP_INTERVAL));
+        blocking::wait_readable_or_stop(&[listener.as_fd(), exits.fd.as_fd()], shutdown, None);
         while children.len() < cap && !shutdown.requested() {
             let conn = match sys::accept(listener.as_fd(), false) {
                 Ok(conn) => conn,
@@ -102,7 +131,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                     AcceptFailure::Retry => continue,
                     AcceptFailure::BackOff => {
                         stats.error();
-                        blocking::wait_readable_or_stop(None, shutdown, Some(blocking::ACCEPT_BACKOFF));
+                        blocking::wait_readable_or_stop(&[], shutdown, Some(blocking::ACCEPT_BACKOFF));
                         break;
                     }
                 },
@@ -133,7 +162,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                     // pause rather than fail the next one the same way at once.
                     stats.error();
                     stats.conn_closed();
-                    blocking::wait_readable_or_stop(None, shutdown, Some(blocking::ACCEPT_BACKOFF));
+                    blocking::wait_readable_or_stop(&[], shutdown, Some(blocking::ACCEPT_BACKOFF));
                     break;
                 }
             }
@@ -152,6 +181,7 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     let mut buf = vec![0u8; blocking::DGRAM_BUF_BYTES];
     let workers = ctx.config.threads;
     let (stats, shutdown) = (ctx.stats, ctx.shutdown);
+    let exits = ChildExits::install()?;
     let mut children = Children::default();
     for slot in 0..workers {
         match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
@@ -167,7 +197,10 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     // The parent has nothing to do but replace a child that dies early.
     let mut missing: Vec<usize> = Vec::new();
     while !shutdown.requested() {
-        blocking::wait_readable_or_stop(None, shutdown, Some(REAP_INTERVAL));
+        // A child that could not be replaced is retried after a pause.
+        let retry = (!missing.is_empty()).then_some(blocking::ACCEPT_BACKOFF);
+        blocking::wait_readable_or_stop(&[exits.fd.as_fd()], shutdown, retry);
+        exits.clear();
         children.reap(|slot, _| {
             stats.error();
             missing.push(slot);
@@ -179,7 +212,7 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
         for slot in missing.drain(..) {
             match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
                 Ok(pid) => children.insert(pid, slot),
-                Err(_) => still_missing.push(slot), // retried at the next tick
+                Err(_) => still_missing.push(slot), // retried after a pause
             }
         }
         missing = still_missing;

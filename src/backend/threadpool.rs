@@ -182,10 +182,10 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
 
     while !shutdown.requested() {
         if open.load(Ordering::Acquire) >= cap {
-            blocking::wait_readable_or_stop(None, shutdown, Some(CAP_POLL_INTERVAL));
+            blocking::wait_readable_or_stop(&[], shutdown, Some(CAP_POLL_INTERVAL));
             continue;
         }
-        blocking::wait_readable_or_stop(Some(listener.as_fd()), shutdown, None);
+        blocking::wait_readable_or_stop(&[listener.as_fd()], shutdown, None);
         while open.load(Ordering::Acquire) < cap && !shutdown.requested() {
             let conn = match sys::accept(listener.as_fd(), false) {
                 Ok(conn) => conn,
@@ -196,7 +196,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                         // Typically EMFILE: the workers keep serving, and the
                         // pending clients wait in the backlog until fds free up.
                         stats.error();
-                        blocking::wait_readable_or_stop(None, shutdown, Some(blocking::ACCEPT_BACKOFF));
+                        blocking::wait_readable_or_stop(&[], shutdown, Some(blocking::ACCEPT_BACKOFF));
                         break;
                     }
                 },
@@ -283,7 +283,7 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     })?;
     ctx.ready(&format!("workers={}", workers.len()));
     while !shutdown.requested() {
-        blocking::wait_readable_or_stop(None, shutdown, None);
+        blocking::wait_readable_or_stop(&[], shutdown, None);
     }
     // Every worker's blocked recvfrom returns; they see the stop and end.
     blocking::wake_blocked(sock.as_fd(), libc::SHUT_RD);

@@ -298,8 +298,9 @@ fn spawn_stop_backstop(
                 revents: 0,
             };
             while !shutdown.requested() {
+                // No timeout: the eventfd stays readable once a stop is requested.
                 // SAFETY: `pfd` is a valid pollfd for the duration of the call.
-                unsafe { libc::poll(&mut pfd, 1, 1000) };
+                unsafe { libc::poll(&mut pfd, 1, -1) };
             }
             std::thread::sleep(STOP_DEADLINE);
             if !SERVE_DONE.load(Ordering::SeqCst) {
