@@ -183,12 +183,18 @@ impl Default for BindOptions {
 
 /// Creates, configures and binds a server socket, and listens on it if the
 /// transport is a stream. For Unix transports a stale socket file (one that
-/// nobody listens on) is removed first; a live one is an `AddrInUse` error.
+/// nobody listens on) is removed first; a live one of either kind is an
+/// `AddrInUse` error, and any other file an `AlreadyExists` one. For IP
+/// transports, the first socket of a server should come after [`claim_inet`].
 pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions) -> io::Result<OwnedFd> {
     let fd = sys::socket(endpoint.domain(), transport.sock_type(), opts.nonblocking)?;
     match endpoint {
         Endpoint::Inet(a) => {
-            sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+            if transport == Transport::Tcp {
+                // TIME_WAIT connections of an earlier run do not block a restart.
+                // Not on UDP, where it would let any other SO_REUSEADDR socket share the port.
+                sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+            }
             if opts.reuseport {
                 sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
             }
@@ -214,7 +220,7 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
                 sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, TCP_RCVBUF as i32)?;
             }
         }
-        Endpoint::Unix(p) => remove_stale_socket(transport, p)?,
+        Endpoint::Unix(p) => remove_stale_socket(p)?,
     }
     if !transport.is_stream() {
         // Room for bursts of 64 KiB datagrams; the kernel caps this at rmem_max.
@@ -228,7 +234,16 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
     Ok(fd)
 }
 
-fn remove_stale_socket(transport: Transport, path: &Path) -> io::Result<()> {
+/// Removes a stale socket file at `path`, or refuses a live one.
+///
+/// A socket file is live if anything accepts a connection on it, of either
+/// kind: a `connect` with the wrong socket type fails with `EPROTOTYPE`, so
+/// the probe tries a stream and then a datagram socket. Only `ECONNREFUSED`
+/// (no socket of that type is bound to the file any more) makes the file
+/// stale. Any other answer (`EACCES`, ...) leaves the file alone and is
+/// returned. The probe is non-blocking, so a stream listener with a full
+/// backlog (`EAGAIN`) counts as live rather than stalling the start.
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(());
@@ -239,13 +254,85 @@ fn remove_stale_socket(transport: Transport, path: &Path) -> io::Result<()> {
             "exists and is not a socket",
         ));
     }
-    if transport.is_stream() {
-        let probe = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, false)?;
-        if sys::connect(probe.as_fd(), &SockAddr::from_path(path)?).is_ok() {
-            return Err(io::Error::from_raw_os_error(libc::EADDRINUSE));
+    let addr = SockAddr::from_path(path)?;
+    for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+        let probe = sys::socket(libc::AF_UNIX, ty, true)?;
+        match sys::connect(probe.as_fd(), &addr) {
+            Ok(()) => return Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN | libc::EINPROGRESS) => return Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
+                Some(libc::EPROTOTYPE) => continue, // a live socket of the other kind, or none: ask the other kind
+                Some(libc::ECONNREFUSED) => return std::fs::remove_file(path),
+                _ => return Err(e),
+            },
         }
     }
-    std::fs::remove_file(path)
+    // Neither type got past EPROTOTYPE: not a socket we can tell apart; leave it.
+    Err(io::Error::from_raw_os_error(libc::EADDRINUSE))
+}
+
+/// A socket file's identity: a file put in its place later has another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of whatever is at `path` now (not following a symlink).
+    pub fn of(path: &Path) -> io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// Removes the socket file at `path` only if it is still the one with
+/// identity `bound` (recorded right after `bind`), so a file someone put in
+/// its place while the server ran is never deleted. Returns whether it
+/// removed the file. A replacement that happens between the check and the
+/// unlink is not caught: no unlink-if-inode call exists.
+pub fn remove_socket_file(path: &Path, bound: FileId) -> bool {
+    match FileId::of(path) {
+        Ok(now) if now == bound => std::fs::remove_file(path).is_ok(),
+        _ => false,
+    }
+}
+
+/// Checks that no other socket holds the IP address `addr` for `transport`,
+/// and resolves port 0 to a free port. Returns the address to bind.
+///
+/// The server's sockets use `SO_REUSEPORT` so that its per-thread sockets can
+/// share the address; the kernel would let a second server with the same
+/// option (and the same effective UID) share it as well, and split the
+/// clients between the two without a word. So first a plain socket, without
+/// `SO_REUSEPORT`, is bound to the address: if anything holds it (a listener,
+/// or a bound UDP socket, reuseport or not) this fails with `EADDRINUSE`.
+/// The probe is closed before the server binds with `SO_REUSEPORT`.
+///
+/// The residual race: a process of the same UID that binds the address with
+/// `SO_REUSEPORT` between the probe's close and the server's bind (a few
+/// microseconds) still joins the group. Closing it would take an eBPF
+/// reuseport program or `SO_REUSEPORT` left off, which the per-thread sockets need.
+pub fn claim_inet(transport: Transport, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let endpoint = Endpoint::Inet(addr);
+    let probe = sys::socket(endpoint.domain(), transport.sock_type(), false)?;
+    if transport == Transport::Tcp {
+        // Only so that connections in TIME_WAIT from an earlier run do not
+        // count as holders; a listening socket still conflicts.
+        sys::setsockopt_int(probe.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    }
+    if addr.is_ipv6() {
+        sys::setsockopt_int(probe.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    sys::bind(probe.as_fd(), &endpoint.sockaddr()?)?;
+    match local_endpoint(probe.as_fd())? {
+        Endpoint::Inet(resolved) => Ok(resolved),
+        Endpoint::Unix(_) => Err(io::Error::other("probe bound to a path")),
+    }
 }
 
 /// The address a socket is bound to, e.g. to learn the port after binding port 0.

@@ -150,6 +150,22 @@ pub fn fd_count(pid: u32) -> io::Result<usize> {
     Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count())
 }
 
+/// Threads on the whole machine right now (the total after the `/` in the
+/// fourth field of `/proc/loadavg`), which count against `kernel.threads-max`
+/// and `kernel.pid_max`.
+pub fn threads_on_machine() -> Option<u64> {
+    let loadavg = fs::read_to_string("/proc/loadavg").ok()?;
+    loadavg.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes.
+pub fn mem_available_bytes() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// `PF_KTHREAD` in the `flags` field of `/proc/PID/stat`: a kernel thread.
 const PF_KTHREAD: u64 = 0x0020_0000;
 

@@ -130,6 +130,46 @@ fn stream_reset(backend: &str, target: Target) {
     assert!(server.stop().status.success());
 }
 
+/// Clients that hang up without reading their last echo are not server
+/// errors: each is counted once in `closed_with_pending=`, and `errors=`
+/// stays 0. Clients that read everything and close add to neither.
+fn stream_close_with_echo_pending(backend: &str, target: Target) {
+    const HANG_UP: usize = 20;
+    // threadpool: a worker for every client, so each is served before it hangs up.
+    let threads = if backend == "threadpool" { "32" } else { WORKERS };
+    let server = ServerProc::start(backend, target, &["--threads", threads, "--max-conns", "64"]);
+    for i in 0..10u64 {
+        let mut polite = Stream::connect(&server.endpoint).unwrap();
+        let msg = pattern(i, 0, 1000);
+        assert!(polite.echo(&msg).unwrap() == msg);
+    }
+    let mut rude = Vec::new();
+    for i in 0..HANG_UP as u64 {
+        let mut c = Stream::connect(&server.endpoint).unwrap();
+        c.write_all(&pattern(100 + i, 0, 1000)).unwrap();
+        rude.push(c);
+    }
+    // Let every echo land unread in its client's receive buffer, then close:
+    // a close with unread data resets the connection.
+    thread::sleep(Duration::from_millis(300));
+    drop(rude);
+    thread::sleep(Duration::from_millis(300));
+    let stopped = server.stop();
+    assert!(stopped.status.success());
+    assert_eq!(
+        stopped.count("errors"),
+        0,
+        "{backend}/{target:?}: hang-ups counted as errors: {:?}",
+        stopped.summary
+    );
+    assert_eq!(
+        stopped.count("closed_with_pending"),
+        HANG_UP as u64,
+        "{backend}/{target:?}: {:?}",
+        stopped.summary
+    );
+}
+
 /// A client that writes and never reads fills its buffers; another client is
 /// still served, and the server's memory for the stuck one is bounded.
 fn stream_never_reads(backend: &str, target: Target) {
@@ -464,6 +504,10 @@ macro_rules! stream_tests {
         #[test]
         fn never_reads() {
             super::stream_never_reads($backend, $target)
+        }
+        #[test]
+        fn close_with_echo_pending() {
+            super::stream_close_with_echo_pending($backend, $target)
         }
         #[test]
         fn sigterm_shutdown() {

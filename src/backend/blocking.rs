@@ -2,11 +2,19 @@
 //!
 //! Both backends give one connection a whole thread or process, which sits
 //! in a plain blocking `read` and `send`; for datagrams, every worker sits in
-//! a blocking `recvfrom` on the one shared socket. A blocked call must still
-//! notice a stop request, so each socket gets `SO_RCVTIMEO`/`SO_SNDTIMEO` of
-//! [`WAKE_INTERVAL`] ([`set_wake_timeouts`]): a blocked call returns `EAGAIN`
-//! at that interval, the loop checks for a stop and blocks again. An idle
-//! connection costs ten wake-ups a second; a stop is seen within 100 ms.
+//! a blocking `recvfrom` on the one shared socket.
+//!
+//! **Idle means idle.** A blocked call sleeps until there is work or a stop,
+//! never on a timer: an idle connection costs no CPU at all. A stop reaches a
+//! blocked call by shutting down its socket, which wakes `read`, `send` and
+//! `recvfrom` at once (`read`/`recvfrom` return 0, `send` fails with
+//! `EPIPE`); the loop then sees the stop flag and returns [`StreamEnd::Stopped`]
+//! without counting anything. Whoever stops the workers does the shutdown:
+//! threadpool's main thread for the connections its workers hold and for the
+//! shared datagram socket, and, in a fork child, the child's own SIGTERM
+//! handler ([`crate::sys::signal::install_child_stop_handler`]). The socket's
+//! shutdown state persists, so a stop that lands just before the worker
+//! blocks is not lost.
 //!
 //! Back-pressure is the blocking `send` itself: a client that never reads
 //! fills its socket buffers, `send` stops returning, and the loop stops
@@ -23,9 +31,6 @@ use super::peer_budget::PeerBudget;
 use crate::server::{LocalCounts, Shutdown, Stats};
 use crate::sys::{self, SockAddr};
 
-/// How often a blocked call wakes up to check for a stop request.
-pub const WAKE_INTERVAL: Duration = Duration::from_millis(100);
-
 /// Read buffer per stream connection. It is also the most echo output one
 /// connection can have in flight in the server, well under
 /// [`super::MAX_PENDING_BYTES`].
@@ -41,30 +46,31 @@ pub const DGRAM_BUF_BYTES: usize = 64 * 1024;
 const FLUSH_EVERY: u64 = 64;
 
 /// Whether a stop has been requested. Threads see the flag; a forked child
-/// has its own copy of the flag, which the parent's signal never sets, but it
-/// shares the parent's stop eventfd, which becomes readable at the stop.
+/// has its own copy of the flag, which its stop handler sets, and shares the
+/// parent's stop eventfd, which becomes readable at the stop. Costs a `poll`:
+/// for the moments a loop is about to give up, not for every message.
 pub fn stop_requested(shutdown: Shutdown) -> bool {
     shutdown.requested() || poll_readable(&[shutdown.fd()], 0) > 0
 }
 
-/// Blocks until `fd` (if given) is readable, a stop is requested, or
-/// `timeout` passes. The caller re-checks whatever it waits for.
-pub fn wait_readable_or_stop(fd: Option<BorrowedFd<'_>>, shutdown: Shutdown, timeout: Duration) {
-    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    match fd {
-        Some(fd) => poll_readable(&[shutdown.fd(), fd], timeout_ms),
-        None => poll_readable(&[shutdown.fd()], timeout_ms),
-    };
+/// Blocks until one of `fds` (at most two) is readable, a stop is requested,
+/// or `timeout` passes (`None`: no timeout). The caller re-checks whatever it waits for.
+pub fn wait_readable_or_stop(fds: &[BorrowedFd<'_>], shutdown: Shutdown, timeout: Option<Duration>) {
+    let timeout_ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    let mut all = [shutdown.fd(); 3];
+    let n = 1 + fds.len().min(2);
+    all[1..n].copy_from_slice(&fds[..n - 1]);
+    poll_readable(&all[..n], timeout_ms);
 }
 
-/// `poll(2)` for `POLLIN` on up to two descriptors; returns how many are
+/// `poll(2)` for `POLLIN` on up to three descriptors; returns how many are
 /// ready (0 on timeout, `EINTR` or error: callers only use it to wait).
 fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> usize {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: libc::POLLIN,
         revents: 0,
-    }; 2];
+    }; 3];
     for (pfd, fd) in pfds.iter_mut().zip(fds) {
         pfd.fd = fd.as_raw_fd();
     }
@@ -73,16 +79,12 @@ fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> usize {
     crate::syscall!(poll(pfds.as_mut_ptr(), n as libc::nfds_t, timeout_ms)).map_or(0, |r| r as usize)
 }
 
-/// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` to [`WAKE_INTERVAL`], so blocking
-/// reads and sends on `fd` come back regularly to check for a stop.
-pub fn set_wake_timeouts(fd: BorrowedFd<'_>) -> io::Result<()> {
-    sys::set_socket_timeout(fd, libc::SO_RCVTIMEO, WAKE_INTERVAL)?;
-    sys::set_socket_timeout(fd, libc::SO_SNDTIMEO, WAKE_INTERVAL)
-}
-
-/// True for the error a blocking call returns when its socket timeout passes.
-fn timed_out(e: &io::Error) -> bool {
-    sys::would_block(e)
+/// Wakes every worker blocked on `sock` at a stop: `SHUT_RDWR` for a
+/// connection, `SHUT_RD` for a shared datagram socket (its workers may still
+/// be sending). The error (`ENOTCONN` on an unconnected datagram socket, which
+/// is shut down all the same) is of no use.
+pub fn wake_blocked(sock: BorrowedFd<'_>, how: libc::c_int) {
+    let _ = sys::shutdown(sock, how);
 }
 
 fn interrupted(e: &io::Error) -> bool {
@@ -97,19 +99,21 @@ pub enum StreamEnd {
     Eof,
     /// A stop was requested; the connection is abandoned.
     Stopped,
-    /// The connection failed (reset, `EPIPE`, ...). Counted as one error.
+    /// The connection failed (reset, `EPIPE`, ...). Counted once, by [`Stats::conn_failed`].
     Failed,
 }
 
 /// Echoes one stream connection with blocking `read` and `send` until the
-/// client closes, the connection fails or a stop is requested. `conn` must
-/// have [`set_wake_timeouts`] applied. Counts echoes and the error (if any)
-/// into `stats`; the caller closes `conn` and counts the close.
+/// client closes, the connection fails or a stop is requested (and `conn`
+/// is shut down, see the module docs). Counts echoes and the failure (if
+/// any) into `stats`; the caller closes `conn` and counts the close.
 pub fn serve_stream(conn: BorrowedFd<'_>, buf: &mut [u8], stats: &Stats, shutdown: Shutdown) -> StreamEnd {
     let mut counts = LocalCounts::default();
     let end = echo_stream(conn, buf, &mut counts, stats, shutdown);
     counts.flush(stats);
     match end {
+        // A shut-down socket reads as EOF or fails: at a stop, neither is the client's doing.
+        Ok(StreamEnd::Eof) | Err(_) if stop_requested(shutdown) => StreamEnd::Stopped,
         Ok(StreamEnd::Eof) => {
             // Every byte has been sent; the FIN follows it. The peer may
             // already be gone, which changes nothing for us.
@@ -117,9 +121,10 @@ pub fn serve_stream(conn: BorrowedFd<'_>, buf: &mut [u8], stats: &Stats, shutdow
             StreamEnd::Eof
         }
         Ok(other) => other,
-        Err(_) => {
-            // One error per failed connection, resets included (see `Stats::errors`).
-            stats.error();
+        Err(e) => {
+            // One count per failed connection: a client that hung up mid-echo
+            // is `closed_with_pending`, anything else an error.
+            stats.conn_failed(&e);
             StreamEnd::Failed
         }
     }
@@ -136,14 +141,8 @@ fn echo_stream(
         let n = match sys::read(conn, buf) {
             Ok(0) => return Ok(StreamEnd::Eof),
             Ok(n) => n,
-            Err(e) if timed_out(&e) => {
-                // Idle: a good moment to publish the counts.
-                counts.flush(stats);
-                if stop_requested(shutdown) {
-                    return Ok(StreamEnd::Stopped);
-                }
-                continue;
-            }
+            // A fork child's stop handler interrupts the call (no SA_RESTART).
+            Err(e) if interrupted(&e) && shutdown.requested() => return Ok(StreamEnd::Stopped),
             Err(e) if interrupted(&e) => continue,
             Err(e) => return Err(e),
         };
@@ -153,27 +152,21 @@ fn echo_stream(
         counts.echoed(n);
         if counts.messages >= FLUSH_EVERY {
             counts.flush(stats);
-            // A client that never pauses never lets a read time out.
-            if stop_requested(shutdown) {
+            // A client that never pauses would otherwise keep us past a stop.
+            if shutdown.requested() {
                 return Ok(StreamEnd::Stopped);
             }
         }
     }
 }
 
-/// Sends all of `data`, blocking while the peer's window is full. Returns
-/// `Ok(false)` if a stop was requested before everything went out.
+/// Sends all of `data`, blocking while the peer's window is full (that is the
+/// back-pressure). Returns `Ok(false)` if a stop interrupted it.
 fn send_all(conn: BorrowedFd<'_>, mut data: &[u8], shutdown: Shutdown) -> io::Result<bool> {
     while !data.is_empty() {
         match sys::send(conn, data) {
             Ok(n) => data = &data[n..],
-            Err(e) if timed_out(&e) => {
-                // The client is not reading: keep waiting (that is the
-                // back-pressure) unless the server is stopping.
-                if stop_requested(shutdown) {
-                    return Ok(false);
-                }
-            }
+            Err(e) if interrupted(&e) && shutdown.requested() => return Ok(false),
             Err(e) if interrupted(&e) => {}
             Err(e) => return Err(e),
         }
@@ -182,8 +175,8 @@ fn send_all(conn: BorrowedFd<'_>, mut data: &[u8], shutdown: Shutdown) -> io::Re
 }
 
 /// Echoes datagrams on the shared socket `sock` with blocking `recvfrom`
-/// until a stop is requested. `sock` must have [`set_wake_timeouts`]
-/// applied; several workers may run this on the same socket at once.
+/// until a stop is requested and `sock` is shut down for reading
+/// ([`wake_blocked`]); several workers may run this on the same socket at once.
 ///
 /// Each datagram goes back unchanged to its sender. Counted as an error and
 /// dropped: a datagram larger than `buf` (never echoed cut), one from an
@@ -205,6 +198,9 @@ pub fn serve_datagrams(
     let mut since_check = 0u64;
     loop {
         match sys::recv_from(sock, buf) {
+            // A socket shut down for the stop reads as empty; a real empty
+            // datagram is echoed as any other.
+            Ok((0, _)) if stop_requested(shutdown) => break,
             Ok((n, _)) if n > buf.len() => stats.error(),
             Ok((_, from)) if is_unnamed_unix(&from) => stats.error(),
             Ok((n, from)) if !budget.allow(sock, &from, n) => stats.error(),
@@ -212,27 +208,24 @@ pub fn serve_datagrams(
                 Ok(_) => counts.echoed(n),
                 Err(_) => stats.error(),
             },
-            Err(e) if timed_out(&e) => {
-                counts.flush(stats);
-                if stop_requested(shutdown) {
-                    break;
-                }
-                continue;
-            }
+            Err(e) if interrupted(&e) && shutdown.requested() => break,
             Err(e) if interrupted(&e) => continue,
             Err(_) => {
                 // Not expected on a bound datagram socket; count it and pause
                 // so that a persistent error cannot turn into a busy loop.
                 stats.error();
-                wait_readable_or_stop(None, shutdown, Duration::from_millis(10));
+                wait_readable_or_stop(&[], shutdown, Some(Duration::from_millis(10)));
+                if stop_requested(shutdown) {
+                    break;
+                }
             }
         }
         since_check += 1;
         if since_check >= FLUSH_EVERY {
             since_check = 0;
             counts.flush(stats);
-            // A steady flood never lets `recvfrom` time out.
-            if stop_requested(shutdown) {
+            // A steady flood never leaves the queue empty for the shutdown to show.
+            if shutdown.requested() {
                 break;
             }
         }
@@ -260,11 +253,10 @@ fn send_to_nowait(fd: BorrowedFd<'_>, data: &[u8], to: &SockAddr) -> io::Result<
     .map(|n| n as usize)
 }
 
-/// Readies an accepted stream connection for [`serve_stream`]: wake-up
-/// timeouts, and `TCP_NODELAY` on TCP (an echo is answered in one send;
-/// Nagle would hold back the tail of a large echo behind a delayed ACK).
+/// Readies an accepted stream connection for [`serve_stream`]: `TCP_NODELAY`
+/// on TCP (an echo is answered in one send; Nagle would hold back the tail of
+/// a large echo behind a delayed ACK).
 pub fn prepare_stream(conn: BorrowedFd<'_>, transport: crate::net::Transport) -> io::Result<()> {
-    set_wake_timeouts(conn)?;
     if transport == crate::net::Transport::Tcp {
         sys::setsockopt_int(conn, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     }

@@ -6,9 +6,10 @@
 //! blocking `read`/`send` ([`blocking::serve_stream`]) and `_exit`s. The
 //! parent closes its copy of the connection and goes back to `accept`.
 //!
-//! Children are reaped with `waitpid(WNOHANG)` after every accept and at
-//! least every [`REAP_INTERVAL`] while idle, so an exited child is a zombie
-//! for at most that long. `--max-conns` caps live children: at the cap the
+//! Children are reaped with `waitpid(WNOHANG)` after every accept and
+//! whenever one exits: SIGCHLD writes to an eventfd the parent waits on
+//! beside the listener and the stop eventfd ([`ChildExits`]), so an exited
+//! child is a zombie only for a moment and an idle parent never wakes. `--max-conns` caps live children: at the cap the
 //! parent stops accepting (new clients wait in the listen backlog) until a
 //! child exits. It never accepts-and-refuses, and never forks past the cap.
 //!
@@ -16,11 +17,13 @@
 //! preforked, and all of them run [`blocking::serve_datagrams`] on the one
 //! socket. The parent only waits, and replaces a child that dies early.
 //!
-//! **Stop.** The children share the parent's stop eventfd, so they see the
-//! stop within [`blocking::WAKE_INTERVAL`] on their own, publish their
-//! counters and exit. The parent closes the listener, reaps them, sends
-//! SIGTERM (and then SIGKILL) to any straggler, and returns once every child
-//! is reaped.
+//! **Stop.** A child blocks in `read`, `send` or `recvfrom` with no timeout,
+//! so an idle child costs nothing. At a stop the parent closes the listener
+//! and sends every child SIGTERM; the child's handler sets its stop flag and
+//! shuts down its socket (its connection, or the shared datagram socket for
+//! reading), which wakes the blocked call; the child publishes its counters
+//! and exits. A child still there after [`STOP_GRACE`] gets SIGKILL. The
+//! parent returns once every child is reaped.
 //!
 //! **After fork.** The process is multi-threaded (the server's stop backstop
 //! is a thread), so a child may only make async-signal-safe calls: another
@@ -34,7 +37,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::blocking::{self, AcceptFailure};
@@ -46,14 +49,39 @@ use crate::sys::{self, signal};
 
 pub struct Fork;
 
-/// Longest an exited child stays a zombie while the parent is idle.
-const REAP_INTERVAL: Duration = Duration::from_millis(50);
+/// An eventfd that SIGCHLD makes readable: the parent sleeps on it instead
+/// of reaping on a timer.
+struct ChildExits {
+    fd: OwnedFd,
+}
 
-/// How long children get to exit on their own at a stop (they notice it
-/// within [`blocking::WAKE_INTERVAL`]) before they are sent SIGTERM.
+impl ChildExits {
+    fn install() -> io::Result<ChildExits> {
+        let fd = sys::eventfd()?;
+        // The handler writes to this fd for the rest of the process: the
+        // server serves once, so it is never closed (see `Drop`).
+        signal::install_child_exit_handler(fd.as_raw_fd())?;
+        Ok(ChildExits { fd })
+    }
+
+    /// Resets the eventfd before a reap, so that an exit after it wakes the next wait.
+    fn clear(&self) {
+        let mut count = [0u8; 8];
+        let _ = sys::read(self.fd.as_fd(), &mut count);
+    }
+}
+
+impl Drop for ChildExits {
+    fn drop(&mut self) {
+        // A late SIGCHLD must not write into whatever reuses the fd number.
+        let _ = signal::install_child_exit_handler(-1);
+    }
+}
+
+/// How long children get to exit after SIGTERM before they are sent SIGKILL.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// How long after SIGTERM before SIGKILL, and after SIGKILL before giving up.
+/// How long after SIGKILL before giving up.
 const KILL_GRACE: Duration = Duration::from_millis(200);
 
 const STOP_SIGNALS: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
@@ -83,16 +111,18 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
         ..
     } = ctx;
 
+    let exits = ChildExits::install()?;
     let mut children = Children::default();
     let mut forked: usize = 0;
     while !shutdown.requested() {
+        exits.clear();
         children.reap(|_, _| stats.conn_closed());
         if children.len() >= cap {
             // At the cap: leave new clients in the backlog until a child exits.
-            blocking::wait_readable_or_stop(None, shutdown, REAP_INTERVAL);
+            blocking::wait_readable_or_stop(&[exits.fd.as_fd()], shutdown, None);
             continue;
         }
-        blocking::wait_readable_or_stop(Some(listener.as_fd()), shutdown, REAP_INTERVAL);
+        blocking::wait_readable_or_stop(&[listener.as_fd(), exits.fd.as_fd()], shutdown, None);
         while children.len() < cap && !shutdown.requested() {
             let conn = match sys::accept(listener.as_fd(), false) {
                 Ok(conn) => conn,
@@ -101,7 +131,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                     AcceptFailure::Retry => continue,
                     AcceptFailure::BackOff => {
                         stats.error();
-                        blocking::wait_readable_or_stop(None, shutdown, blocking::ACCEPT_BACKOFF);
+                        blocking::wait_readable_or_stop(&[], shutdown, Some(blocking::ACCEPT_BACKOFF));
                         break;
                     }
                 },
@@ -113,14 +143,15 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                 continue;
             }
             let worker = forked;
-            let spawned = spawn_child(|| {
+            let spawned = spawn_child((conn.as_fd(), libc::SHUT_RDWR), || {
                 process::close_inherited(listener.as_fd());
                 config.pin_worker(worker);
                 blocking::serve_stream(conn.as_fd(), &mut buf, stats, shutdown);
-                drop(conn);
+                // `_exit` closes the connection; the stop handler may shut it down until then.
                 0
             });
-            // In the parent, `conn` went out of scope with the closure: closed.
+            // The parent's copy is closed at once: the child holds the connection.
+            drop(conn);
             match spawned {
                 Ok(pid) => {
                     children.insert(pid, worker);
@@ -131,7 +162,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                     // pause rather than fail the next one the same way at once.
                     stats.error();
                     stats.conn_closed();
-                    blocking::wait_readable_or_stop(None, shutdown, blocking::ACCEPT_BACKOFF);
+                    blocking::wait_readable_or_stop(&[], shutdown, Some(blocking::ACCEPT_BACKOFF));
                     break;
                 }
             }
@@ -147,10 +178,10 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
 
 /// `--threads` preforked children share the datagram socket.
 fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
-    blocking::set_wake_timeouts(ctx.socket.as_fd())?;
     let mut buf = vec![0u8; blocking::DGRAM_BUF_BYTES];
     let workers = ctx.config.threads;
     let (stats, shutdown) = (ctx.stats, ctx.shutdown);
+    let exits = ChildExits::install()?;
     let mut children = Children::default();
     for slot in 0..workers {
         match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
@@ -166,7 +197,10 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     // The parent has nothing to do but replace a child that dies early.
     let mut missing: Vec<usize> = Vec::new();
     while !shutdown.requested() {
-        blocking::wait_readable_or_stop(None, shutdown, REAP_INTERVAL);
+        // A child that could not be replaced is retried after a pause.
+        let retry = (!missing.is_empty()).then_some(blocking::ACCEPT_BACKOFF);
+        blocking::wait_readable_or_stop(&[exits.fd.as_fd()], shutdown, retry);
+        exits.clear();
         children.reap(|slot, _| {
             stats.error();
             missing.push(slot);
@@ -178,11 +212,13 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
         for slot in missing.drain(..) {
             match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
                 Ok(pid) => children.insert(pid, slot),
-                Err(_) => still_missing.push(slot), // retried at the next tick
+                Err(_) => still_missing.push(slot), // retried after a pause
             }
         }
         missing = still_missing;
     }
+    // Every child's SIGTERM handler does this too; once is enough, and early.
+    blocking::wake_blocked(ctx.socket.as_fd(), libc::SHUT_RD);
     children.stop_all(|_, _| {});
     Ok(())
 }
@@ -195,7 +231,7 @@ fn spawn_datagram_child(
     stats: &'static Stats,
     shutdown: Shutdown,
 ) -> io::Result<Pid> {
-    spawn_child(|| {
+    spawn_child((sock, libc::SHUT_RD), || {
         config.pin_worker(slot);
         if config.transport.is_unix() {
             let mut budget = PeerBudget::new(sock, config.threads);
@@ -209,8 +245,9 @@ fn spawn_datagram_child(
 
 /// Forks; the child runs `child_main` and `_exit`s with its result, the
 /// parent gets the child's pid. `child_main` must be async-signal-safe (see
-/// the module docs); it runs with SIGINT/SIGTERM at their defaults.
-fn spawn_child(child_main: impl FnOnce() -> i32) -> io::Result<Pid> {
+/// the module docs). In the child, SIGINT/SIGTERM shut down `wake.0` with
+/// `wake.1` ([`signal::install_child_stop_handler`]), waking its blocked call.
+fn spawn_child(wake: (BorrowedFd<'_>, libc::c_int), child_main: impl FnOnce() -> i32) -> io::Result<Pid> {
     // Hold the stop signals in this thread across the fork: one arriving in
     // the child before it restored the defaults would run the parent's
     // handler there, which pokes the stop eventfd the parent shares. While
@@ -222,7 +259,7 @@ fn spawn_child(child_main: impl FnOnce() -> i32) -> io::Result<Pid> {
             // The fork happens on the main thread, which lives as long as the
             // process, so the death signal fires only when the parent is gone.
             process::die_with_parent(parent);
-            let _ = signal::reset_stop_handler();
+            let _ = signal::install_child_stop_handler(wake.0.as_raw_fd(), wake.1);
             let _ = signal::thread_sigmask(libc::SIG_UNBLOCK, &STOP_SIGNALS);
             let code = child_main();
             process::exit_now(code)
@@ -263,18 +300,15 @@ impl Children {
         }
     }
 
-    /// At a stop: lets the children exit on their own, then sends SIGTERM
-    /// and SIGKILL to stragglers, reaping every one. Bounded to well under
-    /// the server's stop deadline.
+    /// At a stop: sends every child SIGTERM (its handler wakes it, it
+    /// publishes its counters and exits), then SIGKILL to stragglers,
+    /// reaping every one. Bounded to well under the server's stop deadline.
     fn stop_all(&mut self, mut on_exit: impl FnMut(usize, ExitStatus)) {
-        if self.wait_all(STOP_GRACE, &mut on_exit) {
-            return;
-        }
-        for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for (signal, grace) in [(libc::SIGTERM, STOP_GRACE), (libc::SIGKILL, KILL_GRACE)] {
             for &pid in self.live.keys() {
                 let _ = process::kill(pid, signal);
             }
-            if self.wait_all(KILL_GRACE, &mut on_exit) {
+            if self.wait_all(grace, &mut on_exit) {
                 return;
             }
         }

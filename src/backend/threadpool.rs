@@ -20,9 +20,21 @@
 //! socket ([`blocking::serve_datagrams`]); the kernel hands each datagram to
 //! one of them. The main thread only waits for the stop.
 //!
-//! **Stop.** The acceptor closes the listener; workers notice the stop within
-//! [`blocking::WAKE_INTERVAL`] and close their connection; connections still
-//! queued are closed unserved; `serve` returns once every worker is joined.
+//! **Idle means idle.** A worker blocks in the channel's `recv`, in `read`
+//! or in `send`, with no timeout: an idle pool costs no CPU. At a stop the
+//! acceptor closes the listener and the channel (waking the workers that wait
+//! for a connection), and shuts down every connection a worker is serving
+//! (waking its blocked `read` or `send`); connections still queued are closed
+//! unserved; `serve` returns once every worker is joined. For datagrams the
+//! shared socket is shut down for reading, which wakes every `recvfrom`.
+//!
+//! **As many workers as the machine allows.** Each worker has a
+//! [`WORKER_STACK_BYTES`] stack and takes its 64 KiB read buffer only when it
+//! gets its first connection, so 10,000 workers (one per connection, the C10K
+//! question asked of this model) cost about 10,000 × 100 KiB at most. Before
+//! spawning, [`check_capacity`] holds `--threads` against `RLIMIT_NPROC`,
+//! `kernel.threads-max`, `kernel.pid_max` and available memory, and refuses
+//! with a message naming the limit rather than failing half-way.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -31,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use super::blocking::{self, AcceptFailure};
 use super::peer_budget::PeerBudget;
@@ -44,6 +56,103 @@ pub struct ThreadPool;
 
 /// How often an acceptor at the `--max-conns` cap looks whether a connection closed.
 const CAP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Stack of each worker. The echo loop's frames (`recv`, `read`, `send`, a
+/// few atomics; the buffer is on the heap) and a panic message need a few
+/// KiB; 64 KiB leaves a wide margin, and only the pages touched are resident.
+pub const WORKER_STACK_BYTES: usize = 64 * 1024;
+
+/// Kernel memory per thread besides its stack: the kernel stack (16 KiB on
+/// x86-64) and the task structures.
+const KERNEL_BYTES_PER_THREAD: u64 = 24 * 1024;
+
+/// Threads the process needs besides the workers (main, stop backstop) and
+/// room for the rest of the system to start a few processes meanwhile.
+const THREAD_HEADROOM: u64 = 64;
+
+/// Checks that `threads` workers fit the machine before any is spawned:
+/// `RLIMIT_NPROC` (which counts threads; the kernel exempts root, the server
+/// honours the limit the user set), `kernel.threads-max` and `kernel.pid_max`
+/// (each thread takes a pid) against the threads already running, and
+/// `MemAvailable` against each worker's stack, read buffer and kernel share.
+/// The message names the limit that does not fit.
+pub fn check_capacity(threads: usize) -> Result<(), String> {
+    let threads = threads as u64;
+    let running = crate::procfs::threads_on_machine().unwrap_or(0);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if crate::syscall!(getrlimit(libc::RLIMIT_NPROC, &mut lim)).is_ok()
+        && lim.rlim_cur != libc::RLIM_INFINITY
+        && threads + THREAD_HEADROOM > lim.rlim_cur
+    {
+        return Err(format!(
+            "RLIMIT_NPROC (`ulimit -u`) is {}, too low for {threads} worker threads; raise it or lower --threads",
+            lim.rlim_cur
+        ));
+    }
+    for (sysctl, path) in [
+        ("kernel.threads-max", "/proc/sys/kernel/threads-max"),
+        ("kernel.pid_max", "/proc/sys/kernel/pid_max"),
+    ] {
+        let Some(max) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if running + threads + THREAD_HEADROOM > max {
+            return Err(format!(
+                "{sysctl} is {max} and {running} threads are running: no room for {threads} more; lower --threads"
+            ));
+        }
+    }
+    let per_worker = (WORKER_STACK_BYTES + blocking::STREAM_BUF_BYTES) as u64 + KERNEL_BYTES_PER_THREAD;
+    if let Some(available) = crate::procfs::mem_available_bytes() {
+        if threads * per_worker > available {
+            return Err(format!(
+                "{threads} workers need up to {} MiB ({} KiB each) and {} MiB are available; lower --threads",
+                threads * per_worker >> 20,
+                per_worker >> 10,
+                available >> 20
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The connection each worker is serving, so that a stop can shut it down
+/// and wake the worker's blocked `read` or `send`. The `Arc` keeps the
+/// descriptor open while it is listed here, so the stop can never shut down
+/// a reused descriptor number.
+struct Serving {
+    slots: Vec<Mutex<Option<Arc<OwnedFd>>>>,
+}
+
+impl Serving {
+    fn new(workers: usize) -> Serving {
+        Serving {
+            slots: (0..workers).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn slot(&self, worker: usize) -> std::sync::MutexGuard<'_, Option<Arc<OwnedFd>>> {
+        self.slots[worker]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// At a stop (after the stop flag is set): wakes every worker serving a
+    /// connection. A worker that lists one after this sees the flag.
+    fn wake_all(&self) {
+        for i in 0..self.slots.len() {
+            if let Some(conn) = self.slot(i).as_ref() {
+                blocking::wake_blocked(conn.as_fd(), libc::SHUT_RDWR);
+            }
+        }
+    }
+}
 
 impl Backend for ThreadPool {
     fn serve(&self, ctx: ServeContext) -> io::Result<()> {
@@ -63,19 +172,20 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
     let (queue, requests) = crossbeam_channel::unbounded::<OwnedFd>();
     // Connections accepted and not yet closed: queued plus being served.
     let open = Arc::new(AtomicUsize::new(0));
-    let workers = spawn_workers(&ctx.config, shutdown, |_| {
-        let (requests, open) = (requests.clone(), open.clone());
-        move || stream_worker(requests, &open, transport, stats, shutdown)
+    let serving = Arc::new(Serving::new(ctx.config.threads));
+    let workers = spawn_workers(&ctx.config, shutdown, |i| {
+        let (requests, open, serving) = (requests.clone(), open.clone(), serving.clone());
+        move || stream_worker(i, requests, &open, &serving, transport, stats, shutdown)
     })?;
     ctx.ready(&format!("workers={}", workers.len()));
     let ServeContext { socket: listener, .. } = ctx;
 
     while !shutdown.requested() {
         if open.load(Ordering::Acquire) >= cap {
-            blocking::wait_readable_or_stop(None, shutdown, CAP_POLL_INTERVAL);
+            blocking::wait_readable_or_stop(&[], shutdown, Some(CAP_POLL_INTERVAL));
             continue;
         }
-        blocking::wait_readable_or_stop(Some(listener.as_fd()), shutdown, blocking::WAKE_INTERVAL);
+        blocking::wait_readable_or_stop(&[listener.as_fd()], shutdown, None);
         while open.load(Ordering::Acquire) < cap && !shutdown.requested() {
             let conn = match sys::accept(listener.as_fd(), false) {
                 Ok(conn) => conn,
@@ -86,7 +196,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                         // Typically EMFILE: the workers keep serving, and the
                         // pending clients wait in the backlog until fds free up.
                         stats.error();
-                        blocking::wait_readable_or_stop(None, shutdown, blocking::ACCEPT_BACKOFF);
+                        blocking::wait_readable_or_stop(&[], shutdown, Some(blocking::ACCEPT_BACKOFF));
                         break;
                     }
                 },
@@ -104,7 +214,9 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
     }
     // Stop accepting: clients still in the backlog are refused, not left hanging.
     drop(listener);
+    // Wakes the workers waiting for a connection, then those serving one.
     drop(queue);
+    serving.wake_all();
     join_all(workers);
     // Whatever is still queued was never served: close it.
     for conn in requests.try_iter() {
@@ -114,26 +226,35 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
     Ok(())
 }
 
-/// Serves one connection at a time from `requests` until the stop.
+/// Worker `worker`: serves one connection at a time from `requests` until
+/// the stop closes the channel.
 fn stream_worker(
+    worker: usize,
     requests: Receiver<OwnedFd>,
     open: &AtomicUsize,
+    serving: &Serving,
     transport: Transport,
     stats: &Stats,
     shutdown: Shutdown,
 ) {
-    let mut buf = vec![0u8; blocking::STREAM_BUF_BYTES];
-    while !shutdown.requested() {
-        let conn = match requests.recv_timeout(blocking::WAKE_INTERVAL) {
-            Ok(conn) => conn,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        if blocking::prepare_stream(conn.as_fd(), transport).is_ok() {
-            blocking::serve_stream(conn.as_fd(), &mut buf, stats, shutdown);
-        } else {
-            stats.error();
+    // Taken at the first connection: a worker that never serves costs no buffer.
+    let mut buf = Vec::new();
+    while let Ok(conn) = requests.recv() {
+        let conn = Arc::new(conn);
+        *serving.slot(worker) = Some(conn.clone());
+        // Listed first, then the flag: a stop either sees the listing or is seen here.
+        if !shutdown.requested() {
+            if buf.is_empty() {
+                buf = vec![0u8; blocking::STREAM_BUF_BYTES];
+            }
+            if blocking::prepare_stream(conn.as_fd(), transport).is_ok() {
+                blocking::serve_stream(conn.as_fd(), &mut buf, stats, shutdown);
+            } else {
+                stats.error();
+            }
         }
+        // Unlisted before the close, under the lock the stop takes.
+        serving.slot(worker).take();
         drop(conn);
         stats.conn_closed();
         open.fetch_sub(1, Ordering::AcqRel);
@@ -141,7 +262,6 @@ fn stream_worker(
 }
 
 fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
-    blocking::set_wake_timeouts(ctx.socket.as_fd())?;
     let (stats, shutdown) = (ctx.stats, ctx.shutdown);
     // The workers share the socket; this thread keeps it until they are done.
     let sock = Arc::new(ctx.socket.try_clone()?);
@@ -163,8 +283,10 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     })?;
     ctx.ready(&format!("workers={}", workers.len()));
     while !shutdown.requested() {
-        blocking::wait_readable_or_stop(None, shutdown, blocking::WAKE_INTERVAL);
+        blocking::wait_readable_or_stop(&[], shutdown, None);
     }
+    // Every worker's blocked recvfrom returns; they see the stop and end.
+    blocking::wake_blocked(sock.as_fd(), libc::SHUT_RD);
     join_all(workers);
     Ok(())
 }
@@ -181,10 +303,13 @@ where
     for i in 0..config.threads {
         let body = make(i);
         let pin = config.clone();
-        let spawned = std::thread::Builder::new().name(format!("worker-{i}")).spawn(move || {
-            pin.pin_worker(i);
-            body()
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("worker-{i}"))
+            .stack_size(WORKER_STACK_BYTES)
+            .spawn(move || {
+                pin.pin_worker(i);
+                body()
+            });
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(e) => {

@@ -72,9 +72,10 @@ pub struct ServerArgs {
     /// Socket file for unix/unixgram. A stale file is replaced; it is removed on exit.
     #[arg(long, value_name = "SOCKET_PATH")]
     pub path: Option<PathBuf>,
-    /// Worker threads (threadpool: pool size; epoll/uring: event loops; fork: preforked
-    /// processes for datagram transports). [default: one per core]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Worker threads (threadpool: pool size, as many as the machine allows; epoll/uring:
+    /// event loops, fork: preforked processes for datagram transports, up to 1024 each).
+    /// [default: one per core]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub threads: Option<u32>,
     /// Pin workers to these CPUs, e.g. 0 or 0-1 or 0,2-3; worker i gets the i-th CPU, wrapping.
     #[arg(long, value_name = "CPU_LIST")]

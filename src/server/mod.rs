@@ -7,7 +7,8 @@
 //! 3. The backend's [`Backend::serve`] runs on the main thread. It calls
 //!    [`ServeContext::ready`] once it can serve, which prints the `listening` line.
 //! 4. When `serve` returns (or, as a backstop, 1.5 s after a stop signal), the Unix
-//!    socket file is removed and the summary line is printed.
+//!    socket file is removed if it is still the file `bind` created (same device
+//!    and inode), and the summary line is printed.
 
 pub mod config;
 pub mod stats;
@@ -18,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use config::{BackendKind, ServerArgs, ServerConfig, UringOptions};
-pub use stats::{LocalCounts, Stats};
+pub use stats::{ConnEnd, LocalCounts, Stats};
 
 use crate::backend;
 use crate::net::{self, BindOptions, Endpoint};
@@ -106,13 +107,20 @@ pub enum ServerError {
     Backend { backend: BackendKind, source: io::Error },
     #[error("setup: {0}")]
     Setup(io::Error),
+    /// The machine or the process limits cannot hold what a flag asks for.
+    #[error("{flag} {value}: {reason}")]
+    Capacity {
+        flag: &'static str,
+        value: usize,
+        reason: String,
+    },
 }
 
 impl ServerError {
     /// 2 for anything the user typed wrong (flags, addresses), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ServerError::Address(_) | ServerError::Bind { .. } => 2,
+            ServerError::Address(_) | ServerError::Bind { .. } | ServerError::Capacity { .. } => 2,
             _ => 1,
         }
     }
@@ -121,7 +129,9 @@ impl ServerError {
 static SERVE_DONE: AtomicBool = AtomicBool::new(false);
 
 /// Runs the server until SIGINT/SIGTERM, then cleans up and prints the summary.
-pub fn run(config: ServerConfig) -> Result<(), ServerError> {
+pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
+    check_threads(&config)?;
+    fit_max_conns_to_fd_limit(&mut config)?;
     signal::ignore_sigpipe().map_err(ServerError::Setup)?;
     let shutdown = Shutdown::install().map_err(ServerError::Setup)?;
     let stats = Stats::new_shared().map_err(ServerError::Setup)?;
@@ -132,11 +142,20 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
         endpoint: config.endpoint.clone(),
         source,
     };
-    let socket = net::bind_server(config.transport, &config.endpoint, BindOptions::default()).map_err(bind_err)?;
+    let endpoint = match &config.endpoint {
+        // Refuse an address another socket holds, SO_REUSEPORT or not; port 0 resolved here.
+        Endpoint::Inet(a) => Endpoint::Inet(net::claim_inet(config.transport, *a).map_err(bind_err)?),
+        unix => unix.clone(),
+    };
+    let socket = net::bind_server(config.transport, &endpoint, BindOptions::default()).map_err(bind_err)?;
     let local = net::local_endpoint(socket.as_fd()).map_err(bind_err)?;
 
+    // The socket file is ours only while it is the very file bind created.
     let socket_file = match &local {
-        Endpoint::Unix(p) => Some(p.clone()),
+        Endpoint::Unix(p) => Some(SocketFile {
+            id: net::FileId::of(p).map_err(bind_err)?,
+            path: p.clone(),
+        }),
         Endpoint::Inet(_) => None,
     };
     let backend_kind = config.backend;
@@ -173,17 +192,88 @@ pub fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
-    finish(stats, backend_kind, socket_file.as_deref());
+    finish(stats, backend_kind, socket_file.as_ref());
     result.map_err(|source| ServerError::Backend {
         backend: backend_kind,
         source,
     })
 }
 
-/// Removes the socket file and prints the summary line.
-fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&std::path::Path>) {
-    if let Some(p) = socket_file {
-        let _ = std::fs::remove_file(p);
+/// The most event loops (epoll, uring) or preforked datagram processes (fork):
+/// more than one per core buys nothing, and each costs memory.
+pub const MAX_LOOP_THREADS: usize = 1024;
+
+/// `--threads` against what the backend and the machine can hold.
+fn check_threads(config: &ServerConfig) -> Result<(), ServerError> {
+    let refuse = |reason: String| ServerError::Capacity {
+        flag: "--threads",
+        value: config.threads,
+        reason,
+    };
+    match config.backend {
+        BackendKind::Threadpool => backend::threadpool::check_capacity(config.threads).map_err(refuse),
+        _ if config.threads > MAX_LOOP_THREADS => Err(refuse(format!(
+            "at most {MAX_LOOP_THREADS} for --backend {}; only threadpool runs a thread per connection",
+            config.backend
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Descriptors a server process needs besides one per connection: stdio,
+/// the stop eventfd, the listener, and (epoll, uring) per thread an epoll or
+/// ring fd and a socket, with room to spare. threadpool's workers hold only
+/// their connection.
+fn fd_reserve(config: &ServerConfig) -> usize {
+    match config.backend {
+        BackendKind::Fork | BackendKind::Threadpool => 64,
+        BackendKind::Epoll | BackendKind::Uring => 64 + 4 * config.threads,
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, then makes sure
+/// `--max-conns` connections fit in it: if not, the cap is lowered to what
+/// fits and stderr says so. fork's parent holds no connection descriptors
+/// (each child holds its own one), so only the raise applies to it.
+fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerError> {
+    let limit = sys::raise_fd_limit().unwrap_or_else(|_| sys::fd_limit());
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if config.backend == BackendKind::Fork {
+        return Ok(());
+    }
+    let reserve = fd_reserve(config);
+    if limit.saturating_sub(reserve) >= config.max_conns {
+        return Ok(());
+    }
+    let fits = limit.saturating_sub(reserve);
+    if fits == 0 {
+        return Err(ServerError::Capacity {
+            flag: "--max-conns",
+            value: config.max_conns,
+            reason: format!(
+                "`ulimit -n` is {limit} (hard limit included), and {reserve} descriptors are needed before the first connection; raise it"
+            ),
+        });
+    }
+    eprintln!(
+        "server: warning: `ulimit -n` is {limit} (hard limit included): --max-conns lowered from {} to {fits}",
+        config.max_conns
+    );
+    config.max_conns = fits;
+    Ok(())
+}
+
+/// The Unix socket file the server bound, and its identity at bind time.
+#[derive(Clone, Debug)]
+struct SocketFile {
+    path: std::path::PathBuf,
+    id: net::FileId,
+}
+
+/// Removes the socket file (if it is still ours) and prints the summary line.
+fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&SocketFile>) {
+    if let Some(f) = socket_file {
+        net::remove_socket_file(&f.path, f.id);
     }
     let mut out = io::stdout().lock();
     let _ = writeln!(out, "{}", stats.summary_line(backend.name()));
@@ -197,7 +287,7 @@ fn spawn_stop_backstop(
     shutdown: Shutdown,
     stats: &'static Stats,
     backend: BackendKind,
-    socket_file: Option<std::path::PathBuf>,
+    socket_file: Option<SocketFile>,
 ) {
     std::thread::Builder::new()
         .name("stop-backstop".into())
@@ -208,12 +298,13 @@ fn spawn_stop_backstop(
                 revents: 0,
             };
             while !shutdown.requested() {
+                // No timeout: the eventfd stays readable once a stop is requested.
                 // SAFETY: `pfd` is a valid pollfd for the duration of the call.
-                unsafe { libc::poll(&mut pfd, 1, 1000) };
+                unsafe { libc::poll(&mut pfd, 1, -1) };
             }
             std::thread::sleep(STOP_DEADLINE);
             if !SERVE_DONE.load(Ordering::SeqCst) {
-                finish(stats, backend, socket_file.as_deref());
+                finish(stats, backend, socket_file.as_ref());
                 std::process::exit(0);
             }
         })

@@ -14,10 +14,17 @@ pub struct Stats {
     pub messages: AtomicU64,
     /// Bytes echoed back.
     pub bytes: AtomicU64,
-    /// Connection and socket errors (resets, failed sends, truncated datagrams).
+    /// Faults only: failed accepts and socket calls, datagrams dropped
+    /// (truncated, unanswerable, past a peer's budget, refused by the kernel),
+    /// and connections that failed for any reason other than the client
+    /// closing (see `closed_with_pending`).
     pub errors: AtomicU64,
     /// Connections open right now.
     pub conns_open: AtomicU64,
+    /// Stream connections the client closed (or reset) while an echo was
+    /// still in flight: the server saw `ECONNRESET` or `EPIPE`. A client that
+    /// hangs up without reading its last echo does this; it is not a fault.
+    pub closed_with_pending: AtomicU64,
 }
 
 impl Stats {
@@ -66,6 +73,16 @@ impl Stats {
         self.errors.fetch_add(1, Relaxed);
     }
 
+    /// A stream connection ended with `e`: counted as `closed_with_pending`
+    /// if the client went away mid-echo ([`ConnEnd::of`]), else as an error.
+    #[inline]
+    pub fn conn_failed(&self, e: &io::Error) {
+        match ConnEnd::of(e) {
+            ConnEnd::ClosedWithPending => self.closed_with_pending.fetch_add(1, Relaxed),
+            ConnEnd::Fault => self.errors.fetch_add(1, Relaxed),
+        };
+    }
+
     /// A connection was accepted and is now open.
     #[inline]
     pub fn conn_opened(&self) {
@@ -85,12 +102,37 @@ impl Stats {
     /// The one-line summary printed at exit.
     pub fn summary_line(&self, backend: &str) -> String {
         format!(
-            "summary backend={backend} accepted={} messages={} bytes={} errors={}",
+            "summary backend={backend} accepted={} messages={} bytes={} errors={} closed_with_pending={}",
             self.accepted.load(Relaxed),
             self.messages.load(Relaxed),
             self.bytes.load(Relaxed),
             self.errors.load(Relaxed),
+            self.closed_with_pending.load(Relaxed),
         )
+    }
+}
+
+/// Which counter a stream connection that ended in an error goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnEnd {
+    /// `ECONNRESET` or `EPIPE`: the client closed while an echo was in
+    /// flight (a close with unread data sends a reset). Not a server fault.
+    ClosedWithPending,
+    /// Anything else.
+    Fault,
+}
+
+impl ConnEnd {
+    pub fn of(e: &io::Error) -> ConnEnd {
+        Self::of_errno(e.raw_os_error().unwrap_or(0))
+    }
+
+    /// For a positive errno (an io_uring completion's `-res`).
+    pub fn of_errno(errno: i32) -> ConnEnd {
+        match errno {
+            libc::ECONNRESET | libc::EPIPE => ConnEnd::ClosedWithPending,
+            _ => ConnEnd::Fault,
+        }
     }
 }
 

@@ -101,8 +101,9 @@ pub fn getsockopt_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int)
     Ok(value)
 }
 
-/// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO`, so that blocking calls wake up
-/// periodically (blocking backends use this to notice shutdown).
+/// Sets `SO_RCVTIMEO` or `SO_SNDTIMEO`, so that blocking calls on `fd` give
+/// up after `timeout`. (The server's blocking backends no longer use it: a
+/// stop wakes them by shutting down their sockets, and idle means no wake-ups.)
 pub fn set_socket_timeout(fd: BorrowedFd<'_>, name: libc::c_int, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
         tv_sec: timeout.as_secs() as libc::time_t,

@@ -33,12 +33,59 @@ pub fn install_stop_handler(wake_fd: RawFd) -> io::Result<()> {
     set_handler(libc::SIGTERM, handler)
 }
 
-/// Puts SIGINT and SIGTERM back to their defaults (for forked children,
-/// which the parent stops with SIGTERM).
-pub fn reset_stop_handler() -> io::Result<()> {
+static CHILD_EXIT_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_child_exit(_: libc::c_int) {
+    let fd = CHILD_EXIT_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; `one` outlives the call.
+        unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+    }
+}
+
+/// Routes SIGCHLD to a write to `wake_fd` (an eventfd that lives as long as
+/// the process), so a parent can sleep until a child exits instead of
+/// polling for it on a timer. `SA_RESTART`, so other threads' calls are not
+/// disturbed; `poll` still returns early, which is all the parent needs.
+pub fn install_child_exit_handler(wake_fd: RawFd) -> io::Result<()> {
+    CHILD_EXIT_FD.store(wake_fd, Ordering::SeqCst);
+    // SAFETY: sigaction is plain old data; zeroed means empty mask, no flags.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = on_child_exit as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+    crate::syscall!(sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut())).map(drop)
+}
+
+/// The socket a forked child's stop handler shuts down, and how.
+static CHILD_SOCKET: AtomicI32 = AtomicI32::new(-1);
+static CHILD_SHUTDOWN_HOW: AtomicI32 = AtomicI32::new(libc::SHUT_RDWR);
+
+extern "C" fn on_child_stop_signal(_: libc::c_int) {
+    REQUESTED.store(true, Ordering::SeqCst);
+    let fd = CHILD_SOCKET.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: shutdown(2) is async-signal-safe; `fd` is the child's socket,
+        // open for the child's whole life (it `_exit`s without closing it first).
+        unsafe { libc::shutdown(fd, CHILD_SHUTDOWN_HOW.load(Ordering::SeqCst)) };
+    }
+}
+
+/// For a forked child, which the parent stops with SIGTERM: SIGINT/SIGTERM
+/// set the child's own stop flag and shut down `socket` with `how`, so a
+/// blocking call on it returns at once, and so does any later one (the
+/// shutdown persists: a signal that lands just before the call blocks is not
+/// lost). The parent's stop eventfd is no longer written. No `SA_RESTART`:
+/// other blocking calls return `EINTR`. Call with the stop signals blocked.
+pub fn install_child_stop_handler(socket: RawFd, how: libc::c_int) -> io::Result<()> {
     WAKE_FD.store(-1, Ordering::SeqCst);
-    set_handler(libc::SIGINT, libc::SIG_DFL)?;
-    set_handler(libc::SIGTERM, libc::SIG_DFL)
+    // The child has no children; never poke the parent's child-exit eventfd.
+    CHILD_EXIT_FD.store(-1, Ordering::SeqCst);
+    CHILD_SOCKET.store(socket, Ordering::SeqCst);
+    CHILD_SHUTDOWN_HOW.store(how, Ordering::SeqCst);
+    let handler = on_child_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    set_handler(libc::SIGINT, handler)?;
+    set_handler(libc::SIGTERM, handler)
 }
 
 /// Whether SIGINT or SIGTERM has arrived, or a stop was requested in-process.

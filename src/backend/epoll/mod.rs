@@ -3,7 +3,7 @@
 //!
 //! Each of the `--threads` workers owns an epoll instance, pinned with
 //! `--pin`. Streams are served by [`stream::StreamLoop`] (accept until
-//! `EAGAIN`, read until `EAGAIN`, partial writes kept per connection and
+//! `EAGAIN`, read until `EAGAIN` or a short read, partial writes kept per connection and
 //! resumed on `EPOLLOUT`); datagrams by [`dgram::DgramLoop`] (`recvmmsg` and
 //! `sendmmsg` in batches).
 //!
@@ -114,6 +114,8 @@ impl ConnLimit {
 struct Counts {
     echo: LocalCounts,
     errors: u64,
+    /// Connections the client closed with an echo in flight (not errors).
+    closed_with_pending: u64,
 }
 
 impl Counts {
@@ -124,6 +126,10 @@ impl Counts {
         if self.errors != 0 {
             stats.errors.fetch_add(self.errors, Relaxed);
             self.errors = 0;
+        }
+        if self.closed_with_pending != 0 {
+            stats.closed_with_pending.fetch_add(self.closed_with_pending, Relaxed);
+            self.closed_with_pending = 0;
         }
     }
 }

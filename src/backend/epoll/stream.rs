@@ -2,7 +2,8 @@
 //!
 //! Edge-triggered epoll reports a change once, so the loop remembers what it
 //! has not finished:
-//! - a connection that is still readable but was not read to `EAGAIN`,
+//! - a connection that is still readable but was not read to `EAGAIN` (a
+//!   short read counts as `EAGAIN`, see [`Conn::drive`]),
 //!   because its pending output reached [`MAX_PENDING_BYTES`] (reading
 //!   resumes once `EPOLLOUT` drains it) or because it used up its read budget
 //!   for this turn (it goes on the retry list and the next `epoll_wait` does
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{Counts, Shared, EVENTS_PER_WAIT, SHUTDOWN_TOKEN, SOCKET_TOKEN};
 use crate::backend::MAX_PENDING_BYTES;
+use crate::server::ConnEnd;
 use crate::sys;
 
 /// Size of the worker's read buffer: the most one `read` takes.
@@ -46,6 +48,8 @@ struct Conn {
     readable: bool,
     /// The peer shut down its write side: send what is pending, then close.
     peer_eof: bool,
+    /// epoll reported `EPOLLRDHUP` or `EPOLLHUP`: read to EOF, never stop at a short read.
+    hung_up: bool,
     /// On the retry list for the next turn.
     queued: bool,
 }
@@ -56,8 +60,8 @@ enum Next {
     Wait,
     /// Still readable, read budget used up: drive again next turn.
     Retry,
-    /// Done: close it (`error` if it ended in a reset or failed send).
-    Close { error: bool },
+    /// Done: close it; `failed` says how it failed, if it did.
+    Close { failed: Option<ConnEnd> },
 }
 
 impl Conn {
@@ -67,12 +71,24 @@ impl Conn {
 
     /// Flushes pending output, then reads and echoes while the backlog is under
     /// the cap, until `EAGAIN`, EOF or the read budget.
-    fn drive(&mut self, buf: &mut [u8], counts: &mut Counts) -> Next {
+    ///
+    /// A short read (less than asked) ends the reading too, unless the peer
+    /// hung up or `to_eagain` is set: the socket was empty at that moment and
+    /// edge-triggered epoll reports the next arrival, as epoll(7) documents
+    /// for stream sockets. With one message in flight this saves a `read`
+    /// that would only return `EAGAIN` on every echo. A connection driven
+    /// from the retry list (`to_eagain`) was not woken by a fresh edge, so it
+    /// reads until `EAGAIN`.
+    fn drive(&mut self, buf: &mut [u8], counts: &mut Counts, to_eagain: bool) -> Next {
         if self.pending() > 0 {
             match self.flush(counts) {
                 Ok(()) => {}
                 Err(e) if sys::would_block(&e) => {} // EPOLLOUT resumes it
-                Err(_) => return Next::Close { error: true },
+                Err(e) => {
+                    return Next::Close {
+                        failed: Some(ConnEnd::of(&e)),
+                    }
+                }
             }
         }
         let mut reads = 0;
@@ -94,19 +110,28 @@ impl Conn {
                 }
                 Ok(n) => {
                     counts.echo.messages += 1;
-                    if self.echo(&buf[..n], counts).is_err() {
-                        return Next::Close { error: true };
+                    if let Err(e) = self.echo(&buf[..n], counts) {
+                        return Next::Close {
+                            failed: Some(ConnEnd::of(&e)),
+                        };
+                    }
+                    if n < want && !self.hung_up && !to_eagain {
+                        self.readable = false;
                     }
                 }
                 Err(e) if sys::would_block(&e) => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Next::Close { error: true },
+                Err(e) => {
+                    return Next::Close {
+                        failed: Some(ConnEnd::of(&e)),
+                    }
+                }
             }
         }
         if self.peer_eof && self.pending() == 0 {
             // Everything the client sent has been handed to the kernel; closing
             // sends it, then EOF (the receive queue is empty, so no reset).
-            return Next::Close { error: false };
+            return Next::Close { failed: None };
         }
         Next::Wait
     }
@@ -260,7 +285,10 @@ impl<'a> StreamLoop<'a> {
                             if flags & in_flags as u32 != 0 {
                                 conn.readable = true;
                             }
-                            self.drive(idx);
+                            if flags & (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32 != 0 {
+                                conn.hung_up = true;
+                            }
+                            self.drive(idx, false);
                         }
                     }
                 }
@@ -270,7 +298,7 @@ impl<'a> StreamLoop<'a> {
                 for &idx in &list {
                     if let Some(conn) = self.conns.get_mut(idx) {
                         conn.queued = false;
-                        self.drive(idx);
+                        self.drive(idx, true);
                     }
                 }
                 list.clear();
@@ -304,9 +332,9 @@ impl<'a> StreamLoop<'a> {
         }
     }
 
-    fn drive(&mut self, idx: usize) {
+    fn drive(&mut self, idx: usize, to_eagain: bool) {
         let Some(conn) = self.conns.get_mut(idx) else { return };
-        match conn.drive(&mut self.read_buf, &mut self.counts) {
+        match conn.drive(&mut self.read_buf, &mut self.counts, to_eagain) {
             Next::Wait => {}
             Next::Retry => {
                 if !conn.queued {
@@ -314,12 +342,16 @@ impl<'a> StreamLoop<'a> {
                     self.retry.push(idx);
                 }
             }
-            Next::Close { error } => {
+            Next::Close { failed } => {
                 // Dropping the fd closes it, which also removes it from epoll.
                 drop(self.conns.remove(idx));
                 self.shared.stats.conn_closed();
                 self.shared.conns.release();
-                self.counts.errors += error as u64;
+                match failed {
+                    Some(ConnEnd::ClosedWithPending) => self.counts.closed_with_pending += 1,
+                    Some(ConnEnd::Fault) => self.counts.errors += 1,
+                    None => {}
+                }
             }
         }
     }
@@ -385,6 +417,7 @@ impl<'a> StreamLoop<'a> {
             out_sent: 0,
             readable: false,
             peer_eof: false,
+            hung_up: false,
             queued: false,
         });
         // Registered once for both directions: with edge-triggering, EPOLLOUT

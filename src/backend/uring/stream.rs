@@ -531,9 +531,11 @@ impl<'a> StreamWorker<'a> {
                     // would re-arm it. (A final ENOBUFS went to `starved` above.)
                     libc::ECANCELED if !more => return self.maybe_resume(slot),
                     libc::ENOBUFS | libc::ECANCELED => {}
-                    // An error, or (never expected) data without a buffer.
+                    // An error (a reset is the client closing mid-echo, not
+                    // a fault: see `Stats::conn_failed`), or (never expected)
+                    // data without a buffer.
                     _ => {
-                        self.errors += 1;
+                        self.shared.stats.conn_failed(&io::Error::from_raw_os_error(-res));
                         self.begin_close(slot)?;
                     }
                 }
@@ -614,7 +616,7 @@ impl<'a> StreamWorker<'a> {
             return Ok(());
         }
         // 0 bytes for a non-empty send, or an error (EPIPE, ECONNRESET...): the peer is gone.
-        self.errors += 1;
+        self.shared.stats.conn_failed(&io::Error::from_raw_os_error(-c.result));
         self.release_sending(slot);
         self.begin_close(slot)
     }
@@ -631,7 +633,7 @@ impl<'a> StreamWorker<'a> {
             return self.maybe_free(slot);
         }
         if c.result < 0 {
-            self.errors += 1;
+            self.shared.stats.conn_failed(&io::Error::from_raw_os_error(-c.result));
             return self.begin_close(slot);
         }
         // Writable, or an error condition that the send will report.

@@ -1,0 +1,186 @@
+//! The server fits itself to the machine's limits, or says why it cannot:
+//! `ulimit -n` against `--max-conns`, and the thread limits against
+//! threadpool's `--threads`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use common::{field, server_bin};
+
+/// Sets `RLIMIT_NOFILE` (soft, hard) in the child before exec.
+fn with_nofile(cmd: &mut Command, soft: u64, hard: u64) {
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// What a started server said: its `listening` line (if any), its stderr,
+/// and its soft `RLIMIT_NOFILE` as `/proc` shows it while it runs.
+struct Started {
+    listening: Option<String>,
+    stderr: String,
+    soft_nofile: Option<u64>,
+    code: Option<i32>,
+}
+
+/// Starts `cmd`, reads its first stdout line, then stops it with SIGTERM.
+fn start_and_stop(mut cmd: Command) -> Started {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn server");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let listening = line.starts_with("listening").then(|| line.trim().to_string());
+    let soft_nofile = std::fs::read_to_string(format!("/proc/{}/limits", child.id()))
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        });
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    Started {
+        listening,
+        stderr,
+        soft_nofile,
+        code: status.code(),
+    }
+}
+
+fn server(backend: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--backend", backend, "--addr", "127.0.0.1:0"]).args(args);
+    if !args.contains(&"--threads") {
+        cmd.args(["--threads", "2"]);
+    }
+    cmd
+}
+
+/// A soft `ulimit -n` below what `--max-conns` needs is raised to the hard limit.
+#[test]
+fn the_soft_fd_limit_is_raised_to_the_hard_one() {
+    for backend in ["epoll", "threadpool", "uring", "fork"] {
+        let mut cmd = server(backend, &["--max-conns", "2000"]);
+        with_nofile(&mut cmd, 256, 4096);
+        let s = start_and_stop(cmd);
+        let Some(line) = s.listening else {
+            if backend == "uring" {
+                eprintln!("skipped uring: {}", s.stderr);
+                continue;
+            }
+            panic!("{backend}: did not start: {}", s.stderr);
+        };
+        assert_eq!(field(&line, "max_conns"), Some("2000"), "{backend}: {line}");
+        assert_eq!(s.soft_nofile, Some(4096), "{backend}: soft limit not raised");
+        assert!(!s.stderr.contains("lowered"), "{backend}: {}", s.stderr);
+    }
+}
+
+/// When even the hard limit cannot hold `--max-conns`, the cap is lowered
+/// to what fits and stderr says so; when nothing fits, exit 2 names the flag.
+#[test]
+fn max_conns_is_lowered_to_what_the_fd_limit_holds() {
+    for backend in ["epoll", "threadpool", "uring"] {
+        let mut cmd = server(backend, &["--max-conns", "2000"]);
+        with_nofile(&mut cmd, 256, 256);
+        let s = start_and_stop(cmd);
+        let Some(line) = s.listening else {
+            if backend == "uring" {
+                eprintln!("skipped uring: {}", s.stderr);
+                continue;
+            }
+            panic!("{backend}: did not start: {}", s.stderr);
+        };
+        let cap: usize = field(&line, "max_conns").unwrap().parse().unwrap();
+        assert!(
+            cap > 0 && cap < 256,
+            "{backend}: max_conns={cap} does not fit in 256 descriptors"
+        );
+        assert!(
+            s.stderr.contains("--max-conns lowered from 2000 to"),
+            "{backend}: no warning on stderr: {:?}",
+            s.stderr
+        );
+    }
+    let mut cmd = server("epoll", &[]);
+    with_nofile(&mut cmd, 40, 40);
+    let s = start_and_stop(cmd);
+    assert_eq!(s.code, Some(2), "{:?}", s.stderr);
+    assert!(
+        s.stderr.contains("--max-conns") && s.stderr.contains("ulimit -n"),
+        "{}",
+        s.stderr
+    );
+}
+
+/// threadpool's `--threads` is held against the machine's limits before any
+/// worker starts: past `kernel.threads-max`/`pid_max`, or past a lowered
+/// `RLIMIT_NPROC`, the server exits 2 naming `--threads` and the limit.
+/// Event-loop backends keep their 1,024 cap, also exit 2.
+#[test]
+fn threads_past_the_machines_limits_are_refused_by_name() {
+    let out = server("threadpool", &["--threads", "5000000"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--threads 5000000"), "{stderr}");
+    assert!(
+        stderr.contains("threads-max") || stderr.contains("pid_max") || stderr.contains("NPROC"),
+        "{stderr}"
+    );
+
+    let mut cmd = server("threadpool", &["--threads", "500"]);
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 200,
+                rlim_max: 200,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--threads 500") && stderr.contains("RLIMIT_NPROC"),
+        "{stderr}"
+    );
+
+    for backend in ["epoll", "uring", "fork"] {
+        let out = server(backend, &["--threads", "2000"]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{backend}: {stderr}");
+        assert!(stderr.contains("--threads 2000"), "{backend}: {stderr}");
+    }
+}
+
+/// 2,000 workers start (past the old 1,024 cap) and serve.
+#[test]
+fn threadpool_starts_past_the_old_1024_worker_cap() {
+    let cmd = server("threadpool", &["--threads", "2000"]);
+    let s = start_and_stop(cmd);
+    let line = s.listening.unwrap_or_else(|| panic!("did not start: {}", s.stderr));
+    assert_eq!(field(&line, "workers"), Some("2000"), "{line}");
+    assert_eq!(s.code, Some(0), "{}", s.stderr);
+}
