@@ -348,12 +348,7 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
     let stop = dir.join("stop");
     // The parent shell only waits; its forked child burns CPU until told to stop.
     let script = format!("( while [ ! -e '{}' ]; do :; done ); sleep 30", stop.display());
-    let mut parent = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut parent = spawn_sh(&script);
     let pid = parent.id();
     let before = sockbench::procfs::tree_cpu_us(pid).unwrap();
     // Bounded: the child must show 300 ms of CPU within 20 s.
@@ -401,6 +396,16 @@ fn proc_cpu_counts_a_burning_child_live_and_reaped() {
     let _ = parent.kill();
     let _ = parent.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `sh -c script`, stdin closed.
+fn spawn_sh(script: &str) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The directory with the built `server` and `loadgen` (target/<profile>):
@@ -632,12 +637,7 @@ fn proc_cpu_adds_up_many_small_children() {
     let script = format!(
         "for k in $(seq {KIDS}); do ( i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; exec sleep 30 ) & done; wait"
     );
-    let mut parent = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut parent = spawn_sh(&script);
     let pid = parent.id();
     // Bounded: wait until every child is up and idle (the tree's CPU stops growing).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -758,11 +758,11 @@ fn report_lists_runs_that_other_processes_disturbed() {
     assert!(readme.contains("0 of 2 runs above"), "{readme}");
 }
 
-/// Stand-in `server` and `loadgen` in `dir/bin`: the server records its pid
-/// and its forked child's in `pids/`, survives SIGTERM's group-less cousin
-/// (it exits but leaves the child behind, which only a signal to its process
-/// group reaches); loadgen records its pid, waits `loadgen_s`, then writes
-/// a copy of a valid result.
+/// Stand-in `server` and `loadgen` in `dir/bin`. The server records its pid
+/// and its forked child's in `dir/pids/`, and on SIGTERM exits but leaves the
+/// child running, which only a signal to its process group reaches. loadgen
+/// records its pid, waits `loadgen_s` seconds, then writes a copy of a valid
+/// result where `--out` says.
 fn stand_in_bins(dir: &Path, loadgen_s: f64) -> PathBuf {
     let bins = dir.join("bin");
     let pids = dir.join("pids");
@@ -795,6 +795,23 @@ fn stand_in_bins(dir: &Path, loadgen_s: f64) -> PathBuf {
         ),
     );
     bins
+}
+
+/// `--quick` with epoll over tcp only, each run `duration` long.
+fn quick_epoll_over_tcp(duration: &str) -> Vec<String> {
+    [
+        "--quick",
+        "--backends",
+        "epoll",
+        "--transports",
+        "tcp",
+        "--duration",
+        duration,
+        "--warmup",
+        "100ms",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Whether `pid` is gone (or a zombie nobody has reaped yet).
@@ -846,17 +863,7 @@ fn interrupted_run_stops_its_processes_and_keeps_the_old_results() {
     let before = snapshot(&out);
     let log = std::fs::File::create(dir.join("compare.log")).unwrap();
     let mut compare = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .args([
-            "--quick",
-            "--backends",
-            "epoll",
-            "--transports",
-            "tcp",
-            "--duration",
-            "30s",
-            "--warmup",
-            "100ms",
-        ])
+        .args(quick_epoll_over_tcp("30s"))
         .arg("--bin-dir")
         .arg(&bins)
         .arg("--out-dir")
@@ -967,17 +974,8 @@ fn paths_outside_the_output_directory_are_never_touched() {
     assert!(stderr.contains("not a plain file name"), "{stderr}");
     victims_intact();
 
-    let quick = [
-        "--quick",
-        "--backends",
-        "epoll",
-        "--transports",
-        "tcp",
-        "--duration",
-        "1s",
-        "--warmup",
-        "100ms",
-    ];
+    let quick = quick_epoll_over_tcp("1s");
+    let quick: Vec<&str> = quick.iter().map(String::as_str).collect();
     let first = run(&quick);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(first.status.success(), "{stderr}");

@@ -308,14 +308,7 @@ fn draw_spectrum(runs: &[Run], path: &Path, title: &str) -> anyhow::Result<()> {
             .label(line.peer.name())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FAMILY, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(plot_err)?;
+    draw_series_labels(&mut chart, SeriesLabelPosition::UpperLeft, 13)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
@@ -424,16 +417,29 @@ fn draw_over_time(runs: &[Run], transport: Transport, size: u64, path: &Path, ti
             .draw_series(line.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(plot_err)?;
     }
+    draw_series_labels(&mut chart, SeriesLabelPosition::LowerRight, 12)?;
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
+/// The box naming each labelled series, on a translucent white background.
+fn draw_series_labels<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    font_px: u32,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FAMILY, 12))
+        .position(position)
+        .label_font((FAMILY, font_px))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)?;
-    Ok(())
+        .map_err(plot_err)
 }
 
 /// `128 B`, `4 KiB`.
