@@ -63,10 +63,11 @@ pub fn memory_mib() -> u64 {
 }
 
 /// `git rev-parse HEAD` of the work tree that holds `dir`, with `-dirty`
-/// when tracked files anywhere in that tree differ from HEAD, except under
-/// `exclude` (for example the results directory a rerun replaces).
-/// "unknown" outside a git work tree or without git.
-pub fn git_commit(dir: &Path, exclude: Option<&Path>) -> String {
+/// when tracked files anywhere in that tree differ from HEAD; "unknown"
+/// outside a git work tree or without git. loadgen and compare both call
+/// this, so a result file and the comparison that made it name the same
+/// commit.
+pub fn git_commit(dir: &Path) -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .arg("-C")
@@ -80,16 +81,8 @@ pub fn git_commit(dir: &Path, exclude: Option<&Path>) -> String {
         return "unknown".into();
     };
     let mut commit = String::from_utf8_lossy(&head.stdout).trim().to_string();
-    // Pathspecs are relative to `dir`; `:/` is the top of the work tree, and an
-    // absolute path inside the tree is accepted as is.
-    let mut args = vec!["status", "--porcelain", "--untracked-files=no", "--", ":/"];
-    let excluded = exclude
-        .and_then(|p| std::path::absolute(p).ok())
-        .map(|p| format!(":(exclude){}", p.display()));
-    if let Some(e) = &excluded {
-        args.push(e);
-    }
-    let status = git(&args).or_else(|| git(&["status", "--porcelain", "--untracked-files=no"]));
+    // `:/` is the top of the work tree (pathspecs are relative to `dir`).
+    let status = git(&["status", "--porcelain", "--untracked-files=no", "--", ":/"]);
     if status.is_some_and(|o| !o.stdout.is_empty()) {
         commit.push_str("-dirty");
     }
@@ -139,7 +132,7 @@ mod tests {
 
     #[test]
     fn commit_of_this_tree_is_a_hash_or_unknown() {
-        let c = git_commit(Path::new(env!("CARGO_MANIFEST_DIR")), None);
+        let c = git_commit(Path::new(env!("CARGO_MANIFEST_DIR")));
         let hash = c.trim_end_matches("-dirty");
         assert!(
             c == "unknown" || (hash.len() == 40 && hash.chars().all(|c| c.is_ascii_hexdigit())),

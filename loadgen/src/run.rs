@@ -40,7 +40,7 @@ pub fn run_env(pin: &str) -> RunEnv {
 /// The commit of the source tree loadgen was built from (`-dirty` with
 /// uncommitted changes), else "unknown".
 pub fn git_commit() -> String {
-    sockbench::machine::git_commit(std::path::Path::new(env!("CARGO_MANIFEST_DIR")), None)
+    sockbench::machine::git_commit(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Removes the unixgram clients' directory at the end of the run.

@@ -69,7 +69,7 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         timing: plan.timing,
         disturbed_cores: DISTURBED_CORES,
     };
-    let mut manifest = new_manifest(plan, platform_stalls, out_dir);
+    let mut manifest = new_manifest(plan, platform_stalls);
     let result = run_all(plan, &ctx, &mut manifest);
     let _ = std::fs::remove_dir_all(&ctx.scratch);
     result?;
@@ -145,12 +145,14 @@ fn measure_stalls(plan: &Comparison) -> Vec<CpuStalls> {
     measured
 }
 
-fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>, out_dir: &Path) -> Manifest {
+fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest {
     Manifest {
         schema: MANIFEST_SCHEMA.into(),
         started_utc: sockbench::machine::utc_now(),
         finished_utc: String::new(),
-        git_commit: sockbench::machine::git_commit(Path::new(env!("CARGO_MANIFEST_DIR")), Some(out_dir)),
+        // No exclusion for the output directory: its tracked files stay as
+        // committed until the finished run replaces them (see `publish`).
+        git_commit: sockbench::machine::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
         command: std::env::args().collect(),
         quick: plan.quick,
         server_cpus: plan.split.server.to_string(),

@@ -43,14 +43,22 @@ pub fn render(m: &Manifest, all_runs: &[Run], plots: &[PlotFile]) -> String {
     s
 }
 
-/// An argv as one shell-ready line, with paths under the current directory made relative.
+/// An argv as one shell-ready line, with paths under the current directory
+/// made relative, and a program at an absolute path inside a cargo `target/`
+/// directory shown from there (`target/release/server`), as it is typed in
+/// a checkout, whichever checkout the run was made in.
 fn shell_line(argv: &[String]) -> String {
     let cwd = std::env::current_dir().ok().map(|d| format!("{}/", d.display()));
     argv.iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let a = match &cwd {
                 Some(c) => a.strip_prefix(c.as_str()).unwrap_or(a),
                 None => a,
+            };
+            let a = match a.rfind("/target/") {
+                Some(at) if i == 0 && a.starts_with('/') => &a[at + 1..],
+                _ => a,
             };
             if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "[]*?'\"$;&|<>()".contains(c)) {
                 format!("'{}'", a.replace('\'', "'\\''"))
