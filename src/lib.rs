@@ -5,6 +5,7 @@
 //! - [`net`]: transports, address parsing and socket setup, shared with `loadgen`.
 //! - [`cpu`]: CPU-list parsing and thread pinning.
 //! - [`duration`]: the one duration grammar of every binary's flags.
+//! - [`machine`]: the machine probe, the source commit (`-dirty` included) and UTC time.
 //! - [`procfs`]: CPU time, memory and descriptors of a process tree, from `/proc`.
 //! - [`server`]: the server's configuration, counters, shutdown and lifecycle.
 //! - [`backend`]: the four backends behind one [`backend::Backend`] trait.
@@ -16,6 +17,7 @@ pub mod sys;
 pub mod backend;
 pub mod cpu;
 pub mod duration;
+pub mod machine;
 pub mod net;
 pub mod procfs;
 pub mod server;

@@ -1,14 +1,14 @@
-//! loadgen: the load generator's library part, shared by the `loadgen` and
-//! `compare` binaries and by their tests and benches.
+//! loadgen: the load generator's library part, shared by the `loadgen`
+//! binary and its tests and benches. `compare` uses only [`result`].
 //!
 //! - [`cli`]: the command line, durations and rates.
 //! - [`pattern`]: the per-connection, per-message payload and its checkers.
 //! - [`worker`]: one epoll event loop per thread over its connections.
 //! - [`stats`], [`report`]: histograms, live line, summary, JSON and `.hgrm`.
+//! - [`result`]: the result file format, its one reader and writer.
 //! - [`run`]: a whole run; [`merge`]: combining result files.
 
 pub mod cli;
-pub mod compare;
 pub mod merge;
 pub mod pattern;
 pub mod report;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::report;
-use crate::result::{RunResult, SeriesPoint, Settings, SCHEMA};
+use crate::result::{self, Extra, RunResult, SeriesPoint, Settings, SCHEMA};
 use crate::stats;
 
 /// Settings that must be equal in every input, by JSON key. `conns` and
@@ -66,18 +66,13 @@ pub fn merge(
     out.throughput = Default::default();
     out.throughput.requested_msgs_per_s = out.settings.rate;
     out.series = Vec::new();
-    out.extra = serde_json::Map::new();
+    out.extra = Extra::default();
     let mut has_unc = true;
     for (r, name) in results.iter().zip(names) {
-        let h = report::decode_histogram(&r.histogram).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let h = result::decode_histogram(&r.histogram).with_context(|| name.clone())?;
         hist.add(&h)
             .map_err(|e| anyhow::anyhow!("{name}: histogram does not fit: {e:?}"))?;
-        match r
-            .extra
-            .get("histogram_uncorrected")
-            .and_then(|v| v.as_str())
-            .map(report::decode_histogram)
-        {
+        match r.extra.histogram_uncorrected.as_deref().map(result::decode_histogram) {
             Some(Ok(h)) => {
                 let _ = unc.add(&h);
             }
@@ -109,37 +104,20 @@ pub fn merge(
     out.series.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
     out.throughput.requested_msgs_per_s = out.settings.rate;
     out.latency_us = stats::latency_of(&hist);
-    out.histogram = report::encode_histogram(&hist);
-    out.extra.insert(
-        "merged_from".into(),
-        names
-            .iter()
-            .map(|n| serde_json::Value::from(n.as_str()))
-            .collect::<Vec<_>>()
-            .into(),
-    );
+    out.histogram = result::encode_histogram(&hist);
+    out.extra.merged_from = names.to_vec();
     if has_unc {
-        out.extra.insert(
-            "latency_uncorrected_us".into(),
-            serde_json::to_value(stats::latency_of(&unc))?,
-        );
-        out.extra
-            .insert("histogram_uncorrected".into(), report::encode_histogram(&unc).into());
+        out.extra.latency_uncorrected_us = Some(stats::latency_of(&unc));
+        out.extra.histogram_uncorrected = Some(result::encode_histogram(&unc));
     }
     Ok((out, hist))
-}
-
-/// Reads one result file.
-pub fn read_result(path: &Path) -> anyhow::Result<RunResult> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a loadgen result file", path.display()))
 }
 
 /// `loadgen merge INPUTS... --out OUT`.
 pub fn run_merge(inputs: &[PathBuf], out: &Path, command: Vec<String>) -> anyhow::Result<()> {
     let results = inputs
         .iter()
-        .map(|p| read_result(p))
+        .map(|p| result::read(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
     let (merged, hist) = merge(&results, &names, command)?;

@@ -1,33 +1,11 @@
 //! Output: the live line, the final summary, the JSON result and the `.hgrm` file.
 
 use std::fmt::Write as _;
-use std::io;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
-use crate::result::{Latency, RunResult};
-
-/// Encodes a histogram as HdrHistogram V2 compressed, base64.
-pub fn encode_histogram(h: &Histogram<u64>) -> String {
-    let mut bytes = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(h, &mut bytes)
-        .expect("serialize histogram");
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// Decodes [`encode_histogram`]'s output.
-pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .map_err(|e| format!("histogram is not base64: {e}"))?;
-    Deserializer::new()
-        .deserialize(&mut io::Cursor::new(bytes))
-        .map_err(|e| format!("histogram does not decode: {e:?}"))
-}
+use crate::result::{self, Latency, RunResult};
 
 /// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution`
 /// writes it, values in microseconds), which existing HdrHistogram plotters read.
@@ -90,8 +68,7 @@ pub fn hgrm_path(json: &Path) -> PathBuf {
 /// Writes the JSON result and the `.hgrm` beside it.
 pub fn write_result(path: &Path, result: &RunResult, hist: &Histogram<u64>) -> anyhow::Result<()> {
     use anyhow::Context;
-    let json = serde_json::to_string_pretty(result)?;
-    std::fs::write(path, json + "\n").with_context(|| format!("--out {}: cannot write", path.display()))?;
+    result::write(path, result).with_context(|| format!("--out {}", path.display()))?;
     let hp = hgrm_path(path);
     std::fs::write(&hp, hgrm(hist)).with_context(|| format!("cannot write {}", hp.display()))?;
     Ok(())
@@ -140,17 +117,12 @@ pub fn summary(r: &RunResult) -> String {
         ""
     };
     let _ = writeln!(s, "  latency{corrected}: {}", lat(&r.latency_us));
-    if let Some(u) = r
-        .extra
-        .get("latency_uncorrected_us")
-        .and_then(|v| serde_json::from_value::<Latency>(v.clone()).ok())
-    {
-        let _ = writeln!(s, "  latency (from actual send, uncorrected): {}", lat(&u));
+    if let Some(u) = &r.extra.latency_uncorrected_us {
+        let _ = writeln!(s, "  latency (from actual send, uncorrected): {}", lat(u));
     }
-    let per_msg = |k: &str| r.extra.get(k).and_then(|v| v.as_f64());
-    if let Some(l) = per_msg("loadgen_cpu_us_per_msg") {
+    if let Some(l) = r.extra.loadgen_cpu_us_per_msg {
         let _ = write!(s, "  cpu: loadgen {l:.2} us/msg");
-        if let Some(sv) = per_msg("server_cpu_us_per_msg") {
+        if let Some(sv) = r.extra.server_cpu_us_per_msg {
             let _ = write!(s, ", server {sv:.2} us/msg");
         }
         let _ = writeln!(s);

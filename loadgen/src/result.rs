@@ -1,7 +1,15 @@
 //! The `sockbench.result.v1` result file that `loadgen --out` writes and that
-//! `loadgen merge` and `compare` read. The key names are a public contract:
-//! other tools rely on them (see README.md, "Result files").
+//! `loadgen merge` and `compare` read: its one owner. The key names are a
+//! public contract: other tools rely on them (see README.md, "Result files").
+//! [`read`] (with the schema check), [`write`], [`encode_histogram`] and
+//! [`decode_histogram`] are the only code that reads or writes the format.
 
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// The value of the `schema` key.
@@ -34,9 +42,50 @@ pub struct RunResult {
     pub series: Vec<SeriesPoint>,
     /// The full latency histogram (microseconds), HdrHistogram V2 compressed, base64.
     pub histogram: String,
-    /// Anything a runner adds (e.g. `compare` records server CPU and RSS here).
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
-    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// loadgen's further measurements. Typed; the key stays `extra` so that
+    /// every v1 file reads. Keys it does not know (older runners wrote their
+    /// own here) are ignored on reading and not written back.
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
+}
+
+/// What loadgen measured besides the headline figures.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Extra {
+    /// Latency from each message's actual send time (open loop: not
+    /// corrected for coordinated omission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_uncorrected_us: Option<Latency>,
+    /// The histogram behind `latency_uncorrected_us`, encoded as `histogram` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram_uncorrected: Option<String>,
+    /// Event-loop threads loadgen ran (`--threads`, at most `--conns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_used: Option<u64>,
+    /// Open loop: messages the schedule asked for in the measured phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_messages: Option<u64>,
+    /// loadgen's own CPU time (user + system) over the measured phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_cpu_us: Option<u64>,
+    /// `loadgen_cpu_us` divided by the messages echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_cpu_us_per_msg: Option<f64>,
+    /// With `--server-pid`: the server tree's CPU time over the measured phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us: Option<u64>,
+    /// `server_cpu_us` divided by the messages echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_msg: Option<f64>,
+    /// `loadgen merge`: the files this result was merged from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+impl Extra {
+    pub fn is_empty(&self) -> bool {
+        *self == Extra::default()
+    }
 }
 
 /// The machine a run happened on.
@@ -123,4 +172,70 @@ pub struct SeriesPoint {
     pub p50_us: f64,
     pub p99_us: f64,
     pub errors: u64,
+}
+
+/// Reads one result file and checks its schema.
+pub fn read(path: &Path) -> anyhow::Result<RunResult> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let result: RunResult =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a loadgen result file", path.display()))?;
+    if result.schema != SCHEMA {
+        bail!("{}: schema is {:?}, expected {SCHEMA:?}", path.display(), result.schema);
+    }
+    Ok(result)
+}
+
+/// Writes one result file (pretty JSON, newline-terminated).
+pub fn write(path: &Path, result: &RunResult) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(result)?;
+    std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Encodes a histogram as HdrHistogram V2 compressed, base64 (the `histogram` field).
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .expect("serialize histogram");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes [`encode_histogram`]'s output.
+pub fn decode_histogram(s: &str) -> anyhow::Result<Histogram<u64>> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .context("histogram is not base64")?;
+    Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| anyhow::anyhow!("histogram does not decode: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_round_trips() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for v in [1, 50, 700, 12_000] {
+            h.record(v).unwrap();
+        }
+        let back = decode_histogram(&encode_histogram(&h)).unwrap();
+        assert_eq!((back.len(), back.max()), (h.len(), h.max()));
+        assert!(decode_histogram("not base64!").is_err());
+    }
+
+    #[test]
+    fn unknown_extra_keys_are_ignored_and_known_ones_typed() {
+        let extra: Extra = serde_json::from_str(
+            r#"{"threads_used": 2, "loadgen_cpu_us_per_msg": 3.5, "server_peak_rss_kb": 9, "runner": "compare"}"#,
+        )
+        .unwrap();
+        assert_eq!(extra.threads_used, Some(2));
+        assert_eq!(extra.loadgen_cpu_us_per_msg, Some(3.5));
+        assert_eq!(
+            serde_json::to_string(&extra).unwrap(),
+            r#"{"threads_used":2,"loadgen_cpu_us_per_msg":3.5}"#
+        );
+    }
 }

@@ -11,7 +11,7 @@ use sockbench::net;
 use sockbench::sys::signal;
 
 use crate::cli::{Args, IoMode, DEFAULT_ADDR};
-use crate::result::{Errors, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+use crate::result::{self, Errors, Extra, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
 use crate::stats::{self, Interval, ThreadTotals};
 use crate::worker::{self, Plan, Shared, UNSET};
 use crate::{pattern, report};
@@ -29,40 +29,18 @@ const CONNECT_GRACE: Duration = Duration::from_secs(3);
 
 /// The machine, for the result file.
 pub fn run_env(pin: &str) -> RunEnv {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
     RunEnv {
-        kernel,
-        cpu_model,
+        kernel: sockbench::machine::kernel_release(),
+        cpu_model: sockbench::machine::cpu_model(),
         cores: sockbench::cpu::available_cpus(),
         pin: pin.to_string(),
     }
 }
 
-/// `git rev-parse HEAD` of the source tree loadgen was built from (or of the
-/// working directory), else "unknown".
+/// The commit of the source tree loadgen was built from (`-dirty` with
+/// uncommitted changes), else "unknown".
 pub fn git_commit() -> String {
-    for dir in [env!("CARGO_MANIFEST_DIR"), "."] {
-        if let Ok(out) = std::process::Command::new("git")
-            .args(["-C", dir, "rev-parse", "HEAD"])
-            .output()
-        {
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).trim().to_string();
-            }
-        }
-    }
-    "unknown".into()
+    sockbench::machine::git_commit(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Removes the unixgram clients' directory at the end of the run.
@@ -443,24 +421,20 @@ fn build_result(
         .pin
         .as_ref()
         .map(|p| p.cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
-    let mut extra = serde_json::Map::new();
-    extra.insert(
-        "latency_uncorrected_us".into(),
-        serde_json::to_value(stats::latency_of(&unc)).unwrap(),
-    );
-    extra.insert("histogram_uncorrected".into(), report::encode_histogram(&unc).into());
-    extra.insert("threads_used".into(), (threads as u64).into());
-    if args.rate.is_some() {
-        extra.insert("scheduled_messages".into(), scheduled.into());
-    }
-    if let (Some(cpu), true) = (ph.cpu_us, messages > 0) {
-        extra.insert("loadgen_cpu_us".into(), cpu.into());
-        extra.insert("loadgen_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
-    }
-    if let (Some(cpu), true) = (ph.server_cpu_us, messages > 0) {
-        extra.insert("server_cpu_us".into(), cpu.into());
-        extra.insert("server_cpu_us_per_msg".into(), (cpu as f64 / messages as f64).into());
-    }
+    let per_msg = |cpu: Option<u64>| cpu.filter(|_| messages > 0);
+    let loadgen_cpu = per_msg(ph.cpu_us);
+    let server_cpu = per_msg(ph.server_cpu_us);
+    let extra = Extra {
+        latency_uncorrected_us: Some(stats::latency_of(&unc)),
+        histogram_uncorrected: Some(result::encode_histogram(&unc)),
+        threads_used: Some(threads as u64),
+        scheduled_messages: args.rate.map(|_| scheduled),
+        loadgen_cpu_us: loadgen_cpu,
+        loadgen_cpu_us_per_msg: loadgen_cpu.map(|cpu| cpu as f64 / messages as f64),
+        server_cpu_us: server_cpu,
+        server_cpu_us_per_msg: server_cpu.map(|cpu| cpu as f64 / messages as f64),
+        merged_from: Vec::new(),
+    };
     let result = RunResult {
         schema: SCHEMA.into(),
         command: argv,
@@ -495,7 +469,7 @@ fn build_result(
         latency_us: stats::latency_of(&hist),
         errors,
         series: ph.series.clone(),
-        histogram: report::encode_histogram(&hist),
+        histogram: result::encode_histogram(&hist),
         extra,
     };
     (result, hist)

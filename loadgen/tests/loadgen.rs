@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::*;
 
 fn hist_count(encoded: &str) -> u64 {
-    loadgen::report::decode_histogram(encoded).unwrap().len()
+    loadgen::result::decode_histogram(encoded).unwrap().len()
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn rate_is_achieved_and_exact_below_the_connection_count() {
     assert_eq!(run.code(), 0, "{}", run.stderr);
     let r = run.result();
     // The schedule is exact; completions can lose a few to a pause at the end.
-    assert_eq!(r.extra["scheduled_messages"], 100, "{:?}", r.extra);
+    assert_eq!(r.extra.scheduled_messages, Some(100), "{:?}", r.extra);
     assert!(
         (90..=100).contains(&r.messages),
         "{} messages at 50/s for 2 s",
@@ -509,11 +509,11 @@ fn merge_adds_histograms_and_refuses_different_settings() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let m: loadgen::result::RunResult = serde_json::from_str(&std::fs::read_to_string(&total).unwrap()).unwrap();
-    let mut union = loadgen::report::decode_histogram(&ra.histogram).unwrap();
+    let mut union = loadgen::result::decode_histogram(&ra.histogram).unwrap();
     union
-        .add(loadgen::report::decode_histogram(&rb.histogram).unwrap())
+        .add(loadgen::result::decode_histogram(&rb.histogram).unwrap())
         .unwrap();
-    assert_eq!(loadgen::report::decode_histogram(&m.histogram).unwrap(), union);
+    assert_eq!(loadgen::result::decode_histogram(&m.histogram).unwrap(), union);
     assert_eq!(m.messages, ra.messages + rb.messages);
     assert_eq!(m.settings.conns, 5);
     assert_eq!(m.latency_us.p99, union.value_at_quantile(0.99) as f64);

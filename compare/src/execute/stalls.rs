@@ -9,39 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use crate::record::CpuStalls;
 
 /// A gap between two clock reads this long or longer counts as a stall. A read
 /// takes tens of nanoseconds; 100 µs is far above that and far below the
 /// millisecond-scale pauses that move a p99.9.
 pub const STALL_MIN: Duration = Duration::from_micros(100);
-
-/// What one CPU's spinning thread saw.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CpuStalls {
-    pub cpu: usize,
-    /// How long the thread spun.
-    pub seconds: f64,
-    /// Gaps of at least [`STALL_MIN`].
-    pub stalls: u64,
-    /// Of those, gaps of at least 1 ms.
-    pub stalls_over_1ms: u64,
-    /// The longest gap.
-    pub max_us: f64,
-    /// The share of the time spent inside stalls.
-    pub stalled_fraction: f64,
-}
-
-impl CpuStalls {
-    /// Stalls of at least 1 ms per second.
-    pub fn over_1ms_per_s(&self) -> f64 {
-        if self.seconds > 0.0 {
-            self.stalls_over_1ms as f64 / self.seconds
-        } else {
-            0.0
-        }
-    }
-}
 
 /// Spins on every CPU in `cpus` at once for `length`, each thread pinned to
 /// its CPU, and returns what each saw (CPUs it could not pin to are left out).

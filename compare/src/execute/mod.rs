@@ -1,0 +1,286 @@
+//! Stage 3, execute: measure the machine's pauses, then for each planned
+//! run start the server confined to its CPUs, wait for its `listening`
+//! line, run loadgen confined to the other CPUs, sample the server tree's
+//! cost, and stop the server. Each run's record goes into the manifest,
+//! which is saved after every run; loadgen's result files are never edited.
+//!
+//! On SIGINT or SIGTERM the running server's process group and loadgen are
+//! stopped and [`Interrupted`] is returned.
+//!
+//! - [`binaries`]: finding `server` and `loadgen`.
+//! - [`process`]: confinement, bounded waits, stopping.
+//! - [`one_run`]: one run.
+//! - [`proc_cpu`]: the server tree's CPU time and memory.
+//! - [`stalls`]: the machine's own pauses.
+
+pub mod binaries;
+pub mod one_run;
+pub mod proc_cpu;
+pub mod process;
+pub mod stalls;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sockbench::sys::signal;
+
+use self::binaries::Binaries;
+use self::one_run::{run_one, RunContext};
+use crate::plan::{fmt_ms, open_loop_rate, Comparison, OpenLoopRate, Peak, RunSpec};
+use crate::record::{CpuStalls, Manifest, Method, Outcome, RunRecord, MANIFEST_SCHEMA};
+
+/// A run whose window saw other processes use more than this many cores is
+/// called disturbed in the progress output and in the report. An idle machine
+/// shows well under 0.01 (the census counts whole 10 ms clock ticks).
+pub const DISTURBED_CORES: f64 = 0.05;
+
+/// The comparison was stopped by SIGINT or SIGTERM.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by a signal; the server and loadgen were stopped")]
+pub struct Interrupted;
+
+/// Fails with [`Interrupted`] once a stop signal has arrived.
+fn check_stop() -> anyhow::Result<()> {
+    if signal::stop_requested() {
+        return Err(Interrupted.into());
+    }
+    Ok(())
+}
+
+/// Runs the whole plan, writing loadgen's files and the manifest into
+/// `out_dir`, and returns the manifest.
+pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyhow::Result<Manifest> {
+    signal::install_stop_handler(-1).context("installing the SIGINT/SIGTERM handler")?;
+    announce(plan);
+    let platform_stalls = measure_stalls(plan);
+    check_stop()?;
+    // compare's own threads (the /proc sampler) stay off the server's CPUs.
+    let split = &plan.split;
+    process::set_affinity(&process::cpu_mask(&split.loadgen)).context("pinning compare to the loadgen CPUs")?;
+    eprintln!(
+        "compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}",
+        split.server, split.loadgen
+    );
+    let ctx = RunContext {
+        bins,
+        split: split.clone(),
+        out_dir: out_dir.to_path_buf(),
+        scratch: scratch_dir()?,
+        timing: plan.timing,
+        disturbed_cores: DISTURBED_CORES,
+    };
+    let mut manifest = new_manifest(plan, platform_stalls);
+    let result = run_all(plan, &ctx, &mut manifest);
+    let _ = std::fs::remove_dir_all(&ctx.scratch);
+    result?;
+    manifest.finished_utc = sockbench::machine::utc_now();
+    manifest.save(out_dir)?;
+    Ok(manifest)
+}
+
+/// A fresh directory of our own for sockets and logs (kept short: a Unix
+/// socket path has at most 107 bytes).
+fn scratch_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000 {
+        let dir = base.join(format!("sockbench-compare-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+        }
+    }
+    anyhow::bail!("no free scratch directory name in {}", base.display())
+}
+
+/// The opening lines: the split, the run count, the descriptor limit, the notes.
+fn announce(plan: &Comparison) {
+    let split = &plan.split;
+    let total = plan.total_runs();
+    eprintln!(
+        "compare: server on CPU {} ({} core(s)), loadgen on CPU {} ({} core(s)); {} runs ({} round(s) of {}) of {} + {} warm-up each",
+        split.server,
+        split.server.cpus().len(),
+        split.loadgen,
+        split.loadgen.cpus().len(),
+        total,
+        plan.repetitions,
+        total / plan.repetitions as usize,
+        fmt_ms(plan.timing.duration),
+        fmt_ms(plan.timing.warmup)
+    );
+    if let Some(w) = &split.warning {
+        eprintln!("compare: warning: {w}");
+    }
+    let fds = sockbench::sys::raise_fd_limit().unwrap_or_else(|_| sockbench::sys::fd_limit());
+    let need = plan.fds_needed();
+    if fds < need {
+        eprintln!(
+            "compare: warning: the descriptor limit is {fds}, but a run needs about {need}; raise it (ulimit -n)"
+        );
+    }
+    for note in plan.notes() {
+        eprintln!("compare: note: {note}");
+    }
+}
+
+fn measure_stalls(plan: &Comparison) -> Vec<CpuStalls> {
+    let cpus = plan.split.all_cpus();
+    eprintln!(
+        "compare: measuring the machine's own pauses: a clock-reading busy loop on CPU {} for {}",
+        cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
+        fmt_ms(plan.stall_check)
+    );
+    let measured = stalls::measure(&cpus, plan.stall_check);
+    for s in &measured {
+        eprintln!(
+            "compare: CPU {}: {} pauses of 100 µs or more ({} of 1 ms or more), the longest {:.0} µs, {:.3}% of the time",
+            s.cpu,
+            s.stalls,
+            s.stalls_over_1ms,
+            s.max_us,
+            s.stalled_fraction * 100.0
+        );
+    }
+    measured
+}
+
+fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest {
+    Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        started_utc: sockbench::machine::utc_now(),
+        finished_utc: String::new(),
+        // No exclusion for the output directory: its tracked files stay as
+        // committed until the finished run replaces them (see `publish`).
+        git_commit: sockbench::machine::git_commit(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        command: std::env::args().collect(),
+        quick: plan.quick,
+        server_cpus: plan.split.server.to_string(),
+        loadgen_cpus: plan.split.loadgen.to_string(),
+        duration_s: plan.timing.duration.as_secs_f64(),
+        warmup_s: plan.timing.warmup.as_secs_f64(),
+        method: Method {
+            connect_rate: plan.timing.connect_rate,
+            rss_interval_ms: proc_cpu::RSS_INTERVAL.as_millis() as u64,
+            disturbed_cores: DISTURBED_CORES,
+        },
+        open_loop_rate: None,
+        open_loop_note: String::new(),
+        notes: plan.notes(),
+        machine: sockbench::machine::Machine::probe(),
+        platform_stalls,
+        runs: Vec::new(),
+    }
+}
+
+/// Counts runs for the progress lines.
+struct Progress {
+    done: usize,
+    total: usize,
+}
+
+/// Every repetition of the closed-loop matrix, then the open-loop runs at
+/// the rate the closed-loop runs allow. Repetition after repetition of the
+/// whole matrix, so that a slow spell of the machine hits one repeat of many
+/// points rather than every repeat of one.
+fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyhow::Result<()> {
+    let mut progress = Progress {
+        done: 0,
+        total: plan.total_runs(),
+    };
+    for rep in 1..=plan.repetitions {
+        for spec in plan.closed_loop(rep) {
+            run_and_record(ctx, spec, &mut progress, manifest)?;
+        }
+    }
+    let rate = open_loop_rate(&peaks(plan, manifest, &ctx.out_dir), plan.matrix.open_loop_shape());
+    eprintln!("compare: open loop: {}", rate.note);
+    manifest.open_loop_rate = rate.rate;
+    manifest.open_loop_note = rate.note.clone();
+    for rep in 1..=plan.repetitions {
+        for &peer in &plan.matrix.peers {
+            let spec = plan.open_loop(peer, rate.rate.unwrap_or(0.0), rep);
+            run_open_loop(ctx, &rate, spec, &mut progress, manifest)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_open_loop(
+    ctx: &RunContext,
+    rate: &OpenLoopRate,
+    spec: RunSpec,
+    progress: &mut Progress,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    if rate.rate.is_some() {
+        return run_and_record(ctx, spec, progress, manifest);
+    }
+    progress.done += 1;
+    let why = "not run: no successful closed-loop run to derive the offered rate from";
+    eprintln!("[{}/{}] open loop {}: {why}", progress.done, progress.total, spec.peer);
+    manifest.runs.push(RunRecord::failed(spec, why));
+    manifest.save(&ctx.out_dir)
+}
+
+/// Each peer's best closed-loop throughput at the open-loop shape, read
+/// from loadgen's result files of the successful runs.
+fn peaks(plan: &Comparison, manifest: &Manifest, out_dir: &Path) -> Vec<Peak> {
+    let shape = plan.matrix.open_loop_shape();
+    let mut peaks: Vec<Peak> = Vec::new();
+    for run in manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok) {
+        let s = &run.spec;
+        if s.transport != shape.transport || s.conns != shape.conns || s.size_bytes != shape.size_bytes {
+            continue;
+        }
+        let Ok(result) = loadgen::result::read(&run.result_file.in_dir(out_dir)) else {
+            continue;
+        };
+        let rate = result.throughput.msgs_per_s;
+        match peaks.iter_mut().find(|p| p.peer == s.peer) {
+            Some(p) => p.msgs_per_s = p.msgs_per_s.max(rate),
+            None => peaks.push(Peak {
+                peer: s.peer,
+                msgs_per_s: rate,
+            }),
+        }
+    }
+    peaks
+}
+
+/// One run with its progress lines; the manifest is saved after it.
+fn run_and_record(
+    ctx: &RunContext,
+    spec: RunSpec,
+    progress: &mut Progress,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    progress.done += 1;
+    let (n, total) = (progress.done, progress.total);
+    let scaled = spec
+        .note
+        .as_ref()
+        .map(|_| format!(" (scaled down from {})", spec.requested_conns))
+        .unwrap_or_default();
+    let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
+    eprintln!(
+        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{rate} ...",
+        total - n,
+        spec.peer,
+        spec.transport,
+        spec.conns,
+        spec.size_bytes
+    );
+    let out = run_one(ctx, spec);
+    check_stop()?;
+    match &out.record.outcome {
+        Outcome::Ok => eprintln!(
+            "[{n}/{total}]   ok in {:.1}s: {}",
+            out.record.wall_s,
+            out.headline.as_deref().unwrap_or("")
+        ),
+        Outcome::Failed(why) => eprintln!("[{n}/{total}]   FAILED: {why}"),
+    }
+    manifest.runs.push(out.record);
+    manifest.save(&ctx.out_dir)
+}

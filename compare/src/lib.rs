@@ -1,0 +1,94 @@
+//! `compare`: runs the whole backend comparison on this machine and leaves
+//! loadgen's result files, the plots and a generated README in `results/`.
+//!
+//! Data flows one way, and each module imports only from those above it:
+//!
+//! - [`cli`]: the command line.
+//! - [`plan`]: which runs, with which typed [`plan::RunSpec`] and argv.
+//! - [`record`]: the manifest on disk, one typed [`record::RunRecord`] per run.
+//! - [`execute`]: runs the plan, writes loadgen's files and the manifest.
+//! - [`analyse`]: pure functions over the records and results.
+//! - [`render`]: the plots and README.
+//! - [`publish`]: a finished run replaces the previous one in `--out-dir`.
+
+pub mod analyse;
+pub mod cli;
+pub mod execute;
+pub mod plan;
+pub mod publish;
+pub mod record;
+pub mod render;
+
+use std::path::Path;
+
+use anyhow::bail;
+
+pub use cli::CompareArgs;
+use execute::binaries::Binaries;
+use plan::Comparison;
+use publish::Staging;
+use record::{Manifest, Outcome};
+
+/// The whole comparison: plan, execute, analyse, render, publish; or with
+/// `--report-only`, analyse and render the last run again.
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    if args.report_only {
+        return report_only(&args.out_dir);
+    }
+    let plan = Comparison::from_args(&args)?;
+    if args.bin_dir.is_none() {
+        Binaries::build_with_cargo()?;
+    }
+    let bins = Binaries::locate(args.bin_dir.as_deref(), &plan.matrix.peers)?;
+    let staging = Staging::create(&args.out_dir)?;
+    let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
+        let runs = analyse::load_runs(&manifest, staging.path());
+        let plots = render::write_report(&manifest, &runs, staging.path())?;
+        Ok((manifest, plots.len()))
+    });
+    let (manifest, plots) = match made {
+        Ok(made) => made,
+        Err(e) => {
+            staging.discard();
+            return Err(e.context(format!(
+                "the previous results in {} are unchanged",
+                args.out_dir.display()
+            )));
+        }
+    };
+    staging.publish(&args.out_dir)?;
+    summarize(&manifest, plots, &args.out_dir)
+}
+
+/// Redraws the plots and README from the manifest and files in `dir`.
+fn report_only(dir: &Path) -> anyhow::Result<()> {
+    let manifest = Manifest::load(dir)?;
+    let runs = analyse::load_runs(&manifest, dir);
+    let plots = render::write_report(&manifest, &runs, dir)?;
+    eprintln!(
+        "compare: redrew {} plots and {}",
+        plots.len(),
+        dir.join("README.md").display()
+    );
+    Ok(())
+}
+
+/// The closing lines; an error if every run failed.
+fn summarize(manifest: &Manifest, plots: usize, out_dir: &Path) -> anyhow::Result<()> {
+    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
+    eprintln!(
+        "compare: {} runs, {} failed; results, {plots} plots and README.md in {}",
+        manifest.runs.len(),
+        failed.len(),
+        out_dir.display()
+    );
+    for r in &failed {
+        if let Outcome::Failed(why) = &r.outcome {
+            eprintln!("  FAILED {}: {why}", r.spec.name());
+        }
+    }
+    if !failed.is_empty() && failed.len() == manifest.runs.len() {
+        bail!("every run failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! `compare`: runs the backend comparison and writes results/ (see the `compare` library).
+
+use clap::Parser;
+use compare::execute::Interrupted;
+use compare::{run, CompareArgs};
+
+fn main() {
+    let args = CompareArgs::parse();
+    if let Err(e) = run(args) {
+        eprintln!("compare: error: {e:#}");
+        // 128 + SIGINT, as a shell reports a run stopped by Ctrl-C.
+        let code = if e.is::<Interrupted>() || e.chain().any(|c| c.is::<Interrupted>()) {
+            130
+        } else {
+            1
+        };
+        std::process::exit(code);
+    }
+}

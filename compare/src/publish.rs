@@ -1,0 +1,106 @@
+//! Stage 6, publish: a new comparison is written into a fresh directory
+//! inside `--out-dir` and replaces the previous one only when it has
+//! finished, so an interrupted run leaves the old results whole.
+//!
+//! Only paths inside `--out-dir` are ever removed: the previous run's files
+//! come from its manifest as [`RunFileName`]s, which cannot name anything
+//! outside it, and the plots by their fixed names.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::record::{Manifest, RunFileName, MANIFEST};
+use crate::render::plots::PLOT_FILES;
+
+const README: &str = "README.md";
+
+/// The directory a comparison in progress writes to.
+pub struct Staging {
+    dir: PathBuf,
+}
+
+impl Staging {
+    /// Creates `out_dir` if needed and a fresh, hidden directory inside it.
+    pub fn create(out_dir: &Path) -> anyhow::Result<Staging> {
+        std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        for n in 0..1000 {
+            let dir = out_dir.join(format!(".compare-new-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(Staging { dir }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+            }
+        }
+        anyhow::bail!("no free directory name for a new run in {}", out_dir.display())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the directory and what this run wrote into it.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Replaces the previous run in `out_dir` with this one: first the old
+    /// README (so it never links to a file that is gone), then the old
+    /// run's files, then the new files, the new manifest, the new README
+    /// last.
+    pub fn publish(self, out_dir: &Path) -> anyhow::Result<()> {
+        remove_in(out_dir, README)?;
+        remove_previous_run(out_dir, &self.dir)?;
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("reading {}", self.dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        // The manifest and the README go last, in that order.
+        names.sort_by_key(|n| (n == README, n == MANIFEST));
+        for name in names {
+            let (from, to) = (self.dir.join(&name), out_dir.join(&name));
+            std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        }
+        std::fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+}
+
+/// Removes `dir/name` if it is there.
+fn remove_in(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Removes the files the previous comparison in `out_dir` wrote, as its
+/// manifest lists them, and plots the new run does not replace. A manifest
+/// that does not load (e.g. it names a path outside the directory) gets a
+/// warning, and none of its files are removed.
+fn remove_previous_run(out_dir: &Path, new_run: &Path) -> anyhow::Result<()> {
+    if out_dir.join(MANIFEST).exists() {
+        match Manifest::load(out_dir) {
+            Ok(old) => {
+                for run in &old.runs {
+                    remove_run_files(out_dir, &run.result_file)?;
+                }
+            }
+            Err(e) => eprintln!(
+                "compare: warning: the previous manifest in {} does not load ({e:#}); its files are left in place",
+                out_dir.display()
+            ),
+        }
+    }
+    for plot in PLOT_FILES.iter().filter(|p| !new_run.join(p).exists()) {
+        remove_in(out_dir, plot)?;
+    }
+    Ok(())
+}
+
+fn remove_run_files(out_dir: &Path, json: &RunFileName) -> anyhow::Result<()> {
+    remove_in(out_dir, json.hgrm().as_str())?;
+    remove_in(out_dir, json.as_str())
+}

@@ -1,0 +1,353 @@
+//! Stage 2, the records on disk: what `execute` writes and `analyse` and
+//! `render` read. The manifest (`compare.json`) holds one typed
+//! [`RunRecord`] per run beside the settings of the whole comparison;
+//! loadgen's own result file is referred to by name, never copied or edited.
+//!
+//! Manifests written before this layout (no `schema` key; the server's cost
+//! was written into each loadgen file's `extra`) are converted on loading,
+//! see [`Manifest::load`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use sockbench::machine::Machine;
+
+use crate::plan::RunSpec;
+
+/// The file in the output directory that lists every run of a comparison.
+pub const MANIFEST: &str = "compare.json";
+
+/// The value of the manifest's `schema` key.
+pub const MANIFEST_SCHEMA: &str = "sockbench.compare.v2";
+
+/// A file name directly inside the output directory: no directory part, no
+/// `..`, not absolute, not hidden. Every path `compare` reads, writes or
+/// removes from a manifest goes through this type, so a hand-edited or
+/// hostile manifest cannot make it touch anything outside `--out-dir`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RunFileName(String);
+
+impl RunFileName {
+    /// `<name>.json` for a run.
+    pub fn for_run(spec: &RunSpec) -> RunFileName {
+        RunFileName::try_from(format!("{}.json", spec.name())).expect("run names are plain file names")
+    }
+
+    /// The file inside `dir`.
+    pub fn in_dir(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.0)
+    }
+
+    /// loadgen's `.hgrm` beside the JSON: `run.json` → `run.hgrm`.
+    pub fn hgrm(&self) -> RunFileName {
+        let stem = self.0.strip_suffix(".json").unwrap_or(&self.0);
+        RunFileName(format!("{stem}.hgrm"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RunFileName {
+    type Error = String;
+    fn try_from(name: String) -> Result<RunFileName, String> {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.contains('/')
+            && !name.contains('\0')
+            && name.len() <= 200;
+        if plain {
+            Ok(RunFileName(name))
+        } else {
+            Err(format!(
+                "{name:?} is not a plain file name inside the output directory (no `/`, no leading `.`)"
+            ))
+        }
+    }
+}
+
+impl From<RunFileName> for String {
+    fn from(n: RunFileName) -> String {
+        n.0
+    }
+}
+
+impl std::fmt::Display for RunFileName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How one run ended.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// loadgen wrote its result file.
+    Ok,
+    /// The run failed; the message says at which step and why.
+    Failed(String),
+}
+
+/// The server's cost over a run's measured window, as `execute` measured it
+/// from `/proc`. Per-message figures are derived from these and loadgen's
+/// message rate (see `analyse`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerCost {
+    /// CPU time (user + system) of the server's whole process tree in the
+    /// window, µs; `None` when the window never began.
+    pub cpu_us: Option<u64>,
+    /// Length of the window, seconds.
+    pub window_s: f64,
+    /// The larger of the tree's summed `VmRSS` samples and the root's `VmHWM`, KiB.
+    pub peak_rss_kib: u64,
+    /// Most processes seen in the tree at once.
+    pub peak_procs: u64,
+}
+
+impl ServerCost {
+    /// Server CPU µs per message at loadgen's measured rate: CPU time over
+    /// the messages echoed in the window (`msgs_per_s × window_s`). `None`
+    /// when no CPU was seen or the window held less than one message.
+    pub fn cpu_us_per_msg(&self, msgs_per_s: f64) -> Option<f64> {
+        let cpu_us = self.cpu_us.filter(|&us| us > 0)?;
+        let window_msgs = msgs_per_s * self.window_s;
+        (self.window_s > 0.0 && window_msgs >= 1.0).then(|| cpu_us as f64 / window_msgs)
+    }
+
+    /// Cores' worth of CPU the server tree used in the window.
+    pub fn cores_busy(&self) -> Option<f64> {
+        let cpu_us = self.cpu_us.filter(|&us| us > 0)?;
+        (self.window_s > 0.0).then(|| cpu_us as f64 / 1e6 / self.window_s)
+    }
+}
+
+/// CPU that processes outside this runner's tree used in a run's window.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct OtherProcesses {
+    pub cpu_us: u64,
+    /// `cpu_us` over the window's length: cores' worth.
+    pub cores: f64,
+}
+
+/// One run of the comparison, as recorded in [`MANIFEST`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub spec: RunSpec,
+    /// loadgen's result file (its `.hgrm` beside it), in the output directory.
+    pub result_file: RunFileName,
+    /// The exact argv of the server and of loadgen (loadgen runs in the output directory).
+    pub server_argv: Vec<String>,
+    pub loadgen_argv: Vec<String>,
+    pub outcome: Outcome,
+    /// loadgen's exit code (non-zero e.g. when an echo was corrupted).
+    pub loadgen_exit: Option<i32>,
+    /// The server's `summary` line, if it printed one.
+    pub server_summary: Option<String>,
+    /// Wall time of the whole run, server start to stop.
+    pub wall_s: f64,
+    /// What the server's tree cost in the measured window.
+    #[serde(default)]
+    pub server_cost: Option<ServerCost>,
+    /// Other processes' CPU in the same window.
+    #[serde(default)]
+    pub other_processes: Option<OtherProcesses>,
+}
+
+impl RunRecord {
+    /// A run that never started or failed before it learned anything.
+    pub fn failed(spec: RunSpec, why: impl Into<String>) -> RunRecord {
+        RunRecord {
+            result_file: RunFileName::for_run(&spec),
+            spec,
+            server_argv: Vec::new(),
+            loadgen_argv: Vec::new(),
+            outcome: Outcome::Failed(why.into()),
+            loadgen_exit: None,
+            server_summary: None,
+            wall_s: 0.0,
+            server_cost: None,
+            other_processes: None,
+        }
+    }
+}
+
+/// What one CPU's clock-reading spinner saw before the runs (see `execute::stalls`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuStalls {
+    pub cpu: usize,
+    /// How long the thread spun.
+    pub seconds: f64,
+    /// Gaps of at least 100 µs.
+    pub stalls: u64,
+    /// Of those, gaps of at least 1 ms.
+    pub stalls_over_1ms: u64,
+    /// The longest gap.
+    pub max_us: f64,
+    /// The share of the time spent inside stalls.
+    pub stalled_fraction: f64,
+}
+
+impl CpuStalls {
+    /// Stalls of at least 1 ms per second.
+    pub fn over_1ms_per_s(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.stalls_over_1ms as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Settings of the whole comparison that the report quotes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Method {
+    /// loadgen's `--connect-rate`.
+    pub connect_rate: u64,
+    /// How often the server tree's memory was sampled, ms.
+    pub rss_interval_ms: u64,
+    /// Above this many cores of other processes a run is called disturbed.
+    pub disturbed_cores: f64,
+}
+
+/// The settings of manifests written before [`Method`] was recorded: the
+/// constants of that code.
+impl Default for Method {
+    fn default() -> Method {
+        Method {
+            connect_rate: 20_000,
+            rss_interval_ms: 500,
+            disturbed_cores: 0.05,
+        }
+    }
+}
+
+/// Everything the report needs about one comparison.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// [`MANIFEST_SCHEMA`]; empty in manifests of the older layout.
+    #[serde(default)]
+    pub schema: String,
+    pub started_utc: String,
+    pub finished_utc: String,
+    pub git_commit: String,
+    /// The argv `compare` was started with.
+    pub command: Vec<String>,
+    pub quick: bool,
+    pub server_cpus: String,
+    pub loadgen_cpus: String,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    #[serde(default)]
+    pub method: Method,
+    /// The open-loop rate and how it was chosen.
+    pub open_loop_rate: Option<f64>,
+    pub open_loop_note: String,
+    /// Scale-downs and other notes about the matrix.
+    pub notes: Vec<String>,
+    pub machine: Machine,
+    /// Each CPU's pauses with nothing running, measured before the first run.
+    #[serde(default)]
+    pub platform_stalls: Vec<CpuStalls>,
+    pub runs: Vec<RunRecord>,
+}
+
+impl Manifest {
+    /// Reads `dir/compare.json`. A manifest of the older layout gets each
+    /// run's server cost and other processes' CPU from the keys the old
+    /// runner wrote into loadgen's file (`extra.server_*`,
+    /// `extra.other_processes_*`), in memory; the files are not changed.
+    pub fn load(dir: &Path) -> anyhow::Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut manifest: Manifest =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        match manifest.schema.as_str() {
+            MANIFEST_SCHEMA => {}
+            "" => legacy::convert(&mut manifest, dir),
+            other => bail!("{}: schema {other:?}, expected {MANIFEST_SCHEMA:?}", path.display()),
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `dir/compare.json`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let path = dir.join(MANIFEST);
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// The one-time conversion of the layout before `compare.v2`.
+mod legacy {
+    use super::*;
+    use serde_json::Value;
+
+    pub fn convert(manifest: &mut Manifest, dir: &Path) {
+        for run in manifest.runs.iter_mut().filter(|r| r.outcome == Outcome::Ok) {
+            let Some(extra) = read_extra(&run.result_file.in_dir(dir)) else {
+                continue;
+            };
+            run.server_cost = Some(server_cost(&extra));
+            run.other_processes = other_processes(&extra);
+        }
+        manifest.schema = MANIFEST_SCHEMA.into();
+    }
+
+    fn read_extra(path: &Path) -> Option<serde_json::Map<String, Value>> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut value: Value = serde_json::from_str(&text).ok()?;
+        match value.get_mut("extra")?.take() {
+            Value::Object(map) => Some(map),
+            _ => None,
+        }
+    }
+
+    fn server_cost(extra: &serde_json::Map<String, Value>) -> ServerCost {
+        let u64_of = |k: &str| extra.get(k).and_then(Value::as_u64);
+        ServerCost {
+            cpu_us: u64_of("server_cpu_us"),
+            window_s: extra.get("server_cpu_window_s").and_then(Value::as_f64).unwrap_or(0.0),
+            // Named `_kb`, but it held KiB.
+            peak_rss_kib: u64_of("server_peak_rss_kb").unwrap_or(0),
+            peak_procs: u64_of("server_peak_procs").unwrap_or(0),
+        }
+    }
+
+    fn other_processes(extra: &serde_json::Map<String, Value>) -> Option<OtherProcesses> {
+        Some(OtherProcesses {
+            cpu_us: extra.get("other_processes_cpu_us")?.as_u64()?,
+            cores: extra.get("other_processes_cores")?.as_f64()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_file_names_stay_inside_the_directory() {
+        for bad in [
+            "../victim.json",
+            "/etc/passwd",
+            "a/b.json",
+            "..",
+            ".",
+            "",
+            ".hidden.json",
+        ] {
+            assert!(RunFileName::try_from(bad.to_string()).is_err(), "{bad:?} accepted");
+            let json = format!("{:?}", bad);
+            assert!(serde_json::from_str::<RunFileName>(&json).is_err(), "{bad:?} parsed");
+        }
+        let ok = RunFileName::try_from("closed-epoll-tcp-c1-s128-r1.json".to_string()).unwrap();
+        assert_eq!(ok.hgrm().as_str(), "closed-epoll-tcp-c1-s128-r1.hgrm");
+        assert_eq!(
+            ok.in_dir(Path::new("results")),
+            Path::new("results/closed-epoll-tcp-c1-s128-r1.json")
+        );
+    }
+}

@@ -1,0 +1,1014 @@
+//! Tests of the `compare` runner: plots and README from result files, the
+//! committed results/ still rendering, the `/proc` CPU reader against a real
+//! CPU-burning child, the runner with stand-in binaries (a failing backend,
+//! Ctrl-C, a hostile manifest), and the quick matrix end to end against the
+//! real `server` and `loadgen`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compare::analyse::{self, Run};
+use compare::plan::{MatrixPlan, Peer, RunSpec};
+use compare::record::{CpuStalls, Manifest, Method, Outcome, RunFileName, RunRecord, ServerCost, MANIFEST_SCHEMA};
+use compare::render::{plots, readme};
+use hdrhistogram::Histogram;
+use loadgen::result::{Errors, Extra, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+use sockbench::cpu::CpuList;
+use sockbench::machine::{utc_now, Machine};
+use sockbench::net::Transport;
+use sockbench::server::BackendKind;
+
+const EPOLL: Peer = Peer::Backend(BackendKind::Epoll);
+const FORK: Peer = Peer::Backend(BackendKind::Fork);
+const URING: Peer = Peer::Backend(BackendKind::Uring);
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sockbench-compare-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small deterministic generator, so the recorded latencies differ per backend.
+struct Lcg(u64);
+impl Lcg {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A result whose latency figures all come from a histogram recorded here:
+/// `samples` latencies around `base_us` with a long tail.
+fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> RunResult {
+    let backend = spec.peer.name();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut rng = Lcg(seed);
+    for _ in 0..samples {
+        let u = rng.next_f64();
+        // Exponential body, and one sample in a thousand 50x slower.
+        let mut v = base_us * (1.0 - u.max(1e-12).ln());
+        if rng.next_f64() < 0.001 {
+            v *= 50.0;
+        }
+        hist.record(v as u64).unwrap();
+    }
+    let duration_s = 3.0;
+    let messages = hist.len();
+    let series = (1..=3)
+        .map(|t| SeriesPoint {
+            t_s: t as f64,
+            msgs: messages / 3 + t as u64 * 10,
+            p50_us: 0.0,
+            p99_us: 0.0,
+            errors: 0,
+        })
+        .collect();
+    RunResult {
+        schema: SCHEMA.into(),
+        command: vec!["loadgen".into()],
+        version: "test".into(),
+        git_commit: "unknown".into(),
+        env: RunEnv {
+            kernel: "k".into(),
+            cpu_model: "c".into(),
+            cores: 2,
+            pin: "1".into(),
+        },
+        settings: Settings {
+            backend: Some(backend.into()),
+            label: Some(backend.into()),
+            transport: spec.transport.name().into(),
+            target: "127.0.0.1:1".into(),
+            conns: spec.conns,
+            duration_s,
+            warmup_s: 0.5,
+            size: spec.size_bytes,
+            depth: 1,
+            rate: spec.rate,
+            threads: 1,
+            pin: Some("1".into()),
+            connect_rate: 20_000,
+            timeout_s: 1.0,
+            io: Some("epoll".into()),
+        },
+        complete: true,
+        messages,
+        bytes: messages * spec.size_bytes * 2,
+        throughput: Throughput {
+            msgs_per_s: messages as f64 / duration_s,
+            mb_per_s: (messages * spec.size_bytes) as f64 / duration_s / 1e6,
+            requested_msgs_per_s: spec.rate,
+        },
+        latency_us: Latency {
+            min: hist.min() as f64,
+            mean: hist.mean(),
+            p50: hist.value_at_quantile(0.5) as f64,
+            p90: hist.value_at_quantile(0.9) as f64,
+            p99: hist.value_at_quantile(0.99) as f64,
+            p99_9: hist.value_at_quantile(0.999) as f64,
+            p99_99: hist.value_at_quantile(0.9999) as f64,
+            max: hist.max() as f64,
+        },
+        errors: Errors::default(),
+        series,
+        histogram: loadgen::result::encode_histogram(&hist),
+        extra: Extra::default(),
+    }
+}
+
+/// The record of a successful run whose server used `cpu_us_per_msg` µs of
+/// CPU per message of `res` over the whole measured phase, and 2 MiB.
+fn record(spec: RunSpec, res: &RunResult, cpu_us_per_msg: f64) -> RunRecord {
+    let mut rec = RunRecord::failed(spec.clone(), "");
+    rec.server_argv = vec!["server".into(), "--backend".into(), spec.peer.name().into()];
+    rec.loadgen_argv = vec!["loadgen".into(), "--conns".into(), spec.conns.to_string()];
+    rec.outcome = Outcome::Ok;
+    rec.loadgen_exit = Some(0);
+    rec.wall_s = 1.0;
+    rec.server_cost = Some(ServerCost {
+        cpu_us: Some((cpu_us_per_msg * res.messages as f64).round() as u64),
+        window_s: res.settings.duration_s,
+        peak_rss_kib: 2048,
+        peak_procs: 1,
+    });
+    rec
+}
+
+/// A run as the report sees it: `base_us` latency, `base_us / 4` server CPU per message.
+fn recorded_run(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> Run {
+    let result = recorded_result(spec, base_us, samples, seed);
+    Run {
+        record: record(spec.clone(), &result, base_us / 4.0),
+        result,
+    }
+}
+
+/// A manifest around `runs`.
+fn manifest_of(runs: &[Run], quick: bool) -> Manifest {
+    Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        started_utc: utc_now(),
+        finished_utc: utc_now(),
+        git_commit: "test".into(),
+        command: vec!["compare".into()],
+        quick,
+        server_cpus: "0".into(),
+        loadgen_cpus: "1".into(),
+        duration_s: 3.0,
+        warmup_s: 0.5,
+        method: Method::default(),
+        open_loop_rate: None,
+        open_loop_note: String::new(),
+        notes: vec![],
+        machine: Machine::probe(),
+        platform_stalls: vec![],
+        runs: runs.iter().map(|r| r.record.clone()).collect(),
+    }
+}
+
+/// Asserts `path` is an SVG with drawn lines and the given labels.
+fn assert_svg(path: &Path, labels: &[&str]) {
+    let svg = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(svg.starts_with("<svg"), "{} is not an SVG", path.display());
+    assert!(
+        svg.len() > 2_000,
+        "{} is nearly empty ({} bytes)",
+        path.display(),
+        svg.len()
+    );
+    assert!(svg.contains("<polyline"), "{} has no line drawn", path.display());
+    for label in labels {
+        assert!(svg.contains(label), "{} lacks the label {label:?}", path.display());
+    }
+}
+
+#[test]
+fn plots_and_readme_from_result_files() {
+    let dir = temp_dir("plots");
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL, FORK]), Some(vec![Transport::Tcp]), 1);
+    let mut runs = Vec::new();
+    for (i, spec) in plan.closed_loop().into_iter().enumerate() {
+        let base = if spec.peer == FORK { 40.0 } else { 12.0 } + spec.conns as f64 / 10.0;
+        runs.push(recorded_run(&spec, base, (600_000.0 / base) as usize, i as u64 + 1));
+    }
+    // fork's most-connection run is over udp; the over-time plot must still
+    // compare every backend over the same transport (tcp), not this one.
+    let mut fork_udp = plan.closed_loop()[0].clone();
+    assert_eq!(fork_udp.peer, EPOLL);
+    fork_udp.peer = FORK;
+    fork_udp.transport = Transport::Udp;
+    fork_udp.conns = 10_000;
+    fork_udp.requested_conns = 10_000;
+    runs.push(recorded_run(&fork_udp, 30.0, 20_000, 99));
+    for (i, peer) in [EPOLL, FORK].into_iter().enumerate() {
+        let spec = plan.open_loop(peer, 5_000.0);
+        let base = if peer == FORK { 50.0 } else { 15.0 };
+        runs.push(recorded_run(&spec, base, 50_000, 100 + i as u64));
+    }
+    for run in &runs {
+        loadgen::result::write(&run.record.result_file.in_dir(&dir), &run.result).unwrap();
+    }
+    let mut manifest = manifest_of(&runs, true);
+    manifest.open_loop_rate = Some(5_000.0);
+    manifest.open_loop_note = "5000 msgs/s for every backend".into();
+    manifest.platform_stalls = vec![CpuStalls {
+        cpu: 1,
+        seconds: 10.0,
+        stalls: 40,
+        stalls_over_1ms: 25,
+        max_us: 4_560.0,
+        stalled_fraction: 0.0052,
+    }];
+    manifest.save(&dir).unwrap();
+
+    // Everything below reads the files back, as `compare --report-only` does.
+    let manifest = Manifest::load(&dir).unwrap();
+    let loaded = analyse::load_runs(&manifest, &dir);
+    assert_eq!(loaded.len(), runs.len());
+    let files = compare::render::write_report(&manifest, &loaded, &dir).unwrap();
+    let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
+    assert_eq!(names, plots::PLOT_FILES);
+    for f in &files {
+        assert_svg(&dir.join(&f.file), &["epoll", "fork"]);
+    }
+    assert_svg(&dir.join("latency_spectrum.svg"), &["99.9%", "99.999%"]);
+    assert_svg(&dir.join("throughput_vs_conns.svg"), &["tcp, 128 B", "connections"]);
+    assert_svg(
+        &dir.join("throughput_over_time.svg"),
+        &[
+            "(tcp, 128 B)",
+            "fork (tcp, 100 conns, 128 B)",
+            "epoll (tcp, 100 conns, 128 B)",
+        ],
+    );
+    let over_time = std::fs::read_to_string(dir.join("throughput_over_time.svg")).unwrap();
+    assert!(!over_time.contains("udp"), "over-time plot mixes in a udp run");
+
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for f in &files {
+        assert!(
+            readme.contains(&format!("]({})", f.file)),
+            "README does not embed {}",
+            f.file
+        );
+    }
+    assert!(
+        readme.contains("| epoll | 100 |"),
+        "README lacks the epoll 100-connection row:\n{readme}"
+    );
+    assert!(readme.contains(&manifest.machine.kernel));
+    // The machine's own pauses, as measured before the runs, are in the header.
+    assert!(
+        readme.contains(
+            "| CPU 1 pauses, nothing running | 2.5 per second of 1 ms or more, the longest 4.6 ms; 0.52% of the time"
+        ),
+        "{readme}"
+    );
+    assert!(readme.contains("the longest pause was 4.6 ms, on CPU 1"), "{readme}");
+    // The p99 in the open-loop table is the one recorded in the histogram.
+    let epoll_open = &runs
+        .iter()
+        .find(|r| r.record.spec.is_open_loop() && r.record.spec.peer == EPOLL)
+        .unwrap()
+        .result;
+    assert!(readme.contains(&format!("| {:.0} |", epoll_open.latency_us.p99)));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The committed results/ (written by the runner before the manifest had a
+/// schema) load through the converter and render today's tables: the
+/// README's TCP 128 B figures, server CPU ranges included.
+#[test]
+fn committed_results_still_render() {
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+    if !results.join("compare.json").is_file() {
+        eprintln!("skipped: no committed results/compare.json");
+        return;
+    }
+    let manifest = Manifest::load(&results).unwrap();
+    assert_eq!(manifest.schema, MANIFEST_SCHEMA);
+    let runs = analyse::load_runs(&manifest, &results);
+    assert_eq!(
+        runs.len(),
+        manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok).count()
+    );
+    let readme = readme::render(&manifest, &runs, &[]);
+    let committed = std::fs::read_to_string(results.join("README.md")).unwrap();
+    let tables = |text: &str| -> String {
+        let start = text.find("## Closed loop").expect("a closed-loop section");
+        let end = text.find("## Exact commands").expect("a commands section");
+        text[start..end].to_string()
+    };
+    assert_eq!(
+        tables(&readme),
+        tables(&committed),
+        "the committed tables no longer render the same"
+    );
+}
+
+#[test]
+fn scale_down_is_said() {
+    let plan = MatrixPlan::new(false, None, None, 1);
+    let runs = plan.closed_loop();
+    assert_eq!(runs.len(), 4 * 3 * 4 * 2);
+    let fork_10k = runs
+        .iter()
+        .find(|r| r.peer == FORK && r.transport == Transport::Tcp && r.requested_conns == 10_000)
+        .unwrap();
+    assert!(fork_10k.conns < 10_000 && fork_10k.note.as_deref().unwrap_or("").contains("scaled down"));
+    let pool = runs
+        .iter()
+        .find(|r| {
+            r.peer == Peer::Backend(BackendKind::Threadpool)
+                && r.transport == Transport::Unix
+                && r.requested_conns == 100
+        })
+        .unwrap();
+    assert_eq!(pool.server_threads, 100, "threadpool needs a worker per connection");
+    let epoll_10k = runs
+        .iter()
+        .find(|r| r.peer == EPOLL && r.requested_conns == 10_000)
+        .unwrap();
+    assert_eq!((epoll_10k.conns, epoll_10k.note.as_ref()), (10_000, None));
+    let fork_udp = runs
+        .iter()
+        .find(|r| r.peer == FORK && r.transport == Transport::Udp && r.requested_conns == 10_000)
+        .unwrap();
+    assert_eq!(fork_udp.conns, 10_000, "datagrams need no process per client");
+}
+
+#[test]
+fn proc_cpu_counts_a_burning_child_live_and_reaped() {
+    let dir = temp_dir("cpu");
+    let stop = dir.join("stop");
+    // The parent shell only waits; its forked child burns CPU until told to stop.
+    let script = format!("( while [ ! -e '{}' ]; do :; done ); sleep 30", stop.display());
+    let mut parent = spawn_sh(&script);
+    let pid = parent.id();
+    let before = sockbench::procfs::tree_cpu_us(pid).unwrap();
+    // Bounded: the child must show 300 ms of CPU within 20 s.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let live = loop {
+        let now = sockbench::procfs::tree_cpu_us(pid).unwrap();
+        if now - before >= 300_000 || Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let tree = sockbench::procfs::tree(pid);
+    let own = sockbench::procfs::own_cpu_us(pid).unwrap();
+    std::fs::write(&stop, b"").unwrap();
+    assert!(
+        live - before >= 300_000,
+        "tree CPU grew only {} us while a child spun",
+        live - before
+    );
+    assert!(tree.len() >= 2, "the burning child is not in the tree {tree:?}");
+    assert!(
+        own < 200_000,
+        "the waiting parent itself used {own} us: the time must be the child's"
+    );
+
+    // Once the child has exited and been reaped, its time lives in the parent's cutime/cstime.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockbench::procfs::tree(pid).len() > 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sockbench::procfs::children(pid)
+        .iter()
+        .any(|&c| sockbench::procfs::own_cpu_us(c).unwrap_or(0) > 100_000)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = sockbench::procfs::tree_cpu_us(pid).unwrap();
+    // cutime is kept in whole clock ticks, so the reaped figure may be up to one tick lower.
+    assert!(
+        after + 20_000 >= live,
+        "tree CPU fell from {live} to {after} us when the child was reaped"
+    );
+    let _ = parent.kill();
+    let _ = parent.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `sh -c script`, stdin closed.
+fn spawn_sh(script: &str) -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The directory with the built `server` and `loadgen` (target/<profile>):
+/// `cargo test --workspace` builds them there; `cargo test -p compare` alone does not.
+fn bin_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_compare"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Why the real binaries cannot run the matrix, if they cannot (only when
+/// this test is run without the workspace's binaries built beside it).
+fn real_binaries_missing(dir: &Path) -> Option<String> {
+    let server = dir.join("server");
+    if !server.is_file() {
+        return Some(format!("{} is not built (cargo build --release)", server.display()));
+    }
+    match Command::new(dir.join("loadgen")).arg("--help").output() {
+        Ok(help) if help.status.success() => None,
+        Ok(help) => Some(format!(
+            "loadgen --help failed: {}",
+            String::from_utf8_lossy(&help.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run loadgen: {e}")),
+    }
+}
+
+#[test]
+fn quick_matrix_runs_end_to_end() {
+    let bins = bin_dir();
+    if let Some(why) = real_binaries_missing(&bins) {
+        eprintln!("skipped: quick matrix needs the real server and loadgen: {why}");
+        return;
+    }
+    // Every backend: one that fails to serve is a failed run, and fails the test.
+    let backends = BackendKind::ALL;
+    let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+    let dir = temp_dir("quick");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--quick", "--backends", &names.join(","), "--bin-dir"])
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare --quick failed:\n{stderr}");
+    assert!(
+        stderr.contains("server on CPU"),
+        "the CPU split is not printed:\n{stderr}"
+    );
+    assert!(stderr.contains("left]"), "no progress line:\n{stderr}");
+    eprintln!(
+        "compare --quick over {names:?} took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let manifest = Manifest::load(&dir).unwrap();
+    let peers: Vec<Peer> = backends.iter().copied().map(Peer::Backend).collect();
+    let plan = MatrixPlan::new(true, Some(peers.clone()), None, 1);
+    assert_eq!(manifest.runs.len(), plan.closed_loop().len() + peers.len());
+    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
+    assert!(failed.is_empty(), "failed runs: {failed:#?}");
+    // The machine's pauses were measured on both sides' CPUs before the runs.
+    let mut split: Vec<usize> = [&manifest.server_cpus, &manifest.loadgen_cpus]
+        .iter()
+        .flat_map(|list| list.parse::<CpuList>().unwrap().cpus().to_vec())
+        .collect();
+    split.sort_unstable();
+    split.dedup();
+    let measured: Vec<usize> = manifest.platform_stalls.iter().map(|s| s.cpu).collect();
+    assert_eq!(measured, split, "{:?}", manifest.platform_stalls);
+    assert!(manifest.platform_stalls.iter().all(|s| s.seconds >= 1.9));
+    assert!(stderr.contains("measuring the machine's own pauses"), "{stderr}");
+    // Nothing of the run in progress is left behind.
+    let hidden: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+    for run in analyse::load_runs(&manifest, &dir) {
+        let name = run.record.spec.name();
+        assert_eq!(
+            run.result.settings.backend.as_deref(),
+            Some(run.record.spec.peer.name())
+        );
+        assert!(run.result.messages > 0, "{name}: no messages");
+        // Other processes' CPU over the window is measured (not judged: tests run beside this one).
+        assert!(run.record.other_processes.is_some(), "{name}: no other processes' CPU");
+        assert!(
+            run.server_cpu_us_per_msg().is_some_and(|v| v > 0.0),
+            "{name}: no server CPU per message"
+        );
+        assert!(run.server_peak_rss_kib().unwrap_or(0) > 0, "{name}: no peak RSS");
+        assert!(run.record.result_file.hgrm().in_dir(&dir).is_file(), "{name}: no .hgrm");
+    }
+    assert!(manifest.open_loop_rate.is_some());
+    for f in [
+        "throughput_vs_conns.svg",
+        "server_cpu_vs_conns.svg",
+        "throughput_over_time.svg",
+        "latency_spectrum.svg",
+    ] {
+        assert_svg(&dir.join(f), &names);
+    }
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for name in &names {
+        assert!(
+            readme.contains(&format!("--backend {name}")),
+            "README lacks the server command of {name}"
+        );
+    }
+    assert!(readme.contains("--rate"), "README lacks the open-loop loadgen command");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes an executable shell script.
+fn script(path: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The runner's own plumbing, without the real binaries: stand-in scripts
+/// for `server` (one backend refuses to start; the other burns CPU in a
+/// forked child until SIGTERM) and `loadgen` (waits, then writes a result).
+#[test]
+fn runner_records_a_failed_run_and_goes_on() {
+    let dir = temp_dir("runner");
+    let bins = dir.join("bin");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&bins).unwrap();
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let spec = plan.closed_loop()[0].clone();
+    let template = dir.join("template.json");
+    loadgen::result::write(&template, &recorded_result(&spec, 20.0, 30_000, 7)).unwrap();
+    script(
+        &bins.join("server"),
+        "case \"$*\" in *fork*) echo 'boom: no fork today' >&2; exit 1;; esac\n\
+         ( while :; do :; done ) &\n\
+         kid=$!\n\
+         trap 'kill $kid; echo summary backend=stand-in messages=0; exit 0' TERM\n\
+         echo listening addr=127.0.0.1:9 transport=tcp\n\
+         while :; do sleep 0.05; done",
+    );
+    script(
+        &bins.join("loadgen"),
+        &format!(
+            "while [ $# -gt 0 ]; do [ \"$1\" = --out ] && out=$2; shift; done\n\
+             sleep 1.6\n\
+             cp '{}' \"$out\"",
+            template.display()
+        ),
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args([
+            "--quick",
+            "--backends",
+            "epoll,fork",
+            "--transports",
+            "tcp",
+            "--duration",
+            "1s",
+            "--warmup",
+            "300ms",
+        ])
+        .arg("--bin-dir")
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "one failing backend must not fail the comparison:\n{stderr}"
+    );
+    assert!(stderr.contains("[6/6, 0 left]"), "progress lines missing:\n{stderr}");
+
+    let manifest = Manifest::load(&out).unwrap();
+    assert_eq!(manifest.runs.len(), 6);
+    for run in &manifest.runs {
+        match (run.spec.peer, &run.outcome) {
+            (EPOLL, Outcome::Ok) => {
+                assert_eq!(
+                    run.server_summary.as_deref(),
+                    Some("summary backend=stand-in messages=0")
+                );
+                let path = run.result_file.in_dir(&out);
+                let res = loadgen::result::read(&path).unwrap();
+                assert_eq!(
+                    std::fs::read_to_string(&path).unwrap(),
+                    std::fs::read_to_string(&template).unwrap(),
+                    "the runner never rewrites loadgen's file"
+                );
+                // The stand-in server's forked child spins on CPU 0 through the window (with
+                // other tests sharing that CPU, how much it gets varies: only "some" is certain).
+                let cost = run.server_cost.clone().unwrap();
+                assert!(cost.cpu_us.unwrap() > 0, "no server tree CPU seen while its child spun");
+                assert!(cost.cpu_us_per_msg(res.throughput.msgs_per_s).unwrap() > 0.0);
+                assert!(cost.peak_rss_kib > 0);
+            }
+            (FORK, Outcome::Failed(why)) => {
+                assert!(
+                    why.contains("before printing `listening`") && why.contains("boom"),
+                    "{why}"
+                );
+            }
+            (b, o) => panic!("unexpected outcome for {b}: {o:?}"),
+        }
+    }
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        readme.contains("## Failed runs") && readme.contains("closed-fork-tcp-c1-s128"),
+        "{readme}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fork server's children each use a few milliseconds, less than one clock
+/// tick: the tree reading must still add them up (not round each to zero).
+#[test]
+fn proc_cpu_adds_up_many_small_children() {
+    const KIDS: usize = 40;
+    // Each child does a fixed small amount of work, then sleeps without using CPU.
+    let script = format!(
+        "for k in $(seq {KIDS}); do ( i=0; while [ $i -lt 3000 ]; do i=$((i+1)); done; exec sleep 30 ) & done; wait"
+    );
+    let mut parent = spawn_sh(&script);
+    let pid = parent.id();
+    // Bounded: wait until every child is up and idle (the tree's CPU stops growing).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = 0;
+    let settled = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = sockbench::procfs::tree_cpu_us(pid).unwrap();
+        let kids = sockbench::procfs::children(pid).len();
+        if kids == KIDS && now == last && now > 0 {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        last = now;
+    };
+    let live_total = sockbench::procfs::tree_cpu_us(pid).unwrap();
+    eprintln!("{KIDS} children: {live_total} us from per-thread schedstat");
+    for kid in sockbench::procfs::children(pid) {
+        let _ = Command::new("kill").arg(kid.to_string()).status();
+    }
+    let _ = parent.kill();
+    let _ = parent.wait();
+    assert!(settled, "the {KIDS} children did not all start and go idle within 20 s");
+    // Once reaped, the kernel's exact total lands in the parent's cutime/cstime;
+    // we cannot read it after the parent exits, so compare against the work done:
+    // each child spent a measurable time in its loop, far less than the 10 ms
+    // clock tick that per-process utime/stime would have rounded it down to.
+    assert!(
+        live_total >= KIDS as u64 * 200,
+        "{KIDS} children that each ran a 3000-step shell loop add up to only {live_total} us"
+    );
+}
+
+#[test]
+fn rounds_show_the_median_run_of_each_point_with_the_range() {
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let point = plan.closed_loop()[1].clone();
+    // Three rounds of one point costing 4, 9 and 6 µs/msg of server CPU (base / 4).
+    let runs: Vec<Run> = [16.0, 36.0, 24.0]
+        .into_iter()
+        .enumerate()
+        .map(|(i, base)| {
+            let spec = RunSpec {
+                repetition: i as u32 + 1,
+                ..point.clone()
+            };
+            recorded_run(&spec, base, 1_000 + i * 100, i as u64 + 7)
+        })
+        .collect();
+    let names: Vec<String> = runs.iter().map(|r| r.record.result_file.to_string()).collect();
+    assert_eq!(names.len(), 3);
+    assert!(names.iter().all(|n| n.starts_with(&point.point())), "{names:?}");
+    assert!(names[2].ends_with("-r3.json"), "{names:?}");
+
+    let medians = analyse::median_runs(&runs);
+    assert_eq!(medians.len(), 1, "one row per point");
+    assert_eq!(medians[0].record.spec.repetition, 3, "the 6 µs/msg run is the median");
+    assert_eq!(
+        medians[0].result.messages, runs[2].result.messages,
+        "every figure from that one run"
+    );
+    let range = analyse::server_cpu_range(&runs, &point.point()).unwrap();
+    assert!(
+        (range.lo - 4.0).abs() < 1e-6 && (range.hi - 9.0).abs() < 1e-6,
+        "{range:?}"
+    );
+
+    let readme = readme::render(&manifest_of(&runs, false), &runs, &[]);
+    assert!(readme.contains("| 6.00 (4.00–9.00) |"), "{readme}");
+    assert!(readme.contains("3 round(s)"), "{readme}");
+}
+
+/// A run during which other processes took CPU is flagged in the header and
+/// listed under "Disturbed runs"; quiet runs are not.
+#[test]
+fn report_lists_runs_that_other_processes_disturbed() {
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL, URING]), Some(vec![Transport::Tcp]), 1);
+    let specs: Vec<RunSpec> = plan.closed_loop().into_iter().take(2).collect();
+    assert_eq!(specs.len(), 2);
+    let with_others = |cores: &[f64]| -> Vec<Run> {
+        specs
+            .iter()
+            .zip(cores)
+            .enumerate()
+            .map(|(i, (spec, &cores))| {
+                let mut run = recorded_run(spec, 20.0, 500, i as u64 + 3);
+                run.record.other_processes = Some(compare::record::OtherProcesses {
+                    cpu_us: (cores * 1e6) as u64,
+                    cores,
+                });
+                run
+            })
+            .collect()
+    };
+    let runs = with_others(&[0.004, 0.31]);
+    let manifest = manifest_of(&runs, true);
+    let readme = readme::render(&manifest, &runs, &[]);
+    let (quiet, noisy) = (specs[0].name(), specs[1].name());
+    assert!(
+        readme.contains(&format!(
+            "at most 0.310 cores in a run's measured window ({noisy}); 1 of 2 runs above"
+        )),
+        "{readme}"
+    );
+    let section = readme
+        .split("## Disturbed runs")
+        .nth(1)
+        .expect("a Disturbed runs section");
+    let section = section.split("\n## ").next().unwrap();
+    assert!(section.contains(&format!("| {noisy} | 0.310 |")), "{section}");
+    assert!(!section.contains(&quiet), "{section}");
+
+    // Every run quiet: no section, and the header still says how quiet.
+    let quiet_runs = with_others(&[0.002, 0.002]);
+    let readme = readme::render(&manifest, &quiet_runs, &[]);
+    assert!(!readme.contains("## Disturbed runs"), "{readme}");
+    assert!(readme.contains("0 of 2 runs above"), "{readme}");
+}
+
+/// Stand-in `server` and `loadgen` in `dir/bin`. The server records its pid
+/// and its forked child's in `dir/pids/`, and on SIGTERM exits but leaves the
+/// child running, which only a signal to its process group reaches. loadgen
+/// records its pid, waits `loadgen_s` seconds, then writes a copy of a valid
+/// result where `--out` says.
+fn stand_in_bins(dir: &Path, loadgen_s: f64) -> PathBuf {
+    let bins = dir.join("bin");
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&bins).unwrap();
+    std::fs::create_dir_all(&pids).unwrap();
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let template = dir.join("template.json");
+    loadgen::result::write(&template, &recorded_result(&plan.closed_loop()[0], 20.0, 3_000, 5)).unwrap();
+    script(
+        &bins.join("server"),
+        &format!(
+            "echo $$ > '{pids}/server'\n\
+             ( while :; do sleep 0.1; done ) &\n\
+             echo $! > '{pids}/server-child'\n\
+             trap 'echo summary backend=stand-in; exit 0' TERM\n\
+             echo listening addr=127.0.0.1:9 transport=tcp\n\
+             while :; do sleep 0.05; done",
+            pids = pids.display()
+        ),
+    );
+    script(
+        &bins.join("loadgen"),
+        &format!(
+            "echo $$ > '{pids}/loadgen'\n\
+             while [ $# -gt 0 ]; do [ \"$1\" = --out ] && out=$2; shift; done\n\
+             sleep {loadgen_s}\n\
+             cp '{template}' \"$out\"",
+            pids = pids.display(),
+            template = template.display()
+        ),
+    );
+    bins
+}
+
+/// `--quick` with epoll over tcp only, each run `duration` long.
+fn quick_epoll_over_tcp(duration: &str) -> Vec<String> {
+    [
+        "--quick",
+        "--backends",
+        "epoll",
+        "--transports",
+        "tcp",
+        "--duration",
+        duration,
+        "--warmup",
+        "100ms",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Whether `pid` is gone (or a zombie nobody has reaped yet).
+fn process_gone(pid: u32) -> bool {
+    !matches!(sockbench::procfs::state(pid), Ok(state) if state != 'Z')
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Every file directly in `dir` with its contents, hidden ones included.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let data = std::fs::read(e.path()).ok()?;
+            Some((e.file_name().into_string().ok()?, data))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A previous comparison in `out`: one run with its result file, and a README linking to it.
+fn previous_results(out: &Path) -> RunFileName {
+    std::fs::create_dir_all(out).unwrap();
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let run = recorded_run(&plan.closed_loop()[0], 30.0, 2_000, 11);
+    loadgen::result::write(&run.record.result_file.in_dir(out), &run.result).unwrap();
+    manifest_of(std::slice::from_ref(&run), true).save(out).unwrap();
+    std::fs::write(
+        out.join("README.md"),
+        format!("old results: [{0}]({0})\n", run.record.result_file),
+    )
+    .unwrap();
+    run.record.result_file
+}
+
+/// Issue 15.12: Ctrl-C (SIGINT) in the middle of a run stops the server's
+/// whole process group and loadgen, and leaves the previous results whole.
+#[test]
+fn interrupted_run_stops_its_processes_and_keeps_the_old_results() {
+    let dir = temp_dir("interrupt");
+    let bins = stand_in_bins(&dir, 60.0);
+    let out = dir.join("out");
+    let old_file = previous_results(&out);
+    let before = snapshot(&out);
+    let log = std::fs::File::create(dir.join("compare.log")).unwrap();
+    let mut compare = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(quick_epoll_over_tcp("30s"))
+        .arg("--bin-dir")
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&out)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Bounded: the 2 s pause measurement, then the first run's loadgen starts.
+    let pids = dir.join("pids");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_pid(&pids.join("loadgen")).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let loadgen = read_pid(&pids.join("loadgen"));
+    let server = read_pid(&pids.join("server"));
+    let server_child = read_pid(&pids.join("server-child"));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(compare.id() as i32, libc::SIGINT) };
+    let status = compare::execute::process::wait_bounded(&mut compare, Duration::from_secs(20));
+    if status.is_none() {
+        let _ = compare.kill();
+    }
+    let stderr = std::fs::read_to_string(dir.join("compare.log")).unwrap();
+    let (loadgen, server, server_child) = (
+        loadgen.expect("loadgen never started"),
+        server.expect("no server pid"),
+        server_child.expect("no server child pid"),
+    );
+    let status = status.unwrap_or_else(|| panic!("compare did not exit within 20 s of SIGINT:\n{stderr}"));
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The server exits on SIGTERM; its child only goes with the process group.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ![server, server_child, loadgen].into_iter().all(process_gone) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(process_gone(server), "server {server} still runs");
+    assert!(
+        process_gone(server_child),
+        "the server's child {server_child} still runs"
+    );
+    assert!(process_gone(loadgen), "loadgen {loadgen} still runs");
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "the previous results changed (old file {old_file})"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 15.13: a manifest that names files outside `--out-dir` (absolute,
+/// or climbing with `..`) makes compare touch none of them, neither in
+/// `--report-only` nor when a new run replaces the old one. A valid previous
+/// run is replaced, and a file of the user's in the directory is kept.
+#[test]
+fn paths_outside_the_output_directory_are_never_touched() {
+    let dir = temp_dir("outside");
+    let bins = stand_in_bins(&dir, 1.2);
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let climbing = dir.join("victim.json");
+    let absolute = dir.join("elsewhere").join("victim.json");
+    std::fs::create_dir_all(absolute.parent().unwrap()).unwrap();
+    for victim in [&climbing, &absolute] {
+        std::fs::write(victim, b"precious").unwrap();
+        std::fs::write(victim.with_extension("hgrm"), b"precious").unwrap();
+    }
+    // An old-layout manifest (no schema), as the previous runner wrote it.
+    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let mut manifest = serde_json::to_value(manifest_of(&[], true)).unwrap();
+    manifest.as_object_mut().unwrap().remove("schema");
+    let entry = |file: &str| {
+        let mut rec = serde_json::to_value(RunRecord::failed(plan.closed_loop()[0].clone(), "")).unwrap();
+        rec["outcome"] = "ok".into();
+        rec["result_file"] = file.into();
+        rec
+    };
+    manifest["runs"] = vec![entry("../victim.json"), entry(&absolute.display().to_string())].into();
+    std::fs::write(
+        out.join("compare.json"),
+        serde_json::to_string_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out.join("mine.txt"), b"the user's").unwrap();
+    let victims_intact = || {
+        for victim in [&climbing, &absolute] {
+            assert_eq!(std::fs::read(victim).unwrap(), b"precious", "{}", victim.display());
+            assert_eq!(std::fs::read(victim.with_extension("hgrm")).unwrap(), b"precious");
+        }
+    };
+
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_compare"))
+            .args(extra)
+            .arg("--bin-dir")
+            .arg(&bins)
+            .arg("--out-dir")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let report = run(&["--report-only"]);
+    let stderr = String::from_utf8_lossy(&report.stderr);
+    assert!(
+        !report.status.success(),
+        "--report-only accepted the manifest:\n{stderr}"
+    );
+    assert!(stderr.contains("not a plain file name"), "{stderr}");
+    victims_intact();
+
+    let quick = quick_epoll_over_tcp("1s");
+    let quick: Vec<&str> = quick.iter().map(String::as_str).collect();
+    let first = run(&quick);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("its files are left in place"), "{stderr}");
+    victims_intact();
+    let first_run = Manifest::load(&out).unwrap();
+    assert_eq!(first_run.runs.len(), 3);
+
+    // A valid previous run is replaced: its files go, the user's stays.
+    let stale = RunFileName::try_from("closed-epoll-tcp-c7-s128.json".to_string()).unwrap();
+    let mut listed = first_run.clone();
+    let mut extra_run = listed.runs[0].clone();
+    extra_run.result_file = stale.clone();
+    listed.runs.push(extra_run);
+    listed.save(&out).unwrap();
+    std::fs::write(stale.in_dir(&out), b"{}").unwrap();
+    std::fs::write(stale.hgrm().in_dir(&out), b"").unwrap();
+    let second = run(&quick);
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        !stale.in_dir(&out).exists() && !stale.hgrm().in_dir(&out).exists(),
+        "the old run's file is left"
+    );
+    assert_eq!(std::fs::read(out.join("mine.txt")).unwrap(), b"the user's");
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    for rec in &Manifest::load(&out).unwrap().runs {
+        assert!(rec.result_file.in_dir(&out).is_file(), "{} is missing", rec.result_file);
+        assert!(
+            readme.contains(&rec.spec.name()),
+            "README does not list {}",
+            rec.spec.name()
+        );
+    }
+    victims_intact();
+    let _ = std::fs::remove_dir_all(&dir);
+}
