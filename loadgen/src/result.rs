@@ -23,6 +23,21 @@ pub struct RunResult {
     pub settings: Settings,
     /// False when the run was cut short (server died, interrupted).
     pub complete: bool,
+    /// This run's unique id (random, 32 hex digits); `loadgen merge` refuses
+    /// to add a run to itself. Empty in files written before it existed.
+    #[serde(default)]
+    pub run_id: String,
+    /// A merged result: the `run_id` of every single run it adds up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_run_ids: Vec<String>,
+    /// Why the run failed (loadgen exited 1), one line per reason; empty for a
+    /// run that passed. A merge keeps every input's reasons.
+    #[serde(default)]
+    pub failures: Vec<String>,
+    /// Errors before the measured window (startup and warm-up), which
+    /// `errors` leaves out; `connect` is always counted in `errors`.
+    #[serde(default)]
+    pub warmup_errors: Errors,
     /// Echoes completed in the measured phase.
     pub messages: u64,
     /// Bytes echoed in the measured phase.
@@ -37,6 +52,22 @@ pub struct RunResult {
     /// Anything a runner adds (e.g. `compare` records server CPU and RSS here).
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A fresh run id: 16 random bytes from the kernel as 32 hex digits.
+pub fn new_run_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No /dev/urandom (a bare chroot): time and pid are still unique per run on one machine.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes.copy_from_slice(&(nanos ^ ((std::process::id() as u128) << 96)).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The machine a run happened on.
