@@ -151,11 +151,18 @@ impl Args {
                 "--duration 0s: nothing would be measured; give a length like 10s".into(),
             ));
         }
-        if !self.transport.is_stream() && self.duration < self.timeout {
+        // A datagram is known lost one --timeout after it was sent, and a
+        // loss counts when it becomes known: if warm-up plus the measured
+        // phase are shorter, no loss could ever be counted, and a lossy
+        // server would look perfect. Streams need no such bound: a late echo
+        // still arrives and is recorded with its full latency.
+        if !self.transport.is_stream() && self.warmup + self.duration <= self.timeout {
             return Err(UsageError(format!(
-                "--duration {} is shorter than --timeout {}: a datagram is known lost only \
-                 --timeout after it was sent, so no loss could be seen; lengthen --duration or shorten --timeout",
+                "--duration {} (after --warmup {}) is not longer than --timeout {}: a datagram is known \
+                 lost only --timeout after it was sent, so no loss could be counted; \
+                 lengthen --duration or shorten --timeout",
                 human(self.duration),
+                human(self.warmup),
                 human(self.timeout)
             )));
         }

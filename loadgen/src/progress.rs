@@ -66,7 +66,7 @@ impl Progress {
                 ProgressDrawTarget::stderr(),
             );
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>18} [{bar:24}] {percent:>3}%  {msg}")
+                ProgressStyle::with_template("{prefix:>17} [{bar:16}] {percent:>3}%  {wide_msg}")
                     .expect("a valid template")
                     .progress_chars("=> "),
             );
@@ -99,9 +99,9 @@ impl Progress {
         let rate = format!("{:.0} msgs/s", iv.msgs_per_s);
         match &self.bar {
             Some(bar) => bar.set_message(format!(
-                "{rate}  p99 {}  errors {}  open {}/{}",
-                fmt_us(iv.p99_us),
+                "{rate}  errors {}  p99 {}  open {}/{}",
                 iv.errors,
+                fmt_us(iv.p99_us),
                 iv.open,
                 iv.conns
             )),

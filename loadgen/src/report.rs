@@ -84,15 +84,19 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
 /// A latency in microseconds with a unit scaled to its size, as wrk prints
 /// it: `85.00us`, `299.78ms`, `1.25s`. The JSON keeps exact microseconds.
 pub fn fmt_us(us: f64) -> String {
-    if us < 1_000.0 {
-        format!("{us:.2}us")
+    let (unit, suffix) = if us < 1_000.0 {
+        (1.0, "us")
     } else if us < 1_000_000.0 {
-        format!("{:.2}ms", us / 1e3)
+        (1e3, "ms")
     } else if us < 60_000_000.0 {
-        format!("{:.2}s", us / 1e6)
+        (1e6, "s")
     } else {
-        format!("{:.2}m", us / 60e6)
-    }
+        (60e6, "m")
+    };
+    // Round in hundredths of the unit first: 299775 us is 299.78ms, as wrk
+    // prints it, while 299775 / 1e3 in binary is just below 299.775.
+    let hundredths = (us * 100.0 / unit).round();
+    format!("{:.2}{suffix}", hundredths / 100.0)
 }
 
 /// Seconds as humantime writes a duration: `2s`, `500ms`, `1m 30s`.

@@ -65,8 +65,10 @@ pub fn git_commit() -> String {
     "unknown".into()
 }
 
-/// The private directory unixgram clients bind their sockets in: created
-/// fresh (mkdtemp, mode 0700, via `tempfile`), and at the end loadgen removes
+/// The directory unixgram clients bind their sockets in: created fresh with
+/// an unpredictable name (mkdtemp, via `tempfile`; the usual mode, not 0700,
+/// so that a server running as another user can still answer the clients'
+/// sockets), and at the end loadgen removes
 /// only the sockets it bound there (`c<id>`) and then the directory if it is
 /// empty: a file someone else put there is left alone, and so is the directory.
 struct ClientSocketDir {
