@@ -157,9 +157,7 @@ fn check_distinct_runs(results: &[RunResult], names: &[String]) -> anyhow::Resul
     for (r, name) in results.iter().zip(names) {
         for id in run_ids(r) {
             if let Some(other) = seen.insert(id.clone(), name) {
-                bail!(
-                    "{other} and {name} both contain run {id}; merging a run with itself would count it twice"
-                );
+                bail!("{other} and {name} both contain run {id}; merging a run with itself would count it twice");
             }
         }
     }

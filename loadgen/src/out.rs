@@ -78,14 +78,17 @@ impl OutPlan {
         let json = serde_json::to_string_pretty(result)? + "\n";
         let mut wrote = None;
         if let Some(f) = &self.file {
-            write_atomic(&f.json, json.as_bytes()).with_context(|| format!("--out {}: cannot write", f.json.display()))?;
+            write_atomic(&f.json, json.as_bytes())
+                .with_context(|| format!("--out {}: cannot write", f.json.display()))?;
             write_atomic(&f.hgrm, report::hgrm(hist).as_bytes())
                 .with_context(|| format!("cannot write {}", f.hgrm.display()))?;
             wrote = Some(format!("wrote {} and {}", f.json.display(), f.hgrm.display()));
         }
         if self.json_on_stdout {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(json.as_bytes()).context("write the result to stdout")?;
+            stdout
+                .write_all(json.as_bytes())
+                .context("write the result to stdout")?;
             stdout.flush().context("write the result to stdout")?;
         }
         Ok(wrote)

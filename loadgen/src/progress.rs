@@ -61,10 +61,8 @@ impl Progress {
     /// A bar when stderr is a terminal, plain lines otherwise.
     pub fn new(warmup: Duration, duration: Duration) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::with_draw_target(
-                Some(duration.as_millis().max(1) as u64),
-                ProgressDrawTarget::stderr(),
-            );
+            let bar =
+                ProgressBar::with_draw_target(Some(duration.as_millis().max(1) as u64), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template("{prefix:>17} [{bar:16}] {percent:>3}%  {wide_msg}")
                     .expect("a valid template")

@@ -119,17 +119,33 @@ fn latency_line(h: &Histogram<u64>, percentiles: &[f64]) -> String {
 
 /// Each error kind: its key under `errors`, its plural in a verdict, and what it counts.
 const ERROR_KINDS: [(&str, &str, &str); 7] = [
-    ("connect", "connect failures", "connect attempts that failed, over the whole run"),
+    (
+        "connect",
+        "connect failures",
+        "connect attempts that failed, over the whole run",
+    ),
     ("reset", "resets", "connections the server reset or closed mid-run"),
     ("timeout", "timeouts", "stream echoes later than --timeout"),
-    ("mismatch", "mismatches", "echoes that differ from what was sent: corruption"),
+    (
+        "mismatch",
+        "mismatches",
+        "echoes that differ from what was sent: corruption",
+    ),
     ("lost", "lost datagrams", "datagrams not answered within --timeout"),
     ("duplicate", "duplicates", "datagrams answered twice"),
     ("reordered", "reordered", "answers older than one already seen"),
 ];
 
 fn error_counts(e: &Errors) -> [u64; 7] {
-    [e.connect, e.reset, e.timeout, e.mismatch, e.lost, e.duplicate, e.reordered]
+    [
+        e.connect,
+        e.reset,
+        e.timeout,
+        e.mismatch,
+        e.lost,
+        e.duplicate,
+        e.reordered,
+    ]
 }
 
 /// `3 mismatch, 2 timeout`, or `none`.
@@ -201,7 +217,11 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
         r.throughput.msgs_per_s, r.throughput.mb_per_s, r.messages
     );
     if let Some(req) = r.throughput.requested_msgs_per_s {
-        let _ = write!(s, ", requested {req:.0} msgs/s ({:.1}%)", 100.0 * r.throughput.msgs_per_s / req);
+        let _ = write!(
+            s,
+            ", requested {req:.0} msgs/s ({:.1}%)",
+            100.0 * r.throughput.msgs_per_s / req
+        );
     }
     let _ = writeln!(s);
     let hist = decode_histogram(&r.histogram).unwrap_or_else(|_| crate::stats::new_histogram());

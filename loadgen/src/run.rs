@@ -13,8 +13,8 @@ use sockbench::cpu::CpuList;
 use sockbench::net;
 use sockbench::sys::signal;
 
-pub use crate::cli::{UsageError, EXIT_USAGE};
 use crate::cli::{Args, IoMode, DEFAULT_ADDR};
+pub use crate::cli::{UsageError, EXIT_USAGE};
 use crate::out::OutPlan;
 use crate::progress::{IntervalView, Phase, Progress};
 use crate::result::{new_run_id, Errors, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
@@ -659,7 +659,14 @@ fn failures(ph: &Phases, totals: &[ThreadTotals], errors: &Errors, messages: u64
 }
 
 /// The `extra` keys loadgen adds (README.md, "Output").
-fn extra_fields(args: &Args, ph: &Phases, unc: &Histogram<u64>, threads: usize, scheduled: u64, messages: u64) -> serde_json::Map<String, serde_json::Value> {
+fn extra_fields(
+    args: &Args,
+    ph: &Phases,
+    unc: &Histogram<u64>,
+    threads: usize,
+    scheduled: u64,
+    messages: u64,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut extra = serde_json::Map::new();
     extra.insert(
         "latency_uncorrected_us".into(),

@@ -91,8 +91,15 @@ fn report_on_stdout_with_scaled_units_and_live_lines_on_stderr() {
     assert_eq!(latency.len(), 1, "{stdout}");
     let p50 = loadgen::report::fmt_us(r.latency_us.p50);
     assert!(latency[0].contains(&format!("p50 {p50}")), "{stdout}");
-    assert!(p50.ends_with("us") || p50.ends_with("ms") || p50.ends_with('s'), "{p50}");
-    assert_eq!(r.latency_us.p50, r.latency_us.p50.round(), "JSON keeps whole microseconds");
+    assert!(
+        p50.ends_with("us") || p50.ends_with("ms") || p50.ends_with('s'),
+        "{p50}"
+    );
+    assert_eq!(
+        r.latency_us.p50,
+        r.latency_us.p50.round(),
+        "JSON keeps whole microseconds"
+    );
     assert!(stdout.contains("Errors      none"), "{stdout}");
     assert_eq!(stdout.lines().last(), Some("ok, 0 errors"), "{stdout}");
     let _ = std::fs::remove_dir_all(dir);
@@ -114,8 +121,14 @@ fn open_loop_prints_corrected_and_uncorrected_latency_each_labelled() {
     let out = loadgen_in(&dir, &short_run(&srv.addr, &["-R", "500"]));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(stdout.contains("Latency, corrected (from intended send time)"), "{stdout}");
-    assert!(stdout.contains("Latency, uncorrected (from actual send time)"), "{stdout}");
+    assert!(
+        stdout.contains("Latency, corrected (from intended send time)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Latency, uncorrected (from actual send time)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("requested 500 msgs/s"), "{stdout}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -134,7 +147,10 @@ fn json_and_out_dash_leave_only_the_json_on_stdout() {
         // The report still reaches the user, on stderr.
         assert!(text(&out.stderr).contains("ok, 0 errors"), "{flags:?}");
     }
-    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(left.is_empty(), "`--out -` wrote files: {left:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -187,7 +203,10 @@ fn nonsense_is_refused_at_once_with_exit_2_naming_the_flag() {
     let under_file = not_a_dir.join("x.json");
     for (args, flag) in [
         (vec!["-d", "0s"], "--duration"),
-        (vec!["--transport", "udp", "-d", "300ms", "--warmup", "0s"], "--duration"),
+        (
+            vec!["--transport", "udp", "-d", "300ms", "--warmup", "0s"],
+            "--duration",
+        ),
         (vec!["-R", "0.5", "-d", "1s"], "--rate"),
         (vec!["--latency-percentiles", "50,101"], "--latency-percentiles"),
         (vec!["--out", "/nonexistent/dir/x.json"], "--out"),
@@ -202,7 +221,10 @@ fn nonsense_is_refused_at_once_with_exit_2_naming_the_flag() {
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(flag), "{args:?}: {err}");
-        assert!(start.elapsed() < Duration::from_secs(5), "{args:?} was not refused at once");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{args:?} was not refused at once"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -219,7 +241,10 @@ fn merge_is_a_subcommand_with_its_own_help() {
     let out = Command::new(loadgen_bin()).args(["merge", "--help"]).output().unwrap();
     let help = text(&out.stdout);
     assert!(out.status.success());
-    assert!(help.contains("Usage: loadgen merge") && help.contains("--out"), "{help}");
+    assert!(
+        help.contains("Usage: loadgen merge") && help.contains("--out"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -291,7 +316,17 @@ fn corruption_in_warm_up_is_recorded_in_the_file_and_survives_a_merge() {
     let bad = dir.join("bad.json");
     let out = loadgen_in(
         &dir,
-        &[&srv.addr, "-c", "4", "-d", "500ms", "--warmup", "1s", "--out", bad.to_str().unwrap()],
+        &[
+            &srv.addr,
+            "-c",
+            "4",
+            "-d",
+            "500ms",
+            "--warmup",
+            "1s",
+            "--out",
+            bad.to_str().unwrap(),
+        ],
     );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -313,7 +348,17 @@ fn corruption_in_warm_up_is_recorded_in_the_file_and_survives_a_merge() {
     let good = dir.join("good.json");
     let out = loadgen_in(
         &dir,
-        &[&srv.addr, "-c", "4", "-d", "500ms", "--warmup", "1s", "--out", good.to_str().unwrap()],
+        &[
+            &srv.addr,
+            "-c",
+            "4",
+            "-d",
+            "500ms",
+            "--warmup",
+            "1s",
+            "--out",
+            good.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let total = dir.join("total.json");
@@ -337,7 +382,17 @@ fn unixgram_clients_use_a_fresh_directory_and_remove_only_their_sockets() {
     let srv = unixgram_server();
     let tmp = temp_dir("tmpdir");
     let mut child = Command::new(loadgen_bin())
-        .args(["--transport", "unixgram", &srv.addr, "-c", "4", "-d", "3s", "--warmup", "0s"])
+        .args([
+            "--transport",
+            "unixgram",
+            &srv.addr,
+            "-c",
+            "4",
+            "-d",
+            "3s",
+            "--warmup",
+            "0s",
+        ])
         .args(["--timeout", "500ms"])
         .env("TMPDIR", &tmp)
         .stdout(Stdio::null())
@@ -355,7 +410,11 @@ fn unixgram_clients_use_a_fresh_directory_and_remove_only_their_sockets() {
         if let Some(d) = found {
             break d;
         }
-        assert!(Instant::now() < deadline, "no client socket directory in {}", tmp.display());
+        assert!(
+            Instant::now() < deadline,
+            "no client socket directory in {}",
+            tmp.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_ne!(client_dir.file_name().unwrap().to_string_lossy(), predictable);
@@ -378,11 +437,7 @@ fn on_a_terminal_progress_is_one_updating_line() {
     }
     let srv = tcp_server(Fault::None);
     let dir = temp_dir("tty");
-    let cmd = format!(
-        "{} {} -c 2 -d 2s --warmup 1s 2>&1",
-        loadgen_bin(),
-        srv.addr
-    );
+    let cmd = format!("{} {} -c 2 -d 2s --warmup 1s 2>&1", loadgen_bin(), srv.addr);
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(&dir)
