@@ -167,27 +167,30 @@ fn errors_by_kind(e: &Errors) -> String {
 /// or `FAILED: ...`, naming the counter to look at when there are errors.
 pub fn verdict(r: &RunResult) -> String {
     let total = r.errors.total() + r.warmup_errors.total();
-    let mut hints = Vec::new();
     let mut kinds = Vec::new();
+    let mut fields = Vec::new();
+    let mut meanings = Vec::new();
     let counts = error_counts(&r.errors).into_iter().zip(error_counts(&r.warmup_errors));
     for ((key, plural, meaning), (measured, warm)) in ERROR_KINDS.iter().zip(counts) {
         if measured + warm > 0 {
             kinds.push(format!("{} {plural}", measured + warm));
-            let field = if measured > 0 { "errors" } else { "warmup_errors" };
-            hints.push(format!("{field}.{key} ({meaning})"));
+            let field = format!("{}.{key}", if measured > 0 { "errors" } else { "warmup_errors" });
+            meanings.push(format!("{field} ({meaning})"));
+            fields.push(field);
         }
     }
-    let see = if hints.is_empty() {
-        String::new()
-    } else {
-        format!("; see {}", hints.join(", "))
-    };
     if !r.failures.is_empty() {
+        // The reasons say what went wrong; name only the counters to look at.
+        let see = if fields.is_empty() {
+            String::new()
+        } else {
+            format!("; see {}", fields.join(", "))
+        };
         format!("FAILED: {}{see}", r.failures.join("; "))
     } else if total == 0 {
         "ok, 0 errors".into()
     } else {
-        format!("ok, {total} errors: {}{see}", kinds.join(", "))
+        format!("ok, {total} errors: {}; see {}", kinds.join(", "), meanings.join(", "))
     }
 }
 

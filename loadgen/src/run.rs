@@ -562,9 +562,9 @@ impl<'a> Driver<'a> {
         );
         self.tick_start_ns = now;
         self.shared.tick.store(self.tick_no, Relaxed);
-        if self.final_tick.is_none() {
-            self.next_tick_ns = self.plan_tick(now, now);
-        }
+        // After the final tick the threads stop; the next one is never due
+        // before they have, and the loop ends when the final interval is in.
+        self.next_tick_ns = self.plan_tick(now, now);
     }
 
     /// Waits a little for the threads' intervals and adds them up by tick.
@@ -647,8 +647,9 @@ fn failures(ph: &Phases, totals: &[ThreadTotals], errors: &Errors, messages: u64
     // Corruption fails the run whenever it happened, warm-up included.
     let mismatched: u64 = totals.iter().map(|t| t.mismatch_whole_run).sum();
     if mismatched > 0 {
+        let noun = if mismatched == 1 { "mismatch" } else { "mismatches" };
         why.push(format!(
-            "{mismatched} mismatches: echoes did not match what was sent (corruption; {} in the measured phase)",
+            "{mismatched} {noun}: echoes that did not match what was sent (corruption), {} of them in the measured phase",
             errors.mismatch
         ));
     }

@@ -86,6 +86,10 @@ fn report_on_stdout_with_scaled_units_and_live_lines_on_stderr() {
     assert!(stdout.contains("Throughput"), "{stdout}");
     assert!(!stdout.contains("open 4/4"), "live lines on stdout: {stdout}");
     assert!(stderr.contains("msgs/s") && stderr.contains("open 4/4"), "{stderr}");
+    // About one live line a second: 100 ms of warm-up and 600 ms measured
+    // make two, and never a burst of slivers at the end.
+    let live = stderr.lines().filter(|l| l.contains("open 4/4")).count();
+    assert!((1..=3).contains(&live), "{live} live lines:\n{stderr}");
     // Closed loop: one latency line, figures with units, the JSON exact in µs.
     let latency: Vec<&str> = stdout.lines().filter(|l| l.contains("Latency")).collect();
     assert_eq!(latency.len(), 1, "{stdout}");
