@@ -103,17 +103,20 @@ impl Progress {
                 iv.open,
                 iv.conns
             )),
-            None => eprintln!(
-                "[{:>6.1}s] {rate:>15} {:>8.2} MB/s  p50 {:>9}  p99 {:>9}  errors {:>5}  open {}/{} {}",
-                iv.at_s,
-                iv.mb_per_s,
-                fmt_us(iv.p50_us),
-                fmt_us(iv.p99_us),
-                iv.errors,
-                iv.open,
-                iv.conns,
-                iv.phase.tag()
-            ),
+            None => {
+                let line = format!(
+                    "[{:>6.1}s] {rate:>15} {:>8.2} MB/s  p50 {:>9}  p99 {:>9}  errors {:>5}  open {}/{} {}",
+                    iv.at_s,
+                    iv.mb_per_s,
+                    fmt_us(iv.p50_us),
+                    fmt_us(iv.p99_us),
+                    iv.errors,
+                    iv.open,
+                    iv.conns,
+                    iv.phase.tag()
+                );
+                eprintln!("{}", line.trim_end());
+            }
         }
     }
 
