@@ -97,6 +97,10 @@ fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> R
             io: Some("epoll".into()),
         },
         complete: true,
+        run_id: format!("{seed:032x}"),
+        merged_run_ids: Vec::new(),
+        failures: Vec::new(),
+        warmup_errors: Errors::default(),
         messages,
         bytes: messages * spec.size_bytes * 2,
         throughput: Throughput {

@@ -11,12 +11,49 @@ use sockbench::net::Transport;
 /// The address loadgen targets when neither `--addr` nor `--path` is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7000";
 
+/// The percentiles the report prints unless `--latency-percentiles` says otherwise.
+pub const DEFAULT_PERCENTILES: [f64; 5] = [50.0, 90.0, 99.0, 99.9, 99.99];
+
+/// Exit code for a bad flag (as clap uses).
+pub const EXIT_USAGE: i32 = 2;
+
+/// A flag-level problem found after parsing: exit code 2 with this message,
+/// which names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
 /// `loadgen`: thousands of checked echo clients with coordinated-omission-correct latency.
-///
-/// `loadgen merge A.json B.json ... --out TOTAL.json` combines result files.
-#[derive(Debug, Clone, Parser)]
-#[command(name = "loadgen", version, about, long_about = None)]
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about,
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: Args,
+}
+
+/// loadgen's subcommands; without one, loadgen runs a measurement.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Merge result files of several loadgen processes (histograms and counts are added).
+    Merge(MergeArgs),
+}
+
+/// The options of a measurement run.
+#[derive(Debug, Clone, clap::Args)]
 pub struct Args {
+    /// The server, as wrk and tcpkali take it: HOST:PORT for tcp/udp, the
+    /// socket path for unix/unixgram. Same as --addr / --path.
+    #[arg(value_name = "HOST:PORT")]
+    pub target: Option<String>,
     /// Socket kind.
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
@@ -27,10 +64,11 @@ pub struct Args {
     #[arg(long, value_name = "SOCKET_PATH")]
     pub path: Option<PathBuf>,
     /// Concurrent connections (datagram transports: client sockets).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(short = 'c', long, visible_alias = "connections", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub conns: u64,
     /// Length of the measured phase, e.g. 500ms, 2s, 1m.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
     /// Load before measuring starts (samples are not recorded).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -42,10 +80,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub depth: u64,
     /// Open loop: total messages per second over all connections, e.g. 5000, 2.5k, 1M.
-    #[arg(long, value_name = "MSGS_PER_S", value_parser = parse_rate)]
+    #[arg(short = 'R', long, value_name = "MSGS_PER_S", value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Event-loop threads; connections are spread over them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: u64,
     /// Pin thread i to the i-th CPU of this list (wrapping), e.g. 1 or 2-3.
     #[arg(long, value_name = "CPU_LIST")]
@@ -72,9 +110,73 @@ pub struct Args {
     /// (`extra.server_cpu_us_per_msg`), e.g. the server's pid on the same machine.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
-    /// Write the result JSON here, and the .hgrm percentile file beside it.
+    /// Percentiles the report prints (the JSON always has p50..p99.99 and max).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_percentile,
+          default_value = "50,90,99,99.9,99.99")]
+    pub latency_percentiles: Vec<f64>,
+    /// Print the result JSON on stdout (then stdout holds only the JSON; the
+    /// report goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Write the result JSON here (`-`: stdout, as --json), and the .hgrm
+    /// percentile file beside it (run.json -> run.hgrm).
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
+}
+
+impl Args {
+    /// Where the server is: `--addr`, `--path` or the positional target
+    /// (given once), as `(addr, path)` for `sockbench::net::endpoint_from_flags`.
+    pub fn target_flags(&self) -> Result<(Option<String>, Option<PathBuf>), UsageError> {
+        let Some(target) = &self.target else {
+            return Ok((self.addr.clone(), self.path.clone()));
+        };
+        if self.addr.is_some() || self.path.is_some() {
+            return Err(UsageError(format!(
+                "the target {target} is given twice: as HOST:PORT and as --addr/--path; give it once"
+            )));
+        }
+        Ok(if matches!(self.transport, Transport::Unix | Transport::Unixgram) {
+            (None, Some(PathBuf::from(target)))
+        } else {
+            (Some(target.clone()), None)
+        })
+    }
+
+    /// Refuses settings that parse but cannot make a measurement, naming the flag.
+    pub fn validate(&self) -> Result<(), UsageError> {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        if self.duration.is_zero() {
+            return Err(UsageError(
+                "--duration 0s: nothing would be measured; give a length like 10s".into(),
+            ));
+        }
+        // A datagram is known lost one --timeout after it was sent, and a
+        // loss counts when it becomes known: if warm-up plus the measured
+        // phase are shorter, no loss could ever be counted, and a lossy
+        // server would look perfect. Streams need no such bound: a late echo
+        // still arrives and is recorded with its full latency.
+        if !self.transport.is_stream() && self.warmup + self.duration <= self.timeout {
+            return Err(UsageError(format!(
+                "--duration {} (after --warmup {}) is not longer than --timeout {}: a datagram is known \
+                 lost only --timeout after it was sent, so no loss could be counted; \
+                 lengthen --duration or shorten --timeout",
+                human(self.duration),
+                human(self.warmup),
+                human(self.timeout)
+            )));
+        }
+        if let Some(rate) = self.rate {
+            if rate * self.duration.as_secs_f64() < 1.0 {
+                return Err(UsageError(format!(
+                    "--rate {rate}: not one message falls in --duration {} at that rate; \
+                     raise --rate or lengthen --duration",
+                    human(self.duration)
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How stream clients do their I/O (`--io`).
@@ -89,18 +191,25 @@ pub enum IoMode {
 }
 
 /// `loadgen merge`: adds histograms and counts of several result files.
-#[derive(Debug, Parser)]
-#[command(
-    name = "loadgen merge",
-    about = "Merge loadgen result files (histograms and counts are added)"
-)]
+#[derive(Debug, clap::Args)]
 pub struct MergeArgs {
     /// Result files of runs with matching settings.
     #[arg(required = true, num_args = 1..)]
     pub inputs: Vec<PathBuf>,
-    /// Where to write the merged result (and its .hgrm).
+    /// Where to write the merged result (and its .hgrm); `-`: stdout.
     #[arg(long, value_name = "TOTAL.json")]
     pub out: PathBuf,
+    /// Print the merged JSON on stdout too (then stdout holds only the JSON).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a percentile above 0 and at most 100: `99.9`.
+pub fn parse_percentile(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("{s:?} is not a percentile above 0 and at most 100, like 99.9")),
+    }
 }
 
 /// Parses a positive rate in messages per second: `5000`, `2.5k`, `1M`.

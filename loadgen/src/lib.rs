@@ -4,13 +4,16 @@
 //! - [`cli`]: the command line, durations and rates.
 //! - [`pattern`]: the per-connection, per-message payload and its checkers.
 //! - [`worker`]: one epoll event loop per thread over its connections.
-//! - [`stats`], [`report`]: histograms, live line, summary, JSON and `.hgrm`.
+//! - [`stats`], [`report`]: histograms, the final report, units and `.hgrm`.
 //! - [`result`]: the result file format, its one reader and writer.
+//! - [`progress`]: the live display; [`out`]: where a result is written.
 //! - [`run`]: a whole run; [`merge`]: combining result files.
 
 pub mod cli;
 pub mod merge;
+pub mod out;
 pub mod pattern;
+pub mod progress;
 pub mod report;
 pub mod result;
 pub mod run;

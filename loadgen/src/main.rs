@@ -1,15 +1,12 @@
 use clap::Parser;
-use loadgen::cli::{Args, MergeArgs};
-use loadgen::run::{UsageError, EXIT_USAGE};
+use loadgen::cli::{Cli, Command, UsageError, EXIT_USAGE};
 
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
-    let result = if argv.get(1).map(String::as_str) == Some("merge") {
-        let m = MergeArgs::parse_from(argv.iter().skip(1));
-        loadgen::merge::run_merge(&m.inputs, &m.out, argv.clone()).map(|()| 0)
-    } else {
-        let args = Args::parse_from(&argv);
-        loadgen::run::run(args, argv.clone())
+    let cli = Cli::parse_from(&argv);
+    let result = match cli.command {
+        Some(Command::Merge(m)) => loadgen::merge::run_merge(&m, argv),
+        None => loadgen::run::run(cli.run, argv),
     };
     match result {
         Ok(code) => std::process::exit(code),

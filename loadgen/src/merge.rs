@@ -2,12 +2,12 @@
 //! example one per client machine) into one. Histograms and counts are added;
 //! percentiles are recomputed from the summed histogram, never averaged.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{bail, Context};
 
+use crate::cli::{MergeArgs, DEFAULT_PERCENTILES};
+use crate::out::OutPlan;
 use crate::report;
-use crate::result::{self, Extra, RunResult, SeriesPoint, Settings, SCHEMA};
+use crate::result::{self, new_run_id, Extra, RunResult, SeriesPoint, Settings, SCHEMA};
 use crate::stats;
 
 /// Settings that must be equal in every input, by JSON key. `conns` and
@@ -43,6 +43,7 @@ pub fn merge(
     let Some(first) = results.first() else {
         bail!("nothing to merge")
     };
+    check_distinct_runs(results, names)?;
     for (r, name) in results.iter().zip(names) {
         if r.schema != SCHEMA {
             bail!("{name}: schema is {:?}, expected {SCHEMA:?}", r.schema);
@@ -61,6 +62,10 @@ pub fn merge(
     out.bytes = 0;
     out.errors = Default::default();
     out.complete = true;
+    out.run_id = new_run_id();
+    out.merged_run_ids = Vec::new();
+    out.failures = Vec::new();
+    out.warmup_errors = Default::default();
     out.settings.conns = 0;
     out.settings.rate = first.settings.rate.map(|_| 0.0);
     out.throughput = Default::default();
@@ -81,7 +86,10 @@ pub fn merge(
         out.messages += r.messages;
         out.bytes += r.bytes;
         out.complete &= r.complete;
+        out.merged_run_ids.extend(run_ids(r).iter().cloned());
+        out.failures.extend(r.failures.iter().map(|f| format!("{name}: {f}")));
         stats::add_errors(&mut out.errors, &r.errors);
+        stats::add_errors(&mut out.warmup_errors, &r.warmup_errors);
         out.settings.conns += r.settings.conns;
         if let (Some(total), Some(rate)) = (out.settings.rate.as_mut(), r.settings.rate) {
             *total += rate;
@@ -113,16 +121,49 @@ pub fn merge(
     Ok((out, hist))
 }
 
-/// `loadgen merge INPUTS... --out OUT`.
-pub fn run_merge(inputs: &[PathBuf], out: &Path, command: Vec<String>) -> anyhow::Result<()> {
-    let results = inputs
+/// The single runs a result adds up: its own id, or a merge's inputs'.
+fn run_ids(r: &RunResult) -> Vec<String> {
+    if !r.merged_run_ids.is_empty() {
+        r.merged_run_ids.clone()
+    } else if !r.run_id.is_empty() {
+        vec![r.run_id.clone()]
+    } else {
+        Vec::new() // written before run ids existed
+    }
+}
+
+/// Refuses to add a run to itself: the same run id twice, directly or
+/// inside an earlier merge, would double its counts.
+fn check_distinct_runs(results: &[RunResult], names: &[String]) -> anyhow::Result<()> {
+    let mut seen: std::collections::HashMap<String, &str> = Default::default();
+    for (r, name) in results.iter().zip(names) {
+        for id in run_ids(r) {
+            if let Some(other) = seen.insert(id.clone(), name) {
+                bail!("{other} and {name} both contain run {id}; merging a run with itself would count it twice");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `loadgen merge INPUTS... --out OUT`. Returns the exit code.
+pub fn run_merge(args: &MergeArgs, command: Vec<String>) -> anyhow::Result<i32> {
+    let out = OutPlan::check(Some(&args.out), args.json)?;
+    let results = args
+        .inputs
         .iter()
         .map(|p| result::read(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+    let names: Vec<String> = args.inputs.iter().map(|p| p.display().to_string()).collect();
     let (merged, hist) = merge(&results, &names, command)?;
-    report::write_result(out, &merged, &hist)?;
-    eprint!("{}", report::summary(&merged));
-    eprintln!("  merged {} files into {}", inputs.len(), out.display());
-    Ok(())
+    let report = report::summary(&merged, &DEFAULT_PERCENTILES);
+    if out.json_on_stdout() {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+    }
+    if let Some(wrote) = out.write(&merged, &hist)? {
+        eprintln!("loadgen: merged {} files; {wrote}", args.inputs.len());
+    }
+    Ok(0)
 }

@@ -1,11 +1,10 @@
-//! Output: the live line, the final summary, the JSON result and the `.hgrm` file.
+//! Output: the final report, units, the histogram encoding and the `.hgrm` text.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use hdrhistogram::Histogram;
 
-use crate::result::{self, Latency, RunResult};
+use crate::result::{decode_histogram, Errors, RunResult};
 
 /// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution`
 /// writes it, values in microseconds), which existing HdrHistogram plotters read.
@@ -60,79 +59,183 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     out
 }
 
-/// The `.hgrm` path beside a JSON path: `run.json` → `run.hgrm`.
-pub fn hgrm_path(json: &Path) -> PathBuf {
-    json.with_extension("hgrm")
+/// A latency in microseconds with a unit scaled to its size, as wrk prints
+/// it: `85.00us`, `299.78ms`, `1.25s`. The JSON keeps exact microseconds.
+pub fn fmt_us(us: f64) -> String {
+    let (unit, suffix) = if us < 1_000.0 {
+        (1.0, "us")
+    } else if us < 1_000_000.0 {
+        (1e3, "ms")
+    } else if us < 60_000_000.0 {
+        (1e6, "s")
+    } else {
+        (60e6, "m")
+    };
+    // Round in hundredths of the unit first: 299775 us is 299.78ms, as wrk
+    // prints it, while 299775 / 1e3 in binary is just below 299.775.
+    let hundredths = (us * 100.0 / unit).round();
+    format!("{:.2}{suffix}", hundredths / 100.0)
 }
 
-/// Writes the JSON result and the `.hgrm` beside it.
-pub fn write_result(path: &Path, result: &RunResult, hist: &Histogram<u64>) -> anyhow::Result<()> {
-    use anyhow::Context;
-    result::write(path, result).with_context(|| format!("--out {}", path.display()))?;
-    let hp = hgrm_path(path);
-    std::fs::write(&hp, hgrm(hist)).with_context(|| format!("cannot write {}", hp.display()))?;
-    Ok(())
+/// Seconds as humantime writes a duration: `2s`, `500ms`, `1m 30s`.
+fn human_secs(s: f64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs_f64(s.max(0.0))).to_string()
 }
 
-fn lat(l: &Latency) -> String {
-    format!(
-        "p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  p99.99 {:.0}  max {:.0}  (min {:.0}, mean {:.1}) us",
-        l.p50, l.p90, l.p99, l.p99_9, l.p99_99, l.max, l.min, l.mean
-    )
+/// `p99.9 1.20ms  ...  max 3.01ms  (mean 90.12us)` for the chosen percentiles.
+fn latency_line(h: &Histogram<u64>, percentiles: &[f64]) -> String {
+    if h.is_empty() {
+        return "no samples".into();
+    }
+    let mut s = String::new();
+    for p in percentiles {
+        let _ = write!(s, "p{p} {}  ", fmt_us(h.value_at_quantile(p / 100.0) as f64));
+    }
+    let _ = write!(s, "max {}  (mean {})", fmt_us(h.max() as f64), fmt_us(h.mean()));
+    s
 }
 
-/// The human-readable final summary.
-pub fn summary(r: &RunResult) -> String {
+/// Each error kind: its key under `errors`, its plural in a verdict, and what it counts.
+const ERROR_KINDS: [(&str, &str, &str); 7] = [
+    (
+        "connect",
+        "connect failures",
+        "connect attempts that failed, over the whole run",
+    ),
+    ("reset", "resets", "connections the server reset or closed mid-run"),
+    ("timeout", "timeouts", "stream echoes later than --timeout"),
+    (
+        "mismatch",
+        "mismatches",
+        "echoes that differ from what was sent: corruption",
+    ),
+    ("lost", "lost datagrams", "datagrams not answered within --timeout"),
+    ("duplicate", "duplicates", "datagrams answered twice"),
+    ("reordered", "reordered", "answers older than one already seen"),
+];
+
+fn error_counts(e: &Errors) -> [u64; 7] {
+    [
+        e.connect,
+        e.reset,
+        e.timeout,
+        e.mismatch,
+        e.lost,
+        e.duplicate,
+        e.reordered,
+    ]
+}
+
+/// `3 mismatch, 2 timeout`, or `none`.
+fn errors_by_kind(e: &Errors) -> String {
+    let parts: Vec<String> = ERROR_KINDS
+        .iter()
+        .zip(error_counts(e))
+        .filter(|(_, n)| *n > 0)
+        .map(|((key, _, _), n)| format!("{n} {key}"))
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The one-line verdict: `ok, 0 errors`, `ok, 2 errors: 2 timeouts; see ...`
+/// or `FAILED: ...`, naming the counter to look at when there are errors.
+pub fn verdict(r: &RunResult) -> String {
+    let total = r.errors.total() + r.warmup_errors.total();
+    let mut kinds = Vec::new();
+    let mut fields = Vec::new();
+    let mut meanings = Vec::new();
+    let counts = error_counts(&r.errors).into_iter().zip(error_counts(&r.warmup_errors));
+    for ((key, plural, meaning), (measured, warm)) in ERROR_KINDS.iter().zip(counts) {
+        if measured + warm > 0 {
+            kinds.push(format!("{} {plural}", measured + warm));
+            let field = format!("{}.{key}", if measured > 0 { "errors" } else { "warmup_errors" });
+            meanings.push(format!("{field} ({meaning})"));
+            fields.push(field);
+        }
+    }
+    if !r.failures.is_empty() {
+        // The reasons say what went wrong; name only the counters to look at.
+        let see = if fields.is_empty() {
+            String::new()
+        } else {
+            format!("; see {}", fields.join(", "))
+        };
+        format!("FAILED: {}{see}", r.failures.join("; "))
+    } else if total == 0 {
+        "ok, 0 errors".into()
+    } else {
+        format!("ok, {total} errors: {}; see {}", kinds.join(", "), meanings.join(", "))
+    }
+}
+
+/// The human-readable final report, as wrk and hyperfine users expect:
+/// throughput, the chosen latency `percentiles`, errors by kind, a verdict.
+pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
     let mut s = String::new();
     let st = &r.settings;
+    let mode = match st.rate {
+        Some(rate) => format!("open loop at {rate} msgs/s"),
+        None => format!("closed loop, depth {}", st.depth),
+    };
     let _ = writeln!(
         s,
-        "loadgen {} {} conns={} size={} {}{}",
+        "loadgen {} {}: {} connections, {}-byte messages, {mode}, {} measured after {} warm-up{}",
         st.transport,
         st.target,
         st.conns,
         st.size,
-        match st.rate {
-            Some(rate) => format!("open loop rate={rate}"),
-            None => format!("closed loop depth={}", st.depth),
-        },
+        human_secs(st.duration_s),
+        human_secs(st.warmup_s),
         if r.complete { "" } else { "  ** INCOMPLETE **" }
     );
     let _ = write!(
         s,
-        "  throughput: {:.0} msgs/s  {:.2} MB/s  ({} messages in {}s)",
-        r.throughput.msgs_per_s, r.throughput.mb_per_s, r.messages, st.duration_s
+        "  Throughput  {:.0} msgs/s  {:.2} MB/s  ({} messages)",
+        r.throughput.msgs_per_s, r.throughput.mb_per_s, r.messages
     );
     if let Some(req) = r.throughput.requested_msgs_per_s {
         let _ = write!(
             s,
-            "  requested {req:.0} msgs/s ({:.1}%)",
+            ", requested {req:.0} msgs/s ({:.1}%)",
             100.0 * r.throughput.msgs_per_s / req
         );
     }
     let _ = writeln!(s);
-    let corrected = if st.rate.is_some() {
-        " (from intended send time)"
-    } else {
-        ""
-    };
-    let _ = writeln!(s, "  latency{corrected}: {}", lat(&r.latency_us));
-    if let Some(u) = &r.extra.latency_uncorrected_us {
-        let _ = writeln!(s, "  latency (from actual send, uncorrected): {}", lat(u));
+    let hist = decode_histogram(&r.histogram).unwrap_or_else(|_| crate::stats::new_histogram());
+    let uncorrected = r
+        .extra
+        .histogram_uncorrected
+        .as_deref()
+        .and_then(|t| decode_histogram(t).ok());
+    match (st.rate, uncorrected) {
+        // Open loop: both views differ and both matter, each labelled.
+        (Some(_), Some(unc)) => {
+            let _ = writeln!(s, "  Latency, corrected (from intended send time):");
+            let _ = writeln!(s, "              {}", latency_line(&hist, percentiles));
+            let _ = writeln!(s, "  Latency, uncorrected (from actual send time):");
+            let _ = writeln!(s, "              {}", latency_line(&unc, percentiles));
+        }
+        // Closed loop sends each message when it is due: the two views are one.
+        _ => {
+            let _ = writeln!(s, "  Latency     {}", latency_line(&hist, percentiles));
+        }
+    }
+    let _ = writeln!(s, "  Errors      {}", errors_by_kind(&r.errors));
+    if r.warmup_errors.total() > 0 {
+        let _ = writeln!(s, "  Before the measured phase: {}", errors_by_kind(&r.warmup_errors));
     }
     if let Some(l) = r.extra.loadgen_cpu_us_per_msg {
-        let _ = write!(s, "  cpu: loadgen {l:.2} us/msg");
+        let _ = write!(s, "  CPU         loadgen {}/msg", fmt_us(l));
         if let Some(sv) = r.extra.server_cpu_us_per_msg {
-            let _ = write!(s, ", server {sv:.2} us/msg");
+            let _ = write!(s, ", server {}/msg", fmt_us(sv));
         }
         let _ = writeln!(s);
     }
-    let e = &r.errors;
-    let _ = writeln!(
-        s,
-        "  errors: connect {}  reset {}  timeout {}  mismatch {}  lost {}  duplicate {}  reordered {}",
-        e.connect, e.reset, e.timeout, e.mismatch, e.lost, e.duplicate, e.reordered
-    );
+    let _ = writeln!(s, "{}", verdict(r));
     s
 }
 

@@ -31,6 +31,21 @@ pub struct RunResult {
     pub settings: Settings,
     /// False when the run was cut short (server died, interrupted).
     pub complete: bool,
+    /// This run's unique id (random, 32 hex digits); `loadgen merge` refuses
+    /// to add a run to itself. Empty in files written before it existed.
+    #[serde(default)]
+    pub run_id: String,
+    /// A merged result: the `run_id` of every single run it adds up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_run_ids: Vec<String>,
+    /// Why the run failed (loadgen exited 1), one line per reason; empty for a
+    /// run that passed. A merge keeps every input's reasons.
+    #[serde(default)]
+    pub failures: Vec<String>,
+    /// Errors before the measured window (startup and warm-up), which
+    /// `errors` leaves out; `connect` is always counted in `errors`.
+    #[serde(default)]
+    pub warmup_errors: Errors,
     /// Echoes completed in the measured phase.
     pub messages: u64,
     /// Bytes echoed in the measured phase.
@@ -86,6 +101,22 @@ impl Extra {
     pub fn is_empty(&self) -> bool {
         *self == Extra::default()
     }
+}
+
+/// A fresh run id: 16 random bytes from the kernel as 32 hex digits.
+pub fn new_run_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No /dev/urandom (a bare chroot): time and pid are still unique per run on one machine.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        bytes.copy_from_slice(&(nanos ^ ((std::process::id() as u128) << 96)).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The machine a run happened on.
@@ -185,10 +216,33 @@ pub fn read(path: &Path) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
-/// Writes one result file (pretty JSON, newline-terminated).
+/// The result as its file holds it: pretty JSON, newline-terminated.
+pub fn to_json(result: &RunResult) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(result)? + "\n")
+}
+
+/// Writes one result file atomically (see [`write_atomic`]).
 pub fn write(path: &Path, result: &RunResult) -> anyhow::Result<()> {
-    let json = serde_json::to_string_pretty(result)?;
-    std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))
+    write_atomic(path, to_json(result)?.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it over
+/// `path`: readers see the old file or the new one, never a part, and a
+/// crash or a full disk never leaves half a file where a whole one was.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    // tempfile creates 0600; a result file is as readable as any other the user writes.
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Encodes a histogram as HdrHistogram V2 compressed, base64 (the `histogram` field).

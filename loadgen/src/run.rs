@@ -1,37 +1,49 @@
 //! A whole loadgen run: start the threads, drive the phases, collect the result.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use sockbench::cpu::CpuList;
 use sockbench::net;
 use sockbench::sys::signal;
 
 use crate::cli::{Args, IoMode, DEFAULT_ADDR};
-use crate::result::{self, Errors, Extra, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+pub use crate::cli::{UsageError, EXIT_USAGE};
+use crate::out::OutPlan;
+use crate::progress::{IntervalView, Phase, Progress};
+use crate::result::{self, new_run_id, Errors, Extra, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
 use crate::stats::{self, Interval, ThreadTotals};
 use crate::worker::{self, Plan, Shared, UNSET};
 use crate::{pattern, report};
 
-/// Exit code for a bad flag (as clap uses).
-pub const EXIT_USAGE: i32 = 2;
-
-/// A flag-level problem found after parsing: exit code 2 with this message.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+const SECOND_NS: u64 = 1_000_000_000;
 
 /// Grace after the last paced connect before startup gives up waiting.
 const CONNECT_GRACE: Duration = Duration::from_secs(3);
 
 /// The machine, for the result file.
 pub fn run_env(pin: &str) -> RunEnv {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
     RunEnv {
-        kernel: sockbench::machine::kernel_release(),
-        cpu_model: sockbench::machine::cpu_model(),
+        kernel,
+        cpu_model,
         cores: sockbench::cpu::available_cpus(),
         pin: pin.to_string(),
     }
@@ -43,27 +55,53 @@ pub fn git_commit() -> String {
     sockbench::machine::git_commit(std::path::Path::new(env!("CARGO_MANIFEST_DIR")))
 }
 
-/// Removes the unixgram clients' directory at the end of the run.
-struct TempDir(std::path::PathBuf);
+/// The directory unixgram clients bind their sockets in: created fresh with
+/// an unpredictable name (mkdtemp, via `tempfile`; the usual mode, not 0700,
+/// so that a server running as another user can still answer the clients'
+/// sockets), and at the end loadgen removes
+/// only the sockets it bound there (`c<id>`) and then the directory if it is
+/// empty: a file someone else put there is left alone, and so is the directory.
+struct ClientSocketDir {
+    dir: PathBuf,
+    conns: u64,
+}
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl ClientSocketDir {
+    fn create(conns: u64) -> anyhow::Result<ClientSocketDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("loadgen-")
+            .tempdir()
+            .context("create a private directory for the unixgram client sockets")?
+            // Keep it past the TempDir: its drop would remove everything inside.
+            .keep();
+        Ok(ClientSocketDir { dir, conns })
     }
 }
 
-/// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
-pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
-    let endpoint = net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)
-        .map_err(|e| UsageError(e.to_string()))?;
+impl Drop for ClientSocketDir {
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileTypeExt as _;
+        for id in 0..self.conns {
+            let p = self.dir.join(format!("c{id}"));
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Refuses, before anything starts, what cannot work: flags that make no
+/// sense, a datagram size below the header, too few descriptors.
+fn check_flags(args: &Args) -> Result<(), UsageError> {
+    args.validate()?;
     if !args.transport.is_stream() && (args.size as usize) < pattern::HEADER_LEN {
         return Err(UsageError(format!(
             "--size {}: datagrams carry a {}-byte header (connection id, sequence number); use --size {} or more",
             args.size,
             pattern::HEADER_LEN,
             pattern::HEADER_LEN
-        ))
-        .into());
+        )));
     }
     let fd_need = args.conns + 64;
     // Raise the soft limit to the hard one first: only past the hard limit is
@@ -74,18 +112,23 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
             "--conns {} needs about {fd_need} descriptors but the hard limit is {fd_limit}; \
              raise it (as root: ulimit -Hn {fd_need}; ulimit -n {fd_need}) or lower --conns",
             args.conns,
-        ))
-        .into());
+        )));
     }
+    Ok(())
+}
+
+/// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
+pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
+    check_flags(&args)?;
+    let out = OutPlan::check(args.out.as_deref(), args.json)?;
+    let (addr, path) = args.target_flags()?;
+    let endpoint = net::endpoint_from_flags(args.transport, addr.as_deref(), path.as_deref(), DEFAULT_ADDR)
+        .map_err(|e| UsageError(e.to_string()))?;
     let threads = (args.threads).min(args.conns) as usize;
-    let unixgram_dir = if args.transport == net::Transport::Unixgram {
-        let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Some(dir)
-    } else {
-        None
+    let socket_dir = match args.transport {
+        net::Transport::Unixgram => Some(ClientSocketDir::create(args.conns)?),
+        _ => None,
     };
-    let _cleanup = unixgram_dir.clone().map(TempDir);
     let plan = Arc::new(Plan {
         transport: args.transport,
         endpoint: endpoint.clone(),
@@ -96,15 +139,63 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         timeout_ns: args.timeout.as_nanos() as u64,
         connect_rate: args.connect_rate as f64,
         threads,
-        unixgram_dir,
+        unixgram_dir: socket_dir.as_ref().map(|d| d.dir.clone()),
         io: args.io,
     });
     signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
     let shared = Arc::new(Shared::new());
     let (tx, rx) = mpsc::channel::<Interval>();
+    let handles = start_threads(&plan, &shared, &tx, args.pin.as_ref())?;
+    drop(tx);
+
+    let progress = Progress::new(args.warmup, args.duration);
+    let mut phases = Driver::new(&args, &shared, &rx, threads, &progress, endpoint.to_string()).run();
+    progress.finish();
+    shared.stop.store(true, Relaxed);
+    let (totals, thread_error) = join_threads(handles);
+    drop(socket_dir);
+    if let (Some(e), None | Some(EarlyStop::ThreadFailed(_))) = (thread_error, &phases.stop) {
+        phases.stop = Some(EarlyStop::ThreadFailed(format!("event loop failed: {e}")));
+    }
+    if let Some(EarlyStop::Unreachable(why)) = &phases.stop {
+        // Nothing was measured: say so first and only, with no report of zeros.
+        eprintln!("loadgen: error: {why}");
+        return Ok(1);
+    }
+    // The final flush's interval is not shown; the result's totals come from `totals`.
+    while rx.try_recv().is_ok() {}
+    phases.io_used = io_used(&args, &shared, &progress);
+    let (result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
+    finish(&args, &out, &result, &hist)
+}
+
+/// Prints the report (stdout, or stderr when stdout carries the JSON), writes
+/// the result, and says why the run failed. Returns the exit code.
+fn finish(args: &Args, out: &OutPlan, result: &RunResult, hist: &Histogram<u64>) -> anyhow::Result<i32> {
+    for why in &result.failures {
+        eprintln!("loadgen: error: {why}");
+    }
+    let report = report::summary(result, &args.latency_percentiles);
+    if out.json_on_stdout() {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+    }
+    if let Some(wrote) = out.write(result, hist)? {
+        eprintln!("loadgen: {wrote}");
+    }
+    Ok(if result.failures.is_empty() { 0 } else { 1 })
+}
+
+fn start_threads(
+    plan: &Arc<Plan>,
+    shared: &Arc<Shared>,
+    tx: &mpsc::Sender<Interval>,
+    pin: Option<&CpuList>,
+) -> anyhow::Result<Vec<JoinHandle<std::io::Result<ThreadTotals>>>> {
     let mut handles = Vec::new();
-    for i in 0..threads {
-        let (plan, shared, tx, pin) = (plan.clone(), shared.clone(), tx.clone(), args.pin.clone());
+    for i in 0..plan.threads {
+        let (plan, shared, tx, pin) = (plan.clone(), shared.clone(), tx.clone(), pin.cloned());
         let h = std::thread::Builder::new()
             .name(format!("loadgen-{i}"))
             .spawn(move || {
@@ -124,10 +215,13 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
             })?;
         handles.push(h);
     }
-    drop(tx);
+    Ok(handles)
+}
 
-    let mut phases = drive(&args, &shared, &rx, threads);
-    shared.stop.store(true, Relaxed);
+/// Every thread's totals, and the last error a thread ended with.
+fn join_threads(
+    handles: Vec<JoinHandle<std::io::Result<ThreadTotals>>>,
+) -> (Vec<ThreadTotals>, Option<std::io::Error>) {
     let mut totals = Vec::new();
     let mut thread_error = None;
     for h in handles {
@@ -137,51 +231,48 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
             Err(_) => thread_error = Some(std::io::Error::other("an event-loop thread panicked")),
         }
     }
-    let mut fatal = phases.fatal.clone();
-    if let Some(e) = thread_error {
-        fatal.get_or_insert(format!("event loop failed: {e}"));
-    }
-    // The final flush's interval is not shown; the result's totals come from `totals`.
-    while rx.try_recv().is_ok() {}
+    (totals, thread_error)
+}
 
-    phases.io_used = if !plan.transport.is_stream() || args.io == IoMode::Epoll {
+/// How the stream clients did their I/O, once the threads have said.
+fn io_used(args: &Args, shared: &Shared, progress: &Progress) -> &'static str {
+    if !args.transport.is_stream() || args.io == IoMode::Epoll {
         "epoll"
     } else if let Some(why) = shared.io_fallback.lock().unwrap().clone() {
-        eprintln!("loadgen: warning: io_uring is not usable ({why}); the stream clients used epoll");
+        progress.println(&format!(
+            "loadgen: warning: io_uring is not usable ({why}); the stream clients used epoll"
+        ));
         "epoll"
     } else {
         "uring"
-    };
-    let result = build_result(&args, argv, &plan, &totals, &phases, fatal.is_none(), threads);
-    eprint!("{}", report::summary(&result.0));
-    if let Some(out) = &args.out {
-        report::write_result(out, &result.0, &result.1)?;
-        eprintln!("  wrote {} and {}", out.display(), report::hgrm_path(out).display());
     }
-    let mut code = 0;
-    if let Some(msg) = &fatal {
-        eprintln!("loadgen: error: {msg}");
-        code = 1;
+}
+
+/// Why a run ended before its measured phase was over.
+#[derive(Clone, Debug)]
+enum EarlyStop {
+    /// No connection came up: nothing was measured.
+    Unreachable(String),
+    /// Every connection was lost after load started.
+    ServerGone(String),
+    /// SIGINT or SIGTERM.
+    Interrupted,
+    /// An event-loop thread failed.
+    ThreadFailed(String),
+}
+
+impl EarlyStop {
+    fn message(&self) -> String {
+        match self {
+            EarlyStop::Unreachable(why) | EarlyStop::ServerGone(why) | EarlyStop::ThreadFailed(why) => why.clone(),
+            EarlyStop::Interrupted => "interrupted by a signal; the result covers the measured phase up to then".into(),
+        }
     }
-    // Corruption fails the run whenever it happened, warm-up included.
-    let mismatched: u64 = totals.iter().map(|t| t.mismatch_whole_run).sum();
-    if mismatched > 0 {
-        eprintln!(
-            "loadgen: error: {mismatched} echoes did not match what was sent (corruption; {} in the measured phase)",
-            result.0.errors.mismatch
-        );
-        code = 1;
-    }
-    if code == 0 && result.0.messages == 0 {
-        eprintln!("loadgen: error: no echo completed in the measured phase");
-        code = 1;
-    }
-    Ok(code)
 }
 
 /// What the main thread saw while driving the phases.
 struct Phases {
-    fatal: Option<String>,
+    stop: Option<EarlyStop>,
     series: Vec<SeriesPoint>,
     measured_s: f64,
     cpu_us: Option<u64>,
@@ -190,204 +281,396 @@ struct Phases {
     io_used: &'static str,
 }
 
-/// Drives startup, warm-up and the measured phase, printing the live line.
-fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: usize) -> Phases {
-    let target = match (&args.addr, &args.path) {
-        (_, Some(p)) => p.display().to_string(),
-        (Some(a), _) => a.clone(),
-        _ => DEFAULT_ADDR.to_string(),
-    };
-    let mut ph = Phases {
-        fatal: None,
-        series: Vec::new(),
-        measured_s: 0.0,
-        cpu_us: None,
-        server_cpu_us: None,
-        io_used: "epoll",
-    };
-    let server_cpu = || args.server_pid.and_then(|p| sockbench::procfs::tree_cpu_us(p).ok());
-    let mut server_cpu_at_start = None;
-    let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
-    let connect_deadline = (spread + CONNECT_GRACE).as_nanos() as u64;
-    let mut next_tick = 1_000_000_000u64;
-    let mut tick_start = 0u64;
-    let mut tick_no = 0u64;
-    // Intervals by tick, and how many threads have reported each.
-    let mut pending: BTreeMap<u64, (Interval, usize, u64, u64)> = BTreeMap::new();
-    let mut measure_tick_first = None;
-    let mut cpu_at_start = None;
-    let mut end = UNSET;
-    let mut final_tick: Option<u64> = None;
-    loop {
-        if let Some(t) = final_tick {
-            if !pending.contains_key(&t) && tick_no >= t {
+/// One report interval being collected: the threads' sum so far.
+struct PendingTick {
+    sum: Interval,
+    /// How many threads have reported this tick.
+    reported: usize,
+    from_ns: u64,
+    to_ns: u64,
+}
+
+/// CPU times (µs) at the start of the measured phase.
+#[derive(Default)]
+struct CpuAtStart {
+    loadgen: Option<u64>,
+    server: Option<u64>,
+}
+
+/// The first connects refused before loadgen gives up at once (fewer with
+/// fewer connections): a server that is not there refuses every one, while a
+/// live one answers the first few.
+const FAIL_FAST_REFUSALS: u64 = 3;
+
+/// The main thread's state while it drives startup, warm-up and the measured
+/// phase: it starts the phases, ticks the report intervals, collects the
+/// threads' intervals into the live display and the series.
+struct Driver<'a> {
+    args: &'a Args,
+    shared: &'a Shared,
+    rx: &'a mpsc::Receiver<Interval>,
+    threads: usize,
+    progress: &'a Progress,
+    target: String,
+    connect_deadline_ns: u64,
+    ph: Phases,
+    pending: BTreeMap<u64, PendingTick>,
+    tick_no: u64,
+    tick_start_ns: u64,
+    next_tick_ns: u64,
+    end_ns: u64,
+    final_tick: Option<u64>,
+    cpu_at_start: Option<CpuAtStart>,
+}
+
+impl<'a> Driver<'a> {
+    fn new(
+        args: &'a Args,
+        shared: &'a Shared,
+        rx: &'a mpsc::Receiver<Interval>,
+        threads: usize,
+        progress: &'a Progress,
+        target: String,
+    ) -> Driver<'a> {
+        let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
+        Driver {
+            args,
+            shared,
+            rx,
+            threads,
+            progress,
+            target,
+            connect_deadline_ns: (spread + CONNECT_GRACE).as_nanos() as u64,
+            ph: Phases {
+                stop: None,
+                series: Vec::new(),
+                measured_s: 0.0,
+                cpu_us: None,
+                server_cpu_us: None,
+                io_used: "epoll",
+            },
+            pending: BTreeMap::new(),
+            tick_no: 0,
+            tick_start_ns: 0,
+            next_tick_ns: SECOND_NS,
+            end_ns: UNSET,
+            final_tick: None,
+            cpu_at_start: None,
+        }
+    }
+
+    /// Drives the run to its end and returns what it saw.
+    fn run(mut self) -> Phases {
+        loop {
+            if let Some(t) = self.final_tick {
+                if !self.pending.contains_key(&t) && self.tick_no >= t {
+                    break;
+                }
+            }
+            let now = self.shared.now_ns();
+            let step = if self.shared.load_start_ns.load(Relaxed) == UNSET {
+                self.startup(now)
+            } else {
+                self.under_load(now)
+            };
+            if let Err(stop) = step {
+                self.ph.stop = Some(stop);
                 break;
             }
+            self.show_position(now);
+            if now >= self.next_tick_ns {
+                self.tick(now);
+            }
+            self.collect();
+            self.show_ready();
         }
-        let now = shared.now_ns();
-        if shared.stop.load(Relaxed) {
-            ph.fatal.get_or_insert("an event-loop thread failed".into());
-            break;
+        self.ph
+    }
+
+    fn measure_start_ns(&self) -> u64 {
+        self.shared.measure_start_ns.load(Relaxed)
+    }
+
+    fn server_cpu_us(&self) -> Option<u64> {
+        self.args
+            .server_pid
+            .and_then(|p| sockbench::procfs::tree_cpu_us(p).ok())
+    }
+
+    /// Stops shared by every phase: a failed thread, a signal.
+    fn check_stop(&mut self, now: u64) -> Result<(), EarlyStop> {
+        if self.shared.stop.load(Relaxed) {
+            return Err(EarlyStop::ThreadFailed("an event-loop thread failed".into()));
         }
         if signal::stop_requested() {
             // Ctrl-C or SIGTERM: end now and still write what was measured,
             // marked incomplete, rather than lose the run.
-            let ms = shared.measure_start_ns.load(Relaxed);
+            let ms = self.measure_start_ns();
             if ms != UNSET && now > ms {
-                ph.measured_s = now.min(end).saturating_sub(ms) as f64 / 1e9;
-                if let (Some(a), Ok(b)) = (cpu_at_start, crate::sys::process_cpu_us()) {
-                    ph.cpu_us = Some(b.saturating_sub(a));
-                }
-                if let (Some(a), Some(b)) = (server_cpu_at_start, server_cpu()) {
-                    ph.server_cpu_us = Some(b.saturating_sub(a));
-                }
+                self.close_window(now.min(self.end_ns).saturating_sub(ms) as f64 / 1e9);
             }
-            ph.fatal = Some("interrupted by a signal; the result covers the measured phase up to then".into());
-            break;
+            return Err(EarlyStop::Interrupted);
         }
-        let load_start = shared.load_start_ns.load(Relaxed);
-        if load_start == UNSET {
-            let up = shared.open.load(Relaxed);
-            if up == args.conns || (now >= connect_deadline && up > 0) {
-                if up < args.conns {
-                    eprintln!(
-                        "loadgen: warning: only {up} of {} connections up after {:.1}s; going on with those",
-                        args.conns,
-                        now as f64 / 1e9
-                    );
-                }
-                let ms = now + args.warmup.as_nanos() as u64;
-                end = ms + args.duration.as_nanos() as u64;
-                shared.measure_start_ns.store(ms, Relaxed);
-                shared.end_ns.store(end, Relaxed);
-                shared.load_start_ns.store(now, std::sync::atomic::Ordering::Release);
-                // A tick falls on the measured phase's start, so warm-up stays out of the series.
-                next_tick = next_tick.min(ms.max(now + 1));
-            } else if now >= connect_deadline {
-                let why = shared
-                    .last_connect_error
-                    .lock()
-                    .unwrap()
-                    .clone()
-                    .unwrap_or_else(|| "no answer".into());
-                ph.fatal = Some(format!("cannot reach the server at {} {target}: {why}", args.transport));
-                break;
-            }
-        } else {
-            let ms = shared.measure_start_ns.load(Relaxed);
-            if now >= ms && cpu_at_start.is_none() {
-                cpu_at_start = crate::sys::process_cpu_us().ok();
-                server_cpu_at_start = server_cpu();
-            }
-            if shared.open.load(Relaxed) == 0 {
-                let why = shared.last_loss.lock().unwrap().clone().unwrap_or_default();
-                ph.fatal = Some(format!(
-                    "every connection to {target} is gone ({why}); did the server die?"
+        Ok(())
+    }
+
+    /// Records the measured phase's length and the CPU spent in it.
+    fn close_window(&mut self, measured_s: f64) {
+        self.ph.measured_s = measured_s;
+        let Some(at_start) = &self.cpu_at_start else { return };
+        if let (Some(a), Ok(b)) = (at_start.loadgen, crate::sys::process_cpu_us()) {
+            self.ph.cpu_us = Some(b.saturating_sub(a));
+        }
+        if let (Some(a), Some(b)) = (at_start.server, self.server_cpu_us()) {
+            self.ph.server_cpu_us = Some(b.saturating_sub(a));
+        }
+    }
+
+    /// Startup: waits for the connections, starts the load, or gives up.
+    fn startup(&mut self, now: u64) -> Result<(), EarlyStop> {
+        self.check_stop(now)?;
+        let (up, conns) = (self.shared.open.load(Relaxed), self.args.conns);
+        if up == conns || (now >= self.connect_deadline_ns && up > 0) {
+            if up < conns {
+                self.progress.println(&format!(
+                    "loadgen: warning: only {up} of {conns} connections up after {:.1}s; going on with those",
+                    now as f64 / 1e9
                 ));
-                ph.measured_s = (now.saturating_sub(ms)) as f64 / 1e9;
-                break;
             }
-            if now >= end && final_tick.is_none() {
-                ph.measured_s = args.duration.as_secs_f64();
-                if let (Some(a), Ok(b)) = (cpu_at_start, crate::sys::process_cpu_us()) {
-                    ph.cpu_us = Some(b.saturating_sub(a));
-                }
-                if let (Some(a), Some(b)) = (server_cpu_at_start, server_cpu()) {
-                    ph.server_cpu_us = Some(b.saturating_sub(a));
-                }
-                // One last tick collects the final partial second; the threads stop after it.
-                next_tick = now;
-                final_tick = Some(tick_no + 1);
+            self.start_load(now);
+            return Ok(());
+        }
+        if self.all_refused() || now >= self.connect_deadline_ns {
+            let why = self
+                .shared
+                .last_connect_error
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| "no answer".into());
+            return Err(EarlyStop::Unreachable(format!(
+                "cannot reach the server at {} {}: {why}; is it running?",
+                self.args.transport, self.target
+            )));
+        }
+        Ok(())
+    }
+
+    /// No connection ever came up and the first connects were all refused.
+    fn all_refused(&self) -> bool {
+        let refused = self.shared.connects_refused.load(Relaxed);
+        self.shared.ever_up.load(Relaxed) == 0
+            && refused >= FAIL_FAST_REFUSALS.min(self.args.conns)
+            && refused == self.shared.connects_failed.load(Relaxed)
+    }
+
+    /// Every connection is up (or the grace is over): load starts now.
+    fn start_load(&mut self, now: u64) {
+        let ms = now + self.args.warmup.as_nanos() as u64;
+        self.end_ns = ms + self.args.duration.as_nanos() as u64;
+        self.shared.measure_start_ns.store(ms, Relaxed);
+        self.shared.end_ns.store(self.end_ns, Relaxed);
+        self.shared.load_start_ns.store(now, Ordering::Release);
+        // Ticks fall on the measured phase's bounds, so warm-up stays out of the series.
+        self.next_tick_ns = self.plan_tick(self.tick_start_ns, now);
+    }
+
+    /// The tick after one at `last`: a second later, or at the next phase
+    /// bound if that comes within 1.5 s, so that no interval is a sliver
+    /// (and the live lines do not come 0.1 s apart).
+    fn plan_tick(&self, last: u64, now: u64) -> u64 {
+        let regular = last + SECOND_NS;
+        let stretched = regular + SECOND_NS / 2;
+        let bound = [self.measure_start_ns(), self.end_ns]
+            .into_iter()
+            .filter(|&b| b != UNSET && b > last)
+            .min();
+        let next = match bound {
+            Some(b) if b <= stretched => b,
+            _ => regular,
+        };
+        next.max(now)
+    }
+
+    /// Warm-up and the measured phase: watch for the end and for a dead server.
+    fn under_load(&mut self, now: u64) -> Result<(), EarlyStop> {
+        self.check_stop(now)?;
+        let ms = self.measure_start_ns();
+        if now >= ms && self.cpu_at_start.is_none() {
+            self.cpu_at_start = Some(CpuAtStart {
+                loadgen: crate::sys::process_cpu_us().ok(),
+                server: self.server_cpu_us(),
+            });
+        }
+        if self.shared.open.load(Relaxed) == 0 {
+            let why = self.shared.last_loss.lock().unwrap().clone().unwrap_or_default();
+            self.ph.measured_s = now.saturating_sub(ms) as f64 / 1e9;
+            return Err(EarlyStop::ServerGone(format!(
+                "every connection to {} is gone ({why}); did the server die?",
+                self.target
+            )));
+        }
+        if now >= self.end_ns && self.final_tick.is_none() {
+            self.close_window(self.args.duration.as_secs_f64());
+            // One last tick collects the final partial interval; the threads stop after it.
+            self.next_tick_ns = now;
+            self.final_tick = Some(self.tick_no + 1);
+        }
+        Ok(())
+    }
+
+    /// Moves the live display to where the run is.
+    fn show_position(&self, now: u64) {
+        let ms = self.measure_start_ns();
+        let (phase, into) = match self.shared.load_start_ns.load(Relaxed) {
+            UNSET => (Phase::Startup, 0),
+            start if now < ms => (Phase::Warmup, now.saturating_sub(start)),
+            _ => (Phase::Measured, now.saturating_sub(ms)),
+        };
+        self.progress.at(phase, Duration::from_nanos(into));
+    }
+
+    /// Ends a report interval: the threads each send theirs for it.
+    fn tick(&mut self, now: u64) {
+        self.tick_no += 1;
+        let empty = Interval {
+            thread: 0,
+            tick: self.tick_no,
+            hist: stats::new_histogram(),
+            msgs: 0,
+            bytes: 0,
+            errors: Errors::default(),
+        };
+        self.pending.insert(
+            self.tick_no,
+            PendingTick {
+                sum: empty,
+                reported: 0,
+                from_ns: self.tick_start_ns,
+                to_ns: now,
+            },
+        );
+        self.tick_start_ns = now;
+        self.shared.tick.store(self.tick_no, Relaxed);
+        // After the final tick the threads stop; the next one is never due
+        // before they have, and the loop ends when the final interval is in.
+        self.next_tick_ns = self.plan_tick(now, now);
+    }
+
+    /// Waits a little for the threads' intervals and adds them up by tick.
+    fn collect(&mut self) {
+        let wait = self.next_tick_ns.saturating_sub(self.shared.now_ns());
+        let wait = Duration::from_nanos(wait.clamp(1_000_000, 50_000_000));
+        let Ok(first) = self.rx.recv_timeout(wait) else { return };
+        for iv in std::iter::once(first).chain(self.rx.try_iter()) {
+            if let Some(p) = self.pending.get_mut(&iv.tick) {
+                let _ = p.sum.hist.add(&iv.hist);
+                p.sum.msgs += iv.msgs;
+                p.sum.bytes += iv.bytes;
+                stats::add_errors(&mut p.sum.errors, &iv.errors);
+                p.reported += 1;
             }
         }
-        if now >= next_tick {
-            tick_no += 1;
-            let ms = shared.measure_start_ns.load(Relaxed);
-            if measure_tick_first.is_none() && ms != UNSET && now >= ms {
-                measure_tick_first = Some(tick_no);
-            }
-            pending.insert(tick_no, (empty_interval(tick_no), 0, tick_start, now));
-            tick_start = now;
-            shared.tick.store(tick_no, Relaxed);
-            next_tick = now + 1_000_000_000;
-            let ms = shared.measure_start_ns.load(Relaxed);
-            if ms != UNSET && ms > now {
-                next_tick = next_tick.min(ms);
-            }
-            if end != UNSET && end > now {
-                next_tick = next_tick.min(end);
-            }
-        }
-        // Collect intervals: each thread's report at tick n covers (n-1, n].
-        let wait = Duration::from_nanos(next_tick.saturating_sub(shared.now_ns()).clamp(1_000_000, 50_000_000));
-        if let Ok(iv) = rx.recv_timeout(wait) {
-            absorb(&mut pending, iv);
-            while let Ok(iv) = rx.try_recv() {
-                absorb(&mut pending, iv);
-            }
-        }
-        let ready: Vec<u64> = pending
+    }
+
+    /// Shows every interval all threads have reported (or that waited long
+    /// enough), and adds the measured ones to the series.
+    fn show_ready(&mut self) {
+        let now = self.shared.now_ns();
+        let closing = self.final_tick.is_some();
+        let ready: Vec<u64> = self
+            .pending
             .iter()
-            .filter(|(&t, (_, n, _, at))| {
-                *n >= threads || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000)
+            .filter(|(&t, p)| {
+                p.reported >= self.threads || ((t < self.tick_no || closing) && now > p.to_ns + 300_000_000)
             })
             .map(|(&t, _)| t)
             .collect();
         for t in ready {
-            let (iv, _, from, to) = pending.remove(&t).unwrap();
-            let secs = (to - from).max(1) as f64 / 1e9;
-            let ms = shared.measure_start_ns.load(Relaxed);
-            let phase = if ms == UNSET {
-                "startup"
-            } else if from < ms {
-                "warmup"
-            } else {
-                ""
-            };
-            eprintln!(
-                "[{:>6.1}s] {:>10.0} msgs/s {:>8.2} MB/s  p50 {:>6} us  p99 {:>7} us  errors {:>5}  open {}/{} {}",
-                to as f64 / 1e9,
-                iv.msgs as f64 / secs,
-                iv.bytes as f64 / secs / 1e6,
-                iv.hist.value_at_quantile(0.5),
-                iv.hist.value_at_quantile(0.99),
-                iv.errors.total(),
-                shared.open.load(Relaxed),
-                args.conns,
-                phase
-            );
-            if ms != UNSET && from >= ms {
-                ph.series.push(SeriesPoint {
-                    t_s: ((to - ms) as f64 / 1e9 * 1000.0).round() / 1000.0,
-                    msgs: iv.msgs,
-                    p50_us: iv.hist.value_at_quantile(0.5) as f64,
-                    p99_us: iv.hist.value_at_quantile(0.99) as f64,
-                    errors: iv.errors.total(),
-                });
+            if let Some(p) = self.pending.remove(&t) {
+                self.show_interval(p);
             }
         }
     }
-    ph
-}
 
-fn empty_interval(tick: u64) -> Interval {
-    Interval {
-        thread: 0,
-        tick,
-        hist: stats::new_histogram(),
-        msgs: 0,
-        bytes: 0,
-        errors: Errors::default(),
+    fn show_interval(&mut self, p: PendingTick) {
+        let secs = (p.to_ns - p.from_ns).max(1) as f64 / 1e9;
+        let ms = self.measure_start_ns();
+        let phase = if ms == UNSET {
+            Phase::Startup
+        } else if p.from_ns < ms {
+            Phase::Warmup
+        } else {
+            Phase::Measured
+        };
+        let (p50_us, p99_us) = (
+            p.sum.hist.value_at_quantile(0.5) as f64,
+            p.sum.hist.value_at_quantile(0.99) as f64,
+        );
+        self.progress.interval(&IntervalView {
+            at_s: p.to_ns as f64 / 1e9,
+            msgs_per_s: p.sum.msgs as f64 / secs,
+            mb_per_s: p.sum.bytes as f64 / secs / 1e6,
+            p50_us,
+            p99_us,
+            errors: p.sum.errors.total(),
+            open: self.shared.open.load(Relaxed),
+            conns: self.args.conns,
+            phase,
+        });
+        if phase == Phase::Measured {
+            self.ph.series.push(SeriesPoint {
+                t_s: ((p.to_ns - ms) as f64 / 1e9 * 1000.0).round() / 1000.0,
+                msgs: p.sum.msgs,
+                p50_us,
+                p99_us,
+                errors: p.sum.errors.total(),
+            });
+        }
     }
 }
 
-fn absorb(pending: &mut BTreeMap<u64, (Interval, usize, u64, u64)>, iv: Interval) {
-    if let Some((agg, n, _, _)) = pending.get_mut(&iv.tick) {
-        let _ = agg.hist.add(&iv.hist);
-        agg.msgs += iv.msgs;
-        agg.bytes += iv.bytes;
-        stats::add_errors(&mut agg.errors, &iv.errors);
-        *n += 1;
+/// Why the run fails (exit code 1), one line per reason, as the result
+/// file records them: a run cut short, corruption in any phase, no echo.
+fn failures(ph: &Phases, totals: &[ThreadTotals], errors: &Errors, messages: u64) -> Vec<String> {
+    let mut why: Vec<String> = ph.stop.iter().map(EarlyStop::message).collect();
+    // Corruption fails the run whenever it happened, warm-up included.
+    let mismatched: u64 = totals.iter().map(|t| t.mismatch_whole_run).sum();
+    if mismatched > 0 {
+        let noun = if mismatched == 1 { "mismatch" } else { "mismatches" };
+        why.push(format!(
+            "{mismatched} {noun}: echoes that did not match what was sent (corruption), {} of them in the measured phase",
+            errors.mismatch
+        ));
+    }
+    if why.is_empty() && messages == 0 {
+        why.push("no echo completed in the measured phase".into());
+    }
+    why
+}
+
+/// The `extra` keys loadgen adds (README.md, "Output").
+fn extra_fields(
+    args: &Args,
+    ph: &Phases,
+    unc: &Histogram<u64>,
+    threads: usize,
+    scheduled: u64,
+    messages: u64,
+) -> Extra {
+    let per_msg = |cpu: Option<u64>| cpu.filter(|_| messages > 0);
+    let loadgen_cpu = per_msg(ph.cpu_us);
+    let server_cpu = per_msg(ph.server_cpu_us);
+    Extra {
+        latency_uncorrected_us: Some(stats::latency_of(unc)),
+        histogram_uncorrected: Some(result::encode_histogram(unc)),
+        threads_used: Some(threads as u64),
+        scheduled_messages: args.rate.map(|_| scheduled),
+        loadgen_cpu_us: loadgen_cpu,
+        loadgen_cpu_us_per_msg: loadgen_cpu.map(|cpu| cpu as f64 / messages as f64),
+        server_cpu_us: server_cpu,
+        server_cpu_us_per_msg: server_cpu.map(|cpu| cpu as f64 / messages as f64),
+        merged_from: Vec::new(),
     }
 }
 
@@ -397,17 +680,18 @@ fn build_result(
     plan: &Plan,
     totals: &[ThreadTotals],
     ph: &Phases,
-    ok: bool,
     threads: usize,
 ) -> (RunResult, Histogram<u64>) {
     let mut hist = stats::new_histogram();
     let mut unc = stats::new_histogram();
     let mut errors = Errors::default();
+    let mut warmup_errors = Errors::default();
     let (mut messages, mut bytes, mut scheduled) = (0, 0, 0);
     for t in totals {
         let _ = hist.add(&t.hist);
         let _ = unc.add(&t.hist_uncorrected);
         stats::add_errors(&mut errors, &t.errors);
+        stats::add_errors(&mut warmup_errors, &t.warmup_errors);
         messages += t.messages;
         bytes += t.bytes;
         scheduled += t.scheduled;
@@ -421,20 +705,6 @@ fn build_result(
         .pin
         .as_ref()
         .map(|p| p.cpus().iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
-    let per_msg = |cpu: Option<u64>| cpu.filter(|_| messages > 0);
-    let loadgen_cpu = per_msg(ph.cpu_us);
-    let server_cpu = per_msg(ph.server_cpu_us);
-    let extra = Extra {
-        latency_uncorrected_us: Some(stats::latency_of(&unc)),
-        histogram_uncorrected: Some(result::encode_histogram(&unc)),
-        threads_used: Some(threads as u64),
-        scheduled_messages: args.rate.map(|_| scheduled),
-        loadgen_cpu_us: loadgen_cpu,
-        loadgen_cpu_us_per_msg: loadgen_cpu.map(|cpu| cpu as f64 / messages as f64),
-        server_cpu_us: server_cpu,
-        server_cpu_us_per_msg: server_cpu.map(|cpu| cpu as f64 / messages as f64),
-        merged_from: Vec::new(),
-    };
     let result = RunResult {
         schema: SCHEMA.into(),
         command: argv,
@@ -458,7 +728,11 @@ fn build_result(
             timeout_s: args.timeout.as_secs_f64(),
             io: Some(ph.io_used.into()),
         },
-        complete: ok,
+        complete: ph.stop.is_none(),
+        run_id: new_run_id(),
+        merged_run_ids: Vec::new(),
+        failures: failures(ph, totals, &errors, messages),
+        warmup_errors,
         messages,
         bytes,
         throughput: Throughput {
@@ -470,7 +744,7 @@ fn build_result(
         errors,
         series: ph.series.clone(),
         histogram: result::encode_histogram(&hist),
-        extra,
+        extra: extra_fields(args, ph, &unc, threads, scheduled, messages),
     };
     (result, hist)
 }

@@ -70,6 +70,8 @@ pub struct ThreadTotals {
     pub bytes: u64,
     /// Errors inside the measured window; `connect` over the whole run.
     pub errors: Errors,
+    /// Errors before the measured window (startup and warm-up); `connect` stays in `errors`.
+    pub warmup_errors: Errors,
     /// Mismatched echoes over the whole run: corruption in warm-up fails the run too.
     pub mismatch_whole_run: u64,
     /// Open loop: messages the schedule asked this thread to send in the measured phase.

@@ -120,6 +120,9 @@ fn unix_udp_and_unixgram_echo_cleanly() {
                 "700ms",
                 "--warmup",
                 "100ms",
+                // Datagram runs must outlast --timeout (loadgen refuses otherwise).
+                "--timeout",
+                "500ms",
             ],
             &dir,
         );

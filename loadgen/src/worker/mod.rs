@@ -79,6 +79,10 @@ pub struct Shared {
     pub ever_up: AtomicU64,
     /// The last connect error, for the "cannot reach" message.
     pub last_connect_error: Mutex<Option<String>>,
+    /// Failed connect attempts so far, and how many of them were refused
+    /// (`ECONNREFUSED`): the main thread fails fast when all are.
+    pub connects_failed: AtomicU64,
+    pub connects_refused: AtomicU64,
     /// The last reason a live connection was lost.
     pub last_loss: Mutex<Option<String>>,
     /// With `--io auto`: why io_uring could not be used, if it could not.
@@ -97,6 +101,8 @@ impl Shared {
             open: AtomicU64::new(0),
             ever_up: AtomicU64::new(0),
             last_connect_error: Mutex::new(None),
+            connects_failed: AtomicU64::new(0),
+            connects_refused: AtomicU64::new(0),
             last_loss: Mutex::new(None),
             io_fallback: Mutex::new(None),
         }
@@ -259,6 +265,8 @@ impl Recorder {
         f(&mut self.iv_errors);
         if at >= self.measure_start && at < self.end {
             f(&mut self.totals.errors);
+        } else if at < self.measure_start {
+            f(&mut self.totals.warmup_errors);
         }
     }
 
@@ -341,6 +349,7 @@ pub fn run_thread(index: usize, plan: &Plan, shared: &Shared, tx: mpsc::Sender<I
         messages: 0,
         bytes: 0,
         errors: Errors::default(),
+        warmup_errors: Errors::default(),
         mismatch_whole_run: 0,
         scheduled: 0,
     };
@@ -568,6 +577,10 @@ impl Worker<'_> {
     fn connect_failed(&mut self, k: usize, now: u64, e: &io::Error) {
         self.rec.connect_error();
         *self.shared.last_connect_error.lock().unwrap() = Some(e.to_string());
+        self.shared.connects_failed.fetch_add(1, Relaxed);
+        if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+            self.shared.connects_refused.fetch_add(1, Relaxed);
+        }
         let c = &mut self.conns[k];
         c.close();
         c.failures += 1;

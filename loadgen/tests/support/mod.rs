@@ -32,6 +32,9 @@ pub enum Fault {
     None,
     /// Flips one byte every `n` bytes echoed.
     CorruptEvery(u64),
+    /// Flips the one byte at this offset of everything echoed (counted over
+    /// every connection), and nothing else: a fault early in a run.
+    CorruptByteAt(u64),
     /// Once `after_bytes` have been echoed in total, every connection stalls
     /// until 1 s later.
     StallOnce { after_bytes: u64 },
@@ -99,6 +102,11 @@ impl FaultState {
                     if (before + i as u64) % n == n - 1 {
                         *b ^= 0x5a;
                     }
+                }
+            }
+            Fault::CorruptByteAt(at) => {
+                if (before..before + buf.len() as u64).contains(&at) {
+                    buf[(at - before) as usize] ^= 0x5a;
                 }
             }
             Fault::StallOnce { after_bytes } => {

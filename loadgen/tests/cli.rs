@@ -1,0 +1,461 @@
+//! What a user of wrk, tcpkali or hyperfine expects from loadgen, run as
+//! they would run it: where the output goes, how it reads, which flags work,
+//! what is refused at once, and that no result is lost, clobbered or doubled.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use loadgen::result::RunResult;
+use support::*;
+
+/// Runs loadgen with `args` (no `--out` added) in `cwd`, output captured.
+fn loadgen_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(loadgen_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run loadgen")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn read(path: &Path) -> RunResult {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("a result file")
+}
+
+/// A short clean closed-loop run's flags against `addr`.
+fn short_run<'a>(addr: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![addr, "-c", "4", "-d", "600ms", "--warmup", "100ms"];
+    v.extend_from_slice(more);
+    v
+}
+
+/// A TCP address on which connects are refused for as long as the returned
+/// socket lives: bound but never listening (a closed port could be handed to
+/// a test running alongside).
+fn refusing_addr() -> (std::os::fd::OwnedFd, String) {
+    use sockbench::{net, sys};
+    use std::os::fd::AsFd;
+    let holder = sys::socket(libc::AF_INET, libc::SOCK_STREAM, false).unwrap();
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sys::bind(holder.as_fd(), &net::Endpoint::Inet(any_port).sockaddr().unwrap()).unwrap();
+    let net::Endpoint::Inet(bound) = net::local_endpoint(holder.as_fd()).unwrap() else {
+        panic!("a TCP socket has an IP address")
+    };
+    (holder, bound.to_string())
+}
+
+#[test]
+fn refused_connects_fail_fast_and_say_so_first() {
+    let _serial = one_at_a_time();
+    let dir = temp_dir("refused");
+    let (_holder, addr) = refusing_addr();
+    // 1,000 connections paced at 100/s would take 10 s to try, plus the grace.
+    let start = Instant::now();
+    let out = loadgen_in(&dir, &[&addr, "-c", "1000", "--connect-rate", "100", "-d", "5s"]);
+    let took = start.elapsed();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(8), "gave up only after {took:?}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("loadgen: error: cannot reach") && first.contains(&addr) && first.contains("refused"),
+        "the first thing said must be the reason:\n{stderr}"
+    );
+    assert!(stdout.is_empty(), "no report of zeros: {stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn report_on_stdout_with_scaled_units_and_live_lines_on_stderr() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("report");
+    let json = dir.join("r.json");
+    let out = loadgen_in(&dir, &short_run(&srv.addr, &["--out", json.to_str().unwrap()]));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let r = read(&json);
+    // The report is on stdout; the live lines are not.
+    assert!(stdout.contains("Throughput"), "{stdout}");
+    assert!(!stdout.contains("open 4/4"), "live lines on stdout: {stdout}");
+    assert!(stderr.contains("msgs/s") && stderr.contains("open 4/4"), "{stderr}");
+    // About one live line a second: 100 ms of warm-up and 600 ms measured
+    // make two, and never a burst of slivers at the end.
+    let live = stderr.lines().filter(|l| l.contains("open 4/4")).count();
+    assert!((1..=3).contains(&live), "{live} live lines:\n{stderr}");
+    // Closed loop: one latency line, figures with units, the JSON exact in µs.
+    let latency: Vec<&str> = stdout.lines().filter(|l| l.contains("Latency")).collect();
+    assert_eq!(latency.len(), 1, "{stdout}");
+    let p50 = loadgen::report::fmt_us(r.latency_us.p50);
+    assert!(latency[0].contains(&format!("p50 {p50}")), "{stdout}");
+    assert!(
+        p50.ends_with("us") || p50.ends_with("ms") || p50.ends_with('s'),
+        "{p50}"
+    );
+    assert_eq!(
+        r.latency_us.p50,
+        r.latency_us.p50.round(),
+        "JSON keeps whole microseconds"
+    );
+    assert!(stdout.contains("Errors      none"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok, 0 errors"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn scaled_units_read_like_wrk() {
+    use loadgen::report::fmt_us;
+    assert_eq!(fmt_us(85.0), "85.00us");
+    assert_eq!(fmt_us(299_775.0), "299.78ms");
+    assert_eq!(fmt_us(1_250_000.0), "1.25s");
+}
+
+#[test]
+fn open_loop_prints_corrected_and_uncorrected_latency_each_labelled() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("openloop");
+    let out = loadgen_in(&dir, &short_run(&srv.addr, &["-R", "500"]));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("Latency, corrected (from intended send time)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Latency, uncorrected (from actual send time)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("requested 500 msgs/s"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn json_and_out_dash_leave_only_the_json_on_stdout() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("json");
+    for flags in [&["--json"][..], &["--out", "-"][..]] {
+        let out = loadgen_in(&dir, &short_run(&srv.addr, flags));
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {}", text(&out.stderr));
+        let r: RunResult = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{flags:?}: stdout is not only the JSON ({e}):\n{}", text(&out.stdout)));
+        assert!(r.messages > 0);
+        // The report still reaches the user, on stderr.
+        assert!(text(&out.stderr).contains("ok, 0 errors"), "{flags:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "`--out -` wrote files: {left:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn familiar_flags_and_a_positional_target() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("aliases");
+    let json = dir.join("a.json");
+    let args = [
+        &srv.addr,
+        "--connections",
+        "3",
+        "-d",
+        "700ms",
+        "-t",
+        "2",
+        "-R",
+        "300",
+        "--warmup",
+        "100ms",
+        "--latency-percentiles",
+        "50,99.9",
+        "--out",
+        json.to_str().unwrap(),
+    ];
+    let out = loadgen_in(&dir, &args);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = read(&json);
+    assert_eq!(r.settings.target, srv.addr);
+    assert_eq!((r.settings.conns, r.settings.threads), (3, 2));
+    assert_eq!((r.settings.duration_s, r.settings.rate), (0.7, Some(300.0)));
+    assert!(stdout.contains("p50 ") && stdout.contains("p99.9 "), "{stdout}");
+    assert!(!stdout.contains("p90 "), "only the percentiles asked for: {stdout}");
+    // -c is --conns; the target given twice is refused.
+    let out = loadgen_in(&dir, &[&srv.addr, "-c", "2", "--addr", &srv.addr]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn nonsense_is_refused_at_once_with_exit_2_naming_the_flag() {
+    let dir = temp_dir("nonsense");
+    // No server anywhere: each must be refused before a connect is tried (exit 2, not 1).
+    let (_holder, addr) = refusing_addr();
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let under_file = not_a_dir.join("x.json");
+    for (args, flag) in [
+        (vec!["-d", "0s"], "--duration"),
+        (
+            vec!["--transport", "udp", "-d", "300ms", "--warmup", "0s"],
+            "--duration",
+        ),
+        (vec!["-R", "0.5", "-d", "1s"], "--rate"),
+        (vec!["--latency-percentiles", "50,101"], "--latency-percentiles"),
+        (vec!["--out", "/nonexistent/dir/x.json"], "--out"),
+        (vec!["--out", under_file.to_str().unwrap()], "--out"),
+        (vec!["--out", "/proc/loadgen-test.json"], "--out"),
+        (vec!["--out", "run.hgrm"], "--out"),
+    ] {
+        let mut full = vec![addr.as_str()];
+        full.extend(args.iter().copied());
+        let start = Instant::now();
+        let out = loadgen_in(&dir, &full);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{args:?} was not refused at once"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn merge_is_a_subcommand_with_its_own_help() {
+    let out = Command::new(loadgen_bin()).arg("--help").output().unwrap();
+    let help = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.lines().any(|l| l.trim_start().starts_with("merge ")),
+        "merge is not listed:\n{help}"
+    );
+    let out = Command::new(loadgen_bin()).args(["merge", "--help"]).output().unwrap();
+    let help = text(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        help.contains("Usage: loadgen merge") && help.contains("--out"),
+        "{help}"
+    );
+}
+
+#[test]
+fn out_names_never_clobber_each_other_and_leave_no_temp_files() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("outnames");
+    // A name without .json gets `.hgrm` added, never replacing its own name.
+    let out = loadgen_in(&dir, &short_run(&srv.addr, &["--out", "run.out"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = read(&dir.join("run.out"));
+    assert!(r.messages > 0);
+    let hgrm = std::fs::read_to_string(dir.join("run.out.hgrm")).unwrap();
+    assert!(hgrm.contains("Percentile"), "{hgrm}");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["run.out", "run.out.hgrm"], "temporary files left behind");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn merge_refuses_a_run_merged_with_itself() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("selfmerge");
+    let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+    for p in [&a, &b] {
+        let out = loadgen_in(&dir, &short_run(&srv.addr, &["--out", p.to_str().unwrap()]));
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let (ra, rb) = (read(&a), read(&b));
+    assert_eq!(ra.run_id.len(), 32);
+    assert_ne!(ra.run_id, rb.run_id);
+    let copy = dir.join("copy-of-a.json");
+    std::fs::copy(&a, &copy).unwrap();
+    let total = dir.join("total.json");
+    let merge = |inputs: &[&Path]| {
+        let mut cmd = Command::new(loadgen_bin());
+        cmd.arg("merge").args(inputs).arg("--out").arg(&total);
+        cmd.output().unwrap()
+    };
+    for inputs in [[&a, &a], [&a, &copy]] {
+        let out = merge(&[inputs[0].as_path(), inputs[1].as_path()]);
+        assert!(!out.status.success(), "{inputs:?} merged");
+        assert!(text(&out.stderr).contains("twice"), "{}", text(&out.stderr));
+    }
+    // Two different runs merge; the merge then carries both ids, so adding
+    // one of them again is refused too.
+    let out = merge(&[a.as_path(), b.as_path()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = read(&total);
+    assert_eq!(m.merged_run_ids, [ra.run_id.clone(), rb.run_id.clone()]);
+    let again = dir.join("total-again.json");
+    std::fs::copy(&total, &again).unwrap();
+    let out = merge(&[again.as_path(), b.as_path()]);
+    assert!(!out.status.success(), "a merge merged with one of its own runs");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn corruption_in_warm_up_is_recorded_in_the_file_and_survives_a_merge() {
+    let _serial = one_at_a_time();
+    let dir = temp_dir("warmcorrupt");
+    // One byte flipped 1,000 bytes in: deep inside a 1 s warm-up.
+    let srv = tcp_server(Fault::CorruptByteAt(1_000));
+    let bad = dir.join("bad.json");
+    let out = loadgen_in(
+        &dir,
+        &[
+            &srv.addr,
+            "-c",
+            "4",
+            "-d",
+            "500ms",
+            "--warmup",
+            "1s",
+            "--out",
+            bad.to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let r = read(&bad);
+    assert_eq!(r.errors.mismatch, 0, "the measured phase was clean: {:?}", r.errors);
+    assert!(r.warmup_errors.mismatch >= 1, "{:?}", r.warmup_errors);
+    assert!(
+        r.failures.iter().any(|f| f.contains("mismatch")),
+        "the file must say why the run failed: {:?}",
+        r.failures
+    );
+    let verdict = stdout.lines().last().unwrap_or_default();
+    assert!(
+        verdict.starts_with("FAILED: ") && verdict.contains("warmup_errors.mismatch"),
+        "the verdict names the counter to look at: {stdout}"
+    );
+    // Merged with a clean run (the same server: its one fault is spent), the
+    // result still says it failed.
+    let good = dir.join("good.json");
+    let out = loadgen_in(
+        &dir,
+        &[
+            &srv.addr,
+            "-c",
+            "4",
+            "-d",
+            "500ms",
+            "--warmup",
+            "1s",
+            "--out",
+            good.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let total = dir.join("total.json");
+    let out = Command::new(loadgen_bin())
+        .arg("merge")
+        .args([&good, &bad])
+        .arg("--out")
+        .arg(&total)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = read(&total);
+    assert!(m.warmup_errors.mismatch >= 1 && !m.failures.is_empty(), "{m:?}");
+    assert!(text(&out.stdout).contains("FAILED: "), "{}", text(&out.stdout));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unixgram_clients_use_a_fresh_directory_and_remove_only_their_sockets() {
+    let _serial = one_at_a_time();
+    let srv = unixgram_server();
+    let tmp = temp_dir("tmpdir");
+    let mut child = Command::new(loadgen_bin())
+        .args([
+            "--transport",
+            "unixgram",
+            &srv.addr,
+            "-c",
+            "4",
+            "-d",
+            "3s",
+            "--warmup",
+            "0s",
+        ])
+        .args(["--timeout", "500ms"])
+        .env("TMPDIR", &tmp)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let predictable = format!("loadgen-{}", child.id());
+    // Wait for the clients' directory to appear, then leave a file of someone else's in it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client_dir = loop {
+        let found = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("c0").exists());
+        if let Some(d) = found {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no client socket directory in {}",
+            tmp.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(client_dir.file_name().unwrap().to_string_lossy(), predictable);
+    let theirs = client_dir.join("not-loadgens.txt");
+    std::fs::write(&theirs, "keep me").unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(theirs.is_file(), "loadgen removed a file it did not create");
+    assert!(!client_dir.join("c0").exists(), "loadgen left its own socket behind");
+    let _ = std::fs::remove_dir_all(tmp);
+}
+
+#[test]
+fn on_a_terminal_progress_is_one_updating_line() {
+    let _serial = one_at_a_time();
+    // `script` gives loadgen a terminal; without it, skip.
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to provide a terminal");
+        return;
+    }
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("tty");
+    let cmd = format!("{} {} -c 2 -d 2s --warmup 1s 2>&1", loadgen_bin(), srv.addr);
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    // The bar redraws in place (carriage returns / erase), shows warm-up as
+    // such and the measured time out of the total, and is not a stack of lines.
+    assert!(tty.contains("warm-up"), "{tty}");
+    assert!(tty.contains("/2.0s") && tty.contains('%'), "{tty}");
+    assert!(tty.contains('\r') || tty.contains("\x1b["), "{tty:?}");
+    assert!(!tty.contains("open 2/2 warmup"), "plain lines on a terminal: {tty}");
+    assert!(tty.contains("ok, 0 errors"), "{tty}");
+    let _ = std::fs::remove_dir_all(dir);
+}
