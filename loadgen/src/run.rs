@@ -213,7 +213,7 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
     let mut tick_start = 0u64;
     let mut tick_no = 0u64;
     // Intervals by tick, and how many threads have reported each.
-    let mut pending: BTreeMap<u64, (Interval, usize, u64, u64)> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, PendingTick> = BTreeMap::new();
     let mut measure_tick_first = None;
     let mut cpu_at_start = None;
     let mut end = UNSET;
@@ -306,7 +306,15 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
             if measure_tick_first.is_none() && ms != UNSET && now >= ms {
                 measure_tick_first = Some(tick_no);
             }
-            pending.insert(tick_no, (empty_interval(tick_no), 0, tick_start, now));
+            pending.insert(
+                tick_no,
+                PendingTick {
+                    sum: empty_interval(tick_no),
+                    reported: 0,
+                    from_ns: tick_start,
+                    to_ns: now,
+                },
+            );
             tick_start = now;
             shared.tick.store(tick_no, Relaxed);
             next_tick = now + 1_000_000_000;
@@ -328,13 +336,19 @@ fn drive(args: &Args, shared: &Shared, rx: &mpsc::Receiver<Interval>, threads: u
         }
         let ready: Vec<u64> = pending
             .iter()
-            .filter(|(&t, (_, n, _, at))| {
-                *n >= threads || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > at + 300_000_000)
+            .filter(|(&t, p)| {
+                p.reported >= threads
+                    || ((t < tick_no || final_tick.is_some()) && shared.now_ns() > p.to_ns + 300_000_000)
             })
             .map(|(&t, _)| t)
             .collect();
         for t in ready {
-            let (iv, _, from, to) = pending.remove(&t).unwrap();
+            let PendingTick {
+                sum: iv,
+                from_ns: from,
+                to_ns: to,
+                ..
+            } = pending.remove(&t).unwrap();
             let secs = (to - from).max(1) as f64 / 1e9;
             let ms = shared.measure_start_ns.load(Relaxed);
             let phase = if ms == UNSET {
@@ -381,13 +395,24 @@ fn empty_interval(tick: u64) -> Interval {
     }
 }
 
-fn absorb(pending: &mut BTreeMap<u64, (Interval, usize, u64, u64)>, iv: Interval) {
-    if let Some((agg, n, _, _)) = pending.get_mut(&iv.tick) {
-        let _ = agg.hist.add(&iv.hist);
-        agg.msgs += iv.msgs;
-        agg.bytes += iv.bytes;
-        stats::add_errors(&mut agg.errors, &iv.errors);
-        *n += 1;
+/// One second of the run being summed over the threads' reports.
+struct PendingTick {
+    /// The reports so far, added up.
+    sum: Interval,
+    /// How many threads have reported.
+    reported: usize,
+    /// The second's start and end, ns since the run began.
+    from_ns: u64,
+    to_ns: u64,
+}
+
+fn absorb(pending: &mut BTreeMap<u64, PendingTick>, iv: Interval) {
+    if let Some(p) = pending.get_mut(&iv.tick) {
+        let _ = p.sum.hist.add(&iv.hist);
+        p.sum.msgs += iv.msgs;
+        p.sum.bytes += iv.bytes;
+        stats::add_errors(&mut p.sum.errors, &iv.errors);
+        p.reported += 1;
     }
 }
 
