@@ -70,14 +70,11 @@ impl Peer {
         }
     }
 
-    /// Every peer in the order tables and plots list them.
-    pub const ALL: [Peer; 5] = [
-        Peer::Backend(BackendKind::Fork),
-        Peer::Backend(BackendKind::Threadpool),
-        Peer::Backend(BackendKind::Epoll),
-        Peer::Backend(BackendKind::Uring),
-        Peer::Tokio,
-    ];
+    /// Every peer in the order tables and plots list them: the backends in
+    /// [`BackendKind::ALL`]'s order, then the reference peers.
+    pub fn all() -> impl Iterator<Item = Peer> {
+        BackendKind::ALL.into_iter().map(Peer::Backend).chain([Peer::Tokio])
+    }
 }
 
 impl std::fmt::Display for Peer {
@@ -89,8 +86,7 @@ impl std::fmt::Display for Peer {
 impl std::str::FromStr for Peer {
     type Err = String;
     fn from_str(s: &str) -> Result<Peer, String> {
-        Peer::ALL
-            .into_iter()
+        Peer::all()
             .find(|p| p.name() == s)
             .ok_or_else(|| format!("unknown peer {s:?}"))
     }

@@ -22,10 +22,13 @@ pub struct Staging {
 
 impl Staging {
     /// Creates `out_dir` if needed and a fresh, hidden directory inside it.
+    /// Such directories left by a compare that was killed (its pid is gone)
+    /// are removed first.
     pub fn create(out_dir: &Path) -> anyhow::Result<Staging> {
         std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+        remove_abandoned(out_dir);
         for n in 0..1000 {
-            let dir = out_dir.join(format!(".compare-new-{}-{n}", std::process::id()));
+            let dir = out_dir.join(format!("{STAGING_PREFIX}{}-{n}", std::process::id()));
             match std::fs::create_dir(&dir) {
                 Ok(()) => return Ok(Staging { dir }),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -62,6 +65,34 @@ impl Staging {
             std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
         }
         std::fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
+    }
+}
+
+const STAGING_PREFIX: &str = ".compare-new-";
+
+/// Removes `out_dir/.compare-new-PID-N` directories whose compare is no longer running.
+fn remove_abandoned(out_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(STAGING_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid.to_string()).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            eprintln!(
+                "compare: removing {}, left by an unfinished run",
+                entry.path().display()
+            );
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -103,4 +134,28 @@ fn remove_previous_run(out_dir: &Path, new_run: &Path) -> anyhow::Result<()> {
 fn remove_run_files(out_dir: &Path, json: &RunFileName) -> anyhow::Result<()> {
     remove_in(out_dir, json.hgrm().as_str())?;
     remove_in(out_dir, json.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_killed_run_is_cleaned_up_and_nothing_else() {
+        let out = std::env::temp_dir().join(format!("compare-publish-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        // pid_max is at most 2^22: this compare is certainly gone.
+        let dead = out.join(".compare-new-99999999-0");
+        let live = out.join(format!(".compare-new-{}-7", std::process::id()));
+        let other = out.join(".compare-new-notes");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("f.json"), b"{}").unwrap();
+        }
+        let staging = Staging::create(&out).unwrap();
+        assert!(!dead.exists(), "the killed run's directory is left");
+        assert!(live.join("f.json").exists() && other.join("f.json").exists());
+        staging.discard();
+        let _ = std::fs::remove_dir_all(&out);
+    }
 }

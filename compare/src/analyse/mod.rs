@@ -119,10 +119,9 @@ pub fn server_cpu_range(runs: &[Run], point: &str) -> Option<Range> {
         })
 }
 
-/// The peers that appear in `runs`, in [`Peer::ALL`]'s order.
+/// The peers that appear in `runs`, in [`Peer::all`]'s order.
 pub fn peers_of(runs: &[Run]) -> Vec<Peer> {
-    Peer::ALL
-        .into_iter()
+    Peer::all()
         .filter(|p| runs.iter().any(|r| r.record.spec.peer == *p))
         .collect()
 }
