@@ -1,6 +1,7 @@
 //! Tests specific to the `uring` backend: many connections on one ring, a
 //! tiny buffer ring under load (the ENOBUFS re-arm path), Unix-stream EOF,
-//! and a clear error when io_uring is disabled. Every test drives the real
+//! rare ring errors survived (injected), and a clear error when io_uring is
+//! disabled. Every test drives the real
 //! `server` binary over loopback or a temporary socket path.
 
 mod common;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::client::{pattern, Stream};
 use common::{field, server_bin, ServerProc, Target, TempDir};
-use sockbench::backend::uring::FORCE_SINGLE_SHOT_ENV;
+use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
 use sockbench::procfs;
 
 /// The heavy tests take most of the machine; run them one at a time.
@@ -282,6 +283,112 @@ fn best_setup_flags_where_the_kernel_has_them() {
     let cq: u64 = field(&server.listening, "cq_entries").unwrap().parse().unwrap();
     assert!(cq >= 2 * 10_000, "cq_entries={cq} is too small for 10,000 connections");
     assert!(server.stop().status.success());
+}
+
+/// Starts a uring server whose every `every`-th `io_uring_enter` fails with
+/// `errno_name` (see `INJECT_ENTER_ERROR_ENV`).
+fn start_with_enter_errors(target: Target, errno_name: &str, every: u32) -> Option<ServerProc> {
+    let dir = TempDir::new("uring-inject");
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--backend", "uring", "--threads", "1", "--transport", target.transport().name()]);
+    match target {
+        Target::Tcp4 | Target::Udp4 => cmd.args(["--addr", "127.0.0.1:0"]),
+        Target::Tcp6 | Target::Udp6 => cmd.args(["--addr", "[::1]:0"]),
+        Target::Unix | Target::Unixgram => cmd.arg("--path").arg(dir.path("s.sock")),
+    };
+    cmd.env(INJECT_ENTER_ERROR_ENV, format!("{errno_name}:{every}"));
+    started_or_skipped(ServerProc::spawn(cmd, Some(dir)))
+}
+
+/// A submission the kernel has no memory for (`EAGAIN`, `ENOMEM`) is retried
+/// after a back-off: no echo is lost or damaged, nothing counts as an error,
+/// and the summary line counts the retries as `ring_errors`.
+#[test]
+fn submissions_without_kernel_memory_are_retried() {
+    for (target, errno) in [(Target::Tcp4, "EAGAIN"), (Target::Unix, "ENOMEM"), (Target::Udp4, "EAGAIN")] {
+        let Some(server) = start_with_enter_errors(target, errno, 3) else {
+            return;
+        };
+        if target.is_stream() {
+            let mut c = common::client::Stream::connect(&server.endpoint).unwrap();
+            for i in 0..200u64 {
+                let msg = pattern(i, 0, 100);
+                assert_eq!(c.echo(&msg).unwrap(), msg, "{target:?} {errno}: echo {i}");
+            }
+        } else {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.connect(server.inet()).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 256];
+            for i in 0..200u64 {
+                let msg = pattern(i, 0, 100);
+                sock.send(&msg).unwrap();
+                let n = sock.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &msg[..], "{target:?} {errno}: datagram {i}");
+            }
+        }
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?} {errno}: {stopped:?}");
+        assert!(stopped.count("ring_errors") > 0, "{target:?} {errno}: {stopped:?}");
+        assert_eq!(stopped.count("errors"), 0, "{target:?} {errno}: {stopped:?}");
+    }
+}
+
+/// Dropped completions (`EBADR`) do not end the server. A stream connection
+/// whose state can no longer be trusted is closed (never echoed with a hole
+/// in it), a client that reconnects is served again, and datagrams keep being
+/// echoed; the summary counts the events as `ring_errors`.
+#[test]
+fn dropped_completions_close_streams_and_serving_goes_on() {
+    for target in [Target::Tcp4, Target::Unix] {
+        let Some(server) = start_with_enter_errors(target, "EBADR", 25) else {
+            return;
+        };
+        let (mut echoed, mut reconnects) = (0u64, 0u64);
+        let mut client = common::client::Stream::connect(&server.endpoint).unwrap();
+        client.set_timeouts(Some(Duration::from_secs(10))).unwrap();
+        while echoed < 300 {
+            let msg = pattern(echoed, 0, 64);
+            let mut back = vec![0u8; msg.len()];
+            let round = client.write_all(&msg).and_then(|()| client.read_exact(&mut back));
+            match round {
+                Ok(()) => {
+                    assert_eq!(back, msg, "{target:?}: echo {echoed}");
+                    echoed += 1;
+                }
+                // Closed by the server after a drop (EOF or reset); a timeout
+                // would be a connection left stuck, and fails here.
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {
+                    reconnects += 1;
+                    assert!(reconnects < 200, "{target:?}: the server closes every connection");
+                    client = common::client::Stream::connect(&server.endpoint).unwrap();
+                    client.set_timeouts(Some(Duration::from_secs(10))).unwrap();
+                }
+                Err(e) => panic!("{target:?}: a connection was left stuck after dropped completions: {e}"),
+            }
+        }
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?}: {stopped:?}");
+        assert!(reconnects > 0, "{target:?}: no drop was injected in 300 echoes");
+        assert!(stopped.count("ring_errors") > 0, "{target:?}: {stopped:?}");
+    }
+
+    let Some(server) = start_with_enter_errors(Target::Udp4, "EBADR", 25) else {
+        return;
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.inet()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    for i in 0..300u64 {
+        let msg = pattern(i, 0, 64);
+        sock.send(&msg).unwrap();
+        let n = sock.recv(&mut buf).expect("the server stopped echoing after dropped completions");
+        assert_eq!(&buf[..n], &msg[..], "datagram {i}");
+    }
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{stopped:?}");
+    assert!(stopped.count("ring_errors") > 0, "{stopped:?}");
 }
 
 /// With io_uring blocked by seccomp (as a container runtime or

@@ -18,6 +18,10 @@ pub struct Stats {
     pub errors: AtomicU64,
     /// Connections open right now.
     pub conns_open: AtomicU64,
+    /// uring: rare ring errors survived instead of ending the server (a
+    /// submission the kernel had no memory for, retried after a back-off; or
+    /// completions the kernel dropped, after which the ring starts over).
+    pub ring_errors: AtomicU64,
 }
 
 impl Stats {
@@ -85,11 +89,12 @@ impl Stats {
     /// The one-line summary printed at exit.
     pub fn summary_line(&self, backend: &str) -> String {
         format!(
-            "summary backend={backend} accepted={} messages={} bytes={} errors={}",
+            "summary backend={backend} accepted={} messages={} bytes={} errors={} ring_errors={}",
             self.accepted.load(Relaxed),
             self.messages.load(Relaxed),
             self.bytes.load(Relaxed),
             self.errors.load(Relaxed),
+            self.ring_errors.load(Relaxed),
         )
     }
 }

@@ -246,17 +246,100 @@ pub struct Completion {
     pub flags: u32,
 }
 
+/// What an `io_uring_enter` error means for the loop that got it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnterError {
+    /// Nothing is wrong: reap what is there and go on. `ETIME` (the wait's
+    /// timeout passed), `EINTR` (a signal, the stop signal among them),
+    /// `EBUSY` (the CQ overflowed; reaping makes room).
+    Proceed,
+    /// The kernel had no memory for new requests (`EAGAIN`, `ENOMEM`). The
+    /// entries it did not take stay in the submission queue: wait a little,
+    /// then submit them again.
+    BackOff,
+    /// Completions were dropped after a CQ overflow (`EBADR`, Linux 5.19+
+    /// with `IORING_FEAT_NODROP`: the kernel was out of memory even for its
+    /// overflow list). Whoever waited for them never hears back; the owner
+    /// of the ring must start over ([`Driver::take_dropped`]).
+    Dropped,
+    /// Anything else is a bug or a dead ring.
+    Fatal,
+}
+
+impl EnterError {
+    pub fn classify(e: &io::Error) -> EnterError {
+        match e.raw_os_error() {
+            Some(libc::ETIME | libc::EINTR | libc::EBUSY) => EnterError::Proceed,
+            Some(libc::EAGAIN | libc::ENOMEM) => EnterError::BackOff,
+            Some(libc::EBADR) => EnterError::Dropped,
+            _ => EnterError::Fatal,
+        }
+    }
+}
+
+/// How long to wait before the `n`-th consecutive retry of a submission the
+/// kernel had no memory for (n = 1 first): 1 ms, doubling, at most 64 ms, so
+/// that a stop request (checked every loop turn) is still seen well within
+/// the server's stop deadline.
+pub fn backoff_delay(n: u32) -> Duration {
+    Duration::from_millis(1 << n.saturating_sub(1).min(6))
+}
+
+/// Test hook: `ERRNO:EVERY` (e.g. `EAGAIN:3`, `ENOMEM:5`, `EBADR:40`) makes
+/// every EVERY-th `io_uring_enter` fail with that errno instead of entering
+/// the kernel, exactly as the kernel fails it (nothing submitted, nothing
+/// waited for), so that the recovery paths can be tested on a healthy machine.
+pub const INJECT_ENTER_ERROR_ENV: &str = "SOCKBENCH_URING_INJECT_ENTER_ERROR";
+
+/// An injected `io_uring_enter` failure (see [`INJECT_ENTER_ERROR_ENV`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InjectedError {
+    errno: i32,
+    every: u64,
+}
+
+impl InjectedError {
+    fn parse(s: &str) -> Option<InjectedError> {
+        let (name, every) = s.split_once(':')?;
+        let errno = match name {
+            "EAGAIN" => libc::EAGAIN,
+            "ENOMEM" => libc::ENOMEM,
+            "EBADR" => libc::EBADR,
+            _ => return None,
+        };
+        let every = every.parse().ok().filter(|&n| n > 0)?;
+        Some(InjectedError { errno, every })
+    }
+
+    fn from_env() -> Option<InjectedError> {
+        InjectedError::parse(&std::env::var(INJECT_ENTER_ERROR_ENV).ok()?)
+    }
+}
+
 /// A ring and its buffer ring, with submission batching and in-flight
 /// accounting.
 pub struct Driver {
-    pub ring: IoUring,
+    /// Dropped before `bufs` (see `Drop`), so that the kernel has let go of
+    /// the buffer ring before its memory is unmapped.
+    pub ring: ManuallyDrop<IoUring>,
     /// Freed in `Drop` only if no operation is still in flight; otherwise leaked,
     /// because the kernel could still write into it.
     pub bufs: ManuallyDrop<BufRing>,
     pub flags: SetupFlags,
-    /// Submitted operations whose final completion (no `F_MORE`) has not been seen.
+    /// Submitted operations whose final completion (no `F_MORE`) has not been
+    /// seen. Exact, or an over-count after dropped completions (then shutdown
+    /// leaks the buffers rather than free them); never an under-count.
     pub in_flight: usize,
     completions: Vec<Completion>,
+    /// Rare ring errors survived (back-offs and dropped-completion events)
+    /// since the owner last took them ([`Driver::take_ring_errors`]).
+    ring_errors: u64,
+    /// Completions were dropped since the owner last asked ([`Driver::take_dropped`]).
+    dropped: bool,
+    /// Consecutive back-offs; reset by any enter that succeeds.
+    backoffs_in_a_row: u32,
+    inject: Option<InjectedError>,
+    enters: u64,
 }
 
 impl Driver {
@@ -267,11 +350,16 @@ impl Driver {
         bufs.register(&ring.submitter())
             .map_err(|e| setup::missing("provided buffer rings (IORING_REGISTER_PBUF_RING, Linux 5.19)", e))?;
         Ok(Driver {
-            ring,
+            ring: ManuallyDrop::new(ring),
             bufs: ManuallyDrop::new(bufs),
             flags,
             in_flight: 0,
             completions: Vec::with_capacity(1024),
+            ring_errors: 0,
+            dropped: false,
+            backoffs_in_a_row: 0,
+            inject: InjectedError::from_env(),
+            enters: 0,
         })
     }
 
@@ -286,34 +374,64 @@ impl Driver {
                 self.in_flight += 1;
                 return Ok(());
             }
-            match self.ring.submit() {
-                Ok(_) => {}
-                // The completion queue overflowed (old kernels without NODROP):
-                // reap completions so the kernel can post more, then retry.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => self.reap(),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) => return Err(e),
-            }
+            // Reaping makes room when the CQ overflowed (old kernels without
+            // NODROP); the completions wait in `self.completions`.
+            self.enter(0, None)?;
         }
+    }
+
+    /// Submits everything queued without waiting for completions.
+    pub fn submit(&mut self) -> io::Result<()> {
+        self.enter(0, None)
     }
 
     /// Submits everything queued and waits for at least one completion, or for
     /// `timeout`. Completions are then available from `take_completions`.
+    ///
+    /// Rare ring errors do not end the loop: a submission the kernel had no
+    /// memory for is retried after a back-off, and dropped completions are
+    /// reported through [`Driver::take_dropped`]; both are counted
+    /// ([`Driver::take_ring_errors`]).
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let res = match timeout {
-            Some(t) => {
-                let ts = types::Timespec::from(t);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                self.ring.submitter().submit_with_args(1, &args)
-            }
-            None => self.ring.submit_and_wait(1),
+        self.enter(1, timeout)
+    }
+
+    /// One `io_uring_enter` that submits and waits for `want` completions (at
+    /// most `timeout`), then reaps; see [`EnterError`] for what its errors do.
+    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        self.enters += 1;
+        let res = match self.inject {
+            Some(i) if self.enters % i.every == 0 => Err(io::Error::from_raw_os_error(i.errno)),
+            _ => match timeout {
+                Some(t) if want > 0 => {
+                    let ts = types::Timespec::from(t);
+                    let args = types::SubmitArgs::new().timespec(&ts);
+                    self.ring.submitter().submit_with_args(want, &args)
+                }
+                _ => self.ring.submit_and_wait(want),
+            },
         };
-        match res {
-            Ok(_) => {}
-            // ETIME: the timeout passed; EINTR: a signal (the stop signal
-            // among them); EBUSY: the CQ overflowed, reaping below frees room.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
-            Err(e) => return Err(e),
+        let outcome = match &res {
+            Ok(_) => EnterError::Proceed,
+            Err(e) => EnterError::classify(e),
+        };
+        match outcome {
+            EnterError::Proceed => self.backoffs_in_a_row = 0,
+            EnterError::BackOff => {
+                self.ring_errors += 1;
+                self.backoffs_in_a_row += 1;
+                // Completions already posted are not lost by waiting: reap
+                // them first, so that the owner can free what they release.
+                self.reap();
+                std::thread::sleep(backoff_delay(self.backoffs_in_a_row));
+            }
+            EnterError::Dropped => {
+                // The kernel clears its dropped state as it reports it: the
+                // next enter works again.
+                self.ring_errors += 1;
+                self.dropped = true;
+            }
+            EnterError::Fatal => return res.map(drop),
         }
         self.reap();
         Ok(())
@@ -325,8 +443,11 @@ impl Driver {
         cq.sync();
         for cqe in &mut cq {
             if !cqueue::more(cqe.flags()) {
-                // Saturating: a miscount must not wrap and make shutdown wait in vain.
-                self.in_flight = self.in_flight.saturating_sub(1);
+                debug_assert!(self.in_flight > 0, "a final completion with nothing in flight");
+                // An under-count would free buffers the kernel may still
+                // write into; wrapping instead (release builds) makes shutdown
+                // leak them, the safe side.
+                self.in_flight = self.in_flight.wrapping_sub(1);
             }
             self.completions.push(Completion {
                 user_data: cqe.user_data(),
@@ -347,6 +468,18 @@ impl Driver {
             v.clear();
             self.completions = v;
         }
+    }
+
+    /// Rare ring errors survived since the last call: submissions backed off
+    /// for lack of kernel memory, and dropped-completion events.
+    pub fn take_ring_errors(&mut self) -> u64 {
+        std::mem::take(&mut self.ring_errors)
+    }
+
+    /// Whether completions were dropped (`EBADR`) since the last call. Which
+    /// ones is unknowable: any operation in flight may have ended unheard.
+    pub fn take_dropped(&mut self) -> bool {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Cancels every operation on the ring and waits (at most `QUIESCE_WAIT`)
@@ -371,17 +504,133 @@ impl Driver {
         }
         self.in_flight == 0
     }
+
+    /// Takes the buffer ring away from the kernel: after this no operation can
+    /// pick a buffer from it. Returns whether the memory may be freed, i.e.
+    /// whether nothing is in flight that picked a buffer already.
+    fn release_buffers(&mut self) -> bool {
+        // An error here (a kernel that never registered it) changes nothing:
+        // the ring is dropped before the memory anyway.
+        let _ = self.ring.submitter().unregister_buf_ring(self.bufs.bgid());
+        self.in_flight == 0
+    }
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        if self.in_flight == 0 {
-            // SAFETY: no operation is in flight, so the kernel holds no reference
-            // into the buffers; `bufs` is not used again.
+        // `Drop::drop` runs before any field is dropped, so the order is made
+        // here: first the kernel lets go of the buffer ring, then the ring
+        // itself is closed, and only then may the memory go.
+        let free = self.release_buffers();
+        // SAFETY: `ring` is not used again.
+        unsafe { ManuallyDrop::drop(&mut self.ring) };
+        if free {
+            // SAFETY: no operation is in flight and the buffer ring is neither
+            // registered nor reachable through a ring any more, so the kernel
+            // holds no reference into it; `bufs` is not used again.
             unsafe { ManuallyDrop::drop(&mut self.bufs) };
         }
-        // Otherwise the buffer memory is deliberately leaked: the kernel may
-        // still write into it until the ring (dropped right after) is torn down,
-        // and the process is about to exit anyway.
+        // Otherwise the buffer memory is deliberately leaked: an operation
+        // still in flight may write into it until the kernel has torn the ring
+        // down, and the process is about to exit anyway.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rare_enter_errors_are_survived_and_the_rest_are_fatal() {
+        let class = |errno| EnterError::classify(&io::Error::from_raw_os_error(errno));
+        assert_eq!(class(libc::EAGAIN), EnterError::BackOff);
+        assert_eq!(class(libc::ENOMEM), EnterError::BackOff);
+        assert_eq!(class(libc::EBADR), EnterError::Dropped);
+        for errno in [libc::ETIME, libc::EINTR, libc::EBUSY] {
+            assert_eq!(class(errno), EnterError::Proceed);
+        }
+        for errno in [libc::EBADF, libc::EFAULT, libc::EINVAL, libc::EOPNOTSUPP] {
+            assert_eq!(class(errno), EnterError::Fatal);
+        }
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_a_bound_well_inside_the_stop_deadline() {
+        assert_eq!(backoff_delay(1), Duration::from_millis(1));
+        assert_eq!(backoff_delay(2), Duration::from_millis(2));
+        assert_eq!(backoff_delay(7), Duration::from_millis(64));
+        assert_eq!(backoff_delay(u32::MAX), Duration::from_millis(64));
+        assert_eq!(backoff_delay(0), Duration::from_millis(1));
+        assert!(backoff_delay(u32::MAX) * 4 < crate::server::STOP_DEADLINE);
+    }
+
+    #[test]
+    fn injection_spec_parses_only_the_errors_it_simulates() {
+        assert_eq!(
+            InjectedError::parse("EAGAIN:3"),
+            Some(InjectedError { errno: libc::EAGAIN, every: 3 })
+        );
+        assert_eq!(InjectedError::parse("EBADR:1").map(|i| i.errno), Some(libc::EBADR));
+        for bad in ["EAGAIN", "EAGAIN:0", "EBADF:2", "EAGAIN:x", ""] {
+            assert_eq!(InjectedError::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A driver on a kernel that cannot run this backend: skip with a reason.
+    fn driver() -> Option<Driver> {
+        match Driver::new(8, 16, 4, 4096) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                None
+            }
+        }
+    }
+
+    /// The first step of `Drop`: once released, the kernel no longer picks
+    /// buffers from the ring (a receive armed afterwards fails instead of
+    /// writing), so unmapping the memory next cannot be written into.
+    #[test]
+    fn released_buffer_ring_is_out_of_the_kernels_reach_before_it_is_freed() {
+        let Some(mut d) = driver() else { return };
+        assert!(d.release_buffers(), "nothing in flight: the memory may be freed");
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        use std::io::Write;
+        (&b).write_all(b"x").unwrap();
+        let recv = io_uring::opcode::Recv::new(
+            types::Fd(std::os::fd::AsRawFd::as_raw_fd(&a)),
+            std::ptr::null_mut(),
+            4096,
+        )
+        .buf_group(BGID)
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(token::PROBE);
+        // SAFETY: the receive may only select from buffer group BGID, which is
+        // no longer registered: it cannot write anywhere.
+        unsafe { d.push(recv).unwrap() };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while d.in_flight > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(20))).unwrap();
+        }
+        let c = d.take_completions();
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].result < 0, "a receive into an unregistered buffer group must fail: {c:?}");
+        assert_eq!(cqueue::buffer_select(c[0].flags), None);
+    }
+
+    /// With an operation in flight, `Drop` must not free the buffer memory.
+    #[test]
+    fn buffers_in_use_are_not_freed() {
+        let Some(mut d) = driver() else { return };
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let recv = io_uring::opcode::RecvMulti::new(types::Fd(std::os::fd::AsRawFd::as_raw_fd(&a)), BGID)
+            .build()
+            .user_data(token::PROBE);
+        // SAFETY: the receive writes only into the buffer ring, which `Drop`
+        // leaks while the receive is in flight (the point of this test).
+        unsafe { d.push(recv).unwrap() };
+        d.submit().unwrap();
+        assert!(!d.release_buffers(), "a receive is in flight: the memory must be leaked");
     }
 }

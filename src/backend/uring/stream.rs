@@ -153,6 +153,10 @@ pub(super) struct StreamWorker<'a> {
     stopping: bool,
     counts: LocalCounts,
     errors: u64,
+    /// The generation of this ring's own operations (accept, its poll and
+    /// back-off timer, the stop poll); bumped when the ring starts over after
+    /// dropped completions, so that late completions of the old ones are stale.
+    epoch: u32,
 }
 
 impl<'a> StreamWorker<'a> {
@@ -174,18 +178,28 @@ impl<'a> StreamWorker<'a> {
             stopping: false,
             counts: LocalCounts::default(),
             errors: 0,
+            epoch: 0,
         }
     }
 
     pub(super) fn run(mut self) -> io::Result<()> {
-        let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(token::SHUTDOWN);
-        // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
-        unsafe { self.d.push(poll)? };
+        self.arm_shutdown_poll()?;
         let result = self.event_loop();
         self.close_all();
         result
+    }
+
+    fn arm_shutdown_poll(&mut self) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(self.own(Op::Shutdown));
+        // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
+        unsafe { self.d.push(poll) }
+    }
+
+    /// The `user_data` of one of this ring's own operations, in this epoch.
+    fn own(&self, op: Op) -> u64 {
+        Token::new(op, self.epoch, 0).encode()
     }
 
     fn event_loop(&mut self) -> io::Result<()> {
@@ -201,6 +215,9 @@ impl<'a> StreamWorker<'a> {
                 self.dispatch(c)?;
             }
             self.d.return_completions(batch);
+            if self.d.take_dropped() {
+                self.start_over()?;
+            }
             if self.stopping || self.shared.shutdown.requested() {
                 return Ok(());
             }
@@ -215,14 +232,95 @@ impl<'a> StreamWorker<'a> {
             self.shared.stats.errors.fetch_add(self.errors, Ordering::Relaxed);
             self.errors = 0;
         }
+        let ring_errors = self.d.take_ring_errors();
+        if ring_errors > 0 {
+            self.shared.stats.ring_errors.fetch_add(ring_errors, Ordering::Relaxed);
+        }
+    }
+
+    /// Completions were dropped (`EBADR`): some operations ended unheard, and
+    /// which ones is unknowable. A connection that missed a receive completion
+    /// has lost part of its stream, and one that missed a send's does not know
+    /// what it sent, so no connection's state can be trusted. Rather than end
+    /// the server (or echo a stream with a hole in it), the ring starts over:
+    /// everything on it is cancelled, every connection is closed (its client
+    /// sees the close; each counts as an error), and accept and the stop poll
+    /// are armed again in a new epoch, so late completions of the old
+    /// operations are recognised as stale.
+    fn start_over(&mut self) -> io::Result<()> {
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(token::CANCEL);
+        // SAFETY: a cancel request carries no buffer.
+        unsafe { self.d.push(cancel)? };
+        // Issued before anything is armed again (in submission order, if this
+        // submit is refused), so it cannot catch the new operations.
+        self.d.submit()?;
+        self.epoch = (self.epoch + 1) & GEN_MASK;
+        if self.accept_reserved {
+            // A late completion of that accept is stale: it is closed unused.
+            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.accept_armed = false;
+        self.accept_reserved = false;
+        self.ready_poll_armed = false;
+        self.accept_cancel_sent = false;
+        self.backoff_armed = false;
+        self.starved.clear();
+        for slot in 0..self.slots.len() as u32 {
+            self.abandon(slot);
+        }
+        self.arm_shutdown_poll()
+    }
+
+    /// Closes a connection whose operations may still be in flight (see
+    /// `start_over`); its slot gets a new generation, so their completions are stale.
+    fn abandon(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        let Some(conn) = s.conn.take() else {
+            return;
+        };
+        s.gen = (s.gen + 1) & GEN_MASK;
+        self.free.push(slot);
+        let Conn {
+            fd,
+            heap,
+            sending,
+            send_in_flight,
+            ..
+        } = conn;
+        if send_in_flight {
+            // The kernel may read the bytes being sent until the cancel lands:
+            // the heap buffer is leaked, and a ring buffer stays taken for good.
+            std::mem::forget(heap);
+        } else if let Sending::Ring { bid, .. } = sending {
+            self.d.bufs.recycle(bid);
+        }
+        drop(fd); // operations in flight hold their own reference to the socket
+        self.errors += 1;
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        self.shared.stats.conn_closed();
     }
 
     fn dispatch(&mut self, c: Completion) -> io::Result<()> {
         let Some(t) = Token::decode(c.user_data) else {
             return Ok(());
         };
+        let own_op = matches!(
+            t.op,
+            Op::Shutdown | Op::Accept | Op::AcceptReady | Op::AcceptBackoff
+        );
+        if own_op && t.gen != self.epoch {
+            // From before `start_over`: a connection it accepted is closed unused.
+            if t.op == Op::Accept && c.result >= 0 {
+                // SAFETY: a successful accept's result is a new descriptor nobody else owns.
+                drop(unsafe { OwnedFd::from_raw_fd(c.result) });
+            }
+            return Ok(());
+        }
         match t.op {
-            Op::Shutdown => self.stopping = true,
+            // Cancelled only by `start_over`, which arms a new one.
+            Op::Shutdown => self.stopping |= c.result >= 0,
             Op::Accept => self.on_accept(c)?,
             Op::AcceptReady => self.on_accept_ready(c)?,
             Op::AcceptBackoff => self.backoff_armed = false,
@@ -252,7 +350,7 @@ impl<'a> StreamWorker<'a> {
                 let sqe = opcode::AcceptMulti::new(fd)
                     .flags(libc::SOCK_CLOEXEC)
                     .build()
-                    .user_data(token::ACCEPT);
+                    .user_data(self.own(Op::Accept));
                 // SAFETY: a multishot accept passes no address buffer.
                 unsafe { self.d.push(sqe)? };
                 self.accept_armed = true;
@@ -260,14 +358,14 @@ impl<'a> StreamWorker<'a> {
             } else if !self.ready_poll_armed && open < self.shared.max_conns {
                 let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32)
                     .build()
-                    .user_data(token::ACCEPT_READY);
+                    .user_data(self.own(Op::AcceptReady));
                 // SAFETY: a poll carries no buffer.
                 unsafe { self.d.push(sqe)? };
                 self.ready_poll_armed = true;
             }
             // else at the cap: look again when a connection closes.
         } else if !multishot_ok && self.accept_armed && !self.accept_reserved && !self.accept_cancel_sent {
-            self.cancel(token::ACCEPT)?;
+            self.cancel(self.own(Op::Accept))?;
             self.accept_cancel_sent = true;
         }
         Ok(())
@@ -284,7 +382,7 @@ impl<'a> StreamWorker<'a> {
         let sqe = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
             .flags(libc::SOCK_CLOEXEC)
             .build()
-            .user_data(token::ACCEPT);
+            .user_data(self.own(Op::Accept));
         // SAFETY: the accept passes no address buffer.
         unsafe { self.d.push(sqe)? };
         self.accept_armed = true;
@@ -341,13 +439,13 @@ impl<'a> StreamWorker<'a> {
                 // Out of descriptors: stop accepting for a while instead of
                 // spinning; connections wait in the listen backlog meanwhile.
                 if self.accept_armed && !self.accept_cancel_sent {
-                    self.cancel(token::ACCEPT)?;
+                    self.cancel(self.own(Op::Accept))?;
                     self.accept_cancel_sent = true;
                 }
                 if !self.backoff_armed {
                     let sqe = opcode::Timeout::new(&*self.backoff_ts as *const types::Timespec)
                         .build()
-                        .user_data(token::ACCEPT_BACKOFF);
+                        .user_data(self.own(Op::AcceptBackoff));
                     // SAFETY: the timespec is boxed in `self` and outlives the
                     // submission (the kernel copies it when the timeout starts).
                     unsafe { self.d.push(sqe)? };
