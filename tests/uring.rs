@@ -290,7 +290,14 @@ fn best_setup_flags_where_the_kernel_has_them() {
 fn start_with_enter_errors(target: Target, errno_name: &str, every: u32) -> Option<ServerProc> {
     let dir = TempDir::new("uring-inject");
     let mut cmd = Command::new(server_bin());
-    cmd.args(["--backend", "uring", "--threads", "1", "--transport", target.transport().name()]);
+    cmd.args([
+        "--backend",
+        "uring",
+        "--threads",
+        "1",
+        "--transport",
+        target.transport().name(),
+    ]);
     match target {
         Target::Tcp4 | Target::Udp4 => cmd.args(["--addr", "127.0.0.1:0"]),
         Target::Tcp6 | Target::Udp6 => cmd.args(["--addr", "[::1]:0"]),
@@ -305,7 +312,11 @@ fn start_with_enter_errors(target: Target, errno_name: &str, every: u32) -> Opti
 /// and the summary line counts the retries as `ring_errors`.
 #[test]
 fn submissions_without_kernel_memory_are_retried() {
-    for (target, errno) in [(Target::Tcp4, "EAGAIN"), (Target::Unix, "ENOMEM"), (Target::Udp4, "EAGAIN")] {
+    for (target, errno) in [
+        (Target::Tcp4, "EAGAIN"),
+        (Target::Unix, "ENOMEM"),
+        (Target::Udp4, "EAGAIN"),
+    ] {
         let Some(server) = start_with_enter_errors(target, errno, 3) else {
             return;
         };
@@ -383,7 +394,9 @@ fn dropped_completions_close_streams_and_serving_goes_on() {
     for i in 0..300u64 {
         let msg = pattern(i, 0, 64);
         sock.send(&msg).unwrap();
-        let n = sock.recv(&mut buf).expect("the server stopped echoing after dropped completions");
+        let n = sock
+            .recv(&mut buf)
+            .expect("the server stopped echoing after dropped completions");
         assert_eq!(&buf[..n], &msg[..], "datagram {i}");
     }
     let stopped = server.stop();

@@ -568,7 +568,10 @@ mod tests {
     fn injection_spec_parses_only_the_errors_it_simulates() {
         assert_eq!(
             InjectedError::parse("EAGAIN:3"),
-            Some(InjectedError { errno: libc::EAGAIN, every: 3 })
+            Some(InjectedError {
+                errno: libc::EAGAIN,
+                every: 3
+            })
         );
         assert_eq!(InjectedError::parse("EBADR:1").map(|i| i.errno), Some(libc::EBADR));
         for bad in ["EAGAIN", "EAGAIN:0", "EBADF:2", "EAGAIN:x", ""] {
@@ -615,7 +618,10 @@ mod tests {
         }
         let c = d.take_completions();
         assert_eq!(c.len(), 1, "{c:?}");
-        assert!(c[0].result < 0, "a receive into an unregistered buffer group must fail: {c:?}");
+        assert!(
+            c[0].result < 0,
+            "a receive into an unregistered buffer group must fail: {c:?}"
+        );
         assert_eq!(cqueue::buffer_select(c[0].flags), None);
     }
 
@@ -631,6 +637,9 @@ mod tests {
         // leaks while the receive is in flight (the point of this test).
         unsafe { d.push(recv).unwrap() };
         d.submit().unwrap();
-        assert!(!d.release_buffers(), "a receive is in flight: the memory must be leaked");
+        assert!(
+            !d.release_buffers(),
+            "a receive is in flight: the memory must be leaked"
+        );
     }
 }

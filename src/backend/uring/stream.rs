@@ -306,10 +306,7 @@ impl<'a> StreamWorker<'a> {
         let Some(t) = Token::decode(c.user_data) else {
             return Ok(());
         };
-        let own_op = matches!(
-            t.op,
-            Op::Shutdown | Op::Accept | Op::AcceptReady | Op::AcceptBackoff
-        );
+        let own_op = matches!(t.op, Op::Shutdown | Op::Accept | Op::AcceptReady | Op::AcceptBackoff);
         if own_op && t.gen != self.epoch {
             // From before `start_over`: a connection it accepted is closed unused.
             if t.op == Op::Accept && c.result >= 0 {
