@@ -625,6 +625,42 @@ mod tests {
         assert_eq!(cqueue::buffer_select(c[0].flags), None);
     }
 
+    /// `SUBMIT_ALL`: an entry that fails as it is submitted does not hold back
+    /// the entries behind it until the next enter.
+    #[test]
+    fn one_failing_entry_does_not_hold_back_the_batch() {
+        let Some(mut d) = driver() else { return };
+        if d.flags == SetupFlags::Plain {
+            eprintln!("skipped: plain setup has no SUBMIT_ALL");
+            return;
+        }
+        let ts = types::Timespec::new();
+        // A timeout cannot select a buffer: the kernel refuses it at submission.
+        let bad = io_uring::opcode::Timeout::new(&ts)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(token::PROBE);
+        let nop = io_uring::opcode::Nop::new().build().user_data(token::CANCEL);
+        // SAFETY: neither entry carries a buffer; `ts` outlives the submit below,
+        // and the timeout fails before it could start.
+        unsafe {
+            d.push(bad).unwrap();
+            d.push(nop).unwrap();
+        }
+        d.submit().unwrap();
+        assert!(
+            d.ring.submission().is_empty(),
+            "the entry behind the failing one was held back"
+        );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while d.in_flight > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(20))).unwrap();
+        }
+        let c = d.take_completions();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c.iter().any(|c| c.user_data == token::PROBE && c.result < 0), "{c:?}");
+    }
+
     /// With an operation in flight, `Drop` must not free the buffer memory.
     #[test]
     fn buffers_in_use_are_not_freed() {
