@@ -63,6 +63,8 @@ pub(super) struct DgramWorker<'a> {
     /// The generation of the receive and stop poll; bumped when they are armed
     /// anew after dropped completions (see `start_over`).
     epoch: u32,
+    /// Sends queued this turn: their completions only give buffers back (see `plan_wait`).
+    quiet_sends: usize,
 }
 
 impl<'a> DgramWorker<'a> {
@@ -87,6 +89,7 @@ impl<'a> DgramWorker<'a> {
             errors: 0,
             budget,
             epoch: 0,
+            quiet_sends: 0,
         }
     }
 
@@ -143,7 +146,11 @@ impl<'a> DgramWorker<'a> {
             }
             self.d.bufs.publish();
             self.flush_counts();
-            self.d.submit_and_wait(None)?;
+            // Out of buffers, the receive waits for the sends to give some back.
+            let prompt = self.starved || !self.recv_armed;
+            let wait = super::plan_wait(self.quiet_sends, prompt, None);
+            self.quiet_sends = 0;
+            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
             if let Some(b) = self.budget {
                 b.lock().unwrap_or_else(|p| p.into_inner()).update(self.sock);
             }
@@ -282,6 +289,7 @@ impl<'a> DgramWorker<'a> {
         // in `on_send`; the msghdr, iovec and address live in `slots[bid]`, which
         // is never moved and not reused before that same completion.
         unsafe { self.d.push(sqe)? };
+        self.quiet_sends += 1;
         Ok(())
     }
 

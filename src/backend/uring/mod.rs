@@ -285,6 +285,38 @@ pub fn backoff_delay(n: u32) -> Duration {
     Duration::from_millis(1 << n.saturating_sub(1).min(6))
 }
 
+/// The longest a loop turn waits for one more completion than its quiet
+/// sends (see [`plan_wait`]); it bounds the delay in the rare case where a
+/// send's completion needs a follow-up after all (a partial send, or
+/// `EAGAIN`: the client is not reading fast, so it is not waiting on us).
+pub const INLINE_WAIT_BOUND: Duration = Duration::from_millis(1);
+
+/// How many completions a loop turn waits for, and how long at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wait {
+    pub want: usize,
+    pub timeout: Option<Duration>,
+}
+
+/// Plans a turn's wait. Sends carry `MSG_DONTWAIT`, so each one the enter
+/// submits has completed (or failed with `EAGAIN`) before the enter starts
+/// waiting. Waiting for one completion would return at once with nothing but
+/// their bookkeeping to do, and the loop would enter again only to sleep: two
+/// enters per echo at low concurrency. So the wait asks for one completion
+/// more than the `quiet_sends` (sends whose completion needs no follow-up for
+/// anyone to make progress), bounded by [`INLINE_WAIT_BOUND`]. When anything
+/// needs its completion handled at once (`prompt`: bytes queued behind a
+/// send, an EOF, a cancel, a ring out of buffers), it waits for one.
+pub fn plan_wait(quiet_sends: usize, prompt: bool, timeout: Option<Duration>) -> Wait {
+    if prompt || quiet_sends == 0 {
+        return Wait { want: 1, timeout };
+    }
+    Wait {
+        want: quiet_sends + 1,
+        timeout: Some(timeout.map_or(INLINE_WAIT_BOUND, |t| t.min(INLINE_WAIT_BOUND))),
+    }
+}
+
 /// Test hook: `ERRNO:EVERY` (e.g. `EAGAIN:3`, `ENOMEM:5`, `EBADR:40`) makes
 /// every EVERY-th `io_uring_enter` fail with that errno instead of entering
 /// the kernel, exactly as the kernel fails it (nothing submitted, nothing
@@ -396,10 +428,19 @@ impl Driver {
         self.enter(1, timeout)
     }
 
+    /// As [`Driver::submit_and_wait`], but waits until `want` completions
+    /// (at least one) are posted, or for `timeout`.
+    pub fn submit_and_wait_for(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        self.enter(want.max(1), timeout)
+    }
+
     /// One `io_uring_enter` that submits and waits for `want` completions (at
     /// most `timeout`), then reaps; see [`EnterError`] for what its errors do.
     fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         self.enters += 1;
+        // Completions reaped by an earlier enter in this turn (`push` on a full
+        // queue) are already there to be handled: do not sleep on top of them.
+        let want = if self.completions.is_empty() { want } else { 0 };
         let res = match self.inject {
             Some(i) if self.enters % i.every == 0 => Err(io::Error::from_raw_os_error(i.errno)),
             _ => match timeout {
@@ -562,6 +603,22 @@ mod tests {
         assert_eq!(backoff_delay(u32::MAX), Duration::from_millis(64));
         assert_eq!(backoff_delay(0), Duration::from_millis(1));
         assert!(backoff_delay(u32::MAX) * 4 < crate::server::STOP_DEADLINE);
+    }
+
+    #[test]
+    fn a_turn_waits_past_its_own_sends_only_when_nothing_needs_them_at_once() {
+        let none = None;
+        assert_eq!(plan_wait(0, false, none), Wait { want: 1, timeout: none });
+        assert_eq!(plan_wait(3, true, none), Wait { want: 1, timeout: none });
+        let w = plan_wait(3, false, none);
+        assert_eq!((w.want, w.timeout), (4, Some(INLINE_WAIT_BOUND)));
+        // A shorter deadline of the caller's own (the --max-conns recheck) still holds.
+        let short = Some(Duration::from_micros(100));
+        assert_eq!(plan_wait(1, false, short).timeout, short);
+        assert_eq!(
+            plan_wait(1, false, Some(Duration::from_secs(1))).timeout,
+            Some(INLINE_WAIT_BOUND)
+        );
     }
 
     #[test]

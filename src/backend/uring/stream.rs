@@ -157,6 +157,10 @@ pub(super) struct StreamWorker<'a> {
     /// back-off timer, the stop poll); bumped when the ring starts over after
     /// dropped completions, so that late completions of the old ones are stale.
     epoch: u32,
+    /// Sends queued this turn whose completion needs no follow-up (see `plan_wait`).
+    quiet_sends: usize,
+    /// Something queued or seen this turn needs the next completions handled at once.
+    prompt: bool,
 }
 
 impl<'a> StreamWorker<'a> {
@@ -179,6 +183,8 @@ impl<'a> StreamWorker<'a> {
             counts: LocalCounts::default(),
             errors: 0,
             epoch: 0,
+            quiet_sends: 0,
+            prompt: false,
         }
     }
 
@@ -209,7 +215,10 @@ impl<'a> StreamWorker<'a> {
             self.d.bufs.publish();
             self.flush_counts();
             let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
-            self.d.submit_and_wait(at_cap.then_some(MAX_CONNS_RECHECK))?;
+            let prompt = self.prompt || !self.starved.is_empty();
+            let wait = super::plan_wait(self.quiet_sends, prompt, at_cap.then_some(MAX_CONNS_RECHECK));
+            (self.quiet_sends, self.prompt) = (0, false);
+            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
                 self.dispatch(c)?;
@@ -248,6 +257,7 @@ impl<'a> StreamWorker<'a> {
     /// are armed again in a new epoch, so late completions of the old
     /// operations are recognised as stale.
     fn start_over(&mut self) -> io::Result<()> {
+        self.prompt = true;
         let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
             .user_data(token::CANCEL);
@@ -398,6 +408,7 @@ impl<'a> StreamWorker<'a> {
     }
 
     fn cancel(&mut self, user_data: u64) -> io::Result<()> {
+        self.prompt = true;
         let sqe = opcode::AsyncCancel::new(user_data).build().user_data(token::CANCEL);
         // SAFETY: a cancel request carries no buffer.
         unsafe { self.d.push(sqe) }
@@ -520,7 +531,7 @@ impl<'a> StreamWorker<'a> {
     /// Sends what `sending` points at.
     fn start_send(&mut self, slot: u32) -> io::Result<()> {
         let ud = self.token(Op::Send, slot);
-        let (ptr, len, fd) = {
+        let (ptr, len, fd, quiet) = {
             let bufs = &self.d.bufs;
             let conn = self.slots[slot as usize].conn.as_ref().expect("live connection slot");
             let (ptr, len) = match conn.sending {
@@ -531,7 +542,10 @@ impl<'a> StreamWorker<'a> {
                 }
                 Sending::Heap { off } => (conn.heap[off..].as_ptr(), (conn.heap.len() - off) as u32),
             };
-            (ptr, len, conn.fd.as_raw_fd())
+            // Straight from a ring buffer, nothing queued behind it, no EOF
+            // to act on: its completion only gives the buffer back.
+            let quiet = matches!(conn.sending, Sending::Ring { .. }) && conn.backlog.is_empty() && !conn.eof;
+            (ptr, len, conn.fd.as_raw_fd(), quiet)
         };
         let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
@@ -541,6 +555,11 @@ impl<'a> StreamWorker<'a> {
         // completes; `heap` is not modified while `send_in_flight`, and the
         // connection (owning `heap`) is freed only when no operation is in flight.
         unsafe { self.d.push(sqe)? };
+        if quiet {
+            self.quiet_sends += 1;
+        } else {
+            self.prompt = true;
+        }
         let conn = self.conn(slot);
         conn.send_in_flight = true;
         conn.ops += 1;
@@ -582,6 +601,8 @@ impl<'a> StreamWorker<'a> {
                 } else {
                     conn.backlog.extend_from_slice(self.d.bufs.slice(bid, n as usize));
                     self.d.bufs.recycle(bid);
+                    // The send in flight must be followed by this one promptly.
+                    self.prompt = true;
                 }
                 let conn = self.conn(slot);
                 if conn.unsent() > MAX_PENDING_BYTES {
@@ -601,6 +622,7 @@ impl<'a> StreamWorker<'a> {
                 if let Some(bid) = bid {
                     self.d.bufs.recycle(bid);
                 }
+                self.prompt = true; // the client waits for the rest of its echo, then EOF
                 let conn = self.conn(slot);
                 conn.eof = true;
                 if conn.drained() {
@@ -784,6 +806,7 @@ impl<'a> StreamWorker<'a> {
         if conn.ops > 0 && !conn.close_cancel_sent {
             conn.close_cancel_sent = true;
             let fd: RawFd = conn.fd.as_raw_fd();
+            self.prompt = true;
             let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
                 .build()
                 .user_data(token::CANCEL);
