@@ -19,6 +19,7 @@
 
 pub mod buf_ring;
 mod datagram;
+mod registered;
 pub mod setup;
 pub use setup::FORCE_SETUP_ENV;
 mod stream;
@@ -26,7 +27,7 @@ pub mod token;
 
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -207,6 +208,8 @@ fn run_worker(
         .next_power_of_two();
     let setup = (|| {
         let mut d = Driver::new(opts.ring_entries, cq_entries, buf_count, buf_size)?;
+        // Only an optimisation: without it (before 5.18) enters use the fd.
+        let _ = d.register_ring_fd();
         let test = setup::self_test(&mut d)?;
         let forced = std::env::var_os(FORCE_SINGLE_SHOT_ENV).is_some();
         let unix_single_shot = config.transport == Transport::Unix && (forced || !test.unix_multishot_eof);
@@ -372,6 +375,9 @@ pub struct Driver {
     backoffs_in_a_row: u32,
     inject: Option<InjectedError>,
     enters: u64,
+    /// This ring's index in the creating thread's ring table, once
+    /// [`Driver::register_ring_fd`] succeeded: enters then go by index.
+    registered_ring: Option<u32>,
 }
 
 impl Driver {
@@ -392,7 +398,20 @@ impl Driver {
             backoffs_in_a_row: 0,
             inject: InjectedError::from_env(),
             enters: 0,
+            registered_ring: None,
         })
+    }
+
+    /// Registers the ring in the calling thread's ring table (Linux 5.18), so
+    /// that every enter skips the lookup and reference count of the ring fd.
+    /// From then on only this thread may use the driver (the server's rings
+    /// are single-issuer anyway). On an older kernel it fails, and enters
+    /// keep using the fd.
+    pub fn register_ring_fd(&mut self) -> io::Result<()> {
+        if self.registered_ring.is_none() {
+            self.registered_ring = Some(registered::register(self.ring.as_raw_fd())?);
+        }
+        Ok(())
     }
 
     /// Queues `sqe`; if the submission queue is full, submits what is queued first.
@@ -443,8 +462,13 @@ impl Driver {
         let want = if self.completions.is_empty() { want } else { 0 };
         let res = match self.inject {
             Some(i) if self.enters % i.every == 0 => Err(io::Error::from_raw_os_error(i.errno)),
-            _ => match timeout {
-                Some(t) if want > 0 => {
+            _ => match (self.registered_ring, timeout) {
+                (Some(index), timeout) => {
+                    let to_submit = self.ring.submission().len() as u32;
+                    let cq_overflow = self.ring.submission().cq_overflow();
+                    registered::enter(index, to_submit, want as u32, cq_overflow, timeout)
+                }
+                (None, Some(t)) if want > 0 => {
                     let ts = types::Timespec::from(t);
                     let args = types::SubmitArgs::new().timespec(&ts);
                     self.ring.submitter().submit_with_args(want, &args)
@@ -553,6 +577,11 @@ impl Driver {
         // An error here (a kernel that never registered it) changes nothing:
         // the ring is dropped before the memory anyway.
         let _ = self.ring.submitter().unregister_buf_ring(self.bufs.bgid());
+        if let Some(index) = self.registered_ring.take() {
+            // The thread's table holds a reference to the ring: without this,
+            // closing the ring fd would not end the ring until the thread exits.
+            let _ = registered::unregister(self.ring.as_raw_fd(), index);
+        }
         self.in_flight == 0
     }
 }
@@ -716,6 +745,29 @@ mod tests {
         let c = d.take_completions();
         assert_eq!(c.len(), 2, "{c:?}");
         assert!(c.iter().any(|c| c.user_data == token::PROBE && c.result < 0), "{c:?}");
+    }
+
+    /// Entering by registered index submits, waits, times out and reaps as
+    /// entering by fd does.
+    #[test]
+    fn registered_ring_enters_submit_wait_and_time_out() {
+        let Some(mut d) = driver() else { return };
+        d.register_ring_fd().expect("IORING_REGISTER_RING_FDS (Linux 5.18)");
+        assert!(d.registered_ring.is_some());
+        for round in 0..3u64 {
+            let nop = io_uring::opcode::Nop::new().build().user_data(round);
+            // SAFETY: a NOP carries no buffer.
+            unsafe { d.push(nop).unwrap() };
+            d.submit_and_wait(Some(Duration::from_secs(2))).unwrap();
+            let c = d.take_completions();
+            assert_eq!(c.iter().map(|c| c.user_data).collect::<Vec<_>>(), [round]);
+        }
+        // Nothing in flight: the wait ends by its timeout (ETIME), not an error.
+        let start = Instant::now();
+        d.submit_and_wait_for(1, Some(Duration::from_millis(30))).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(25), "{:?}", start.elapsed());
+        assert!(d.take_completions().is_empty());
+        assert_eq!(d.in_flight, 0);
     }
 
     /// With an operation in flight, `Drop` must not free the buffer memory.
