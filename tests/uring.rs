@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::client::{pattern, Stream};
 use common::{field, server_bin, ServerProc, Target, TempDir};
 use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
-use sockbench::procfs;
 
 /// The heavy tests take most of the machine; run them one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -213,8 +212,7 @@ fn unix_eof(server: ServerProc) {
         .expect("unix_recv= in the listening line")
         .to_string();
     println!("unix stream receive mode: {mode}");
-    let pid = server.pid();
-    let fds_before = procfs::fd_count(pid).unwrap();
+    let open_before = server_side_conns(&server);
 
     // Half-close: everything comes back, then EOF.
     let mut c = UnixStream::connect(server.path()).unwrap();
@@ -232,7 +230,7 @@ fn unix_eof(server: ServerProc) {
         msg.len()
     );
 
-    // Full close: the server closes its side, so its descriptor count drops back.
+    // Full close: the server closes its side, so its sockets go away.
     let clients: Vec<UnixStream> = (0..50).map(|_| UnixStream::connect(server.path()).unwrap()).collect();
     for (i, mut s) in clients.iter().enumerate() {
         let m = pattern(i as u64, 0, 100);
@@ -241,20 +239,95 @@ fn unix_eof(server: ServerProc) {
         s.read_exact(&mut b).unwrap();
         assert_eq!(b, m);
     }
-    assert!(procfs::fd_count(pid).unwrap() >= fds_before + 50);
+    assert!(server_side_conns(&server) >= open_before + 50);
     drop(clients);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut fds = procfs::fd_count(pid).unwrap();
-    while fds > fds_before && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-        fds = procfs::fd_count(pid).unwrap();
-    }
+    let open = settled_conns(&server, open_before);
     assert!(
-        fds <= fds_before,
-        "server still holds {} descriptors of closed Unix clients ({mode} receive)",
-        fds - fds_before
+        open <= open_before,
+        "server still holds {} sockets of closed Unix clients ({mode} receive)",
+        open - open_before
     );
     assert!(server.stop().status.success());
+}
+
+/// The server's open connection sockets, from the kernel's socket tables (its
+/// connections are fixed files, which /proc/PID/fd does not list): for Unix,
+/// sockets bound to its path (accepted ones carry the listener's name) less
+/// the listener; for TCP, sockets on its port that are established or whose
+/// client has closed (CLOSE_WAIT: the server has not closed its side yet).
+fn server_side_conns(server: &ServerProc) -> usize {
+    match &server.endpoint {
+        sockbench::net::Endpoint::Unix(path) => {
+            let path = path.to_str().unwrap();
+            let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+            let named = table
+                .lines()
+                .filter(|l| l.split_whitespace().nth(7) == Some(path))
+                .count();
+            named.saturating_sub(1)
+        }
+        sockbench::net::Endpoint::Inet(addr) => {
+            let port = format!(":{:04X}", addr.port());
+            ["/proc/net/tcp", "/proc/net/tcp6"]
+                .iter()
+                .filter_map(|t| std::fs::read_to_string(t).ok())
+                .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[1].ends_with(&port) && matches!(f[3], "01" | "08")
+                })
+                .count()
+        }
+    }
+}
+
+/// Waits (at most 5 s) for the server's connections to drop to `target`;
+/// returns the last count.
+fn settled_conns(server: &ServerProc, target: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut open = server_side_conns(server);
+    while open > target && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        open = server_side_conns(server);
+    }
+    open
+}
+
+/// Connections are fixed files closed with IORING_OP_CLOSE: none may be left
+/// open once its client has gone, however it went (a clean close after an
+/// echo, a half-close, a reset mid-message, a close with an echo unread).
+#[test]
+fn closed_connections_leave_no_server_sockets() {
+    let _heavy = one_at_a_time();
+    for target in [Target::Tcp4, Target::Tcp6, Target::Unix] {
+        let Some(server) = start_uring(target, &["--threads", "2"]) else {
+            return;
+        };
+        for i in 0..200u64 {
+            let mut c = common::client::Stream::connect(&server.endpoint).unwrap();
+            let msg = pattern(i, 0, 300);
+            match i % 4 {
+                0 => assert_eq!(c.echo(&msg).unwrap(), msg),
+                1 => {
+                    c.write_all(&msg).unwrap();
+                    c.shutdown_write().unwrap();
+                    assert_eq!(c.read_to_eof().unwrap(), msg);
+                }
+                2 => {
+                    c.write_all(&msg[..100]).unwrap();
+                    c.reset();
+                }
+                _ => c.write_all(&msg).unwrap(), // and close with the echo unread
+            }
+        }
+        let open = settled_conns(&server, 0);
+        assert_eq!(
+            open, 0,
+            "{target:?}: {open} server sockets left open after their clients went"
+        );
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?}: {stopped:?}");
+    }
 }
 
 /// The listening line says which setup the kernel allowed. On a kernel with

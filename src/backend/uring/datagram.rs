@@ -181,9 +181,13 @@ impl<'a> DgramWorker<'a> {
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
-        let sqe = opcode::RecvMsgMulti::new(types::Fd(self.sock.as_raw_fd()), &*self.template, self.d.bufs.bgid())
-            .build()
-            .user_data(self.own(Op::DgramRecv));
+        let sqe = opcode::RecvMsgMulti::new(
+            types::Fixed(super::DGRAM_SOCKET_FILE),
+            &*self.template,
+            self.d.bufs.bgid(),
+        )
+        .build()
+        .user_data(self.own(Op::DgramRecv));
         // SAFETY: the receive writes into the buffer ring, which outlives every
         // operation (see `Driver`), and reads the boxed template, which lives
         // in `self` until the ring has quiesced (or is leaked).
@@ -281,7 +285,7 @@ impl<'a> DgramWorker<'a> {
         slot.hdr.msg_iovlen = 1;
         slot.hdr.msg_control = std::ptr::null_mut();
         slot.hdr.msg_controllen = 0;
-        let sqe = opcode::SendMsg::new(types::Fd(self.sock.as_raw_fd()), &slot.hdr)
+        let sqe = opcode::SendMsg::new(types::Fixed(super::DGRAM_SOCKET_FILE), &slot.hdr)
             .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
             .build()
             .user_data(Token::new(Op::DgramSend, 0, bid as u32).encode());

@@ -46,6 +46,11 @@ pub struct Uring;
 /// The buffer group id of each ring's (only) provided buffer ring.
 const BGID: u16 = 0;
 
+/// A datagram ring's socket is slot 0 of its fixed file table.
+const DGRAM_SOCKET_FILE: u32 = 0;
+/// The kernel's largest fixed file table (`IORING_MAX_FIXED_FILES`).
+const MAX_FIXED_FILES: u64 = 1 << 20;
+
 /// The largest completion queue we ask for; the kernel clamps to its own
 /// limit anyway (`setup_clamp`).
 const MAX_CQ_ENTRIES: u32 = 1 << 17;
@@ -210,6 +215,7 @@ fn run_worker(
         let mut d = Driver::new(opts.ring_entries, cq_entries, buf_count, buf_size)?;
         // Only an optimisation: without it (before 5.18) enters use the fd.
         let _ = d.register_ring_fd();
+        register_files(&d, config, socket)?;
         let test = setup::self_test(&mut d)?;
         let forced = std::env::var_os(FORCE_SINGLE_SHOT_ENV).is_some();
         let unix_single_shot = config.transport == Transport::Unix && (forced || !test.unix_multishot_eof);
@@ -239,6 +245,27 @@ fn run_worker(
     } else {
         datagram::DgramWorker::new(d, socket, shared).run()
     }
+}
+
+/// Gives the ring a fixed file table, so that operations name sockets by
+/// slot (`IOSQE_FIXED_FILE`) and the kernel neither looks up nor reference
+/// counts the file on each one (the process has several threads, so its
+/// file table is shared). Streams: a sparse table that direct accept fills,
+/// one slot per connection, as large as `--max-conns` allows within
+/// `RLIMIT_NOFILE` (the kernel's bound for it); past it, accept gets
+/// `ENFILE` and backs off as it does when out of descriptors. Datagrams: the
+/// socket, in slot 0.
+fn register_files(d: &Driver, config: &ServerConfig, socket: BorrowedFd<'_>) -> io::Result<()> {
+    let submitter = d.ring.submitter();
+    let result = if config.transport.is_stream() {
+        let slots = (config.max_conns as u64)
+            .min(crate::sys::fd_limit())
+            .clamp(1, MAX_FIXED_FILES);
+        submitter.register_files_sparse(slots as u32)
+    } else {
+        submitter.register_files(&[socket.as_raw_fd()])
+    };
+    result.map_err(|e| setup::missing("registered file tables (IORING_REGISTER_FILES2, Linux 5.19)", e))
 }
 
 /// One completion, copied out of the completion queue.

@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -70,7 +70,9 @@ enum Sending {
 }
 
 struct Conn {
-    fd: OwnedFd,
+    /// The socket's slot in the ring's fixed file table (direct accept); it
+    /// is closed with an `IORING_OP_CLOSE`, never by `close(2)`.
+    file: u32,
     /// Operations in flight on this connection; the slot is freed at zero once closing.
     ops: u32,
     recv_armed: bool,
@@ -93,9 +95,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(fd: OwnedFd) -> Conn {
+    fn new(file: u32) -> Conn {
         Conn {
-            fd,
+            file,
             ops: 0,
             recv_armed: false,
             recv_cancel_sent: false,
@@ -278,22 +280,22 @@ impl<'a> StreamWorker<'a> {
         self.backoff_armed = false;
         self.starved.clear();
         for slot in 0..self.slots.len() as u32 {
-            self.abandon(slot);
+            self.abandon(slot)?;
         }
         self.arm_shutdown_poll()
     }
 
     /// Closes a connection whose operations may still be in flight (see
     /// `start_over`); its slot gets a new generation, so their completions are stale.
-    fn abandon(&mut self, slot: u32) {
+    fn abandon(&mut self, slot: u32) -> io::Result<()> {
         let s = &mut self.slots[slot as usize];
         let Some(conn) = s.conn.take() else {
-            return;
+            return Ok(());
         };
         s.gen = (s.gen + 1) & GEN_MASK;
         self.free.push(slot);
         let Conn {
-            fd,
+            file,
             heap,
             sending,
             send_in_flight,
@@ -306,10 +308,19 @@ impl<'a> StreamWorker<'a> {
         } else if let Sending::Ring { bid, .. } = sending {
             self.d.bufs.recycle(bid);
         }
-        drop(fd); // operations in flight hold their own reference to the socket
         self.errors += 1;
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
         self.shared.stats.conn_closed();
+        // Operations in flight keep their own reference to the socket.
+        self.close_file(file)
+    }
+
+    /// Closes the socket in fixed file slot `file` (the client sees EOF) and
+    /// frees the slot for a later accept.
+    fn close_file(&mut self, file: u32) -> io::Result<()> {
+        let sqe = opcode::Close::new(types::Fixed(file)).build().user_data(token::CANCEL);
+        // SAFETY: a close carries no buffer.
+        unsafe { self.d.push(sqe) }
     }
 
     fn dispatch(&mut self, c: Completion) -> io::Result<()> {
@@ -320,8 +331,7 @@ impl<'a> StreamWorker<'a> {
         if own_op && t.gen != self.epoch {
             // From before `start_over`: a connection it accepted is closed unused.
             if t.op == Op::Accept && c.result >= 0 {
-                // SAFETY: a successful accept's result is a new descriptor nobody else owns.
-                drop(unsafe { OwnedFd::from_raw_fd(c.result) });
+                return self.close_file(c.result as u32);
             }
             return Ok(());
         }
@@ -355,7 +365,7 @@ impl<'a> StreamWorker<'a> {
             let fd = types::Fd(self.listener.as_raw_fd());
             if multishot_ok {
                 let sqe = opcode::AcceptMulti::new(fd)
-                    .flags(libc::SOCK_CLOEXEC)
+                    .allocate_file_index(true)
                     .build()
                     .user_data(self.own(Op::Accept));
                 // SAFETY: a multishot accept passes no address buffer.
@@ -387,7 +397,7 @@ impl<'a> StreamWorker<'a> {
         }
         let fd = types::Fd(self.listener.as_raw_fd());
         let sqe = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
+            .file_index(Some(types::DestinationSlot::auto_target()))
             .build()
             .user_data(self.own(Op::Accept));
         // SAFETY: the accept passes no address buffer.
@@ -424,8 +434,8 @@ impl<'a> StreamWorker<'a> {
             }
         }
         if c.result >= 0 {
-            // SAFETY: a successful accept's result is a new descriptor nobody else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+            // A direct accept's result is the fixed file slot it filled.
+            let file = c.result as u32;
             let open = if reserved {
                 self.shared.open.load(Ordering::Acquire)
             } else {
@@ -435,17 +445,18 @@ impl<'a> StreamWorker<'a> {
                 // Accepted before our cancel took effect (or another ring took the
                 // last place first): closing it keeps `--max-conns` a hard cap.
                 self.shared.open.fetch_sub(1, Ordering::AcqRel);
-                return Ok(());
+                return self.close_file(file);
             }
             self.shared.stats.conn_opened();
-            let slot = self.insert(fd);
+            let slot = self.insert(file);
             return self.arm_recv(slot);
         }
         match -c.result {
             libc::ECANCELED => {}
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                // Out of descriptors: stop accepting for a while instead of
-                // spinning; connections wait in the listen backlog meanwhile.
+                // Out of descriptors (ENFILE: the fixed file table is full):
+                // stop accepting for a while instead of spinning; connections
+                // wait in the listen backlog meanwhile.
                 if self.accept_armed && !self.accept_cancel_sent {
                     self.cancel(self.own(Op::Accept))?;
                     self.accept_cancel_sent = true;
@@ -472,8 +483,8 @@ impl<'a> StreamWorker<'a> {
         Ok(())
     }
 
-    fn insert(&mut self, fd: OwnedFd) -> u32 {
-        let conn = Conn::new(fd);
+    fn insert(&mut self, file: u32) -> u32 {
+        let conn = Conn::new(file);
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize].conn = Some(conn);
@@ -509,7 +520,7 @@ impl<'a> StreamWorker<'a> {
     fn arm_recv(&mut self, slot: u32) -> io::Result<()> {
         let ud = self.token(Op::Recv, slot);
         let (bgid, buf_size, single) = (self.d.bufs.bgid(), self.d.bufs.buf_size(), self.unix_single_shot);
-        let fd = types::Fd(self.conn(slot).fd.as_raw_fd());
+        let fd = types::Fixed(self.conn(slot).file);
         let sqe = if single {
             opcode::Recv::new(fd, std::ptr::null_mut(), buf_size)
                 .buf_group(bgid)
@@ -545,9 +556,9 @@ impl<'a> StreamWorker<'a> {
             // Straight from a ring buffer, nothing queued behind it, no EOF
             // to act on: its completion only gives the buffer back.
             let quiet = matches!(conn.sending, Sending::Ring { .. }) && conn.backlog.is_empty() && !conn.eof;
-            (ptr, len, conn.fd.as_raw_fd(), quiet)
+            (ptr, len, conn.file, quiet)
         };
-        let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
+        let sqe = opcode::Send::new(types::Fixed(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             .build()
             .user_data(ud);
@@ -719,10 +730,8 @@ impl<'a> StreamWorker<'a> {
                 conn.sending = Sending::Heap { off: 0 };
             }
             let ud = self.token(Op::Writable, slot);
-            let fd = self.conn(slot).fd.as_raw_fd();
-            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
-                .build()
-                .user_data(ud);
+            let fd = types::Fixed(self.conn(slot).file);
+            let sqe = opcode::PollAdd::new(fd, libc::POLLOUT as u32).build().user_data(ud);
             // SAFETY: a poll carries no buffer.
             unsafe { self.d.push(sqe)? };
             let conn = self.conn(slot);
@@ -805,9 +814,9 @@ impl<'a> StreamWorker<'a> {
         conn.closing = true;
         if conn.ops > 0 && !conn.close_cancel_sent {
             conn.close_cancel_sent = true;
-            let fd: RawFd = conn.fd.as_raw_fd();
+            let fd = types::Fixed(conn.file);
             self.prompt = true;
-            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
                 .build()
                 .user_data(token::CANCEL);
             // SAFETY: a cancel request carries no buffer.
@@ -825,9 +834,9 @@ impl<'a> StreamWorker<'a> {
             if let Sending::Ring { bid, .. } = conn.sending {
                 self.d.bufs.recycle(bid);
             }
-            drop(conn); // closes the socket: the client sees EOF
             self.shared.open.fetch_sub(1, Ordering::AcqRel);
             self.shared.stats.conn_closed();
+            return self.close_file(conn.file); // the client sees EOF
         }
         Ok(())
     }
@@ -838,8 +847,8 @@ impl<'a> StreamWorker<'a> {
         let quiesced = self.d.quiesce();
         for s in self.slots.iter_mut() {
             if let Some(conn) = s.conn.take() {
-                let Conn { fd, heap, .. } = conn;
-                drop(fd);
+                // The sockets close with the ring's file table, when the ring goes.
+                let Conn { heap, .. } = conn;
                 if !quiesced {
                     // A send may still read from it; the process exits right after.
                     std::mem::forget(heap);
