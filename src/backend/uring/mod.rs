@@ -16,6 +16,16 @@
 //! spreads flows across rings. Unix sockets have no `SO_REUSEPORT`, so every
 //! ring shares the one bound socket; a multishot accept (or recvmsg) on the same
 //! socket from several rings is fine, each connection (datagram) goes to one.
+//!
+//! What each enter and operation costs is kept down: the ring is entered by
+//! its registered index (`registered.rs`), connections are slots in the ring's
+//! fixed file table (direct accept, `IOSQE_FIXED_FILE`), and a turn waits for
+//! one completion more than its own sends, which complete as they are
+//! submitted ([`plan_wait`]), so a quiet echo costs one enter.
+//!
+//! Rare ring errors do not end the server ([`EnterError`]): a submission the
+//! kernel has no memory for is retried after a back-off, and after dropped
+//! completions (`EBADR`) a worker starts over; both count in `ring_errors`.
 
 pub mod buf_ring;
 mod datagram;
