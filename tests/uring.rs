@@ -1,6 +1,7 @@
 //! Tests specific to the `uring` backend: many connections on one ring, a
 //! tiny buffer ring under load (the ENOBUFS re-arm path), Unix-stream EOF,
-//! and a clear error when io_uring is disabled. Every test drives the real
+//! rare ring errors survived (injected), and a clear error when io_uring is
+//! disabled. Every test drives the real
 //! `server` binary over loopback or a temporary socket path.
 
 mod common;
@@ -15,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::client::{pattern, Stream};
 use common::{field, server_bin, ServerProc, Target, TempDir};
-use sockbench::backend::uring::FORCE_SINGLE_SHOT_ENV;
-use sockbench::procfs;
+use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
 
 /// The heavy tests take most of the machine; run them one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -212,8 +212,7 @@ fn unix_eof(server: ServerProc) {
         .expect("unix_recv= in the listening line")
         .to_string();
     println!("unix stream receive mode: {mode}");
-    let pid = server.pid();
-    let fds_before = procfs::fd_count(pid).unwrap();
+    let open_before = server_side_conns(&server);
 
     // Half-close: everything comes back, then EOF.
     let mut c = UnixStream::connect(server.path()).unwrap();
@@ -231,7 +230,7 @@ fn unix_eof(server: ServerProc) {
         msg.len()
     );
 
-    // Full close: the server closes its side, so its descriptor count drops back.
+    // Full close: the server closes its side, so its sockets go away.
     let clients: Vec<UnixStream> = (0..50).map(|_| UnixStream::connect(server.path()).unwrap()).collect();
     for (i, mut s) in clients.iter().enumerate() {
         let m = pattern(i as u64, 0, 100);
@@ -240,20 +239,95 @@ fn unix_eof(server: ServerProc) {
         s.read_exact(&mut b).unwrap();
         assert_eq!(b, m);
     }
-    assert!(procfs::fd_count(pid).unwrap() >= fds_before + 50);
+    assert!(server_side_conns(&server) >= open_before + 50);
     drop(clients);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut fds = procfs::fd_count(pid).unwrap();
-    while fds > fds_before && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-        fds = procfs::fd_count(pid).unwrap();
-    }
+    let open = settled_conns(&server, open_before);
     assert!(
-        fds <= fds_before,
-        "server still holds {} descriptors of closed Unix clients ({mode} receive)",
-        fds - fds_before
+        open <= open_before,
+        "server still holds {} sockets of closed Unix clients ({mode} receive)",
+        open - open_before
     );
     assert!(server.stop().status.success());
+}
+
+/// The server's open connection sockets, from the kernel's socket tables (its
+/// connections are fixed files, which /proc/PID/fd does not list): for Unix,
+/// sockets bound to its path (accepted ones carry the listener's name) less
+/// the listener; for TCP, sockets on its port that are established or whose
+/// client has closed (CLOSE_WAIT: the server has not closed its side yet).
+fn server_side_conns(server: &ServerProc) -> usize {
+    match &server.endpoint {
+        sockbench::net::Endpoint::Unix(path) => {
+            let path = path.to_str().unwrap();
+            let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+            let named = table
+                .lines()
+                .filter(|l| l.split_whitespace().nth(7) == Some(path))
+                .count();
+            named.saturating_sub(1)
+        }
+        sockbench::net::Endpoint::Inet(addr) => {
+            let port = format!(":{:04X}", addr.port());
+            ["/proc/net/tcp", "/proc/net/tcp6"]
+                .iter()
+                .filter_map(|t| std::fs::read_to_string(t).ok())
+                .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[1].ends_with(&port) && matches!(f[3], "01" | "08")
+                })
+                .count()
+        }
+    }
+}
+
+/// Waits (at most 5 s) for the server's connections to drop to `target`;
+/// returns the last count.
+fn settled_conns(server: &ServerProc, target: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut open = server_side_conns(server);
+    while open > target && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+        open = server_side_conns(server);
+    }
+    open
+}
+
+/// Connections are fixed files closed with IORING_OP_CLOSE: none may be left
+/// open once its client has gone, however it went (a clean close after an
+/// echo, a half-close, a reset mid-message, a close with an echo unread).
+#[test]
+fn closed_connections_leave_no_server_sockets() {
+    let _heavy = one_at_a_time();
+    for target in [Target::Tcp4, Target::Tcp6, Target::Unix] {
+        let Some(server) = start_uring(target, &["--threads", "2"]) else {
+            return;
+        };
+        for i in 0..200u64 {
+            let mut c = common::client::Stream::connect(&server.endpoint).unwrap();
+            let msg = pattern(i, 0, 300);
+            match i % 4 {
+                0 => assert_eq!(c.echo(&msg).unwrap(), msg),
+                1 => {
+                    c.write_all(&msg).unwrap();
+                    c.shutdown_write().unwrap();
+                    assert_eq!(c.read_to_eof().unwrap(), msg);
+                }
+                2 => {
+                    c.write_all(&msg[..100]).unwrap();
+                    c.reset();
+                }
+                _ => c.write_all(&msg).unwrap(), // and close with the echo unread
+            }
+        }
+        let open = settled_conns(&server, 0);
+        assert_eq!(
+            open, 0,
+            "{target:?}: {open} server sockets left open after their clients went"
+        );
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?}: {stopped:?}");
+    }
 }
 
 /// The listening line says which setup the kernel allowed. On a kernel with
@@ -282,6 +356,125 @@ fn best_setup_flags_where_the_kernel_has_them() {
     let cq: u64 = field(&server.listening, "cq_entries").unwrap().parse().unwrap();
     assert!(cq >= 2 * 10_000, "cq_entries={cq} is too small for 10,000 connections");
     assert!(server.stop().status.success());
+}
+
+/// Starts a uring server whose every `every`-th `io_uring_enter` fails with
+/// `errno_name` (see `INJECT_ENTER_ERROR_ENV`).
+fn start_with_enter_errors(target: Target, errno_name: &str, every: u32) -> Option<ServerProc> {
+    let dir = TempDir::new("uring-inject");
+    let mut cmd = Command::new(server_bin());
+    cmd.args([
+        "--backend",
+        "uring",
+        "--threads",
+        "1",
+        "--transport",
+        target.transport().name(),
+    ]);
+    match target {
+        Target::Tcp4 | Target::Udp4 => cmd.args(["--addr", "127.0.0.1:0"]),
+        Target::Tcp6 | Target::Udp6 => cmd.args(["--addr", "[::1]:0"]),
+        Target::Unix | Target::Unixgram => cmd.arg("--path").arg(dir.path("s.sock")),
+    };
+    cmd.env(INJECT_ENTER_ERROR_ENV, format!("{errno_name}:{every}"));
+    started_or_skipped(ServerProc::spawn(cmd, Some(dir)))
+}
+
+/// A submission the kernel has no memory for (`EAGAIN`, `ENOMEM`) is retried
+/// after a back-off: no echo is lost or damaged, nothing counts as an error,
+/// and the summary line counts the retries as `ring_errors`.
+#[test]
+fn submissions_without_kernel_memory_are_retried() {
+    for (target, errno) in [
+        (Target::Tcp4, "EAGAIN"),
+        (Target::Unix, "ENOMEM"),
+        (Target::Udp4, "EAGAIN"),
+    ] {
+        let Some(server) = start_with_enter_errors(target, errno, 3) else {
+            return;
+        };
+        if target.is_stream() {
+            let mut c = common::client::Stream::connect(&server.endpoint).unwrap();
+            for i in 0..200u64 {
+                let msg = pattern(i, 0, 100);
+                assert_eq!(c.echo(&msg).unwrap(), msg, "{target:?} {errno}: echo {i}");
+            }
+        } else {
+            let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.connect(server.inet()).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 256];
+            for i in 0..200u64 {
+                let msg = pattern(i, 0, 100);
+                sock.send(&msg).unwrap();
+                let n = sock.recv(&mut buf).unwrap();
+                assert_eq!(&buf[..n], &msg[..], "{target:?} {errno}: datagram {i}");
+            }
+        }
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?} {errno}: {stopped:?}");
+        assert!(stopped.count("ring_errors") > 0, "{target:?} {errno}: {stopped:?}");
+        assert_eq!(stopped.count("errors"), 0, "{target:?} {errno}: {stopped:?}");
+    }
+}
+
+/// Dropped completions (`EBADR`) do not end the server. A stream connection
+/// whose state can no longer be trusted is closed (never echoed with a hole
+/// in it), a client that reconnects is served again, and datagrams keep being
+/// echoed; the summary counts the events as `ring_errors`.
+#[test]
+fn dropped_completions_close_streams_and_serving_goes_on() {
+    for target in [Target::Tcp4, Target::Unix] {
+        let Some(server) = start_with_enter_errors(target, "EBADR", 25) else {
+            return;
+        };
+        let (mut echoed, mut reconnects) = (0u64, 0u64);
+        let mut client = common::client::Stream::connect(&server.endpoint).unwrap();
+        client.set_timeouts(Some(Duration::from_secs(10))).unwrap();
+        while echoed < 300 {
+            let msg = pattern(echoed, 0, 64);
+            let mut back = vec![0u8; msg.len()];
+            let round = client.write_all(&msg).and_then(|()| client.read_exact(&mut back));
+            match round {
+                Ok(()) => {
+                    assert_eq!(back, msg, "{target:?}: echo {echoed}");
+                    echoed += 1;
+                }
+                // Closed by the server after a drop (EOF or reset); a timeout
+                // would be a connection left stuck, and fails here.
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut => {
+                    reconnects += 1;
+                    assert!(reconnects < 200, "{target:?}: the server closes every connection");
+                    client = common::client::Stream::connect(&server.endpoint).unwrap();
+                    client.set_timeouts(Some(Duration::from_secs(10))).unwrap();
+                }
+                Err(e) => panic!("{target:?}: a connection was left stuck after dropped completions: {e}"),
+            }
+        }
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?}: {stopped:?}");
+        assert!(reconnects > 0, "{target:?}: no drop was injected in 300 echoes");
+        assert!(stopped.count("ring_errors") > 0, "{target:?}: {stopped:?}");
+    }
+
+    let Some(server) = start_with_enter_errors(Target::Udp4, "EBADR", 25) else {
+        return;
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(server.inet()).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 256];
+    for i in 0..300u64 {
+        let msg = pattern(i, 0, 64);
+        sock.send(&msg).unwrap();
+        let n = sock
+            .recv(&mut buf)
+            .expect("the server stopped echoing after dropped completions");
+        assert_eq!(&buf[..n], &msg[..], "datagram {i}");
+    }
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{stopped:?}");
+    assert!(stopped.count("ring_errors") > 0, "{stopped:?}");
 }
 
 /// With io_uring blocked by seccomp (as a container runtime or

@@ -25,6 +25,10 @@ pub struct Stats {
     /// still in flight: the server saw `ECONNRESET` or `EPIPE`. A client that
     /// hangs up without reading its last echo does this; it is not a fault.
     pub closed_with_pending: AtomicU64,
+    /// uring: rare ring errors survived instead of ending the server (a
+    /// submission the kernel had no memory for, retried after a back-off; or
+    /// completions the kernel dropped, after which the ring starts over).
+    pub ring_errors: AtomicU64,
 }
 
 impl Stats {
@@ -102,12 +106,13 @@ impl Stats {
     /// The one-line summary printed at exit.
     pub fn summary_line(&self, backend: &str) -> String {
         format!(
-            "summary backend={backend} accepted={} messages={} bytes={} errors={} closed_with_pending={}",
+            "summary backend={backend} accepted={} messages={} bytes={} errors={} closed_with_pending={} ring_errors={}",
             self.accepted.load(Relaxed),
             self.messages.load(Relaxed),
             self.bytes.load(Relaxed),
             self.errors.load(Relaxed),
             self.closed_with_pending.load(Relaxed),
+            self.ring_errors.load(Relaxed),
         )
     }
 }

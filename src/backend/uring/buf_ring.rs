@@ -44,16 +44,17 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` came from our own successful mmap, and the owner
-        // (`BufRing`) is only dropped after the io_uring that could write here.
+        // (`BufRing`) is only dropped once the kernel has let go of it (see
+        // `Driver`'s `Drop`).
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
 }
 
 /// A ring of `count` buffers of `size` bytes, registered as buffer group `bgid`.
 ///
-/// Must outlive every operation that may select from it: the owner drops the
-/// `IoUring` first (see `Driver`), and leaks the ring if operations could not
-/// be drained at shutdown.
+/// Must outlive every operation that may select from it: the owner unregisters
+/// it and drops the `IoUring` first (see `Driver`'s `Drop`), and leaks it if
+/// operations could not be drained at shutdown.
 pub struct BufRing {
     entries: Mapping,
     buffers: Mapping,
@@ -92,7 +93,7 @@ impl BufRing {
     /// Registers the ring with `submitter`'s io_uring.
     pub fn register(&self, submitter: &Submitter<'_>) -> io::Result<()> {
         // SAFETY: the entries mapping stays valid until the ring is dropped, and
-        // `BufRing` is dropped only after the io_uring (field order in `Driver`).
+        // `Driver`'s `Drop` unregisters it and closes the io_uring before that.
         unsafe { submitter.register_buf_ring_with_flags(self.entries.ptr as u64, self.count, self.bgid, 0) }
     }
 

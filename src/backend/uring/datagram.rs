@@ -60,6 +60,11 @@ pub(super) struct DgramWorker<'a> {
     errors: u64,
     /// Only for unixgram, where unread echoes count against our send buffer.
     budget: Option<&'a Mutex<PeerBudget>>,
+    /// The generation of the receive and stop poll; bumped when they are armed
+    /// anew after dropped completions (see `start_over`).
+    epoch: u32,
+    /// Sends queued this turn: their completions only give buffers back (see `plan_wait`).
+    quiet_sends: usize,
 }
 
 impl<'a> DgramWorker<'a> {
@@ -83,15 +88,46 @@ impl<'a> DgramWorker<'a> {
             counts: LocalCounts::default(),
             errors: 0,
             budget,
+            epoch: 0,
+            quiet_sends: 0,
         }
     }
 
-    pub(super) fn run(mut self) -> io::Result<()> {
+    /// The `user_data` of one of this ring's own operations, in this epoch.
+    fn own(&self, op: Op) -> u64 {
+        Token::new(op, self.epoch, 0).encode()
+    }
+
+    fn arm_shutdown_poll(&mut self) -> io::Result<()> {
         let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
             .build()
-            .user_data(token::SHUTDOWN);
+            .user_data(self.own(Op::Shutdown));
         // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
-        unsafe { self.d.push(poll)? };
+        unsafe { self.d.push(poll) }
+    }
+
+    /// Completions were dropped (`EBADR`). Datagrams are independent, so
+    /// nothing but the dropped ones is lost; what may be stuck is our own
+    /// state: the receive may have ended unheard (we would never re-arm it),
+    /// and so may the stop poll. Both are armed anew in a new epoch (the old
+    /// receive cancelled first); a send whose completion was dropped keeps its
+    /// buffer for good, which only shrinks the ring by one.
+    fn start_over(&mut self) -> io::Result<()> {
+        if self.recv_armed {
+            let cancel = opcode::AsyncCancel::new(self.own(Op::DgramRecv))
+                .build()
+                .user_data(token::CANCEL);
+            // SAFETY: a cancel request carries no buffer.
+            unsafe { self.d.push(cancel)? };
+        }
+        self.epoch = (self.epoch + 1) & token::GEN_MASK;
+        self.recv_armed = false;
+        self.starved = false;
+        self.arm_shutdown_poll()
+    }
+
+    pub(super) fn run(mut self) -> io::Result<()> {
+        self.arm_shutdown_poll()?;
         let result = self.event_loop();
         self.flush_counts();
         if !self.d.quiesce() {
@@ -110,7 +146,11 @@ impl<'a> DgramWorker<'a> {
             }
             self.d.bufs.publish();
             self.flush_counts();
-            self.d.submit_and_wait(None)?;
+            // Out of buffers, the receive waits for the sends to give some back.
+            let prompt = self.starved || !self.recv_armed;
+            let wait = super::plan_wait(self.quiet_sends, prompt, None);
+            self.quiet_sends = 0;
+            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
             if let Some(b) = self.budget {
                 b.lock().unwrap_or_else(|p| p.into_inner()).update(self.sock);
             }
@@ -119,6 +159,9 @@ impl<'a> DgramWorker<'a> {
                 self.dispatch(c)?;
             }
             self.d.return_completions(batch);
+            if self.d.take_dropped() {
+                self.start_over()?;
+            }
             if self.stopping || self.shared.shutdown.requested() {
                 return Ok(());
             }
@@ -131,12 +174,20 @@ impl<'a> DgramWorker<'a> {
             self.shared.stats.errors.fetch_add(self.errors, Ordering::Relaxed);
             self.errors = 0;
         }
+        let ring_errors = self.d.take_ring_errors();
+        if ring_errors > 0 {
+            self.shared.stats.ring_errors.fetch_add(ring_errors, Ordering::Relaxed);
+        }
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
-        let sqe = opcode::RecvMsgMulti::new(types::Fd(self.sock.as_raw_fd()), &*self.template, self.d.bufs.bgid())
-            .build()
-            .user_data(token::DGRAM_RECV);
+        let sqe = opcode::RecvMsgMulti::new(
+            types::Fixed(super::DGRAM_SOCKET_FILE),
+            &*self.template,
+            self.d.bufs.bgid(),
+        )
+        .build()
+        .user_data(self.own(Op::DgramRecv));
         // SAFETY: the receive writes into the buffer ring, which outlives every
         // operation (see `Driver`), and reads the boxed template, which lives
         // in `self` until the ring has quiesced (or is leaked).
@@ -151,8 +202,9 @@ impl<'a> DgramWorker<'a> {
             return Ok(());
         };
         match t.op {
-            Op::Shutdown => self.stopping = true,
-            Op::DgramRecv => self.on_recv(c)?,
+            // Cancelled only at shutdown (never dispatched then): a stop.
+            Op::Shutdown => self.stopping |= c.result >= 0,
+            Op::DgramRecv => self.on_recv(t, c)?,
             Op::DgramSend => self.on_send(t.slot as u16, c),
             _ => {
                 if let Some(bid) = cqueue::buffer_select(c.flags) {
@@ -164,8 +216,10 @@ impl<'a> DgramWorker<'a> {
         Ok(())
     }
 
-    fn on_recv(&mut self, c: Completion) -> io::Result<()> {
-        if !cqueue::more(c.flags) {
+    fn on_recv(&mut self, t: Token, c: Completion) -> io::Result<()> {
+        // A datagram from a receive of an older epoch is echoed all the same;
+        // only the current receive's end matters.
+        if !cqueue::more(c.flags) && t.gen == self.epoch {
             self.recv_armed = false;
         }
         let bid = cqueue::buffer_select(c.flags);
@@ -231,7 +285,7 @@ impl<'a> DgramWorker<'a> {
         slot.hdr.msg_iovlen = 1;
         slot.hdr.msg_control = std::ptr::null_mut();
         slot.hdr.msg_controllen = 0;
-        let sqe = opcode::SendMsg::new(types::Fd(self.sock.as_raw_fd()), &slot.hdr)
+        let sqe = opcode::SendMsg::new(types::Fixed(super::DGRAM_SOCKET_FILE), &slot.hdr)
             .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
             .build()
             .user_data(Token::new(Op::DgramSend, 0, bid as u32).encode());
@@ -239,6 +293,7 @@ impl<'a> DgramWorker<'a> {
         // in `on_send`; the msghdr, iovec and address live in `slots[bid]`, which
         // is never moved and not reused before that same completion.
         unsafe { self.d.push(sqe)? };
+        self.quiet_sends += 1;
         Ok(())
     }
 

@@ -5,7 +5,8 @@
 //! - `io_uring_setup` itself (Linux 5.1; `EPERM`/`ENOSYS` when disabled by
 //!   `kernel.io_uring_disabled` or a seccomp filter);
 //! - setup flags, best first: `SINGLE_ISSUER | DEFER_TASKRUN` (6.1), else
-//!   `COOP_TASKRUN` (5.19), else none;
+//!   `COOP_TASKRUN` (5.19), else none; the first two with `SUBMIT_ALL` (5.18,
+//!   so present wherever they are), see [`build_ring`];
 //! - the opcodes we submit (`IORING_REGISTER_PROBE`, 5.6);
 //! - provided buffer rings (`IORING_REGISTER_PBUF_RING`, 5.19);
 //! - multishot receive (6.0), by a self-test on a socketpair, which also checks
@@ -49,6 +50,12 @@ pub const FORCE_SETUP_ENV: &str = "SOCKBENCH_URING_SETUP";
 
 /// Creates a ring with `sq_entries` submission entries and `cq_entries`
 /// completion entries, with the best setup flags the kernel accepts.
+///
+/// `SUBMIT_ALL`: without it, an entry that fails as it is submitted (a bad
+/// descriptor, an invalid flag) ends the batch, and the entries behind it
+/// wait in the queue for the next `io_uring_enter`, which may be a whole wait
+/// later. With it, one failing entry gets its error completion and the rest
+/// of the batch goes in with the same enter.
 pub fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, SetupFlags)> {
     let attempts = [SetupFlags::DeferTaskrun, SetupFlags::CoopTaskrun, SetupFlags::Plain];
     let first = match std::env::var(FORCE_SETUP_ENV).as_deref() {
@@ -62,10 +69,10 @@ pub fn build_ring(sq_entries: u32, cq_entries: u32) -> io::Result<(IoUring, Setu
         builder.setup_cqsize(cq_entries).setup_clamp();
         match flags {
             SetupFlags::DeferTaskrun => {
-                builder.setup_single_issuer().setup_defer_taskrun();
+                builder.setup_single_issuer().setup_defer_taskrun().setup_submit_all();
             }
             SetupFlags::CoopTaskrun => {
-                builder.setup_coop_taskrun();
+                builder.setup_coop_taskrun().setup_submit_all();
             }
             SetupFlags::Plain => {}
         }
@@ -96,7 +103,7 @@ pub fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| missing("IORING_REGISTER_PROBE (Linux 5.6)", e))?;
-    let needed: [(u8, &str); 8] = [
+    let needed: [(u8, &str); 9] = [
         (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
         (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
         (opcode::Send::CODE, "IORING_OP_SEND"),
@@ -105,6 +112,7 @@ pub fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
         (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD"),
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+        (opcode::Close::CODE, "IORING_OP_CLOSE"),
     ];
     for (code, name) in needed {
         if !probe.is_supported(code) {

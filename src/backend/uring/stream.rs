@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -70,7 +70,9 @@ enum Sending {
 }
 
 struct Conn {
-    fd: OwnedFd,
+    /// The socket's slot in the ring's fixed file table (direct accept); it
+    /// is closed with an `IORING_OP_CLOSE`, never by `close(2)`.
+    file: u32,
     /// Operations in flight on this connection; the slot is freed at zero once closing.
     ops: u32,
     recv_armed: bool,
@@ -93,9 +95,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(fd: OwnedFd) -> Conn {
+    fn new(file: u32) -> Conn {
         Conn {
-            fd,
+            file,
             ops: 0,
             recv_armed: false,
             recv_cancel_sent: false,
@@ -153,6 +155,14 @@ pub(super) struct StreamWorker<'a> {
     stopping: bool,
     counts: LocalCounts,
     errors: u64,
+    /// The generation of this ring's own operations (accept, its poll and
+    /// back-off timer, the stop poll); bumped when the ring starts over after
+    /// dropped completions, so that late completions of the old ones are stale.
+    epoch: u32,
+    /// Sends queued this turn whose completion needs no follow-up (see `plan_wait`).
+    quiet_sends: usize,
+    /// Something queued or seen this turn needs the next completions handled at once.
+    prompt: bool,
 }
 
 impl<'a> StreamWorker<'a> {
@@ -174,18 +184,30 @@ impl<'a> StreamWorker<'a> {
             stopping: false,
             counts: LocalCounts::default(),
             errors: 0,
+            epoch: 0,
+            quiet_sends: 0,
+            prompt: false,
         }
     }
 
     pub(super) fn run(mut self) -> io::Result<()> {
-        let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
-            .build()
-            .user_data(token::SHUTDOWN);
-        // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
-        unsafe { self.d.push(poll)? };
+        self.arm_shutdown_poll()?;
         let result = self.event_loop();
         self.close_all();
         result
+    }
+
+    fn arm_shutdown_poll(&mut self) -> io::Result<()> {
+        let poll = opcode::PollAdd::new(types::Fd(self.shared.shutdown.fd().as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(self.own(Op::Shutdown));
+        // SAFETY: a poll carries no buffer; the eventfd lives for the whole process.
+        unsafe { self.d.push(poll) }
+    }
+
+    /// The `user_data` of one of this ring's own operations, in this epoch.
+    fn own(&self, op: Op) -> u64 {
+        Token::new(op, self.epoch, 0).encode()
     }
 
     fn event_loop(&mut self) -> io::Result<()> {
@@ -195,12 +217,18 @@ impl<'a> StreamWorker<'a> {
             self.d.bufs.publish();
             self.flush_counts();
             let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
-            self.d.submit_and_wait(at_cap.then_some(MAX_CONNS_RECHECK))?;
+            let prompt = self.prompt || !self.starved.is_empty();
+            let wait = super::plan_wait(self.quiet_sends, prompt, at_cap.then_some(MAX_CONNS_RECHECK));
+            (self.quiet_sends, self.prompt) = (0, false);
+            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
                 self.dispatch(c)?;
             }
             self.d.return_completions(batch);
+            if self.d.take_dropped() {
+                self.start_over()?;
+            }
             if self.stopping || self.shared.shutdown.requested() {
                 return Ok(());
             }
@@ -215,14 +243,101 @@ impl<'a> StreamWorker<'a> {
             self.shared.stats.errors.fetch_add(self.errors, Ordering::Relaxed);
             self.errors = 0;
         }
+        let ring_errors = self.d.take_ring_errors();
+        if ring_errors > 0 {
+            self.shared.stats.ring_errors.fetch_add(ring_errors, Ordering::Relaxed);
+        }
+    }
+
+    /// Completions were dropped (`EBADR`): some operations ended unheard, and
+    /// which ones is unknowable. A connection that missed a receive completion
+    /// has lost part of its stream, and one that missed a send's does not know
+    /// what it sent, so no connection's state can be trusted. Rather than end
+    /// the server (or echo a stream with a hole in it), the ring starts over:
+    /// everything on it is cancelled, every connection is closed (its client
+    /// sees the close; each counts as an error), and accept and the stop poll
+    /// are armed again in a new epoch, so late completions of the old
+    /// operations are recognised as stale.
+    fn start_over(&mut self) -> io::Result<()> {
+        self.prompt = true;
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(token::CANCEL);
+        // SAFETY: a cancel request carries no buffer.
+        unsafe { self.d.push(cancel)? };
+        // Issued before anything is armed again (in submission order, if this
+        // submit is refused), so it cannot catch the new operations.
+        self.d.submit()?;
+        self.epoch = (self.epoch + 1) & GEN_MASK;
+        if self.accept_reserved {
+            // A late completion of that accept is stale: it is closed unused.
+            self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.accept_armed = false;
+        self.accept_reserved = false;
+        self.ready_poll_armed = false;
+        self.accept_cancel_sent = false;
+        self.backoff_armed = false;
+        self.starved.clear();
+        for slot in 0..self.slots.len() as u32 {
+            self.abandon(slot)?;
+        }
+        self.arm_shutdown_poll()
+    }
+
+    /// Closes a connection whose operations may still be in flight (see
+    /// `start_over`); its slot gets a new generation, so their completions are stale.
+    fn abandon(&mut self, slot: u32) -> io::Result<()> {
+        let s = &mut self.slots[slot as usize];
+        let Some(conn) = s.conn.take() else {
+            return Ok(());
+        };
+        s.gen = (s.gen + 1) & GEN_MASK;
+        self.free.push(slot);
+        let Conn {
+            file,
+            heap,
+            sending,
+            send_in_flight,
+            ..
+        } = conn;
+        if send_in_flight {
+            // The kernel may read the bytes being sent until the cancel lands:
+            // the heap buffer is leaked, and a ring buffer stays taken for good.
+            std::mem::forget(heap);
+        } else if let Sending::Ring { bid, .. } = sending {
+            self.d.bufs.recycle(bid);
+        }
+        self.errors += 1;
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        self.shared.stats.conn_closed();
+        // Operations in flight keep their own reference to the socket.
+        self.close_file(file)
+    }
+
+    /// Closes the socket in fixed file slot `file` (the client sees EOF) and
+    /// frees the slot for a later accept.
+    fn close_file(&mut self, file: u32) -> io::Result<()> {
+        let sqe = opcode::Close::new(types::Fixed(file)).build().user_data(token::CANCEL);
+        // SAFETY: a close carries no buffer.
+        unsafe { self.d.push(sqe) }
     }
 
     fn dispatch(&mut self, c: Completion) -> io::Result<()> {
         let Some(t) = Token::decode(c.user_data) else {
             return Ok(());
         };
+        let own_op = matches!(t.op, Op::Shutdown | Op::Accept | Op::AcceptReady | Op::AcceptBackoff);
+        if own_op && t.gen != self.epoch {
+            // From before `start_over`: a connection it accepted is closed unused.
+            if t.op == Op::Accept && c.result >= 0 {
+                return self.close_file(c.result as u32);
+            }
+            return Ok(());
+        }
         match t.op {
-            Op::Shutdown => self.stopping = true,
+            // Cancelled only by `start_over`, which arms a new one.
+            Op::Shutdown => self.stopping |= c.result >= 0,
             Op::Accept => self.on_accept(c)?,
             Op::AcceptReady => self.on_accept_ready(c)?,
             Op::AcceptBackoff => self.backoff_armed = false,
@@ -250,9 +365,9 @@ impl<'a> StreamWorker<'a> {
             let fd = types::Fd(self.listener.as_raw_fd());
             if multishot_ok {
                 let sqe = opcode::AcceptMulti::new(fd)
-                    .flags(libc::SOCK_CLOEXEC)
+                    .allocate_file_index(true)
                     .build()
-                    .user_data(token::ACCEPT);
+                    .user_data(self.own(Op::Accept));
                 // SAFETY: a multishot accept passes no address buffer.
                 unsafe { self.d.push(sqe)? };
                 self.accept_armed = true;
@@ -260,14 +375,14 @@ impl<'a> StreamWorker<'a> {
             } else if !self.ready_poll_armed && open < self.shared.max_conns {
                 let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32)
                     .build()
-                    .user_data(token::ACCEPT_READY);
+                    .user_data(self.own(Op::AcceptReady));
                 // SAFETY: a poll carries no buffer.
                 unsafe { self.d.push(sqe)? };
                 self.ready_poll_armed = true;
             }
             // else at the cap: look again when a connection closes.
         } else if !multishot_ok && self.accept_armed && !self.accept_reserved && !self.accept_cancel_sent {
-            self.cancel(token::ACCEPT)?;
+            self.cancel(self.own(Op::Accept))?;
             self.accept_cancel_sent = true;
         }
         Ok(())
@@ -282,9 +397,9 @@ impl<'a> StreamWorker<'a> {
         }
         let fd = types::Fd(self.listener.as_raw_fd());
         let sqe = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-            .flags(libc::SOCK_CLOEXEC)
+            .file_index(Some(types::DestinationSlot::auto_target()))
             .build()
-            .user_data(token::ACCEPT);
+            .user_data(self.own(Op::Accept));
         // SAFETY: the accept passes no address buffer.
         unsafe { self.d.push(sqe)? };
         self.accept_armed = true;
@@ -303,6 +418,7 @@ impl<'a> StreamWorker<'a> {
     }
 
     fn cancel(&mut self, user_data: u64) -> io::Result<()> {
+        self.prompt = true;
         let sqe = opcode::AsyncCancel::new(user_data).build().user_data(token::CANCEL);
         // SAFETY: a cancel request carries no buffer.
         unsafe { self.d.push(sqe) }
@@ -318,8 +434,8 @@ impl<'a> StreamWorker<'a> {
             }
         }
         if c.result >= 0 {
-            // SAFETY: a successful accept's result is a new descriptor nobody else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(c.result) };
+            // A direct accept's result is the fixed file slot it filled.
+            let file = c.result as u32;
             let open = if reserved {
                 self.shared.open.load(Ordering::Acquire)
             } else {
@@ -329,25 +445,26 @@ impl<'a> StreamWorker<'a> {
                 // Accepted before our cancel took effect (or another ring took the
                 // last place first): closing it keeps `--max-conns` a hard cap.
                 self.shared.open.fetch_sub(1, Ordering::AcqRel);
-                return Ok(());
+                return self.close_file(file);
             }
             self.shared.stats.conn_opened();
-            let slot = self.insert(fd);
+            let slot = self.insert(file);
             return self.arm_recv(slot);
         }
         match -c.result {
             libc::ECANCELED => {}
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                // Out of descriptors: stop accepting for a while instead of
-                // spinning; connections wait in the listen backlog meanwhile.
+                // Out of descriptors (ENFILE: the fixed file table is full):
+                // stop accepting for a while instead of spinning; connections
+                // wait in the listen backlog meanwhile.
                 if self.accept_armed && !self.accept_cancel_sent {
-                    self.cancel(token::ACCEPT)?;
+                    self.cancel(self.own(Op::Accept))?;
                     self.accept_cancel_sent = true;
                 }
                 if !self.backoff_armed {
                     let sqe = opcode::Timeout::new(&*self.backoff_ts as *const types::Timespec)
                         .build()
-                        .user_data(token::ACCEPT_BACKOFF);
+                        .user_data(self.own(Op::AcceptBackoff));
                     // SAFETY: the timespec is boxed in `self` and outlives the
                     // submission (the kernel copies it when the timeout starts).
                     unsafe { self.d.push(sqe)? };
@@ -366,8 +483,8 @@ impl<'a> StreamWorker<'a> {
         Ok(())
     }
 
-    fn insert(&mut self, fd: OwnedFd) -> u32 {
-        let conn = Conn::new(fd);
+    fn insert(&mut self, file: u32) -> u32 {
+        let conn = Conn::new(file);
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot as usize].conn = Some(conn);
@@ -403,7 +520,7 @@ impl<'a> StreamWorker<'a> {
     fn arm_recv(&mut self, slot: u32) -> io::Result<()> {
         let ud = self.token(Op::Recv, slot);
         let (bgid, buf_size, single) = (self.d.bufs.bgid(), self.d.bufs.buf_size(), self.unix_single_shot);
-        let fd = types::Fd(self.conn(slot).fd.as_raw_fd());
+        let fd = types::Fixed(self.conn(slot).file);
         let sqe = if single {
             opcode::Recv::new(fd, std::ptr::null_mut(), buf_size)
                 .buf_group(bgid)
@@ -425,7 +542,7 @@ impl<'a> StreamWorker<'a> {
     /// Sends what `sending` points at.
     fn start_send(&mut self, slot: u32) -> io::Result<()> {
         let ud = self.token(Op::Send, slot);
-        let (ptr, len, fd) = {
+        let (ptr, len, fd, quiet) = {
             let bufs = &self.d.bufs;
             let conn = self.slots[slot as usize].conn.as_ref().expect("live connection slot");
             let (ptr, len) = match conn.sending {
@@ -436,9 +553,12 @@ impl<'a> StreamWorker<'a> {
                 }
                 Sending::Heap { off } => (conn.heap[off..].as_ptr(), (conn.heap.len() - off) as u32),
             };
-            (ptr, len, conn.fd.as_raw_fd())
+            // Straight from a ring buffer, nothing queued behind it, no EOF
+            // to act on: its completion only gives the buffer back.
+            let quiet = matches!(conn.sending, Sending::Ring { .. }) && conn.backlog.is_empty() && !conn.eof;
+            (ptr, len, conn.file, quiet)
         };
-        let sqe = opcode::Send::new(types::Fd(fd), ptr, len)
+        let sqe = opcode::Send::new(types::Fixed(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             .build()
             .user_data(ud);
@@ -446,6 +566,11 @@ impl<'a> StreamWorker<'a> {
         // completes; `heap` is not modified while `send_in_flight`, and the
         // connection (owning `heap`) is freed only when no operation is in flight.
         unsafe { self.d.push(sqe)? };
+        if quiet {
+            self.quiet_sends += 1;
+        } else {
+            self.prompt = true;
+        }
         let conn = self.conn(slot);
         conn.send_in_flight = true;
         conn.ops += 1;
@@ -487,6 +612,8 @@ impl<'a> StreamWorker<'a> {
                 } else {
                     conn.backlog.extend_from_slice(self.d.bufs.slice(bid, n as usize));
                     self.d.bufs.recycle(bid);
+                    // The send in flight must be followed by this one promptly.
+                    self.prompt = true;
                 }
                 let conn = self.conn(slot);
                 if conn.unsent() > MAX_PENDING_BYTES {
@@ -506,6 +633,7 @@ impl<'a> StreamWorker<'a> {
                 if let Some(bid) = bid {
                     self.d.bufs.recycle(bid);
                 }
+                self.prompt = true; // the client waits for the rest of its echo, then EOF
                 let conn = self.conn(slot);
                 conn.eof = true;
                 if conn.drained() {
@@ -604,10 +732,8 @@ impl<'a> StreamWorker<'a> {
                 conn.sending = Sending::Heap { off: 0 };
             }
             let ud = self.token(Op::Writable, slot);
-            let fd = self.conn(slot).fd.as_raw_fd();
-            let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
-                .build()
-                .user_data(ud);
+            let fd = types::Fixed(self.conn(slot).file);
+            let sqe = opcode::PollAdd::new(fd, libc::POLLOUT as u32).build().user_data(ud);
             // SAFETY: a poll carries no buffer.
             unsafe { self.d.push(sqe)? };
             let conn = self.conn(slot);
@@ -690,8 +816,9 @@ impl<'a> StreamWorker<'a> {
         conn.closing = true;
         if conn.ops > 0 && !conn.close_cancel_sent {
             conn.close_cancel_sent = true;
-            let fd: RawFd = conn.fd.as_raw_fd();
-            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            let fd = types::Fixed(conn.file);
+            self.prompt = true;
+            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
                 .build()
                 .user_data(token::CANCEL);
             // SAFETY: a cancel request carries no buffer.
@@ -709,9 +836,9 @@ impl<'a> StreamWorker<'a> {
             if let Sending::Ring { bid, .. } = conn.sending {
                 self.d.bufs.recycle(bid);
             }
-            drop(conn); // closes the socket: the client sees EOF
             self.shared.open.fetch_sub(1, Ordering::AcqRel);
             self.shared.stats.conn_closed();
+            return self.close_file(conn.file); // the client sees EOF
         }
         Ok(())
     }
@@ -722,8 +849,8 @@ impl<'a> StreamWorker<'a> {
         let quiesced = self.d.quiesce();
         for s in self.slots.iter_mut() {
             if let Some(conn) = s.conn.take() {
-                let Conn { fd, heap, .. } = conn;
-                drop(fd);
+                // The sockets close with the ring's file table, when the ring goes.
+                let Conn { heap, .. } = conn;
                 if !quiesced {
                     // A send may still read from it; the process exits right after.
                     std::mem::forget(heap);

@@ -71,6 +71,10 @@ const GEN_BITS: u32 = 24;
 /// submission and its completion is not a concern.
 pub const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 
+// The server's own reserved operations (accept, its poll and timer, the stop
+// poll, the datagram receive) carry the worker's epoch in `gen`, bumped when a
+// ring starts over after dropped completions; these constants are epoch 0.
+
 /// The accept on this ring's listener (there is at most one).
 pub const ACCEPT: u64 = Token::reserved(Op::Accept);
 /// The poll on the shutdown eventfd.
