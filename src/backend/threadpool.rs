@@ -113,7 +113,7 @@ pub fn check_capacity(threads: usize) -> Result<(), String> {
         if threads * per_worker > available {
             return Err(format!(
                 "{threads} workers need up to {} MiB ({} KiB each) and {} MiB are available; lower --threads",
-                threads * per_worker >> 20,
+                (threads * per_worker) >> 20,
                 per_worker >> 10,
                 available >> 20
             ));
