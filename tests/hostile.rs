@@ -472,9 +472,10 @@ fn uring_buffer_ring_exhaustion_recovers() {
 
 // ---------------------------------------------------------------- idle means idle
 
-/// An idle server uses no CPU: with idle connections held open (threadpool:
-/// 1,000, a worker each and one spare; fork: 200 children; epoll and uring: 1,000), the
-/// server's whole process tree uses under 1% of a core over 2 s. Blocked
+/// An idle server uses no CPU: with idle connections held open, up to its
+/// `--max-conns` cap (threadpool: 1,000, a worker each and one spare; fork:
+/// 200 children; epoll and uring: 1,000), the server's whole process tree
+/// uses under 1% of a core over 2 s. Blocked
 /// workers must sleep until there is work or a stop, never wake on a timer
 /// (1,000 threadpool workers waking every 100 ms used 44% of a core). The
 /// stop must still reach every one of them at once.
@@ -486,7 +487,9 @@ fn idle_uses_no_cpu(backend: &str) {
         "fork" => (200, "2"),
         _ => (1_000, "2"),
     };
-    let server = ServerProc::start(backend, Target::Tcp4, &["--threads", threads]);
+    // At the --max-conns cap, too: a server waiting for room must not poll for it.
+    let cap = idle.to_string();
+    let server = ServerProc::start(backend, Target::Tcp4, &["--threads", threads, "--max-conns", &cap]);
     let mut held = Vec::with_capacity(idle);
     for i in 0..idle {
         let mut conn = Stream::connect(&server.endpoint).unwrap_or_else(|e| panic!("{backend}: connection {i}: {e}"));
@@ -509,12 +512,14 @@ fn idle_uses_no_cpu(backend: &str) {
         "{backend}: {idle} idle connections cost {cpu_us} µs of CPU in {wall_us} µs (1% would be {} µs)",
         wall_us / 100
     );
-    // Still serving, on a held connection and a new one.
+    // Still serving, on a held connection, and on a new one once a held one
+    // closes and makes room under the cap.
     let msg = pattern(9, 0, 100);
     assert!(
         held[idle - 1].echo(&msg).unwrap() == msg,
         "{backend}: idle connection not served after the wait"
     );
+    drop(held.pop());
     check_echo(&server.endpoint, 10_001, 2).unwrap();
     let stopped = server.stop();
     assert!(stopped.status.success(), "{backend}: {:?}", stopped.status);

@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use common::{field, server_bin};
+use std::time::Duration;
+
+use common::{field, run_to_exit, server_bin};
 
 /// Sets `RLIMIT_NOFILE` (soft, hard) in the child before exec.
 fn with_nofile(cmd: &mut Command, soft: u64, hard: u64) {
@@ -136,9 +138,9 @@ fn max_conns_is_lowered_to_what_the_fd_limit_holds() {
 /// Event-loop backends keep their 1,024 cap, also exit 2.
 #[test]
 fn threads_past_the_machines_limits_are_refused_by_name() {
-    let out = server("threadpool", &["--threads", "5000000"]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let limit = Duration::from_secs(10);
+    let (code, stderr) = run_to_exit(server("threadpool", &["--threads", "5000000"]), limit);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--threads 5000000"), "{stderr}");
     assert!(
         stderr.contains("threads-max") || stderr.contains("pid_max") || stderr.contains("NPROC"),
@@ -159,18 +161,16 @@ fn threads_past_the_machines_limits_are_refused_by_name() {
             Ok(())
         });
     }
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = run_to_exit(cmd, limit);
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--threads 500") && stderr.contains("RLIMIT_NPROC"),
         "{stderr}"
     );
 
     for backend in ["epoll", "uring", "fork"] {
-        let out = server(backend, &["--threads", "2000"]).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{backend}: {stderr}");
+        let (code, stderr) = run_to_exit(server(backend, &["--threads", "2000"]), limit);
+        assert_eq!(code, Some(2), "{backend}: {stderr}");
         assert!(stderr.contains("--threads 2000"), "{backend}: {stderr}");
     }
 }

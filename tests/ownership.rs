@@ -6,16 +6,17 @@ mod common;
 
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::process::Command;
+use std::time::Duration;
 
 use common::{server_bin, ServerProc, Target, TempDir};
 
-/// Runs a server that is expected to refuse to start; returns (exit code, stderr).
+/// Runs a server that is expected to refuse to start; returns (exit code,
+/// stderr). One that starts instead is killed after 5 s and gets code -1.
 fn refused(args: &[&str]) -> (i32, String) {
-    let out = Command::new(server_bin()).args(args).output().expect("run server");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = Command::new(server_bin());
+    cmd.args(args);
+    let (code, stderr) = common::run_to_exit(cmd, Duration::from_secs(5));
+    (code.unwrap_or(-1), stderr)
 }
 
 fn start_on_path(backend: &str, transport: &str, path: &std::path::Path) -> ServerProc {

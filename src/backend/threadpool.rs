@@ -41,7 +41,6 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
@@ -54,8 +53,49 @@ use crate::sys;
 
 pub struct ThreadPool;
 
-/// How often an acceptor at the `--max-conns` cap looks whether a connection closed.
-const CAP_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Connections accepted and not yet closed (queued plus being served),
+/// against `--max-conns`. A worker that closes one while the acceptor is at
+/// the cap makes `room` readable, so the acceptor sleeps until then instead
+/// of looking on a timer.
+struct OpenConns {
+    count: AtomicUsize,
+    cap: usize,
+    room: OwnedFd,
+}
+
+impl OpenConns {
+    fn new(cap: usize) -> io::Result<OpenConns> {
+        Ok(OpenConns {
+            count: AtomicUsize::new(0),
+            cap,
+            room: sys::eventfd()?,
+        })
+    }
+
+    fn has_room(&self) -> bool {
+        self.count.load(Ordering::Acquire) < self.cap
+    }
+
+    fn opened(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn closed(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) >= self.cap {
+            let one = 1u64.to_ne_bytes();
+            let _ = sys::write(self.room.as_fd(), &one);
+        }
+    }
+
+    /// At the cap: sleeps until a connection closes or a stop.
+    fn wait_for_room(&self, shutdown: Shutdown) {
+        let mut count = [0u8; 8];
+        let _ = sys::read(self.room.as_fd(), &mut count); // reset, then look again
+        if !self.has_room() {
+            blocking::wait_readable_or_stop(&[self.room.as_fd()], shutdown, None);
+        }
+    }
+}
 
 /// Stack of each worker. The echo loop's frames (`recv`, `read`, `send`, a
 /// few atomics; the buffer is on the heap) and a panic message need a few
@@ -113,7 +153,7 @@ pub fn check_capacity(threads: usize) -> Result<(), String> {
         if threads * per_worker > available {
             return Err(format!(
                 "{threads} workers need up to {} MiB ({} KiB each) and {} MiB are available; lower --threads",
-                threads * per_worker >> 20,
+                (threads * per_worker) >> 20,
                 per_worker >> 10,
                 available >> 20
             ));
@@ -167,11 +207,9 @@ impl Backend for ThreadPool {
 fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
     sys::set_nonblocking(ctx.socket.as_fd(), true)?;
     let (stats, shutdown, transport) = (ctx.stats, ctx.shutdown, ctx.config.transport);
-    let cap = ctx.config.max_conns;
-    // Unbounded, but never holds more than `cap`: `open` is checked before each accept.
+    // Unbounded, but never holds more than `--max-conns`: `open` is checked before each accept.
     let (queue, requests) = crossbeam_channel::unbounded::<OwnedFd>();
-    // Connections accepted and not yet closed: queued plus being served.
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(OpenConns::new(ctx.config.max_conns)?);
     let serving = Arc::new(Serving::new(ctx.config.threads));
     let workers = spawn_workers(&ctx.config, shutdown, |i| {
         let (requests, open, serving) = (requests.clone(), open.clone(), serving.clone());
@@ -181,12 +219,12 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
     let ServeContext { socket: listener, .. } = ctx;
 
     while !shutdown.requested() {
-        if open.load(Ordering::Acquire) >= cap {
-            blocking::wait_readable_or_stop(&[], shutdown, Some(CAP_POLL_INTERVAL));
+        if !open.has_room() {
+            open.wait_for_room(shutdown);
             continue;
         }
         blocking::wait_readable_or_stop(&[listener.as_fd()], shutdown, None);
-        while open.load(Ordering::Acquire) < cap && !shutdown.requested() {
+        while open.has_room() && !shutdown.requested() {
             let conn = match sys::accept(listener.as_fd(), false) {
                 Ok(conn) => conn,
                 Err(e) => match blocking::accept_failure(&e) {
@@ -202,13 +240,13 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                 },
             };
             stats.conn_opened();
-            open.fetch_add(1, Ordering::AcqRel);
+            open.opened();
             if let Err(lost) = queue.send(conn) {
                 // Only if every worker is gone (it panicked): close the client.
                 drop(lost);
                 stats.error();
                 stats.conn_closed();
-                open.fetch_sub(1, Ordering::AcqRel);
+                open.closed();
             }
         }
     }
@@ -231,7 +269,7 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
 fn stream_worker(
     worker: usize,
     requests: Receiver<OwnedFd>,
-    open: &AtomicUsize,
+    open: &OpenConns,
     serving: &Serving,
     transport: Transport,
     stats: &Stats,
@@ -257,7 +295,7 @@ fn stream_worker(
         serving.slot(worker).take();
         drop(conn);
         stats.conn_closed();
-        open.fetch_sub(1, Ordering::AcqRel);
+        open.closed();
     }
 }
 

@@ -154,6 +154,11 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     syscall!(read(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len())).map(|n| n as usize)
 }
 
+/// `write(2)` (for eventfds and pipes; sockets use [`send`]).
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    syscall!(write(fd.as_raw_fd(), buf.as_ptr() as *const libc::c_void, buf.len())).map(|n| n as usize)
+}
+
 /// `send(2)` with `MSG_NOSIGNAL`: a vanished peer gives `EPIPE`, never `SIGPIPE`.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     syscall!(send(

@@ -260,6 +260,34 @@ impl Drop for ServerProc {
     }
 }
 
+/// Runs `cmd` (stdout discarded) until it exits, or kills it after `limit`.
+/// Returns its exit code (`None` if it had to be killed: it kept running
+/// where it should have refused to start) and its stderr.
+pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
+    use std::io::Read;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (code, reader.join().unwrap_or_default())
+}
+
 /// Pins the calling thread to `cpu` if it exists (benches pin the client to a
 /// different core than the server).
 pub fn pin_to(cpu: usize) -> bool {
