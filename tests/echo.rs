@@ -153,7 +153,16 @@ fn stream_close_with_echo_pending(backend: &str, target: Target) {
     // a close with unread data resets the connection.
     thread::sleep(Duration::from_millis(300));
     drop(rude);
+    // fork: each hang-up ends a child, so wait (bounded) until all have gone,
+    // which on a busy machine takes longer than the sleep the others get.
+    let deadline = Instant::now() + Duration::from_secs(10);
     thread::sleep(Duration::from_millis(300));
+    while backend == "fork"
+        && !sockbench::procfs::children(server.pid()).is_empty()
+        && Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
     let stopped = server.stop();
     assert!(stopped.status.success());
     assert_eq!(
