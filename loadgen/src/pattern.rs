@@ -79,6 +79,13 @@ pub fn encode_datagram(conn: u32, seq: u64, buf: &mut [u8]) {
     fill(conn, seq, HEADER_LEN, &mut buf[HEADER_LEN..]);
 }
 
+/// Which datagram a header names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DatagramId {
+    pub conn: u32,
+    pub seq: u64,
+}
+
 /// Why an answered datagram is not what was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatagramError {
@@ -86,13 +93,13 @@ pub enum DatagramError {
     Size,
     /// The header is not a loadgen header.
     Header,
-    /// Header fine, payload bytes differ: carries (conn, seq) from the header.
-    Payload(u32, u64),
+    /// Header fine, payload bytes differ: carries the datagram the header names.
+    Payload(DatagramId),
 }
 
 /// Checks one received datagram of `expected_size` bytes; returns the
 /// connection id and sequence number it carries.
-pub fn decode_datagram(buf: &[u8], expected_size: usize) -> Result<(u32, u64), DatagramError> {
+pub fn decode_datagram(buf: &[u8], expected_size: usize) -> Result<DatagramId, DatagramError> {
     if buf.len() != expected_size || buf.len() < HEADER_LEN {
         return Err(DatagramError::Size);
     }
@@ -102,10 +109,11 @@ pub fn decode_datagram(buf: &[u8], expected_size: usize) -> Result<(u32, u64), D
     }
     let conn = u32::from_le_bytes(buf[4..8].try_into().unwrap());
     let seq = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+    let id = DatagramId { conn, seq };
     if !check(conn, seq, HEADER_LEN, &buf[HEADER_LEN..]) {
-        return Err(DatagramError::Payload(conn, seq));
+        return Err(DatagramError::Payload(id));
     }
-    Ok((conn, seq))
+    Ok(id)
 }
 
 /// Follows one connection's byte stream of echoed `size`-byte messages and
@@ -131,6 +139,11 @@ impl StreamChecker {
             offset: 0,
             bad: false,
         }
+    }
+
+    /// The message size it was made for.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// Checks `data`; calls `done(seq, intact)` for each message it completes.

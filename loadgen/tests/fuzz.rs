@@ -3,7 +3,7 @@
 //! rates and addresses.
 
 use loadgen::cli::{parse_duration, parse_rate};
-use loadgen::pattern::{self, DatagramError, StreamChecker, HEADER_LEN};
+use loadgen::pattern::{self, DatagramError, DatagramId, StreamChecker, HEADER_LEN};
 use proptest::prelude::*;
 use sockbench::net::{endpoint_from_flags, parse_inet, Transport};
 
@@ -41,7 +41,7 @@ proptest! {
     fn datagrams_round_trip(conn in any::<u32>(), seq in any::<u64>(), size in HEADER_LEN..2000) {
         let mut buf = vec![0u8; size];
         pattern::encode_datagram(conn, seq, &mut buf);
-        prop_assert_eq!(pattern::decode_datagram(&buf, size), Ok((conn, seq)));
+        prop_assert_eq!(pattern::decode_datagram(&buf, size), Ok(DatagramId { conn, seq }));
         prop_assert_eq!(pattern::decode_datagram(&buf[..size - 1], size), Err(DatagramError::Size));
     }
 
@@ -51,7 +51,7 @@ proptest! {
         pattern::encode_datagram(conn, seq, &mut buf);
         buf[at % size] ^= flip;
         // A changed header byte may still parse, but never as the original (conn, seq).
-        prop_assert_ne!(pattern::decode_datagram(&buf, size), Ok((conn, seq)));
+        prop_assert_ne!(pattern::decode_datagram(&buf, size), Ok(DatagramId { conn, seq }));
     }
 
     #[test]
@@ -61,7 +61,7 @@ proptest! {
         pattern::encode_datagram(a, seq, &mut buf);
         // Splice b's header onto a's payload: a server that mixed buffers.
         buf[4..8].copy_from_slice(&b.to_le_bytes());
-        prop_assert_eq!(pattern::decode_datagram(&buf, size), Err(DatagramError::Payload(b, seq)));
+        prop_assert_eq!(pattern::decode_datagram(&buf, size), Err(DatagramError::Payload(DatagramId { conn: b, seq })));
     }
 
     #[test]

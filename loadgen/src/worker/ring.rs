@@ -6,8 +6,9 @@
 //! and lives on the ring:
 //! - a multishot receive into a provided buffer ring (single-shot, still with
 //!   buffer select, on AF_UNIX where the kernel misses EOF on multishot);
-//! - at most one send in flight per connection, from the connection's own
-//!   `out` buffer;
+//! - at most one send in flight per connection, from that connection's send
+//!   buffer, which the ring owns (a send may still read it after the
+//!   connection died);
 //! - the ring is the one thing the thread waits on: a multishot poll on the
 //!   epoll descriptor says when a connect has finished.
 //!
@@ -23,9 +24,12 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types};
 use sockbench::backend::uring::token::{Op, Token};
 use sockbench::backend::uring::{setup, Completion, Driver};
+use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
-use super::{State, Worker, BUF_LEN};
+use super::stream::Stream;
+use super::{Life, Plan, Shared, Worker, BUF_LEN};
+use crate::cli::IoMode;
 
 /// Submission queue entries per ring.
 const RING_ENTRIES: u32 = 4096;
@@ -44,6 +48,12 @@ pub struct RingIo {
     single_shot: bool,
     /// The multishot poll on the epoll descriptor is armed.
     poll_armed: bool,
+    /// Connection `k`'s send buffer (allocated when it first comes up). Never
+    /// resized, and freed only once the ring is quiet.
+    out: Vec<Vec<u8>>,
+    /// Connection `k` has a send in flight, reading from `out[k]`, which must
+    /// not change until its completion, even if the connection died since.
+    send_in_flight: Vec<bool>,
 }
 
 impl RingIo {
@@ -62,13 +72,35 @@ impl RingIo {
             d,
             single_shot: unix && !test.unix_multishot_eof,
             poll_armed: false,
+            out: vec![Vec::new(); conns],
+            send_in_flight: vec![false; conns],
         })
     }
 
-    /// Cancels everything in flight and waits (bounded) for it; true if the
-    /// ring is quiet, so that send buffers may be freed.
-    pub fn quiesce(&mut self) -> bool {
-        self.d.quiesce()
+    /// The ring a stream thread of `plan` with `conns` connections uses, if
+    /// any: none with `--io epoll`, none with `--io auto` where the kernel
+    /// lacks what it needs (`shared` says why), an error with `--io uring`.
+    pub fn for_plan(plan: &Plan, conns: usize, shared: &Shared) -> io::Result<Option<RingIo>> {
+        if plan.io == IoMode::Epoll {
+            return Ok(None);
+        }
+        match RingIo::new(conns, plan.transport == Transport::Unix) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if plan.io == IoMode::Auto => {
+                *shared.io_fallback.lock().unwrap() = Some(e.to_string());
+                Ok(None)
+            }
+            Err(e) => Err(io::Error::new(e.kind(), format!("--io uring: {e}"))),
+        }
+    }
+
+    /// Cancels everything in flight and waits (bounded) for it. If the ring
+    /// does not go quiet, the kernel may still read a send buffer: they are
+    /// leaked (the process is about to exit; the driver leaks its buffer ring too).
+    pub fn quiesce(&mut self) {
+        if !self.d.quiesce() {
+            std::mem::forget(std::mem::take(&mut self.out));
+        }
     }
 }
 
@@ -78,7 +110,7 @@ fn out_len(size: usize, depth: u64) -> usize {
     size.saturating_mul(depth as usize).clamp(4096, BUF_LEN)
 }
 
-impl Worker<'_> {
+impl Worker<'_, Stream> {
     fn ring(&mut self) -> &mut RingIo {
         self.ring.as_mut().expect("io_uring mode")
     }
@@ -86,18 +118,23 @@ impl Worker<'_> {
     /// Moves connection `k`, just connected, from epoll to the ring.
     pub(super) fn ring_attach(&mut self, k: usize) -> io::Result<()> {
         let len = out_len(self.plan.size, self.plan.depth);
-        let c = &mut self.conns[k];
-        let fd = c.fd.as_ref().expect("a connection that is up has a socket");
-        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)?;
-        if c.out.is_empty() {
-            c.out = vec![0; len];
+        let Life::Up(up) = &self.conns[k].life else {
+            return Ok(());
+        };
+        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, up.sock.fd.as_raw_fd(), 0, 0)?;
+        let out = &mut self.ring().out[k];
+        if out.is_empty() {
+            *out = vec![0; len];
         }
         self.arm_recv(k)
     }
 
     fn arm_recv(&mut self, k: usize) -> io::Result<()> {
-        let fd = types::Fd(self.conns[k].fd.as_ref().expect("live socket").as_raw_fd());
-        let ring = self.ring();
+        let ring = self.ring.as_mut().expect("io_uring mode");
+        let Life::Up(up) = &mut self.conns[k].life else {
+            return Ok(());
+        };
+        let fd = types::Fd(up.sock.fd.as_raw_fd());
         let bgid = ring.d.bufs.bgid();
         let sqe = if ring.single_shot {
             opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE)
@@ -111,7 +148,7 @@ impl Worker<'_> {
         // SAFETY: the receive writes only into the registered buffer ring, which
         // the driver keeps until nothing is in flight (or leaks).
         unsafe { ring.d.push(sqe)? };
-        self.conns[k].recv_armed = true;
+        up.proto.recv_armed = true;
         Ok(())
     }
 
@@ -119,28 +156,26 @@ impl Worker<'_> {
     /// completion calls back here through `mark_dirty`).
     pub(super) fn ring_send(&mut self, k: usize, now: u64) {
         let size = self.plan.size;
+        let ring = self.ring.as_mut().expect("io_uring mode");
         let c = &mut self.conns[k];
-        if c.send_in_flight || c.state != State::Up {
+        let Life::Up(up) = &mut c.life else { return };
+        if ring.send_in_flight[k] {
             return;
         }
-        // Taken out and put back only to lend it to `fill_unsent`: moving the
-        // Vec does not move its heap buffer.
-        let mut out = std::mem::take(&mut c.out);
-        let len = c.fill_unsent(size, now, &mut out);
-        c.out = out;
+        let out = &mut ring.out[k];
+        let len = up.fill_unsent(c.id, size, now, out);
         if len == 0 {
             return;
         }
-        let fd = types::Fd(c.fd.as_ref().expect("live socket").as_raw_fd());
-        let sqe = opcode::Send::new(fd, c.out.as_ptr(), len as u32)
+        let sqe = opcode::Send::new(types::Fd(up.sock.fd.as_raw_fd()), out.as_ptr(), len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(Token::new(Op::Send, 0, k as u32).encode());
-        // SAFETY: `out` is not written while `send_in_flight` (fill_unsent runs
-        // only when no send is in flight), never resized, and freed only once the
-        // ring is quiet (`close_all` leaks it otherwise).
-        match unsafe { self.ring.as_mut().expect("io_uring mode").d.push(sqe) } {
-            Ok(()) => self.conns[k].send_in_flight = true,
+        // SAFETY: `out[k]` is not written while `send_in_flight[k]` (fill_unsent
+        // runs only when no send is in flight), never resized, and freed only
+        // once the ring is quiet (`RingIo::quiesce` leaks it otherwise).
+        match unsafe { ring.d.push(sqe) } {
+            Ok(()) => ring.send_in_flight[k] = true,
             Err(e) => self.lost(k, now, format!("io_uring submit failed: {e}")),
         }
     }
@@ -193,25 +228,24 @@ impl Worker<'_> {
     }
 
     fn on_recv(&mut self, k: usize, cqe: Completion, now: u64) {
-        if !cqueue::more(cqe.flags) {
-            self.conns[k].recv_armed = false;
-        }
         let bid = cqueue::buffer_select(cqe.flags);
         let mut got = 0;
         {
             let ring = self.ring.as_mut().expect("io_uring mode");
+            let up = self.conns[k].life.up_mut();
             if let Some(bid) = bid {
                 ring.d.bufs.taken(bid);
-                if cqe.result > 0 && self.conns[k].state == State::Up {
+                if cqe.result > 0 && up.is_some() {
                     got = cqe.result as usize;
                     self.buf[..got].copy_from_slice(ring.d.bufs.slice(bid, got));
                 }
                 ring.d.bufs.recycle(bid);
             }
-        }
-        if self.conns[k].state != State::Up {
             // A connection already dropped: its last receives end here.
-            return;
+            let Some(up) = up else { return };
+            if !cqueue::more(cqe.flags) {
+                up.proto.recv_armed = false;
+            }
         }
         match cqe.result {
             n if n > 0 => {
@@ -229,7 +263,7 @@ impl Worker<'_> {
                 return self.lost(k, now, format!("connection error: {e}"));
             }
         }
-        if !self.conns[k].recv_armed {
+        if matches!(&self.conns[k].life, Life::Up(up) if !up.proto.recv_armed) {
             if let Err(e) = self.arm_recv(k) {
                 self.lost(k, now, format!("io_uring submit failed: {e}"));
             }
@@ -237,16 +271,13 @@ impl Worker<'_> {
     }
 
     fn on_send(&mut self, k: usize, cqe: Completion, now: u64) {
-        let c = &mut self.conns[k];
-        c.send_in_flight = false;
-        if c.state != State::Up {
-            return;
-        }
+        self.ring().send_in_flight[k] = false;
+        let Life::Up(up) = &mut self.conns[k].life else { return };
         if cqe.result < 0 {
             let e = io::Error::from_raw_os_error(-cqe.result);
             return self.lost(k, now, format!("send failed: {e}"));
         }
-        c.advance_sent(self.plan.size, cqe.result as usize);
+        up.advance_sent(self.plan.size, cqe.result as usize);
         // The rest of a partial send, or what was queued while this one flew.
         self.mark_dirty(k);
     }
