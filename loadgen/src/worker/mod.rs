@@ -33,8 +33,7 @@ mod ring;
 mod stream;
 
 use crate::cli::IoMode;
-use crate::result::Errors;
-use crate::stats::{self, Interval, ThreadTotals};
+use crate::stats::{Interval, Msg, Recorder, ThreadTotals};
 
 /// An atomic time that is not set yet.
 pub const UNSET: u64 = u64::MAX;
@@ -115,13 +114,6 @@ impl Default for Shared {
     fn default() -> Self {
         Shared::new()
     }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Msg {
-    intended: u64,
-    /// When its first byte went out (0: not yet).
-    sent: u64,
 }
 
 /// A socket a connection owns: its descriptor, and for a unixgram client the
@@ -209,86 +201,6 @@ trait Proto: Sized {
     fn sweep(w: &mut Worker<'_, Self>, k: usize, now: u64);
     /// Waits up to `timeout_ns` for I/O and handles it.
     fn wait(w: &mut Worker<'_, Self>, timeout_ns: u64) -> io::Result<()>;
-}
-
-/// Counts and histograms of one thread.
-struct Recorder {
-    size: u64,
-    iv_hist: hdrhistogram::Histogram<u64>,
-    iv_msgs: u64,
-    iv_bytes: u64,
-    iv_errors: Errors,
-    totals: ThreadTotals,
-    measure_start: u64,
-    end: u64,
-}
-
-impl Recorder {
-    fn new(size: usize) -> Recorder {
-        Recorder {
-            size: size as u64,
-            iv_hist: stats::new_histogram(),
-            iv_msgs: 0,
-            iv_bytes: 0,
-            iv_errors: Errors::default(),
-            totals: ThreadTotals {
-                hist: stats::new_histogram(),
-                hist_uncorrected: stats::new_histogram(),
-                messages: 0,
-                bytes: 0,
-                errors: Errors::default(),
-                mismatch_whole_run: 0,
-                scheduled: 0,
-            },
-            measure_start: UNSET,
-            end: UNSET,
-        }
-    }
-
-    #[inline]
-    fn complete(&mut self, m: Msg, now: u64, intact: bool) {
-        if !intact {
-            self.mismatch(now);
-            return;
-        }
-        let lat = now.saturating_sub(m.intended);
-        stats::record_ns(&mut self.iv_hist, lat);
-        self.iv_msgs += 1;
-        self.iv_bytes += self.size;
-        if now >= self.measure_start && now < self.end {
-            stats::record_ns(&mut self.totals.hist, lat);
-            stats::record_ns(
-                &mut self.totals.hist_uncorrected,
-                now.saturating_sub(m.sent.max(m.intended)),
-            );
-            self.totals.messages += 1;
-            self.totals.bytes += self.size;
-        }
-    }
-
-    /// Counts an error that happened at `at`: always in the live interval, in
-    /// the run's totals only inside the measured window, like messages and bytes.
-    #[inline]
-    fn error(&mut self, at: u64, f: impl Fn(&mut Errors)) {
-        f(&mut self.iv_errors);
-        if at >= self.measure_start && at < self.end {
-            f(&mut self.totals.errors);
-        }
-    }
-
-    /// Counts an echo that did not match what was sent.
-    #[inline]
-    fn mismatch(&mut self, at: u64) {
-        self.totals.mismatch_whole_run += 1;
-        self.error(at, |e| e.mismatch += 1);
-    }
-
-    /// Counts a failed connect: in the totals whatever the phase, since
-    /// startup is when connects happen (README.md, "Output").
-    fn connect_error(&mut self) {
-        self.iv_errors.connect += 1;
-        self.totals.errors.connect += 1;
-    }
 }
 
 /// A connection waiting to reconnect; ordered by time, then index.
