@@ -130,3 +130,70 @@ proptest! {
         prop_assert_eq!(parse_inet(&a.to_string()).unwrap(), a);
     }
 }
+
+/// Fault-detection properties of the pattern itself: what a server that mixes
+/// up messages, positions or connections would produce must not pass.
+mod pattern_faults {
+    use super::*;
+
+    fn message(conn: u32, seq: u64, size: usize) -> Vec<u8> {
+        let mut m = vec![0u8; size];
+        pattern::fill(conn, seq, 0, &mut m);
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn another_message_of_the_same_connection_is_caught(conn in any::<u32>(), a in any::<u64>(), b in any::<u64>(), size in 8usize..700, offset in 0usize..64) {
+            prop_assume!(a != b);
+            let offset = offset.min(size - 8);
+            let theirs = message(conn, b, size);
+            prop_assert!(!pattern::check(conn, a, offset, &theirs[offset..]));
+        }
+
+        #[test]
+        fn another_connections_message_at_the_same_seq_is_caught(a in any::<u32>(), b in any::<u32>(), seq in any::<u64>(), size in 8usize..700) {
+            prop_assume!(a != b);
+            prop_assert!(!pattern::check(a, seq, 0, &message(b, seq, size)));
+        }
+
+        #[test]
+        fn bytes_from_another_position_are_caught(conn in any::<u32>(), seq in any::<u64>(), size in 16usize..700, from in any::<usize>(), to in any::<usize>(), len in 8usize..64) {
+            let mut m = message(conn, seq, size);
+            let len = len.min(size / 2);
+            let (from, to) = (from % (size - len + 1), to % (size - len + 1));
+            prop_assume!(from != to);
+            m.copy_within(from..from + len, to);
+            prop_assert!(!pattern::check(conn, seq, 0, &m));
+        }
+
+        #[test]
+        fn a_dropped_or_repeated_byte_is_caught(conn in any::<u32>(), size in 16usize..300, count in 2u64..8, at in any::<usize>(), repeat in any::<bool>()) {
+            let mut data = message_stream(conn, size, count);
+            // Early enough that at least 8 shifted bytes land in messages that
+            // complete (a drop in the last message only leaves it unfinished,
+            // which the worker reports as a timeout).
+            let at = at % ((count as usize - 1) * size - 8);
+            if repeat {
+                data.insert(at, data[at]);
+            } else {
+                data.remove(at);
+            }
+            let done = feed_in_pieces(conn, size, &data, &[]);
+            prop_assert!(done.iter().any(|&(_, ok)| !ok), "fault at byte {} not caught: {:?}", at, done);
+        }
+
+        #[test]
+        fn check_agrees_with_fill_at_every_offset_and_split(conn in any::<u32>(), seq in any::<u64>(), size in 1usize..300, start in any::<usize>(), flip_at in any::<usize>(), flip in 1u8..=255) {
+            let m = message(conn, seq, size);
+            let start = start % size;
+            prop_assert!(pattern::check(conn, seq, start, &m[start..]));
+            let mut part = m[start..].to_vec();
+            let i = flip_at % part.len();
+            part[i] ^= flip;
+            prop_assert!(!pattern::check(conn, seq, start, &part));
+        }
+    }
+}
