@@ -28,13 +28,13 @@ use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
 use super::stream::Stream;
-use super::{Life, Plan, Shared, Worker, BUF_LEN};
+use super::{Life, Plan, Shared, Worker, BUF_LEN, UNSET};
 use crate::cli::IoMode;
 
 /// Submission queue entries per ring.
 const RING_ENTRIES: u32 = 4096;
-/// Receive buffers per ring. Each is copied out and given back in the turn it
-/// arrives, so the ring only has to cover one turn's receives; if it runs dry
+/// Receive buffers per ring. Each is checked in place and given back in the
+/// turn it arrives, so the ring only has to cover one turn's receives; if it runs dry
 /// the receive ends with ENOBUFS and is re-armed once the buffers are back.
 const BUF_COUNT: u32 = 4096;
 const BUF_SIZE: u32 = 4096;
@@ -228,31 +228,38 @@ impl Worker<'_, Stream> {
     }
 
     fn on_recv(&mut self, k: usize, cqe: Completion, now: u64) {
+        let refill = self.plan.rate.is_none() && self.load_start != UNSET;
+        let ring = self.ring.as_mut().expect("io_uring mode");
         let bid = cqueue::buffer_select(cqe.flags);
-        let mut got = 0;
-        {
-            let ring = self.ring.as_mut().expect("io_uring mode");
-            let up = self.conns[k].life.up_mut();
+        if let Some(bid) = bid {
+            ring.d.bufs.taken(bid);
+        }
+        let Some(up) = self.conns[k].life.up_mut() else {
+            // A connection already dropped: its last receives end here.
             if let Some(bid) = bid {
-                ring.d.bufs.taken(bid);
-                if cqe.result > 0 && up.is_some() {
-                    got = cqe.result as usize;
-                    self.buf[..got].copy_from_slice(ring.d.bufs.slice(bid, got));
-                }
                 ring.d.bufs.recycle(bid);
             }
-            // A connection already dropped: its last receives end here.
-            let Some(up) = up else { return };
-            if !cqueue::more(cqe.flags) {
-                up.proto.recv_armed = false;
-            }
+            return;
+        };
+        if !cqueue::more(cqe.flags) {
+            up.proto.recv_armed = false;
         }
+        // The echo is checked where the kernel put it, then the buffer goes back.
+        let absorbed = bid.map(|bid| {
+            let got = if cqe.result > 0 {
+                Some(up.absorb(ring.d.bufs.slice(bid, cqe.result as usize), &mut self.rec, refill, now))
+            } else {
+                None
+            };
+            ring.d.bufs.recycle(bid);
+            got
+        });
         match cqe.result {
             n if n > 0 => {
-                if got == 0 {
+                let Some(Some(got)) = absorbed else {
                     return self.lost(k, now, "io_uring: data without a buffer".into());
-                }
-                if !self.on_stream_data(k, got, now) {
+                };
+                if !self.after_absorb(k, got, now) {
                     return;
                 }
             }

@@ -62,7 +62,7 @@ impl Up<Stream> {
 
     /// Checks echoed bytes `data`, completes (and records) the messages they
     /// finish and, with `refill`, queues as many new ones (closed loop).
-    fn absorb(&mut self, data: &[u8], rec: &mut Recorder, refill: bool, now: u64) -> Absorbed {
+    pub(super) fn absorb(&mut self, data: &[u8], rec: &mut Recorder, refill: bool, now: u64) -> Absorbed {
         let s = &mut self.proto;
         let size = s.recv.size();
         let outstanding = (s.send_seq - s.recv.seq) as usize * size + s.send_off - s.recv.offset;
@@ -91,9 +91,9 @@ impl Up<Stream> {
 /// What one batch of echoed bytes did.
 pub(super) struct Absorbed {
     /// Messages it completed.
-    completed: usize,
+    pub(super) completed: usize,
     /// The server sent more bytes than it was sent.
-    excess: bool,
+    pub(super) excess: bool,
 }
 
 impl Proto for Stream {
@@ -227,7 +227,7 @@ impl Worker<'_, Stream> {
     /// Checks the `n` echoed bytes in `self.buf` against what connection `k`
     /// sent, completes the messages they finish and queues the next ones
     /// (closed loop). Returns false if the connection was dropped for it.
-    pub(super) fn on_stream_data(&mut self, k: usize, n: usize, now: u64) -> bool {
+    fn on_stream_data(&mut self, k: usize, n: usize, now: u64) -> bool {
         let refill = self.plan.rate.is_none() && self.load_start != UNSET;
         let Life::Up(up) = &mut self.conns[k].life else {
             return false;
