@@ -48,10 +48,12 @@ pub struct RingIo {
     single_shot: bool,
     /// The multishot poll on the epoll descriptor is armed.
     poll_armed: bool,
-    /// Connection `k`'s send buffer (allocated when it first comes up). Never
-    /// resized, and freed only once the ring is quiet.
-    out: Vec<Vec<u8>>,
-    /// Connection `k` has a send in flight, reading from `out[k]`, which must
+    /// Every connection's send buffer, one slot of `slot_len` bytes each,
+    /// carved from one allocation, so that neighbouring connections share
+    /// pages. Never resized, and freed only once the ring is quiet.
+    slab: Vec<u8>,
+    slot_len: usize,
+    /// Connection `k` has a send in flight, reading from its slot, which must
     /// not change until its completion, even if the connection died since.
     send_in_flight: Vec<bool>,
 }
@@ -59,7 +61,7 @@ pub struct RingIo {
 impl RingIo {
     /// Sets up a ring for `conns` connections, probing what it needs; the
     /// error names a missing kernel feature.
-    pub fn new(conns: usize, unix: bool) -> io::Result<RingIo> {
+    pub fn new(conns: usize, slot_len: usize, unix: bool) -> io::Result<RingIo> {
         // A receive and a send completion per connection can be pending at once.
         let cq_entries = (conns as u32)
             .saturating_mul(2)
@@ -72,7 +74,10 @@ impl RingIo {
             d,
             single_shot: unix && !test.unix_multishot_eof,
             poll_armed: false,
-            out: vec![Vec::new(); conns],
+            // Zeroed memory comes from the kernel untouched: pages are only
+            // backed once a connection first fills its slot.
+            slab: vec![0; conns * slot_len],
+            slot_len,
             send_in_flight: vec![false; conns],
         })
     }
@@ -84,7 +89,8 @@ impl RingIo {
         if plan.io == IoMode::Epoll {
             return Ok(None);
         }
-        match RingIo::new(conns, plan.transport == Transport::Unix) {
+        let slot_len = send_slot_len(plan.size, plan.depth, plan.rate.is_some());
+        match RingIo::new(conns, slot_len, plan.transport == Transport::Unix) {
             Ok(r) => Ok(Some(r)),
             Err(e) if plan.io == IoMode::Auto => {
                 *shared.io_fallback.lock().unwrap() = Some(e.to_string());
@@ -99,15 +105,29 @@ impl RingIo {
     /// leaked (the process is about to exit; the driver leaks its buffer ring too).
     pub fn quiesce(&mut self) {
         if !self.d.quiesce() {
-            std::mem::forget(std::mem::take(&mut self.out));
+            std::mem::forget(std::mem::take(&mut self.slab));
         }
+    }
+
+    /// Connection `k`'s send buffer.
+    fn slot_mut(&mut self, k: usize) -> &mut [u8] {
+        assert!((k + 1) * self.slot_len <= self.slab.len());
+        // SAFETY: in bounds (checked above). Built from the raw pointer, not by
+        // slicing the Vec, so that no reference covers the other slots, which
+        // the kernel may be reading for sends in flight.
+        unsafe { std::slice::from_raw_parts_mut(self.slab.as_mut_ptr().add(k * self.slot_len), self.slot_len) }
     }
 }
 
-/// The send buffer of one connection: room for `--depth` messages, at least
-/// a page, at most `BUF_LEN`.
-fn out_len(size: usize, depth: u64) -> usize {
-    size.saturating_mul(depth as usize).clamp(4096, BUF_LEN)
+/// The send buffer of one connection. In closed loop at most `--depth`
+/// messages are queued, so that is all it needs (rounded up to a cache line:
+/// 32 connections share a page at 128 bytes). In open loop a stall can queue
+/// more, and draining that backlog takes fewer sends from a bigger buffer: a
+/// page or more, as before the slab. Never more than `BUF_LEN`.
+fn send_slot_len(size: usize, depth: u64, open_loop: bool) -> usize {
+    let need = size.saturating_mul(depth as usize);
+    let len = if open_loop { need.max(4096) } else { need };
+    len.min(BUF_LEN).next_multiple_of(64)
 }
 
 impl Worker<'_, Stream> {
@@ -117,15 +137,10 @@ impl Worker<'_, Stream> {
 
     /// Moves connection `k`, just connected, from epoll to the ring.
     pub(super) fn ring_attach(&mut self, k: usize) -> io::Result<()> {
-        let len = out_len(self.plan.size, self.plan.depth);
         let Life::Up(up) = &self.conns[k].life else {
             return Ok(());
         };
         ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, up.sock.fd.as_raw_fd(), 0, 0)?;
-        let out = &mut self.ring().out[k];
-        if out.is_empty() {
-            *out = vec![0; len];
-        }
         self.arm_recv(k)
     }
 
@@ -162,7 +177,7 @@ impl Worker<'_, Stream> {
         if ring.send_in_flight[k] {
             return;
         }
-        let out = &mut ring.out[k];
+        let out = ring.slot_mut(k);
         let len = up.fill_unsent(c.id, size, now, out);
         if len == 0 {
             return;
@@ -171,9 +186,9 @@ impl Worker<'_, Stream> {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(Token::new(Op::Send, 0, k as u32).encode());
-        // SAFETY: `out[k]` is not written while `send_in_flight[k]` (fill_unsent
-        // runs only when no send is in flight), never resized, and freed only
-        // once the ring is quiet (`RingIo::quiesce` leaks it otherwise).
+        // SAFETY: slot `k` is not written while `send_in_flight[k]` (fill_unsent
+        // runs only when no send is in flight); the slab is never resized, and
+        // freed only once the ring is quiet (`RingIo::quiesce` leaks it otherwise).
         match unsafe { ring.d.push(sqe) } {
             Ok(()) => ring.send_in_flight[k] = true,
             Err(e) => self.lost(k, now, format!("io_uring submit failed: {e}")),
