@@ -15,6 +15,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use loadgen::pattern;
 use loadgen::stats::{self, Msg, Recorder};
+use loadgen::worker::timers::Timers;
 
 /// Connections one thread holds in the per-connection stages.
 const CONNS: usize = 10_000;
@@ -185,9 +186,10 @@ struct SweptConn {
     _rest: [u64; 11],
 }
 
-/// The timeout sweep: every 20 ms, a visit to each of 10,000 connections,
-/// each with one message in flight that is not overdue. Its cost per message
-/// is this figure times 50 a second, divided by the thread's messages a second.
+/// Timeouts. The sweep loadgen had: every 20 ms, a visit to each of 10,000
+/// connections, each with one message in flight that is not overdue. Its
+/// cost per message is this figure times 50 a second, divided by the
+/// thread's messages a second. Then the timer heap that replaced it.
 fn timeouts(c: &mut Criterion) {
     let mut g = c.benchmark_group("loadgen/timeouts");
     g.throughput(Throughput::Elements(CONNS as u64));
@@ -221,6 +223,30 @@ fn timeouts(c: &mut Criterion) {
             },
             BatchSize::SmallInput,
         )
+    });
+    // What replaced the sweep (worker/timers.rs). Per message: arming a
+    // connection whose entry is already waiting, a flag test.
+    g.throughput(Throughput::Elements(1));
+    let mut timers = Timers::new(CONNS);
+    for k in 0..CONNS {
+        timers.arm(k, timeout + k as u64);
+    }
+    let mut k = 0usize;
+    g.bench_function("timers_arm_already_armed", |b| {
+        b.iter(|| {
+            k = (k + 1) % CONNS;
+            timers.arm(black_box(k), 5);
+        })
+    });
+    // About once per --timeout per connection: its entry comes due, and the
+    // connection is armed again for its next deadline, in a heap of 10,000.
+    let mut now = timeout;
+    g.bench_function("timers_due_and_rearm_10k", |b| {
+        b.iter(|| {
+            now += 1;
+            let k = timers.pop_due(u64::MAX).expect("an entry is waiting");
+            timers.rearm(k, now + timeout + k as u64);
+        })
     });
     g.finish();
 }

@@ -98,22 +98,33 @@ impl Proto for Datagram {
         w.send_datagrams(k, now);
     }
 
-    fn sweep(w: &mut Worker<'_, Datagram>, k: usize, now: u64) {
+    fn connect_timeout_ns(plan: &Plan) -> u64 {
+        plan.timeout_ns.min(PROBE_TIMEOUT_NS)
+    }
+
+    fn expire(w: &mut Worker<'_, Datagram>, k: usize, now: u64) -> Option<u64> {
         let timeout = w.plan.timeout_ns;
+        let probe_timeout = Self::connect_timeout_ns(w.plan);
         match &mut w.conns[k].life {
-            Life::Pending { since, .. } if now - *since > timeout.min(PROBE_TIMEOUT_NS) => {
+            Life::Pending { since, .. } if now - *since > probe_timeout => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "no answer to a probe datagram");
                 w.connect_failed(k, now, &e);
+                None
             }
+            Life::Pending { since, .. } => Some(*since + probe_timeout + 1),
             Life::Up(up) => {
                 let mut resolved = 0;
+                let mut next = None;
                 for slot in up.proto.window.iter_mut() {
                     match *slot {
                         Slot::Out(m) if m.sent + timeout <= now => {
                             *slot = Slot::Lost;
                             resolved += 1;
                         }
-                        Slot::Out(_) => break,
+                        Slot::Out(m) => {
+                            next = Some(m.sent + timeout);
+                            break;
+                        }
                         _ => {}
                     }
                 }
@@ -121,8 +132,9 @@ impl Proto for Datagram {
                     w.rec.error(now, |e| e.lost += resolved as u64);
                     w.after_datagrams_resolved(k, resolved, now);
                 }
+                next
             }
-            _ => {}
+            Life::Idle { .. } | Life::Dead => None,
         }
     }
 
@@ -159,6 +171,7 @@ impl Worker<'_, Datagram> {
             pattern::encode_datagram(c.id, up.proto.next_seq, &mut self.sendbuf[..size]);
             match ssys::send(up.sock.fd.as_fd(), &self.sendbuf[..size]) {
                 Ok(_) => {
+                    self.timers.arm(k, now + self.plan.timeout_ns);
                     up.queue.pop_front();
                     up.proto.window.push_back(Slot::Out(Msg {
                         intended: m.intended,

@@ -31,14 +31,17 @@ use sockbench::sys as ssys;
 mod datagram;
 mod ring;
 mod stream;
+pub mod timers;
 
 use crate::cli::IoMode;
 use crate::stats::{Interval, Msg, Recorder, ThreadTotals};
+use timers::{Due, Timers};
 
 /// An atomic time that is not set yet.
 pub const UNSET: u64 = u64::MAX;
-/// How often timeouts are swept.
-const SWEEP_NS: u64 = 20_000_000;
+/// How soon a connection is looked at again when its oldest message is
+/// overdue but cannot be counted yet (its last bytes are still unsent).
+const RECHECK_NS: u64 = 20_000_000;
 /// Longest epoll sleep, so that ticks and stop are noticed promptly.
 const MAX_WAIT_NS: u64 = 5_000_000;
 const BUF_LEN: usize = 64 * 1024;
@@ -197,17 +200,13 @@ trait Proto: Sized {
     fn on_event(w: &mut Worker<'_, Self>, k: usize, bits: u32, now: u64);
     /// Sends what connection `k` (up and writable) has queued.
     fn send(w: &mut Worker<'_, Self>, k: usize, now: u64);
-    /// Connect and echo timeouts of connection `k`.
-    fn sweep(w: &mut Worker<'_, Self>, k: usize, now: u64);
+    /// How long a connect (or probe) may take.
+    fn connect_timeout_ns(plan: &Plan) -> u64;
+    /// Counts connection `k`'s connect and echo timeouts due at `now`;
+    /// returns when its next one could be, if it has one pending.
+    fn expire(w: &mut Worker<'_, Self>, k: usize, now: u64) -> Option<u64>;
     /// Waits up to `timeout_ns` for I/O and handles it.
     fn wait(w: &mut Worker<'_, Self>, timeout_ns: u64) -> io::Result<()>;
-}
-
-/// A connection waiting to reconnect; ordered by time, then index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Retry {
-    at: u64,
-    k: usize,
 }
 
 struct Worker<'a, P> {
@@ -222,14 +221,15 @@ struct Worker<'a, P> {
     tx: mpsc::Sender<Interval>,
     seen_tick: u64,
     /// Connections waiting to reconnect, soonest first.
-    retry: BinaryHeap<Reverse<Retry>>,
+    retry: BinaryHeap<Reverse<Due>>,
     next_connect: usize,
     load_start: u64,
     sched_c: u64,
     sched_cycle: u64,
     ns_per_msg: f64,
     dirty: Vec<usize>,
-    next_sweep: u64,
+    /// Connect, probe and echo timeouts.
+    timers: Timers,
     events: Vec<libc::epoll_event>,
     /// io_uring mode (stream transports only): the ring connected streams live on.
     ring: Option<ring::RingIo>,
@@ -280,7 +280,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             sched_cycle: 0,
             ns_per_msg: plan.rate.map(|r| 1e9 / r).unwrap_or(0.0),
             dirty: Vec::new(),
-            next_sweep: 0,
+            timers: Timers::new(count),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             ring: None,
         })
@@ -312,12 +312,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             if self.plan.rate.is_some() && self.load_start != UNSET {
                 wake = wake.min(self.dispatch_open_loop(now));
             }
-            if now >= self.next_sweep {
-                for k in 0..self.conns.len() {
-                    P::sweep(self, k, now);
-                }
-                self.next_sweep = now + SWEEP_NS;
-            }
+            wake = wake.min(self.expire_due(now));
             self.flush_dirty(now);
 
             let timeout = wake.saturating_sub(self.shared.now_ns());
@@ -379,6 +374,16 @@ impl<'a, P: Proto> Worker<'a, P> {
         next
     }
 
+    /// Handles the timeouts due at `now`; returns when the next one could be.
+    fn expire_due(&mut self, now: u64) -> u64 {
+        while let Some(k) = self.timers.pop_due(now) {
+            if let Some(at) = P::expire(self, k, now) {
+                self.timers.rearm(k, if at > now { at } else { now + RECHECK_NS });
+            }
+        }
+        self.timers.next_at()
+    }
+
     /// Waits up to `timeout_ns` for epoll events and handles them; returns
     /// whether the event array came back full (more may be ready).
     fn epoll_turn(&mut self, timeout_ns: u64) -> io::Result<bool> {
@@ -434,6 +439,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             return self.connect_failed(k, now, &e);
         }
         self.conns[k].life = Life::Pending { sock, since: now };
+        self.timers.arm(k, now + P::connect_timeout_ns(self.plan));
         P::pending(self, k, now);
     }
 
@@ -448,7 +454,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             retry_at: now + backoff,
         };
         if k < self.next_connect {
-            self.retry.push(Reverse(Retry { at: now + backoff, k }));
+            self.retry.push(Reverse(Due { at: now + backoff, k }));
         }
     }
 

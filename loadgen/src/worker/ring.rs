@@ -182,6 +182,7 @@ impl Worker<'_, Stream> {
         if len == 0 {
             return;
         }
+        self.timers.arm(k, now + self.plan.timeout_ns);
         let sqe = opcode::Send::new(types::Fd(up.sock.fd.as_raw_fd()), out.as_ptr(), len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()

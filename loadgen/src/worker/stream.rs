@@ -167,12 +167,18 @@ impl Proto for Stream {
         }
     }
 
-    fn sweep(w: &mut Worker<'_, Stream>, k: usize, now: u64) {
+    fn connect_timeout_ns(plan: &Plan) -> u64 {
+        plan.timeout_ns
+    }
+
+    fn expire(w: &mut Worker<'_, Stream>, k: usize, now: u64) -> Option<u64> {
         let timeout = w.plan.timeout_ns;
         match &mut w.conns[k].life {
             Life::Pending { since, .. } if now - *since > timeout => {
                 w.connect_failed(k, now, &io::Error::from(io::ErrorKind::TimedOut));
+                None
             }
+            Life::Pending { since, .. } => Some(*since + timeout + 1),
             Life::Up(up) => {
                 let s = &mut up.proto;
                 s.timed_out_seq = s.timed_out_seq.max(s.recv.seq);
@@ -184,8 +190,14 @@ impl Proto for Stream {
                     s.timed_out_seq += 1;
                     w.rec.error(now, |e| e.timeout += 1);
                 }
+                // The oldest message not counted yet, if its first byte went
+                // out (later ones arm their own deadline when they are sent).
+                match up.queue.get((s.timed_out_seq - s.recv.seq) as usize) {
+                    Some(m) if m.sent != 0 => Some(m.sent + timeout),
+                    _ => None,
+                }
             }
-            _ => {}
+            Life::Idle { .. } | Life::Dead => None,
         }
     }
 
@@ -262,6 +274,7 @@ impl Worker<'_, Stream> {
             if pos == 0 {
                 return;
             }
+            self.timers.arm(k, now + self.plan.timeout_ns);
             match ssys::send(up.sock.fd.as_fd(), &self.sendbuf[..pos]) {
                 Ok(w) => {
                     up.advance_sent(size, w);
