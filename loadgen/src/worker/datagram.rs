@@ -138,7 +138,7 @@ impl Proto for Datagram {
         }
     }
 
-    fn wait(w: &mut Worker<'_, Datagram>, timeout_ns: u64) -> io::Result<()> {
+    fn wait(w: &mut Worker<'_, Datagram>, timeout_ns: u64, _exact: bool) -> io::Result<()> {
         w.epoll_turn(timeout_ns).map(|_| ())
     }
 }

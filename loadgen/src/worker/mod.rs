@@ -42,7 +42,7 @@ pub const UNSET: u64 = u64::MAX;
 /// How soon a connection is looked at again when its oldest message is
 /// overdue but cannot be counted yet (its last bytes are still unsent).
 const RECHECK_NS: u64 = 20_000_000;
-/// Longest epoll sleep, so that ticks and stop are noticed promptly.
+/// Longest sleep, so that report ticks, stop and timeouts are noticed promptly.
 const MAX_WAIT_NS: u64 = 5_000_000;
 const BUF_LEN: usize = 64 * 1024;
 /// Open loop: most messages waiting on one connection (16 MiB of bookkeeping),
@@ -205,8 +205,9 @@ trait Proto: Sized {
     /// Counts connection `k`'s connect and echo timeouts due at `now`;
     /// returns when its next one could be, if it has one pending.
     fn expire(w: &mut Worker<'_, Self>, k: usize, now: u64) -> Option<u64>;
-    /// Waits up to `timeout_ns` for I/O and handles it.
-    fn wait(w: &mut Worker<'_, Self>, timeout_ns: u64) -> io::Result<()>;
+    /// Waits up to `timeout_ns` for I/O and handles it. Unless `exact`, the
+    /// wait may run to the next periodic tick instead (at most `MAX_WAIT_NS`).
+    fn wait(w: &mut Worker<'_, Self>, timeout_ns: u64, exact: bool) -> io::Result<()>;
 }
 
 struct Worker<'a, P> {
@@ -308,15 +309,17 @@ impl<'a, P: Proto> Worker<'a, P> {
             if self.load_start == UNSET {
                 self.notice_load_start(now);
             }
-            let mut wake = (now + MAX_WAIT_NS).min(self.start_due_connects(now));
+            // What must happen on time (paced connects, the open-loop
+            // schedule), and what may wait for the next tick (timeouts).
+            let mut exact = self.start_due_connects(now);
             if self.plan.rate.is_some() && self.load_start != UNSET {
-                wake = wake.min(self.dispatch_open_loop(now));
+                exact = exact.min(self.dispatch_open_loop(now));
             }
-            wake = wake.min(self.expire_due(now));
+            let lazy = self.expire_due(now).min(now + MAX_WAIT_NS);
             self.flush_dirty(now);
 
-            let timeout = wake.saturating_sub(self.shared.now_ns());
-            P::wait(self, timeout)?;
+            let timeout = exact.min(lazy).saturating_sub(self.shared.now_ns());
+            P::wait(self, timeout, exact < lazy)?;
             self.flush_dirty(self.shared.now_ns());
         }
     }

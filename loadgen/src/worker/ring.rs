@@ -13,7 +13,12 @@
 //!   epoll descriptor says when a connect has finished.
 //!
 //! Every submission of a loop turn goes in with the one `io_uring_enter` that
-//! waits, so an echo costs no syscall of its own. This is the server's uring
+//! waits, so an echo costs no syscall of its own. That wait needs no timeout
+//! of its own either, unless something is due sooner than the next tick: a
+//! multishot timeout completes every [`MAX_WAIT_NS`] (Linux 6.4; where the
+//! kernel refuses it, every wait carries a timeout as before), so the loop
+//! notices report ticks, stop and timeouts without arming and cancelling a
+//! timer on every wait. This is the server's uring
 //! design (the same [`Driver`]), so that loadgen spends less CPU per echo than
 //! the servers it measures rather than as much.
 
@@ -28,7 +33,7 @@ use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
 use super::stream::Stream;
-use super::{Life, Plan, Shared, Worker, BUF_LEN, UNSET};
+use super::{Life, Plan, Shared, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
 use crate::cli::IoMode;
 
 /// Submission queue entries per ring.
@@ -40,6 +45,19 @@ const BUF_COUNT: u32 = 4096;
 const BUF_SIZE: u32 = 4096;
 /// The largest completion queue asked for (the kernel clamps to its own limit).
 const MAX_CQ_ENTRIES: u32 = 1 << 17;
+/// `user_data` of the periodic tick: an op byte no sockbench token uses, so
+/// `Token::decode` passes it by.
+const TICK: u64 = 0xF0 << 56;
+
+/// The periodic tick (a multishot timeout every `MAX_WAIT_NS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tick {
+    /// Not armed: armed with the next submission.
+    Off,
+    Armed,
+    /// The kernel refused a multishot timeout (before 6.4): waits carry a timeout.
+    Unsupported,
+}
 
 /// A thread's ring, with what it decided at setup.
 pub struct RingIo {
@@ -48,6 +66,9 @@ pub struct RingIo {
     single_shot: bool,
     /// The multishot poll on the epoll descriptor is armed.
     poll_armed: bool,
+    tick: Tick,
+    /// The tick's period, read by the kernel when the tick is submitted.
+    tick_period: Box<types::Timespec>,
     /// Every connection's send buffer, one slot of `slot_len` bytes each,
     /// carved from one allocation, so that neighbouring connections share
     /// pages. Never resized, and freed only once the ring is quiet.
@@ -74,6 +95,8 @@ impl RingIo {
             d,
             single_shot: unix && !test.unix_multishot_eof,
             poll_armed: false,
+            tick: Tick::Off,
+            tick_period: Box::new(types::Timespec::from(Duration::from_nanos(MAX_WAIT_NS))),
             // Zeroed memory comes from the kernel untouched: pages are only
             // backed once a connection first fills its slot.
             slab: vec![0; conns * slot_len],
@@ -196,9 +219,10 @@ impl Worker<'_, Stream> {
         }
     }
 
-    /// One loop turn: submits what the last turn queued, waits up to
-    /// `timeout_ns` for completions, and handles them.
-    pub(super) fn ring_turn(&mut self, timeout_ns: u64) -> io::Result<()> {
+    /// One loop turn: submits what the last turn queued, waits for
+    /// completions (up to `timeout_ns` if `exact`, else until the next tick at
+    /// most), and handles them.
+    pub(super) fn ring_turn(&mut self, timeout_ns: u64, exact: bool) -> io::Result<()> {
         let ep = self.ep.as_raw_fd();
         let ring = self.ring();
         if !ring.poll_armed {
@@ -210,8 +234,23 @@ impl Worker<'_, Stream> {
             unsafe { ring.d.push(sqe)? };
             ring.poll_armed = true;
         }
+        if ring.tick == Tick::Off {
+            let sqe = opcode::Timeout::new(&*ring.tick_period)
+                .flags(types::TimeoutFlags::MULTISHOT)
+                .build()
+                .user_data(TICK);
+            // SAFETY: the kernel reads the timespec when the entry is submitted;
+            // it is boxed in the ring, which outlives every submission.
+            unsafe { ring.d.push(sqe)? };
+            ring.tick = Tick::Armed;
+        }
         ring.d.bufs.publish();
-        ring.d.submit_and_wait(Some(Duration::from_nanos(timeout_ns.max(1))))?;
+        let wait = if exact || ring.tick != Tick::Armed {
+            Some(Duration::from_nanos(timeout_ns.max(1)))
+        } else {
+            None
+        };
+        ring.d.submit_and_wait(wait)?;
         let completions = ring.d.take_completions();
         let now = self.shared.now_ns();
         for &cqe in &completions {
@@ -224,6 +263,19 @@ impl Worker<'_, Stream> {
     }
 
     fn on_completion(&mut self, cqe: Completion, now: u64) -> io::Result<()> {
+        if cqe.user_data == TICK {
+            if !cqueue::more(cqe.flags) {
+                // Each expiry completes with -ETIME and more to come; an end
+                // without that is a cancel (re-armed next turn) or a kernel
+                // that does not know multishot timeouts.
+                self.ring().tick = if cqe.result == -libc::EINVAL {
+                    Tick::Unsupported
+                } else {
+                    Tick::Off
+                };
+            }
+            return Ok(());
+        }
         let Some(t) = Token::decode(cqe.user_data) else {
             return Ok(());
         };

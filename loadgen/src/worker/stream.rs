@@ -201,9 +201,9 @@ impl Proto for Stream {
         }
     }
 
-    fn wait(w: &mut Worker<'_, Stream>, timeout_ns: u64) -> io::Result<()> {
+    fn wait(w: &mut Worker<'_, Stream>, timeout_ns: u64, exact: bool) -> io::Result<()> {
         if w.ring.is_some() {
-            w.ring_turn(timeout_ns)
+            w.ring_turn(timeout_ns, exact)
         } else {
             w.epoll_turn(timeout_ns).map(|_| ())
         }
