@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use loadgen::pattern;
+
+#[path = "support/old_pattern.rs"]
+mod old_pattern;
 use loadgen::stats::{self, Msg, Recorder};
 use loadgen::worker::timers::Timers;
 
@@ -75,6 +78,17 @@ fn payload(c: &mut Criterion) {
         pattern::fill(7, 99, 0, &mut buf);
         g.bench_function("check", |b| {
             b.iter(|| assert!(pattern::check(black_box(7), 99, 0, black_box(&buf))))
+        });
+        // The pattern before the Weyl sequence, for a back-to-back comparison.
+        g.bench_function("fill_old", |b| {
+            b.iter(|| {
+                seq += 1;
+                old_pattern::fill(black_box(7), seq, 0, &mut buf);
+            })
+        });
+        old_pattern::fill(7, 99, 0, &mut buf);
+        g.bench_function("check_old", |b| {
+            b.iter(|| assert!(old_pattern::check(black_box(7), 99, 0, black_box(&buf))))
         });
         let stream: Vec<u8> = (0..64u64)
             .flat_map(|s| {
