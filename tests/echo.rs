@@ -157,10 +157,7 @@ fn stream_close_with_echo_pending(backend: &str, target: Target) {
     // which on a busy machine takes longer than the sleep the others get.
     let deadline = Instant::now() + Duration::from_secs(10);
     thread::sleep(Duration::from_millis(300));
-    while backend == "fork"
-        && !sockbench::procfs::children(server.pid()).is_empty()
-        && Instant::now() < deadline
-    {
+    while backend == "fork" && !sockbench::procfs::children(server.pid()).is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
     let stopped = server.stop();

@@ -77,3 +77,101 @@ pub struct ThreadTotals {
     /// Open loop: messages the schedule asked this thread to send in the measured phase.
     pub scheduled: u64,
 }
+
+/// One message's times, in nanoseconds since the run's `t0`.
+#[derive(Clone, Copy, Debug)]
+pub struct Msg {
+    /// When it was due: the latency is measured from here.
+    pub intended: u64,
+    /// When its first byte went out (0: not yet).
+    pub sent: u64,
+}
+
+/// Counts and histograms of one event-loop thread.
+pub struct Recorder {
+    size: u64,
+    /// This live-report interval (all phases).
+    pub iv_hist: Histogram<u64>,
+    pub iv_msgs: u64,
+    pub iv_bytes: u64,
+    pub iv_errors: Errors,
+    /// The measured window.
+    pub totals: ThreadTotals,
+    /// The measured window, in nanoseconds since the run's `t0` (`u64::MAX`: not set yet).
+    pub measure_start: u64,
+    pub end: u64,
+}
+
+impl Recorder {
+    /// A recorder for `size`-byte messages, before the measured window is known.
+    pub fn new(size: usize) -> Recorder {
+        Recorder {
+            size: size as u64,
+            iv_hist: new_histogram(),
+            iv_msgs: 0,
+            iv_bytes: 0,
+            iv_errors: Errors::default(),
+            totals: ThreadTotals {
+                hist: new_histogram(),
+                hist_uncorrected: new_histogram(),
+                messages: 0,
+                bytes: 0,
+                errors: Errors::default(),
+                warmup_errors: Errors::default(),
+                mismatch_whole_run: 0,
+                scheduled: 0,
+            },
+            measure_start: u64::MAX,
+            end: u64::MAX,
+        }
+    }
+
+    /// Records a message echoed at `now` that was due at `m.intended` and
+    /// went out at `m.sent`; one that came back changed counts as a mismatch.
+    #[inline]
+    pub fn complete(&mut self, m: Msg, now: u64, intact: bool) {
+        if !intact {
+            self.mismatch(now);
+            return;
+        }
+        let lat = now.saturating_sub(m.intended);
+        record_ns(&mut self.iv_hist, lat);
+        self.iv_msgs += 1;
+        self.iv_bytes += self.size;
+        if now >= self.measure_start && now < self.end {
+            record_ns(&mut self.totals.hist, lat);
+            record_ns(
+                &mut self.totals.hist_uncorrected,
+                now.saturating_sub(m.sent.max(m.intended)),
+            );
+            self.totals.messages += 1;
+            self.totals.bytes += self.size;
+        }
+    }
+
+    /// Counts an error that happened at `at`: always in the live interval, in
+    /// the run's totals only inside the measured window, like messages and bytes.
+    #[inline]
+    pub fn error(&mut self, at: u64, f: impl Fn(&mut Errors)) {
+        f(&mut self.iv_errors);
+        if at >= self.measure_start && at < self.end {
+            f(&mut self.totals.errors);
+        } else if at < self.measure_start {
+            f(&mut self.totals.warmup_errors);
+        }
+    }
+
+    /// Counts an echo that did not match what was sent.
+    #[inline]
+    pub fn mismatch(&mut self, at: u64) {
+        self.totals.mismatch_whole_run += 1;
+        self.error(at, |e| e.mismatch += 1);
+    }
+
+    /// Counts a failed connect: in the totals whatever the phase, since
+    /// startup is when connects happen (README.md, "Output").
+    pub fn connect_error(&mut self) {
+        self.iv_errors.connect += 1;
+        self.totals.errors.connect += 1;
+    }
+}

@@ -3,7 +3,7 @@
 //! rates and addresses.
 
 use loadgen::cli::{parse_duration, parse_rate};
-use loadgen::pattern::{self, DatagramError, StreamChecker, HEADER_LEN};
+use loadgen::pattern::{self, DatagramError, DatagramId, StreamChecker, HEADER_LEN};
 use proptest::prelude::*;
 use sockbench::net::{endpoint_from_flags, parse_inet, Transport};
 
@@ -41,7 +41,7 @@ proptest! {
     fn datagrams_round_trip(conn in any::<u32>(), seq in any::<u64>(), size in HEADER_LEN..2000) {
         let mut buf = vec![0u8; size];
         pattern::encode_datagram(conn, seq, &mut buf);
-        prop_assert_eq!(pattern::decode_datagram(&buf, size), Ok((conn, seq)));
+        prop_assert_eq!(pattern::decode_datagram(&buf, size), Ok(DatagramId { conn, seq }));
         prop_assert_eq!(pattern::decode_datagram(&buf[..size - 1], size), Err(DatagramError::Size));
     }
 
@@ -51,7 +51,7 @@ proptest! {
         pattern::encode_datagram(conn, seq, &mut buf);
         buf[at % size] ^= flip;
         // A changed header byte may still parse, but never as the original (conn, seq).
-        prop_assert_ne!(pattern::decode_datagram(&buf, size), Ok((conn, seq)));
+        prop_assert_ne!(pattern::decode_datagram(&buf, size), Ok(DatagramId { conn, seq }));
     }
 
     #[test]
@@ -61,7 +61,7 @@ proptest! {
         pattern::encode_datagram(a, seq, &mut buf);
         // Splice b's header onto a's payload: a server that mixed buffers.
         buf[4..8].copy_from_slice(&b.to_le_bytes());
-        prop_assert_eq!(pattern::decode_datagram(&buf, size), Err(DatagramError::Payload(b, seq)));
+        prop_assert_eq!(pattern::decode_datagram(&buf, size), Err(DatagramError::Payload(DatagramId { conn: b, seq })));
     }
 
     #[test]
@@ -128,5 +128,72 @@ proptest! {
     fn addresses_round_trip(ip in any::<std::net::IpAddr>(), port in any::<u16>()) {
         let a = std::net::SocketAddr::new(ip, port);
         prop_assert_eq!(parse_inet(&a.to_string()).unwrap(), a);
+    }
+}
+
+/// Fault-detection properties of the pattern itself: what a server that mixes
+/// up messages, positions or connections would produce must not pass.
+mod pattern_faults {
+    use super::*;
+
+    fn message(conn: u32, seq: u64, size: usize) -> Vec<u8> {
+        let mut m = vec![0u8; size];
+        pattern::fill(conn, seq, 0, &mut m);
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn another_message_of_the_same_connection_is_caught(conn in any::<u32>(), a in any::<u64>(), b in any::<u64>(), size in 8usize..700, offset in 0usize..64) {
+            prop_assume!(a != b);
+            let offset = offset.min(size - 8);
+            let theirs = message(conn, b, size);
+            prop_assert!(!pattern::check(conn, a, offset, &theirs[offset..]));
+        }
+
+        #[test]
+        fn another_connections_message_at_the_same_seq_is_caught(a in any::<u32>(), b in any::<u32>(), seq in any::<u64>(), size in 8usize..700) {
+            prop_assume!(a != b);
+            prop_assert!(!pattern::check(a, seq, 0, &message(b, seq, size)));
+        }
+
+        #[test]
+        fn bytes_from_another_position_are_caught(conn in any::<u32>(), seq in any::<u64>(), size in 16usize..700, from in any::<usize>(), to in any::<usize>(), len in 8usize..64) {
+            let mut m = message(conn, seq, size);
+            let len = len.min(size / 2);
+            let (from, to) = (from % (size - len + 1), to % (size - len + 1));
+            prop_assume!(from != to);
+            m.copy_within(from..from + len, to);
+            prop_assert!(!pattern::check(conn, seq, 0, &m));
+        }
+
+        #[test]
+        fn a_dropped_or_repeated_byte_is_caught(conn in any::<u32>(), size in 16usize..300, count in 2u64..8, at in any::<usize>(), repeat in any::<bool>()) {
+            let mut data = message_stream(conn, size, count);
+            // Early enough that at least 8 shifted bytes land in messages that
+            // complete (a drop in the last message only leaves it unfinished,
+            // which the worker reports as a timeout).
+            let at = at % ((count as usize - 1) * size - 8);
+            if repeat {
+                data.insert(at, data[at]);
+            } else {
+                data.remove(at);
+            }
+            let done = feed_in_pieces(conn, size, &data, &[]);
+            prop_assert!(done.iter().any(|&(_, ok)| !ok), "fault at byte {} not caught: {:?}", at, done);
+        }
+
+        #[test]
+        fn check_agrees_with_fill_at_every_offset_and_split(conn in any::<u32>(), seq in any::<u64>(), size in 1usize..300, start in any::<usize>(), flip_at in any::<usize>(), flip in 1u8..=255) {
+            let m = message(conn, seq, size);
+            let start = start % size;
+            prop_assert!(pattern::check(conn, seq, start, &m[start..]));
+            let mut part = m[start..].to_vec();
+            let i = flip_at % part.len();
+            part[i] ^= flip;
+            prop_assert!(!pattern::check(conn, seq, start, &part));
+        }
     }
 }

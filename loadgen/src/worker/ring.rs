@@ -6,13 +6,19 @@
 //! and lives on the ring:
 //! - a multishot receive into a provided buffer ring (single-shot, still with
 //!   buffer select, on AF_UNIX where the kernel misses EOF on multishot);
-//! - at most one send in flight per connection, from the connection's own
-//!   `out` buffer;
+//! - at most one send in flight per connection, from that connection's send
+//!   buffer, which the ring owns (a send may still read it after the
+//!   connection died);
 //! - the ring is the one thing the thread waits on: a multishot poll on the
 //!   epoll descriptor says when a connect has finished.
 //!
 //! Every submission of a loop turn goes in with the one `io_uring_enter` that
-//! waits, so an echo costs no syscall of its own. This is the server's uring
+//! waits, so an echo costs no syscall of its own. That wait needs no timeout
+//! of its own either, unless something is due sooner than the next tick: a
+//! multishot timeout completes every [`MAX_WAIT_NS`] (Linux 6.4; where the
+//! kernel refuses it, every wait carries a timeout as before), so the loop
+//! notices report ticks, stop and timeouts without arming and cancelling a
+//! timer on every wait. This is the server's uring
 //! design (the same [`Driver`]), so that loadgen spends less CPU per echo than
 //! the servers it measures rather than as much.
 
@@ -23,19 +29,35 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types};
 use sockbench::backend::uring::token::{Op, Token};
 use sockbench::backend::uring::{setup, Completion, Driver};
+use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
-use super::{State, Worker, BUF_LEN};
+use super::stream::Stream;
+use super::{Life, Plan, Shared, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
+use crate::cli::IoMode;
 
 /// Submission queue entries per ring.
 const RING_ENTRIES: u32 = 4096;
-/// Receive buffers per ring. Each is copied out and given back in the turn it
-/// arrives, so the ring only has to cover one turn's receives; if it runs dry
+/// Receive buffers per ring. Each is checked in place and given back in the
+/// turn it arrives, so the ring only has to cover one turn's receives; if it runs dry
 /// the receive ends with ENOBUFS and is re-armed once the buffers are back.
 const BUF_COUNT: u32 = 4096;
 const BUF_SIZE: u32 = 4096;
 /// The largest completion queue asked for (the kernel clamps to its own limit).
 const MAX_CQ_ENTRIES: u32 = 1 << 17;
+/// `user_data` of the periodic tick: an op byte no sockbench token uses, so
+/// `Token::decode` passes it by.
+const TICK: u64 = 0xF0 << 56;
+
+/// The periodic tick (a multishot timeout every `MAX_WAIT_NS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tick {
+    /// Not armed: armed with the next submission.
+    Off,
+    Armed,
+    /// The kernel refused a multishot timeout (before 6.4): waits carry a timeout.
+    Unsupported,
+}
 
 /// A thread's ring, with what it decided at setup.
 pub struct RingIo {
@@ -44,12 +66,23 @@ pub struct RingIo {
     single_shot: bool,
     /// The multishot poll on the epoll descriptor is armed.
     poll_armed: bool,
+    tick: Tick,
+    /// The tick's period, read by the kernel when the tick is submitted.
+    tick_period: Box<types::Timespec>,
+    /// Every connection's send buffer, one slot of `slot_len` bytes each,
+    /// carved from one allocation, so that neighbouring connections share
+    /// pages. Never resized, and freed only once the ring is quiet.
+    slab: Vec<u8>,
+    slot_len: usize,
+    /// Connection `k` has a send in flight, reading from its slot, which must
+    /// not change until its completion, even if the connection died since.
+    send_in_flight: Vec<bool>,
 }
 
 impl RingIo {
     /// Sets up a ring for `conns` connections, probing what it needs; the
     /// error names a missing kernel feature.
-    pub fn new(conns: usize, unix: bool) -> io::Result<RingIo> {
+    pub fn new(conns: usize, slot_len: usize, unix: bool) -> io::Result<RingIo> {
         // A receive and a send completion per connection can be pending at once.
         let cq_entries = (conns as u32)
             .saturating_mul(2)
@@ -62,42 +95,84 @@ impl RingIo {
             d,
             single_shot: unix && !test.unix_multishot_eof,
             poll_armed: false,
+            tick: Tick::Off,
+            tick_period: Box::new(types::Timespec::from(Duration::from_nanos(MAX_WAIT_NS))),
+            // Zeroed memory comes from the kernel untouched: pages are only
+            // backed once a connection first fills its slot.
+            slab: vec![0; conns * slot_len],
+            slot_len,
+            send_in_flight: vec![false; conns],
         })
     }
 
-    /// Cancels everything in flight and waits (bounded) for it; true if the
-    /// ring is quiet, so that send buffers may be freed.
-    pub fn quiesce(&mut self) -> bool {
-        self.d.quiesce()
+    /// The ring a stream thread of `plan` with `conns` connections uses, if
+    /// any: none with `--io epoll`, none with `--io auto` where the kernel
+    /// lacks what it needs (`shared` says why), an error with `--io uring`.
+    pub fn for_plan(plan: &Plan, conns: usize, shared: &Shared) -> io::Result<Option<RingIo>> {
+        if plan.io == IoMode::Epoll {
+            return Ok(None);
+        }
+        let slot_len = send_slot_len(plan.size, plan.depth, plan.rate.is_some());
+        match RingIo::new(conns, slot_len, plan.transport == Transport::Unix) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if plan.io == IoMode::Auto => {
+                *shared.io_fallback.lock().unwrap() = Some(e.to_string());
+                Ok(None)
+            }
+            Err(e) => Err(io::Error::new(e.kind(), format!("--io uring: {e}"))),
+        }
+    }
+
+    /// Cancels everything in flight and waits (bounded) for it. If the ring
+    /// does not go quiet, the kernel may still read a send buffer: they are
+    /// leaked (the process is about to exit; the driver leaks its buffer ring too).
+    pub fn quiesce(&mut self) {
+        if !self.d.quiesce() {
+            std::mem::forget(std::mem::take(&mut self.slab));
+        }
+    }
+
+    /// Connection `k`'s send buffer.
+    fn slot_mut(&mut self, k: usize) -> &mut [u8] {
+        assert!((k + 1) * self.slot_len <= self.slab.len());
+        // SAFETY: in bounds (checked above). Built from the raw pointer, not by
+        // slicing the Vec, so that no reference covers the other slots, which
+        // the kernel may be reading for sends in flight.
+        unsafe { std::slice::from_raw_parts_mut(self.slab.as_mut_ptr().add(k * self.slot_len), self.slot_len) }
     }
 }
 
-/// The send buffer of one connection: room for `--depth` messages, at least
-/// a page, at most `BUF_LEN`.
-fn out_len(size: usize, depth: u64) -> usize {
-    size.saturating_mul(depth as usize).clamp(4096, BUF_LEN)
+/// The send buffer of one connection. In closed loop at most `--depth`
+/// messages are queued, so that is all it needs (rounded up to a cache line:
+/// 32 connections share a page at 128 bytes). In open loop a stall can queue
+/// more, and draining that backlog takes fewer sends from a bigger buffer: a
+/// page or more, as before the slab. Never more than `BUF_LEN`.
+fn send_slot_len(size: usize, depth: u64, open_loop: bool) -> usize {
+    let need = size.saturating_mul(depth as usize);
+    let len = if open_loop { need.max(4096) } else { need };
+    len.min(BUF_LEN).next_multiple_of(64)
 }
 
-impl Worker<'_> {
+impl Worker<'_, Stream> {
     fn ring(&mut self) -> &mut RingIo {
         self.ring.as_mut().expect("io_uring mode")
     }
 
     /// Moves connection `k`, just connected, from epoll to the ring.
     pub(super) fn ring_attach(&mut self, k: usize) -> io::Result<()> {
-        let len = out_len(self.plan.size, self.plan.depth);
-        let c = &mut self.conns[k];
-        let fd = c.fd.as_ref().expect("a connection that is up has a socket");
-        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0)?;
-        if c.out.is_empty() {
-            c.out = vec![0; len];
-        }
+        let Life::Up(up) = &self.conns[k].life else {
+            return Ok(());
+        };
+        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, up.sock.fd.as_raw_fd(), 0, 0)?;
         self.arm_recv(k)
     }
 
     fn arm_recv(&mut self, k: usize) -> io::Result<()> {
-        let fd = types::Fd(self.conns[k].fd.as_ref().expect("live socket").as_raw_fd());
-        let ring = self.ring();
+        let ring = self.ring.as_mut().expect("io_uring mode");
+        let Life::Up(up) = &mut self.conns[k].life else {
+            return Ok(());
+        };
+        let fd = types::Fd(up.sock.fd.as_raw_fd());
         let bgid = ring.d.bufs.bgid();
         let sqe = if ring.single_shot {
             opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE)
@@ -111,7 +186,7 @@ impl Worker<'_> {
         // SAFETY: the receive writes only into the registered buffer ring, which
         // the driver keeps until nothing is in flight (or leaks).
         unsafe { ring.d.push(sqe)? };
-        self.conns[k].recv_armed = true;
+        up.proto.recv_armed = true;
         Ok(())
     }
 
@@ -119,35 +194,35 @@ impl Worker<'_> {
     /// completion calls back here through `mark_dirty`).
     pub(super) fn ring_send(&mut self, k: usize, now: u64) {
         let size = self.plan.size;
+        let ring = self.ring.as_mut().expect("io_uring mode");
         let c = &mut self.conns[k];
-        if c.send_in_flight || c.state != State::Up {
+        let Life::Up(up) = &mut c.life else { return };
+        if ring.send_in_flight[k] {
             return;
         }
-        // Taken out and put back only to lend it to `fill_unsent`: moving the
-        // Vec does not move its heap buffer.
-        let mut out = std::mem::take(&mut c.out);
-        let len = c.fill_unsent(size, now, &mut out);
-        c.out = out;
+        let out = ring.slot_mut(k);
+        let len = up.fill_unsent(c.id, size, now, out);
         if len == 0 {
             return;
         }
-        let fd = types::Fd(c.fd.as_ref().expect("live socket").as_raw_fd());
-        let sqe = opcode::Send::new(fd, c.out.as_ptr(), len as u32)
+        self.timers.arm(k, now + self.plan.timeout_ns);
+        let sqe = opcode::Send::new(types::Fd(up.sock.fd.as_raw_fd()), out.as_ptr(), len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(Token::new(Op::Send, 0, k as u32).encode());
-        // SAFETY: `out` is not written while `send_in_flight` (fill_unsent runs
-        // only when no send is in flight), never resized, and freed only once the
-        // ring is quiet (`close_all` leaks it otherwise).
-        match unsafe { self.ring.as_mut().expect("io_uring mode").d.push(sqe) } {
-            Ok(()) => self.conns[k].send_in_flight = true,
+        // SAFETY: slot `k` is not written while `send_in_flight[k]` (fill_unsent
+        // runs only when no send is in flight); the slab is never resized, and
+        // freed only once the ring is quiet (`RingIo::quiesce` leaks it otherwise).
+        match unsafe { ring.d.push(sqe) } {
+            Ok(()) => ring.send_in_flight[k] = true,
             Err(e) => self.lost(k, now, format!("io_uring submit failed: {e}")),
         }
     }
 
-    /// One loop turn: submits what the last turn queued, waits up to
-    /// `timeout_ns` for completions, and handles them.
-    pub(super) fn ring_turn(&mut self, timeout_ns: u64) -> io::Result<()> {
+    /// One loop turn: submits what the last turn queued, waits for
+    /// completions (up to `timeout_ns` if `exact`, else until the next tick at
+    /// most), and handles them.
+    pub(super) fn ring_turn(&mut self, timeout_ns: u64, exact: bool) -> io::Result<()> {
         let ep = self.ep.as_raw_fd();
         let ring = self.ring();
         if !ring.poll_armed {
@@ -159,8 +234,23 @@ impl Worker<'_> {
             unsafe { ring.d.push(sqe)? };
             ring.poll_armed = true;
         }
+        if ring.tick == Tick::Off {
+            let sqe = opcode::Timeout::new(&*ring.tick_period)
+                .flags(types::TimeoutFlags::MULTISHOT)
+                .build()
+                .user_data(TICK);
+            // SAFETY: the kernel reads the timespec when the entry is submitted;
+            // it is boxed in the ring, which outlives every submission.
+            unsafe { ring.d.push(sqe)? };
+            ring.tick = Tick::Armed;
+        }
         ring.d.bufs.publish();
-        ring.d.submit_and_wait(Some(Duration::from_nanos(timeout_ns.max(1))))?;
+        let wait = if exact || ring.tick != Tick::Armed {
+            Some(Duration::from_nanos(timeout_ns.max(1)))
+        } else {
+            None
+        };
+        ring.d.submit_and_wait(wait)?;
         let completions = ring.d.take_completions();
         let now = self.shared.now_ns();
         for &cqe in &completions {
@@ -173,6 +263,19 @@ impl Worker<'_> {
     }
 
     fn on_completion(&mut self, cqe: Completion, now: u64) -> io::Result<()> {
+        if cqe.user_data == TICK {
+            if !cqueue::more(cqe.flags) {
+                // Each expiry completes with -ETIME and more to come; an end
+                // without that is a cancel (re-armed next turn) or a kernel
+                // that does not know multishot timeouts.
+                self.ring().tick = if cqe.result == -libc::EINVAL {
+                    Tick::Unsupported
+                } else {
+                    Tick::Off
+                };
+            }
+            return Ok(());
+        }
         let Some(t) = Token::decode(cqe.user_data) else {
             return Ok(());
         };
@@ -193,32 +296,38 @@ impl Worker<'_> {
     }
 
     fn on_recv(&mut self, k: usize, cqe: Completion, now: u64) {
-        if !cqueue::more(cqe.flags) {
-            self.conns[k].recv_armed = false;
-        }
+        let refill = self.plan.rate.is_none() && self.load_start != UNSET;
+        let ring = self.ring.as_mut().expect("io_uring mode");
         let bid = cqueue::buffer_select(cqe.flags);
-        let mut got = 0;
-        {
-            let ring = self.ring.as_mut().expect("io_uring mode");
+        if let Some(bid) = bid {
+            ring.d.bufs.taken(bid);
+        }
+        let Some(up) = self.conns[k].life.up_mut() else {
+            // A connection already dropped: its last receives end here.
             if let Some(bid) = bid {
-                ring.d.bufs.taken(bid);
-                if cqe.result > 0 && self.conns[k].state == State::Up {
-                    got = cqe.result as usize;
-                    self.buf[..got].copy_from_slice(ring.d.bufs.slice(bid, got));
-                }
                 ring.d.bufs.recycle(bid);
             }
-        }
-        if self.conns[k].state != State::Up {
-            // A connection already dropped: its last receives end here.
             return;
+        };
+        if !cqueue::more(cqe.flags) {
+            up.proto.recv_armed = false;
         }
+        // The echo is checked where the kernel put it, then the buffer goes back.
+        let absorbed = bid.map(|bid| {
+            let got = if cqe.result > 0 {
+                Some(up.absorb(ring.d.bufs.slice(bid, cqe.result as usize), &mut self.rec, refill, now))
+            } else {
+                None
+            };
+            ring.d.bufs.recycle(bid);
+            got
+        });
         match cqe.result {
             n if n > 0 => {
-                if got == 0 {
+                let Some(Some(got)) = absorbed else {
                     return self.lost(k, now, "io_uring: data without a buffer".into());
-                }
-                if !self.on_stream_data(k, got, now) {
+                };
+                if !self.after_absorb(k, got, now) {
                     return;
                 }
             }
@@ -229,7 +338,7 @@ impl Worker<'_> {
                 return self.lost(k, now, format!("connection error: {e}"));
             }
         }
-        if !self.conns[k].recv_armed {
+        if matches!(&self.conns[k].life, Life::Up(up) if !up.proto.recv_armed) {
             if let Err(e) = self.arm_recv(k) {
                 self.lost(k, now, format!("io_uring submit failed: {e}"));
             }
@@ -237,16 +346,13 @@ impl Worker<'_> {
     }
 
     fn on_send(&mut self, k: usize, cqe: Completion, now: u64) {
-        let c = &mut self.conns[k];
-        c.send_in_flight = false;
-        if c.state != State::Up {
-            return;
-        }
+        self.ring().send_in_flight[k] = false;
+        let Life::Up(up) = &mut self.conns[k].life else { return };
         if cqe.result < 0 {
             let e = io::Error::from_raw_os_error(-cqe.result);
             return self.lost(k, now, format!("send failed: {e}"));
         }
-        c.advance_sent(self.plan.size, cqe.result as usize);
+        up.advance_sent(self.plan.size, cqe.result as usize);
         // The rest of a partial send, or what was queued while this one flew.
         self.mark_dirty(k);
     }
