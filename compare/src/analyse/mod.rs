@@ -267,6 +267,7 @@ pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
         disturbed: run
             .other_processes_cores()
             .is_some_and(|c| c > manifest.method.disturbed_cores),
+        server_peak_rss_kib: run.server_peak_rss_kib(),
     }
 }
 

@@ -53,7 +53,12 @@ pub struct PointKey {
 
 impl PointKey {
     fn order(&self) -> (String, u64, u64, (u8, u64)) {
-        (self.transport.name().to_string(), self.size_bytes, self.conns, self.purpose.order())
+        (
+            self.transport.name().to_string(),
+            self.size_bytes,
+            self.conns,
+            self.purpose.order(),
+        )
     }
 }
 
@@ -83,6 +88,7 @@ pub struct RunFacts {
     pub errors: u64,
     /// Other processes' CPU above the manifest's limit in this run's window.
     pub disturbed: bool,
+    pub server_peak_rss_kib: Option<u64>,
 }
 
 impl RunFacts {
@@ -171,8 +177,13 @@ pub struct PeerStats {
     pub ratio_server_cpu: Option<Ratio>,
     /// msgs/s over the reference's, paired by repetition.
     pub ratio_msgs_per_s: Option<Ratio>,
+    /// Busy fractions of each side's cores over its window.
+    pub server_busy: Option<Summary>,
+    pub loadgen_busy: Option<Summary>,
     /// [`stats::classify_runs`] over its runs.
     pub bottleneck: Option<Bottleneck>,
+    /// The largest peak RSS of the server tree over its runs.
+    pub server_peak_rss_kib: Option<u64>,
     pub errors: u64,
     /// Names of its runs that other processes disturbed.
     pub disturbed: Vec<String>,
@@ -257,7 +268,12 @@ fn one_point(key: PointKey, at: &[&RunFacts], reference: &str) -> PointStats {
     labels.sort_by(|a, b| (peer_rank(a.0), &a.1).cmp(&(peer_rank(b.0), &b.1)));
     let matched = matches!(key.purpose, Purpose::MatchedLoad { .. });
     let used = |f: &&&RunFacts| !(matched && f.fell_short());
-    let reference_runs: Vec<&RunFacts> = at.iter().filter(|f| f.label == reference).filter(used).copied().collect();
+    let reference_runs: Vec<&RunFacts> = at
+        .iter()
+        .filter(|f| f.label == reference)
+        .filter(used)
+        .copied()
+        .collect();
     let peers: Vec<PeerStats> = labels
         .iter()
         .map(|(peer, label)| {
@@ -308,7 +324,10 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
         p99_us: summary(|r| Some(r.p99_us)),
         ratio_server_cpu: ratio(|r| r.server_cpu_us_per_msg),
         ratio_msgs_per_s: ratio(|r| Some(r.msgs_per_s)),
+        server_busy: summary(|r| r.server_busy),
+        loadgen_busy: summary(|r| r.loadgen_busy),
         bottleneck: stats::classify_runs(&busy(|r| r.server_busy), &busy(|r| r.loadgen_busy)),
+        server_peak_rss_kib: kept.iter().filter_map(|r| r.server_peak_rss_kib).max(),
         errors: all.iter().map(|r| r.errors).sum(),
         disturbed: all.iter().filter(|r| r.disturbed).map(|r| r.name.clone()).collect(),
         fell_short: all
@@ -326,13 +345,10 @@ fn paired_by_repetition(
     reference: &[&RunFacts],
     figure: fn(&RunFacts) -> Option<f64>,
 ) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
-    let by_rep = |runs: &[&RunFacts]| -> BTreeMap<u32, Option<f64>> {
-        runs.iter().map(|r| (r.repetition, figure(r))).collect()
-    };
+    let by_rep =
+        |runs: &[&RunFacts]| -> BTreeMap<u32, Option<f64>> { runs.iter().map(|r| (r.repetition, figure(r))).collect() };
     let (c, r) = (by_rep(candidate), by_rep(reference));
-    c.iter()
-        .map(|(rep, v)| (*v, r.get(rep).copied().flatten()))
-        .unzip()
+    c.iter().map(|(rep, v)| (*v, r.get(rep).copied().flatten())).unzip()
 }
 
 /// The labels at a point ordered by median server CPU per message, cheapest
@@ -379,6 +395,7 @@ pub(crate) mod tests {
             offered_per_s: None,
             errors: 0,
             disturbed: false,
+            server_peak_rss_kib: None,
         }
     }
 
@@ -399,14 +416,23 @@ pub(crate) mod tests {
         assert_eq!(points.len(), 1);
         let p = &points[0];
         assert_eq!(p.limit, RowLimit::Same(Bottleneck::Server));
-        assert_eq!(p.peers.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(), ["epoll", "uring"]);
+        assert_eq!(
+            p.peers.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(),
+            ["epoll", "uring"]
+        );
         let uring = p.peer("uring").unwrap();
         let r = uring.ratio_server_cpu.unwrap();
-        assert!((r.interval.lo - 0.8).abs() < 1e-9 && (r.interval.hi - 0.8).abs() < 1e-9, "{r:?}");
+        assert!(
+            (r.interval.lo - 0.8).abs() < 1e-9 && (r.interval.hi - 0.8).abs() < 1e-9,
+            "{r:?}"
+        );
         assert_eq!(r.verdict, Verdict::Lower);
         assert_eq!(uring.ratio_msgs_per_s.unwrap().verdict, Verdict::Higher);
         assert_eq!(uring.server_cpu_us_per_msg.unwrap().level, Some(0.9375));
-        assert!(p.peer("epoll").unwrap().ratio_server_cpu.is_none(), "no ratio to itself");
+        assert!(
+            p.peer("epoll").unwrap().ratio_server_cpu.is_none(),
+            "no ratio to itself"
+        );
         assert_eq!(ranked_by_server_cpu(p)[0].label, "uring");
         assert_eq!(ranked_by_throughput(p)[0].label, "uring");
     }
@@ -447,7 +473,11 @@ pub(crate) mod tests {
         let uring = p.peer("uring").unwrap();
         assert_eq!(uring.runs, 4);
         assert_eq!(uring.fell_short, ["uring-r2"]);
-        assert_eq!(uring.server_cpu_us_per_msg.unwrap().hi, 4.0, "the short run is not used");
+        assert_eq!(
+            uring.server_cpu_us_per_msg.unwrap().hi,
+            4.0,
+            "the short run is not used"
+        );
         // 4 pairs: an 87.5% interval, too few for a verdict.
         assert_eq!(uring.ratio_server_cpu.unwrap().verdict, Verdict::TooFewRuns);
         assert_eq!(p.limit, RowLimit::Same(Bottleneck::Neither));
