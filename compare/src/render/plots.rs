@@ -399,14 +399,15 @@ where
     };
     chart.draw_series(std::iter::once(marker)).map_err(plot_err)?;
     if let Some(note) = &p.note {
+        // Centred below the marker, so it stays inside the panel at either end.
         let text = EmptyElement::at((p.x, p.y.mid))
             + Text::new(
                 note.clone(),
-                (-8, -(fonts.text as i32) - 4),
+                (0, 9),
                 (FAMILY, fonts.text)
                     .into_font()
                     .color(&color)
-                    .pos(Pos::new(HPos::Right, VPos::Top)),
+                    .pos(Pos::new(HPos::Center, VPos::Top)),
             );
         chart.draw_series(std::iter::once(text)).map_err(plot_err)?;
     }
@@ -780,4 +781,107 @@ pub fn percentile_label(x: f64) -> String {
     let pct = 100.0 * (1.0 - 1.0 / x);
     let decimals = (x.log10().round() as i64 - 2).clamp(0, 5) as usize;
     format!("{pct:.decimals$}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyse::points::{point_stats, RunFacts};
+    use crate::analyse::PointKey;
+
+    /// Every `font-size` in `svg`, as shown when the SVG is displayed
+    /// [`DISPLAY_WIDTH_PX`] wide.
+    fn displayed_font_sizes(svg: &str) -> Vec<f64> {
+        let width: f64 = svg
+            .split("width=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        svg.split("font-size=\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next()?.parse::<f64>().ok())
+            .map(|px| px * (DISPLAY_WIDTH_PX / width).min(1.0))
+            .collect()
+    }
+
+    fn sweep_facts() -> Vec<RunFacts> {
+        let mut facts = Vec::new();
+        for (conns, base) in [(100u64, 40_000.0), (1_000, 30_000.0)] {
+            for fraction in [0.25, 0.5, 0.75] {
+                for rep in 1..=5u32 {
+                    for (peer, cpu) in [(BackendKind::Epoll, 5.0), (BackendKind::Uring, 4.0)] {
+                        let offered = base * fraction;
+                        let jitter = 1.0 + 0.01 * rep as f64;
+                        facts.push(RunFacts {
+                            name: format!("matched-{}-c{conns}-f{fraction}-r{rep}", peer.name()),
+                            label: peer.name().into(),
+                            peer: Peer::Backend(peer),
+                            key: PointKey {
+                                transport: Transport::Tcp,
+                                size_bytes: 128,
+                                conns,
+                                purpose: Purpose::MatchedLoad { fraction },
+                            },
+                            conns,
+                            repetition: rep,
+                            msgs_per_s: offered,
+                            server_cpu_us_per_msg: Some(cpu * jitter * (1.2 - fraction / 2.0)),
+                            loadgen_cpu_us_per_msg: Some(4.0),
+                            p99_us: 100.0,
+                            server_busy: Some(0.5),
+                            loadgen_busy: Some(if fraction > 0.6 { 0.95 } else { 0.5 }),
+                            offered_per_s: Some(offered),
+                            errors: 0,
+                            disturbed: false,
+                            server_peak_rss_kib: None,
+                        });
+                    }
+                }
+            }
+        }
+        facts
+    }
+
+    #[test]
+    fn matched_load_plot_has_a_panel_per_point_and_readable_text() {
+        let analysis = Analysis {
+            reference: "epoll".into(),
+            points: point_stats(&sweep_facts(), "epoll"),
+        };
+        let dir = std::env::temp_dir().join(format!("sockbench-plots-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = draw_all(&[], &analysis, None, &dir).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].file, PLOT_FILES[4]);
+        let svg = std::fs::read_to_string(dir.join(PLOT_FILES[4])).unwrap();
+        for caption in [
+            "tcp, 128 B, 100 conns",
+            "tcp, 128 B, 1000 conns",
+            "offered msgs/s",
+            "uring",
+            "epoll",
+        ] {
+            assert!(svg.contains(caption), "no {caption:?}");
+        }
+        let sizes = displayed_font_sizes(&svg);
+        assert!(!sizes.is_empty());
+        assert!(sizes.iter().all(|&px| px >= MIN_TEXT_PX - 0.01), "{sizes:?}");
+        // Error bars: a vertical path per point with an interval (2 labels × 6 points).
+        assert!(svg.matches("<polyline").count() >= 12 + 4, "too few lines drawn");
+        // KEEP_PLOTS=1 leaves the SVG to look at.
+        if std::env::var_os("KEEP_PLOTS").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn font_sizes_scale_with_the_width() {
+        assert_eq!(font_px(880, 14.0), 18); // 14 × 1.24, rounded up
+        assert_eq!(font_px(600, 14.0), 18); // never below 14 px: small SVGs are not shrunk
+        assert!(font_px(1760, 14.0) >= 34);
+        assert_eq!(axis_count(1.0), "1");
+        assert_eq!(axis_count(10_000.0), "10k");
+        assert_eq!(axis_count(2_500.0), "2500");
+    }
 }
