@@ -81,14 +81,16 @@ pub fn median_index(keys: &[f64]) -> Option<usize> {
     order.get(keys.len().checked_sub(1)? / 2).copied()
 }
 
-/// One run per point of the matrix, in matrix order. Where a point ran in
-/// several repetitions, the run whose cost is the median (see
+/// One run per point of the matrix and label, in matrix order. Where a
+/// point ran in several repetitions, the run whose cost is the median (see
 /// [`Run::median_key`]). Every figure shown for a point then comes from one
-/// real run, never from numbers mixed across runs.
+/// real run, never from numbers mixed across runs. Runs of different labels
+/// or purposes (a latency run and a matched-load run at the same shape) are
+/// never grouped together.
 pub fn median_runs(runs: &[Run]) -> Vec<Run> {
     let mut points: Vec<(String, Vec<&Run>)> = Vec::new();
     for run in runs {
-        let point = run.record.spec.point();
+        let point = format!("{}|{}|{:?}", label(run), run.record.spec.point(), purpose(run));
         match points.iter_mut().find(|(p, _)| *p == point) {
             Some((_, group)) => group.push(run),
             None => points.push((point, vec![run])),

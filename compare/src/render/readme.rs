@@ -455,8 +455,27 @@ fn matched_load(w: &mut String, r: &Report) {
     }
 }
 
+/// The statistics of the latency point and label `run` belongs to.
+fn latency_stats<'a>(r: &'a Report, run: &Run) -> Option<&'a PeerStats> {
+    let spec = &run.record.spec;
+    r.analysis
+        .points
+        .iter()
+        .find(|p| {
+            p.key.purpose == Purpose::Latency
+                && p.key.transport == spec.transport
+                && p.key.size_bytes == spec.size_bytes
+                && p.key.conns == spec.requested_conns
+        })?
+        .peer(&analyse::label(run))
+}
+
 fn open_loop(w: &mut String, r: &Report) {
-    let open: Vec<_> = r.medians.iter().filter(|run| run.record.spec.is_open_loop()).collect();
+    let open: Vec<_> = r
+        .medians
+        .iter()
+        .filter(|run| analyse::purpose(run) == Purpose::Latency)
+        .collect();
     if !open.is_empty() || !r.m.open_loop_note.is_empty() {
         let _ = writeln!(w, "## Open loop: latency at the same offered rate\n");
         let _ = writeln!(w, "{}\n", r.m.open_loop_note);
@@ -466,28 +485,41 @@ fn open_loop(w: &mut String, r: &Report) {
     }
     let _ = writeln!(
         w,
-        "| backend | transport | conns | size | requested msgs/s | achieved msgs/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | server CPU µs/msg | errors |"
+        "The p99 and server CPU columns are medians over the backend's runs with their intervals; the other \
+         percentiles are those of its median run (by p99).\n"
     );
-    let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        w,
+        "| backend | transport | conns | size | runs | limit | requested msgs/s | achieved msgs/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | server CPU µs/msg | errors |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for run in open {
         let (spec, res) = (&run.record.spec, &run.result);
+        let stats = latency_stats(r, run);
         let l = &res.latency_us;
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
-            spec.peer,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            super::findings_text::shown(&analyse::label(run), spec.peer),
             spec.transport,
             spec.conns,
             size_label(spec.size_bytes),
+            stats.map_or(1, |p| p.runs),
+            stats.and_then(|p| p.bottleneck).map_or("–", |b| b.as_str()),
             opt(res.throughput.requested_msgs_per_s.or(spec.rate), |v| format!("{v:.0}")),
             res.throughput.msgs_per_s,
             l.p50,
             l.p90,
-            l.p99,
+            stats
+                .and_then(|p| p.p99_us)
+                .map_or_else(|| format!("{:.0}", l.p99), |s| s.text(0)),
             l.p99_9,
             l.p99_99,
             l.max,
-            opt(run.server_cpu_us_per_msg(), |v| format!("{v:.2}")),
+            stats.and_then(|p| p.server_cpu_us_per_msg).map_or_else(
+                || opt(run.server_cpu_us_per_msg(), |v| format!("{v:.2}")),
+                |s| s.text(2)
+            ),
             res.errors.total()
         );
     }
