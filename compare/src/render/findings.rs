@@ -157,3 +157,68 @@ pub fn write(analysis: &Analysis, dir: &Path) -> anyhow::Result<()> {
     loadgen::result::write_atomic(&path, to_json(analysis).as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyse::points::point_stats;
+    use crate::analyse::points::tests::fact;
+    use crate::plan::Peer;
+    use sockbench::server::BackendKind;
+
+    #[test]
+    fn findings_json_has_the_agreed_shape_and_words() {
+        let (epoll, uring) = (Peer::Backend(BackendKind::Epoll), Peer::Backend(BackendKind::Uring));
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            let d = 1.0 + rep as f64 / 10.0;
+            facts.push(fact("epoll", epoll, rep, 5.0 * d, 100.0 / d, (0.99, 0.5)));
+            facts.push(fact(
+                "uring",
+                uring,
+                rep,
+                4.0 * d,
+                100.0 / d * (1.0 + (rep as f64 - 3.0) / 50.0),
+                (0.99, 0.5),
+            ));
+        }
+        let analysis = Analysis {
+            reference: "epoll".into(),
+            points: point_stats(&facts, "epoll"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&to_json(&analysis)).unwrap();
+        assert_eq!(v["reference"], "epoll");
+        let point = &v["points"][0];
+        assert_eq!(
+            (
+                &point["transport"],
+                &point["size_bytes"],
+                &point["conns"],
+                &point["purpose"],
+                &point["bottleneck"]
+            ),
+            (
+                &"tcp".into(),
+                &128.into(),
+                &100.into(),
+                &"peak".into(),
+                &"server".into()
+            )
+        );
+        let uring = &point["peers"][1];
+        assert_eq!(uring["label"], "uring");
+        assert_eq!(uring["verdict_server_cpu"], "lower");
+        assert_eq!(uring["verdict_msgs_per_s"], "no significant difference");
+        assert_eq!(uring["bottleneck"], "server");
+        assert_eq!(uring["server_cpu_us_per_msg"]["level"], 0.9375);
+        assert_eq!(uring["server_cpu_us_per_msg"]["n"], 5);
+        for k in ["lo", "mid", "hi"] {
+            assert!(uring["ratio_server_cpu"][k].as_f64().unwrap() < 1.0);
+        }
+        assert!(
+            point["peers"][0]["ratio_server_cpu"].is_null(),
+            "the reference has no ratio to itself"
+        );
+        assert_eq!(verdict_word(Verdict::TooFewRuns), "too few runs");
+    }
+}

@@ -9,7 +9,6 @@ use super::plots::size_label;
 use crate::analyse::stats::{MIN_VERDICT_COVERAGE, SATURATED_BUSY_FRACTION};
 use crate::analyse::{points, Analysis, PointStats, Purpose};
 use crate::plan::Peer;
-use crate::record::Manifest;
 
 /// A label as tables and findings show it: the tokio server is marked
 /// `(reference)`, an implementation outside the project run for comparison.
@@ -59,7 +58,7 @@ fn coverage_words(analysis: &Analysis) -> String {
 }
 
 /// The Findings section.
-pub fn findings(w: &mut String, analysis: &Analysis, m: &Manifest) {
+pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     let reference = &analysis.reference;
     let _ = writeln!(w, "## Findings\n");
     let _ = writeln!(
@@ -77,7 +76,7 @@ pub fn findings(w: &mut String, analysis: &Analysis, m: &Manifest) {
         100.0 * MIN_VERDICT_COVERAGE,
         100.0 * SATURATED_BUSY_FRACTION
     );
-    if m.quick {
+    if quick {
         let _ = writeln!(
             w,
             "This is a `--quick` run: too short and too few runs for conclusions.\n"
@@ -270,4 +269,78 @@ fn matched_line(w: &mut String, point: &PointStats, reference: &str) {
         line += &format!(" Fell short of the offered rate, not used: {}.", short.join(", "));
     }
     let _ = writeln!(w, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyse::points::point_stats;
+    use crate::analyse::points::tests::fact;
+    use sockbench::server::BackendKind;
+
+    const EPOLL: Peer = Peer::Backend(BackendKind::Epoll);
+    const URING: Peer = Peer::Backend(BackendKind::Uring);
+
+    fn text(points: Vec<PointStats>) -> String {
+        let mut w = String::new();
+        let analysis = Analysis {
+            reference: "epoll".into(),
+            points,
+        };
+        findings(&mut w, &analysis, false);
+        w
+    }
+
+    #[test]
+    fn throughput_ranks_only_server_limited_rows() {
+        let mut server = Vec::new();
+        let mut loadgen = Vec::new();
+        for rep in 1..=5 {
+            let d = 1.0 + rep as f64 / 10.0;
+            server.push(fact("epoll", EPOLL, rep, 5.0 * d, 100_000.0 / d, (0.99, 0.5)));
+            server.push(fact("uring", URING, rep, 4.0 * d, 125_000.0 / d, (0.99, 0.5)));
+            loadgen.push(fact("epoll", EPOLL, rep, 5.0 * d, 100_000.0 / d, (0.8, 0.99)));
+            loadgen.push(fact("uring", URING, rep, 4.0 * d, 125_000.0 / d, (0.7, 0.99)));
+        }
+        let w = text(point_stats(&server, "epoll"));
+        assert!(w.contains("(limit: server)"), "{w}");
+        assert!(w.contains("uring 0.80× epoll [0.80, 0.80], cheaper"), "{w}");
+        assert!(w.contains("Throughput, fastest first: uring"), "{w}");
+        assert!(w.contains("(1.25× epoll [1.25, 1.25], faster)"), "{w}");
+        assert!(w.contains("93.75% with 5 runs"), "{w}");
+
+        let w = text(point_stats(&loadgen, "epoll"));
+        assert!(w.contains("(limit: loadgen)"), "{w}");
+        assert!(w.contains("uring 0.80× epoll [0.80, 0.80], cheaper"), "{w}");
+        assert!(!w.contains("fastest first"), "{w}");
+        assert!(w.contains("Throughput is not ranked"), "{w}");
+    }
+
+    #[test]
+    fn matched_load_lines_name_the_rate_and_short_runs() {
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            for (label, peer, cpu) in [("epoll", EPOLL, 5.0), ("uring", URING, 5.0)] {
+                let mut f = fact(label, peer, rep, cpu * (1.0 + rep as f64 / 100.0), 20_000.0, (0.5, 0.4));
+                f.key.purpose = Purpose::MatchedLoad { fraction: 0.25 };
+                f.offered_per_s = Some(20_000.0);
+                if label == "uring" && rep == 5 {
+                    f.msgs_per_s = 15_000.0;
+                }
+                facts.push(f);
+            }
+        }
+        let w = text(point_stats(&facts, "epoll"));
+        assert!(
+            w.contains(
+                "**tcp, 128 B, 100 conns at matched load** (25% of the lowest peak, 20000 msgs/s; limit: neither)"
+            ),
+            "{w}"
+        );
+        assert!(
+            w.contains("uring 1.00× epoll [1.00, 1.00], too few runs to tell"),
+            "{w}"
+        );
+        assert!(w.contains("Fell short of the offered rate, not used: uring-r5"), "{w}");
+    }
 }

@@ -32,7 +32,7 @@ pub fn render(m: &Manifest, all_runs: &[Run], plots: &[PlotFile]) -> String {
     };
     let mut s = String::new();
     title(&mut s, &r);
-    super::findings_text::findings(&mut s, &r.analysis, r.m);
+    super::findings_text::findings(&mut s, &r.analysis, r.m.quick);
     header(&mut s, &r);
     notes(&mut s, &r);
     disturbed(&mut s, &r);
