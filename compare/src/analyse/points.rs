@@ -248,7 +248,7 @@ pub fn point_stats(facts: &[RunFacts], reference: &str) -> Vec<PointStats> {
             keys.push(f.key);
         }
     }
-    keys.sort_by(|a, b| a.order().cmp(&b.order()));
+    keys.sort_by_key(PointKey::order);
     keys.into_iter()
         .map(|key| {
             let at: Vec<&RunFacts> = facts.iter().filter(|f| f.key == key).collect();

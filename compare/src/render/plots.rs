@@ -226,13 +226,13 @@ fn draw_vs_conns(
         .collect();
     let labels = labels_of(points);
     let (cols, rows) = (transports.len().max(1), sizes.len().max(1));
-    let width = 330 * cols as u32 + 40;
+    let width = (330 * cols as u32 + 40).max(700);
     let fonts = Fonts::for_width(width);
     let root = SVGBackend::new(path, (width, 300 * rows as u32 + 110)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let root = root.titled(title, (FAMILY, fonts.title)).map_err(plot_err)?;
     // One legend for the whole figure, so that it never hides a point.
-    let (legend, body) = root.split_vertically(fonts.legend_height());
+    let (legend, body) = root.split_vertically(fonts.legend_height(&labels, width));
     draw_legend(&legend, &labels, &fonts, width)?;
     let areas = body.split_evenly((rows, cols));
     let max_conns = points.iter().map(|p| p.key.conns).max().unwrap_or(1) as f64;
@@ -273,9 +273,10 @@ impl Fonts {
         }
     }
 
-    /// Two rows of legend text.
-    fn legend_height(&self) -> u32 {
-        self.text * 2 + 16
+    /// The legend's rows of labels and its line of explanation.
+    fn legend_height(&self, labels: &[(String, Peer)], width: u32) -> u32 {
+        let rows = legend_layout(labels, self, width).rows as u32 + 1;
+        rows * (self.text + 6) + 8
     }
 }
 
@@ -427,12 +428,12 @@ fn draw_matched_load(sweep: &[&PointStats], path: &Path, title: &str) -> anyhow:
     let labels = labels_of(sweep);
     let cols = panels.len().clamp(1, 3);
     let rows = panels.len().div_ceil(cols).max(1);
-    let width = 330 * cols as u32 + 40;
+    let width = (330 * cols as u32 + 40).max(700);
     let fonts = Fonts::for_width(width);
     let root = SVGBackend::new(path, (width, 300 * rows as u32 + 110)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let root = root.titled(title, (FAMILY, fonts.title)).map_err(plot_err)?;
-    let (legend, body) = root.split_vertically(fonts.legend_height());
+    let (legend, body) = root.split_vertically(fonts.legend_height(&labels, width));
     draw_legend(&legend, &labels, &fonts, width)?;
     let areas = body.split_evenly((rows, cols));
     for (area, &(transport, size, conns)) in areas.iter().zip(&panels) {
@@ -487,29 +488,62 @@ fn draw_legend<DB: DrawingBackend>(
     fonts: &Fonts,
     width: u32,
 ) -> anyhow::Result<()> {
-    let step = (width as i32 - 80) / labels.len().max(5) as i32;
-    let row = fonts.text as i32 / 1 + 4;
-    for (i, (label, peer)) in labels.iter().enumerate() {
-        let x = 40 + step * i as i32;
+    let layout = legend_layout(labels, fonts, width);
+    let row = fonts.text as i32 + 6;
+    for ((label, peer), &(x, r)) in labels.iter().zip(&layout.at) {
         let color = label_color(label, *peer);
-        let y = row / 2 + 2;
+        let y = r * row + row / 2;
         area.draw(&PathElement::new(vec![(x, y), (x + 26, y)], color.stroke_width(3)))
             .map_err(plot_err)?;
-        let name = if *peer == Peer::Tokio {
-            format!("{label} (reference)")
-        } else {
-            label.clone()
-        };
-        area.draw(&Text::new(name, (x + 32, 2), (FAMILY, fonts.text)))
-            .map_err(plot_err)?;
+        area.draw(&Text::new(
+            legend_name(label, *peer),
+            (x + 32, r * row + 2),
+            (FAMILY, fonts.text),
+        ))
+        .map_err(plot_err)?;
     }
     area.draw(&Text::new(
-        "bars: interval for the median; hollow: loadgen ≥ 90% busy (limit loadgen or both)",
-        (40, row + 4),
+        "bars: interval for the median; hollow: loadgen ≥ 90% busy",
+        (40, layout.rows * row + 4),
         (FAMILY, fonts.text),
     ))
     .map_err(plot_err)?;
     Ok(())
+}
+
+/// A label in the legend: tokio is marked as the reference implementation.
+fn legend_name(label: &str, peer: Peer) -> String {
+    if peer == Peer::Tokio {
+        format!("{label} (reference)")
+    } else {
+        label.to_string()
+    }
+}
+
+/// Where each legend entry goes: (x, row), wrapping to a new row when the
+/// next entry would pass the right edge; widths from an estimate of the
+/// text's width (no font is loaded, see the module doc).
+struct LegendLayout {
+    at: Vec<(i32, i32)>,
+    rows: i32,
+}
+
+fn legend_layout(labels: &[(String, Peer)], fonts: &Fonts, width: u32) -> LegendLayout {
+    // plotters writes font-size as the request / 1.24; sans-serif averages
+    // about 0.6 em per character.
+    let char_px = fonts.text as f64 / 1.24 * 0.6;
+    let (mut x, mut row) = (40i32, 0i32);
+    let mut at = Vec::new();
+    for (label, peer) in labels {
+        let w = 32 + (legend_name(label, *peer).chars().count() as f64 * char_px) as i32 + 28;
+        if x + w > width as i32 - 20 && x > 40 {
+            x = 40;
+            row += 1;
+        }
+        at.push((x, row));
+        x += w;
+    }
+    LegendLayout { at, rows: row + 1 }
 }
 
 /// Latency by percentile, HdrHistogram style: x = 1/(1-p) on a log axis from
