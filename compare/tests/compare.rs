@@ -236,7 +236,20 @@ fn plots_and_readme_from_result_files() {
     assert_eq!(loaded.len(), runs.len());
     let files = compare::render::write_report(&manifest, &loaded, &dir).unwrap();
     let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
-    assert_eq!(names, plots::PLOT_FILES);
+    // Every plot but the matched-load one: these runs have no matched-load sweep.
+    assert_eq!(names, plots::PLOT_FILES[..4]);
+    let findings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("findings.json")).unwrap()).unwrap();
+    assert_eq!(findings["reference"], "epoll");
+    let tcp_100 = findings["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["transport"] == "tcp" && p["conns"] == 100 && p["purpose"] == "peak")
+        .expect("a tcp 100-connection peak point");
+    let fork = tcp_100["peers"].as_array().unwrap().iter().find(|p| p["label"] == "fork").unwrap();
+    assert_eq!(fork["verdict_server_cpu"], serde_json::Value::Null, "one run: no ratio");
+    assert_eq!(fork["server_cpu_us_per_msg"]["n"], 1);
     for f in &files {
         assert_svg(&dir.join(&f.file), &["epoll", "fork"]);
     }
@@ -244,11 +257,7 @@ fn plots_and_readme_from_result_files() {
     assert_svg(&dir.join("throughput_vs_conns.svg"), &["tcp, 128 B", "connections"]);
     assert_svg(
         &dir.join("throughput_over_time.svg"),
-        &[
-            "(tcp, 128 B)",
-            "fork (tcp, 100 conns, 128 B)",
-            "epoll (tcp, 100 conns, 128 B)",
-        ],
+        &["100 connections (tcp, 128 B)", "fork", "epoll"],
     );
     let over_time = std::fs::read_to_string(dir.join("throughput_over_time.svg")).unwrap();
     assert!(!over_time.contains("udp"), "over-time plot mixes in a udp run");
@@ -280,13 +289,15 @@ fn plots_and_readme_from_result_files() {
         .find(|r| r.record.spec.is_open_loop() && r.record.spec.peer == EPOLL)
         .unwrap()
         .result;
-    assert!(readme.contains(&format!("| {:.0} |", epoll_open.latency_us.p99)));
+    assert!(readme.contains(&format!("| {:.0} (1 run) |", epoll_open.latency_us.p99)), "{readme}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The committed results/ (written by the runner before the manifest had a
-/// schema) load through the converter and render today's tables: the
-/// README's TCP 128 B figures, server CPU ranges included.
+/// schema, 3 rounds, no tokio, no labels) load through the converter and
+/// render today's report: the TCP 128 B figures with their intervals (at 3
+/// runs `[min, max]`, 75%), and every verdict "too few runs" because 3 runs
+/// cannot support one.
 #[test]
 fn committed_results_still_render() {
     let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
@@ -302,17 +313,32 @@ fn committed_results_still_render() {
         manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok).count()
     );
     let readme = readme::render(&manifest, &runs, &[]);
-    let committed = std::fs::read_to_string(results.join("README.md")).unwrap();
-    let tables = |text: &str| -> String {
-        let start = text.find("## Closed loop").expect("a closed-loop section");
-        let end = text.find("## Exact commands").expect("a commands section");
-        text[start..end].to_string()
-    };
-    assert_eq!(
-        tables(&readme),
-        tables(&committed),
-        "the committed tables no longer render the same"
-    );
+    assert!(readme.find("## Findings").unwrap() < readme.find("## The run").unwrap(), "{readme}");
+    assert!(readme.contains("the intervals here cover at 75.00% with 3 runs"), "{readme}");
+    // uring over tcp, 128 B, 100 connections: the median and range of its 3 runs.
+    assert!(readme.contains("uring 4.34 [4.27, 4.55]"), "{readme}");
+    assert!(readme.contains("| uring | 100 | 3 |"), "{readme}");
+    for line in readme.lines().filter(|l| l.starts_with("- **") || l.starts_with("| ")) {
+        for verdict in ["], cheaper", "], costlier", "], faster", "], slower"] {
+            assert!(!line.contains(verdict), "a verdict from 3 runs: {line}");
+        }
+    }
+    assert!(readme.contains("too few runs to tell"));
+    // No throughput ranking where the row is not server-limited.
+    for line in readme.lines().filter(|l| l.starts_with("- **") && l.contains("Throughput, fastest first")) {
+        assert!(line.contains("(limit: server)"), "{line}");
+    }
+    let analysis = analyse::analyse(&manifest, &runs);
+    let json: serde_json::Value = serde_json::from_str(&compare::render::findings::to_json(&analysis)).unwrap();
+    for point in json["points"].as_array().unwrap() {
+        for peer in point["peers"].as_array().unwrap() {
+            let v = &peer["verdict_server_cpu"];
+            assert!(v.is_null() || v == "too few runs", "{peer}");
+            if let Some(level) = peer["msgs_per_s"]["level"].as_f64() {
+                assert_eq!(level, 0.75, "{peer}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -711,7 +737,7 @@ fn rounds_show_the_median_run_of_each_point_with_the_range() {
     );
 
     let readme = readme::render(&manifest_of(&runs, false), &runs, &[]);
-    assert!(readme.contains("| 6.00 (4.00–9.00) |"), "{readme}");
+    assert!(readme.contains("| 6.00 [4.00, 9.00] |"), "{readme}");
     assert!(readme.contains("3 round(s)"), "{readme}");
 }
 

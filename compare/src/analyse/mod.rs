@@ -2,12 +2,16 @@
 //! (joined as [`Run`]s): which run stands for each point, the spread of the
 //! repetitions, derived figures. Reads files, writes nothing.
 
+pub mod points;
+pub mod stats;
+
 use std::path::Path;
 
 use loadgen::result::RunResult;
 
 use crate::plan::Peer;
 use crate::record::{Manifest, Outcome, RunRecord};
+pub use points::{PeerStats, PointKey, PointStats, Purpose, RowLimit, RunFacts, Summary};
 
 /// One successful run: what `execute` recorded and what loadgen wrote.
 #[derive(Clone, Debug)]
@@ -77,14 +81,16 @@ pub fn median_index(keys: &[f64]) -> Option<usize> {
     order.get(keys.len().checked_sub(1)? / 2).copied()
 }
 
-/// One run per point of the matrix, in matrix order. Where a point ran in
-/// several repetitions, the run whose cost is the median (see
+/// One run per point of the matrix and label, in matrix order. Where a
+/// point ran in several repetitions, the run whose cost is the median (see
 /// [`Run::median_key`]). Every figure shown for a point then comes from one
-/// real run, never from numbers mixed across runs.
+/// real run, never from numbers mixed across runs. Runs of different labels
+/// or purposes (a latency run and a matched-load run at the same shape) are
+/// never grouped together.
 pub fn median_runs(runs: &[Run]) -> Vec<Run> {
     let mut points: Vec<(String, Vec<&Run>)> = Vec::new();
     for run in runs {
-        let point = run.record.spec.point();
+        let point = format!("{}|{}|{:?}", label(run), run.record.spec.point(), purpose(run));
         match points.iter_mut().find(|(p, _)| *p == point) {
             Some((_, group)) => group.push(run),
             None => points.push((point, vec![run])),
@@ -156,9 +162,148 @@ pub fn disturbances(runs: &[Run]) -> Vec<Disturbance> {
         .collect()
 }
 
+// ---------------------------------------------------------------------
+// Adapters: the only functions that read a run's label, purpose, core
+// counts and CPU windows. They fall back on today's fields (the peer's
+// name, `rate.is_some()`, the manifest's CPU lists, loadgen's `extra`);
+// when the records carry these figures, only these functions change.
+// ---------------------------------------------------------------------
+
+/// The label a run is compared under: the peer's name until runs carry a
+/// `label` of their own (A/A, calibration variants).
+pub fn label(run: &Run) -> String {
+    run.record.spec.peer.name().to_string()
+}
+
+/// Why the run was made. Until specs carry a purpose, every open-loop run
+/// is a latency run and every closed-loop run a peak.
+pub fn purpose(run: &Run) -> Purpose {
+    if run.record.spec.rate.is_some() {
+        Purpose::Latency
+    } else {
+        Purpose::Peak
+    }
+}
+
+/// The label every other is compared with: `epoll` until the manifest's
+/// method records one.
+pub fn reference_label(_manifest: &Manifest) -> String {
+    "epoll".to_string()
+}
+
+/// The server's cores: counted from the manifest's `server_cpus` until the
+/// record carries them.
+fn server_cores(_run: &Run, manifest: &Manifest) -> Option<usize> {
+    count_cpus(&manifest.server_cpus)
+}
+
+/// loadgen's cores: counted from the manifest's `loadgen_cpus` until the
+/// record carries them.
+fn loadgen_cores(_run: &Run, manifest: &Manifest) -> Option<usize> {
+    count_cpus(&manifest.loadgen_cpus)
+}
+
+/// loadgen's CPU seconds and the length of its own measured window: its
+/// `extra.loadgen_cpu_us` over its measured phase (`settings.duration_s`).
+fn loadgen_cpu_window(run: &Run) -> Option<(f64, f64)> {
+    let cpu_us = run.result.extra.loadgen_cpu_us?;
+    Some((cpu_us as f64 / 1e6, run.result.settings.duration_s))
+}
+
+/// The number of CPUs in a list such as `0`, `0-3` or `0,2-3`.
+pub fn count_cpus(list: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+        n += hi.checked_sub(lo)? + 1;
+    }
+    (n > 0).then_some(n)
+}
+
+// ---------------------------------------------------------------------
+
+impl Run {
+    /// Busy fraction of the server's cores over its measured window.
+    pub fn server_busy(&self, manifest: &Manifest) -> Option<f64> {
+        let cost = self.record.server_cost.as_ref()?;
+        stats::busy_fraction(cost.cpu_us? as f64 / 1e6, server_cores(self, manifest)?, cost.window_s)
+    }
+
+    /// Busy fraction of loadgen's cores over its own measured window.
+    pub fn loadgen_busy(&self, manifest: &Manifest) -> Option<f64> {
+        let (cpu_s, window_s) = loadgen_cpu_window(self)?;
+        stats::busy_fraction(cpu_s, loadgen_cores(self, manifest)?, window_s)
+    }
+
+    /// The run's bottleneck ([`stats::classify`]).
+    pub fn bottleneck(&self, manifest: &Manifest) -> Option<stats::Bottleneck> {
+        stats::classify(self.server_busy(manifest)?, self.loadgen_busy(manifest)?)
+    }
+}
+
+/// What the statistics need of `run`.
+pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
+    let spec = &run.record.spec;
+    let res = &run.result;
+    RunFacts {
+        name: spec.name(),
+        label: label(run),
+        peer: spec.peer,
+        key: PointKey {
+            transport: spec.transport,
+            size_bytes: spec.size_bytes,
+            conns: spec.requested_conns,
+            purpose: purpose(run),
+        },
+        conns: spec.conns,
+        repetition: spec.repetition,
+        msgs_per_s: res.throughput.msgs_per_s,
+        server_cpu_us_per_msg: run.server_cpu_us_per_msg(),
+        loadgen_cpu_us_per_msg: res.extra.loadgen_cpu_us_per_msg,
+        p99_us: res.latency_us.p99,
+        server_busy: run.server_busy(manifest),
+        loadgen_busy: run.loadgen_busy(manifest),
+        offered_per_s: res.throughput.requested_msgs_per_s.or(spec.rate),
+        errors: res.errors.total(),
+        disturbed: run
+            .other_processes_cores()
+            .is_some_and(|c| c > manifest.method.disturbed_cores),
+        server_peak_rss_kib: run.server_peak_rss_kib(),
+    }
+}
+
+/// Everything the report says about a comparison.
+#[derive(Clone, Debug)]
+pub struct Analysis {
+    /// The label the ratios are to.
+    pub reference: String,
+    pub points: Vec<PointStats>,
+}
+
+/// The statistics of every point of `runs`.
+pub fn analyse(manifest: &Manifest, runs: &[Run]) -> Analysis {
+    let reference = reference_label(manifest);
+    let facts: Vec<RunFacts> = runs.iter().map(|r| facts(r, manifest)).collect();
+    Analysis {
+        points: points::point_stats(&facts, &reference),
+        reference,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpus("0"), Some(1));
+        assert_eq!(count_cpus("0-3"), Some(4));
+        assert_eq!(count_cpus("0,2-3"), Some(3));
+        assert_eq!(count_cpus(""), None);
+        assert_eq!(count_cpus("x"), None);
+        assert_eq!(count_cpus("3-1"), None);
+    }
 
     #[test]
     fn median_index_takes_the_lower_middle() {

@@ -7,36 +7,39 @@ use std::fmt::Write as _;
 use sockbench::net::Transport;
 
 use super::plots::{size_label, PlotFile};
-use crate::analyse::{self, Disturbance, Run};
+use crate::analyse::stats::{MIN_VERDICT_COVERAGE, REACHED_RATE_FRACTION, SATURATED_BUSY_FRACTION};
+use crate::analyse::{self, Analysis, Disturbance, PeerStats, PointStats, Purpose, Run, Summary};
 use crate::record::{Manifest, Outcome};
 
 /// What every section reads.
 struct Report<'a> {
     m: &'a Manifest,
-    /// Every successful run.
-    all: &'a [Run],
-    /// One run per point: the median one.
+    /// One run per point: the median one (the open-loop latency table).
     medians: Vec<Run>,
     repetitions: u32,
     disturbances: Vec<Disturbance>,
+    analysis: Analysis,
 }
 
 /// The README text.
 pub fn render(m: &Manifest, all_runs: &[Run], plots: &[PlotFile]) -> String {
     let r = Report {
         m,
-        all: all_runs,
         medians: analyse::median_runs(all_runs),
         repetitions: analyse::repetitions(m),
         disturbances: analyse::disturbances(all_runs),
+        analysis: analyse::analyse(m, all_runs),
     };
     let mut s = String::new();
+    title(&mut s, &r);
+    super::findings_text::findings(&mut s, &r.analysis, r.m.quick);
     header(&mut s, &r);
     notes(&mut s, &r);
     disturbed(&mut s, &r);
     plot_section(&mut s, plots);
     method(&mut s, &r);
     closed_loop(&mut s, &r);
+    matched_load(&mut s, &r);
     open_loop(&mut s, &r);
     failed(&mut s, &r);
     commands(&mut s, &r);
@@ -74,7 +77,7 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| "–".into())
 }
 
-fn header(w: &mut String, r: &Report) {
+fn title(w: &mut String, r: &Report) {
     let m = r.m;
     let _ = writeln!(w, "# Backend comparison results\n");
     let _ = writeln!(
@@ -87,6 +90,11 @@ fn header(w: &mut String, r: &Report) {
             ""
         }
     );
+}
+
+fn header(w: &mut String, r: &Report) {
+    let m = r.m;
+    let _ = writeln!(w, "## The run\n");
     let _ = writeln!(w, "| | |\n|---|---|");
     let _ = writeln!(w, "| date (UTC) | {} to {} |", m.started_utc, m.finished_utc);
     let _ = writeln!(w, "| commit | `{}` |", m.git_commit);
@@ -195,16 +203,33 @@ fn plot_section(w: &mut String, plots: &[PlotFile]) {
 fn method(w: &mut String, r: &Report) {
     let rounds = r.repetitions;
     let _ = writeln!(w, "## How the figures are measured\n");
-    if rounds > 1 {
-        let _ = writeln!(
-            w,
-            "- **Rounds.** The whole matrix ran {rounds} times, one round after another, with every backend side by \
-             side at each point. Each row and plot point is the point's median run: the one with the median server \
-             CPU per message (closed loop) or the median p99 (open loop), so every figure in a row comes from one real \
-             run. The server CPU column shows the lowest and highest of the {rounds} runs in brackets. Every run's \
-             result file is here (`-r1`, `-r2`, ... in the name)."
-        );
-    }
+    let _ = writeln!(
+        w,
+        "- **Repetitions.** The matrix ran {rounds} time(s), with every backend side by side at each point, so that \
+         drift on the machine falls on all of them alike. Every run's result file is here (`-r1`, `-r2`, ... in the \
+         name).\n\
+         - **Intervals.** Each figure in the tables is the median of a backend's runs at the point, with the \
+         order-statistic (sign-test) confidence interval for the median in brackets: `[min, max]` up to 8 runs. It \
+         assumes only independent runs from one distribution, and its coverage is what the run count gives, not a \
+         round 95%: 75% with 3 runs, 93.75% with 5, 96.1% with 9. One run has no interval.\n\
+         - **Ratios and verdicts.** A backend's ratio to {reference} is the median of the ratios of its run and \
+         {reference}'s run in the same repetition, with the same kind of interval. The verdict names a difference \
+         (cheaper/costlier, faster/slower) only when the interval excludes 1 and covers at least {:.2}%, which \
+         takes 5 runs: at 5 runs, all 5 repetitions must agree. Otherwise it says \"no significant difference\" \
+         or \"too few runs to tell\".\n\
+         - **Limit (bottleneck).** Each side's busy fraction is its CPU time over its own measured window divided \
+         by its cores times that window (the server's from `/proc`, loadgen's from its own report). A side busy at \
+         least {:.0}% of the window is saturated: `server` or `loadgen` when only that side was, `both` when both \
+         were (on loopback each side's `send` runs the other's receive path), `neither` when neither was. A row's \
+         limit uses the medians of its runs' fractions; a point is `mixed` when its backends differ. Throughput \
+         ranks backends only where every one was `server`-limited.\n\
+         - **Matched load.** An open-loop run that delivered less than {:.0}% of its offered rate fell behind; it is \
+         marked and left out of every figure.\n",
+        100.0 * MIN_VERDICT_COVERAGE,
+        100.0 * SATURATED_BUSY_FRACTION,
+        100.0 * REACHED_RATE_FRACTION,
+        reference = r.analysis.reference,
+    );
     method_figures(w, r);
     method_stalls(w, r);
     if !r.disturbances.is_empty() {
@@ -279,74 +304,178 @@ struct TableKey {
 }
 
 fn closed_loop(w: &mut String, r: &Report) {
+    let peak = |p: &&PointStats| p.key.purpose == Purpose::Peak;
     let mut keys: Vec<TableKey> = Vec::new();
-    for run in r.medians.iter().filter(|run| !run.record.spec.is_open_loop()) {
+    for p in r.analysis.points.iter().filter(peak) {
         let k = TableKey {
-            transport: run.record.spec.transport,
-            size_bytes: run.record.spec.size_bytes,
+            transport: p.key.transport,
+            size_bytes: p.key.size_bytes,
         };
         if !keys.contains(&k) {
             keys.push(k);
         }
     }
-    if !keys.is_empty() {
-        let _ = writeln!(w, "## Closed loop\n");
+    if keys.is_empty() {
+        return;
     }
+    let _ = writeln!(w, "## Closed loop\n");
+    let _ = writeln!(
+        w,
+        "Each cell is the median of the label's runs at the point with its order-statistic interval in brackets \
+         (see \"How the figures are measured\"); `× {0}` is the median of the per-repetition ratios to {0} with its \
+         interval, and the verdict. `limit` is the row's bottleneck; `busy` is the median share of each side's cores \
+         in use over its measured window.\n",
+        r.analysis.reference
+    );
     for key in keys {
-        closed_loop_table(w, r, key);
+        let _ = writeln!(w, "### {}, {}\n", key.transport, size_label(key.size_bytes));
+        let _ = writeln!(
+            w,
+            "| backend | conns | runs | limit | msgs/s | × {0} msgs/s | server CPU µs/msg | × {0} server CPU | loadgen CPU µs/msg | p99 µs | server busy | loadgen busy | server peak RSS MiB | errors |",
+            r.analysis.reference
+        );
+        let _ = writeln!(w, "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let points = r
+            .analysis
+            .points
+            .iter()
+            .filter(peak)
+            .filter(|p| p.key.transport == key.transport && p.key.size_bytes == key.size_bytes);
+        for point in points {
+            for peer in &point.peers {
+                closed_loop_row(w, point, peer);
+            }
+        }
+        let _ = writeln!(w);
     }
 }
 
-fn closed_loop_table(w: &mut String, r: &Report, key: TableKey) {
-    let _ = writeln!(w, "### {}, {}\n", key.transport, size_label(key.size_bytes));
+fn closed_loop_row(w: &mut String, point: &PointStats, p: &PeerStats) {
+    use super::findings_text::{ratio_cell, shown};
+    let conns = if p.scaled_down(&point.key) {
+        format!("{} (of {})", p.conns, point.key.conns)
+    } else {
+        p.conns.to_string()
+    };
+    let s = |v: Option<Summary>, d: usize| v.map_or_else(|| "–".to_string(), |s| s.text(d));
+    let pct = |v: Option<Summary>| v.map_or_else(|| "–".to_string(), |s| format!("{:.0}%", 100.0 * s.mid));
     let _ = writeln!(
         w,
-        "| backend | conns | msgs/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | server CPU µs/msg | server cores busy | loadgen CPU µs/msg | server peak RSS MiB | errors |"
+        "| {} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        shown(&p.label, p.peer),
+        p.runs,
+        p.bottleneck.map_or("–", |b| b.as_str()),
+        s(p.msgs_per_s, 0),
+        ratio_cell(p.ratio_msgs_per_s, "slower", "faster"),
+        s(p.server_cpu_us_per_msg, 2),
+        ratio_cell(p.ratio_server_cpu, "cheaper", "costlier"),
+        s(p.loadgen_cpu_us_per_msg, 2),
+        s(p.p99_us, 0),
+        pct(p.server_busy),
+        pct(p.loadgen_busy),
+        p.server_peak_rss_kib
+            .map_or_else(|| "–".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+        p.errors
     );
-    let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
-    let rows = r.medians.iter().filter(|run| {
-        let s = &run.record.spec;
-        !s.is_open_loop() && s.transport == key.transport && s.size_bytes == key.size_bytes
-    });
-    for run in rows {
-        let (spec, res) = (&run.record.spec, &run.result);
-        let conns = if spec.conns != spec.requested_conns {
-            format!("{} (of {})", spec.conns, spec.requested_conns)
-        } else {
-            spec.conns.to_string()
-        };
-        let server_cpu = opt(run.server_cpu_us_per_msg(), |v| {
-            match analyse::server_cpu_range(r.all, &spec.point()) {
-                Some(range) if r.repetitions > 1 => format!("{v:.2} ({:.2}–{:.2})", range.lo, range.hi),
-                _ => format!("{v:.2}"),
-            }
-        });
-        let l = &res.latency_us;
+}
+
+/// Server CPU per message at each offered rate of the matched-load sweep,
+/// one table per transport, size and connection count.
+fn matched_load(w: &mut String, r: &Report) {
+    use super::findings_text::{ratio_cell, shown};
+    let sweep: Vec<&PointStats> = r
+        .analysis
+        .points
+        .iter()
+        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }))
+        .collect();
+    let _ = writeln!(w, "## Cost at matched load\n");
+    if sweep.is_empty() {
         let _ = writeln!(
             w,
-            "| {} | {conns} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
-            spec.peer,
-            res.throughput.msgs_per_s,
-            res.throughput.mb_per_s,
-            l.p50,
-            l.p99,
-            l.p99_9,
-            l.max,
-            server_cpu,
-            opt(run.server_cores_busy(), |v| format!("{v:.2}")),
-            opt(res.extra.loadgen_cpu_us_per_msg, |v| format!("{v:.2}")),
-            opt(run.server_peak_rss_kib().map(|k| k as f64), |k| format!(
-                "{:.1}",
-                k / 1024.0
-            )),
-            res.errors.total()
+            "This comparison has no matched-load runs (open-loop runs of every backend at the same fractions of the \
+             lowest closed-loop peak).\n"
         );
+        return;
     }
-    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "Every backend ran open loop at the same offered rates: fractions of the lowest closed-loop peak at the \
+         point. The figure is server CPU µs per message (median [interval]) with its ratio to {}: how many cores a \
+         rate costs. A run that delivered less than {:.0}% of its offered rate fell behind; it is listed and not \
+         used.\n",
+        r.analysis.reference,
+        100.0 * REACHED_RATE_FRACTION
+    );
+    let mut groups: Vec<(Transport, u64, u64)> = Vec::new();
+    for p in &sweep {
+        let g = (p.key.transport, p.key.size_bytes, p.key.conns);
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    for (transport, size, conns) in groups {
+        let _ = writeln!(w, "### {transport}, {}, {conns} connections\n", size_label(size));
+        let _ = writeln!(
+            w,
+            "| backend | offered msgs/s | share of peak | runs | limit | server CPU µs/msg | × {} server CPU | achieved msgs/s | p99 µs | fell short |",
+            r.analysis.reference
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|---|--:|--:|--:|--:|---|");
+        let here = sweep
+            .iter()
+            .filter(|p| p.key.transport == transport && p.key.size_bytes == size && p.key.conns == conns);
+        for point in here {
+            let fraction = match point.key.purpose {
+                Purpose::MatchedLoad { fraction } => format!("{:.0}%", 100.0 * fraction),
+                _ => "–".into(),
+            };
+            for p in &point.peers {
+                let s = |v: Option<Summary>, d: usize| v.map_or_else(|| "–".to_string(), |s| s.text(d));
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {fraction} | {} | {} | {} | {} | {} | {} | {} |",
+                    shown(&p.label, p.peer),
+                    opt(point.offered_per_s, |v| format!("{v:.0}")),
+                    p.runs,
+                    p.bottleneck.map_or("–", |b| b.as_str()),
+                    s(p.server_cpu_us_per_msg, 2),
+                    ratio_cell(p.ratio_server_cpu, "cheaper", "costlier"),
+                    s(p.msgs_per_s, 0),
+                    s(p.p99_us, 0),
+                    if p.fell_short.is_empty() {
+                        "–".to_string()
+                    } else {
+                        p.fell_short.join(", ")
+                    }
+                );
+            }
+        }
+        let _ = writeln!(w);
+    }
+}
+
+/// The statistics of the latency point and label `run` belongs to.
+fn latency_stats<'a>(r: &'a Report, run: &Run) -> Option<&'a PeerStats> {
+    let spec = &run.record.spec;
+    r.analysis
+        .points
+        .iter()
+        .find(|p| {
+            p.key.purpose == Purpose::Latency
+                && p.key.transport == spec.transport
+                && p.key.size_bytes == spec.size_bytes
+                && p.key.conns == spec.requested_conns
+        })?
+        .peer(&analyse::label(run))
 }
 
 fn open_loop(w: &mut String, r: &Report) {
-    let open: Vec<_> = r.medians.iter().filter(|run| run.record.spec.is_open_loop()).collect();
+    let open: Vec<_> = r
+        .medians
+        .iter()
+        .filter(|run| analyse::purpose(run) == Purpose::Latency)
+        .collect();
     if !open.is_empty() || !r.m.open_loop_note.is_empty() {
         let _ = writeln!(w, "## Open loop: latency at the same offered rate\n");
         let _ = writeln!(w, "{}\n", r.m.open_loop_note);
@@ -356,28 +485,41 @@ fn open_loop(w: &mut String, r: &Report) {
     }
     let _ = writeln!(
         w,
-        "| backend | transport | conns | size | requested msgs/s | achieved msgs/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | server CPU µs/msg | errors |"
+        "The p99 and server CPU columns are medians over the backend's runs with their intervals; the other \
+         percentiles are those of its median run (by p99).\n"
     );
-    let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        w,
+        "| backend | transport | conns | size | runs | limit | requested msgs/s | achieved msgs/s | p50 µs | p90 µs | p99 µs | p99.9 µs | p99.99 µs | max µs | server CPU µs/msg | errors |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for run in open {
         let (spec, res) = (&run.record.spec, &run.result);
+        let stats = latency_stats(r, run);
         let l = &res.latency_us;
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
-            spec.peer,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            super::findings_text::shown(&analyse::label(run), spec.peer),
             spec.transport,
             spec.conns,
             size_label(spec.size_bytes),
+            stats.map_or(1, |p| p.runs),
+            stats.and_then(|p| p.bottleneck).map_or("–", |b| b.as_str()),
             opt(res.throughput.requested_msgs_per_s.or(spec.rate), |v| format!("{v:.0}")),
             res.throughput.msgs_per_s,
             l.p50,
             l.p90,
-            l.p99,
+            stats
+                .and_then(|p| p.p99_us)
+                .map_or_else(|| format!("{:.0}", l.p99), |s| s.text(0)),
             l.p99_9,
             l.p99_99,
             l.max,
-            opt(run.server_cpu_us_per_msg(), |v| format!("{v:.2}")),
+            stats.and_then(|p| p.server_cpu_us_per_msg).map_or_else(
+                || opt(run.server_cpu_us_per_msg(), |v| format!("{v:.2}")),
+                |s| s.text(2)
+            ),
             res.errors.total()
         );
     }

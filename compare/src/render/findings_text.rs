@@ -1,0 +1,346 @@
+//! The README's opening **Findings** section, written from the statistics
+//! alone: one line per transport, size and connection count, with every
+//! ratio's interval and the row's limit. Throughput ranks backends only on
+//! rows where every backend was server-limited.
+
+use std::fmt::Write as _;
+
+use super::plots::size_label;
+use crate::analyse::stats::{MIN_VERDICT_COVERAGE, SATURATED_BUSY_FRACTION};
+use crate::analyse::{points, Analysis, PointStats, Purpose};
+use crate::plan::Peer;
+
+/// A label as tables and findings show it: the tokio server is marked
+/// `(reference)`, an implementation outside the project run for comparison.
+pub fn shown(label: &str, peer: Peer) -> String {
+    if peer == Peer::Tokio {
+        format!("{label} (reference)")
+    } else {
+        label.to_string()
+    }
+}
+
+/// `0.78× [0.74, 0.83], cheaper`, or `–` without a ratio.
+pub fn ratio_cell(ratio: Option<points::Ratio>, lower: &'static str, higher: &'static str) -> String {
+    ratio.map_or_else(
+        || "–".to_string(),
+        |r| {
+            format!(
+                "{:.2}× [{:.2}, {:.2}], {}",
+                r.interval.mid,
+                r.interval.lo,
+                r.interval.hi,
+                r.verdict.words(lower, higher)
+            )
+        },
+    )
+}
+
+/// The levels of the intervals in `analysis`, e.g. "75% (3 runs)".
+fn coverage_words(analysis: &Analysis) -> String {
+    let mut seen: Vec<(usize, f64)> = Vec::new();
+    for p in analysis.points.iter().flat_map(|p| &p.peers) {
+        if let Some(s) = p.server_cpu_us_per_msg.or(p.msgs_per_s) {
+            let level = s.level.unwrap_or(0.0);
+            if !seen.iter().any(|&(n, _)| n == s.n) {
+                seen.push((s.n, level));
+            }
+        }
+    }
+    seen.sort_by_key(|&(n, _)| n);
+    seen.iter()
+        .map(|&(n, level)| match n {
+            1 => "a single value (1 run, no interval)".to_string(),
+            _ => format!("{:.2}% with {n} runs", 100.0 * level),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The Findings section.
+pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
+    let reference = &analysis.reference;
+    let _ = writeln!(w, "## Findings\n");
+    let _ = writeln!(
+        w,
+        "Generated from the statistics below; nothing here is written by hand. Each figure is the median of a \
+         backend's runs at the point, and each bracket its order-statistic confidence interval for the median; the \
+         intervals here cover at {}. A ratio is the median of the per-repetition ratios to **{reference}** (runs of \
+         one repetition sit next to each other in time), and a backend is called cheaper, costlier, faster or \
+         slower only when the ratio's interval excludes 1 and covers at least {:.2}% (5 runs); otherwise \"no \
+         significant difference\" or \"too few runs to tell\". The limit of a run is the side whose cores were busy \
+         at least {:.0}% of its measured window (`server`, `loadgen`, `both`, `neither`); a row is `mixed` when its \
+         backends' limits differ. Backends are ranked by server CPU per message everywhere; by throughput only \
+         where every backend's limit was `server`.\n",
+        coverage_words(analysis),
+        100.0 * MIN_VERDICT_COVERAGE,
+        100.0 * SATURATED_BUSY_FRACTION
+    );
+    if quick {
+        let _ = writeln!(
+            w,
+            "This is a `--quick` run: too short and too few runs for conclusions.\n"
+        );
+    }
+    let peaks: Vec<&PointStats> = analysis
+        .points
+        .iter()
+        .filter(|p| p.key.purpose == Purpose::Peak)
+        .collect();
+    if peaks.is_empty() {
+        let _ = writeln!(w, "No closed-loop run succeeded, so there is nothing to compare.\n");
+    }
+    for point in peaks {
+        peak_line(w, point, analysis, reference);
+    }
+    for point in analysis
+        .points
+        .iter()
+        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }))
+    {
+        matched_line(w, point, reference);
+    }
+    let _ = writeln!(w);
+}
+
+/// `tcp, 128 B, 100 conns`.
+fn point_name(p: &PointStats) -> String {
+    format!(
+        "{}, {}, {} conns",
+        p.key.transport,
+        size_label(p.key.size_bytes),
+        p.key.conns
+    )
+}
+
+/// A ratio to the reference in words: `0.78× epoll [0.74, 0.83], cheaper`.
+fn ratio_words(
+    ratio: Option<points::Ratio>,
+    reference: &str,
+    lower: &'static str,
+    higher: &'static str,
+) -> Option<String> {
+    let r = ratio?;
+    Some(format!(
+        "{:.2}× {reference} [{:.2}, {:.2}], {}",
+        r.interval.mid,
+        r.interval.lo,
+        r.interval.hi,
+        r.verdict.words(lower, higher)
+    ))
+}
+
+/// `uring 0.78× epoll [0.74, 0.83], cheaper` for each backend with a server CPU ratio, cheapest first.
+fn cpu_ratios(point: &PointStats, reference: &str) -> Vec<String> {
+    points::ranked_by_server_cpu(point)
+        .into_iter()
+        .filter_map(|p| {
+            let words = ratio_words(p.ratio_server_cpu, reference, "cheaper", "costlier")?;
+            Some(format!("{} {words}", shown(&p.label, p.peer)))
+        })
+        .collect()
+}
+
+fn peak_line(w: &mut String, point: &PointStats, analysis: &Analysis, reference: &str) {
+    let mut line = format!("- **{}** (limit: {}).", point_name(point), point.limit.as_str());
+    let by_cpu: Vec<String> = points::ranked_by_server_cpu(point)
+        .into_iter()
+        .filter_map(|p| {
+            let s = p.server_cpu_us_per_msg?;
+            Some(format!("{} {}", shown(&p.label, p.peer), s.text(2)))
+        })
+        .collect();
+    if !by_cpu.is_empty() {
+        line += &format!(" Server CPU µs/msg, cheapest first: {}.", by_cpu.join("; "));
+    }
+    let ratios = cpu_ratios(point, reference);
+    if !ratios.is_empty() {
+        line += &format!(" {}.", ratios.join("; "));
+    }
+    line += &throughput_words(point, reference);
+    let notable = notable(point, analysis);
+    if !notable.is_empty() {
+        line += &format!(" Notable: {}.", notable.join("; "));
+    }
+    let _ = writeln!(w, "{line}");
+}
+
+/// The throughput ranking where every backend was server-limited, else why not.
+fn throughput_words(point: &PointStats, reference: &str) -> String {
+    if !point.server_limited() {
+        let limits: Vec<String> = point
+            .peers
+            .iter()
+            .map(|p| format!("{} {}", p.label, p.bottleneck.map_or("unknown", |b| b.as_str())))
+            .collect();
+        return format!(
+            " Throughput is not ranked: not every backend was server-limited ({}).",
+            limits.join(", ")
+        );
+    }
+    let ranked: Vec<String> = points::ranked_by_throughput(point)
+        .into_iter()
+        .filter_map(|p| {
+            let s = p.msgs_per_s?;
+            let ratio = ratio_words(p.ratio_msgs_per_s, reference, "slower", "faster")
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            Some(format!("{} {} msgs/s{ratio}", shown(&p.label, p.peer), s.text(0)))
+        })
+        .collect();
+    format!(" Throughput, fastest first: {}.", ranked.join("; "))
+}
+
+/// Errors, scale-downs, disturbed runs and matched-load runs that fell short at this point.
+fn notable(point: &PointStats, analysis: &Analysis) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in &point.peers {
+        if p.scaled_down(&point.key) {
+            out.push(format!("{} scaled down to {} connections", p.label, p.conns));
+        }
+        if p.errors > 0 {
+            out.push(format!("{} {} errors over {} runs", p.label, p.errors, p.runs));
+        }
+        if !p.disturbed.is_empty() {
+            out.push(format!("{} disturbed: {}", p.label, p.disturbed.join(", ")));
+        }
+        if p.msgs_per_s.is_some() && p.server_cpu_us_per_msg.is_none() {
+            out.push(format!("{} has no server CPU figure", p.label));
+        }
+    }
+    let short: Vec<&String> = analysis
+        .points
+        .iter()
+        .filter(|q| {
+            matches!(q.key.purpose, Purpose::MatchedLoad { .. })
+                && q.key.transport == point.key.transport
+                && q.key.size_bytes == point.key.size_bytes
+                && q.key.conns == point.key.conns
+        })
+        .flat_map(|q| q.peers.iter().flat_map(|p| &p.fell_short))
+        .collect();
+    if !short.is_empty() {
+        out.push(format!(
+            "matched-load runs that fell short of their rate (not used): {}",
+            short.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}
+
+fn matched_line(w: &mut String, point: &PointStats, reference: &str) {
+    let Purpose::MatchedLoad { fraction } = point.key.purpose else {
+        return;
+    };
+    let rate = point
+        .offered_per_s
+        .map(|r| format!(", {r:.0} msgs/s"))
+        .unwrap_or_default();
+    let mut line = format!(
+        "- **{} at matched load** ({:.0}% of the lowest peak{rate}; limit: {}).",
+        point_name(point),
+        100.0 * fraction,
+        point.limit.as_str()
+    );
+    let by_cpu: Vec<String> = points::ranked_by_server_cpu(point)
+        .into_iter()
+        .filter_map(|p| {
+            Some(format!(
+                "{} {}",
+                shown(&p.label, p.peer),
+                p.server_cpu_us_per_msg?.text(2)
+            ))
+        })
+        .collect();
+    if !by_cpu.is_empty() {
+        line += &format!(" Server CPU µs/msg, cheapest first: {}.", by_cpu.join("; "));
+    }
+    let ratios = cpu_ratios(point, reference);
+    if !ratios.is_empty() {
+        line += &format!(" {}.", ratios.join("; "));
+    }
+    let short: Vec<&str> = point
+        .peers
+        .iter()
+        .flat_map(|p| &p.fell_short)
+        .map(String::as_str)
+        .collect();
+    if !short.is_empty() {
+        line += &format!(" Fell short of the offered rate, not used: {}.", short.join(", "));
+    }
+    let _ = writeln!(w, "{line}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyse::points::point_stats;
+    use crate::analyse::points::tests::fact;
+    use sockbench::server::BackendKind;
+
+    const EPOLL: Peer = Peer::Backend(BackendKind::Epoll);
+    const URING: Peer = Peer::Backend(BackendKind::Uring);
+
+    fn text(points: Vec<PointStats>) -> String {
+        let mut w = String::new();
+        let analysis = Analysis {
+            reference: "epoll".into(),
+            points,
+        };
+        findings(&mut w, &analysis, false);
+        w
+    }
+
+    #[test]
+    fn throughput_ranks_only_server_limited_rows() {
+        let mut server = Vec::new();
+        let mut loadgen = Vec::new();
+        for rep in 1..=5 {
+            let d = 1.0 + rep as f64 / 10.0;
+            server.push(fact("epoll", EPOLL, rep, 5.0 * d, 100_000.0 / d, (0.99, 0.5)));
+            server.push(fact("uring", URING, rep, 4.0 * d, 125_000.0 / d, (0.99, 0.5)));
+            loadgen.push(fact("epoll", EPOLL, rep, 5.0 * d, 100_000.0 / d, (0.8, 0.99)));
+            loadgen.push(fact("uring", URING, rep, 4.0 * d, 125_000.0 / d, (0.7, 0.99)));
+        }
+        let w = text(point_stats(&server, "epoll"));
+        assert!(w.contains("(limit: server)"), "{w}");
+        assert!(w.contains("uring 0.80× epoll [0.80, 0.80], cheaper"), "{w}");
+        assert!(w.contains("Throughput, fastest first: uring"), "{w}");
+        assert!(w.contains("(1.25× epoll [1.25, 1.25], faster)"), "{w}");
+        assert!(w.contains("93.75% with 5 runs"), "{w}");
+
+        let w = text(point_stats(&loadgen, "epoll"));
+        assert!(w.contains("(limit: loadgen)"), "{w}");
+        assert!(w.contains("uring 0.80× epoll [0.80, 0.80], cheaper"), "{w}");
+        assert!(!w.contains("fastest first"), "{w}");
+        assert!(w.contains("Throughput is not ranked"), "{w}");
+    }
+
+    #[test]
+    fn matched_load_lines_name_the_rate_and_short_runs() {
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            for (label, peer, cpu) in [("epoll", EPOLL, 5.0), ("uring", URING, 5.0)] {
+                let mut f = fact(label, peer, rep, cpu * (1.0 + rep as f64 / 100.0), 20_000.0, (0.5, 0.4));
+                f.key.purpose = Purpose::MatchedLoad { fraction: 0.25 };
+                f.offered_per_s = Some(20_000.0);
+                if label == "uring" && rep == 5 {
+                    f.msgs_per_s = 15_000.0;
+                }
+                facts.push(f);
+            }
+        }
+        let w = text(point_stats(&facts, "epoll"));
+        assert!(
+            w.contains(
+                "**tcp, 128 B, 100 conns at matched load** (25% of the lowest peak, 20000 msgs/s; limit: neither)"
+            ),
+            "{w}"
+        );
+        assert!(
+            w.contains("uring 1.00× epoll [1.00, 1.00], too few runs to tell"),
+            "{w}"
+        );
+        assert!(w.contains("Fell short of the offered rate, not used: uring-r5"), "{w}");
+    }
+}
