@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compare::analyse::{self, Run};
-use compare::plan::{MatrixPlan, Peer, RunSpec};
+use compare::plan::{MatrixPlan, Peer, PeerEntry, RunSpec};
 use compare::record::{CpuStalls, Manifest, Method, Outcome, RunFileName, RunRecord, ServerCost, MANIFEST_SCHEMA};
 use compare::render::{plots, readme};
 use hdrhistogram::Histogram;
@@ -22,6 +22,10 @@ use sockbench::server::BackendKind;
 const EPOLL: Peer = Peer::Backend(BackendKind::Epoll);
 const FORK: Peer = Peer::Backend(BackendKind::Fork);
 const URING: Peer = Peer::Backend(BackendKind::Uring);
+
+fn entries(peers: &[Peer]) -> Vec<PeerEntry> {
+    peers.iter().copied().map(PeerEntry::plain).collect()
+}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sockbench-compare-test-{tag}-{}", std::process::id()));
@@ -168,6 +172,7 @@ fn manifest_of(runs: &[Run], quick: bool) -> Manifest {
         method: Method::default(),
         open_loop_rate: None,
         open_loop_note: String::new(),
+        matched_load: vec![],
         notes: vec![],
         machine: Machine::probe(),
         platform_stalls: vec![],
@@ -194,7 +199,7 @@ fn assert_svg(path: &Path, labels: &[&str]) {
 #[test]
 fn plots_and_readme_from_result_files() {
     let dir = temp_dir("plots");
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL, FORK]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL, FORK])), Some(vec![Transport::Tcp]), 1);
     let mut runs = Vec::new();
     for (i, spec) in plan.closed_loop().into_iter().enumerate() {
         let base = if spec.peer == FORK { 40.0 } else { 12.0 } + spec.conns as f64 / 10.0;
@@ -210,7 +215,7 @@ fn plots_and_readme_from_result_files() {
     fork_udp.requested_conns = 10_000;
     runs.push(recorded_run(&fork_udp, 30.0, 20_000, 99));
     for (i, peer) in [EPOLL, FORK].into_iter().enumerate() {
-        let spec = plan.open_loop(peer, 5_000.0);
+        let spec = plan.latency_view(&PeerEntry::plain(peer), 5_000.0);
         let base = if peer == FORK { 50.0 } else { 15.0 };
         runs.push(recorded_run(&spec, base, 50_000, 100 + i as u64));
     }
@@ -319,7 +324,19 @@ fn committed_results_still_render() {
 fn scale_down_is_said() {
     let plan = MatrixPlan::new(false, None, None, 1);
     let runs = plan.closed_loop();
-    assert_eq!(runs.len(), 4 * 3 * 4 * 2);
+    // 5 peers × 3 transports × (1, 10, 100, 1000, 10000 conns at 128 B + 100 conns at 4 KiB).
+    assert_eq!(runs.len(), 5 * 3 * 6);
+    if plan.thread_cap >= 10_000 {
+        let pool_10k = runs
+            .iter()
+            .find(|r| r.peer == Peer::Backend(BackendKind::Threadpool) && r.requested_conns == 10_000)
+            .unwrap();
+        assert_eq!(
+            (pool_10k.conns, pool_10k.server_threads),
+            (10_000, 10_000),
+            "threadpool has no 1,024 cap"
+        );
+    }
     let fork_10k = runs
         .iter()
         .find(|r| r.peer == FORK && r.transport == Transport::Tcp && r.requested_conns == 10_000)
@@ -424,9 +441,11 @@ fn bin_dir() -> PathBuf {
 /// Why the real binaries cannot run the matrix, if they cannot (only when
 /// this test is run without the workspace's binaries built beside it).
 fn real_binaries_missing(dir: &Path) -> Option<String> {
-    let server = dir.join("server");
-    if !server.is_file() {
-        return Some(format!("{} is not built (cargo build --release)", server.display()));
+    for exe in ["server", "tokio-echo"] {
+        let path = dir.join(exe);
+        if !path.is_file() {
+            return Some(format!("{} is not built (cargo build --release)", path.display()));
+        }
     }
     match Command::new(dir.join("loadgen")).arg("--help").output() {
         Ok(help) if help.status.success() => None,
@@ -445,13 +464,13 @@ fn quick_matrix_runs_end_to_end() {
         eprintln!("skipped: quick matrix needs the real server and loadgen: {why}");
         return;
     }
-    // Every backend: one that fails to serve is a failed run, and fails the test.
+    // Every peer (the default): one that fails to serve is a failed run, and fails the test.
     let backends = BackendKind::ALL;
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     let dir = temp_dir("quick");
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_compare"))
-        .args(["--quick", "--backends", &names.join(","), "--bin-dir"])
+        .args(["--quick", "--repetitions", "1", "--bin-dir"])
         .arg(&bins)
         .arg("--out-dir")
         .arg(&dir)
@@ -470,9 +489,12 @@ fn quick_matrix_runs_end_to_end() {
     );
 
     let manifest = Manifest::load(&dir).unwrap();
-    let peers: Vec<Peer> = backends.iter().copied().map(Peer::Backend).collect();
-    let plan = MatrixPlan::new(true, Some(peers.clone()), None, 1);
-    assert_eq!(manifest.runs.len(), plan.closed_loop().len() + peers.len());
+    let plan = MatrixPlan::new(true, None, None, 1);
+    let peers = plan.peers.len();
+    assert_eq!(peers, 5, "the four backends and tokio");
+    assert_eq!(manifest.runs.len(), plan.closed_loop().len() + peers);
+    assert_eq!(manifest.method.reference, "epoll");
+    assert_eq!(manifest.matched_load.len(), 1);
     let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
     assert!(failed.is_empty(), "failed runs: {failed:#?}");
     // The machine's pauses were measured on both sides' CPUs before the runs.
@@ -500,6 +522,13 @@ fn quick_matrix_runs_end_to_end() {
             Some(run.record.spec.peer.name())
         );
         assert!(run.result.messages > 0, "{name}: no messages");
+        assert_eq!((run.record.server_cores, run.record.loadgen_cores), (1, 1), "{name}");
+        let lg = run
+            .record
+            .loadgen_cost
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: no loadgen CPU"));
+        assert!(lg.cpu_us > 0 && (lg.window_s - 0.7).abs() < 0.1, "{name}: {lg:?}");
         // Other processes' CPU over the window is measured (not judged: tests run beside this one).
         assert!(run.record.other_processes.is_some(), "{name}: no other processes' CPU");
         assert!(
@@ -545,7 +574,7 @@ fn runner_records_a_failed_run_and_goes_on() {
     let bins = dir.join("bin");
     let out = dir.join("out");
     std::fs::create_dir_all(&bins).unwrap();
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL])), Some(vec![Transport::Tcp]), 1);
     let spec = plan.closed_loop()[0].clone();
     let template = dir.join("template.json");
     loadgen::result::write(&template, &recorded_result(&spec, 20.0, 30_000, 7)).unwrap();
@@ -570,6 +599,8 @@ fn runner_records_a_failed_run_and_goes_on() {
     let output = Command::new(env!("CARGO_BIN_EXE_compare"))
         .args([
             "--quick",
+            "--repetitions",
+            "1",
             "--backends",
             "epoll,fork",
             "--transports",
@@ -678,7 +709,7 @@ fn proc_cpu_adds_up_many_small_children() {
 
 #[test]
 fn rounds_show_the_median_run_of_each_point_with_the_range() {
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL])), Some(vec![Transport::Tcp]), 1);
     let point = plan.closed_loop()[1].clone();
     // Three rounds of one point costing 4, 9 and 6 µs/msg of server CPU (base / 4).
     let runs: Vec<Run> = [16.0, 36.0, 24.0]
@@ -719,7 +750,7 @@ fn rounds_show_the_median_run_of_each_point_with_the_range() {
 /// listed under "Disturbed runs"; quiet runs are not.
 #[test]
 fn report_lists_runs_that_other_processes_disturbed() {
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL, URING]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL, URING])), Some(vec![Transport::Tcp]), 1);
     let specs: Vec<RunSpec> = plan.closed_loop().into_iter().take(2).collect();
     assert_eq!(specs.len(), 2);
     let with_others = |cores: &[f64]| -> Vec<Run> {
@@ -772,7 +803,7 @@ fn stand_in_bins(dir: &Path, loadgen_s: f64) -> PathBuf {
     let pids = dir.join("pids");
     std::fs::create_dir_all(&bins).unwrap();
     std::fs::create_dir_all(&pids).unwrap();
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL])), Some(vec![Transport::Tcp]), 1);
     let template = dir.join("template.json");
     loadgen::result::write(&template, &recorded_result(&plan.closed_loop()[0], 20.0, 3_000, 5)).unwrap();
     script(
@@ -805,6 +836,8 @@ fn stand_in_bins(dir: &Path, loadgen_s: f64) -> PathBuf {
 fn quick_epoll_over_tcp(duration: &str) -> Vec<String> {
     [
         "--quick",
+        "--repetitions",
+        "1",
         "--backends",
         "epoll",
         "--transports",
@@ -844,7 +877,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// A previous comparison in `out`: one run with its result file, and a README linking to it.
 fn previous_results(out: &Path) -> RunFileName {
     std::fs::create_dir_all(out).unwrap();
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL])), Some(vec![Transport::Tcp]), 1);
     let run = recorded_run(&plan.closed_loop()[0], 30.0, 2_000, 11);
     loadgen::result::write(&run.record.result_file.in_dir(out), &run.result).unwrap();
     manifest_of(std::slice::from_ref(&run), true).save(out).unwrap();
@@ -936,7 +969,7 @@ fn paths_outside_the_output_directory_are_never_touched() {
         std::fs::write(victim.with_extension("hgrm"), b"precious").unwrap();
     }
     // An old-layout manifest (no schema), as the previous runner wrote it.
-    let plan = MatrixPlan::new(true, Some(vec![EPOLL]), Some(vec![Transport::Tcp]), 1);
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL])), Some(vec![Transport::Tcp]), 1);
     let mut manifest = serde_json::to_value(manifest_of(&[], true)).unwrap();
     manifest.as_object_mut().unwrap().remove("schema");
     let entry = |file: &str| {
