@@ -31,6 +31,10 @@ pub struct CompareArgs {
     /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
+    /// Only these connection counts (comma-separated) of the matrix and of the
+    /// matched-load sweep. Default: every count of the matrix.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub conns: Option<Vec<u64>>,
     /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 1500ms, or 700ms with --quick.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compare::analyse::{self, Run};
-use compare::plan::{MatrixPlan, Peer, PeerEntry, RunSpec};
+use compare::plan::{MatrixPlan, Peer, PeerEntry, Purpose, RunSpec};
 use compare::record::{CpuStalls, Manifest, Method, Outcome, RunFileName, RunRecord, ServerCost, MANIFEST_SCHEMA};
 use compare::render::{plots, readme};
 use hdrhistogram::Histogram;
@@ -18,6 +18,18 @@ use sockbench::cpu::CpuList;
 use sockbench::machine::{utc_now, Machine};
 use sockbench::net::Transport;
 use sockbench::server::BackendKind;
+
+// analyse::stats (the render side's statistics) is not yet a public module
+// of this branch; it is std-only, so the tests compile the same file.
+// Once `analyse` exports it, this becomes `use compare::analyse::stats`.
+#[allow(dead_code)]
+#[path = "../src/analyse/stats.rs"]
+mod stats;
+use stats::{Interval, Verdict};
+
+/// The tests that measure with the real binaries take turns: run side by
+/// side on 2 cores, each would disturb the other's figures.
+static REAL_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 const EPOLL: Peer = Peer::Backend(BackendKind::Epoll);
 const FORK: Peer = Peer::Backend(BackendKind::Fork);
@@ -468,6 +480,7 @@ fn quick_matrix_runs_end_to_end() {
     let backends = BackendKind::ALL;
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     let dir = temp_dir("quick");
+    let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_compare"))
         .args(["--quick", "--repetitions", "1", "--bin-dir"])
@@ -1048,4 +1061,125 @@ fn paths_outside_the_output_directory_are_never_touched() {
     }
     victims_intact();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The method checked on itself: `peers` over tcp at 100 connections,
+/// `repetitions` of short runs, with the real binaries. `None` when they are
+/// not built.
+fn self_check_runs(tag: &str, peers: &str, repetitions: u32) -> Option<(Manifest, Vec<Run>)> {
+    let bins = bin_dir();
+    if let Some(why) = real_binaries_missing(&bins) {
+        eprintln!("skipped: the method's self-check needs the real server and loadgen: {why}");
+        return None;
+    }
+    let dir = temp_dir(tag);
+    let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--quick", "--transports", "tcp", "--conns", "100"])
+        .args(["--repetitions", &repetitions.to_string()])
+        .args([
+            "--duration",
+            "700ms",
+            "--warmup",
+            "300ms",
+            "--peers",
+            peers,
+            "--bin-dir",
+        ])
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare failed:\n{stderr}");
+    let manifest = Manifest::load(&dir).unwrap();
+    assert_eq!(manifest.method.repetitions, repetitions);
+    let runs = analyse::load_runs(&manifest, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    Some((manifest, runs))
+}
+
+/// Server CPU µs per message of `label`'s closed-loop runs, by repetition 1..=n.
+fn server_cpu_by_repetition(runs: &[Run], label: &str, n: u32) -> Vec<Option<f64>> {
+    (1..=n)
+        .map(|rep| {
+            runs.iter()
+                .find(|r| {
+                    let s = &r.record.spec;
+                    s.label == label && (s.repetition == rep || n == 1) && s.purpose == Purpose::Peak
+                })
+                .and_then(Run::server_cpu_us_per_msg)
+        })
+        .collect()
+}
+
+/// The verdict on server CPU per message of `candidate` against `epoll`,
+/// each run paired with the reference's run of the same repetition
+/// (`analyse::stats`), and the median of other processes' CPU in the runs.
+fn verdict_on_server_cpu(tag: &str, runs: &[Run], candidate: &str) -> (Verdict, Interval, f64) {
+    let (cand, reference) = (
+        server_cpu_by_repetition(runs, candidate, 5),
+        server_cpu_by_repetition(runs, "epoll", 5),
+    );
+    eprintln!("{tag}: server CPU µs/msg, {candidate}: {cand:.2?}; epoll: {reference:.2?}");
+    let ratio = stats::paired_ratio_ci(&cand, &reference).expect("at least 2 valid pairs");
+    let others: Vec<f64> = runs.iter().filter_map(Run::other_processes_cores).collect();
+    let others = stats::median(&others);
+    eprintln!(
+        "{tag}: ratio {candidate}/epoll {ratio:.3} at {:.2}%; other processes used {others:.2} cores (median)",
+        ratio.level * 100.0
+    );
+    (stats::verdict(&ratio), ratio, others)
+}
+
+/// A/A: epoll entered twice under two labels must come out "no significant
+/// difference" on server CPU per message. At 5 repetitions the interval is
+/// [min, max] at 93.75%, so by design 1 A/A trial in 16 says "different"
+/// (all five ratios on one side of 1); one more trial makes a false alarm
+/// of the test 1 in 256.
+#[test]
+fn a_a_same_backend_under_two_labels_shows_no_difference() {
+    for attempt in 1..=2 {
+        let Some((manifest, runs)) = self_check_runs("aa", "epoll,epoll@twin", 5) else {
+            return;
+        };
+        assert_eq!(manifest.method.reference, "epoll");
+        let (verdict, ratio, _) = verdict_on_server_cpu("aa", &runs, "epoll@twin");
+        if verdict == Verdict::NoSignificantDifference {
+            return;
+        }
+        eprintln!("aa: attempt {attempt} found {verdict}: {ratio:.3}");
+    }
+    panic!("two A/A trials in a row found a difference");
+}
+
+/// Sensitivity: epoll with a calibration spin of 10% of epoll's server CPU
+/// per message (measured by a pilot run just before) must come out
+/// "higher". Only a quiet machine can show a 10% difference in 5 pairs:
+/// when other processes took more than the disturbed threshold, the test
+/// says so and checks only that the direction is not reversed.
+#[test]
+fn sensitivity_a_ten_percent_calibration_spin_is_found_costlier() {
+    let Some((_, pilot)) = self_check_runs("pilot", "epoll", 1) else {
+        return;
+    };
+    let cost_us = server_cpu_by_repetition(&pilot, "epoll", 1)[0].expect("the pilot measured epoll");
+    let spin_ns = ((cost_us * 1000.0 * 0.10).round() as u64).clamp(50, 1_000_000);
+    eprintln!("sens: epoll costs {cost_us:.2} µs/msg; calibration spin {spin_ns} ns (10%)");
+    let peers = format!("epoll,epoll@slow:spin={spin_ns}");
+    let Some((manifest, runs)) = self_check_runs("sens", &peers, 5) else {
+        return;
+    };
+    let (verdict, ratio, others) = verdict_on_server_cpu("sens", &runs, "epoll@slow");
+    assert_ne!(
+        verdict,
+        Verdict::Lower,
+        "the known extra cost came out cheaper: {ratio:.3}"
+    );
+    if others > manifest.method.disturbed_cores {
+        eprintln!("sens: not judged: the machine was disturbed ({others:.2} cores of other processes)");
+        return;
+    }
+    assert_eq!(verdict, Verdict::Higher, "a 10% extra cost was not found: {ratio:.3}");
 }
