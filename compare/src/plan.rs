@@ -485,6 +485,8 @@ pub enum PlanError {
         "--peers {0}: spin= is implemented by the epoll backend over tcp and unix only; drop udp from --transports"
     )]
     SpinOverDatagrams(String),
+    #[error("--conns {0}: none of these counts is in the matrix")]
+    NoPoints(String),
 }
 
 impl Comparison {
@@ -492,12 +494,19 @@ impl Comparison {
         let split = CpuSplit::choose(args.server_cpus.clone(), args.loadgen_cpus.clone())?;
         let quick = args.quick;
         let pick = |given: Option<Duration>, full, fast| given.unwrap_or(if quick { fast } else { full });
-        let matrix = MatrixPlan::new(
+        let mut matrix = MatrixPlan::new(
             quick,
             args.peers.clone(),
             args.transports.clone(),
             split.server.cpus().len() as u64,
         );
+        if let Some(conns) = &args.conns {
+            matrix.points.retain(|p| conns.contains(&p.conns));
+            matrix.matched_points.retain(|p| conns.contains(&p.conns));
+            if matrix.points.is_empty() {
+                return Err(PlanError::NoPoints(format!("{conns:?}")).into());
+            }
+        }
         let labels: Vec<&str> = matrix.peers.iter().map(|p| p.label.as_str()).collect();
         for (i, l) in labels.iter().enumerate() {
             if labels[..i].contains(l) {
@@ -1170,5 +1179,8 @@ mod tests {
         );
         let ok = plan(&["compare", "--peers", "fork,uring", "--transports", "tcp"]).unwrap();
         assert_eq!(ok.reference, "fork");
+        let one = plan(&["compare", "--quick", "--conns", "100", "--transports", "tcp"]).unwrap();
+        assert_eq!(one.runs_per_repetition(), (5, 5));
+        assert!(plan(&["compare", "--conns", "7"]).is_err());
     }
 }
