@@ -1169,6 +1169,23 @@ mod tests {
     }
 
     #[test]
+    fn the_default_run_takes_about_forty_minutes_and_quick_under_two() {
+        let plan = |argv: &[&str]| Comparison::from_args(&CompareArgs::try_parse_from(argv).unwrap()).unwrap();
+        let full = plan(&["compare"]);
+        // 5 peers × 5 repetitions × (18 closed-loop points + 6 matched points × 3 rates).
+        assert_eq!(full.total_runs(), 900);
+        let minutes = full.estimated_duration().as_secs_f64() / 60.0;
+        assert!((34.0..=42.0).contains(&minutes), "{minutes:.1} min");
+        let quick = plan(&["compare", "--quick"]);
+        assert_eq!(quick.total_runs(), 50);
+        assert!(
+            quick.estimated_duration() < Duration::from_secs(100),
+            "{:?}",
+            quick.estimated_duration()
+        );
+    }
+
+    #[test]
     fn bad_peer_lists_are_refused() {
         let plan = |argv: &[&str]| Comparison::from_args(&CompareArgs::try_parse_from(argv).unwrap());
         assert!(plan(&["compare", "--peers", "epoll,epoll"]).is_err());

@@ -497,7 +497,7 @@ fn quick_matrix_runs_end_to_end() {
     );
     assert!(stderr.contains("left]"), "no progress line:\n{stderr}");
     eprintln!(
-        "compare --quick over {names:?} took {:.1} s",
+        "compare --quick --repetitions 1 over the default peers took {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
