@@ -39,7 +39,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if args.bin_dir.is_none() {
         Binaries::build_with_cargo()?;
     }
-    let bins = Binaries::locate(args.bin_dir.as_deref(), &plan.matrix.peers)?;
+    let peers: Vec<plan::Peer> = plan.matrix.peers.iter().map(|p| p.peer).collect();
+    let bins = Binaries::locate(args.bin_dir.as_deref(), &peers)?;
     let staging = Staging::create(&args.out_dir)?;
     let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
         let runs = analyse::load_runs(&manifest, staging.path());

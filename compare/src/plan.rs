@@ -15,32 +15,40 @@ use sockbench::net::Transport;
 use sockbench::server::BackendKind;
 
 use crate::cli::CompareArgs;
+#[cfg(test)]
+use clap::Parser;
 
-/// Connection counts of the full matrix.
-pub const FULL_CONNS: [u64; 4] = [1, 100, 1_000, 10_000];
-/// Message sizes of the full matrix: 128 B and 4 KiB.
-pub const FULL_SIZES: [u64; 2] = [128, 4096];
+/// Connection counts of the full matrix (128 B over every transport).
+pub const FULL_CONNS: [u64; 5] = [1, 10, 100, 1_000, 10_000];
+/// The 4 KiB points of the full matrix: this many connections, every transport.
+pub const FULL_LARGE: (u64, u64) = (100, 4096);
+/// The small message of every matrix.
+pub const SMALL_BYTES: u64 = 128;
 /// Transports of the full matrix.
 pub const FULL_TRANSPORTS: [Transport; 3] = [Transport::Tcp, Transport::Udp, Transport::Unix];
+/// Connection counts of the matched-load sweep (128 B, every transport).
+pub const MATCHED_CONNS: [u64; 2] = [100, 1_000];
+/// The matched-load offered rates, as fractions of the lowest closed-loop
+/// peak among the peers at the point.
+pub const MATCHED_FRACTIONS: [f64; 3] = [0.25, 0.5, 0.75];
 
 /// Connections of the `--quick` matrix.
 pub const QUICK_CONNS: [u64; 2] = [1, 100];
-/// Message size of the `--quick` matrix.
-pub const QUICK_SIZES: [u64; 1] = [128];
 /// Transports of the `--quick` matrix.
 pub const QUICK_TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Udp];
-
-/// The open-loop latency runs use this many connections (or the largest
-/// count in the matrix below it) and the first size of the matrix.
-pub const OPEN_LOOP_CONNS: u64 = 100;
+/// `--quick`'s matched-load sweep: tcp at 100 connections, at half the lowest peak.
+pub const QUICK_MATCHED_CONNS: [u64; 1] = [100];
+pub const QUICK_MATCHED_FRACTIONS: [f64; 1] = [0.5];
 
 /// loadgen's `--connect-rate`: fast enough that 10,000 connects take 0.5 s,
 /// slow enough not to overflow a listen backlog.
 pub const CONNECT_RATE: u64 = 20_000;
 
-/// The most worker threads the server's `--threads` accepts: threadpool,
-/// which needs a worker per stream connection, is scaled down to this.
-pub const SERVER_MAX_THREADS: u64 = 1024;
+/// What one run costs besides warm-up, measured phase and connecting:
+/// starting the server, its `listening` line, loadgen's start and exit,
+/// stopping the server (measured from `--quick` runs' `wall_s` on the
+/// project's 2-core machine). Used only for the time estimate.
+pub const RUN_OVERHEAD: Duration = Duration::from_millis(400);
 
 /// The server a run measures: one of the project's backends, or a
 /// reference implementation run beside them.
@@ -104,6 +112,115 @@ impl<'de> Deserialize<'de> for Peer {
     }
 }
 
+/// A peer as entered on the command line: `PEER[@NAME][:spin=NS]`.
+///
+/// `epoll` is labelled `epoll`; `epoll@twin` is the same server under a
+/// second label (an A/A test: the method must find no difference);
+/// `epoll@slow:spin=600` is epoll with `server --calibration-spin-ns 600`, a
+/// known extra cost per echo (the sensitivity test: the method must find it
+/// costlier). The label is the identity the analysis groups runs by.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerEntry {
+    pub peer: Peer,
+    pub label: String,
+    /// `server --calibration-spin-ns`, epoll only.
+    pub calibration_spin_ns: Option<u64>,
+}
+
+impl PeerEntry {
+    /// The peer under its own name, no calibration.
+    pub fn plain(peer: Peer) -> PeerEntry {
+        PeerEntry {
+            peer,
+            label: peer.name().into(),
+            calibration_spin_ns: None,
+        }
+    }
+
+    /// The default peers: every backend and the tokio reference.
+    pub fn defaults() -> Vec<PeerEntry> {
+        Peer::all().map(PeerEntry::plain).collect()
+    }
+
+    /// Whether this peer is a reference implementation, shown beside the
+    /// backends rather than as one of them.
+    pub fn is_reference_impl(&self) -> bool {
+        self.peer == Peer::Tokio
+    }
+}
+
+impl std::str::FromStr for PeerEntry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PeerEntry, String> {
+        let (head, knob) = match s.split_once(':') {
+            Some((h, k)) => (h, Some(k)),
+            None => (s, None),
+        };
+        let (name, suffix) = match head.split_once('@') {
+            Some((n, suf)) => (n, Some(suf)),
+            None => (head, None),
+        };
+        let peer: Peer = name.parse()?;
+        if let Some(suf) = suffix {
+            let plain = !suf.is_empty() && suf.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !plain {
+                return Err(format!("{s:?}: the name after @ must be letters, digits, - or _"));
+            }
+        }
+        let calibration_spin_ns = match knob {
+            None => None,
+            Some(k) => {
+                let ns = k
+                    .strip_prefix("spin=")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|&n| (1..=1_000_000).contains(&n))
+                    .ok_or_else(|| format!("{s:?}: expected :spin=NS after the peer, NS from 1 to 1000000"))?;
+                if peer != Peer::Backend(BackendKind::Epoll) {
+                    return Err(format!("{s:?}: spin= is implemented by the epoll backend only"));
+                }
+                Some(ns)
+            }
+        };
+        if calibration_spin_ns.is_some() && suffix.is_none() {
+            return Err(format!(
+                "{s:?}: a calibrated peer needs its own label, e.g. epoll@slow:spin=600"
+            ));
+        }
+        Ok(PeerEntry {
+            peer,
+            label: head.to_string(),
+            calibration_spin_ns,
+        })
+    }
+}
+
+/// What a run is for.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Purpose {
+    /// Closed loop: the pair's saturation throughput.
+    Peak,
+    /// Open loop at one rate for every peer, for the latency spectrum
+    /// (manifests before the matched-load sweep; now the sweep's 50% run at
+    /// tcp, 100 connections serves).
+    Latency,
+    /// Open loop at `fraction` of the lowest closed-loop peak (median over
+    /// repetitions) among the peers at this point: the same offered rate for
+    /// every peer, for server CPU per message at matched load.
+    MatchedLoad { fraction: f64 },
+}
+
+impl Purpose {
+    /// The prefix of run names: `closed`, `open`, `load50`.
+    pub fn prefix(self) -> String {
+        match self {
+            Purpose::Peak => "closed".into(),
+            Purpose::Latency => "open".into(),
+            Purpose::MatchedLoad { fraction } => format!("load{}", (fraction * 100.0).round()),
+        }
+    }
+}
+
 /// `Transport` as its name in JSON (sockbench has no serde on its enums).
 mod transport_name {
     use super::*;
@@ -121,10 +238,17 @@ mod transport_name {
 
 /// One run: a server configuration and a loadgen configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(from = "RunSpecOnDisk")]
 pub struct RunSpec {
-    /// The server measured (`backend` in manifests before the peer existed).
-    #[serde(alias = "backend")]
+    /// The server measured.
     pub peer: Peer,
+    /// The identity the analysis groups by: the peer's name unless it was
+    /// entered under another (`epoll@twin`).
+    pub label: String,
+    /// `server --calibration-spin-ns`, for the sensitivity check only.
+    pub calibration_spin_ns: Option<u64>,
+    /// What the run is for.
+    pub purpose: Purpose,
     #[serde(with = "transport_name")]
     pub transport: Transport,
     /// Connections loadgen opens (after any scale-down).
@@ -132,7 +256,7 @@ pub struct RunSpec {
     /// Connections the matrix asked for.
     pub requested_conns: u64,
     pub size_bytes: u64,
-    /// Open loop: total messages per second; `None` for closed loop.
+    /// Open loop: the offered rate, total messages per second; `None` for closed loop.
     pub rate: Option<f64>,
     /// The server's `--threads`.
     pub server_threads: u64,
@@ -142,8 +266,58 @@ pub struct RunSpec {
     pub note: Option<String>,
     /// Which repetition of the point this is (1, 2, ...), or 0 when each
     /// point runs once (`round` in older manifests).
-    #[serde(default, alias = "round")]
     pub repetition: u32,
+}
+
+/// [`RunSpec`] as manifests hold it, older layouts included: `backend` for
+/// `peer`, `round` for `repetition`; without `label` the peer's name, without
+/// `purpose` `latency` for an open-loop run and `peak` otherwise.
+#[derive(Deserialize)]
+struct RunSpecOnDisk {
+    #[serde(alias = "backend")]
+    peer: Peer,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    calibration_spin_ns: Option<u64>,
+    #[serde(default)]
+    purpose: Option<Purpose>,
+    #[serde(with = "transport_name")]
+    transport: Transport,
+    conns: u64,
+    requested_conns: u64,
+    size_bytes: u64,
+    rate: Option<f64>,
+    server_threads: u64,
+    server_max_conns: Option<u64>,
+    note: Option<String>,
+    #[serde(default, alias = "round")]
+    repetition: u32,
+}
+
+impl From<RunSpecOnDisk> for RunSpec {
+    fn from(d: RunSpecOnDisk) -> RunSpec {
+        let default_purpose = if d.rate.is_some() {
+            Purpose::Latency
+        } else {
+            Purpose::Peak
+        };
+        RunSpec {
+            label: d.label.unwrap_or_else(|| d.peer.name().into()),
+            peer: d.peer,
+            calibration_spin_ns: d.calibration_spin_ns,
+            purpose: d.purpose.unwrap_or(default_purpose),
+            transport: d.transport,
+            conns: d.conns,
+            requested_conns: d.requested_conns,
+            size_bytes: d.size_bytes,
+            rate: d.rate,
+            server_threads: d.server_threads,
+            server_max_conns: d.server_max_conns,
+            note: d.note,
+            repetition: d.repetition,
+        }
+    }
 }
 
 impl RunSpec {
@@ -155,12 +329,13 @@ impl RunSpec {
         }
     }
 
-    /// The point of the matrix this run measures, the same for every repetition.
+    /// The point of the matrix this run measures, the same for every
+    /// repetition: purpose, label, transport, connections, size.
     pub fn point(&self) -> String {
-        let kind = if self.rate.is_some() { "open" } else { "closed" };
         format!(
-            "{kind}-{}-{}-c{}-s{}",
-            self.peer,
+            "{}-{}-{}-c{}-s{}",
+            self.purpose.prefix(),
+            self.label,
             self.transport.name(),
             self.conns,
             self.size_bytes
@@ -169,6 +344,15 @@ impl RunSpec {
 
     pub fn is_open_loop(&self) -> bool {
         self.rate.is_some()
+    }
+
+    /// Transport, connections asked for, and size: the point without the peer.
+    pub fn shape(&self) -> PointShape {
+        PointShape {
+            transport: self.transport,
+            conns: self.requested_conns,
+            size_bytes: self.size_bytes,
+        }
     }
 
     /// The server's argv: `listen` is `--path P` for Unix transports, else
@@ -192,6 +376,9 @@ impl RunSpec {
         ]);
         if let (Some(m), Peer::Backend(_)) = (self.server_max_conns, self.peer) {
             argv.extend(["--max-conns".into(), m.to_string()]);
+        }
+        if let Some(ns) = self.calibration_spin_ns {
+            argv.extend(["--calibration-spin-ns".into(), ns.to_string()]);
         }
         argv
     }
@@ -227,7 +414,7 @@ impl RunSpec {
             "--connect-rate".into(),
             timing.connect_rate.to_string(),
             "--label".into(),
-            self.peer.name().into(),
+            self.label.clone(),
             "--backend".into(),
             self.peer.name().into(),
         ];
@@ -252,19 +439,25 @@ pub struct Timing {
     pub connect_rate: u64,
 }
 
-/// Default durations and repetitions: full matrix and `--quick`. The full
-/// matrix runs every point three times, in rounds, and reports the median
-/// run: on a shared machine one run of a point can be 25% off another
-/// minutes later.
-const DURATION: Duration = Duration::from_secs(5);
-const WARMUP: Duration = Duration::from_secs(1);
-const ROUNDS: u32 = 3;
-const QUICK_DURATION: Duration = Duration::from_secs(2);
-const QUICK_WARMUP: Duration = Duration::from_millis(500);
-const QUICK_ROUNDS: u32 = 1;
+/// Default run lengths and repetitions: full matrix and `--quick`.
+///
+/// Five repetitions: the order-statistic interval of a median from n = 5
+/// runs is `[min, max]` at 93.75%, and n = 6, 7, 8 give `[min, max]` again
+/// (only wider, at a higher level), so they add cost and no resolution; the
+/// next step is n = 9 (see `analyse::stats`). Runs are short (0.5 s warm-up,
+/// 1.5 s measured) so that 5 peers × 5 repetitions of the matrix and the
+/// matched-load sweep fit in about 40 minutes on 2 cores.
+const DURATION: Duration = Duration::from_millis(1500);
+const WARMUP: Duration = Duration::from_millis(500);
+pub const REPETITIONS: u32 = 5;
+const QUICK_DURATION: Duration = Duration::from_millis(700);
+const QUICK_WARMUP: Duration = Duration::from_millis(300);
+pub const QUICK_REPETITIONS: u32 = 2;
 /// How long the machine's own pauses are measured before the runs.
 const STALL_CHECK: Duration = Duration::from_secs(10);
 const QUICK_STALL_CHECK: Duration = Duration::from_secs(2);
+/// The reference peer of the ratios, unless `--reference` says otherwise.
+pub const DEFAULT_REFERENCE: &str = "epoll";
 
 /// The whole comparison, planned from the command line.
 #[derive(Clone, Debug)]
@@ -274,9 +467,26 @@ pub struct Comparison {
     pub timing: Timing,
     /// Times the whole matrix runs, one repetition after another.
     pub repetitions: u32,
+    /// The label every ratio is taken against.
+    pub reference: String,
     pub split: CpuSplit,
     /// How long the machine's own pauses are measured first.
     pub stall_check: Duration,
+}
+
+/// What the user asked for that cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("--peers: the label {0:?} appears twice; enter a second copy as PEER@NAME")]
+    DuplicateLabel(String),
+    #[error("--reference {0:?} is not among the peers' labels ({1})")]
+    UnknownReference(String, String),
+    #[error(
+        "--peers {0}: spin= is implemented by the epoll backend over tcp and unix only; drop udp from --transports"
+    )]
+    SpinOverDatagrams(String),
+    #[error("--conns {0}: none of these counts is in the matrix")]
+    NoPoints(String),
 }
 
 impl Comparison {
@@ -284,41 +494,97 @@ impl Comparison {
         let split = CpuSplit::choose(args.server_cpus.clone(), args.loadgen_cpus.clone())?;
         let quick = args.quick;
         let pick = |given: Option<Duration>, full, fast| given.unwrap_or(if quick { fast } else { full });
-        let peers = args
-            .backends
-            .as_ref()
-            .map(|b| b.iter().copied().map(Peer::Backend).collect());
+        let mut matrix = MatrixPlan::new(
+            quick,
+            args.peers.clone(),
+            args.transports.clone(),
+            split.server.cpus().len() as u64,
+        );
+        if let Some(conns) = &args.conns {
+            matrix.points.retain(|p| conns.contains(&p.conns));
+            matrix.matched_points.retain(|p| conns.contains(&p.conns));
+            if matrix.points.is_empty() {
+                return Err(PlanError::NoPoints(format!("{conns:?}")).into());
+            }
+        }
+        let labels: Vec<&str> = matrix.peers.iter().map(|p| p.label.as_str()).collect();
+        for (i, l) in labels.iter().enumerate() {
+            if labels[..i].contains(l) {
+                return Err(PlanError::DuplicateLabel(l.to_string()).into());
+            }
+        }
+        if let Some(p) = matrix.peers.iter().find(|p| p.calibration_spin_ns.is_some()) {
+            if matrix.transports.iter().any(|t| !t.is_stream()) {
+                return Err(PlanError::SpinOverDatagrams(p.label.clone()).into());
+            }
+        }
+        let reference = match &args.reference {
+            Some(r) if labels.contains(&r.as_str()) => r.clone(),
+            Some(r) => return Err(PlanError::UnknownReference(r.clone(), labels.join(", ")).into()),
+            None if labels.contains(&DEFAULT_REFERENCE) => DEFAULT_REFERENCE.into(),
+            None => labels[0].to_string(),
+        };
         Ok(Comparison {
             quick,
-            matrix: MatrixPlan::new(quick, peers, args.transports.clone(), split.server.cpus().len() as u64),
+            matrix,
             timing: Timing {
                 duration: pick(args.duration, DURATION, QUICK_DURATION),
                 warmup: pick(args.warmup, WARMUP, QUICK_WARMUP),
                 connect_rate: CONNECT_RATE,
             },
-            repetitions: args.rounds.unwrap_or(if quick { QUICK_ROUNDS } else { ROUNDS }).max(1),
+            repetitions: args
+                .repetitions
+                .unwrap_or(if quick { QUICK_REPETITIONS } else { REPETITIONS })
+                .max(1),
+            reference,
             stall_check: if quick { QUICK_STALL_CHECK } else { STALL_CHECK },
             split,
         })
     }
 
-    /// The closed-loop runs of repetition `rep` (1-based), in running
-    /// order. Repetition numbers appear in the names only when there are several.
-    pub fn closed_loop(&self, rep: u32) -> Vec<RunSpec> {
-        let repetition = self.repetition_label(rep);
-        self.matrix
-            .closed_loop()
-            .into_iter()
-            .map(|spec| RunSpec { repetition, ..spec })
-            .collect()
+    /// The peers in the order they run in repetition `rep` (1-based): the
+    /// list rotated by `rep - 1`, so that over the repetitions each peer
+    /// runs in each position and drift of the machine falls on all alike.
+    pub fn peers_in(&self, rep: u32) -> Vec<&PeerEntry> {
+        let n = self.matrix.peers.len();
+        let shift = (rep.saturating_sub(1) as usize) % n.max(1);
+        (0..n).map(|i| &self.matrix.peers[(i + shift) % n]).collect()
     }
 
-    /// The open-loop run of `peer` at `rate` in repetition `rep`.
-    pub fn open_loop(&self, peer: Peer, rate: f64, rep: u32) -> RunSpec {
-        RunSpec {
-            repetition: self.repetition_label(rep),
-            ..self.matrix.open_loop(peer, rate)
+    /// The closed-loop runs of repetition `rep` (1-based), in running
+    /// order: point after point, the peers of one point next to each other
+    /// in the rotated order.
+    pub fn closed_loop(&self, rep: u32) -> Vec<RunSpec> {
+        let mut runs = Vec::new();
+        for &shape in &self.matrix.points {
+            for peer in self.peers_in(rep) {
+                runs.push(RunSpec {
+                    repetition: self.repetition_label(rep),
+                    ..self.matrix.spec(peer, shape, Purpose::Peak, None)
+                });
+            }
         }
+        runs
+    }
+
+    /// The matched-load runs of repetition `rep` at the offered rates in
+    /// `rates`: point after point, fraction after fraction, the peers in the
+    /// rotated order. Points without a rate (no peer had a successful
+    /// closed-loop run there) are left out.
+    pub fn matched_load(&self, rep: u32, rates: &[MatchedRates]) -> Vec<RunSpec> {
+        let mut runs = Vec::new();
+        for point in rates {
+            for r in &point.rates {
+                for peer in self.peers_in(rep) {
+                    let purpose = Purpose::MatchedLoad { fraction: r.fraction };
+                    runs.push(RunSpec {
+                        repetition: self.repetition_label(rep),
+                        ..self.matrix.spec(peer, point.shape, purpose, Some(r.msgs_per_s))
+                    });
+                }
+            }
+        }
+        runs
     }
 
     fn repetition_label(&self, rep: u32) -> u32 {
@@ -329,17 +595,44 @@ impl Comparison {
         }
     }
 
-    /// Every run the comparison will do.
+    /// Runs per repetition: closed loop, then the matched-load sweep.
+    pub fn runs_per_repetition(&self) -> (usize, usize) {
+        let peers = self.matrix.peers.len();
+        let matched = self.matrix.matched_points.len() * self.matrix.fractions.len() * peers;
+        (self.matrix.points.len() * peers, matched)
+    }
+
+    /// Every run the comparison will do (matched-load runs included, as
+    /// planned before any is known to be impossible).
     pub fn total_runs(&self) -> usize {
-        (self.matrix.closed_loop().len() + self.matrix.peers.len()) * self.repetitions as usize
+        let (closed, matched) = self.runs_per_repetition();
+        (closed + matched) * self.repetitions as usize
+    }
+
+    /// The expected wall time: the stall check, then per run warm-up,
+    /// measured phase, connecting at the connect rate and [`RUN_OVERHEAD`].
+    pub fn estimated_duration(&self) -> Duration {
+        let t = &self.timing;
+        let run = |conns: u64| {
+            t.warmup + t.duration + RUN_OVERHEAD + Duration::from_secs_f64(conns as f64 / t.connect_rate as f64)
+        };
+        let peers = self.matrix.peers.len() as u32;
+        let closed: Duration = self.matrix.points.iter().map(|p| run(p.conns) * peers).sum();
+        let matched: Duration = self
+            .matrix
+            .matched_points
+            .iter()
+            .map(|p| run(p.conns) * peers * self.matrix.fractions.len() as u32)
+            .sum();
+        self.stall_check + (closed + matched) * self.repetitions
     }
 
     /// The scale-down notes of the matrix, once each, and the CPU warning.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
-        for spec in self.matrix.closed_loop() {
+        for spec in self.closed_loop(1) {
             let Some(note) = &spec.note else { continue };
-            let line = format!("{} over {}: {note}", spec.peer, spec.transport);
+            let line = format!("{} over {}: {note}", spec.label, spec.transport);
             if !notes.contains(&line) {
                 notes.push(line);
             }
@@ -350,7 +643,7 @@ impl Comparison {
 
     /// Descriptors the largest run needs.
     pub fn fds_needed(&self) -> u64 {
-        self.matrix.closed_loop().iter().map(|s| s.conns).max().unwrap_or(0) + 64
+        self.matrix.points.iter().map(|s| s.conns).max().unwrap_or(0) + 64
     }
 }
 
@@ -411,27 +704,53 @@ impl CpuSplit {
     }
 }
 
-/// How many stream connections a backend that spends a process or a thread
-/// per connection may be given on this machine.
+/// How many stream connections fork (a process per connection) may be given
+/// on this machine.
 ///
-/// fork needs one process and threadpool one thread per connection; both
-/// draw on the kernel's pid space (`/proc/sys/kernel/pid_max`, 32768 by
-/// default, shared with everything else running) and on the per-user process
-/// limit. We give them at most a quarter of the smaller of the two, and never
-/// more than 4,000: on a small machine the rest of the system (and loadgen's
-/// own threads) must still be able to fork, and the fork backend's default
-/// `--max-conns` is 4,096.
+/// fork's processes draw on the kernel's pid space
+/// (`/proc/sys/kernel/pid_max`, 32768 by default, shared with everything else
+/// running) and on the per-user process limit. We give it at most a quarter
+/// of the smaller of the two, and never more than 4,000: on a small machine
+/// the rest of the system (and loadgen's own threads) must still be able to
+/// fork, and the fork backend's default `--max-conns` is 4,096.
 pub fn per_conn_task_cap() -> u64 {
     let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32_768);
+    (pid_max.min(nproc_limit()) / 4).min(4_000)
+}
+
+/// How many worker threads threadpool (a thread per stream connection) may
+/// be given on this machine: what `pid_max`, `threads-max` and
+/// `RLIMIT_NPROC` allow, less the threads already running and
+/// [`THREAD_HEADROOM`] for loadgen and everything else.
+pub fn threadpool_cap() -> u64 {
+    let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(32_768);
+    let threads_max = read_u64("/proc/sys/kernel/threads-max").unwrap_or(u64::MAX);
+    let limit = pid_max.min(threads_max).min(nproc_limit());
+    limit.saturating_sub(threads_running() + THREAD_HEADROOM)
+}
+
+/// Threads left free beside threadpool's workers: loadgen's, compare's, and
+/// the rest of the machine's.
+pub const THREAD_HEADROOM: u64 = 2_048;
+
+fn nproc_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    let nproc = match sockbench::syscall!(getrlimit(libc::RLIMIT_NPROC, &mut lim)) {
+    match sockbench::syscall!(getrlimit(libc::RLIMIT_NPROC, &mut lim)) {
         Ok(_) if lim.rlim_cur != libc::RLIM_INFINITY => lim.rlim_cur,
         _ => u64::MAX,
-    };
-    (pid_max.min(nproc) / 4).min(4_000)
+    }
+}
+
+/// Threads on the machine now: the second figure of `/proc/loadavg`'s
+/// `running/total` field.
+fn threads_running() -> u64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok())
+        .unwrap_or(1_000)
 }
 
 fn read_u64(path: &str) -> Option<u64> {
@@ -447,78 +766,93 @@ struct Cap {
 /// What the matrix is built from.
 #[derive(Clone, Debug)]
 pub struct MatrixPlan {
-    pub peers: Vec<Peer>,
+    pub peers: Vec<PeerEntry>,
     pub transports: Vec<Transport>,
-    pub conns: Vec<u64>,
-    pub sizes: Vec<u64>,
+    /// The closed-loop points, in running order.
+    pub points: Vec<PointShape>,
+    /// The points of the matched-load sweep.
+    pub matched_points: Vec<PointShape>,
+    /// The sweep's offered rates as fractions of the lowest peak.
+    pub fractions: Vec<f64>,
     /// Number of server CPUs: epoll and uring run one event loop per CPU.
     pub server_cores: u64,
     /// See [`per_conn_task_cap`].
     pub task_cap: u64,
+    /// See [`threadpool_cap`].
+    pub thread_cap: u64,
 }
 
 impl MatrixPlan {
-    /// The full or the quick matrix, narrowed by the `--backends` / `--transports` filters.
-    pub fn new(quick: bool, peers: Option<Vec<Peer>>, transports: Option<Vec<Transport>>, server_cores: u64) -> Self {
-        let (conns, sizes, default_transports): (&[u64], &[u64], &[Transport]) = if quick {
-            (&QUICK_CONNS, &QUICK_SIZES, &QUICK_TRANSPORTS)
-        } else {
-            (&FULL_CONNS, &FULL_SIZES, &FULL_TRANSPORTS)
+    /// The full or the quick matrix, narrowed by the `--peers` / `--transports` filters.
+    pub fn new(
+        quick: bool,
+        peers: Option<Vec<PeerEntry>>,
+        transports: Option<Vec<Transport>>,
+        server_cores: u64,
+    ) -> Self {
+        let transports = transports.unwrap_or_else(|| {
+            if quick {
+                QUICK_TRANSPORTS.to_vec()
+            } else {
+                FULL_TRANSPORTS.to_vec()
+            }
+        });
+        let shape = |transport, conns, size_bytes| PointShape {
+            transport,
+            conns,
+            size_bytes,
         };
+        let mut points = Vec::new();
+        let mut matched_points = Vec::new();
+        for &t in &transports {
+            let conns: &[u64] = if quick { &QUICK_CONNS } else { &FULL_CONNS };
+            points.extend(conns.iter().map(|&c| shape(t, c, SMALL_BYTES)));
+            if !quick {
+                points.push(shape(t, FULL_LARGE.0, FULL_LARGE.1));
+            }
+            let matched: &[u64] = if quick { &QUICK_MATCHED_CONNS } else { &MATCHED_CONNS };
+            // --quick sweeps one point only: the first transport.
+            if !quick || matched_points.is_empty() {
+                matched_points.extend(matched.iter().map(|&c| shape(t, c, SMALL_BYTES)));
+            }
+        }
         MatrixPlan {
-            peers: peers.unwrap_or_else(|| BackendKind::ALL.map(Peer::Backend).to_vec()),
-            transports: transports.unwrap_or_else(|| default_transports.to_vec()),
-            conns: conns.to_vec(),
-            sizes: sizes.to_vec(),
+            peers: peers.unwrap_or_else(PeerEntry::defaults),
+            transports,
+            points,
+            matched_points,
+            fractions: if quick {
+                QUICK_MATCHED_FRACTIONS.to_vec()
+            } else {
+                MATCHED_FRACTIONS.to_vec()
+            },
             server_cores: server_cores.max(1),
             task_cap: per_conn_task_cap(),
+            thread_cap: threadpool_cap(),
         }
     }
 
-    /// The closed-loop runs of one repetition, every peer side by side at
-    /// each point, so that the runs compared with each other are minutes
-    /// apart at most.
+    /// The closed-loop runs of one repetition in the peers' listed order
+    /// (repetition 0: no rotation).
     pub fn closed_loop(&self) -> Vec<RunSpec> {
         let mut runs = Vec::new();
-        for &transport in &self.transports {
-            for &size in &self.sizes {
-                for &conns in &self.conns {
-                    for &peer in &self.peers {
-                        runs.push(self.spec(peer, transport, conns, size, None));
-                    }
-                }
+        for &shape in &self.points {
+            for peer in &self.peers {
+                runs.push(self.spec(peer, shape, Purpose::Peak, None));
             }
         }
         runs
     }
 
-    /// The open-loop latency run of one peer at `rate` msgs/s.
-    pub fn open_loop(&self, peer: Peer, rate: f64) -> RunSpec {
-        let shape = self.open_loop_shape();
-        self.spec(peer, shape.transport, shape.conns, shape.size_bytes, Some(rate))
-    }
-
-    /// Transport, connections and size of the open-loop runs: tcp (else the
-    /// first transport), [`OPEN_LOOP_CONNS`] or the largest count below it,
-    /// the first size.
-    pub fn open_loop_shape(&self) -> PointShape {
-        let transport = if self.transports.contains(&Transport::Tcp) {
-            Transport::Tcp
-        } else {
-            self.transports[0]
-        };
-        let conns = self
-            .conns
-            .iter()
-            .copied()
-            .filter(|&c| c <= OPEN_LOOP_CONNS)
-            .max()
-            .unwrap_or(1);
-        PointShape {
-            transport,
-            conns,
-            size_bytes: self.sizes[0],
-        }
+    /// The matched-load run of `peer` at half the lowest peak (`rate`) at the
+    /// first matched point: the latency view.
+    pub fn latency_view(&self, peer: &PeerEntry, rate: f64) -> RunSpec {
+        self.spec(
+            peer,
+            self.matched_points[0],
+            Purpose::MatchedLoad { fraction: 0.5 },
+            Some(rate),
+        )
     }
 
     /// Where a peer that needs a process or thread per connection is capped.
@@ -532,29 +866,31 @@ impl MatrixPlan {
                 ),
             }),
             Peer::Backend(BackendKind::Threadpool) if transport.is_stream() => Some(Cap {
-                conns: self.task_cap.min(SERVER_MAX_THREADS),
+                conns: self.thread_cap,
                 why: format!(
-                    "threadpool needs a worker thread per connection, and the server's --threads takes at most \
-                     {SERVER_MAX_THREADS} (and at most min(pid_max, RLIMIT_NPROC) / 4)"
+                    "threadpool needs a worker thread per connection, and this machine has room for {} more \
+                     (min(pid_max, threads-max, RLIMIT_NPROC) less the threads running and {THREAD_HEADROOM} spare)",
+                    self.thread_cap
                 ),
             }),
             _ => None,
         }
     }
 
-    /// One run, with the server settings and any scale-down it needs.
-    pub fn spec(&self, peer: Peer, transport: Transport, requested: u64, size: u64, rate: Option<f64>) -> RunSpec {
+    /// One run of `peer` at `shape`, with the server settings and any scale-down it needs.
+    pub fn spec(&self, peer: &PeerEntry, shape: PointShape, purpose: Purpose, rate: Option<f64>) -> RunSpec {
+        let requested = shape.conns;
         let mut conns = requested;
         let mut note = None;
-        if let Some(cap) = self.cap(peer, transport).filter(|c| requested > c.conns) {
-            conns = cap.conns;
+        if let Some(cap) = self.cap(peer.peer, shape.transport).filter(|c| requested > c.conns) {
+            conns = cap.conns.max(1);
             note = Some(format!(
                 "scaled down from {requested} to {conns} connections: {}",
                 cap.why
             ));
         }
-        let stream = transport.is_stream();
-        let (server_threads, server_max_conns) = match peer {
+        let stream = shape.transport.is_stream();
+        let (server_threads, server_max_conns) = match peer.peer {
             // Each worker serves one connection until it closes, so the pool
             // must have a worker per connection or the rest never get served.
             Peer::Backend(BackendKind::Threadpool) if stream => (conns, Some(conns.max(16) + 16)),
@@ -562,11 +898,14 @@ impl MatrixPlan {
             _ => (self.server_cores, None),
         };
         RunSpec {
-            peer,
-            transport,
+            peer: peer.peer,
+            label: peer.label.clone(),
+            calibration_spin_ns: peer.calibration_spin_ns,
+            purpose,
+            transport: shape.transport,
             conns,
             requested_conns: requested,
-            size_bytes: size,
+            size_bytes: shape.size_bytes,
             rate,
             server_threads,
             server_max_conns,
@@ -577,49 +916,91 @@ impl MatrixPlan {
 }
 
 /// Transport, connection count and message size of a point.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PointShape {
+    #[serde(with = "transport_name")]
     pub transport: Transport,
     pub conns: u64,
     pub size_bytes: u64,
 }
 
-/// A peer's best closed-loop throughput at the open-loop shape.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One peer's closed-loop peak at a point: the median over its repetitions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Peak {
-    pub peer: Peer,
+    pub label: String,
+    pub msgs_per_s: f64,
+    /// Successful runs behind the median.
+    pub runs: usize,
+}
+
+/// One offered rate of the matched-load sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OfferedRate {
+    pub fraction: f64,
     pub msgs_per_s: f64,
 }
 
-/// The offered rate of the open-loop runs and how it was chosen.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OpenLoopRate {
-    pub rate: Option<f64>,
-    pub note: String,
+/// The matched-load sweep at one point: the lowest peak and the rates from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MatchedRates {
+    pub shape: PointShape,
+    /// Each peer's peak (median of its closed-loop runs at the point).
+    pub peaks: Vec<Peak>,
+    /// The lowest of `peaks`, which the fractions are of; `None` when no
+    /// peer had a successful run, and then `rates` is empty.
+    pub lowest: Option<Peak>,
+    pub rates: Vec<OfferedRate>,
 }
 
-/// Half of the slowest peer's peak, so that every peer can sustain it and
-/// latency is compared on equal terms. `peaks` holds each peer's best
-/// closed-loop throughput at `shape` (peers without a successful run left out).
-pub fn open_loop_rate(peaks: &[Peak], shape: PointShape) -> OpenLoopRate {
-    let Some(slowest) = peaks.iter().min_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s)) else {
-        return OpenLoopRate {
-            rate: None,
-            note: "no successful closed-loop run, so no open-loop rate".into(),
-        };
+/// The median of `xs` (the mean of the two middle values for an even count).
+fn median(xs: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (n > 0).then(|| (v[(n - 1) / 2] + v[n / 2]) / 2.0)
+}
+
+/// The offered rates at `shape`: `fractions` of the lowest per-peer median
+/// of `closed` (each peer's closed-loop msgs/s over its successful runs
+/// there, by label). The same rates for every peer, so server CPU per
+/// message is compared at the same load.
+pub fn matched_rates(shape: PointShape, closed: &[(String, f64)], fractions: &[f64]) -> MatchedRates {
+    let mut labels: Vec<&str> = Vec::new();
+    for (l, _) in closed {
+        if !labels.contains(&l.as_str()) {
+            labels.push(l);
+        }
+    }
+    let peaks: Vec<Peak> = labels
+        .iter()
+        .filter_map(|&l| {
+            let xs: Vec<f64> = closed.iter().filter(|(m, _)| m == l).map(|(_, x)| *x).collect();
+            Some(Peak {
+                label: l.into(),
+                msgs_per_s: median(&xs)?,
+                runs: xs.len(),
+            })
+        })
+        .collect();
+    let lowest = peaks
+        .iter()
+        .min_by(|a, b| a.msgs_per_s.total_cmp(&b.msgs_per_s))
+        .cloned();
+    let rates = match &lowest {
+        Some(p) => fractions
+            .iter()
+            .map(|&fraction| OfferedRate {
+                fraction,
+                msgs_per_s: (p.msgs_per_s * fraction).max(1.0).round(),
+            })
+            .collect(),
+        None => Vec::new(),
     };
-    let rate = (slowest.msgs_per_s / 2.0).max(1.0).round();
-    OpenLoopRate {
-        rate: Some(rate),
-        note: format!(
-            "{rate} msgs/s for every backend: half of the slowest backend's closed-loop throughput \
-             ({}, best of its runs: {} msgs/s over {}, {} connections, {} B)",
-            slowest.peer,
-            slowest.msgs_per_s.round(),
-            shape.transport,
-            shape.conns,
-            shape.size_bytes
-        ),
+    MatchedRates {
+        shape,
+        peaks,
+        lowest,
+        rates,
     }
 }
 
@@ -627,60 +1008,196 @@ pub fn open_loop_rate(peaks: &[Peak], shape: PointShape) -> OpenLoopRate {
 mod tests {
     use super::*;
 
+    fn epoll() -> PeerEntry {
+        PeerEntry::plain(Peer::Backend(BackendKind::Epoll))
+    }
+
     #[test]
     fn specs_round_trip_and_old_manifests_read() {
         let plan = MatrixPlan::new(true, None, None, 1);
-        let spec = plan.closed_loop()[0].clone();
+        let shape = plan.points[1];
+        let spec = plan.spec(
+            &"epoll@slow:spin=600".parse().unwrap(),
+            shape,
+            Purpose::MatchedLoad { fraction: 0.5 },
+            Some(1e4),
+        );
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<RunSpec>(&json).unwrap(), spec);
+        assert_eq!(spec.name(), "load50-epoll@slow-tcp-c100-s128");
         let old = r#"{"backend":"uring","transport":"unix","conns":4000,"requested_conns":10000,"size_bytes":128,
             "rate":null,"server_threads":1,"server_max_conns":null,"note":null,"round":2}"#;
         let old: RunSpec = serde_json::from_str(old).unwrap();
         assert_eq!(old.peer, Peer::Backend(BackendKind::Uring));
+        assert_eq!((old.label.as_str(), old.purpose), ("uring", Purpose::Peak));
         assert_eq!(old.transport, Transport::Unix);
         assert_eq!(old.name(), "closed-uring-unix-c4000-s128-r2");
+        let old_open = r#"{"peer":"epoll","transport":"tcp","conns":100,"requested_conns":100,"size_bytes":128,
+            "rate":5000.0,"server_threads":1,"server_max_conns":null,"note":null,"repetition":0}"#;
+        let old_open: RunSpec = serde_json::from_str(old_open).unwrap();
+        assert_eq!(
+            (old_open.purpose, old_open.name().as_str()),
+            (Purpose::Latency, "open-epoll-tcp-c100-s128")
+        );
+    }
+
+    #[test]
+    fn peer_entries_parse() {
+        let twin: PeerEntry = "epoll@twin".parse().unwrap();
+        assert_eq!(
+            (twin.peer, twin.label.as_str(), twin.calibration_spin_ns),
+            (Peer::Backend(BackendKind::Epoll), "epoll@twin", None)
+        );
+        let slow: PeerEntry = "epoll@slow:spin=600".parse().unwrap();
+        assert_eq!(
+            (slow.label.as_str(), slow.calibration_spin_ns),
+            ("epoll@slow", Some(600))
+        );
+        assert_eq!("tokio".parse::<PeerEntry>().unwrap(), PeerEntry::plain(Peer::Tokio));
+        for bad in [
+            "uring@x:spin=5",
+            "epoll:spin=5",
+            "epoll@:x",
+            "epoll@a/b",
+            "epoll@s:spin=0",
+            "nginx",
+        ] {
+            assert!(bad.parse::<PeerEntry>().is_err(), "{bad} accepted");
+        }
     }
 
     #[test]
     fn argv_is_built_from_the_typed_spec() {
         let plan = MatrixPlan::new(true, None, Some(vec![Transport::Unix]), 1);
-        let spec = plan.spec(Peer::Backend(BackendKind::Fork), Transport::Unix, 100, 128, None);
+        let shape = PointShape {
+            transport: Transport::Unix,
+            conns: 100,
+            size_bytes: 128,
+        };
+        let fork = PeerEntry::plain(Peer::Backend(BackendKind::Fork));
+        let spec = plan.spec(&fork, shape, Purpose::Peak, None);
         let cpus: CpuList = "0".parse().unwrap();
         let argv = spec.server_argv(Path::new("bin/server"), Path::new("/tmp/s.sock"), &cpus);
         assert_eq!(
             argv.join(" "),
             "bin/server --backend fork --transport unix --path /tmp/s.sock --threads 1 --pin 0 --max-conns 116"
         );
-        let tokio = plan.spec(Peer::Tokio, Transport::Tcp, 100, 128, None);
+        let tcp = PointShape {
+            transport: Transport::Tcp,
+            ..shape
+        };
+        let tokio = plan.spec(&PeerEntry::plain(Peer::Tokio), tcp, Purpose::Peak, None);
         let argv = tokio.server_argv(Path::new("bin/tokio-echo"), Path::new("unused"), &cpus);
         assert_eq!(
             argv.join(" "),
             "bin/tokio-echo --transport tcp --addr 127.0.0.1:0 --threads 1 --pin 0"
         );
+        let slow = plan.spec(&"epoll@slow:spin=600".parse().unwrap(), tcp, Purpose::Peak, None);
+        let argv = slow
+            .server_argv(Path::new("server"), Path::new("unused"), &cpus)
+            .join(" ");
+        assert!(argv.ends_with("--calibration-spin-ns 600"), "{argv}");
+        let timing = Timing {
+            duration: Duration::from_secs(1),
+            warmup: Duration::from_millis(300),
+            connect_rate: 20_000,
+        };
+        let lg = slow
+            .loadgen_argv(Path::new("loadgen"), "x:1", &timing, &cpus, "f.json")
+            .join(" ");
+        assert!(lg.contains("--label epoll@slow --backend epoll"), "{lg}");
     }
 
     #[test]
-    fn open_loop_rate_is_half_the_slowest_peak() {
+    fn matched_rates_are_fractions_of_the_lowest_median_peak() {
         let shape = PointShape {
             transport: Transport::Tcp,
             conns: 100,
             size_bytes: 128,
         };
-        let peaks = [
-            Peak {
-                peer: Peer::Backend(BackendKind::Epoll),
-                msgs_per_s: 170_000.0,
-            },
-            Peak {
-                peer: Peer::Backend(BackendKind::Fork),
-                msgs_per_s: 107_989.0,
-            },
-        ];
-        let r = open_loop_rate(&peaks, shape);
-        assert_eq!(r.rate, Some(53_995.0));
-        assert!(r
-            .note
-            .contains("(fork, best of its runs: 107989 msgs/s over tcp, 100 connections, 128 B)"));
-        assert_eq!(open_loop_rate(&[], shape).rate, None);
+        let closed: Vec<(String, f64)> = [
+            ("epoll", 170_000.0),
+            ("fork", 90_000.0),
+            ("fork", 110_000.0),
+            ("fork", 300_000.0),
+            ("epoll", 160_000.0),
+        ]
+        .iter()
+        .map(|(l, x)| (l.to_string(), *x))
+        .collect();
+        let m = matched_rates(shape, &closed, &MATCHED_FRACTIONS);
+        let lowest = m.lowest.clone().unwrap();
+        assert_eq!(
+            (lowest.label.as_str(), lowest.msgs_per_s, lowest.runs),
+            ("fork", 110_000.0, 3)
+        );
+        let rates: Vec<f64> = m.rates.iter().map(|r| r.msgs_per_s).collect();
+        assert_eq!(rates, [27_500.0, 55_000.0, 82_500.0]);
+        assert!(matched_rates(shape, &[], &MATCHED_FRACTIONS).rates.is_empty());
+    }
+
+    #[test]
+    fn repetitions_rotate_the_peers_and_keep_a_point_together() {
+        let args = CompareArgs::try_parse_from([
+            "compare",
+            "--quick",
+            "--transports",
+            "tcp",
+            "--peers",
+            "fork,epoll,uring",
+        ])
+        .unwrap();
+        let plan = Comparison::from_args(&args).unwrap();
+        assert_eq!(plan.reference, "epoll");
+        let order = |rep| -> Vec<String> {
+            plan.closed_loop(rep)
+                .iter()
+                .map(|s| format!("{}/{}", s.label, s.conns))
+                .collect()
+        };
+        assert_eq!(
+            order(1),
+            ["fork/1", "epoll/1", "uring/1", "fork/100", "epoll/100", "uring/100"]
+        );
+        assert_eq!(
+            order(2),
+            ["epoll/1", "uring/1", "fork/1", "epoll/100", "uring/100", "fork/100"]
+        );
+        assert_eq!(order(4), order(1));
+        assert!(plan.closed_loop(2).iter().all(|s| s.repetition == 2));
+        let _ = epoll();
+    }
+
+    #[test]
+    fn the_default_run_takes_about_forty_minutes_and_quick_under_two() {
+        let plan = |argv: &[&str]| Comparison::from_args(&CompareArgs::try_parse_from(argv).unwrap()).unwrap();
+        let full = plan(&["compare"]);
+        // 5 peers × 5 repetitions × (18 closed-loop points + 6 matched points × 3 rates).
+        assert_eq!(full.total_runs(), 900);
+        let minutes = full.estimated_duration().as_secs_f64() / 60.0;
+        assert!((34.0..=42.0).contains(&minutes), "{minutes:.1} min");
+        let quick = plan(&["compare", "--quick"]);
+        assert_eq!(quick.total_runs(), 50);
+        assert!(
+            quick.estimated_duration() < Duration::from_secs(100),
+            "{:?}",
+            quick.estimated_duration()
+        );
+    }
+
+    #[test]
+    fn bad_peer_lists_are_refused() {
+        let plan = |argv: &[&str]| Comparison::from_args(&CompareArgs::try_parse_from(argv).unwrap());
+        assert!(plan(&["compare", "--peers", "epoll,epoll"]).is_err());
+        assert!(plan(&["compare", "--peers", "epoll,uring", "--reference", "fork"]).is_err());
+        assert!(
+            plan(&["compare", "--peers", "epoll,epoll@slow:spin=600"]).is_err(),
+            "udp with a spin"
+        );
+        let ok = plan(&["compare", "--peers", "fork,uring", "--transports", "tcp"]).unwrap();
+        assert_eq!(ok.reference, "fork");
+        let one = plan(&["compare", "--quick", "--conns", "100", "--transports", "tcp"]).unwrap();
+        assert_eq!(one.runs_per_repetition(), (5, 5));
+        assert!(plan(&["compare", "--conns", "7"]).is_err());
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use sockbench::machine::Machine;
 
-use crate::plan::RunSpec;
+use crate::plan::{MatchedRates, RunSpec};
 
 /// The file in the output directory that lists every run of a comparison.
 pub const MANIFEST: &str = "compare.json";
@@ -124,6 +124,20 @@ impl ServerCost {
     }
 }
 
+/// loadgen's own CPU over its own measured phase, from its result file
+/// (`extra.loadgen_cpu_us`, and the phase's length as `messages /
+/// msgs_per_s`). Copied here by `execute` so that each side's CPU sits
+/// beside its own window: the server's window ([`ServerCost::window_s`]) is
+/// a little shorter than loadgen's phase, and dividing one side's CPU by the
+/// other's window gave loadgen 1.03–1.05 busy.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LoadgenCost {
+    /// CPU time (user + system) of loadgen over its measured phase, µs.
+    pub cpu_us: u64,
+    /// Length of loadgen's measured phase, seconds.
+    pub window_s: f64,
+}
+
 /// CPU that processes outside this runner's tree used in a run's window.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct OtherProcesses {
@@ -154,6 +168,18 @@ pub struct RunRecord {
     /// Other processes' CPU in the same window.
     #[serde(default)]
     pub other_processes: Option<OtherProcesses>,
+    /// CPUs the server was confined to; with `server_cost` its busy
+    /// fraction is `cpu_us / 1e6 / (server_cores × window_s)`. 0 in older
+    /// manifests until [`Manifest::load`] fills it from `server_cpus`.
+    #[serde(default)]
+    pub server_cores: u64,
+    /// CPUs loadgen was confined to (see `server_cores`).
+    #[serde(default)]
+    pub loadgen_cores: u64,
+    /// loadgen's CPU over its own measured phase; with `loadgen_cores` its
+    /// busy fraction. `None` when loadgen did not report it.
+    #[serde(default)]
+    pub loadgen_cost: Option<LoadgenCost>,
 }
 
 impl RunRecord {
@@ -170,6 +196,9 @@ impl RunRecord {
             wall_s: 0.0,
             server_cost: None,
             other_processes: None,
+            server_cores: 0,
+            loadgen_cores: 0,
+            loadgen_cost: None,
         }
     }
 }
@@ -210,6 +239,43 @@ pub struct Method {
     pub rss_interval_ms: u64,
     /// Above this many cores of other processes a run is called disturbed.
     pub disturbed_cores: f64,
+    /// Runs of every point (1 in manifests before repetitions were recorded).
+    #[serde(default = "one")]
+    pub repetitions: u32,
+    /// How the runs were ordered, in words the report can quote.
+    #[serde(default)]
+    pub order: String,
+    /// The label every ratio is taken against.
+    #[serde(default)]
+    pub reference: String,
+    /// The peers in the order entered, with what each one is.
+    #[serde(default)]
+    pub peers: Vec<PeerMethod>,
+    /// The matched-load offered rates as fractions of the lowest closed-loop peak.
+    #[serde(default)]
+    pub matched_load_fractions: Vec<f64>,
+    /// loadgen's `--warmup` and `--duration` of every run, seconds.
+    #[serde(default)]
+    pub warmup_s: f64,
+    #[serde(default)]
+    pub duration_s: f64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One peer of the comparison as the report describes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerMethod {
+    /// The identity runs are grouped by (`RunSpec::label`).
+    pub label: String,
+    /// `fork`, `threadpool`, `epoll`, `uring` or `tokio`.
+    pub peer: String,
+    /// A reference implementation (tokio-echo), shown beside the backends.
+    pub reference_impl: bool,
+    /// `server --calibration-spin-ns`: a calibration variant, not a design.
+    pub calibration_spin_ns: Option<u64>,
 }
 
 /// The settings of manifests written before [`Method`] was recorded: the
@@ -220,6 +286,13 @@ impl Default for Method {
             connect_rate: 20_000,
             rss_interval_ms: 500,
             disturbed_cores: 0.05,
+            repetitions: 1,
+            order: String::new(),
+            reference: String::new(),
+            peers: Vec::new(),
+            matched_load_fractions: Vec::new(),
+            warmup_s: 0.0,
+            duration_s: 0.0,
         }
     }
 }
@@ -242,9 +315,14 @@ pub struct Manifest {
     pub warmup_s: f64,
     #[serde(default)]
     pub method: Method,
-    /// The open-loop rate and how it was chosen.
+    /// The offered rate of the latency view (the matched-load run at 50% at
+    /// tcp, 100 connections, or the nearest the matrix has) and how it was chosen.
     pub open_loop_rate: Option<f64>,
     pub open_loop_note: String,
+    /// The matched-load sweep: per point each peer's peak, the lowest, and
+    /// the offered rates derived from it.
+    #[serde(default)]
+    pub matched_load: Vec<MatchedRates>,
     /// Scale-downs and other notes about the matrix.
     pub notes: Vec<String>,
     pub machine: Machine,
@@ -268,6 +346,16 @@ impl Manifest {
             MANIFEST_SCHEMA => {}
             "" => legacy::convert(&mut manifest, dir),
             other => bail!("{}: schema {other:?}, expected {MANIFEST_SCHEMA:?}", path.display()),
+        }
+        // Manifests before the per-run core counts: every run had the comparison's split.
+        let cores = |list: &str| {
+            list.parse::<sockbench::cpu::CpuList>()
+                .map_or(0, |l| l.cpus().len() as u64)
+        };
+        let (server_cores, loadgen_cores) = (cores(&manifest.server_cpus), cores(&manifest.loadgen_cpus));
+        for run in manifest.runs.iter_mut().filter(|r| r.server_cores == 0) {
+            run.server_cores = server_cores;
+            run.loadgen_cores = loadgen_cores;
         }
         Ok(manifest)
     }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::cpu::{self, CpuList};
-use crate::net::{self, AddrError, Endpoint, Transport};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use super::ServerError;
+use crate::net::{self, Endpoint, Transport};
 
 /// The four I/O models the server can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -94,6 +98,10 @@ pub struct ServerArgs {
     /// uring: size of each provided buffer in bytes.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=1048576))]
     pub buf_size: u32,
+    /// For checking a comparison's sensitivity only: busy-spin this many ns on every
+    /// echo operation, a known extra cost per message. epoll over tcp or unix only.
+    #[arg(long, value_name = "NS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub calibration_spin_ns: Option<u64>,
 }
 
 fn parse_power_of_two(s: &str) -> Result<u32, String> {
@@ -123,12 +131,29 @@ pub struct ServerConfig {
     pub pin: Option<CpuList>,
     pub max_conns: usize,
     pub uring: UringOptions,
+    /// `--calibration-spin-ns`, see [`calibration_spin`].
+    pub calibration_spin_ns: Option<u64>,
 }
 
 impl ServerConfig {
-    pub fn from_args(args: ServerArgs) -> Result<Self, AddrError> {
+    /// Validates the flags. With `--calibration-spin-ns` it also arms the
+    /// process-wide spin that [`calibration_spin`] performs.
+    pub fn from_args(args: ServerArgs) -> Result<Self, ServerError> {
         let endpoint =
             net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)?;
+        if let Some(ns) = args.calibration_spin_ns {
+            if args.backend != BackendKind::Epoll || !args.transport.is_stream() {
+                return Err(ServerError::Capacity {
+                    flag: "--calibration-spin-ns",
+                    value: ns as usize,
+                    reason: format!(
+                        "implemented for --backend epoll over tcp or unix only, not --backend {} --transport {}",
+                        args.backend, args.transport
+                    ),
+                });
+            }
+            CALIBRATION_SPIN_NS.store(ns, Relaxed);
+        }
         Ok(ServerConfig {
             backend: args.backend,
             transport: args.transport,
@@ -144,6 +169,7 @@ impl ServerConfig {
                 buf_count: args.buf_count,
                 buf_size: args.buf_size,
             },
+            calibration_spin_ns: args.calibration_spin_ns,
         })
     }
 
@@ -151,6 +177,25 @@ impl ServerConfig {
     pub fn pin_worker(&self, worker: usize) {
         if let Some(pin) = &self.pin {
             pin.pin_worker(worker);
+        }
+    }
+}
+
+/// `--calibration-spin-ns`, process-wide so that no backend's state has to
+/// carry it; 0 (the default) costs the echo path one relaxed load.
+static CALIBRATION_SPIN_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Busy-spins for `--calibration-spin-ns` (if set), on every echo operation
+/// of the epoll stream loop: a known extra cost per message with which
+/// `compare` checks that its method detects a difference of that size. Never
+/// for measuring anything else.
+#[inline]
+pub fn calibration_spin() {
+    let ns = CALIBRATION_SPIN_NS.load(Relaxed);
+    if ns != 0 {
+        let until = Instant::now() + Duration::from_nanos(ns);
+        while Instant::now() < until {
+            std::hint::spin_loop();
         }
     }
 }

@@ -34,10 +34,14 @@ impl Binaries {
             return Ok(());
         }
         let mut cmd = Command::new(cargo);
-        cmd.arg("build")
-            .arg("--manifest-path")
-            .arg(&workspace)
-            .args(["--bin", "server", "--bin", "loadgen"]);
+        cmd.arg("build").arg("--manifest-path").arg(&workspace).args([
+            "--bin",
+            "server",
+            "--bin",
+            "loadgen",
+            "--bin",
+            "tokio-echo",
+        ]);
         match profile.as_str() {
             "debug" => {
                 eprintln!(
@@ -51,7 +55,7 @@ impl Binaries {
                 cmd.args(["--profile", other]);
             }
         }
-        eprintln!("compare: building server and loadgen ({profile})");
+        eprintln!("compare: building server, loadgen and tokio-echo ({profile})");
         let status = cmd.status().context("running cargo build")?;
         if !status.success() {
             bail!("`cargo build` of server and loadgen failed ({status})");

@@ -26,8 +26,8 @@ use sockbench::sys::signal;
 
 use self::binaries::Binaries;
 use self::one_run::{run_one, RunContext};
-use crate::plan::{fmt_ms, open_loop_rate, Comparison, OpenLoopRate, Peak, RunSpec};
-use crate::record::{CpuStalls, Manifest, Method, Outcome, RunRecord, MANIFEST_SCHEMA};
+use crate::plan::{fmt_ms, matched_rates, Comparison, MatchedRates, Purpose, RunSpec};
+use crate::record::{CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA};
 
 /// A run whose window saw other processes use more than this many cores is
 /// called disturbed in the progress output and in the report. An idle machine
@@ -93,21 +93,32 @@ fn scratch_dir() -> anyhow::Result<PathBuf> {
     anyhow::bail!("no free scratch directory name in {}", base.display())
 }
 
-/// The opening lines: the split, the run count, the descriptor limit, the notes.
+/// The opening lines: the split, the run count and estimated time, the
+/// descriptor limit, the notes.
 fn announce(plan: &Comparison) {
     let split = &plan.split;
-    let total = plan.total_runs();
+    let (closed, matched) = plan.runs_per_repetition();
+    let estimate = plan.estimated_duration().as_secs();
     eprintln!(
-        "compare: server on CPU {} ({} core(s)), loadgen on CPU {} ({} core(s)); {} runs ({} round(s) of {}) of {} + {} warm-up each",
+        "compare: server on CPU {} ({} core(s)), loadgen on CPU {} ({} core(s)); {} runs: {} repetition(s) of \
+         {closed} closed-loop and {matched} matched-load runs, each {} + {} warm-up; about {} min {} s \
+         (estimated; 10,000-connection runs take longer)",
         split.server,
         split.server.cpus().len(),
         split.loadgen,
         split.loadgen.cpus().len(),
-        total,
+        plan.total_runs(),
         plan.repetitions,
-        total / plan.repetitions as usize,
         fmt_ms(plan.timing.duration),
-        fmt_ms(plan.timing.warmup)
+        fmt_ms(plan.timing.warmup),
+        estimate / 60,
+        estimate % 60,
+    );
+    let labels: Vec<&str> = plan.matrix.peers.iter().map(|p| p.label.as_str()).collect();
+    eprintln!(
+        "compare: peers {} (order rotated each repetition); ratios against {}",
+        labels.join(", "),
+        plan.reference
     );
     if let Some(w) = &split.warning {
         eprintln!("compare: warning: {w}");
@@ -163,9 +174,27 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
             connect_rate: plan.timing.connect_rate,
             rss_interval_ms: proc_cpu::RSS_INTERVAL.as_millis() as u64,
             disturbed_cores: DISTURBED_CORES,
+            repetitions: plan.repetitions,
+            order: ORDER.into(),
+            reference: plan.reference.clone(),
+            peers: plan
+                .matrix
+                .peers
+                .iter()
+                .map(|p| PeerMethod {
+                    label: p.label.clone(),
+                    peer: p.peer.name().into(),
+                    reference_impl: p.is_reference_impl(),
+                    calibration_spin_ns: p.calibration_spin_ns,
+                })
+                .collect(),
+            matched_load_fractions: plan.matrix.fractions.clone(),
+            warmup_s: plan.timing.warmup.as_secs_f64(),
+            duration_s: plan.timing.duration.as_secs_f64(),
         },
         open_loop_rate: None,
         open_loop_note: String::new(),
+        matched_load: Vec::new(),
         notes: plan.notes(),
         machine: sockbench::machine::Machine::probe(),
         platform_stalls,
@@ -179,10 +208,17 @@ struct Progress {
     total: usize,
 }
 
-/// Every repetition of the closed-loop matrix, then the open-loop runs at
-/// the rate the closed-loop runs allow. Repetition after repetition of the
-/// whole matrix, so that a slow spell of the machine hits one repeat of many
-/// points rather than every repeat of one.
+/// How the runs are ordered, as the manifest records it.
+const ORDER: &str = "the closed-loop matrix repetition by repetition, then the matched-load sweep \
+repetition by repetition; within a repetition point after point, the peers of a point one after \
+another, their order rotated by one place each repetition";
+
+/// Every repetition of the closed-loop matrix, then every repetition of the
+/// matched-load sweep at the rates the closed-loop runs allow. Repetition
+/// after repetition of the whole matrix, so that a slow spell of the
+/// machine hits one repeat of many points rather than every repeat of one;
+/// the peers of a point run back to back, so that their runs of one
+/// repetition can be paired.
 fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyhow::Result<()> {
     let mut progress = Progress {
         done: 0,
@@ -193,59 +229,96 @@ fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyh
             run_and_record(ctx, spec, &mut progress, manifest)?;
         }
     }
-    let rate = open_loop_rate(&peaks(plan, manifest, &ctx.out_dir), plan.matrix.open_loop_shape());
-    eprintln!("compare: open loop: {}", rate.note);
-    manifest.open_loop_rate = rate.rate;
-    manifest.open_loop_note = rate.note.clone();
+    let rates: Vec<MatchedRates> = plan
+        .matrix
+        .matched_points
+        .iter()
+        .map(|&shape| {
+            matched_rates(
+                shape,
+                &closed_loop_rates(manifest, shape, &ctx.out_dir),
+                &plan.matrix.fractions,
+            )
+        })
+        .collect();
+    for m in &rates {
+        announce_rates(m);
+    }
+    let planned = plan.matrix.matched_points.len() * plan.matrix.fractions.len() * plan.matrix.peers.len();
+    let runnable: usize = rates.iter().map(|m| m.rates.len()).sum::<usize>() * plan.matrix.peers.len();
+    progress.total -= (planned - runnable) * plan.repetitions as usize;
+    manifest.matched_load = rates.clone();
+    (manifest.open_loop_rate, manifest.open_loop_note) = latency_view(&rates);
     for rep in 1..=plan.repetitions {
-        for &peer in &plan.matrix.peers {
-            let spec = plan.open_loop(peer, rate.rate.unwrap_or(0.0), rep);
-            run_open_loop(ctx, &rate, spec, &mut progress, manifest)?;
+        for spec in plan.matched_load(rep, &rates) {
+            run_and_record(ctx, spec, &mut progress, manifest)?;
         }
     }
     Ok(())
 }
 
-fn run_open_loop(
-    ctx: &RunContext,
-    rate: &OpenLoopRate,
-    spec: RunSpec,
-    progress: &mut Progress,
-    manifest: &mut Manifest,
-) -> anyhow::Result<()> {
-    if rate.rate.is_some() {
-        return run_and_record(ctx, spec, progress, manifest);
+fn announce_rates(m: &MatchedRates) {
+    let s = &m.shape;
+    match &m.lowest {
+        Some(p) => eprintln!(
+            "compare: matched load over {}, {} conns, {} B: {} msgs/s offered to every peer ({:?} of {}'s median peak {:.0} msgs/s, the lowest)",
+            s.transport,
+            s.conns,
+            s.size_bytes,
+            m.rates.iter().map(|r| format!("{:.0}", r.msgs_per_s)).collect::<Vec<_>>().join(", "),
+            m.rates.iter().map(|r| r.fraction).collect::<Vec<_>>(),
+            p.label,
+            p.msgs_per_s
+        ),
+        None => eprintln!(
+            "compare: matched load over {}, {} conns, {} B: not run, no successful closed-loop run there",
+            s.transport, s.conns, s.size_bytes
+        ),
     }
-    progress.done += 1;
-    let why = "not run: no successful closed-loop run to derive the offered rate from";
-    eprintln!("[{}/{}] open loop {}: {why}", progress.done, progress.total, spec.peer);
-    manifest.runs.push(RunRecord::failed(spec, why));
-    manifest.save(&ctx.out_dir)
 }
 
-/// Each peer's best closed-loop throughput at the open-loop shape, read
-/// from loadgen's result files of the successful runs.
-fn peaks(plan: &Comparison, manifest: &Manifest, out_dir: &Path) -> Vec<Peak> {
-    let shape = plan.matrix.open_loop_shape();
-    let mut peaks: Vec<Peak> = Vec::new();
-    for run in manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok) {
-        let s = &run.spec;
-        if s.transport != shape.transport || s.conns != shape.conns || s.size_bytes != shape.size_bytes {
-            continue;
-        }
-        let Ok(result) = loadgen::result::read(&run.result_file.in_dir(out_dir)) else {
-            continue;
-        };
-        let rate = result.throughput.msgs_per_s;
-        match peaks.iter_mut().find(|p| p.peer == s.peer) {
-            Some(p) => p.msgs_per_s = p.msgs_per_s.max(rate),
-            None => peaks.push(Peak {
-                peer: s.peer,
-                msgs_per_s: rate,
-            }),
-        }
-    }
-    peaks
+/// The offered rate of the latency view: the 50% rate (else the middle
+/// one) at the first matched point, with how it was chosen.
+fn latency_view(rates: &[MatchedRates]) -> (Option<f64>, String) {
+    let Some(m) = rates.iter().find(|m| !m.rates.is_empty()) else {
+        return (
+            None,
+            "no successful closed-loop run to derive an offered rate from".into(),
+        );
+    };
+    let r = m
+        .rates
+        .iter()
+        .find(|r| r.fraction == 0.5)
+        .unwrap_or(&m.rates[m.rates.len() / 2]);
+    let lowest = m.lowest.as_ref().expect("rates come from a lowest peak");
+    let note = format!(
+        "{:.0} msgs/s for every peer: {:.0}% of the lowest closed-loop peak at {}, {} connections, {} B \
+         ({}, median of {} runs: {:.0} msgs/s)",
+        r.msgs_per_s,
+        r.fraction * 100.0,
+        m.shape.transport,
+        m.shape.conns,
+        m.shape.size_bytes,
+        lowest.label,
+        lowest.runs,
+        lowest.msgs_per_s
+    );
+    (Some(r.msgs_per_s), note)
+}
+
+/// Each successful closed-loop run's (label, msgs/s) at `shape`, read from
+/// loadgen's result files.
+fn closed_loop_rates(manifest: &Manifest, shape: crate::plan::PointShape, out_dir: &Path) -> Vec<(String, f64)> {
+    manifest
+        .runs
+        .iter()
+        .filter(|r| r.outcome == Outcome::Ok && r.spec.purpose == Purpose::Peak && r.spec.shape() == shape)
+        .filter_map(|r| {
+            let result = loadgen::result::read(&r.result_file.in_dir(out_dir)).ok()?;
+            Some((r.spec.label.clone(), result.throughput.msgs_per_s))
+        })
+        .collect()
 }
 
 /// One run with its progress lines; the manifest is saved after it.
@@ -265,8 +338,8 @@ fn run_and_record(
     let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
     eprintln!(
         "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{rate} ...",
-        total - n,
-        spec.peer,
+        total.saturating_sub(n),
+        spec.label,
         spec.transport,
         spec.conns,
         spec.size_bytes

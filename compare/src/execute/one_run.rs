@@ -17,7 +17,7 @@ use super::proc_cpu::{TreeCost, TreeMonitor};
 use super::process::{confine_command, file_tail, stop_loadgen, stop_server, Tail};
 use super::Interrupted;
 use crate::plan::{CpuSplit, RunSpec, Timing};
-use crate::record::{OtherProcesses, Outcome, RunRecord, ServerCost};
+use crate::record::{LoadgenCost, OtherProcesses, Outcome, RunRecord, ServerCost};
 
 /// How long the server may take to print `listening`.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -50,6 +50,8 @@ pub fn run_one(ctx: &RunContext, spec: RunSpec) -> RunOutput {
     let unix_path = ctx.scratch.join(format!("{}.sock", spec.name()));
     let server = ctx.bins.server_for(spec.peer);
     let mut record = RunRecord::failed(spec.clone(), "not run");
+    record.server_cores = ctx.split.server.cpus().len() as u64;
+    record.loadgen_cores = ctx.split.loadgen.cpus().len() as u64;
     record.server_argv = spec.server_argv(&server, &unix_path, &ctx.split.server);
     let outcome = drive(ctx, &spec, &unix_path, &mut record);
     record.wall_s = started.elapsed().as_secs_f64();
@@ -95,7 +97,8 @@ fn drive(ctx: &RunContext, spec: &RunSpec, unix_path: &Path, record: &mut RunRec
     match result {
         Err(e) if e.is::<Interrupted>() => Err(e),
         Err(e) => {
-            let err = server_err.text();
+            // The server has stopped: its stderr is at EOF, or nearly.
+            let err = server_err.text_at_eof(Duration::from_millis(500));
             if err.is_empty() {
                 Err(e)
             } else {
@@ -291,7 +294,12 @@ fn other_processes(cost: &TreeCost) -> Option<OtherProcesses> {
 
 /// Reads loadgen's result (never changing it) and returns the progress
 /// headline, or why the run failed.
-fn check_result(ctx: &RunContext, record: &RunRecord, status: ExitStatus, log_path: &Path) -> anyhow::Result<String> {
+fn check_result(
+    ctx: &RunContext,
+    record: &mut RunRecord,
+    status: ExitStatus,
+    log_path: &Path,
+) -> anyhow::Result<String> {
     let path = record.result_file.in_dir(&ctx.out_dir);
     let result = loadgen::result::read(&path).with_context(|| {
         format!(
@@ -306,6 +314,7 @@ fn check_result(ctx: &RunContext, record: &RunRecord, status: ExitStatus, log_pa
             file_tail(log_path)
         );
     }
+    record.loadgen_cost = loadgen_cost(&result);
     let cost = record.server_cost.clone().unwrap_or_default();
     let per_msg = cost.cpu_us_per_msg(result.throughput.msgs_per_s);
     let mut headline = format!(
@@ -317,6 +326,12 @@ fn check_result(ctx: &RunContext, record: &RunRecord, status: ExitStatus, log_pa
         cost.peak_rss_kib,
         result.errors.total()
     );
+    if let Some(offered) = record.spec.rate {
+        headline.push_str(&format!(
+            "; achieved {:.1}% of the offered {offered:.0} msgs/s",
+            result.throughput.msgs_per_s / offered * 100.0
+        ));
+    }
     if let Some(o) = record
         .other_processes
         .as_ref()
@@ -325,4 +340,17 @@ fn check_result(ctx: &RunContext, record: &RunRecord, status: ExitStatus, log_pa
         headline.push_str(&format!("; DISTURBED: other processes used {:.2} cores", o.cores));
     }
     Ok(headline)
+}
+
+/// loadgen's CPU over its own measured phase, whose length is its messages
+/// over its rate (loadgen computes the rate over the phase it measured).
+fn loadgen_cost(result: &loadgen::result::RunResult) -> Option<LoadgenCost> {
+    let cpu_us = result.extra.loadgen_cpu_us?;
+    let rate = result.throughput.msgs_per_s;
+    let window_s = if result.messages > 0 && rate > 0.0 {
+        result.messages as f64 / rate
+    } else {
+        result.settings.duration_s
+    };
+    Some(LoadgenCost { cpu_us, window_s })
 }

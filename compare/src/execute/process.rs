@@ -90,13 +90,14 @@ pub fn stop_loadgen(loadgen: &mut Child) {
 }
 
 /// A spawned child whose output lines are collected by a thread.
-pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+pub struct Tail(Arc<Mutex<VecDeque<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Tail {
     /// Collects `from` until EOF; each line is also sent to `lines_tx`, if given.
     pub fn collect<R: Read + Send + 'static>(from: R, lines_tx: Option<mpsc::Sender<String>>) -> Tail {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let t = tail.clone();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, d) = (tail.clone(), done.clone());
         std::thread::spawn(move || {
             // Ends at EOF, i.e. when the child exits (or closes the pipe).
             for line in BufReader::new(from).lines() {
@@ -110,8 +111,19 @@ impl Tail {
                 }
                 t.push_back(line);
             }
+            d.store(true, std::sync::atomic::Ordering::Release);
         });
-        Tail(tail)
+        Tail(tail, done)
+    }
+
+    /// The text once the pipe has reached EOF (the child has exited), waiting
+    /// at most `wait` for the reader to catch up.
+    pub fn text_at_eof(&self, wait: Duration) -> String {
+        let deadline = std::time::Instant::now() + wait;
+        while !self.1.load(std::sync::atomic::Ordering::Acquire) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.text()
     }
 
     pub fn text(&self) -> String {

@@ -110,6 +110,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     counts.echo.messages += 1;
+                    crate::server::config::calibration_spin();
                     if let Err(e) = self.echo(&buf[..n], counts) {
                         return Next::Close {
                             failed: Some(ConnEnd::of(&e)),
