@@ -19,13 +19,7 @@ use sockbench::machine::{utc_now, Machine};
 use sockbench::net::Transport;
 use sockbench::server::BackendKind;
 
-// analyse::stats (the render side's statistics) is not yet a public module
-// of this branch; it is std-only, so the tests compile the same file.
-// Once `analyse` exports it, this becomes `use compare::analyse::stats`.
-#[allow(dead_code)]
-#[path = "../src/analyse/stats.rs"]
-mod stats;
-use stats::{Interval, Verdict};
+use compare::analyse::stats::{self, Interval, Verdict};
 
 /// The tests that measure with the real binaries take turns: run side by
 /// side on 2 cores, each would disturb the other's figures.

@@ -164,48 +164,59 @@ pub fn disturbances(runs: &[Run]) -> Vec<Disturbance> {
 
 // ---------------------------------------------------------------------
 // Adapters: the only functions that read a run's label, purpose, core
-// counts and CPU windows. They fall back on today's fields (the peer's
-// name, `rate.is_some()`, the manifest's CPU lists, loadgen's `extra`);
-// when the records carry these figures, only these functions change.
+// counts and CPU windows, falling back on older manifests' fields (the
+// peer's name, the manifest's CPU lists, loadgen's `extra`).
 // ---------------------------------------------------------------------
 
-/// The label a run is compared under: the peer's name until runs carry a
-/// `label` of their own (A/A, calibration variants).
+/// The label a run is compared under: the peer's name unless it was
+/// entered under another (`epoll@twin`, a calibration variant).
 pub fn label(run: &Run) -> String {
-    run.record.spec.peer.name().to_string()
-}
-
-/// Why the run was made. Until specs carry a purpose, every open-loop run
-/// is a latency run and every closed-loop run a peak.
-pub fn purpose(run: &Run) -> Purpose {
-    if run.record.spec.rate.is_some() {
-        Purpose::Latency
-    } else {
-        Purpose::Peak
+    match run.record.spec.label.as_str() {
+        "" => run.record.spec.peer.name().to_string(),
+        l => l.to_string(),
     }
 }
 
-/// The label every other is compared with: `epoll` until the manifest's
-/// method records one.
-pub fn reference_label(_manifest: &Manifest) -> String {
-    "epoll".to_string()
+/// Why the run was made, from the plan's purpose.
+pub fn purpose(run: &Run) -> Purpose {
+    match run.record.spec.purpose {
+        crate::plan::Purpose::Peak => Purpose::Peak,
+        crate::plan::Purpose::Latency => Purpose::Latency,
+        crate::plan::Purpose::MatchedLoad { fraction } => Purpose::MatchedLoad { fraction },
+    }
 }
 
-/// The server's cores: counted from the manifest's `server_cpus` until the
-/// record carries them.
-fn server_cores(_run: &Run, manifest: &Manifest) -> Option<usize> {
-    count_cpus(&manifest.server_cpus)
+/// The label every other is compared with: the manifest's method's, else epoll.
+pub fn reference_label(manifest: &Manifest) -> String {
+    match manifest.method.reference.as_str() {
+        "" => "epoll".to_string(),
+        r => r.to_string(),
+    }
 }
 
-/// loadgen's cores: counted from the manifest's `loadgen_cpus` until the
-/// record carries them.
-fn loadgen_cores(_run: &Run, manifest: &Manifest) -> Option<usize> {
-    count_cpus(&manifest.loadgen_cpus)
+/// The server's cores: the record's count, else counted from the manifest's `server_cpus`.
+fn server_cores(run: &Run, manifest: &Manifest) -> Option<usize> {
+    match run.record.server_cores {
+        0 => count_cpus(&manifest.server_cpus),
+        n => Some(n as usize),
+    }
 }
 
-/// loadgen's CPU seconds and the length of its own measured window: its
-/// `extra.loadgen_cpu_us` over its measured phase (`settings.duration_s`).
+/// loadgen's cores: the record's count, else counted from the manifest's `loadgen_cpus`.
+fn loadgen_cores(run: &Run, manifest: &Manifest) -> Option<usize> {
+    match run.record.loadgen_cores {
+        0 => count_cpus(&manifest.loadgen_cpus),
+        n => Some(n as usize),
+    }
+}
+
+/// loadgen's CPU seconds and the length of its own measured window: the
+/// record's `loadgen_cost`, else loadgen's `extra.loadgen_cpu_us` over its
+/// measured phase (`settings.duration_s`).
 fn loadgen_cpu_window(run: &Run) -> Option<(f64, f64)> {
+    if let Some(c) = &run.record.loadgen_cost {
+        return Some((c.cpu_us as f64 / 1e6, c.window_s));
+    }
     let cpu_us = run.result.extra.loadgen_cpu_us?;
     Some((cpu_us as f64 / 1e6, run.result.settings.duration_s))
 }
