@@ -247,8 +247,9 @@ fn plots_and_readme_from_result_files() {
     assert_eq!(loaded.len(), runs.len());
     let files = compare::render::write_report(&manifest, &loaded, &dir).unwrap();
     let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
-    // Every plot but the matched-load one: these runs have no matched-load sweep.
-    assert_eq!(names, plots::PLOT_FILES[..4]);
+    // Every plot: the open-loop runs are the sweep's 50% point at tcp, 100
+    // connections, which is both a matched-load point and the latency view.
+    assert_eq!(names, plots::PLOT_FILES);
     let findings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("findings.json")).unwrap()).unwrap();
     assert_eq!(findings["reference"], "epoll");
@@ -258,7 +259,12 @@ fn plots_and_readme_from_result_files() {
         .iter()
         .find(|p| p["transport"] == "tcp" && p["conns"] == 100 && p["purpose"] == "peak")
         .expect("a tcp 100-connection peak point");
-    let fork = tcp_100["peers"].as_array().unwrap().iter().find(|p| p["label"] == "fork").unwrap();
+    let fork = tcp_100["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["label"] == "fork")
+        .unwrap();
     assert_eq!(fork["verdict_server_cpu"], serde_json::Value::Null, "one run: no ratio");
     assert_eq!(fork["server_cpu_us_per_msg"]["n"], 1);
     for f in &files {
@@ -300,7 +306,10 @@ fn plots_and_readme_from_result_files() {
         .find(|r| r.record.spec.is_open_loop() && r.record.spec.peer == EPOLL)
         .unwrap()
         .result;
-    assert!(readme.contains(&format!("| {:.0} (1 run) |", epoll_open.latency_us.p99)), "{readme}");
+    assert!(
+        readme.contains(&format!("| {:.0} (1 run) |", epoll_open.latency_us.p99)),
+        "{readme}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -324,8 +333,14 @@ fn committed_results_still_render() {
         manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok).count()
     );
     let readme = readme::render(&manifest, &runs, &[]);
-    assert!(readme.find("## Findings").unwrap() < readme.find("## The run").unwrap(), "{readme}");
-    assert!(readme.contains("the intervals here cover at 75.00% with 3 runs"), "{readme}");
+    assert!(
+        readme.find("## Findings").unwrap() < readme.find("## The run").unwrap(),
+        "{readme}"
+    );
+    assert!(
+        readme.contains("the intervals here cover at 75.00% with 3 runs"),
+        "{readme}"
+    );
     // uring over tcp, 128 B, 100 connections: the median and range of its 3 runs.
     assert!(readme.contains("uring 4.34 [4.27, 4.55]"), "{readme}");
     assert!(readme.contains("| uring | 100 | 3 |"), "{readme}");
@@ -336,7 +351,10 @@ fn committed_results_still_render() {
     }
     assert!(readme.contains("too few runs to tell"));
     // No throughput ranking where the row is not server-limited.
-    for line in readme.lines().filter(|l| l.starts_with("- **") && l.contains("Throughput, fastest first")) {
+    for line in readme
+        .lines()
+        .filter(|l| l.starts_with("- **") && l.contains("Throughput, fastest first"))
+    {
         assert!(line.contains("(limit: server)"), "{line}");
     }
     let analysis = analyse::analyse(&manifest, &runs);

@@ -253,6 +253,17 @@ impl Run {
     }
 }
 
+/// The point `run` measures.
+pub fn point_key(run: &Run) -> PointKey {
+    let spec = &run.record.spec;
+    PointKey {
+        transport: spec.transport,
+        size_bytes: spec.size_bytes,
+        conns: spec.requested_conns,
+        purpose: purpose(run),
+    }
+}
+
 /// What the statistics need of `run`.
 pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
     let spec = &run.record.spec;
@@ -261,12 +272,7 @@ pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
         name: spec.name(),
         label: label(run),
         peer: spec.peer,
-        key: PointKey {
-            transport: spec.transport,
-            size_bytes: spec.size_bytes,
-            conns: spec.requested_conns,
-            purpose: purpose(run),
-        },
+        key: point_key(run),
         conns: spec.conns,
         repetition: spec.repetition,
         msgs_per_s: res.throughput.msgs_per_s,

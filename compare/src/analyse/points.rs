@@ -52,6 +52,19 @@ pub struct PointKey {
 }
 
 impl PointKey {
+    /// The open-loop point whose runs make the latency spectrum: a latency
+    /// run of older manifests, or the matched-load sweep's 50% run over TCP
+    /// at 100 connections and 128 B (the plan runs no separate latency runs).
+    pub fn is_latency_view(&self) -> bool {
+        match self.purpose {
+            Purpose::Latency => true,
+            Purpose::MatchedLoad { fraction } => {
+                fraction == 0.5 && self.transport == Transport::Tcp && self.conns == 100 && self.size_bytes == 128
+            }
+            Purpose::Peak => false,
+        }
+    }
+
     fn order(&self) -> (String, u64, u64, (u8, u64)) {
         (
             self.transport.name().to_string(),

@@ -91,7 +91,7 @@ pub fn draw_all(
         .collect();
     let open: Vec<Run> = medians
         .iter()
-        .filter(|r| crate::analyse::purpose(r) == Purpose::Latency)
+        .filter(|r| crate::analyse::point_key(r).is_latency_view())
         .cloned()
         .collect();
     let peaks: Vec<&PointStats> = analysis

@@ -462,7 +462,8 @@ fn latency_stats<'a>(r: &'a Report, run: &Run) -> Option<&'a PeerStats> {
         .points
         .iter()
         .find(|p| {
-            p.key.purpose == Purpose::Latency
+            p.key.is_latency_view()
+                && p.key.purpose == analyse::purpose(run)
                 && p.key.transport == spec.transport
                 && p.key.size_bytes == spec.size_bytes
                 && p.key.conns == spec.requested_conns
@@ -474,7 +475,7 @@ fn open_loop(w: &mut String, r: &Report) {
     let open: Vec<_> = r
         .medians
         .iter()
-        .filter(|run| analyse::purpose(run) == Purpose::Latency)
+        .filter(|run| analyse::point_key(run).is_latency_view())
         .collect();
     if !open.is_empty() || !r.m.open_loop_note.is_empty() {
         let _ = writeln!(w, "## Open loop: latency at the same offered rate\n");
