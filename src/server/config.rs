@@ -1,15 +1,14 @@
 //! The server's command line and the configuration every backend receives.
 
 use std::path::PathBuf;
-
-use clap::Parser;
-
-use crate::cpu::{self, CpuList};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
+
 use super::ServerError;
-use crate::net::{self, Endpoint, Transport};
+use crate::cpu::{self, CpuList};
+use crate::net::{self, AddrError, Endpoint, Transport};
 
 /// The four I/O models the server can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -60,13 +59,10 @@ impl std::fmt::Display for BackendKind {
 /// The address `server` listens on when neither `--addr` nor `--path` is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7000";
 
-/// `server`: an echo server with interchangeable I/O backends.
-#[derive(Debug, Parser)]
-#[command(name = "server", version, about, long_about = None)]
-pub struct ServerArgs {
-    /// I/O model.
-    #[arg(long, value_enum)]
-    pub backend: BackendKind,
+/// The flags that say where and on which CPUs an echo server listens:
+/// `server` and the `tokio-echo` reference share them, names, grammar and all.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ListenArgs {
     /// Socket kind to serve.
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     pub transport: Transport,
@@ -76,14 +72,32 @@ pub struct ServerArgs {
     /// Socket file for unix/unixgram. A stale file is replaced; it is removed on exit.
     #[arg(long, value_name = "SOCKET_PATH")]
     pub path: Option<PathBuf>,
+    /// Pin workers to these CPUs, e.g. 0 or 0-1 or 0,2-3; worker i gets the i-th CPU, wrapping.
+    #[arg(long, value_name = "CPU_LIST")]
+    pub pin: Option<CpuList>,
+}
+
+impl ListenArgs {
+    /// The endpoint the flags name, as requested (port 0 not yet resolved).
+    pub fn endpoint(&self) -> Result<Endpoint, AddrError> {
+        net::endpoint_from_flags(self.transport, self.addr.as_deref(), self.path.as_deref(), DEFAULT_ADDR)
+    }
+}
+
+/// `server`: an echo server with interchangeable I/O backends.
+#[derive(Debug, Parser)]
+#[command(name = "server", version, about, long_about = None)]
+pub struct ServerArgs {
+    /// I/O model.
+    #[arg(long, value_enum)]
+    pub backend: BackendKind,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Worker threads (threadpool: pool size, as many as the machine allows; epoll/uring:
     /// event loops, fork: preforked processes for datagram transports, up to 1024 each).
     /// [default: one per core]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub threads: Option<u32>,
-    /// Pin workers to these CPUs, e.g. 0 or 0-1 or 0,2-3; worker i gets the i-th CPU, wrapping.
-    #[arg(long, value_name = "CPU_LIST")]
-    pub pin: Option<CpuList>,
     /// Most connections served at once. Past it the server stops accepting until one
     /// closes. [default: 4096 for fork, 16384 otherwise]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -139,16 +153,16 @@ impl ServerConfig {
     /// Validates the flags. With `--calibration-spin-ns` it also arms the
     /// process-wide spin that [`calibration_spin`] performs.
     pub fn from_args(args: ServerArgs) -> Result<Self, ServerError> {
-        let endpoint =
-            net::endpoint_from_flags(args.transport, args.addr.as_deref(), args.path.as_deref(), DEFAULT_ADDR)?;
+        let endpoint = args.listen.endpoint()?;
+        let transport = args.listen.transport;
         if let Some(ns) = args.calibration_spin_ns {
-            if args.backend != BackendKind::Epoll || !args.transport.is_stream() {
+            if args.backend != BackendKind::Epoll || !transport.is_stream() {
                 return Err(ServerError::Capacity {
                     flag: "--calibration-spin-ns",
                     value: ns as usize,
                     reason: format!(
                         "implemented for --backend epoll over tcp or unix only, not --backend {} --transport {}",
-                        args.backend, args.transport
+                        args.backend, transport
                     ),
                 });
             }
@@ -156,10 +170,10 @@ impl ServerConfig {
         }
         Ok(ServerConfig {
             backend: args.backend,
-            transport: args.transport,
+            transport,
             endpoint,
             threads: args.threads.map(|t| t as usize).unwrap_or_else(cpu::available_cpus),
-            pin: args.pin,
+            pin: args.listen.pin,
             max_conns: args
                 .max_conns
                 .map(|m| m as usize)

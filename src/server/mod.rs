@@ -22,7 +22,7 @@ pub use config::{BackendKind, ServerArgs, ServerConfig, UringOptions};
 pub use stats::{ConnEnd, LocalCounts, Stats};
 
 use crate::backend;
-use crate::net::{self, BindOptions, Endpoint};
+use crate::net::{self, BindOptions, Endpoint, Transport};
 use crate::sys::{self, signal};
 
 /// How long a stop may take before the backstop ends the process anyway.
@@ -164,22 +164,19 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
     let announce = {
         let (config, local) = (config.clone(), local.clone());
         Box::new(move |details: &str| {
-            let pin = config
-                .pin
-                .as_ref()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "none".into());
-            let mut out = io::stdout().lock();
-            let _ = writeln!(
-                out,
-                "listening addr={local} transport={} backend={} threads={} pin={pin} max_conns={}{}{details}",
-                config.transport,
-                config.backend,
-                config.threads,
+            let details = format!(
+                "max_conns={}{}{details}",
                 config.max_conns,
-                if details.is_empty() { "" } else { " " },
+                if details.is_empty() { "" } else { " " }
             );
-            let _ = out.flush();
+            print_listening(
+                &local,
+                config.transport,
+                config.backend.name(),
+                config.threads,
+                config.pin.as_ref(),
+                &details,
+            );
         })
     };
     let ctx = ServeContext {
@@ -309,4 +306,24 @@ fn spawn_stop_backstop(
             }
         })
         .expect("spawn stop-backstop thread");
+}
+
+/// Prints the `listening` line that scripts and `compare` wait for, in the
+/// one format every sockbench server uses (`server` and `tokio-echo`):
+/// `listening addr=… transport=… backend=… threads=… pin=… DETAILS`.
+pub fn print_listening(
+    local: &Endpoint,
+    transport: Transport,
+    backend: &str,
+    threads: usize,
+    pin: Option<&crate::cpu::CpuList>,
+    details: &str,
+) {
+    let pin = pin.map(|p| p.to_string()).unwrap_or_else(|| "none".into());
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "listening addr={local} transport={transport} backend={backend} threads={threads} pin={pin} {details}"
+    );
+    let _ = out.flush();
 }

@@ -105,7 +105,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let mut term = signal(SignalKind::terminate()).map_err(setup("SIGTERM handler"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(setup("SIGINT handler"))?;
         spawn_echo(&config, primary, udp_extra).map_err(setup("serving socket"))?;
-        announce(&config, &local);
+        sockbench::server::print_listening(
+            &local,
+            config.transport,
+            "tokio",
+            config.threads,
+            config.pin.as_ref(),
+            "runtime=multi_thread",
+        );
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -170,20 +177,4 @@ fn spawn_echo(config: &Config, primary: OwnedFd, udp_extra: Vec<OwnedFd>) -> io:
         }
     }
     Ok(())
-}
-
-/// The `listening` line, in `server`'s format, which scripts and `compare` wait for.
-fn announce(config: &Config, local: &Endpoint) {
-    let pin = config
-        .pin
-        .as_ref()
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "none".into());
-    let mut out = io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "listening addr={local} transport={} backend=tokio threads={} pin={pin} runtime=multi_thread",
-        config.transport, config.threads,
-    );
-    let _ = out.flush();
 }
