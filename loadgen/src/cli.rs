@@ -91,6 +91,11 @@ pub struct Args {
     /// New connections per second during startup (failures back off and retry).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub connect_rate: u64,
+    /// Source addresses to spread the connections over (tcp, udp), e.g.
+    /// `127.0.0.1-127.0.0.4` or `10.0.0.5,[::1]`: each one has its own
+    /// `ip_local_port_range` of ports towards the server.
+    #[arg(long, value_name = "LIST", value_parser = crate::source::parse_local_addrs)]
+    pub local_addrs: Option<crate::source::SourceAddrs>,
     /// An echo not back within this long counts as a timeout (datagrams: lost).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,

@@ -18,6 +18,7 @@ pub use crate::cli::{UsageError, EXIT_USAGE};
 use crate::out::OutPlan;
 use crate::progress::{IntervalView, Phase, Progress};
 use crate::result::{self, new_run_id, Errors, Extra, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+use crate::source::SourceAddrs;
 use crate::stats::{self, Interval, ThreadTotals};
 use crate::worker::{self, Plan, Shared, UNSET};
 use crate::{pattern, report};
@@ -117,6 +118,14 @@ fn check_flags(args: &Args) -> Result<(), UsageError> {
     Ok(())
 }
 
+/// Refuses more connections than the source addresses have ports (naming
+/// `--local-addrs`), and sources of the wrong address family.
+fn check_sources(sources: &SourceAddrs, args: &Args, endpoint: &net::Endpoint) -> Result<(), UsageError> {
+    // Unknown port range (no /proc): do not guess, let connect say.
+    let ports = crate::source::ports_per_source().unwrap_or(u64::MAX / 2);
+    crate::source::check_capacity(sources, args.transport, endpoint, args.conns, ports).map_err(UsageError)
+}
+
 /// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
 pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     check_flags(&args)?;
@@ -124,6 +133,8 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     let (addr, path) = args.target_flags()?;
     let endpoint = net::endpoint_from_flags(args.transport, addr.as_deref(), path.as_deref(), DEFAULT_ADDR)
         .map_err(|e| UsageError(e.to_string()))?;
+    let sources = args.local_addrs.clone().unwrap_or_else(SourceAddrs::kernel_chosen);
+    check_sources(&sources, &args, &endpoint)?;
     let threads = (args.threads).min(args.conns) as usize;
     let socket_dir = match args.transport {
         net::Transport::Unixgram => Some(ClientSocketDir::create(args.conns)?),
@@ -141,6 +152,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         threads,
         unixgram_dir: socket_dir.as_ref().map(|d| d.dir.clone()),
         io: args.io,
+        sources: sources.clone(),
     });
     signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
     let shared = Arc::new(Shared::new());

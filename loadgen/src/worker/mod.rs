@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Rela
 use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
-use sockbench::net::{self, Endpoint, Transport};
+use sockbench::net::{Endpoint, Transport};
 use sockbench::sys as ssys;
 
 mod ring;
@@ -60,6 +60,8 @@ pub struct Plan {
     pub unixgram_dir: Option<PathBuf>,
     /// How stream connections do their I/O.
     pub io: IoMode,
+    /// `--local-addrs`: each connection's source address.
+    pub sources: crate::source::SourceAddrs,
 }
 
 /// State the main thread and the event loops share. Times are nanoseconds since `t0`.
@@ -529,7 +531,7 @@ impl Worker<'_> {
         let plan = self.plan;
         let c = &mut self.conns[k];
         let res = if plan.transport.is_stream() {
-            net::connect_stream(&plan.endpoint, true)
+            crate::source::connect_from(plan.transport, &plan.endpoint, None, plan.sources.for_conn(c.id as u64))
         } else {
             let local = plan.unixgram_dir.as_ref().map(|d| d.join(format!("c{}", c.id)));
             if let Some(p) = &local {
@@ -537,7 +539,7 @@ impl Worker<'_> {
             }
             let local_ep = local.clone().map(Endpoint::Unix);
             c.local_path = local;
-            net::connect_datagram(&plan.endpoint, local_ep.as_ref(), true)
+            crate::source::connect_from(plan.transport, &plan.endpoint, local_ep.as_ref(), plan.sources.for_conn(c.id as u64))
         };
         let fd = match res {
             Ok(fd) => fd,
