@@ -60,7 +60,9 @@ pub fn parse_local_addrs(s: &str) -> Result<SourceAddrs, String> {
     let mut addrs = Vec::new();
     for item in s.split(',').map(str::trim) {
         if item.is_empty() {
-            return Err(format!("{s:?}: an empty entry; give addresses like 127.0.0.1-127.0.0.4,[::1]"));
+            return Err(format!(
+                "{s:?}: an empty entry; give addresses like 127.0.0.1-127.0.0.4,[::1]"
+            ));
         }
         let (lo, hi) = match item.split_once('-') {
             Some((a, b)) => (parse_ip(a)?, parse_ip(b)?),
@@ -189,8 +191,16 @@ pub fn connect_from(
             net::connect_datagram(server, local, true)
         };
     };
-    let ty = if transport.is_stream() { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
-    let domain = if source.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let ty = if transport.is_stream() {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let domain = if source.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     let fd = sys::socket(domain, ty, true)?;
     bind_source(fd.as_fd(), source)?;
     match sys::connect(fd.as_fd(), &server.sockaddr()?) {
@@ -207,14 +217,30 @@ mod tests {
     #[test]
     fn parses_lists_and_ranges() {
         let s = parse_local_addrs("127.0.0.1-127.0.0.4, [::1],10.0.0.255-10.0.1.0").unwrap();
-        let want: Vec<IpAddr> = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "::1", "10.0.0.255", "10.0.1.0"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
+        let want: Vec<IpAddr> = [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4",
+            "::1",
+            "10.0.0.255",
+            "10.0.1.0",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
         assert_eq!(s.addrs(), &want[..]);
         assert_eq!(s.for_conn(0), Some(want[0]));
         assert_eq!(s.for_conn(8), Some(want[1]));
-        for bad in ["", "1.2.3", "127.0.0.4-127.0.0.1", "127.0.0.1-::1", "10.0.0.0-10.2.0.0", "a,b", "1.2.3.4,"] {
+        for bad in [
+            "",
+            "1.2.3",
+            "127.0.0.4-127.0.0.1",
+            "127.0.0.1-::1",
+            "10.0.0.0-10.2.0.0",
+            "a,b",
+            "1.2.3.4,",
+        ] {
             assert!(parse_local_addrs(bad).is_err(), "{bad}");
         }
     }
@@ -231,7 +257,9 @@ mod tests {
         let e = check_capacity(&four, Transport::Tcp, &server, 200_000, 28_232).unwrap_err();
         assert!(e.contains("give 8 or more"), "{e}");
         let v6 = parse_local_addrs("[::1]").unwrap();
-        assert!(check_capacity(&v6, Transport::Tcp, &server, 1, 28_232).unwrap_err().contains("IPv4"));
+        assert!(check_capacity(&v6, Transport::Tcp, &server, 1, 28_232)
+            .unwrap_err()
+            .contains("IPv4"));
         assert_eq!(parse_port_range("32768\t60999\n"), Some(28_232));
     }
 }

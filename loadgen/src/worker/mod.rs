@@ -539,7 +539,12 @@ impl Worker<'_> {
             }
             let local_ep = local.clone().map(Endpoint::Unix);
             c.local_path = local;
-            crate::source::connect_from(plan.transport, &plan.endpoint, local_ep.as_ref(), plan.sources.for_conn(c.id as u64))
+            crate::source::connect_from(
+                plan.transport,
+                &plan.endpoint,
+                local_ep.as_ref(),
+                plan.sources.for_conn(c.id as u64),
+            )
         };
         let fd = match res {
             Ok(fd) => fd,
