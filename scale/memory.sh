@@ -52,6 +52,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+tree_pss_kb() { # proportional set size: shared pages split among the processes sharing them
+  local pid=$1 p
+  for p in $pid $(pgrep -P "$pid" || true); do cat "/proc/$p/smaps_rollup" 2>/dev/null || true; done |
+    awk '/^Pss:/{s+=$2} END{print s+0}'
+}
 kernel_snapshot() { # prints: slab_kb sunreclaim_kb sockstat_tcp_mem_pages tcp_slab_bytes tcp_objs
   local slab sunr mem tcpb objs
   slab=$(awk '/^Slab:/{print $2}' /proc/meminfo)
@@ -62,11 +67,11 @@ kernel_snapshot() { # prints: slab_kb sunreclaim_kb sockstat_tcp_mem_pages tcp_s
   echo "$slab $sunr $mem $tcpb $objs"
 }
 tree_rss_kb() { # RSS of a process and its children (fork: one child per connection)
-  local pid=$1 total=0 p
-  for p in $pid $(pgrep -P "$pid" || true); do
-    total=$(( total + $(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0) ))
-  done
-  echo "$total"
+  local pid=$1 p
+  # One awk over every status file: thousands of children must be read in well
+  # under a second. A child exiting meanwhile (or a zombie) counts 0.
+  for p in $pid $(pgrep -P "$pid" || true); do cat "/proc/$p/status" 2>/dev/null || true; done |
+    awk '/^VmRSS:/{s+=$2} END{print s+0}'
 }
 
 sync; echo 2 > /proc/sys/vm/drop_caches 2>/dev/null || true # settle reclaimable slab (root only)
@@ -79,6 +84,7 @@ addr=$(grep -o 'addr=[^ ]*' "$tmp/server.out" | head -1 | cut -d= -f2)
 [ -n "$addr" ] || { echo "server did not start:"; cat "$tmp/server.err"; exit 1; }
 listening=$(grep '^listening' "$tmp/server.out")
 rss_idle=$(tree_rss_kb "$server_pid")
+pss_idle=$(tree_pss_kb "$server_pid")
 
 run_json="$out_dir/run-$backend-c$conns.json"
 lg_cmd=("$bin/loadgen" "$addr" --conns "$conns" --threads "$lg_threads" --pin 1
@@ -93,9 +99,10 @@ dur_s=${duration%s}
 until grep -q '^\[.*open [0-9]*/[0-9]*$' "$tmp/lg.err" 2>/dev/null || ! kill -0 "$lg_pid" 2>/dev/null; do sleep 0.2; done
 sleep "$(python3 -c "print(max(0, $dur_s/2 - 1))")"
 open=$(grep -o 'open [0-9]*/[0-9]*' "$tmp/lg.err" | tail -1 || true)
-rss_load=$(tree_rss_kb "$server_pid")
-lg_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$lg_pid/status")
+lg_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$lg_pid/status" 2>/dev/null || echo 0)
 read -r slab1 sunr1 mem1 tcpb1 objs1 < <(kernel_snapshot)
+rss_load=$(tree_rss_kb "$server_pid")
+pss_load=$(tree_pss_kb "$server_pid")
 set +e
 wait "$lg_pid"; lg_rc=$?
 set -e
@@ -105,7 +112,7 @@ summary=$(grep '^summary' "$tmp/server.out" || true)
 server_pid=""
 tail -8 "$tmp/lg.out"
 
-export backend conns addr sources listening summary open rss_idle rss_load lg_rss lg_rc \
+export backend conns addr sources listening summary open rss_idle rss_load pss_idle pss_load lg_rss lg_rc \
   slab0 sunr0 mem0 tcpb0 objs0 slab1 sunr1 mem1 tcpb1 objs1 run_json duration
 export server_cmd_s="${server_cmd[*]}" lg_cmd_s="${lg_cmd[*]}"
 python3 - "$out_dir/memory-$backend-c$conns.json" <<'EOF'
@@ -132,6 +139,10 @@ doc = {
     "loadgen_failures": res.get("failures"),
     "server_rss_idle_kb": i("rss_idle"), "server_rss_loaded_kb": i("rss_load"),
     "server_rss_bytes_per_conn": round((i("rss_load") - i("rss_idle")) * 1024 / n, 1),
+    "server_rss_note": "VmRSS of the server and its children summed: fork's children each count the pages "
+                       "they share; server_pss_* splits shared pages among the sharers",
+    "server_pss_idle_kb": i("pss_idle"), "server_pss_loaded_kb": i("pss_load"),
+    "server_pss_bytes_per_conn": round((i("pss_load") - i("pss_idle")) * 1024 / n, 1),
     "loadgen_rss_kb": i("lg_rss"),
     "kernel_note": "machine-wide deltas; on loopback each connection is two TCP sockets (client and server), "
                    "so *_per_conn covers both ends; *_per_socket is half of it",
