@@ -609,3 +609,31 @@ fn local_addrs_spread_connections_over_the_source_addresses() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn more_connections_than_one_descriptor_table_holds_run_on_per_thread_tables() {
+    let _serial = one_at_a_time();
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        println!("skipped: prlimit (util-linux) is not installed");
+        return;
+    }
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("fdsplit");
+    let run = |threads: &str| {
+        Command::new("prlimit")
+            .args(["--nofile=300:300", loadgen_bin(), &srv.addr, "-c", "400", "-t", threads])
+            .args(["-d", "500ms", "--warmup", "100ms"])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    // 400 connections do not fit a hard limit of 300 on one thread: refused by name.
+    let out = run("1");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--threads"), "{}", text(&out.stderr));
+    // On two threads each holds 200 in its own table: every connection up, every echo checked.
+    let out = run("2");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok, 0 errors"), "{}", text(&out.stdout));
+    let _ = std::fs::remove_dir_all(dir);
+}
