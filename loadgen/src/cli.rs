@@ -91,6 +91,16 @@ pub struct Args {
     /// New connections per second during startup (failures back off and retry).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub connect_rate: u64,
+    /// Source addresses to spread the connections over (tcp, udp), e.g.
+    /// `127.0.0.1-127.0.0.4` or `10.0.0.5,[::1]`: each one has its own
+    /// `ip_local_port_range` of ports towards the server.
+    #[arg(long, value_name = "LIST", value_parser = crate::source::parse_local_addrs)]
+    pub local_addrs: Option<crate::source::SourceAddrs>,
+    /// Start the warm-up at this wall-clock instant (RFC 3339, e.g.
+    /// 2026-12-01T13:05:00Z, or Unix seconds), so that loadgens on several
+    /// hosts measure the same window; connections are made before it.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
     /// An echo not back within this long counts as a timeout (datagrams: lost).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -202,6 +212,44 @@ pub struct MergeArgs {
     /// Print the merged JSON on stdout too (then stdout holds only the JSON).
     #[arg(long)]
     pub json: bool,
+    /// Warn when the inputs' measured windows start (or end) further apart
+    /// than this; inputs whose windows do not overlap are refused.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub max_skew: Duration,
+}
+
+/// The furthest ahead `--start-at` may be: a day (a later time is a typo).
+pub const START_AT_MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses `--start-at`: RFC 3339 (`2026-12-01T13:05:00Z`, `...+01:00` is
+/// not accepted: give UTC) or Unix seconds (`1796130300`, `1796130300.5`).
+pub fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = t.parse().map_err(|_| format!("{s:?} is not Unix seconds"))?;
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    humantime::parse_rfc3339_weak(t)
+        .map_err(|e| format!("{s:?} is not a time like 2026-12-01T13:05:00Z (RFC 3339, UTC) or Unix seconds: {e}"))
+}
+
+/// Refuses a `--start-at` more than a second in the past or more than
+/// [`START_AT_MAX_AHEAD`] ahead of `now`.
+pub fn check_start_at(at: std::time::SystemTime, now: std::time::SystemTime) -> Result<(), UsageError> {
+    let shown = humantime::format_rfc3339_millis(at);
+    match at.duration_since(now) {
+        Err(past) if past.duration() > Duration::from_secs(1) => Err(UsageError(format!(
+            "--start-at {shown} is {:.1}s in the past (now {}); give a time a few seconds ahead, \
+             after the connections are up",
+            past.duration().as_secs_f64(),
+            humantime::format_rfc3339_millis(now)
+        ))),
+        Ok(ahead) if ahead > START_AT_MAX_AHEAD => Err(UsageError(format!(
+            "--start-at {shown} is more than a day ahead (now {}); is the date right?",
+            humantime::format_rfc3339_millis(now)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Parses a percentile above 0 and at most 100: `99.9`.
@@ -236,6 +284,22 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_times() {
+        let at = parse_start_at("2026-12-01T13:05:00Z").unwrap();
+        assert_eq!(at, std::time::UNIX_EPOCH + Duration::from_secs(1_796_130_300));
+        assert_eq!(parse_start_at("1796130300.5").unwrap(), at + Duration::from_millis(500));
+        assert!(parse_start_at("tomorrow").is_err());
+        let now = at;
+        assert!(check_start_at(at - Duration::from_millis(900), now).is_ok());
+        assert!(check_start_at(at - Duration::from_secs(2), now)
+            .unwrap_err()
+            .0
+            .contains("--start-at"));
+        assert!(check_start_at(at + Duration::from_secs(3600), now).is_ok());
+        assert!(check_start_at(at + Duration::from_secs(2 * 86400), now).is_err());
+    }
 
     #[test]
     fn rates() {

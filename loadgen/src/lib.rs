@@ -8,6 +8,7 @@
 //! - [`result`]: the result file format, its one reader and writer.
 //! - [`progress`]: the live display; [`out`]: where a result is written.
 //! - [`run`]: a whole run; [`merge`]: combining result files.
+//! - [`source`]: source addresses (`--local-addrs`) and their port budget.
 
 pub mod cli;
 pub mod merge;
@@ -17,6 +18,7 @@ pub mod progress;
 pub mod report;
 pub mod result;
 pub mod run;
+pub mod source;
 pub mod stats;
 pub mod sys;
 pub mod worker;

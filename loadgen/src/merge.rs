@@ -44,6 +44,7 @@ pub fn merge(
         bail!("nothing to merge")
     };
     check_distinct_runs(results, names)?;
+    let window = common_window(results, names)?;
     for (r, name) in results.iter().zip(names) {
         if r.schema != SCHEMA {
             bail!("{name}: schema is {:?}, expected {SCHEMA:?}", r.schema);
@@ -114,11 +115,116 @@ pub fn merge(
     out.latency_us = stats::latency_of(&hist);
     out.histogram = result::encode_histogram(&hist);
     out.extra.merged_from = names.to_vec();
+    if let Some(w) = &window {
+        // Throughput over the common window: what every input echoed inside it.
+        let secs = (w.end_ns - w.start_ns) as f64 / 1e9;
+        let (mut msgs, mut bytes) = (0.0, 0.0);
+        for r in results {
+            let m = messages_within(r, w.start_ns, w.end_ns);
+            msgs += m;
+            bytes += if r.messages > 0 {
+                m * r.bytes as f64 / r.messages as f64
+            } else {
+                0.0
+            };
+        }
+        out.throughput.msgs_per_s = msgs / secs;
+        out.throughput.mb_per_s = bytes / secs / 1e6;
+        out.extra.window_start_unix_ns = Some(w.start_ns);
+        out.extra.window_end_unix_ns = Some(w.end_ns);
+        out.extra.window_skew_ns = Some(w.skew_ns);
+        out.extra.common_window_messages = Some(msgs);
+        out.extra.common_window_s = Some(secs);
+    }
     if has_unc {
         out.extra.latency_uncorrected_us = Some(stats::latency_of(&unc));
         out.extra.histogram_uncorrected = Some(result::encode_histogram(&unc));
     }
     Ok((out, hist))
+}
+
+/// The inputs' common measured window in wall-clock time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommonWindow {
+    /// The latest start and the earliest end, ns since the Unix epoch.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The largest difference between the starts, or between the ends.
+    pub skew_ns: u64,
+}
+
+/// The window every input measured, or `None` when an input has no window
+/// (a file from before windows were recorded: then the windows are only as
+/// aligned as the processes' starts, and rates are summed as they are).
+/// Refuses inputs whose windows do not overlap: their sum would describe no
+/// instant the server saw.
+pub fn common_window(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<CommonWindow>> {
+    let mut windows = Vec::new();
+    for r in results {
+        match (r.extra.window_start_unix_ns, r.extra.window_end_unix_ns) {
+            (Some(a), Some(b)) if b > a => windows.push((a, b)),
+            _ => return Ok(None),
+        }
+    }
+    let latest_start = (0..windows.len()).max_by_key(|&i| windows[i].0).unwrap_or(0);
+    let earliest_end = (0..windows.len()).min_by_key(|&i| windows[i].1).unwrap_or(0);
+    let (start_ns, end_ns) = (windows[latest_start].0, windows[earliest_end].1);
+    if end_ns <= start_ns {
+        bail!(
+            "the measured windows do not overlap: {} ended at {} but {} started at {}; \
+             start the loadgens with the same --start-at (and synchronized clocks)",
+            names[earliest_end],
+            show_unix_ns(end_ns),
+            names[latest_start],
+            show_unix_ns(start_ns)
+        );
+    }
+    let spread = |f: fn(&(u64, u64)) -> u64| {
+        let v: Vec<u64> = windows.iter().map(f).collect();
+        v.iter().max().unwrap_or(&0) - v.iter().min().unwrap_or(&0)
+    };
+    let skew_ns = spread(|w| w.0).max(spread(|w| w.1));
+    Ok(Some(CommonWindow {
+        start_ns,
+        end_ns,
+        skew_ns,
+    }))
+}
+
+/// An instant as RFC 3339 UTC with milliseconds.
+fn show_unix_ns(ns: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)).to_string()
+}
+
+/// Messages `r` echoed within [from_ns, to_ns) (wall clock): its per-second
+/// series intervals that lie inside count whole, the (at most two) that the
+/// bounds cut count pro rata to the part inside. Without a series, the whole
+/// window's messages pro rata.
+fn messages_within(r: &RunResult, from_ns: u64, to_ns: u64) -> f64 {
+    let (Some(ws), Some(we)) = (r.extra.window_start_unix_ns, r.extra.window_end_unix_ns) else {
+        return r.messages as f64;
+    };
+    let inside = |a: u64, b: u64| -> f64 {
+        let (lo, hi) = (a.max(from_ns), b.min(to_ns));
+        if b <= a || hi <= lo {
+            0.0
+        } else {
+            (hi - lo) as f64 / (b - a) as f64
+        }
+    };
+    if r.series.is_empty() {
+        return r.messages as f64 * inside(ws, we);
+    }
+    let mut prev = ws;
+    let mut total = 0.0;
+    for p in &r.series {
+        let end = (ws + (p.t_s * 1e9) as u64).min(we.max(prev));
+        total += p.msgs as f64 * inside(prev, end.max(prev + 1));
+        prev = end;
+    }
+    // The series is per report interval and its last one may hold a few
+    // echoes completed as the window closed; never count more than the run's.
+    total.min(r.messages as f64)
 }
 
 /// The single runs a result adds up: its own id, or a merge's inputs'.
@@ -156,6 +262,20 @@ pub fn run_merge(args: &MergeArgs, command: Vec<String>) -> anyhow::Result<i32> 
         .collect::<anyhow::Result<Vec<_>>>()?;
     let names: Vec<String> = args.inputs.iter().map(|p| p.display().to_string()).collect();
     let (merged, hist) = merge(&results, &names, command)?;
+    if let (Some(skew), Some(secs)) = (merged.extra.window_skew_ns, merged.extra.common_window_s) {
+        let skew_s = skew as f64 / 1e9;
+        eprintln!(
+            "loadgen: measured windows overlap for {secs:.3}s; skew {:.1}ms",
+            skew_s * 1e3
+        );
+        if skew_s > args.max_skew.as_secs_f64() {
+            eprintln!(
+                "loadgen: warning: the measured windows start or end {skew_s:.3}s apart, above --max-skew {}; \
+                 throughput counts only the common {secs:.3}s (check the clocks' sync and --start-at)",
+                humantime::format_duration(args.max_skew)
+            );
+        }
+    }
     let report = report::summary(&merged, &DEFAULT_PERCENTILES);
     if out.json_on_stdout() {
         eprint!("{report}");

@@ -95,6 +95,25 @@ pub struct Extra {
     /// `loadgen merge`: the files this result was merged from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// The measured window in wall-clock time (`CLOCK_REALTIME`), ns since
+    /// the Unix epoch: its start, and its end (start + the measured length).
+    /// A merge's window is the inputs' common window. Absent in files written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start_unix_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end_unix_ns: Option<u64>,
+    /// `loadgen merge`: the largest difference, in ns, between the inputs'
+    /// window starts or between their ends (the clocks' skew plus the starts').
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_skew_ns: Option<u64>,
+    /// `loadgen merge`: messages of all inputs within the common window
+    /// (series intervals cut by the window count pro rata), and that window's
+    /// length; `throughput.msgs_per_s` is the one over the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_window_messages: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_window_s: Option<f64>,
 }
 
 impl Extra {

@@ -18,6 +18,7 @@ pub use crate::cli::{UsageError, EXIT_USAGE};
 use crate::out::OutPlan;
 use crate::progress::{IntervalView, Phase, Progress};
 use crate::result::{self, new_run_id, Errors, Extra, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
+use crate::source::SourceAddrs;
 use crate::stats::{self, Interval, ThreadTotals};
 use crate::worker::{self, Plan, Shared, UNSET};
 use crate::{pattern, report};
@@ -95,6 +96,9 @@ impl Drop for ClientSocketDir {
 /// sense, a datagram size below the header, too few descriptors.
 fn check_flags(args: &Args) -> Result<(), UsageError> {
     args.validate()?;
+    if let Some(at) = args.start_at {
+        crate::cli::check_start_at(at, std::time::SystemTime::now())?;
+    }
     if !args.transport.is_stream() && (args.size as usize) < pattern::HEADER_LEN {
         return Err(UsageError(format!(
             "--size {}: datagrams carry a {}-byte header (connection id, sequence number); use --size {} or more",
@@ -103,18 +107,53 @@ fn check_flags(args: &Args) -> Result<(), UsageError> {
             pattern::HEADER_LEN
         )));
     }
-    let fd_need = args.conns + 64;
     // Raise the soft limit to the hard one first: only past the hard limit is
     // the user's help needed.
     let fd_limit = sockbench::sys::raise_fd_limit().unwrap_or_else(|_| sockbench::sys::fd_limit());
+    let threads = args.threads.min(args.conns);
+    let fd_need = fds_per_table(args.conns, threads, fd_limit);
     if fd_need > fd_limit {
+        let all = args.conns + FD_RESERVE;
         return Err(UsageError(format!(
-            "--conns {} needs about {fd_need} descriptors but the hard limit is {fd_limit}; \
-             raise it (as root: ulimit -Hn {fd_need}; ulimit -n {fd_need}) or lower --conns",
+            "--conns {} needs about {all} descriptors (or {fd_need} per thread with --threads {threads}) \
+             but the hard limit is {fd_limit}; raise it (as root with CAP_SYS_RESOURCE: \
+             ulimit -Hn {all}; ulimit -n {all}, or prlimit --nofile={all} --pid PID; the kernel's \
+             ceiling is /proc/sys/fs/nr_open), use more --threads, or lower --conns",
             args.conns,
         )));
     }
     Ok(())
+}
+
+/// Descriptors each thread needs besides its connections (epoll, ring, stdio).
+const FD_RESERVE: u64 = 64;
+
+/// Descriptors the fullest descriptor table needs: all connections in one
+/// table when they fit under `fd_limit`, else each thread's share in its own
+/// table (see [`own_fd_table`]).
+fn fds_per_table(conns: u64, threads: u64, fd_limit: u64) -> u64 {
+    if conns + FD_RESERVE <= fd_limit {
+        conns + FD_RESERVE
+    } else {
+        conns.div_ceil(threads.max(1)) + FD_RESERVE
+    }
+}
+
+/// Gives the calling thread its own descriptor table (`unshare(CLONE_FILES)`).
+/// `RLIMIT_NOFILE` bounds each table, not the process: where the hard limit
+/// cannot be raised (no CAP_SYS_RESOURCE, as in many containers), N threads
+/// with a table each hold N times as many connections. Each thread creates
+/// its own epoll, ring and sockets and hands no descriptor to another thread.
+fn own_fd_table() -> std::io::Result<()> {
+    sockbench::syscall!(unshare(libc::CLONE_FILES)).map(|_| ())
+}
+
+/// Refuses more connections than the source addresses have ports (naming
+/// `--local-addrs`), and sources of the wrong address family.
+fn check_sources(sources: &SourceAddrs, args: &Args, endpoint: &net::Endpoint) -> Result<(), UsageError> {
+    // Unknown port range (no /proc): do not guess, let connect say.
+    let ports = crate::source::ports_per_source().unwrap_or(u64::MAX / 2);
+    crate::source::check_capacity(sources, args.transport, endpoint, args.conns, ports).map_err(UsageError)
 }
 
 /// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
@@ -124,6 +163,8 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     let (addr, path) = args.target_flags()?;
     let endpoint = net::endpoint_from_flags(args.transport, addr.as_deref(), path.as_deref(), DEFAULT_ADDR)
         .map_err(|e| UsageError(e.to_string()))?;
+    let sources = args.local_addrs.clone().unwrap_or_else(SourceAddrs::kernel_chosen);
+    check_sources(&sources, &args, &endpoint)?;
     let threads = (args.threads).min(args.conns) as usize;
     let socket_dir = match args.transport {
         net::Transport::Unixgram => Some(ClientSocketDir::create(args.conns)?),
@@ -141,6 +182,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         threads,
         unixgram_dir: socket_dir.as_ref().map(|d| d.dir.clone()),
         io: args.io,
+        sources: sources.clone(),
     });
     signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
     let shared = Arc::new(Shared::new());
@@ -194,6 +236,7 @@ fn start_threads(
     pin: Option<&CpuList>,
 ) -> anyhow::Result<Vec<JoinHandle<std::io::Result<ThreadTotals>>>> {
     let mut handles = Vec::new();
+    let split_fds = plan.conns + FD_RESERVE > sockbench::sys::fd_limit();
     for i in 0..plan.threads {
         let (plan, shared, tx, pin) = (plan.clone(), shared.clone(), tx.clone(), pin.cloned());
         let h = std::thread::Builder::new()
@@ -207,7 +250,10 @@ fn start_threads(
                         );
                     }
                 }
-                let res = worker::run_thread(i, &plan, &shared, tx);
+                let res = match split_fds {
+                    true => own_fd_table().and_then(|()| worker::run_thread(i, &plan, &shared, tx)),
+                    false => worker::run_thread(i, &plan, &shared, tx),
+                };
                 if res.is_err() {
                     shared.stop.store(true, Relaxed);
                 }
@@ -279,6 +325,40 @@ struct Phases {
     server_cpu_us: Option<u64>,
     /// How the stream clients did their I/O, once the threads have said.
     io_used: &'static str,
+    /// The measured window's start in wall-clock time, ns since the Unix epoch.
+    window_start_unix_ns: Option<u64>,
+}
+
+/// One reading of both clocks, to turn the run's monotonic times into
+/// wall-clock times (the window) and `--start-at` into a monotonic time.
+struct ClockAnchor {
+    mono_ns: u64,
+    unix_ns: u64,
+}
+
+impl ClockAnchor {
+    fn now(shared: &Shared) -> ClockAnchor {
+        let unix_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        ClockAnchor {
+            mono_ns: shared.now_ns(),
+            unix_ns,
+        }
+    }
+
+    fn to_unix_ns(&self, mono_ns: u64) -> u64 {
+        (self.unix_ns + mono_ns).saturating_sub(self.mono_ns)
+    }
+
+    fn to_mono_ns(&self, at: std::time::SystemTime) -> u64 {
+        let at_ns = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default();
+        (self.mono_ns + at_ns).saturating_sub(self.unix_ns)
+    }
 }
 
 /// One report interval being collected: the threads' sum so far.
@@ -321,6 +401,9 @@ struct Driver<'a> {
     end_ns: u64,
     final_tick: Option<u64>,
     cpu_at_start: Option<CpuAtStart>,
+    clock: ClockAnchor,
+    /// `--start-at` on the monotonic clock.
+    start_at_ns: Option<u64>,
 }
 
 impl<'a> Driver<'a> {
@@ -333,7 +416,11 @@ impl<'a> Driver<'a> {
         target: String,
     ) -> Driver<'a> {
         let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
+        let clock = ClockAnchor::now(shared);
+        let start_at_ns = args.start_at.map(|at| clock.to_mono_ns(at));
         Driver {
+            clock,
+            start_at_ns,
             args,
             shared,
             rx,
@@ -348,6 +435,7 @@ impl<'a> Driver<'a> {
                 cpu_us: None,
                 server_cpu_us: None,
                 io_used: "epoll",
+                window_start_unix_ns: None,
             },
             pending: BTreeMap::new(),
             tick_no: 0,
@@ -430,8 +518,18 @@ impl<'a> Driver<'a> {
     fn startup(&mut self, now: u64) -> Result<(), EarlyStop> {
         self.check_stop(now)?;
         let (up, conns) = (self.shared.open.load(Relaxed), self.args.conns);
-        if up == conns || (now >= self.connect_deadline_ns && up > 0) {
-            if up < conns {
+        let due = match self.start_at_ns {
+            // --start-at: load starts at that instant, with the connections up by then.
+            Some(at) => now >= at && up > 0,
+            None => up == conns || (now >= self.connect_deadline_ns && up > 0),
+        };
+        if due {
+            if up < conns && self.start_at_ns.is_some() {
+                self.progress.println(&format!(
+                    "loadgen: warning: only {up} of {conns} connections up at --start-at; going on with those \
+                     (give a later --start-at, or a higher --connect-rate)"
+                ));
+            } else if up < conns {
                 self.progress.println(&format!(
                     "loadgen: warning: only {up} of {conns} connections up after {:.1}s; going on with those",
                     now as f64 / 1e9
@@ -440,7 +538,7 @@ impl<'a> Driver<'a> {
             self.start_load(now);
             return Ok(());
         }
-        if self.all_refused() || now >= self.connect_deadline_ns {
+        if self.all_refused() || (now >= self.connect_deadline_ns.max(self.start_at_ns.unwrap_or(0)) && up == 0) {
             let why = self
                 .shared
                 .last_connect_error
@@ -468,6 +566,7 @@ impl<'a> Driver<'a> {
     fn start_load(&mut self, now: u64) {
         let ms = now + self.args.warmup.as_nanos() as u64;
         self.end_ns = ms + self.args.duration.as_nanos() as u64;
+        self.ph.window_start_unix_ns = Some(self.clock.to_unix_ns(ms));
         self.shared.measure_start_ns.store(ms, Relaxed);
         self.shared.end_ns.store(self.end_ns, Relaxed);
         self.shared.load_start_ns.store(now, Ordering::Release);
@@ -559,7 +658,12 @@ impl<'a> Driver<'a> {
 
     /// Waits a little for the threads' intervals and adds them up by tick.
     fn collect(&mut self) {
-        let wait = self.next_tick_ns.saturating_sub(self.shared.now_ns());
+        // Before load, wake for --start-at too, so that hosts start within a millisecond of it.
+        let due = match self.start_at_ns {
+            Some(at) if self.shared.load_start_ns.load(Relaxed) == UNSET => self.next_tick_ns.min(at),
+            _ => self.next_tick_ns,
+        };
+        let wait = due.saturating_sub(self.shared.now_ns());
         let wait = Duration::from_nanos(wait.clamp(1_000_000, 50_000_000));
         let Ok(first) = self.rx.recv_timeout(wait) else { return };
         for iv in std::iter::once(first).chain(self.rx.try_iter()) {
@@ -671,6 +775,12 @@ fn extra_fields(
         server_cpu_us: server_cpu,
         server_cpu_us_per_msg: server_cpu.map(|cpu| cpu as f64 / messages as f64),
         merged_from: Vec::new(),
+        window_start_unix_ns: ph.window_start_unix_ns.filter(|_| ph.measured_s > 0.0),
+        window_end_unix_ns: ph
+            .window_start_unix_ns
+            .filter(|_| ph.measured_s > 0.0)
+            .map(|start| start + (ph.measured_s * 1e9) as u64),
+        ..Extra::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsFd;
 
-use sockbench::net::{self, Endpoint};
+use sockbench::net::Endpoint;
 use sockbench::sys as ssys;
 
 use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Worker, UNSET};
@@ -50,7 +50,8 @@ impl Proto for Datagram {
             let _ = std::fs::remove_file(p);
         }
         let local_ep = local.clone().map(Endpoint::Unix);
-        match net::connect_datagram(&plan.endpoint, local_ep.as_ref(), true) {
+        let source = plan.sources.for_conn(id as u64);
+        match crate::source::connect_from(plan.transport, &plan.endpoint, local_ep.as_ref(), source) {
             Ok(fd) => Ok(Socket { fd, bound_path: local }),
             Err(e) => {
                 if let Some(p) = &local {

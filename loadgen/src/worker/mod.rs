@@ -66,6 +66,8 @@ pub struct Plan {
     pub unixgram_dir: Option<PathBuf>,
     /// How stream connections do their I/O.
     pub io: IoMode,
+    /// `--local-addrs`: each connection's source address.
+    pub sources: crate::source::SourceAddrs,
 }
 
 /// State the main thread and the event loops share. Times are nanoseconds since `t0`.

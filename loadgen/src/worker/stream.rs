@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use sockbench::net::{self, Transport};
+use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
 use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Up, Worker, UNSET};
@@ -97,8 +97,9 @@ pub(super) struct Absorbed {
 }
 
 impl Proto for Stream {
-    fn open(plan: &Plan, _id: u32) -> io::Result<Socket> {
-        let fd = net::connect_stream(&plan.endpoint, true)?;
+    fn open(plan: &Plan, id: u32) -> io::Result<Socket> {
+        let source = plan.sources.for_conn(id as u64);
+        let fd = crate::source::connect_from(plan.transport, &plan.endpoint, None, source)?;
         if plan.transport == Transport::Tcp {
             // Pipelined small messages must not wait for an ACK (Nagle).
             let _ = ssys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);

@@ -1,0 +1,265 @@
+//! Source addresses (`--local-addrs`): more connections than one source
+//! address has ephemeral ports.
+//!
+//! A TCP connection is named by (source address, source port, destination
+//! address, destination port); with one source address and one server, only
+//! `ip_local_port_range` ports exist, about 28,000 by default. Spreading the
+//! connections over several source addresses multiplies that. Each socket is
+//! bound to its address before `connect` with `IP_BIND_ADDRESS_NO_PORT`, so
+//! the kernel picks the port at `connect` time, for the full 4-tuple, instead
+//! of reserving one at `bind` time (which would make every bind compete for
+//! the same port space and fail early with `EADDRINUSE`).
+//!
+//! Connection `id` uses address `id % n`, so the addresses are filled evenly
+//! whatever the number of threads.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use sockbench::net::{self, Endpoint, Transport};
+use sockbench::sys::{self, SockAddr};
+
+/// The most addresses one `--local-addrs` list may expand to (a /16): a
+/// typo like `10.0.0.1-10.9.0.1` should be an error, not a million entries.
+pub const MAX_SOURCE_ADDRS: u64 = 65_536;
+
+/// The parsed `--local-addrs` list: the source addresses, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceAddrs {
+    addrs: Vec<IpAddr>,
+}
+
+impl SourceAddrs {
+    /// No `--local-addrs`: the kernel chooses the source address.
+    pub fn kernel_chosen() -> SourceAddrs {
+        SourceAddrs::default()
+    }
+
+    pub fn addrs(&self) -> &[IpAddr] {
+        &self.addrs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.addrs.is_empty()
+    }
+
+    /// The source address of connection `id`, or `None` when the kernel chooses.
+    pub fn for_conn(&self, id: u64) -> Option<IpAddr> {
+        if self.addrs.is_empty() {
+            None
+        } else {
+            Some(self.addrs[(id % self.addrs.len() as u64) as usize])
+        }
+    }
+}
+
+/// Parses `--local-addrs`: comma-separated addresses and inclusive ranges,
+/// `127.0.0.1-127.0.0.4,10.0.0.7`, `[::1]`, `fd00::1-fd00::8`.
+pub fn parse_local_addrs(s: &str) -> Result<SourceAddrs, String> {
+    let mut addrs = Vec::new();
+    for item in s.split(',').map(str::trim) {
+        if item.is_empty() {
+            return Err(format!(
+                "{s:?}: an empty entry; give addresses like 127.0.0.1-127.0.0.4,[::1]"
+            ));
+        }
+        let (lo, hi) = match item.split_once('-') {
+            Some((a, b)) => (parse_ip(a)?, parse_ip(b)?),
+            None => {
+                let a = parse_ip(item)?;
+                (a, a)
+            }
+        };
+        let (lo_n, hi_n) = match (lo, hi) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
+            _ => return Err(format!("{item:?}: a range must not mix IPv4 and IPv6")),
+        };
+        if hi_n < lo_n {
+            return Err(format!("{item:?}: the range ends before it starts"));
+        }
+        if (hi_n - lo_n) as u64 as u128 != hi_n - lo_n
+            || addrs.len() as u64 + (hi_n - lo_n) as u64 + 1 > MAX_SOURCE_ADDRS
+        {
+            return Err(format!("{s:?}: more than {MAX_SOURCE_ADDRS} addresses"));
+        }
+        for n in lo_n..=hi_n {
+            let ip = match lo {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
+                IpAddr::V6(_) => IpAddr::V6(n.into()),
+            };
+            if !addrs.contains(&ip) {
+                addrs.push(ip);
+            }
+        }
+    }
+    Ok(SourceAddrs { addrs })
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    let t = s.trim();
+    let bare = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
+    bare.parse::<IpAddr>()
+        .map_err(|_| format!("{s:?} is not an IP address like 127.0.0.2 or [::1]"))
+}
+
+/// Ephemeral ports one source address has towards one server:
+/// `/proc/sys/net/ipv4/ip_local_port_range` (inclusive; it also governs IPv6).
+pub fn ports_per_source() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")?;
+    parse_port_range(&text).ok_or_else(|| io::Error::other(format!("ip_local_port_range reads {text:?}")))
+}
+
+fn parse_port_range(text: &str) -> Option<u64> {
+    let mut it = text.split_whitespace().map(|x| x.parse::<u64>());
+    match (it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi))) if hi >= lo => Some(hi - lo + 1),
+        _ => None,
+    }
+}
+
+/// Checks that `conns` connections to `server` fit in the source ports, and
+/// that every source address has the server's address family. The message
+/// names `--local-addrs`.
+pub fn check_capacity(
+    sources: &SourceAddrs,
+    transport: Transport,
+    server: &Endpoint,
+    conns: u64,
+    ports: u64,
+) -> Result<(), String> {
+    let Endpoint::Inet(server_addr) = server else {
+        if !sources.is_empty() {
+            return Err(format!("--local-addrs applies to tcp and udp, not to {transport}"));
+        }
+        return Ok(()); // Unix sockets have no ports.
+    };
+    if let Some(bad) = sources.addrs().iter().find(|a| a.is_ipv4() != server_addr.is_ipv4()) {
+        return Err(format!(
+            "--local-addrs {bad}: the server {server_addr} is {}, the source must be too",
+            if server_addr.is_ipv4() { "IPv4" } else { "IPv6" }
+        ));
+    }
+    let n = sources.addrs().len().max(1) as u64;
+    if conns <= n * ports {
+        return Ok(());
+    }
+    let need = conns.div_ceil(ports);
+    let example = match server_addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => format!(" (on loopback: --local-addrs 127.0.0.1-127.0.0.{need})"),
+        _ => String::new(),
+    };
+    Err(if sources.is_empty() {
+        format!(
+            "--conns {conns}: one source address has only {ports} ports towards {server_addr} \
+             (ip_local_port_range); spread the connections over {need} or more addresses with \
+             --local-addrs{example}"
+        )
+    } else {
+        format!(
+            "--conns {conns}: the {n} addresses of --local-addrs have {ports} ports each towards \
+             {server_addr} ({} in all); give {need} or more addresses{example}",
+            n * ports
+        )
+    })
+}
+
+/// Binds `fd` to `addr` with port 0, the port to be chosen at `connect`
+/// (`IP_BIND_ADDRESS_NO_PORT`; without it, `bind` would reserve a port for
+/// every 4-tuple and the ports of one address would run out at about 28,000
+/// whatever the destinations).
+pub fn bind_source(fd: BorrowedFd<'_>, addr: IpAddr) -> io::Result<()> {
+    // Datagram sockets ignore the option on older kernels; bind still works.
+    sys::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+    sys::bind(fd, &SockAddr::from_inet(SocketAddr::new(addr, 0)))
+}
+
+/// A client socket to `server` from `source` (or the kernel's choice):
+/// `net::connect_stream` / `net::connect_datagram` with a bind in between.
+/// `local` is the unixgram client's own socket path, as `connect_datagram` takes.
+pub fn connect_from(
+    transport: Transport,
+    server: &Endpoint,
+    local: Option<&Endpoint>,
+    source: Option<IpAddr>,
+) -> io::Result<OwnedFd> {
+    let Some(source) = source else {
+        return if transport.is_stream() {
+            net::connect_stream(server, true)
+        } else {
+            net::connect_datagram(server, local, true)
+        };
+    };
+    let ty = if transport.is_stream() {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    let domain = if source.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    let fd = sys::socket(domain, ty, true)?;
+    bind_source(fd.as_fd(), source)?;
+    match sys::connect(fd.as_fd(), &server.sockaddr()?) {
+        Ok(()) => Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(fd),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_and_ranges() {
+        let s = parse_local_addrs("127.0.0.1-127.0.0.4, [::1],10.0.0.255-10.0.1.0").unwrap();
+        let want: Vec<IpAddr> = [
+            "127.0.0.1",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4",
+            "::1",
+            "10.0.0.255",
+            "10.0.1.0",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        assert_eq!(s.addrs(), &want[..]);
+        assert_eq!(s.for_conn(0), Some(want[0]));
+        assert_eq!(s.for_conn(8), Some(want[1]));
+        for bad in [
+            "",
+            "1.2.3",
+            "127.0.0.4-127.0.0.1",
+            "127.0.0.1-::1",
+            "10.0.0.0-10.2.0.0",
+            "a,b",
+            "1.2.3.4,",
+        ] {
+            assert!(parse_local_addrs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn capacity_names_the_flag() {
+        let server = Endpoint::Inet("127.0.0.1:7000".parse().unwrap());
+        let none = SourceAddrs::kernel_chosen();
+        assert!(check_capacity(&none, Transport::Tcp, &server, 28_232, 28_232).is_ok());
+        let e = check_capacity(&none, Transport::Tcp, &server, 100_000, 28_232).unwrap_err();
+        assert!(e.contains("--local-addrs 127.0.0.1-127.0.0.4"), "{e}");
+        let four = parse_local_addrs("127.0.0.1-127.0.0.4").unwrap();
+        assert!(check_capacity(&four, Transport::Tcp, &server, 100_000, 28_232).is_ok());
+        let e = check_capacity(&four, Transport::Tcp, &server, 200_000, 28_232).unwrap_err();
+        assert!(e.contains("give 8 or more"), "{e}");
+        let v6 = parse_local_addrs("[::1]").unwrap();
+        assert!(check_capacity(&v6, Transport::Tcp, &server, 1, 28_232)
+            .unwrap_err()
+            .contains("IPv4"));
+        assert_eq!(parse_port_range("32768\t60999\n"), Some(28_232));
+    }
+}
