@@ -190,6 +190,10 @@ pub struct PeerStats {
     pub ratio_server_cpu: Option<Ratio>,
     /// msgs/s over the reference's, paired by repetition.
     pub ratio_msgs_per_s: Option<Ratio>,
+    /// loadgen's CPU per message over the server's, run by run (the two
+    /// sides of one run are as paired as figures get): below 1, loadgen is
+    /// the cheaper side and cannot be what limits the pair.
+    pub loadgen_over_server_cpu: Option<Ratio>,
     /// Busy fractions of each side's cores over its window.
     pub server_busy: Option<Summary>,
     pub loadgen_busy: Option<Summary>,
@@ -337,6 +341,7 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
         p99_us: summary(|r| Some(r.p99_us)),
         ratio_server_cpu: ratio(|r| r.server_cpu_us_per_msg),
         ratio_msgs_per_s: ratio(|r| Some(r.msgs_per_s)),
+        loadgen_over_server_cpu: loadgen_over_server(kept),
         server_busy: summary(|r| r.server_busy),
         loadgen_busy: summary(|r| r.loadgen_busy),
         bottleneck: stats::classify_runs(&busy(|r| r.server_busy), &busy(|r| r.loadgen_busy)),
@@ -349,6 +354,17 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
             .map(|r| r.name.clone())
             .collect(),
     }
+}
+
+/// loadgen's CPU per message over the server's, each run with itself.
+fn loadgen_over_server(runs: &[&RunFacts]) -> Option<Ratio> {
+    let loadgen: Vec<Option<f64>> = runs.iter().map(|r| r.loadgen_cpu_us_per_msg).collect();
+    let server: Vec<Option<f64>> = runs.iter().map(|r| r.server_cpu_us_per_msg).collect();
+    let interval = stats::paired_ratio_ci(&loadgen, &server)?;
+    Some(Ratio {
+        interval,
+        verdict: stats::verdict(&interval),
+    })
 }
 
 /// The figure of each side by repetition, aligned: index `i` of both

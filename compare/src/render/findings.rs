@@ -62,6 +62,8 @@ struct Peer<'a> {
     verdict_server_cpu: Option<&'static str>,
     ratio_msgs_per_s: Option<Figure>,
     verdict_msgs_per_s: Option<&'static str>,
+    /// loadgen's CPU per message over this server's, run by run.
+    loadgen_over_server_cpu: Option<Figure>,
     bottleneck: Option<&'static str>,
     errors: u64,
     disturbed: &'a [String],
@@ -119,6 +121,7 @@ fn peer(p: &PeerStats) -> Peer<'_> {
         verdict_server_cpu: p.ratio_server_cpu.map(|r| verdict_word(r.verdict)),
         ratio_msgs_per_s: p.ratio_msgs_per_s.map(|r| r.interval.into()),
         verdict_msgs_per_s: p.ratio_msgs_per_s.map(|r| verdict_word(r.verdict)),
+        loadgen_over_server_cpu: p.loadgen_over_server_cpu.map(|r| r.interval.into()),
         bottleneck: p.bottleneck.map(|b| b.as_str()),
         errors: p.errors,
         disturbed: &p.disturbed,

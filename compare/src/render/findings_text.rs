@@ -103,10 +103,11 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     let _ = writeln!(w);
 }
 
-/// `tcp, 128 B, 100 conns`.
+/// `tcp, 128 B, 100 connections` (`1 connection`).
 fn point_name(p: &PointStats) -> String {
+    let noun = if p.key.conns == 1 { "connection" } else { "connections" };
     format!(
-        "{}, {}, {} conns",
+        "{}, {}, {} {noun}",
         p.key.transport,
         size_label(p.key.size_bytes),
         p.key.conns
@@ -141,22 +142,27 @@ fn cpu_ratios(point: &PointStats, reference: &str) -> Vec<String> {
         .collect()
 }
 
-fn peak_line(w: &mut String, point: &PointStats, analysis: &Analysis, reference: &str) {
-    let mut line = format!("- **{}** (limit: {}).", point_name(point), point.limit.as_str());
+/// The ranking by server CPU per message, then each ratio to the reference
+/// with its interval and verdict: the part every finding line shares.
+fn cpu_words(point: &PointStats, reference: &str) -> String {
+    let mut words = String::new();
     let by_cpu: Vec<String> = points::ranked_by_server_cpu(point)
         .into_iter()
-        .filter_map(|p| {
-            let s = p.server_cpu_us_per_msg?;
-            Some(format!("{} {}", shown(&p.label, p.peer), s.text(2)))
-        })
+        .filter_map(|p| Some(format!("{} {}", shown(&p.label, p.peer), p.server_cpu_us_per_msg?.text(2))))
         .collect();
     if !by_cpu.is_empty() {
-        line += &format!(" Server CPU µs/msg, cheapest first: {}.", by_cpu.join("; "));
+        words += &format!(" Server CPU µs/msg, cheapest first: {}.", by_cpu.join("; "));
     }
     let ratios = cpu_ratios(point, reference);
     if !ratios.is_empty() {
-        line += &format!(" {}.", ratios.join("; "));
+        words += &format!(" {}.", ratios.join("; "));
     }
+    words
+}
+
+fn peak_line(w: &mut String, point: &PointStats, analysis: &Analysis, reference: &str) {
+    let mut line = format!("- **{}** (limit: {}).", point_name(point), point.limit.as_str());
+    line += &cpu_words(point, reference);
     line += &throughput_words(point, reference);
     let notable = notable(point, analysis);
     if !notable.is_empty() {
@@ -242,23 +248,7 @@ fn matched_line(w: &mut String, point: &PointStats, reference: &str) {
         100.0 * fraction,
         point.limit.as_str()
     );
-    let by_cpu: Vec<String> = points::ranked_by_server_cpu(point)
-        .into_iter()
-        .filter_map(|p| {
-            Some(format!(
-                "{} {}",
-                shown(&p.label, p.peer),
-                p.server_cpu_us_per_msg?.text(2)
-            ))
-        })
-        .collect();
-    if !by_cpu.is_empty() {
-        line += &format!(" Server CPU µs/msg, cheapest first: {}.", by_cpu.join("; "));
-    }
-    let ratios = cpu_ratios(point, reference);
-    if !ratios.is_empty() {
-        line += &format!(" {}.", ratios.join("; "));
-    }
+    line += &cpu_words(point, reference);
     let short: Vec<&str> = point
         .peers
         .iter()
@@ -333,7 +323,7 @@ mod tests {
         let w = text(point_stats(&facts, "epoll"));
         assert!(
             w.contains(
-                "**tcp, 128 B, 100 conns at matched load** (25% of the lowest peak, 20000 msgs/s; limit: neither)"
+                "**tcp, 128 B, 100 connections at matched load** (25% of the lowest peak, 20000 msgs/s; limit: neither)"
             ),
             "{w}"
         );

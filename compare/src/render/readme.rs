@@ -40,6 +40,7 @@ pub fn render(m: &Manifest, all_runs: &[Run], plots: &[PlotFile]) -> String {
     method(&mut s, &r);
     closed_loop(&mut s, &r);
     matched_load(&mut s, &r);
+    loadgen_cost(&mut s, &r);
     open_loop(&mut s, &r);
     failed(&mut s, &r);
     commands(&mut s, &r);
@@ -453,6 +454,59 @@ fn matched_load(w: &mut String, r: &Report) {
         }
         let _ = writeln!(w);
     }
+}
+
+/// loadgen's CPU per message against each server's, at every closed-loop
+/// point of the stream transports: a load generator is only a fair judge
+/// where it is the cheaper side (issue 16's yardstick: at most the best
+/// server's).
+fn loadgen_cost(w: &mut String, r: &Report) {
+    use super::findings_text::{ratio_cell, shown};
+    let streams: Vec<&PointStats> = r
+        .analysis
+        .points
+        .iter()
+        .filter(|p| p.key.purpose == Purpose::Peak && p.key.transport.is_stream())
+        .collect();
+    if streams.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## loadgen's cost against the server's
+");
+    let _ = writeln!(
+        w,
+        "loadgen's CPU µs per message over the server's, each run with itself (median of the per-run ratios          [interval]). On loopback each side's `send` runs the other side's receive in the kernel, so parity with          the cheapest server is the floor; "cheaper" means loadgen cost less than that server in every sense the          interval allows.
+"
+    );
+    // Every label in the order the points list them (backends first, then
+    // the reference implementation), with its display name.
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for p in streams.iter().flat_map(|p| &p.peers) {
+        if !labels.iter().any(|(l, _)| *l == p.label) {
+            labels.push((p.label.clone(), shown(&p.label, p.peer)));
+        }
+    }
+    let names: Vec<&str> = labels.iter().map(|(_, n)| n.as_str()).collect();
+    let _ = writeln!(w, "| point | {} |", names.join(" | "));
+    let _ = writeln!(w, "|---|{}", "--:|".repeat(labels.len()));
+    for p in streams {
+        let cells: Vec<String> = labels
+            .iter()
+            .map(|(l, _)| {
+                p.peer(l)
+                    .map_or("–".to_string(), |s| ratio_cell(s.loadgen_over_server_cpu, "cheaper", "costlier"))
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {}, {}, {} conns | {} |",
+            p.key.transport,
+            size_label(p.key.size_bytes),
+            p.key.conns,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(w);
 }
 
 /// The statistics of the latency point and label `run` belongs to.
