@@ -148,7 +148,13 @@ fn cpu_words(point: &PointStats, reference: &str) -> String {
     let mut words = String::new();
     let by_cpu: Vec<String> = points::ranked_by_server_cpu(point)
         .into_iter()
-        .filter_map(|p| Some(format!("{} {}", shown(&p.label, p.peer), p.server_cpu_us_per_msg?.text(2))))
+        .filter_map(|p| {
+            Some(format!(
+                "{} {}",
+                shown(&p.label, p.peer),
+                p.server_cpu_us_per_msg?.text(2)
+            ))
+        })
         .collect();
     if !by_cpu.is_empty() {
         words += &format!(" Server CPU µs/msg, cheapest first: {}.", by_cpu.join("; "));

@@ -471,12 +471,13 @@ fn loadgen_cost(w: &mut String, r: &Report) {
     if streams.is_empty() {
         return;
     }
-    let _ = writeln!(w, "## loadgen's cost against the server's
-");
+    let _ = writeln!(w, "## loadgen's cost against the server's\n");
     let _ = writeln!(
         w,
-        "loadgen's CPU µs per message over the server's, each run with itself (median of the per-run ratios          [interval]). On loopback each side's `send` runs the other side's receive in the kernel, so parity with          the cheapest server is the floor; "cheaper" means loadgen cost less than that server in every sense the          interval allows.
-"
+        "loadgen's CPU µs per message over the server's, each run with itself (median of the per-run ratios \
+         [interval]). On loopback each side's `send` runs the other side's receive in the kernel, so parity with \
+         the cheapest server is the floor; \"cheaper\" means loadgen cost less than that server, with the interval \
+         below 1.\n"
     );
     // Every label in the order the points list them (backends first, then
     // the reference implementation), with its display name.
@@ -493,8 +494,9 @@ fn loadgen_cost(w: &mut String, r: &Report) {
         let cells: Vec<String> = labels
             .iter()
             .map(|(l, _)| {
-                p.peer(l)
-                    .map_or("–".to_string(), |s| ratio_cell(s.loadgen_over_server_cpu, "cheaper", "costlier"))
+                p.peer(l).map_or("–".to_string(), |s| {
+                    ratio_cell(s.loadgen_over_server_cpu, "cheaper", "costlier")
+                })
             })
             .collect();
         let _ = writeln!(
