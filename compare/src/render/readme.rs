@@ -499,9 +499,10 @@ fn loadgen_cost(w: &mut String, r: &Report) {
                 })
             })
             .collect();
+        let noun = if p.key.conns == 1 { "connection" } else { "connections" };
         let _ = writeln!(
             w,
-            "| {}, {}, {} conns | {} |",
+            "| {}, {}, {} {noun} | {} |",
             p.key.transport,
             size_label(p.key.size_bytes),
             p.key.conns,
