@@ -1124,11 +1124,13 @@ fn self_check_runs(tag: &str, peers: &str, repetitions: u32) -> Option<(Manifest
     let out = Command::new(env!("CARGO_BIN_EXE_compare"))
         .args(["--quick", "--transports", "tcp", "--conns", "100"])
         .args(["--repetitions", &repetitions.to_string()])
+        // The full comparison's run length: the self-checks measure the
+        // sensitivity of the method as it is used.
         .args([
             "--duration",
-            "700ms",
+            "1500ms",
             "--warmup",
-            "300ms",
+            "500ms",
             "--peers",
             peers,
             "--bin-dir",
@@ -1165,9 +1167,10 @@ fn server_cpu_by_repetition(runs: &[Run], label: &str, n: u32) -> Vec<Option<f64
 /// each run paired with the reference's run of the same repetition
 /// (`analyse::stats`), and the median of other processes' CPU in the runs.
 fn verdict_on_server_cpu(tag: &str, runs: &[Run], candidate: &str) -> (Verdict, Interval, f64) {
+    let n = runs.iter().map(|r| r.record.spec.repetition).max().unwrap_or(1);
     let (cand, reference) = (
-        server_cpu_by_repetition(runs, candidate, 5),
-        server_cpu_by_repetition(runs, "epoll", 5),
+        server_cpu_by_repetition(runs, candidate, n),
+        server_cpu_by_repetition(runs, "epoll", n),
     );
     eprintln!("{tag}: server CPU µs/msg, {candidate}: {cand:.2?}; epoll: {reference:.2?}");
     let ratio = stats::paired_ratio_ci(&cand, &reference).expect("at least 2 valid pairs");
@@ -1202,31 +1205,46 @@ fn a_a_same_backend_under_two_labels_shows_no_difference() {
 }
 
 /// Sensitivity: epoll with a calibration spin of 10% of epoll's server CPU
-/// per message (measured by a pilot run just before) must come out
-/// "higher". Only a quiet machine can show a 10% difference in 5 pairs:
-/// when other processes took more than the disturbed threshold, the test
-/// says so and checks only that the direction is not reversed.
+/// per message (measured by a pilot of 3 runs just before) must come out
+/// "higher". On this 2-core VM one run in five can be 20-50% off (the
+/// host's pauses), and at 5 pairs the interval is [min, max], so a single
+/// such run hides a 10% difference: 5 pairs found it in about half of the
+/// trials here (1.09 [0.95, 1.28] in one that missed). 9 pairs use
+/// [x(2), x(8)] at 96.1% and shrug off one bad run each side, so the test
+/// uses 9, and one retry for the remaining misses. When other processes
+/// took more than the disturbed threshold it only checks the direction.
 #[test]
 fn sensitivity_a_ten_percent_calibration_spin_is_found_costlier() {
-    let Some((_, pilot)) = self_check_runs("pilot", "epoll", 1) else {
+    let Some((_, pilot)) = self_check_runs("pilot", "epoll", 3) else {
         return;
     };
-    let cost_us = server_cpu_by_repetition(&pilot, "epoll", 1)[0].expect("the pilot measured epoll");
+    let pilot_costs: Vec<f64> = server_cpu_by_repetition(&pilot, "epoll", 3)
+        .into_iter()
+        .flatten()
+        .collect();
+    let cost_us = stats::median(&pilot_costs);
+    assert!(cost_us.is_finite(), "the pilot measured epoll: {pilot_costs:?}");
     let spin_ns = ((cost_us * 1000.0 * 0.10).round() as u64).clamp(50, 1_000_000);
     eprintln!("sens: epoll costs {cost_us:.2} µs/msg; calibration spin {spin_ns} ns (10%)");
     let peers = format!("epoll,epoll@slow:spin={spin_ns}");
-    let Some((manifest, runs)) = self_check_runs("sens", &peers, 5) else {
-        return;
-    };
-    let (verdict, ratio, others) = verdict_on_server_cpu("sens", &runs, "epoll@slow");
-    assert_ne!(
-        verdict,
-        Verdict::Lower,
-        "the known extra cost came out cheaper: {ratio:.3}"
-    );
-    if others > manifest.method.disturbed_cores {
-        eprintln!("sens: not judged: the machine was disturbed ({others:.2} cores of other processes)");
-        return;
+    for attempt in 1..=2 {
+        let Some((manifest, runs)) = self_check_runs("sens", &peers, 9) else {
+            return;
+        };
+        let (verdict, ratio, others) = verdict_on_server_cpu("sens", &runs, "epoll@slow");
+        assert_ne!(
+            verdict,
+            Verdict::Lower,
+            "the known extra cost came out cheaper: {ratio:.3}"
+        );
+        if others > manifest.method.disturbed_cores {
+            eprintln!("sens: not judged: the machine was disturbed ({others:.2} cores of other processes)");
+            return;
+        }
+        if verdict == Verdict::Higher {
+            return;
+        }
+        eprintln!("sens: attempt {attempt} found {verdict}: {ratio:.3}");
     }
-    assert_eq!(verdict, Verdict::Higher, "a 10% extra cost was not found: {ratio:.3}");
+    panic!("two trials of 9 pairs in a row did not find a 10% extra cost");
 }
