@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::record::{Manifest, RunFileName, MANIFEST};
+use crate::render::findings::FINDINGS_FILE;
 use crate::render::plots::PLOT_FILES;
 
 const README: &str = "README.md";
@@ -52,12 +53,13 @@ impl Staging {
     /// run's files, then the new files, the new manifest, the new README
     /// last.
     pub fn publish(self, out_dir: &Path) -> anyhow::Result<()> {
-        remove_in(out_dir, README)?;
-        remove_previous_run(out_dir, &self.dir)?;
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)
             .with_context(|| format!("reading {}", self.dir.display()))?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
             .collect();
+        refuse_to_clobber(out_dir, &self.dir, &names)?;
+        remove_in(out_dir, README)?;
+        remove_previous_run(out_dir, &self.dir)?;
         // The manifest and the README go last, in that order.
         names.sort_by_key(|n| (n == README, n == MANIFEST));
         for name in names {
@@ -66,6 +68,46 @@ impl Staging {
         }
         std::fs::remove_dir(&self.dir).with_context(|| format!("removing {}", self.dir.display()))
     }
+}
+
+/// Fails, before anything is removed or moved, when a file the new run
+/// would replace is not compare's own: compare's fixed names (README,
+/// manifest, findings, plots) count as its own only in a directory that
+/// holds a compare manifest, and a run file only when the previous manifest
+/// lists it. So `--out-dir` pointed at a directory with a README of the
+/// user's never loses it; the new results stay in the staging directory.
+fn refuse_to_clobber(out_dir: &Path, staging: &Path, names: &[String]) -> anyhow::Result<()> {
+    let compare_dir = out_dir.join(MANIFEST).exists();
+    let listed: Vec<String> = match Manifest::load(out_dir) {
+        Ok(old) => old
+            .runs
+            .iter()
+            .flat_map(|r| {
+                [
+                    r.result_file.as_str().to_string(),
+                    r.result_file.hgrm().as_str().to_string(),
+                ]
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let fixed = |n: &str| n == README || n == MANIFEST || n == FINDINGS_FILE || PLOT_FILES.contains(&n);
+    let owned = |n: &str| (compare_dir && fixed(n)) || listed.iter().any(|l| l == n);
+    let foreign: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| out_dir.join(n).symlink_metadata().is_ok() && !owned(n))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} already holds {}, which no earlier comparison there wrote; nothing was replaced, and the new results \
+         are in {}",
+        out_dir.display(),
+        foreign.join(", "),
+        staging.display()
+    )
 }
 
 const STAGING_PREFIX: &str = ".compare-new-";
@@ -156,6 +198,30 @@ mod tests {
         assert!(!dead.exists(), "the killed run's directory is left");
         assert!(live.join("f.json").exists() && other.join("f.json").exists());
         staging.discard();
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_directory_that_is_not_compare_s_keeps_its_files() {
+        let out = std::env::temp_dir().join(format!("compare-publish-clobber-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join(README), b"the user's own").unwrap();
+        let staging = Staging::create(&out).unwrap();
+        let kept = staging.path().to_path_buf();
+        std::fs::write(kept.join(README), b"generated").unwrap();
+        std::fs::write(kept.join(MANIFEST), b"{}").unwrap();
+        let err = staging.publish(&out).unwrap_err().to_string();
+        assert!(
+            err.contains("README.md") && err.contains("nothing was replaced"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(out.join(README)).unwrap(), b"the user's own");
+        assert!(!out.join(MANIFEST).exists());
+        assert!(
+            kept.join(README).exists(),
+            "the new results are kept where the message says"
+        );
         let _ = std::fs::remove_dir_all(&out);
     }
 }
