@@ -11,6 +11,9 @@ use crate::sys::{self, SockAddr};
 /// `SO_RCVBUF` of every TCP listener (and so of every accepted connection):
 /// the pending-output cap, which the kernel doubles for its bookkeeping.
 pub const TCP_RCVBUF: usize = crate::backend::MAX_PENDING_BYTES;
+/// What a datagram socket asks for as its receive and send buffers (the
+/// kernel doubles it for bookkeeping: `SO_SNDBUF` then reads 8 MiB).
+const DATAGRAM_BUF_BYTES: i32 = 4 << 20;
 
 /// The four socket kinds every backend serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -223,9 +226,15 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
         Endpoint::Unix(p) => remove_stale_socket(p)?,
     }
     if !transport.is_stream() {
-        // Room for bursts of 64 KiB datagrams; the kernel caps this at rmem_max.
-        let _ = sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, 4 << 20);
-        let _ = sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20);
+        // Room for bursts of 64 KiB datagrams, and (unixgram) for echoes
+        // that clients have not read yet (see `backend/peer_budget.rs`). The
+        // kernel caps these at rmem_max/wmem_max unless we may force them
+        // (root): without it, a small buffer leaves less room under pressure.
+        for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+            if sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, forced, DATAGRAM_BUF_BYTES).is_err() {
+                let _ = sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, plain, DATAGRAM_BUF_BYTES);
+            }
+        }
     }
     sys::bind(fd.as_fd(), &endpoint.sockaddr()?)?;
     if transport.is_stream() {

@@ -27,7 +27,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-use super::peer_budget::PeerBudget;
+use super::peer_budget::SharedPeerBudget;
 use crate::server::{LocalCounts, Shutdown, Stats};
 use crate::sys::{self, SockAddr};
 
@@ -323,20 +323,13 @@ impl AnswerBudget for Unlimited {
     }
 }
 
-/// The shared [`PeerBudget`] of a unixgram socket, for workers that are threads.
-impl AnswerBudget for &std::sync::Mutex<PeerBudget> {
+/// The [`SharedPeerBudget`] of a unixgram socket; a budget held too long
+/// by another worker refuses the echo rather than wait.
+impl AnswerBudget for &SharedPeerBudget {
     fn allow(&mut self, sock: BorrowedFd<'_>, peer: &SockAddr, len: usize) -> bool {
-        let mut budget = self.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(mut budget) = self.lock() else { return false };
         // One SIOCOUTQ per datagram: blocking workers have no batches to spread it over.
         budget.update(sock);
         budget.allow(peer.as_bytes(), len)
-    }
-}
-
-/// A process's own [`PeerBudget`] (fork's preforked datagram children).
-impl AnswerBudget for PeerBudget {
-    fn allow(&mut self, sock: BorrowedFd<'_>, peer: &SockAddr, len: usize) -> bool {
-        self.update(sock);
-        PeerBudget::allow(self, peer.as_bytes(), len)
     }
 }

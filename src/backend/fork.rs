@@ -41,7 +41,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::blocking::{self, AcceptFailure};
-use super::peer_budget::PeerBudget;
+use super::peer_budget::SharedPeerBudget;
 use super::Backend;
 use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
@@ -181,10 +181,15 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     let mut buf = vec![0u8; blocking::DGRAM_BUF_BYTES];
     let workers = ctx.config.threads;
     let (stats, shutdown) = (ctx.stats, ctx.shutdown);
+    // Unixgram: one budget in shared memory for every child (see `peer_budget`).
+    let budget = match ctx.config.transport.is_unix() {
+        true => Some(SharedPeerBudget::new(ctx.socket.as_fd())?),
+        false => None,
+    };
     let exits = ChildExits::install()?;
     let mut children = Children::default();
     for slot in 0..workers {
-        match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
+        match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, budget, &mut buf, stats, shutdown) {
             Ok(pid) => children.insert(pid, slot),
             Err(e) => {
                 children.stop_all(|_, _| {});
@@ -210,7 +215,7 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
         }
         let mut still_missing = Vec::new();
         for slot in missing.drain(..) {
-            match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, &mut buf, stats, shutdown) {
+            match spawn_datagram_child(ctx.socket.as_fd(), &ctx.config, slot, budget, &mut buf, stats, shutdown) {
                 Ok(pid) => children.insert(pid, slot),
                 Err(_) => still_missing.push(slot), // retried after a pause
             }
@@ -227,17 +232,16 @@ fn spawn_datagram_child(
     sock: BorrowedFd<'_>,
     config: &ServerConfig,
     slot: usize,
+    budget: Option<&'static SharedPeerBudget>,
     buf: &mut [u8],
     stats: &'static Stats,
     shutdown: Shutdown,
 ) -> io::Result<Pid> {
     spawn_child((sock, libc::SHUT_RD), || {
         config.pin_worker(slot);
-        if config.transport.is_unix() {
-            let mut budget = PeerBudget::new(sock, config.threads);
-            blocking::serve_datagrams(sock, buf, &mut budget, stats, shutdown);
-        } else {
-            blocking::serve_datagrams(sock, buf, &mut blocking::Unlimited, stats, shutdown);
+        match budget {
+            Some(mut budget) => blocking::serve_datagrams(sock, buf, &mut budget, stats, shutdown),
+            None => blocking::serve_datagrams(sock, buf, &mut blocking::Unlimited, stats, shutdown),
         }
         0
     })

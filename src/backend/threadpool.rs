@@ -45,7 +45,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Receiver;
 
 use super::blocking::{self, AcceptFailure};
-use super::peer_budget::PeerBudget;
+use super::peer_budget::SharedPeerBudget;
 use super::Backend;
 use crate::net::Transport;
 use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
@@ -304,17 +304,16 @@ fn serve_datagrams(mut ctx: ServeContext) -> io::Result<()> {
     // The workers share the socket; this thread keeps it until they are done.
     let sock = Arc::new(ctx.socket.try_clone()?);
     // Unixgram: one budget for the socket, shared by every worker (see `peer_budget`).
-    let budget = ctx
-        .config
-        .transport
-        .is_unix()
-        .then(|| Arc::new(Mutex::new(PeerBudget::new(sock.as_fd(), 1))));
+    let budget = match ctx.config.transport.is_unix() {
+        true => Some(SharedPeerBudget::new(sock.as_fd())?),
+        false => None,
+    };
     let workers = spawn_workers(&ctx.config, shutdown, |_| {
-        let (sock, budget) = (sock.clone(), budget.clone());
+        let sock = sock.clone();
         move || {
             let mut buf = vec![0u8; blocking::DGRAM_BUF_BYTES];
-            match &budget {
-                Some(budget) => blocking::serve_datagrams(sock.as_fd(), &mut buf, &mut &**budget, stats, shutdown),
+            match budget {
+                Some(mut budget) => blocking::serve_datagrams(sock.as_fd(), &mut buf, &mut budget, stats, shutdown),
                 None => blocking::serve_datagrams(sock.as_fd(), &mut buf, &mut blocking::Unlimited, stats, shutdown),
             }
         }

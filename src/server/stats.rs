@@ -35,28 +35,7 @@ impl Stats {
     /// Allocates the counters in anonymous shared memory that lives for the
     /// rest of the process (and its children).
     pub fn new_shared() -> io::Result<&'static Stats> {
-        let len = std::mem::size_of::<Stats>();
-        // SAFETY: an anonymous shared mapping; no fd or existing memory involved.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = ptr as *mut Stats;
-        // SAFETY: the mapping is page-aligned, at least `len` bytes, never unmapped,
-        // and zeroed memory is a valid `Stats` (all atomics at 0); we write it anyway.
-        unsafe {
-            ptr.write(Stats::default());
-            Ok(&*ptr)
-        }
+        crate::sys::leak_shared(Stats::default())
     }
 
     /// Records `messages` echo operations that sent back `bytes` bytes.

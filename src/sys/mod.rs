@@ -13,7 +13,36 @@ pub mod process;
 pub mod signal;
 pub mod sockaddr;
 
+pub use process::{thread_alive, thread_id};
 pub use sockaddr::SockAddr;
+
+/// Moves `value` into anonymous shared memory that lives for the rest of the
+/// process, and is shared with every child it forks from now on (so `T` may
+/// hold only what works across processes: atomics, and plain data behind them).
+pub fn leak_shared<T: Sync>(value: T) -> io::Result<&'static T> {
+    let len = std::mem::size_of::<T>().max(1);
+    // SAFETY: an anonymous shared mapping; no fd or existing memory involved.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let ptr = ptr as *mut T;
+    // SAFETY: the mapping is page-aligned (enough for any `T` we share), at
+    // least `len` bytes, writable, and never unmapped, so `'static` holds.
+    unsafe {
+        ptr.write(value);
+        Ok(&*ptr)
+    }
+}
 
 /// Calls a `libc` function and maps a `-1` result to `io::Error::last_os_error()`.
 #[macro_export]

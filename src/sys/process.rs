@@ -102,3 +102,15 @@ pub fn die_with_parent(parent: Pid) {
         exit_now(0);
     }
 }
+
+/// The calling thread's id (its pid if it is the main thread).
+pub fn thread_id() -> Pid {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether a thread (or process) with this id still exists.
+pub fn thread_alive(tid: Pid) -> bool {
+    // Signal 0 checks for existence only; EPERM still means it exists.
+    !matches!(kill(tid, 0), Err(e) if e.raw_os_error() == Some(libc::ESRCH))
+}

@@ -24,10 +24,9 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 
 use super::{Counts, Shared, SHUTDOWN_TOKEN, SOCKET_TOKEN};
-use crate::backend::peer_budget::PeerBudget;
+use crate::backend::peer_budget::SharedPeerBudget;
 use crate::sys::{self, mmsg::MmsgBatch};
 
 /// Datagrams per `recvmmsg`/`sendmmsg`.
@@ -49,7 +48,7 @@ pub(super) struct DgramLoop<'a> {
     readable: bool,
     counts: Counts,
     /// unixgram only: the shared per-peer send budget.
-    budget: Option<&'a Mutex<PeerBudget>>,
+    budget: Option<&'static SharedPeerBudget>,
 }
 
 impl<'a> DgramLoop<'a> {
@@ -63,7 +62,7 @@ impl<'a> DgramLoop<'a> {
             batch: MmsgBatch::new(BATCH_SLOTS, SLOT_BYTES),
             readable: false,
             counts: Counts::default(),
-            budget: shared.unix_budget.as_ref(),
+            budget: shared.unix_budget,
         }
     }
 
@@ -115,16 +114,20 @@ impl<'a> DgramLoop<'a> {
                 }
             };
             self.batch.clear_sends();
-            let mut budget = self
-                .budget
-                .map(|b| b.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
-            if let Some(b) = budget.as_mut() {
+            // Unixgram: one lock and one SIOCOUTQ per batch. A budget held too
+            // long by another worker (`None`) refuses the batch's echoes.
+            let mut budget = self.budget.map(|b| b.lock());
+            if let Some(Some(b)) = budget.as_mut() {
                 b.update(self.socket);
             }
             for i in 0..n {
                 let got = self.batch.received(i);
-                let fits = |b: &mut PeerBudget| b.allow(got.addr.as_bytes(), got.data.len());
-                if got.truncated || !got.has_name() || !budget.as_mut().map_or(true, |b| fits(b)) {
+                let allowed = match budget.as_mut() {
+                    None => true,
+                    Some(None) => false,
+                    Some(Some(b)) => b.allow(got.addr.as_bytes(), got.data.len()),
+                };
+                if got.truncated || !got.has_name() || !allowed {
                     self.counts.errors += 1;
                 } else {
                     self.batch.queue_reply(i);

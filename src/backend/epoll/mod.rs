@@ -82,7 +82,7 @@ struct Shared<'a> {
     shutdown: Shutdown,
     conns: ConnLimit,
     /// unixgram: the send-buffer budget all workers share (see `dgram`).
-    unix_budget: Option<std::sync::Mutex<super::peer_budget::PeerBudget>>,
+    unix_budget: Option<&'static super::peer_budget::SharedPeerBudget>,
 }
 
 /// `--max-conns` across all threads. A slot is reserved before `accept` and
@@ -207,6 +207,10 @@ impl Backend for Epoll {
                 dgram::SLOT_BYTES
             )
         };
+        let unix_budget = match transport == net::Transport::Unixgram {
+            true => Some(super::peer_budget::SharedPeerBudget::new(ctx.socket.as_fd())?),
+            false => None,
+        };
         ctx.ready(&details);
 
         let shared = Shared {
@@ -217,8 +221,7 @@ impl Backend for Epoll {
                 open: AtomicUsize::new(0),
                 max: ctx.config.max_conns,
             },
-            unix_budget: (transport == net::Transport::Unixgram)
-                .then(|| std::sync::Mutex::new(super::peer_budget::PeerBudget::new(ctx.socket.as_fd(), 1))),
+            unix_budget,
         };
         let shared = &shared;
         std::thread::scope(|scope| {

@@ -17,14 +17,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
 use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, types};
 
 use super::token::{self, Op, Token};
 use super::{Completion, Driver, Shared};
-use crate::backend::peer_budget::PeerBudget;
+use crate::backend::peer_budget::SharedPeerBudget;
 use crate::server::LocalCounts;
 
 /// What a sendmsg in flight points to.
@@ -59,7 +58,7 @@ pub(super) struct DgramWorker<'a> {
     counts: LocalCounts,
     errors: u64,
     /// Only for unixgram, where unread echoes count against our send buffer.
-    budget: Option<&'a Mutex<PeerBudget>>,
+    budget: Option<&'static SharedPeerBudget>,
     /// The generation of the receive and stop poll; bumped when they are armed
     /// anew after dropped completions (see `start_over`).
     epoch: u32,
@@ -72,10 +71,7 @@ impl<'a> DgramWorker<'a> {
         let mut template = Box::new(SendSlot::zeroed().hdr);
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
-        let is_unix = crate::sys::getsockname(sock)
-            .map(|a| a.family() == libc::AF_UNIX)
-            .unwrap_or(false);
-        let budget = is_unix.then(|| shared.unix_budget.get_or_init(|| Mutex::new(PeerBudget::new(sock, 1))));
+        let budget = shared.unix_budget;
         DgramWorker {
             d,
             sock,
@@ -151,8 +147,8 @@ impl<'a> DgramWorker<'a> {
             let wait = super::plan_wait(self.quiet_sends, prompt, None);
             self.quiet_sends = 0;
             self.d.submit_and_wait_for(wait.want, wait.timeout)?;
-            if let Some(b) = self.budget {
-                b.lock().unwrap_or_else(|p| p.into_inner()).update(self.sock);
+            if let Some(mut b) = self.budget.and_then(|b| b.lock()) {
+                b.update(self.sock);
             }
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
@@ -250,9 +246,7 @@ impl<'a> DgramWorker<'a> {
             // A peer that does not read its echoes while our send buffer fills up.
             Ok(out)
                 if !self.budget.map_or(true, |b| {
-                    b.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .allow(out.name_data(), out.payload_data().len())
+                    b.lock().is_some_and(|mut b| b.allow(out.name_data(), out.payload_data().len()))
                 }) =>
             {
                 (None, 0)

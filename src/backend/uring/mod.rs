@@ -39,7 +39,7 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, squeue, types, IoUring};
@@ -91,7 +91,7 @@ struct Shared {
     stats: &'static Stats,
     shutdown: Shutdown,
     /// Unixgram only: the send-buffer fairness every ring shares.
-    unix_budget: OnceLock<Mutex<crate::backend::peer_budget::PeerBudget>>,
+    unix_budget: Option<&'static crate::backend::peer_budget::SharedPeerBudget>,
 }
 
 /// The sizes a ring actually got, for the `listening` line.
@@ -113,7 +113,10 @@ impl Backend for Uring {
             max_conns: ctx.config.max_conns,
             stats: ctx.stats,
             shutdown: ctx.shutdown,
-            unix_budget: OnceLock::new(),
+            unix_budget: match ctx.config.transport == crate::net::Transport::Unixgram {
+                true => Some(crate::backend::peer_budget::SharedPeerBudget::new(ctx.socket.as_fd())?),
+                false => None,
+            },
         });
         // A duplicate, because `ctx` (which owns the original) is still needed for `ready`.
         let primary = Arc::new(ctx.socket.try_clone()?);
