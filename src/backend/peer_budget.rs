@@ -6,22 +6,26 @@
 //! reads would thus fill the server's send buffer for good, and then nobody
 //! gets an answer: nothing can take those bytes back.
 //!
-//! [`PeerBudget`] therefore bounds what any set of clients can hold, so that
-//! room is always left for one more:
-//! - *calm*: while the unread total stays within [`PRESSURE`] of the buffer,
-//!   every echo goes out;
-//! - *under pressure*: beyond that, each peer may add at most a fixed cap
-//!   ([`SHARE_POOL`] / [`TRACKED_PEERS`]) until the buffer is next nearly
-//!   empty, and at most [`TRACKED_PEERS`] peers may do so.
+//! [`PeerBudget`] splits the buffer (in eighths, [`PRESSURE`] and friends):
+//! - *calm*: while unread bytes stay within the first eighth, every echo goes out;
+//! - *under pressure*, a peer already answered since the buffer was last
+//!   calm gets a fair share of the *pool* (5/8): the pool divided by
+//!   the peers answered, but never more than a quarter of it
+//!   ([`MIN_SHARERS`]), and all of them together at most the pool;
+//! - the last eighth below the ceiling is kept for *newcomers*, peers not
+//!   seen since the buffer was last calm: each gets one echo of up to
+//!   [`NEWCOMER_COST`] from it, so a client arriving while others hog the
+//!   buffer is still answered.
 //!
-//! Clients that never read thus hold at most `PRESSURE + SHARE_POOL` (6/8 of
-//! the buffer), and a newcomer whose echo fits the cap is answered as long as
-//! fewer than [`TRACKED_PEERS`] peers were charged under pressure. With the
-//! 8 MiB buffer the server asks for, the cap is 10 KiB of kernel memory: a
-//! 4,000-byte datagram. Larger echoes go out only while calm. A client that
-//! reads frees its share, and when the buffer is nearly empty again every
-//! charge is forgotten. Refused echoes are dropped (and counted by the
-//! caller), as a datagram may be.
+//! So clients that never read hold at most 6/8 of the buffer plus what
+//! newcomers took, and a client that reads gets a share however many others
+//! do not. Charges are forgotten only when the buffer is calm again: a
+//! client beside a persistent non-reader gets a quarter of the pool (with
+//! the 8 MiB buffer the server forces as root, 1.3 MiB of kernel memory, some
+//! 600 echoes of 512 bytes) and then waits for the buffer to drain. Telling
+//! which client read what would need the kernel to say whose bytes left the
+//! buffer; it only gives the total (`SIOCOUTQ`). Refused echoes are dropped
+//! (and counted by the caller), as a datagram may be.
 //!
 //! Every backend's unixgram path asks a [`SharedPeerBudget`], which threads
 //! and forked children alike share: one table, one bound, for the socket.
@@ -32,31 +36,38 @@ use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// Peers that may be charged under pressure before the buffer next drains.
-const TRACKED_PEERS: usize = 512;
-/// Eighths of the send buffer: unread bytes below which every echo goes out.
+/// Slots of the peer table (a power of two); at most [`TRACKED_PEERS`] are used.
+const TABLE_SLOTS: usize = 1024;
+/// Peers told apart since the buffer was last calm. Past this, new
+/// peers are answered only while calm.
+const TRACKED_PEERS: usize = TABLE_SLOTS * 3 / 4;
+/// Eighths of the send buffer: unread bytes up to which every echo goes out.
 const PRESSURE: usize = 1;
-/// Eighths of the send buffer: what the per-peer caps add up to.
-const SHARE_POOL: usize = 5;
-/// Eighths of the send buffer: never queue past this (our charge is an
-/// estimate; the kernel refuses only once the buffer is full).
+/// Eighths of the send buffer: what known peers may add under pressure, together.
+const POOL: usize = 5;
+/// Eighths of the send buffer: never queue past this. What is left between
+/// `PRESSURE + POOL` and this is the newcomers' reserve.
 const CEILING: usize = 7;
+/// A known peer's share is at most the pool divided by this many.
+const MIN_SHARERS: usize = 4;
+/// The largest charge a newcomer's first echo may take from the reserve.
+const NEWCOMER_COST: usize = 16 * 1024;
 
 /// The fairness state of one unixgram socket (see the module docs). It never
 /// allocates, so it can live in memory shared with forked children.
 pub struct PeerBudget {
-    /// Unread bytes up to which every echo goes out.
     pressure: usize,
-    /// What one peer may add under pressure.
-    cap: usize,
-    /// Never queue past this many unread bytes.
+    pool: usize,
     ceiling: usize,
-    /// Below this, every peer has read its echoes: forget who was sent what.
-    low_water: usize,
     /// Unread bytes in our send buffer (`SIOCOUTQ`, plus what was sent since).
     unread: usize,
-    /// (address hash, bytes charged under pressure) since the buffer was last nearly empty.
-    peers: [(u64, usize); TRACKED_PEERS],
+    /// What known peers were charged under pressure since the buffer was last calm.
+    pool_used: usize,
+    /// Open addressing by address hash: (generation, hash, bytes charged
+    /// under pressure), for every peer seen since the buffer was last calm.
+    /// An entry of an older generation is empty, so forgetting is O(1).
+    peers: [(u32, u64, usize); TABLE_SLOTS],
+    generation: u32,
     tracked: usize,
 }
 
@@ -80,11 +91,12 @@ impl PeerBudget {
         let eighth = sndbuf.max(8) / 8;
         PeerBudget {
             pressure: PRESSURE * eighth,
-            cap: SHARE_POOL * eighth / TRACKED_PEERS,
+            pool: POOL * eighth,
             ceiling: CEILING * eighth,
-            low_water: eighth / 2,
             unread: 0,
-            peers: [(0, 0); TRACKED_PEERS],
+            pool_used: 0,
+            peers: [(0, 0, 0); TABLE_SLOTS],
+            generation: 1,
             tracked: 0,
         }
     }
@@ -101,37 +113,70 @@ impl PeerBudget {
 
     fn set_unread(&mut self, unread: usize) {
         self.unread = unread;
-        if self.unread < self.low_water {
-            self.tracked = 0;
+        // Calm again: what is unread is within the calm eighth whoever holds
+        // it, so the charges made under pressure can be forgotten.
+        if self.unread < self.pressure && self.tracked > 0 {
+            self.forget_all();
         }
+    }
+
+    fn forget_all(&mut self) {
+        self.generation = self.generation.wrapping_add(1).max(1);
+        self.tracked = 0;
+        self.pool_used = 0;
+    }
+
+    /// The table slot of `key`: its entry, or the empty slot it would take.
+    fn slot(&self, key: u64) -> usize {
+        let mut i = key as usize % TABLE_SLOTS;
+        // At most 3/4 full, so an empty slot ends every probe.
+        while self.peers[i].0 == self.generation && self.peers[i].1 != key {
+            i = (i + 1) % TABLE_SLOTS;
+        }
+        i
     }
 
     /// Whether to echo `len` bytes to `peer` (the address bytes, as the
     /// kernel gave them), and accounts them if so.
     pub fn allow(&mut self, peer: &[u8], len: usize) -> bool {
         let cost = charge(len);
-        if self.unread + cost <= self.pressure {
-            self.unread += cost;
-            return true;
-        }
-        // Under pressure. The ceiling holds anyway, as the caps add up to
-        // less; it guards against a charge estimated short.
-        if cost > self.cap || self.unread + cost > self.ceiling {
+        if self.unread + cost > self.ceiling {
             return false;
         }
         let key = fnv1a(peer);
-        match self.peers[..self.tracked].iter().position(|&(k, _)| k == key) {
-            Some(i) if self.peers[i].1 + cost > self.cap => return false,
-            Some(i) => self.peers[i].1 += cost,
-            // Every place is taken: a new peer would break the bound.
-            None if self.tracked == TRACKED_PEERS => return false,
-            None => {
-                self.peers[self.tracked] = (key, cost);
-                self.tracked += 1;
-            }
+        let i = self.slot(key);
+        let known = self.peers[i].0 == self.generation;
+        if !known && self.tracked == TRACKED_PEERS {
+            // Untracked: answered only while calm, so nothing escapes the bounds.
+            let calm = self.unread + cost <= self.pressure;
+            self.unread += if calm { cost } else { 0 };
+            return calm;
         }
-        self.unread += cost;
-        true
+        if !known {
+            self.peers[i] = (self.generation, key, 0);
+            self.tracked += 1;
+        }
+        let calm = self.unread + cost <= self.pressure;
+        let allowed = if calm {
+            true
+        } else if !known {
+            // A newcomer's one echo from the reserve (the ceiling bounds it).
+            cost <= NEWCOMER_COST
+        } else {
+            let share = self.pool / self.tracked.max(MIN_SHARERS);
+            let ok = self.peers[i].2 + cost <= share && self.pool_used + cost <= self.pool;
+            if ok {
+                self.pool_used += cost;
+            }
+            ok
+        };
+        if allowed {
+            if !calm {
+                self.peers[i].2 += cost;
+            }
+            self.unread += cost;
+        }
+        allowed
     }
 }
 
@@ -215,41 +260,61 @@ mod tests {
 
     const SNDBUF: usize = 8 << 20;
 
-    /// `n` distinct peer addresses.
     fn peer(i: usize) -> [u8; 8] {
         (i as u64).to_le_bytes()
     }
 
-    /// Non-readers flood with every size the server echoes until nothing more
-    /// is accepted; what they hold stays within 6/8 of the buffer, and a
-    /// newcomer's 4,000-byte echo still goes out.
+    /// 300 non-readers, seen while calm, flood with every size the server
+    /// echoes until nothing more is accepted: they hold at most 6/8 of the
+    /// buffer, and a newcomer's 4,000-byte echo still goes out.
     #[test]
     fn non_readers_leave_room_for_a_newcomer() {
         let mut b = PeerBudget::for_send_buffer(SNDBUF);
+        for p in 0..300 {
+            assert!(b.allow(&peer(p), 0), "calm");
+        }
         for round in 0..50 {
-            for p in 0..TRACKED_PEERS - 1 {
-                let len = [0, 65_507, 4000, 100, 30_000][(round + p) % 5];
-                b.allow(&peer(p), len);
+            for p in 0..300 {
+                b.allow(&peer(p), [65_507, 4000, 100, 30_000, 0][(round + p) % 5]);
             }
         }
         assert!(b.unread <= 6 * SNDBUF / 8, "non-readers hold {} of {SNDBUF}", b.unread);
         assert!(b.allow(&peer(100_000), 4000), "the newcomer was refused");
-        // The table is now full: one more new peer would break the bound.
-        assert!(!b.allow(&peer(100_001), 100));
+        assert!(!b.allow(&peer(100_000), 4000), "a second echo needs a share of the spent pool");
+    }
+
+    /// One hog fills the buffer first; a client that reads (the kernel's
+    /// count stays where the hog left it) gets a share of its own.
+    #[test]
+    fn a_reader_beside_a_hog_gets_its_share() {
+        let mut b = PeerBudget::for_send_buffer(SNDBUF);
+        let mut hog = 0;
+        while b.allow(&peer(1), 4096) {
+            hog += 1;
+        }
+        assert!(hog > 100, "the hog got {hog} echoes");
+        let held = b.unread;
+        let mut answered = 0;
+        for _ in 0..500 {
+            b.set_unread(held); // the reader read its echo
+            answered += usize::from(b.allow(&peer(2), 512));
+        }
+        assert_eq!(answered, 500, "the reader was cut off");
+        assert!(!b.allow(&peer(1), 4096), "the hog is still over its share");
     }
 
     #[test]
-    fn calm_answers_everything_and_draining_forgets_charges() {
+    fn draining_forgets_charges_and_more_peers_than_tracked_are_served_while_calm() {
         let mut b = PeerBudget::for_send_buffer(SNDBUF);
-        assert!(b.allow(&peer(1), 65_507));
-        b.set_unread(6 * SNDBUF / 8);
-        assert!(!b.allow(&peer(1), 65_507), "a 64 KiB echo exceeds the cap under pressure");
-        assert!(b.allow(&peer(1), 4000));
-        assert!(!b.allow(&peer(1), 4000), "a second one exceeds peer 1's cap");
+        for p in 0..TRACKED_PEERS + 10 {
+            assert!(b.allow(&peer(p), 0));
+        }
+        b.set_unread(SNDBUF / 4);
+        assert!(!b.allow(&peer(TRACKED_PEERS + 20), 0), "an untracked peer under pressure");
+        assert!(b.allow(&peer(3), 100), "a known peer under pressure");
         b.set_unread(0);
-        assert!(b.allow(&peer(1), 65_507), "a drained buffer is calm again");
-        b.set_unread(SNDBUF / 8 + 1);
-        assert!(b.allow(&peer(1), 4000), "charges were forgotten when the buffer drained");
+        assert_eq!((b.tracked, b.pool_used), (0, 0));
+        assert!(b.allow(&peer(TRACKED_PEERS + 20), 65_507), "calm again");
     }
 
     #[test]
