@@ -17,11 +17,14 @@ pub struct CompareArgs {
     /// A small matrix that finishes in under 2 minutes (CI smoke, trying it out).
     #[arg(long)]
     pub quick: bool,
-    /// Peers to run (comma-separated), each `PEER[@NAME][:spin=NS]`: PEER is fork,
-    /// threadpool, epoll, uring or tokio (the tokio-echo reference). `epoll@twin`
+    /// Peers to run (comma-separated), each `PEER[@NAME][:KNOB=VALUE]...`: PEER is
+    /// fork, threadpool, epoll, uring or tokio (the tokio-echo reference). `epoll@twin`
     /// enters epoll a second time under its own label (an A/A test);
     /// `epoll@slow:spin=600` runs `server --calibration-spin-ns 600` (a known extra cost
-    /// per echo, for checking the method's sensitivity; epoll over tcp/unix only).
+    /// per echo, for checking the method's sensitivity; epoll over tcp/unix only);
+    /// `uring@onewait:uring-wait=one` runs `server --uring-wait one` (an A/B run of one
+    /// technique). Knobs: spin, and the uring flags buf-count, buf-size, ring-entries,
+    /// uring-fixed-files, uring-register-ring, uring-wait, uring-hugepages.
     /// Default: fork,threadpool,epoll,uring,tokio.
     #[arg(long, alias = "backends", value_delimiter = ',', value_name = "PEERS")]
     pub peers: Option<Vec<PeerEntry>>,

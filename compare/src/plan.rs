@@ -112,19 +112,81 @@ impl<'de> Deserialize<'de> for Peer {
     }
 }
 
-/// A peer as entered on the command line: `PEER[@NAME][:spin=NS]`.
+/// A peer as entered on the command line: `PEER[@NAME][:KNOB=VALUE]...`.
 ///
 /// `epoll` is labelled `epoll`; `epoll@twin` is the same server under a
 /// second label (an A/A test: the method must find no difference);
 /// `epoll@slow:spin=600` is epoll with `server --calibration-spin-ns 600`, a
 /// known extra cost per echo (the sensitivity test: the method must find it
-/// costlier). The label is the identity the analysis groups runs by.
+/// costlier); `uring@onewait:uring-wait=one` is uring with
+/// `server --uring-wait one`, one technique switched for an A/B run (see
+/// [`SERVER_KNOBS`]). The label is the identity the analysis groups runs by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PeerEntry {
     pub peer: Peer,
     pub label: String,
     /// `server --calibration-spin-ns`, epoll only.
     pub calibration_spin_ns: Option<u64>,
+    /// Extra server flags from [`SERVER_KNOBS`], as argv (`--uring-wait`, `one`).
+    pub server_args: Vec<String>,
+}
+
+/// What a server knob's value may be.
+#[derive(Clone, Copy, Debug)]
+enum KnobValues {
+    /// A positive integer (the server checks its range).
+    Number,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+}
+
+/// A server flag a peer may set for an A/B run: `NAME=VALUE` becomes
+/// `--NAME VALUE` for that peer's server.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerKnob {
+    pub name: &'static str,
+    backend: BackendKind,
+    values: KnobValues,
+}
+
+const ON_OFF: KnobValues = KnobValues::OneOf(&["on", "off"]);
+
+/// The server flags a peer may set (besides `spin=`): the uring backend's
+/// techniques, each of which can be switched for an A/B run.
+pub const SERVER_KNOBS: &[ServerKnob] = &[
+    ServerKnob { name: "buf-count", backend: BackendKind::Uring, values: KnobValues::Number },
+    ServerKnob { name: "buf-size", backend: BackendKind::Uring, values: KnobValues::Number },
+    ServerKnob { name: "ring-entries", backend: BackendKind::Uring, values: KnobValues::Number },
+    ServerKnob { name: "uring-fixed-files", backend: BackendKind::Uring, values: ON_OFF },
+    ServerKnob { name: "uring-register-ring", backend: BackendKind::Uring, values: ON_OFF },
+    ServerKnob { name: "uring-wait", backend: BackendKind::Uring, values: KnobValues::OneOf(&["quiet", "one"]) },
+    ServerKnob { name: "uring-hugepages", backend: BackendKind::Uring, values: ON_OFF },
+];
+
+impl ServerKnob {
+    /// `--NAME VALUE` for `peer`, or why not.
+    fn argv(name: &str, value: &str, peer: Peer) -> Result<[String; 2], String> {
+        let names = || SERVER_KNOBS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ");
+        let knob = SERVER_KNOBS
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| format!("unknown knob {name:?}; known: spin, {}", names()))?;
+        if peer != Peer::Backend(knob.backend) {
+            return Err(format!("{name}= is a {} server flag", knob.backend.name()));
+        }
+        let ok = match knob.values {
+            KnobValues::Number => value.parse::<u32>().is_ok_and(|n| n > 0),
+            KnobValues::OneOf(words) => words.contains(&value),
+        };
+        if !ok {
+            let want = match knob.values {
+                KnobValues::Number => "a positive integer".to_string(),
+                KnobValues::OneOf(words) => words.join(" or "),
+            };
+            return Err(format!("{name}={value}: expected {want}"));
+        }
+        Ok([format!("--{name}"), value.to_string()])
+    }
 }
 
 impl PeerEntry {
@@ -134,6 +196,7 @@ impl PeerEntry {
             peer,
             label: peer.name().into(),
             calibration_spin_ns: None,
+            server_args: Vec::new(),
         }
     }
 
@@ -152,10 +215,9 @@ impl PeerEntry {
 impl std::str::FromStr for PeerEntry {
     type Err = String;
     fn from_str(s: &str) -> Result<PeerEntry, String> {
-        let (head, knob) = match s.split_once(':') {
-            Some((h, k)) => (h, Some(k)),
-            None => (s, None),
-        };
+        let mut parts = s.split(':');
+        let head = parts.next().unwrap_or_default();
+        let knobs: Vec<&str> = parts.collect();
         let (name, suffix) = match head.split_once('@') {
             Some((n, suf)) => (n, Some(suf)),
             None => (head, None),
@@ -167,29 +229,41 @@ impl std::str::FromStr for PeerEntry {
                 return Err(format!("{s:?}: the name after @ must be letters, digits, - or _"));
             }
         }
-        let calibration_spin_ns = match knob {
-            None => None,
-            Some(k) => {
-                let ns = k
-                    .strip_prefix("spin=")
-                    .and_then(|v| v.parse::<u64>().ok())
+        let mut calibration_spin_ns = None;
+        let mut server_args: Vec<String> = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for knob in &knobs {
+            let (name, value) = knob
+                .split_once('=')
+                .ok_or_else(|| format!("{s:?}: expected NAME=VALUE after ':', got {knob:?}"))?;
+            if seen.contains(&name) {
+                return Err(format!("{s:?}: {name}= is given twice"));
+            }
+            seen.push(name);
+            if name == "spin" {
+                let ns = value
+                    .parse::<u64>()
+                    .ok()
                     .filter(|&n| (1..=1_000_000).contains(&n))
                     .ok_or_else(|| format!("{s:?}: expected :spin=NS after the peer, NS from 1 to 1000000"))?;
                 if peer != Peer::Backend(BackendKind::Epoll) {
                     return Err(format!("{s:?}: spin= is implemented by the epoll backend only"));
                 }
-                Some(ns)
+                calibration_spin_ns = Some(ns);
+            } else {
+                server_args.extend(ServerKnob::argv(name, value, peer).map_err(|e| format!("{s:?}: {e}"))?);
             }
-        };
-        if calibration_spin_ns.is_some() && suffix.is_none() {
+        }
+        if !knobs.is_empty() && suffix.is_none() {
             return Err(format!(
-                "{s:?}: a calibrated peer needs its own label, e.g. epoll@slow:spin=600"
+                "{s:?}: a peer with knobs needs its own label, e.g. epoll@slow:spin=600 or uring@onewait:uring-wait=one"
             ));
         }
         Ok(PeerEntry {
             peer,
             label: head.to_string(),
             calibration_spin_ns,
+            server_args,
         })
     }
 }
@@ -247,6 +321,9 @@ pub struct RunSpec {
     pub label: String,
     /// `server --calibration-spin-ns`, for the sensitivity check only.
     pub calibration_spin_ns: Option<u64>,
+    /// Extra server flags of an A/B variant (`--uring-wait one`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_args: Vec<String>,
     /// What the run is for.
     pub purpose: Purpose,
     #[serde(with = "transport_name")]
@@ -281,6 +358,8 @@ struct RunSpecOnDisk {
     #[serde(default)]
     calibration_spin_ns: Option<u64>,
     #[serde(default)]
+    server_args: Vec<String>,
+    #[serde(default)]
     purpose: Option<Purpose>,
     #[serde(with = "transport_name")]
     transport: Transport,
@@ -306,6 +385,7 @@ impl From<RunSpecOnDisk> for RunSpec {
             label: d.label.unwrap_or_else(|| d.peer.name().into()),
             peer: d.peer,
             calibration_spin_ns: d.calibration_spin_ns,
+            server_args: d.server_args,
             purpose: d.purpose.unwrap_or(default_purpose),
             transport: d.transport,
             conns: d.conns,
@@ -380,6 +460,7 @@ impl RunSpec {
         if let Some(ns) = self.calibration_spin_ns {
             argv.extend(["--calibration-spin-ns".into(), ns.to_string()]);
         }
+        argv.extend(self.server_args.iter().cloned());
         argv
     }
 
@@ -913,6 +994,7 @@ impl MatrixPlan {
             peer: peer.peer,
             label: peer.label.clone(),
             calibration_spin_ns: peer.calibration_spin_ns,
+            server_args: peer.server_args.clone(),
             purpose,
             transport: shape.transport,
             conns,
@@ -1066,6 +1148,11 @@ mod tests {
             ("epoll@slow", Some(600))
         );
         assert_eq!("tokio".parse::<PeerEntry>().unwrap(), PeerEntry::plain(Peer::Tokio));
+        let variant: PeerEntry = "uring@small:buf-count=256:uring-fixed-files=off".parse().unwrap();
+        assert_eq!(
+            (variant.label.as_str(), variant.server_args.join(" ")),
+            ("uring@small", "--buf-count 256 --uring-fixed-files off".to_string())
+        );
         for bad in [
             "uring@x:spin=5",
             "epoll:spin=5",
@@ -1073,6 +1160,13 @@ mod tests {
             "epoll@a/b",
             "epoll@s:spin=0",
             "nginx",
+            "uring:uring-wait=one",
+            "uring@w:uring-wait=two",
+            "uring@w:uring-wait=one:uring-wait=quiet",
+            "uring@n:buf-count=0",
+            "uring@n:buf-count",
+            "epoll@h:uring-hugepages=on",
+            "uring@x:threads=4",
         ] {
             assert!(bad.parse::<PeerEntry>().is_err(), "{bad} accepted");
         }
@@ -1109,6 +1203,9 @@ mod tests {
             .server_argv(Path::new("server"), Path::new("unused"), &cpus)
             .join(" ");
         assert!(argv.ends_with("--calibration-spin-ns 600"), "{argv}");
+        let onewait = plan.spec(&"uring@onewait:uring-wait=one".parse().unwrap(), tcp, Purpose::Peak, None);
+        let argv = onewait.server_argv(Path::new("server"), Path::new("unused"), &cpus).join(" ");
+        assert!(argv.starts_with("server --backend uring ") && argv.ends_with("--uring-wait one"), "{argv}");
         let timing = Timing {
             duration: Duration::from_secs(1),
             warmup: Duration::from_millis(300),

@@ -276,6 +276,9 @@ pub struct PeerMethod {
     pub reference_impl: bool,
     /// `server --calibration-spin-ns`: a calibration variant, not a design.
     pub calibration_spin_ns: Option<u64>,
+    /// Extra server flags of an A/B variant (`--uring-wait one`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_args: Vec<String>,
 }
 
 /// The settings of manifests written before [`Method`] was recorded: the

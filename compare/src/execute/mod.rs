@@ -186,6 +186,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
                     peer: p.peer.name().into(),
                     reference_impl: p.is_reference_impl(),
                     calibration_spin_ns: p.calibration_spin_ns,
+                    server_args: p.server_args.clone(),
                 })
                 .collect(),
             matched_load_fractions: plan.matrix.fractions.clone(),

@@ -106,6 +106,15 @@ fn header(w: &mut String, r: &Report) {
     let _ = writeln!(w, "| kernel | {} |", m.machine.kernel);
     let _ = writeln!(w, "| server pinned to CPU | {} |", m.server_cpus);
     let _ = writeln!(w, "| loadgen pinned to CPU | {} |", m.loadgen_cpus);
+    for p in &m.method.peers {
+        let mut flags = p.server_args.join(" ");
+        if let Some(ns) = p.calibration_spin_ns {
+            flags = format!("--calibration-spin-ns {ns} {flags}");
+        }
+        if !flags.trim().is_empty() {
+            let _ = writeln!(w, "| variant `{}` | `{}` with `{}` |", p.label, p.peer, flags.trim());
+        }
+    }
     let mut io: Vec<String> = r
         .medians
         .iter()
