@@ -195,6 +195,14 @@ fn stop_reading_then_drain(backend: &str) {
 /// again once descriptors free up. The fork parent holds no connection
 /// descriptors, so for fork the same squeeze comes from `--max-conns 200`.
 fn out_of_descriptors(backend: &str) {
+    out_of_descriptors_with(backend, &[], 0)
+}
+
+/// As `out_of_descriptors`, with `extra` flags, and `ballast` descriptors
+/// (fds 100 and up, on /dev/null) that the server inherits without knowing:
+/// it fits `--max-conns` to `ulimit -n` as if they were free, so it really
+/// runs out of descriptors (`EMFILE`) below its cap, which is checked.
+fn out_of_descriptors_with(backend: &str, extra: &[&str], ballast: i32) {
     let _heavy = one_at_a_time();
     let mut cmd = Command::new(server_bin());
     cmd.args([
@@ -210,15 +218,23 @@ fn out_of_descriptors(backend: &str) {
     if backend == "fork" {
         cmd.args(["--max-conns", "200"]);
     }
-    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    cmd.args(extra);
+    // SAFETY: setrlimit and dup2 are async-signal-safe; the closure touches
+    // nothing else. Stdin (fd 0) is already /dev/null when it runs.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             let lim = libc::rlimit {
                 rlim_cur: 256,
                 rlim_max: 256,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for fd in 100..100 + ballast {
+                // dup2 leaves the copy without FD_CLOEXEC: the server inherits it.
+                if libc::dup2(0, fd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -240,6 +256,13 @@ fn out_of_descriptors(backend: &str) {
         }
     }
     thread::sleep(Duration::from_millis(500));
+    if ballast > 0 {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid())).unwrap().count();
+        assert!(
+            fds >= 250,
+            "{backend} {extra:?}: the flood did not use up the descriptors ({fds} of 256 open)"
+        );
+    }
     let cpu_before = procfs::tree_cpu_us(server.pid()).unwrap();
     let window = Instant::now();
     thread::sleep(Duration::from_secs(2));
@@ -590,3 +613,11 @@ macro_rules! hostile_matrix {
 }
 
 hostile_matrix!(fork, threadpool, epoll, uring);
+
+/// `--uring-fixed-files off` (for A/B measurement): connections are
+/// ordinary descriptors, so running out of them is `EMFILE` from accept
+/// rather than a full fixed file table, and must be survived the same way.
+#[test]
+fn uring_fixed_files_off_out_of_descriptors() {
+    out_of_descriptors_with("uring", &["--uring-fixed-files", "off"], 100)
+}

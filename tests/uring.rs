@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::client::{pattern, Stream};
+use common::client::{max_datagram, pattern, Dgram, Stream};
 use common::{field, server_bin, ServerProc, Target, TempDir};
 use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
 
@@ -611,4 +611,255 @@ fn fallback_setups_serve() {
         assert!(stopped.status.success());
         assert_eq!(stopped.count("bytes"), 20 * 100_000, "setup={setup}");
     }
+}
+
+// ---------------------------------------------------------------- A/B switches
+
+/// The transports an A/B switch must serve: both stream kinds and both datagram kinds.
+const SWITCH_TARGETS: [Target; 4] = [Target::Tcp4, Target::Unix, Target::Udp4, Target::Unixgram];
+
+/// A uring server on 2 rings with an A/B switch (`flags`), on `target`; its
+/// `listening` line must report the variant as `key=shown`.
+fn start_switched(target: Target, flags: &[&str], key: &str, shown: &str) -> Option<ServerProc> {
+    let mut args = vec!["--threads", "2"];
+    args.extend_from_slice(flags);
+    let server = start_uring(target, &args)?;
+    assert_eq!(
+        field(&server.listening, key),
+        Some(shown),
+        "{flags:?} {target:?}: {}",
+        server.listening
+    );
+    Some(server)
+}
+
+/// Real bytes through a switched server: streams, 10 clients at once, each
+/// echoing 1 B, 1,000 B and 200 KiB (larger than a socket buffer, so sends
+/// go partial and wait for POLLOUT) and then a half-close (its echo, then
+/// EOF); datagrams, 10 clients each echoing 8 B, 1,000 B and the largest
+/// datagram. Every byte is checked. Afterwards no stream connection is left
+/// open on the server side, and the server stops cleanly with no errors.
+fn switched_echo(server: ServerProc, target: Target, what: &str) {
+    switched_echo_with(server, target, what, |_| {})
+}
+
+/// As `switched_echo`, calling `before_stop` once the echoes are done.
+fn switched_echo_with(server: ServerProc, target: Target, what: &str, before_stop: impl FnOnce(&ServerProc)) {
+    let endpoint = Arc::new(server.endpoint.clone());
+    let dir = Arc::new(TempDir::new("uring-switch"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let handles: Vec<_> = (0..10u64)
+        .map(|id| {
+            let (endpoint, dir) = (endpoint.clone(), dir.clone());
+            thread::spawn(move || -> Result<u64, String> {
+                let mut echoed = 0u64;
+                if target.is_stream() {
+                    let mut c = Stream::connect(&endpoint).map_err(|e| format!("client {id}: {e}"))?;
+                    c.set_timeouts(Some(Duration::from_secs(20))).unwrap();
+                    for (round, len) in [1usize, 1000, 200 * 1024].into_iter().enumerate() {
+                        let msg = pattern(id, (round as u64) << 20, len);
+                        let back = c.echo(&msg).map_err(|e| format!("client {id}: {len} B: {e}"))?;
+                        if back != msg {
+                            return Err(format!("client {id}: {len} B echo corrupted"));
+                        }
+                        echoed += len as u64;
+                    }
+                    let msg = pattern(id, 3 << 20, 5000);
+                    c.write_all(&msg).map_err(|e| format!("client {id}: {e}"))?;
+                    c.shutdown_write().map_err(|e| format!("client {id}: {e}"))?;
+                    let back = c.read_to_eof().map_err(|e| format!("client {id}: half-close: {e}"))?;
+                    if back != msg {
+                        return Err(format!(
+                            "client {id}: half-close echo: {} of 5000 B, or changed",
+                            back.len()
+                        ));
+                    }
+                    echoed += msg.len() as u64;
+                } else {
+                    let sock = Dgram::connect(&endpoint, &dir.0, id).map_err(|e| format!("client {id}: {e}"))?;
+                    for (seq, len) in [8usize, 1000, max_datagram(target)].into_iter().enumerate() {
+                        let mut msg = pattern(id, (seq as u64) << 20, len);
+                        msg[..4].copy_from_slice(&(id as u32).to_le_bytes());
+                        msg[4..8].copy_from_slice(&(seq as u32).to_le_bytes());
+                        let back = sock
+                            .echo(&msg, deadline)
+                            .map_err(|e| format!("client {id}: {len} B: {e}"))?;
+                        if back != msg {
+                            return Err(format!(
+                                "client {id}: {len} B datagram came back as {} B, or changed",
+                                back.len()
+                            ));
+                        }
+                        echoed += len as u64;
+                    }
+                }
+                Ok(echoed)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h
+            .join()
+            .expect("client thread panicked")
+            .unwrap_or_else(|e| panic!("{what} {target:?}: {e}"));
+    }
+    if target.is_stream() {
+        let open = settled_conns(&server, 0);
+        assert_eq!(open, 0, "{what} {target:?}: {open} server sockets left open");
+    }
+    before_stop(&server);
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{what} {target:?}: {stopped:?}");
+    assert_eq!(stopped.count("errors"), 0, "{what} {target:?}: {stopped:?}");
+    if target.is_stream() {
+        assert_eq!(stopped.count("accepted"), 10, "{what} {target:?}");
+        assert_eq!(stopped.count("bytes"), total, "{what} {target:?}");
+    } else {
+        // A datagram resent after a loss is echoed twice.
+        assert!(stopped.count("bytes") >= total, "{what} {target:?}: {stopped:?}");
+    }
+}
+
+/// The server's descriptors that are sockets (`/proc/PID/fd`).
+fn socket_fds(server: &ServerProc) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// `--uring-fixed-files off`: connections are ordinary descriptors (they
+/// show in `/proc/PID/fd`, where fixed files do not), the datagram socket is
+/// used by descriptor, and every transport still echoes and closes.
+#[test]
+fn fixed_files_off_serves_every_transport() {
+    let _heavy = one_at_a_time();
+    for (value, shown) in [("off", "off"), ("on", "on")] {
+        let flags = ["--uring-fixed-files", value];
+        let Some(server) = start_switched(Target::Tcp4, &flags, "fixed_files", shown) else {
+            return;
+        };
+        let before = socket_fds(&server);
+        let mut held: Vec<Stream> = (0..20u64)
+            .map(|i| {
+                let mut c = Stream::connect(&server.endpoint).unwrap();
+                let m = pattern(i, 0, 100);
+                assert_eq!(c.echo(&m).unwrap(), m);
+                c
+            })
+            .collect();
+        let during = socket_fds(&server);
+        match value {
+            "off" => assert!(
+                during >= before + 20,
+                "fixed files off: {before} socket fds, then {during} with 20 clients"
+            ),
+            _ => assert_eq!(during, before, "fixed files on: connections became descriptors"),
+        }
+        held.clear();
+        assert_eq!(settled_conns(&server, 0), 0, "--uring-fixed-files {value}");
+        assert!(server.stop().status.success());
+    }
+    for target in SWITCH_TARGETS {
+        let Some(server) = start_switched(target, &["--uring-fixed-files", "off"], "fixed_files", "off") else {
+            return;
+        };
+        switched_echo(server, target, "--uring-fixed-files off");
+    }
+}
+
+/// `--uring-register-ring off`: enters go by the ring's descriptor.
+#[test]
+fn register_ring_off_serves_every_transport() {
+    let _heavy = one_at_a_time();
+    for target in SWITCH_TARGETS {
+        let flags = ["--uring-register-ring", "off"];
+        let Some(server) = start_switched(target, &flags, "register_ring", "off") else {
+            return;
+        };
+        switched_echo(server, target, "--uring-register-ring off");
+    }
+}
+
+/// `--uring-wait one`: every turn waits for one completion.
+#[test]
+fn wait_one_serves_every_transport() {
+    let _heavy = one_at_a_time();
+    for target in SWITCH_TARGETS {
+        let Some(server) = start_switched(target, &["--uring-wait", "one"], "wait", "one") else {
+            return;
+        };
+        switched_echo(server, target, "--uring-wait one");
+    }
+}
+
+/// `--uring-hugepages on`: every ring's buffer mapping is marked for
+/// transparent huge pages (`THPeligible: 1` in smaps; with THP in `madvise`
+/// mode, as here, only an `MADV_HUGEPAGE` range is, so the default server has
+/// none), and every transport still echoes. Whether the kernel then finds free
+/// huge pages is its business: printed, not asserted.
+#[test]
+fn hugepages_on_serves_every_transport() {
+    let _heavy = one_at_a_time();
+    let Ok(thp) = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled") else {
+        println!("skipped: this kernel has no transparent huge pages");
+        return;
+    };
+    let marked = thp.contains("[madvise]");
+    if !marked {
+        println!(
+            "THP mode is {:?}, not madvise: the smaps checks are skipped",
+            thp.trim()
+        );
+    }
+    let stream_bufs = 4096 * 16384;
+    if marked {
+        let Some(server) = start_switched(Target::Tcp4, &[], "hugepages", "off") else {
+            return;
+        };
+        assert_eq!(huge_page_bytes(&server), 0, "huge pages without the flag");
+        assert!(server.stop().status.success());
+    }
+    for target in SWITCH_TARGETS {
+        let Some(server) = start_switched(target, &["--uring-hugepages", "on"], "hugepages", "on") else {
+            return;
+        };
+        // Stream rings: 4,096 x 16 KiB; datagram rings: 256 buffers of over 64 KiB.
+        let buf_bytes = if target.is_stream() { stream_bufs } else { 256 * 65536 };
+        if marked {
+            // Both rings' (the kernel may merge the two mappings into one).
+            let n = huge_page_bytes(&server);
+            assert!(
+                n >= 2 * buf_bytes,
+                "{target:?}: {n} B marked for huge pages, want 2 x {buf_bytes} B"
+            );
+        }
+        switched_echo_with(server, target, "--uring-hugepages on", |server| {
+            let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", server.pid())).unwrap_or_default();
+            let huge = rollup
+                .lines()
+                .find(|l| l.starts_with("AnonHugePages:"))
+                .unwrap_or("AnonHugePages: ?");
+            println!("{target:?} after the echoes: {huge}");
+        });
+    }
+}
+
+/// Bytes in the server's large mappings (16 MiB or more, as the buffer rings
+/// are; not its thread stacks) marked for transparent huge pages
+/// (`THPeligible: 1` in `/proc/PID/smaps`).
+fn huge_page_bytes(server: &ServerProc) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", server.pid())).unwrap();
+    let (mut total, mut size_kb) = (0, 0u64);
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        match (f.next(), f.next()) {
+            (Some("Size:"), Some(kb)) => size_kb = kb.parse().unwrap_or(0),
+            (Some("THPeligible:"), Some("1")) if size_kb >= 16 * 1024 => total += size_kb * 1024,
+            _ => {}
+        }
+    }
+    total
 }

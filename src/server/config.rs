@@ -112,6 +112,21 @@ pub struct ServerArgs {
     /// uring: size of each provided buffer in bytes.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=1048576))]
     pub buf_size: u32,
+    /// uring, for A/B measurement: name sockets by slot in each ring's fixed file
+    /// table (direct accept, IOSQE_FIXED_FILE), or (off) by ordinary descriptor.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::On)]
+    pub uring_fixed_files: OnOff,
+    /// uring, for A/B measurement: enter each ring by its registered index
+    /// (IORING_REGISTER_RING_FDS), or (off) by its descriptor.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::On)]
+    pub uring_register_ring: OnOff,
+    /// uring, for A/B measurement: how many completions a loop turn waits for.
+    #[arg(long, value_enum, value_name = "QUIET|ONE", default_value_t = UringWait::Quiet)]
+    pub uring_wait: UringWait,
+    /// uring, for A/B measurement: ask for transparent huge pages
+    /// (madvise MADV_HUGEPAGE) for the provided buffers; resident in 2 MiB units then.
+    #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::Off)]
+    pub uring_hugepages: OnOff,
     /// For checking a comparison's sensitivity only: busy-spin this many ns on every
     /// echo operation, a known extra cost per message. epoll over tcp or unix only.
     #[arg(long, value_name = "NS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -126,12 +141,60 @@ fn parse_power_of_two(s: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+/// A technique switched on or off, for A/B measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
+
+    /// As the `listening` line writes a setting.
+    pub fn name(on: bool) -> &'static str {
+        if on {
+            "on"
+        } else {
+            "off"
+        }
+    }
+}
+
+/// How many completions a uring loop turn waits for (`--uring-wait`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UringWait {
+    /// One more than the turn's own quiet sends, bounded by 1 ms: a quiet echo costs one enter.
+    Quiet,
+    /// Always one (the behaviour before the quiet wait): a quiet echo costs two enters.
+    One,
+}
+
+impl UringWait {
+    pub fn name(self) -> &'static str {
+        match self {
+            UringWait::Quiet => "quiet",
+            UringWait::One => "one",
+        }
+    }
+}
+
 /// io_uring settings (ignored by the other backends).
 #[derive(Clone, Debug)]
 pub struct UringOptions {
     pub ring_entries: u32,
     pub buf_count: u32,
     pub buf_size: u32,
+    /// `--uring-fixed-files`: sockets are slots in a fixed file table.
+    pub fixed_files: bool,
+    /// `--uring-register-ring`: enter the ring by its registered index.
+    pub register_ring: bool,
+    /// `--uring-wait`.
+    pub wait: UringWait,
+    /// `--uring-hugepages`: `MADV_HUGEPAGE` on the provided buffers.
+    pub hugepages: bool,
 }
 
 /// Everything a backend needs to know, validated.
@@ -182,6 +245,10 @@ impl ServerConfig {
                 ring_entries: args.ring_entries,
                 buf_count: args.buf_count,
                 buf_size: args.buf_size,
+                fixed_files: args.uring_fixed_files.is_on(),
+                register_ring: args.uring_register_ring.is_on(),
+                wait: args.uring_wait,
+                hugepages: args.uring_hugepages.is_on(),
             },
             calibration_spin_ns: args.calibration_spin_ns,
         })

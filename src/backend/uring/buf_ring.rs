@@ -39,6 +39,16 @@ impl Mapping {
             len,
         })
     }
+
+    /// Asks for transparent huge pages (`MADV_HUGEPAGE`; with THP in `madvise`
+    /// mode nothing else gets them). Pages faulted in afterwards come in
+    /// 2 MiB units where the range is 2 MiB-aligned, so MAP_NORESERVE then
+    /// saves memory only per 2 MiB, not per 4 KiB page.
+    fn advise_hugepages(&self) -> io::Result<()> {
+        // SAFETY: `ptr`/`len` are our own mapping; the advice changes how
+        // pages are allocated, never the contents or validity of the memory.
+        crate::syscall!(madvise(self.ptr as *mut libc::c_void, self.len, libc::MADV_HUGEPAGE)).map(drop)
+    }
 }
 
 impl Drop for Mapping {
@@ -107,6 +117,12 @@ impl BufRing {
 
     pub fn buf_size(&self) -> u32 {
         self.size
+    }
+
+    /// Asks for transparent huge pages for the buffers (not the small entry
+    /// array); best called before any receive has touched them.
+    pub fn advise_hugepages(&self) -> io::Result<()> {
+        self.buffers.advise_hugepages()
     }
 
     /// Buffers the kernel can still pick from (by our accounting: completions not

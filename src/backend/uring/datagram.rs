@@ -22,9 +22,9 @@ use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, types};
 
 use super::token::{self, Op, Token};
-use super::{Completion, Driver, Shared};
+use super::{Completion, Driver, Files, Shared};
 use crate::backend::peer_budget::SharedPeerBudget;
-use crate::server::LocalCounts;
+use crate::server::{LocalCounts, UringWait};
 
 /// What a sendmsg in flight points to.
 struct SendSlot {
@@ -45,6 +45,12 @@ impl SendSlot {
 pub(super) struct DgramWorker<'a> {
     d: Driver,
     sock: BorrowedFd<'a>,
+    /// How operations name `sock` (`--uring-fixed-files`).
+    files: Files,
+    /// `sock` as operations name it: `DGRAM_SOCKET_FILE` or its descriptor.
+    file: u32,
+    /// `--uring-wait`.
+    wait: UringWait,
     shared: &'a Shared,
     /// The recvmsg template: only `msg_namelen` and `msg_controllen` matter.
     /// Boxed so its address is stable while the multishot recvmsg is armed.
@@ -67,14 +73,21 @@ pub(super) struct DgramWorker<'a> {
 }
 
 impl<'a> DgramWorker<'a> {
-    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared) -> Self {
+    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared, files: Files, wait: UringWait) -> Self {
         let mut template = Box::new(SendSlot::zeroed().hdr);
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
         let budget = shared.unix_budget;
+        let file = match files {
+            Files::Fixed => super::DGRAM_SOCKET_FILE,
+            Files::Fds => sock.as_raw_fd() as u32,
+        };
         DgramWorker {
             d,
             sock,
+            files,
+            file,
+            wait,
             shared,
             template,
             slots,
@@ -144,7 +157,7 @@ impl<'a> DgramWorker<'a> {
             self.flush_counts();
             // Out of buffers, the receive waits for the sends to give some back.
             let prompt = self.starved || !self.recv_armed;
-            let wait = super::plan_wait(self.quiet_sends, prompt, None);
+            let wait = super::plan_wait(self.wait, self.quiet_sends, prompt, None);
             self.quiet_sends = 0;
             self.d.submit_and_wait_for(wait.want, wait.timeout)?;
             if let Some(mut b) = self.budget.and_then(|b| b.lock()) {
@@ -177,13 +190,10 @@ impl<'a> DgramWorker<'a> {
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
-        let sqe = opcode::RecvMsgMulti::new(
-            types::Fixed(super::DGRAM_SOCKET_FILE),
-            &*self.template,
-            self.d.bufs.bgid(),
-        )
-        .build()
-        .user_data(self.own(Op::DgramRecv));
+        let sqe = opcode::RecvMsgMulti::new(self.files.fd(self.file), &*self.template, self.d.bufs.bgid())
+            .build()
+            .flags(self.files.flags())
+            .user_data(self.own(Op::DgramRecv));
         // SAFETY: the receive writes into the buffer ring, which outlives every
         // operation (see `Driver`), and reads the boxed template, which lives
         // in `self` until the ring has quiesced (or is leaked).
@@ -279,9 +289,10 @@ impl<'a> DgramWorker<'a> {
         slot.hdr.msg_iovlen = 1;
         slot.hdr.msg_control = std::ptr::null_mut();
         slot.hdr.msg_controllen = 0;
-        let sqe = opcode::SendMsg::new(types::Fixed(super::DGRAM_SOCKET_FILE), &slot.hdr)
+        let sqe = opcode::SendMsg::new(self.files.fd(self.file), &slot.hdr)
             .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
             .build()
+            .flags(self.files.flags())
             .user_data(Token::new(Op::DgramSend, 0, bid as u32).encode());
         // SAFETY: the payload stays in ring buffer `bid`, which is recycled only
         // in `on_send`; the msghdr, iovec and address live in `slots[bid]`, which

@@ -23,6 +23,11 @@
 //! one completion more than its own sends, which complete as they are
 //! submitted ([`plan_wait`]), so a quiet echo costs one enter.
 //!
+//! Each of these three, and huge pages for the buffer ring (off by default),
+//! can be switched for A/B measurement (`--uring-register-ring`,
+//! `--uring-fixed-files`, `--uring-wait`, `--uring-hugepages`); the
+//! `listening` line reports which variant runs.
+//!
 //! Rare ring errors do not end the server ([`EnterError`]): a submission the
 //! kernel has no memory for is retried after a back-off, and after dropped
 //! completions (`EBADR`) a worker starts over; both count in `ring_errors`.
@@ -42,11 +47,11 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, squeue, types, IoUring};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::Backend;
 use crate::net::{self, BindOptions, Endpoint, Transport};
-use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
+use crate::server::{OnOff, ServeContext, ServerConfig, Shutdown, Stats, UringWait};
 use buf_ring::BufRing;
 use setup::SetupFlags;
 
@@ -94,7 +99,8 @@ struct Shared {
     unix_budget: Option<&'static crate::backend::peer_budget::SharedPeerBudget>,
 }
 
-/// The sizes a ring actually got, for the `listening` line.
+/// The sizes a ring actually got and the techniques it runs with (as
+/// effective, not as asked for), for the `listening` line.
 #[derive(Clone, Debug)]
 struct RingInfo {
     flags: SetupFlags,
@@ -103,6 +109,12 @@ struct RingInfo {
     buf_count: u32,
     buf_size: u32,
     unix_recv: &'static str,
+    files: Files,
+    /// Entered by registered index (asked for, and the kernel has it).
+    registered_ring: bool,
+    wait: UringWait,
+    /// `MADV_HUGEPAGE` on the buffers (asked for, and madvise took it).
+    hugepages: bool,
 }
 
 impl Backend for Uring {
@@ -162,13 +174,18 @@ impl Backend for Uring {
         }
         match &setup_result {
             Ok(Some(info)) => ctx.ready(&format!(
-                "setup={} ring_entries={} cq_entries={} buf_count={} buf_size={} unix_recv={}",
+                "setup={} ring_entries={} cq_entries={} buf_count={} buf_size={} unix_recv={} \
+                 fixed_files={} register_ring={} wait={} hugepages={}",
                 info.flags.name(),
                 info.sq_entries,
                 info.cq_entries,
                 info.buf_count,
                 info.buf_size,
-                info.unix_recv
+                info.unix_recv,
+                OnOff::name(info.files == Files::Fixed),
+                OnOff::name(info.registered_ring),
+                info.wait.name(),
+                OnOff::name(info.hugepages),
             )),
             // A worker failed to set up: stop the others, which are serving already.
             _ => ctx.shutdown.request(),
@@ -224,11 +241,19 @@ fn run_worker(
         .max((config.max_conns as u32).saturating_mul(2).saturating_add(64))
         .min(MAX_CQ_ENTRIES)
         .next_power_of_two();
+    let files = if opts.fixed_files { Files::Fixed } else { Files::Fds };
     let setup = (|| {
         let mut d = Driver::new(opts.ring_entries, cq_entries, buf_count, buf_size)?;
         // Only an optimisation: without it (before 5.18) enters use the fd.
-        let _ = d.register_ring_fd();
-        register_files(&d, config, socket)?;
+        if opts.register_ring {
+            let _ = d.register_ring_fd();
+        }
+        if files == Files::Fixed {
+            register_files(&d, config, socket)?;
+        }
+        // Before any receive has touched the buffers, so that their first
+        // faults already get huge pages.
+        let hugepages = opts.hugepages && advise_hugepages(&d.bufs);
         let test = setup::self_test(&mut d)?;
         let forced = std::env::var_os(FORCE_SINGLE_SHOT_ENV).is_some();
         let unix_single_shot = config.transport == Transport::Unix && (forced || !test.unix_multishot_eof);
@@ -239,6 +264,10 @@ fn run_worker(
             buf_count,
             buf_size,
             unix_recv: if unix_single_shot { "single-shot" } else { "multishot" },
+            files,
+            registered_ring: d.registered_ring.is_some(),
+            wait: opts.wait,
+            hugepages,
         };
         Ok::<_, io::Error>((d, info, unix_single_shot))
     })();
@@ -254,20 +283,85 @@ fn run_worker(
     };
     drop(setup_tx);
     if stream {
-        stream::StreamWorker::new(d, socket, shared, unix_single_shot).run()
+        stream::StreamWorker::new(d, socket, shared, files, opts.wait, unix_single_shot).run()
     } else {
-        datagram::DgramWorker::new(d, socket, shared).run()
+        datagram::DgramWorker::new(d, socket, shared, files, opts.wait).run()
     }
 }
 
-/// Gives the ring a fixed file table, so that operations name sockets by
-/// slot (`IOSQE_FIXED_FILE`) and the kernel neither looks up nor reference
-/// counts the file on each one (the process has several threads, so its
-/// file table is shared). Streams: a sparse table that direct accept fills,
+/// `--uring-hugepages on`: asks for transparent huge pages for the buffer
+/// ring's buffers. Returns whether madvise took it; if not, says so on stderr
+/// (once per process, not once per ring) and the server runs without.
+fn advise_hugepages(bufs: &BufRing) -> bool {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    match bufs.advise_hugepages() {
+        Ok(()) => true,
+        Err(e) => {
+            WARNED.call_once(|| {
+                eprintln!("server: warning: --uring-hugepages on: madvise(MADV_HUGEPAGE) failed ({e}); running without huge pages")
+            });
+            false
+        }
+    }
+}
+
+/// How a ring's operations name their sockets (`--uring-fixed-files`).
+///
+/// `Fixed`: by slot in the ring's fixed file table, which direct accept fills
+/// (`register_files`), with `IOSQE_FIXED_FILE`. `Fds`: by ordinary
+/// descriptor, as a ring without a file table does; each operation then looks
+/// the file up in the process's (shared) table and takes a reference on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Files {
+    Fixed,
+    Fds,
+}
+
+impl Files {
+    /// The operand that names socket `file` (a slot or a descriptor); the
+    /// entry must carry [`Files::flags`] too, which say which one it is.
+    fn fd(self, file: u32) -> types::Fd {
+        types::Fd(file as i32)
+    }
+
+    /// `IOSQE_FIXED_FILE` when `file` is a slot: with [`Files::fd`], the same
+    /// entry `types::Fixed(file)` builds.
+    fn flags(self) -> squeue::Flags {
+        match self {
+            Files::Fixed => squeue::Flags::FIXED_FILE,
+            Files::Fds => squeue::Flags::empty(),
+        }
+    }
+
+    /// Closes socket `file`. A fixed close names the slot in `file_index`
+    /// (and frees it for a later direct accept), not by `IOSQE_FIXED_FILE`,
+    /// which the kernel refuses on a close: `types::Fixed` builds it so.
+    fn close(self, file: u32) -> squeue::Entry {
+        match self {
+            Files::Fixed => opcode::Close::new(types::Fixed(file)).build(),
+            Files::Fds => opcode::Close::new(types::Fd(file as i32)).build(),
+        }
+    }
+
+    /// Cancels every operation on socket `file`. A cancel names a slot by
+    /// its own flag (`IORING_ASYNC_CANCEL_FD_FIXED`), not `IOSQE_FIXED_FILE`.
+    fn cancel_all(self, file: u32) -> squeue::Entry {
+        let which = match self {
+            Files::Fixed => types::CancelBuilder::fd(types::Fixed(file)),
+            Files::Fds => types::CancelBuilder::fd(types::Fd(file as i32)),
+        };
+        opcode::AsyncCancel2::new(which.all()).build()
+    }
+}
+
+/// `--uring-fixed-files on` (the default): gives the ring a fixed file
+/// table, so that operations name sockets by slot (`IOSQE_FIXED_FILE`) and
+/// the kernel neither looks up nor reference counts the file on each one
+/// (the process has several threads, so its file table is shared). Streams: a sparse table that direct accept fills,
 /// one slot per connection, as large as `--max-conns` allows within
 /// `RLIMIT_NOFILE` (the kernel's bound for it); past it, accept gets
 /// `ENFILE` and backs off as it does when out of descriptors. Datagrams: the
-/// socket, in slot 0.
+/// socket, in slot 0 (`DGRAM_SOCKET_FILE`).
 fn register_files(d: &Driver, config: &ServerConfig, socket: BorrowedFd<'_>) -> io::Result<()> {
     let submitter = d.ring.submitter();
     let result = if config.transport.is_stream() {
@@ -350,8 +444,11 @@ pub struct Wait {
 /// anyone to make progress), bounded by [`INLINE_WAIT_BOUND`]. When anything
 /// needs its completion handled at once (`prompt`: bytes queued behind a
 /// send, an EOF, a cancel, a ring out of buffers), it waits for one.
-pub fn plan_wait(quiet_sends: usize, prompt: bool, timeout: Option<Duration>) -> Wait {
-    if prompt || quiet_sends == 0 {
+///
+/// `UringWait::One` (`--uring-wait one`, for A/B measurement) always waits
+/// for one, as the loop did before this plan.
+pub fn plan_wait(mode: UringWait, quiet_sends: usize, prompt: bool, timeout: Option<Duration>) -> Wait {
+    if mode == UringWait::One || prompt || quiet_sends == 0 {
         return Wait { want: 1, timeout };
     }
     Wait {
@@ -676,18 +773,41 @@ mod tests {
 
     #[test]
     fn a_turn_waits_past_its_own_sends_only_when_nothing_needs_them_at_once() {
-        let none = None;
-        assert_eq!(plan_wait(0, false, none), Wait { want: 1, timeout: none });
-        assert_eq!(plan_wait(3, true, none), Wait { want: 1, timeout: none });
-        let w = plan_wait(3, false, none);
+        let (none, quiet) = (None, UringWait::Quiet);
+        assert_eq!(plan_wait(quiet, 0, false, none), Wait { want: 1, timeout: none });
+        assert_eq!(plan_wait(quiet, 3, true, none), Wait { want: 1, timeout: none });
+        let w = plan_wait(quiet, 3, false, none);
         assert_eq!((w.want, w.timeout), (4, Some(INLINE_WAIT_BOUND)));
         // A shorter deadline of the caller's own (the --max-conns recheck) still holds.
         let short = Some(Duration::from_micros(100));
-        assert_eq!(plan_wait(1, false, short).timeout, short);
+        assert_eq!(plan_wait(quiet, 1, false, short).timeout, short);
         assert_eq!(
-            plan_wait(1, false, Some(Duration::from_secs(1))).timeout,
+            plan_wait(quiet, 1, false, Some(Duration::from_secs(1))).timeout,
             Some(INLINE_WAIT_BOUND)
         );
+    }
+
+    /// `--uring-wait one`: one completion, with the caller's own deadline
+    /// (or none) untouched, whatever the turn's sends.
+    #[test]
+    fn wait_one_always_waits_for_one_completion() {
+        let one = UringWait::One;
+        for quiet_sends in [0, 1, 3, 1000] {
+            for prompt in [false, true] {
+                assert_eq!(
+                    plan_wait(one, quiet_sends, prompt, None),
+                    Wait { want: 1, timeout: None }
+                );
+                let recheck = Some(Duration::from_millis(50));
+                assert_eq!(
+                    plan_wait(one, quiet_sends, prompt, recheck),
+                    Wait {
+                        want: 1,
+                        timeout: recheck
+                    }
+                );
+            }
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -32,8 +32,9 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use super::setup::missing;
 use super::token::{self, Op, Token, GEN_MASK};
-use super::{Completion, Driver, Shared};
+use super::{Completion, Driver, Files, Shared};
 use crate::backend::MAX_PENDING_BYTES;
+use crate::server::UringWait;
 
 /// A connection's send and backlog buffers keep this much capacity between
 /// bursts; larger ones are freed once sent.
@@ -70,8 +71,10 @@ enum Sending {
 }
 
 struct Conn {
-    /// The socket's slot in the ring's fixed file table (direct accept); it
-    /// is closed with an `IORING_OP_CLOSE`, never by `close(2)`.
+    /// The socket: its slot in the ring's fixed file table (direct accept),
+    /// or its descriptor with `--uring-fixed-files off` (see `Files`). It is
+    /// closed with an `IORING_OP_CLOSE` (batched like any other operation),
+    /// except at shutdown.
     file: u32,
     /// Operations in flight on this connection; the slot is freed at zero once closing.
     ops: u32,
@@ -138,6 +141,10 @@ pub(super) struct StreamWorker<'a> {
     d: Driver,
     listener: BorrowedFd<'a>,
     shared: &'a Shared,
+    /// How operations name connection sockets (`--uring-fixed-files`).
+    files: Files,
+    /// `--uring-wait`.
+    wait: UringWait,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Connections whose receive ended with ENOBUFS, oldest first: (slot, gen).
@@ -166,11 +173,20 @@ pub(super) struct StreamWorker<'a> {
 }
 
 impl<'a> StreamWorker<'a> {
-    pub(super) fn new(d: Driver, listener: BorrowedFd<'a>, shared: &'a Shared, unix_single_shot: bool) -> Self {
+    pub(super) fn new(
+        d: Driver,
+        listener: BorrowedFd<'a>,
+        shared: &'a Shared,
+        files: Files,
+        wait: UringWait,
+        unix_single_shot: bool,
+    ) -> Self {
         StreamWorker {
             d,
             listener,
             shared,
+            files,
+            wait,
             slots: Vec::new(),
             free: Vec::new(),
             starved: VecDeque::new(),
@@ -218,7 +234,8 @@ impl<'a> StreamWorker<'a> {
             self.flush_counts();
             let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
             let prompt = self.prompt || !self.starved.is_empty();
-            let wait = super::plan_wait(self.quiet_sends, prompt, at_cap.then_some(MAX_CONNS_RECHECK));
+            let recheck = at_cap.then_some(MAX_CONNS_RECHECK);
+            let wait = super::plan_wait(self.wait, self.quiet_sends, prompt, recheck);
             (self.quiet_sends, self.prompt) = (0, false);
             self.d.submit_and_wait_for(wait.want, wait.timeout)?;
             let batch = self.d.take_completions();
@@ -315,10 +332,10 @@ impl<'a> StreamWorker<'a> {
         self.close_file(file)
     }
 
-    /// Closes the socket in fixed file slot `file` (the client sees EOF) and
-    /// frees the slot for a later accept.
+    /// Closes socket `file` (the client sees EOF); a fixed slot is freed for
+    /// a later accept.
     fn close_file(&mut self, file: u32) -> io::Result<()> {
-        let sqe = opcode::Close::new(types::Fixed(file)).build().user_data(token::CANCEL);
+        let sqe = self.files.close(file).user_data(token::CANCEL);
         // SAFETY: a close carries no buffer.
         unsafe { self.d.push(sqe) }
     }
@@ -364,10 +381,14 @@ impl<'a> StreamWorker<'a> {
         if !self.accept_armed && !self.stopping && !self.backoff_armed {
             let fd = types::Fd(self.listener.as_raw_fd());
             if multishot_ok {
-                let sqe = opcode::AcceptMulti::new(fd)
-                    .allocate_file_index(true)
-                    .build()
-                    .user_data(self.own(Op::Accept));
+                // Fixed: each connection goes straight into a free slot of the
+                // table. Descriptors: close-on-exec, as any server's accept4.
+                let sqe = match self.files {
+                    Files::Fixed => opcode::AcceptMulti::new(fd).allocate_file_index(true),
+                    Files::Fds => opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC),
+                }
+                .build()
+                .user_data(self.own(Op::Accept));
                 // SAFETY: a multishot accept passes no address buffer.
                 unsafe { self.d.push(sqe)? };
                 self.accept_armed = true;
@@ -396,10 +417,13 @@ impl<'a> StreamWorker<'a> {
             return Ok(());
         }
         let fd = types::Fd(self.listener.as_raw_fd());
-        let sqe = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-            .file_index(Some(types::DestinationSlot::auto_target()))
-            .build()
-            .user_data(self.own(Op::Accept));
+        let accept = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut());
+        let sqe = match self.files {
+            Files::Fixed => accept.file_index(Some(types::DestinationSlot::auto_target())),
+            Files::Fds => accept.flags(libc::SOCK_CLOEXEC),
+        }
+        .build()
+        .user_data(self.own(Op::Accept));
         // SAFETY: the accept passes no address buffer.
         unsafe { self.d.push(sqe)? };
         self.accept_armed = true;
@@ -434,7 +458,8 @@ impl<'a> StreamWorker<'a> {
             }
         }
         if c.result >= 0 {
-            // A direct accept's result is the fixed file slot it filled.
+            // A direct accept's result is the fixed file slot it filled; a
+            // plain one's, the new descriptor.
             let file = c.result as u32;
             let open = if reserved {
                 self.shared.open.load(Ordering::Acquire)
@@ -454,7 +479,8 @@ impl<'a> StreamWorker<'a> {
         match -c.result {
             libc::ECANCELED => {}
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                // Out of descriptors (ENFILE: the fixed file table is full):
+                // Out of descriptors (fixed files: ENFILE, the table is full;
+                // descriptors: EMFILE, the process's, or ENFILE, the system's):
                 // stop accepting for a while instead of spinning; connections
                 // wait in the listen backlog meanwhile.
                 if self.accept_armed && !self.accept_cancel_sent {
@@ -520,7 +546,7 @@ impl<'a> StreamWorker<'a> {
     fn arm_recv(&mut self, slot: u32) -> io::Result<()> {
         let ud = self.token(Op::Recv, slot);
         let (bgid, buf_size, single) = (self.d.bufs.bgid(), self.d.bufs.buf_size(), self.unix_single_shot);
-        let fd = types::Fixed(self.conn(slot).file);
+        let fd = self.files.fd(self.conn(slot).file);
         let sqe = if single {
             opcode::Recv::new(fd, std::ptr::null_mut(), buf_size)
                 .buf_group(bgid)
@@ -531,7 +557,7 @@ impl<'a> StreamWorker<'a> {
         };
         // SAFETY: the receive writes only into the registered buffer ring, which
         // outlives every operation (see `Driver`).
-        unsafe { self.d.push(sqe.user_data(ud))? };
+        unsafe { self.d.push(sqe.flags(self.files.flags()).user_data(ud))? };
         let conn = self.conn(slot);
         conn.recv_armed = true;
         conn.recv_cancel_sent = false;
@@ -558,9 +584,10 @@ impl<'a> StreamWorker<'a> {
             let quiet = matches!(conn.sending, Sending::Ring { .. }) && conn.backlog.is_empty() && !conn.eof;
             (ptr, len, conn.file, quiet)
         };
-        let sqe = opcode::Send::new(types::Fixed(fd), ptr, len)
+        let sqe = opcode::Send::new(self.files.fd(fd), ptr, len)
             .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             .build()
+            .flags(self.files.flags())
             .user_data(ud);
         // SAFETY: a ring buffer being sent is recycled only after this send
         // completes; `heap` is not modified while `send_in_flight`, and the
@@ -732,8 +759,11 @@ impl<'a> StreamWorker<'a> {
                 conn.sending = Sending::Heap { off: 0 };
             }
             let ud = self.token(Op::Writable, slot);
-            let fd = types::Fixed(self.conn(slot).file);
-            let sqe = opcode::PollAdd::new(fd, libc::POLLOUT as u32).build().user_data(ud);
+            let fd = self.files.fd(self.conn(slot).file);
+            let sqe = opcode::PollAdd::new(fd, libc::POLLOUT as u32)
+                .build()
+                .flags(self.files.flags())
+                .user_data(ud);
             // SAFETY: a poll carries no buffer.
             unsafe { self.d.push(sqe)? };
             let conn = self.conn(slot);
@@ -816,11 +846,9 @@ impl<'a> StreamWorker<'a> {
         conn.closing = true;
         if conn.ops > 0 && !conn.close_cancel_sent {
             conn.close_cancel_sent = true;
-            let fd = types::Fixed(conn.file);
+            let file = conn.file;
             self.prompt = true;
-            let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all())
-                .build()
-                .user_data(token::CANCEL);
+            let sqe = self.files.cancel_all(file).user_data(token::CANCEL);
             // SAFETY: a cancel request carries no buffer.
             unsafe { self.d.push(sqe)? };
         }
@@ -849,8 +877,16 @@ impl<'a> StreamWorker<'a> {
         let quiesced = self.d.quiesce();
         for s in self.slots.iter_mut() {
             if let Some(conn) = s.conn.take() {
-                // The sockets close with the ring's file table, when the ring goes.
-                let Conn { heap, .. } = conn;
+                let Conn { file, heap, .. } = conn;
+                match self.files {
+                    // Fixed slots close with the ring's file table, when the ring goes.
+                    Files::Fixed => {}
+                    // SAFETY: the connection owned this descriptor (a plain
+                    // accept's result), and it is dropped here, so nothing
+                    // names it again. An operation still in flight holds its
+                    // own reference to the socket.
+                    Files::Fds => drop(unsafe { OwnedFd::from_raw_fd(file as i32) }),
+                }
                 if !quiesced {
                     // A send may still read from it; the process exits right after.
                     std::mem::forget(heap);
