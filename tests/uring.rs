@@ -783,15 +783,16 @@ fn register_ring_off_serves_every_transport() {
     }
 }
 
-/// `--uring-wait one`: every turn waits for one completion.
+/// `--uring-wait quiet`: a turn waits for one completion more than its own
+/// quiet sends, bounded by a timer (the default waits for one).
 #[test]
-fn wait_one_serves_every_transport() {
+fn wait_quiet_serves_every_transport() {
     let _heavy = one_at_a_time();
     for target in SWITCH_TARGETS {
-        let Some(server) = start_switched(target, &["--uring-wait", "one"], "wait", "one") else {
+        let Some(server) = start_switched(target, &["--uring-wait", "quiet"], "wait", "quiet") else {
             return;
         };
-        switched_echo(server, target, "--uring-wait one");
+        switched_echo(server, target, "--uring-wait quiet");
     }
 }
 

@@ -19,14 +19,16 @@
 //!
 //! What each enter and operation costs is kept down: the ring is entered by
 //! its registered index (`registered.rs`), connections are slots in the ring's
-//! fixed file table (direct accept, `IOSQE_FIXED_FILE`), and a turn waits for
-//! one completion more than its own sends, which complete as they are
-//! submitted ([`plan_wait`]), so a quiet echo costs one enter.
+//! fixed file table (direct accept, `IOSQE_FIXED_FILE`), and sends carry
+//! `MSG_DONTWAIT`, so they complete as they are submitted.
 //!
-//! Each of these three, and huge pages for the buffer ring (off by default),
-//! can be switched for A/B measurement (`--uring-register-ring`,
-//! `--uring-fixed-files`, `--uring-wait`, `--uring-hugepages`); the
-//! `listening` line reports which variant runs.
+//! Each technique can be switched for A/B measurement (`--uring-register-ring`,
+//! `--uring-fixed-files`, `--uring-wait`, `--uring-hugepages`, `--buf-count`,
+//! `--buf-size`); the `listening` line reports which variant runs, and
+//! README's uring section has what each did. One was reverted by its A/B:
+//! waiting for one completion more than a turn's own sends ([`plan_wait`],
+//! `--uring-wait quiet`) saves an enter per echo but needs a timeout, and
+//! arming that timer on every enter cost more than the enter it saved.
 //!
 //! Rare ring errors do not end the server ([`EnterError`]): a submission the
 //! kernel has no memory for is retried after a back-off, and after dropped
@@ -435,18 +437,22 @@ pub struct Wait {
     pub timeout: Option<Duration>,
 }
 
-/// Plans a turn's wait. Sends carry `MSG_DONTWAIT`, so each one the enter
-/// submits has completed (or failed with `EAGAIN`) before the enter starts
-/// waiting. Waiting for one completion would return at once with nothing but
-/// their bookkeeping to do, and the loop would enter again only to sleep: two
-/// enters per echo at low concurrency. So the wait asks for one completion
-/// more than the `quiet_sends` (sends whose completion needs no follow-up for
-/// anyone to make progress), bounded by [`INLINE_WAIT_BOUND`]. When anything
-/// needs its completion handled at once (`prompt`: bytes queued behind a
-/// send, an EOF, a cancel, a ring out of buffers), it waits for one.
+/// Plans a turn's wait: one completion, with the caller's timeout
+/// (`UringWait::One`, the default).
 ///
-/// `UringWait::One` (`--uring-wait one`, for A/B measurement) always waits
-/// for one, as the loop did before this plan.
+/// `UringWait::Quiet` (`--uring-wait quiet`, kept for A/B measurement) tries
+/// to save an enter. Sends carry `MSG_DONTWAIT`, so each one the enter
+/// submits has completed (or failed with `EAGAIN`) before the enter starts
+/// waiting; waiting for one completion then returns at once with nothing but
+/// their bookkeeping to do, and the loop enters again only to sleep: two
+/// enters per echo at low concurrency. Quiet asks for one completion more
+/// than the `quiet_sends` (sends whose completion needs no follow-up for
+/// anyone to make progress), bounded by [`INLINE_WAIT_BOUND`]; when anything
+/// needs its completion handled at once (`prompt`: bytes queued behind a
+/// send, an EOF, a cancel, a ring out of buffers), it waits for one. The
+/// bound is a timer armed on every such enter, and at matched load over TCP
+/// (100 and 1,000 connections) quiet cost 1.14 to 1.27x one's server CPU
+/// per message (results/uring-ab): the timer costs more than the enter.
 pub fn plan_wait(mode: UringWait, quiet_sends: usize, prompt: bool, timeout: Option<Duration>) -> Wait {
     if mode == UringWait::One || prompt || quiet_sends == 0 {
         return Wait { want: 1, timeout };
