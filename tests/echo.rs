@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{max_datagram, pattern, Dgram, Rng, Stream};
-use common::{ServerProc, Target, TempDir};
+use common::{join_clients, ServerProc, Target, TempDir};
 
 const CLIENTS: usize = 200;
 const STREAM_MAX_MSG: usize = 256 * 1024;
@@ -53,13 +53,7 @@ fn stream_concurrent(backend: &str, target: Target) {
             })
         })
         .collect();
-    let mut total = 0;
-    for h in handles {
-        total += h
-            .join()
-            .expect("client thread panicked")
-            .unwrap_or_else(|e| panic!("{backend}/{target:?}: {e}"));
-    }
+    let total = join_clients(handles, &format!("{backend}/{target:?}"));
     let stopped = server.stop();
     assert!(
         stopped.status.success(),

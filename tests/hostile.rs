@@ -194,8 +194,13 @@ fn stop_reading_then_drain(backend: &str) {
 /// crash or spin, must keep serving the client it already has, and must accept
 /// again once descriptors free up. The fork parent holds no connection
 /// descriptors, so for fork the same squeeze comes from `--max-conns 200`.
+/// epoll and threadpool get 100 ballast descriptors, or they would fit
+/// `--max-conns` to the limit and stop at their cap before running out;
+/// uring's connections are slots of a fixed file table sized to the limit,
+/// which the flood fills instead (`ENFILE`).
 fn out_of_descriptors(backend: &str) {
-    out_of_descriptors_with(backend, &[], 0)
+    let ballast = if matches!(backend, "epoll" | "threadpool") { 100 } else { 0 };
+    out_of_descriptors_with(backend, &[], ballast)
 }
 
 /// As `out_of_descriptors`, with `extra` flags, and `ballast` descriptors

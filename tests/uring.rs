@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{max_datagram, pattern, Dgram, Stream};
-use common::{field, server_bin, ServerProc, Target, TempDir};
+use common::{field, join_clients, server_bin, ServerProc, Target, TempDir};
 use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
 
 /// The heavy tests take most of the machine; run them one at a time.
@@ -135,13 +135,7 @@ fn five_thousand_connections_on_one_thread() {
             })
         })
         .collect();
-    let mut total = 0;
-    for h in handles {
-        total += h
-            .join()
-            .expect("client thread panicked")
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
+    let total = join_clients(handles, "uring");
     let stopped = server.stop();
     assert!(stopped.status.success(), "exit {:?}", stopped.status);
     assert_eq!(stopped.count("accepted"), CONNS as u64);
@@ -179,10 +173,7 @@ fn tiny_buffer_ring_100_clients() {
                 })
             })
             .collect();
-        let mut total = 0;
-        for h in handles {
-            total += h.join().unwrap().unwrap_or_else(|e| panic!("{target:?}: {e}"));
-        }
+        let total = join_clients(handles, &format!("{target:?}"));
         let stopped = server.stop();
         assert!(stopped.status.success());
         assert_eq!(stopped.count("bytes"), total, "{target:?}");
@@ -697,13 +688,7 @@ fn switched_echo_with(server: ServerProc, target: Target, what: &str, before_sto
             })
         })
         .collect();
-    let mut total = 0;
-    for h in handles {
-        total += h
-            .join()
-            .expect("client thread panicked")
-            .unwrap_or_else(|e| panic!("{what} {target:?}: {e}"));
-    }
+    let total = join_clients(handles, &format!("{what} {target:?}"));
     if target.is_stream() {
         let open = settled_conns(&server, 0);
         assert_eq!(open, 0, "{what} {target:?}: {open} server sockets left open");

@@ -314,7 +314,8 @@ fn plots_and_readme_from_result_files() {
 }
 
 /// The committed results/ (the full default run: 5 repetitions, the tokio
-/// reference, the matched-load sweep) load and render the report that is
+/// reference, the matched-load sweep) and every committed comparison in a
+/// folder of it (results/uring-ab) load and render the report that is
 /// committed beside them, figure for figure: `--report-only` reproduces it.
 #[test]
 fn committed_results_still_render() {
@@ -323,9 +324,22 @@ fn committed_results_still_render() {
         eprintln!("skipped: no committed results/compare.json");
         return;
     }
-    let manifest = Manifest::load(&results).unwrap();
+    let mut dirs = vec![results.clone()];
+    for entry in std::fs::read_dir(&results).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.join("compare.json").is_file() {
+            dirs.push(dir);
+        }
+    }
+    for dir in dirs {
+        committed_comparison_renders(&dir);
+    }
+}
+
+fn committed_comparison_renders(results: &Path) {
+    let manifest = Manifest::load(results).unwrap();
     assert_eq!(manifest.schema, MANIFEST_SCHEMA);
-    let runs = analyse::load_runs(&manifest, &results);
+    let runs = analyse::load_runs(&manifest, results);
     assert_eq!(
         runs.len(),
         manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok).count()

@@ -1,14 +1,11 @@
 //! `server`: an echo server with interchangeable I/O backends. See README.md.
 
 use clap::Parser;
-use sockbench::server::{self, ServerArgs, ServerConfig, ServerError};
+use sockbench::server::{self, ServerArgs, ServerConfig};
 
 fn main() {
     let args = ServerArgs::parse();
-    if let Err(err) = ServerConfig::from_args(args)
-        .map_err(ServerError::from)
-        .and_then(server::run)
-    {
+    if let Err(err) = ServerConfig::from_args(args).and_then(server::run) {
         eprintln!("server: error: {err}");
         std::process::exit(err.exit_code());
     }

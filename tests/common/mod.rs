@@ -293,3 +293,16 @@ pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (Option<i32>, String) {
 pub fn pin_to(cpu: usize) -> bool {
     cpu < sockbench::cpu::available_cpus() && sockbench::cpu::pin_current_thread(cpu)
 }
+
+/// Joins client threads that each return the bytes they echoed (or what went
+/// wrong) and adds up the bytes; a client's error fails the test, named by `what`.
+pub fn join_clients(handles: Vec<std::thread::JoinHandle<Result<u64, String>>>, what: &str) -> u64 {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .expect("client thread panicked")
+                .unwrap_or_else(|e| panic!("{what}: {e}"))
+        })
+        .sum()
+}

@@ -19,7 +19,7 @@ pub mod proc_cpu;
 pub mod process;
 pub mod stalls;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
 use sockbench::sys::signal;
@@ -61,36 +61,28 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         "compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}",
         split.server, split.loadgen
     );
+    // Sockets and logs go into a fresh directory of our own, removed on the
+    // way out whatever happens (kept short: a Unix socket path has at most
+    // 107 bytes).
+    let scratch = tempfile::Builder::new()
+        .prefix("sockbench-compare-")
+        .tempdir()
+        .context("creating a scratch directory in TMPDIR")?;
     let ctx = RunContext {
         bins,
         split: split.clone(),
         out_dir: out_dir.to_path_buf(),
-        scratch: scratch_dir()?,
+        scratch: scratch.path().to_path_buf(),
         timing: plan.timing,
         disturbed_cores: DISTURBED_CORES,
     };
     let mut manifest = new_manifest(plan, platform_stalls);
     let result = run_all(plan, &ctx, &mut manifest);
-    let _ = std::fs::remove_dir_all(&ctx.scratch);
+    drop(scratch);
     result?;
     manifest.finished_utc = sockbench::machine::utc_now();
     manifest.save(out_dir)?;
     Ok(manifest)
-}
-
-/// A fresh directory of our own for sockets and logs (kept short: a Unix
-/// socket path has at most 107 bytes).
-fn scratch_dir() -> anyhow::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    for n in 0..1000 {
-        let dir = base.join(format!("sockbench-compare-{}-{n}", std::process::id()));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-        }
-    }
-    anyhow::bail!("no free scratch directory name in {}", base.display())
 }
 
 /// The opening lines: the split, the run count and estimated time, the
