@@ -182,10 +182,14 @@ fn remove_run_files(out_dir: &Path, json: &RunFileName) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A fresh directory of the test's own (mkdtemp), removed by the test.
+    fn fresh_dir(prefix: &str) -> PathBuf {
+        tempfile::Builder::new().prefix(prefix).tempdir().unwrap().keep()
+    }
+
     #[test]
     fn a_killed_run_is_cleaned_up_and_nothing_else() {
-        let out = std::env::temp_dir().join(format!("compare-publish-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
+        let out = fresh_dir("compare-publish-test-");
         // pid_max is at most 2^22: this compare is certainly gone.
         let dead = out.join(".compare-new-99999999-0");
         let live = out.join(format!(".compare-new-{}-7", std::process::id()));
@@ -203,8 +207,7 @@ mod tests {
 
     #[test]
     fn a_directory_that_is_not_compare_s_keeps_its_files() {
-        let out = std::env::temp_dir().join(format!("compare-publish-clobber-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
+        let out = fresh_dir("compare-publish-clobber-");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join(README), b"the user's own").unwrap();
         let staging = Staging::create(&out).unwrap();

@@ -55,13 +55,13 @@ impl Target {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    /// A fresh directory (mkdtemp: never one that existed before), removed on drop.
     pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("sockbench-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("sockbench-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        TempDir(dir.keep())
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

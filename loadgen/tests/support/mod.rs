@@ -63,16 +63,14 @@ impl Drop for TestServer {
     }
 }
 
+/// A fresh directory of the test's own (mkdtemp: never one that existed
+/// before), which the test removes when it is done.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "loadgen-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    tempfile::Builder::new()
+        .prefix(&format!("loadgen-test-{tag}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 struct FaultState {
