@@ -143,12 +143,12 @@ impl PeerBudget {
         if self.unread + cost > self.ceiling {
             return false;
         }
+        let calm = self.unread + cost <= self.pressure;
         let key = fnv1a(peer);
         let i = self.slot(key);
         let known = self.peers[i].0 == self.generation;
         if !known && self.tracked == TRACKED_PEERS {
             // Untracked: answered only while calm, so nothing escapes the bounds.
-            let calm = self.unread + cost <= self.pressure;
             self.unread += if calm { cost } else { 0 };
             return calm;
         }
@@ -156,7 +156,6 @@ impl PeerBudget {
             self.peers[i] = (self.generation, key, 0);
             self.tracked += 1;
         }
-        let calm = self.unread + cost <= self.pressure;
         let allowed = if calm {
             true
         } else if !known {
