@@ -29,6 +29,7 @@ pub struct CompareArgs {
     #[arg(long, alias = "backends", value_delimiter = ',', value_name = "PEERS")]
     pub peers: Option<Vec<PeerEntry>>,
     /// The label every ratio is taken against. Default: epoll (else the first peer).
+    /// With --report-only: redraw the report against this label instead.
     #[arg(long, value_name = "LABEL")]
     pub reference: Option<String>,
     /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).

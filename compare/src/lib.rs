@@ -33,7 +33,7 @@ use record::{Manifest, Outcome};
 /// `--report-only`, analyse and render the last run again.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if args.report_only {
-        return report_only(&args.out_dir);
+        return report_only(&args.out_dir, args.reference.as_deref());
     }
     let plan = Comparison::from_args(&args)?;
     if args.bin_dir.is_none() {
@@ -62,9 +62,20 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
 }
 
 /// Redraws the plots and README from the manifest and files in `dir`.
-fn report_only(dir: &Path) -> anyhow::Result<()> {
-    let manifest = Manifest::load(dir)?;
+/// Redraws the report in `dir` from its files; with `reference`, every ratio
+/// is taken against that label instead of the one the run used.
+fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
+    let mut manifest = Manifest::load(dir)?;
     let runs = analyse::load_runs(&manifest, dir);
+    if let Some(r) = reference {
+        let mut labels: Vec<String> = runs.iter().map(analyse::label).collect();
+        labels.sort();
+        labels.dedup();
+        if !labels.iter().any(|l| l == r) {
+            return Err(plan::PlanError::UnknownReference(r.to_string(), labels.join(", ")).into());
+        }
+        manifest.method.reference = r.to_string();
+    }
     let plots = render::write_report(&manifest, &runs, dir)?;
     eprintln!(
         "compare: redrew {} plots and {}",

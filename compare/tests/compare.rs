@@ -33,11 +33,14 @@ fn entries(peers: &[Peer]) -> Vec<PeerEntry> {
     peers.iter().copied().map(PeerEntry::plain).collect()
 }
 
+/// A fresh directory of the test's own (mkdtemp: never one that existed
+/// before), which the test removes when it is done.
 fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sockbench-compare-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    tempfile::Builder::new()
+        .prefix(&format!("sockbench-compare-test-{tag}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// A small deterministic generator, so the recorded latencies differ per backend.
@@ -334,6 +337,54 @@ fn committed_results_still_render() {
     for dir in dirs {
         committed_comparison_renders(&dir);
     }
+}
+
+/// `--report-only --reference LABEL` redraws a finished comparison against
+/// another label, leaving its manifest alone; a label no run has is refused
+/// with exit code 2 before anything is written.
+#[test]
+fn report_only_takes_another_reference() {
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/uring-ab");
+    if !committed.join("compare.json").is_file() {
+        eprintln!("skipped: no committed results/uring-ab");
+        return;
+    }
+    let dir = temp_dir("reference");
+    for entry in std::fs::read_dir(&committed).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let report_only = |reference: &str| {
+        Command::new(env!("CARGO_BIN_EXE_compare"))
+            .args(["--report-only", "--reference", reference, "--out-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let before = std::fs::read(dir.join("findings.json")).unwrap();
+    let refused = report_only("nginx");
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(std::fs::read(dir.join("findings.json")).unwrap(), before);
+
+    let out = report_only("tokio");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let findings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("findings.json")).unwrap()).unwrap();
+    assert_eq!(findings["reference"], "tokio");
+    for point in findings["points"].as_array().unwrap() {
+        for peer in point["peers"].as_array().unwrap() {
+            let is_tokio = peer["label"] == "tokio";
+            assert_eq!(peer["ratio_server_cpu"].is_null(), is_tokio, "{peer}");
+        }
+    }
+    assert_eq!(
+        std::fs::read(dir.join("compare.json")).unwrap(),
+        std::fs::read(committed.join("compare.json")).unwrap(),
+        "the manifest was rewritten"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn committed_comparison_renders(results: &Path) {
