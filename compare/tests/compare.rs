@@ -103,6 +103,7 @@ fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> R
             size: spec.size_bytes,
             depth: 1,
             rate: spec.rate,
+            slack_s: spec.rate.map(|_| 50e-6),
             threads: 1,
             pin: Some("1".into()),
             connect_rate: 20_000,

@@ -82,6 +82,14 @@ pub struct Args {
     /// Open loop: total messages per second over all connections, e.g. 5000, 2.5k, 1M.
     #[arg(short = 'R', long, value_name = "MSGS_PER_S", value_parser = parse_rate)]
     pub rate: Option<f64>,
+    /// Open loop: a message may go out up to this long before it is due,
+    /// with the others due by then, so that one wake-up sends them together
+    /// (the Linux default timer slack of a thread, the precision an
+    /// epoll_wait timeout gets, is the same 50us). Latency is measured from
+    /// the earlier of its due time and its send. 0: each message on its own
+    /// schedule. [default: 50us]
+    #[arg(long, value_parser = parse_duration)]
+    pub slack: Option<Duration>,
     /// Event-loop threads; connections are spread over them.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: u64,
@@ -134,7 +142,17 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
+/// `--slack` when not given: the Linux default timer slack.
+pub const DEFAULT_SLACK: Duration = Duration::from_micros(50);
+/// The most `--slack` may be: beyond it the schedule is no longer the rate's.
+pub const MAX_SLACK: Duration = Duration::from_millis(10);
+
 impl Args {
+    /// `--slack` as it applies: none in closed loop.
+    pub fn slack(&self) -> Option<Duration> {
+        self.rate.map(|_| self.slack.unwrap_or(DEFAULT_SLACK))
+    }
+
     /// Where the server is: `--addr`, `--path` or the positional target
     /// (given once), as `(addr, path)` for `sockbench::net::endpoint_from_flags`.
     pub fn target_flags(&self) -> Result<(Option<String>, Option<PathBuf>), UsageError> {
@@ -174,6 +192,19 @@ impl Args {
                 human(self.duration),
                 human(self.warmup),
                 human(self.timeout)
+            )));
+        }
+        if let (Some(slack), None) = (self.slack, self.rate) {
+            return Err(UsageError(format!(
+                "--slack {}: only an open loop (--rate) has a schedule to send ahead of",
+                human(slack)
+            )));
+        }
+        if let Some(slack) = self.slack.filter(|&s| s > MAX_SLACK) {
+            return Err(UsageError(format!(
+                "--slack {}: at most {} (it moves sends ahead of their schedule)",
+                human(slack),
+                human(MAX_SLACK)
             )));
         }
         if let Some(rate) = self.rate {

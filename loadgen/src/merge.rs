@@ -23,6 +23,7 @@ fn must_match(s: &Settings) -> Vec<(&'static str, String)> {
         ("duration_s", s.duration_s.to_string()),
         ("warmup_s", s.warmup_s.to_string()),
         ("timeout_s", s.timeout_s.to_string()),
+        ("slack_s", format!("{:?}", s.slack_s)),
         (
             "rate",
             if s.rate.is_some() {

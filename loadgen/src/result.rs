@@ -165,6 +165,9 @@ pub struct Settings {
     pub depth: u64,
     /// Open-loop total rate in messages per second; `None` for closed loop.
     pub rate: Option<f64>,
+    /// Open loop: `--slack`, how far ahead of its due time a message may go out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_s: Option<f64>,
     pub threads: u64,
     pub pin: Option<String>,
     pub connect_rate: u64,

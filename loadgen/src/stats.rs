@@ -81,7 +81,8 @@ pub struct ThreadTotals {
 /// One message's times, in nanoseconds since the run's `t0`.
 #[derive(Clone, Copy, Debug)]
 pub struct Msg {
-    /// When it was due: the latency is measured from here.
+    /// When it was due: the corrected latency is measured from here, or from
+    /// its send if that was earlier (`--slack`).
     pub intended: u64,
     /// When its first byte went out (0: not yet).
     pub sent: u64,
@@ -134,7 +135,14 @@ impl Recorder {
             self.mismatch(now);
             return;
         }
-        let lat = now.saturating_sub(m.intended);
+        // A message sent ahead of its due time (open loop's `--slack`) is
+        // measured from its send: the corrected view never starts later
+        // than the message went out.
+        let (from_due, from_sent) = match m.sent {
+            0 => (m.intended, m.intended),
+            sent => (m.intended.min(sent), sent),
+        };
+        let lat = now.saturating_sub(from_due);
         record_ns(&mut self.iv_hist, lat);
         self.iv_msgs += 1;
         self.iv_bytes += self.size;
@@ -142,7 +150,7 @@ impl Recorder {
             record_ns(&mut self.totals.hist, lat);
             record_ns(
                 &mut self.totals.hist_uncorrected,
-                now.saturating_sub(m.sent.max(m.intended)),
+                now.saturating_sub(from_sent),
             );
             self.totals.messages += 1;
             self.totals.bytes += self.size;
@@ -173,5 +181,34 @@ impl Recorder {
     pub fn connect_error(&mut self) {
         self.iv_errors.connect += 1;
         self.totals.errors.connect += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorder() -> Recorder {
+        let mut r = Recorder::new(128);
+        r.measure_start = 0;
+        r.end = u64::MAX;
+        r
+    }
+
+    #[test]
+    fn a_message_sent_ahead_of_its_due_time_is_measured_from_its_send() {
+        let mut r = recorder();
+        // Due at 100 us, sent 30 us early (--slack), echoed at 150 us.
+        r.complete(Msg { intended: 100_000, sent: 70_000 }, 150_000, true);
+        assert_eq!(r.totals.hist.max(), 80, "corrected: from the send, not from the later due time");
+        assert_eq!(r.totals.hist_uncorrected.max(), 80);
+    }
+
+    #[test]
+    fn a_late_send_counts_from_the_due_time_in_the_corrected_view_only() {
+        let mut r = recorder();
+        r.complete(Msg { intended: 100_000, sent: 400_000 }, 450_000, true);
+        assert_eq!(r.totals.hist.max(), 350);
+        assert_eq!(r.totals.hist_uncorrected.max(), 50);
     }
 }

@@ -148,6 +148,28 @@ fn open_loop_prints_corrected_and_uncorrected_latency_each_labelled() {
 }
 
 #[test]
+fn the_slack_an_open_loop_ran_with_is_in_its_result() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("slack");
+    let path = dir.join("open.json");
+    let out = loadgen_in(&dir, &short_run(&srv.addr, &["-R", "500", "--out", path.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(&path).settings.slack_s, Some(50e-6), "the default, recorded");
+    let out = loadgen_in(
+        &dir,
+        &short_run(&srv.addr, &["-R", "500", "--slack", "0", "--out", path.to_str().unwrap()]),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(&path).settings.slack_s, Some(0.0));
+    let closed = dir.join("closed.json");
+    let out = loadgen_in(&dir, &short_run(&srv.addr, &["--out", closed.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(read(&closed).settings.slack_s, None, "closed loop has no schedule");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn json_and_out_dash_leave_only_the_json_on_stdout() {
     let _serial = one_at_a_time();
     let srv = tcp_server(Fault::None);
@@ -222,6 +244,9 @@ fn nonsense_is_refused_at_once_with_exit_2_naming_the_flag() {
             "--duration",
         ),
         (vec!["-R", "0.5", "-d", "1s"], "--rate"),
+        (vec!["--slack", "1ms"], "--slack"),
+        (vec!["-R", "1000", "--slack", "20ms"], "--slack"),
+        (vec!["-R", "1000", "--slack", "soon"], "--slack"),
         (vec!["--latency-percentiles", "50,101"], "--latency-percentiles"),
         (vec!["--out", "/nonexistent/dir/x.json"], "--out"),
         (vec!["--out", under_file.to_str().unwrap()], "--out"),

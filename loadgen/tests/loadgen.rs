@@ -277,6 +277,46 @@ fn open_loop_shows_a_stall_that_closed_loop_hides() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// In open loop over TCP on io_uring, loadgen sleeps through echoes until its
+/// next send is due (here 5 ms, the longest sleep, against 50 ms between
+/// sends) and takes each echo's arrival from the kernel's receive timestamp.
+/// Were the latency taken when the loop looked, it would be about 5 ms.
+#[test]
+fn open_loop_latency_ends_when_the_echo_arrived_not_when_loadgen_looked() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::None);
+    let dir = temp_dir("stamps");
+    let run = run_loadgen(
+        &[
+            "--addr",
+            &srv.addr,
+            "--io",
+            "uring",
+            "--conns",
+            "1",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--warmup",
+            "100ms",
+        ],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let r = run.result();
+    assert!(r.messages >= 30, "{} messages at 20/s for 2 s", r.messages);
+    assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
+    let unc = r.extra.latency_uncorrected_us.as_ref().expect("open loop has the uncorrected view");
+    assert!(
+        unc.p50 < 1_000.0,
+        "uncorrected p50 {} us: the echo's arrival was not taken from its timestamp",
+        unc.p50
+    );
+    assert!(unc.min >= 1.0, "{unc:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn rate_is_achieved_and_exact_below_the_connection_count() {
     let _serial = one_at_a_time();

@@ -139,8 +139,8 @@ impl Proto for Datagram {
         }
     }
 
-    fn wait(w: &mut Worker<'_, Datagram>, timeout_ns: u64, _exact: bool) -> io::Result<()> {
-        w.epoll_turn(timeout_ns).map(|_| ())
+    fn wait(w: &mut Worker<'_, Datagram>, until: u64, _exact: bool) -> io::Result<()> {
+        w.epoll_turn(until.saturating_sub(w.shared.now_ns())).map(|_| ())
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Plan {
     pub depth: u64,
     /// Open-loop total rate; `None` is closed loop.
     pub rate: Option<f64>,
+    /// Open loop: a message due within this many nanoseconds is sent now.
+    pub slack_ns: u64,
     pub timeout_ns: u64,
     pub connect_rate: f64,
     pub threads: usize,
@@ -213,9 +215,10 @@ trait Proto: Sized {
     /// Counts connection `k`'s connect and echo timeouts due at `now`;
     /// returns when its next one could be, if it has one pending.
     fn expire(w: &mut Worker<'_, Self>, k: usize, now: u64) -> Option<u64>;
-    /// Waits up to `timeout_ns` for I/O and handles it. Unless `exact`, the
-    /// wait may run to the next periodic tick instead (at most `MAX_WAIT_NS`).
-    fn wait(w: &mut Worker<'_, Self>, timeout_ns: u64, exact: bool) -> io::Result<()>;
+    /// Waits for I/O until `until` (nanoseconds since `t0`) at the latest and
+    /// handles it. Unless `exact`, the wait may run to the next periodic tick
+    /// instead (at most `MAX_WAIT_NS`).
+    fn wait(w: &mut Worker<'_, Self>, until: u64, exact: bool) -> io::Result<()>;
 }
 
 struct Worker<'a, P> {
@@ -326,8 +329,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             let lazy = self.expire_due(now).min(now + MAX_WAIT_NS);
             self.flush_dirty(now);
 
-            let timeout = exact.min(lazy).saturating_sub(self.shared.now_ns());
-            P::wait(self, timeout, exact < lazy)?;
+            P::wait(self, exact.min(lazy), exact < lazy)?;
             self.flush_dirty(self.shared.now_ns());
         }
     }
@@ -537,15 +539,19 @@ impl<'a, P: Proto> Worker<'a, P> {
         }
     }
 
-    /// Hands due messages of the global schedule to this thread's connections;
-    /// returns when the next one is due.
+    /// Hands the messages of the global schedule due by `now` (plus the
+    /// slack) to this thread's connections; returns when the next one is due.
     fn dispatch_open_loop(&mut self, now: u64) -> u64 {
         let n = self.plan.conns;
         let t = self.plan.threads as u64;
+        // What is due by `now + slack` goes now; the wake-up is then at the
+        // next due time, which sends the next slack's worth: a wake-up per
+        // slack interval (or per message, if they are further apart).
+        let horizon = now + self.plan.slack_ns;
         for _ in 0..100_000 {
             let i = self.sched_cycle * n + self.sched_c;
             let intended = self.load_start + (i as f64 * self.ns_per_msg) as u64;
-            if intended > now {
+            if intended > horizon {
                 return intended;
             }
             let k = (self.sched_c / t) as usize;

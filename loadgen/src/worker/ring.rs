@@ -12,6 +12,13 @@
 //! - the ring is the one thing the thread waits on: a multishot poll on the
 //!   epoll descriptor says when a connect has finished.
 //!
+//! In open loop over TCP the receive is a multishot `recvmsg` that brings the
+//! kernel's receive timestamp (`SO_TIMESTAMPNS`) with each echo, and the loop
+//! sleeps from one send deadline to the next instead of waking for every echo
+//! ([`RingIo::stamps`]): an echo's latency ends when the kernel got it, not
+//! when the loop looked. Below saturation that halves loadgen's wake-ups,
+//! and spares the server's sends the wake-up of a sleeping loadgen.
+//!
 //! Every submission of a loop turn goes in with the one `io_uring_enter` that
 //! waits, so an echo costs no syscall of its own. That wait needs no timeout
 //! of its own either, unless something is due sooner than the next tick: a
@@ -48,6 +55,9 @@ const MAX_CQ_ENTRIES: u32 = 1 << 17;
 /// `user_data` of the periodic tick: an op byte no sockbench token uses, so
 /// `Token::decode` passes it by.
 const TICK: u64 = 0xF0 << 56;
+/// Room for one `SCM_TIMESTAMPNS` control message.
+// SAFETY: CMSG_SPACE only computes a length.
+const STAMP_CONTROL_LEN: u32 = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::timespec>() as u32) };
 
 /// The periodic tick (a multishot timeout every `MAX_WAIT_NS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,12 +87,24 @@ pub struct RingIo {
     /// Connection `k` has a send in flight, reading from its slot, which must
     /// not change until its completion, even if the connection died since.
     send_in_flight: Vec<bool>,
+    /// Open loop over TCP: the template of the receives' multishot
+    /// `recvmsg` (no name, room for one timestamp), which the kernel reads
+    /// when each receive is armed. With it, echoes carry their arrival time
+    /// and the loop waits lazily (see [`Worker::ring_turn`]).
+    stamps: Option<Box<libc::msghdr>>,
+    /// CLOCK_REALTIME minus the run's clock (`Shared::now_ns`), in
+    /// nanoseconds, read at the start of the turn: maps the kernel's
+    /// timestamps onto the run's clock.
+    realtime_offset: i128,
+    /// Completions the lazy wait asks for: as many as the completion queue
+    /// holds, so only a deadline ends it (or a queue about to overflow).
+    lazy_want: usize,
 }
 
 impl RingIo {
     /// Sets up a ring for `conns` connections, probing what it needs; the
     /// error names a missing kernel feature.
-    pub fn new(conns: usize, slot_len: usize, unix: bool) -> io::Result<RingIo> {
+    pub fn new(conns: usize, slot_len: usize, unix: bool, stamped: bool) -> io::Result<RingIo> {
         // A receive and a send completion per connection can be pending at once.
         let cq_entries = (conns as u32)
             .saturating_mul(2)
@@ -102,6 +124,14 @@ impl RingIo {
             slab: vec![0; conns * slot_len],
             slot_len,
             send_in_flight: vec![false; conns],
+            stamps: stamped.then(|| {
+                // SAFETY: msghdr is plain old data; all-zero is a valid value.
+                let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+                hdr.msg_controllen = STAMP_CONTROL_LEN as usize;
+                hdr
+            }),
+            realtime_offset: 0,
+            lazy_want: cq_entries as usize,
         })
     }
 
@@ -113,7 +143,9 @@ impl RingIo {
             return Ok(None);
         }
         let slot_len = send_slot_len(plan.size, plan.depth, plan.rate.is_some());
-        match RingIo::new(conns, slot_len, plan.transport == Transport::Unix) {
+        // Only TCP stamps stream data on receive (AF_UNIX streams do not).
+        let stamped = plan.rate.is_some() && plan.transport == Transport::Tcp;
+        match RingIo::new(conns, slot_len, plan.transport == Transport::Unix, stamped) {
             Ok(r) => Ok(Some(r)),
             Err(e) if plan.io == IoMode::Auto => {
                 *shared.io_fallback.lock().unwrap() = Some(e.to_string());
@@ -153,6 +185,52 @@ fn send_slot_len(size: usize, depth: u64, open_loop: bool) -> usize {
     len.min(BUF_LEN).next_multiple_of(64)
 }
 
+/// CLOCK_REALTIME now, in nanoseconds since the epoch.
+fn realtime_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Splits what a multishot `recvmsg` with template `hdr` put in a buffer into
+/// its data and its `SCM_TIMESTAMPNS` (CLOCK_REALTIME nanoseconds), if the
+/// kernel gave one; `None` if the buffer does not hold the header it should.
+fn stamped_data<'b>(buf: &'b [u8], hdr: &libc::msghdr) -> Option<(&'b [u8], Option<i128>)> {
+    let out = types::RecvMsgOut::parse(buf, hdr).ok()?;
+    if out.is_payload_truncated() {
+        return None;
+    }
+    // The data is the end of what the kernel wrote (`parse` borrows it only
+    // as long as `out` lives).
+    let data = &buf[buf.len() - out.payload_data().len()..];
+    Some((data, realtime_stamp(out.control_data())))
+}
+
+/// The `SCM_TIMESTAMPNS` in control messages `control`, in nanoseconds.
+fn realtime_stamp(control: &[u8]) -> Option<i128> {
+    let head = std::mem::size_of::<libc::cmsghdr>();
+    let mut at = 0;
+    while at + head <= control.len() {
+        // SAFETY: `head` bytes from `at` are in bounds (checked above);
+        // read_unaligned copes with any alignment.
+        let c: libc::cmsghdr = unsafe { control.as_ptr().add(at).cast::<libc::cmsghdr>().read_unaligned() };
+        let len = c.cmsg_len;
+        if len < head || at + len > control.len() {
+            return None;
+        }
+        if c.cmsg_level == libc::SOL_SOCKET
+            && c.cmsg_type == libc::SCM_TIMESTAMPNS
+            && len >= head + std::mem::size_of::<libc::timespec>()
+        {
+            // SAFETY: a timespec's bytes follow the header (length checked above).
+            let ts: libc::timespec = unsafe { control.as_ptr().add(at + head).cast::<libc::timespec>().read_unaligned() };
+            return Some(ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128);
+        }
+        at += len.next_multiple_of(std::mem::size_of::<usize>());
+    }
+    None
+}
+
 impl Worker<'_, Stream> {
     fn ring(&mut self) -> &mut RingIo {
         self.ring.as_mut().expect("io_uring mode")
@@ -164,6 +242,9 @@ impl Worker<'_, Stream> {
             return Ok(());
         };
         ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, up.sock.fd.as_raw_fd(), 0, 0)?;
+        if self.ring.as_ref().is_some_and(|r| r.stamps.is_some()) {
+            ssys::setsockopt_int(up.sock.fd.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        }
         self.arm_recv(k)
     }
 
@@ -174,7 +255,9 @@ impl Worker<'_, Stream> {
         };
         let fd = types::Fd(up.sock.fd.as_raw_fd());
         let bgid = ring.d.bufs.bgid();
-        let sqe = if ring.single_shot {
+        let sqe = if let Some(hdr) = &ring.stamps {
+            opcode::RecvMsgMulti::new(fd, &**hdr, bgid).build()
+        } else if ring.single_shot {
             opcode::Recv::new(fd, std::ptr::null_mut(), BUF_SIZE)
                 .buf_group(bgid)
                 .build()
@@ -184,7 +267,9 @@ impl Worker<'_, Stream> {
         };
         let sqe = sqe.user_data(Token::new(Op::Recv, 0, k as u32).encode());
         // SAFETY: the receive writes only into the registered buffer ring, which
-        // the driver keeps until nothing is in flight (or leaks).
+        // the driver keeps until nothing is in flight (or leaks). A recvmsg
+        // reads its template when it is armed; the template is boxed in the
+        // ring and never changes.
         unsafe { ring.d.push(sqe)? };
         up.proto.recv_armed = true;
         Ok(())
@@ -220,11 +305,20 @@ impl Worker<'_, Stream> {
     }
 
     /// One loop turn: submits what the last turn queued, waits for
-    /// completions (up to `timeout_ns` if `exact`, else until the next tick at
+    /// completions (until `until` if `exact`, else until the next tick at
     /// most), and handles them.
-    pub(super) fn ring_turn(&mut self, timeout_ns: u64, exact: bool) -> io::Result<()> {
+    ///
+    /// With timestamped receives, once the open loop runs, the wait is lazy:
+    /// it lasts until `until` whatever completes meanwhile, so that the echoes
+    /// of a burst of sends are handled together at the next send deadline
+    /// (their latency comes from their kernel timestamps). Every other wait
+    /// ends at the first completion.
+    pub(super) fn ring_turn(&mut self, until: u64, exact: bool) -> io::Result<()> {
         let ep = self.ep.as_raw_fd();
+        let lazy = self.load_start != UNSET;
+        let now = self.shared.now_ns();
         let ring = self.ring();
+        let lazy = lazy && ring.stamps.is_some();
         if !ring.poll_armed {
             let sqe = opcode::PollAdd::new(types::Fd(ep), libc::POLLIN as u32)
                 .multi(true)
@@ -245,14 +339,20 @@ impl Worker<'_, Stream> {
             ring.tick = Tick::Armed;
         }
         ring.d.bufs.publish();
-        let wait = if exact || ring.tick != Tick::Armed {
-            Some(Duration::from_nanos(timeout_ns.max(1)))
+        let timeout = Duration::from_nanos(until.saturating_sub(now).max(1));
+        if lazy {
+            ring.d.submit_and_wait_for(ring.lazy_want, Some(timeout))?;
+        } else if exact || ring.tick != Tick::Armed {
+            ring.d.submit_and_wait(Some(timeout))?;
         } else {
-            None
-        };
-        ring.d.submit_and_wait(wait)?;
+            ring.d.submit_and_wait(None)?;
+        }
         let completions = ring.d.take_completions();
         let now = self.shared.now_ns();
+        let ring = self.ring();
+        if ring.stamps.is_some() {
+            ring.realtime_offset = realtime_ns() - now as i128;
+        }
         for &cqe in &completions {
             self.on_completion(cqe, now)?;
         }
@@ -313,15 +413,34 @@ impl Worker<'_, Stream> {
             up.proto.recv_armed = false;
         }
         // The echo is checked where the kernel put it, then the buffer goes back.
+        // A timestamped receive holds a header before the data; it ends
+        // (the server closed) with no data rather than with 0.
+        let mut closed = cqe.result == 0;
         let absorbed = bid.map(|bid| {
-            let got = if cqe.result > 0 {
-                Some(up.absorb(ring.d.bufs.slice(bid, cqe.result as usize), &mut self.rec, refill, now))
-            } else {
-                None
+            let buf = ring.d.bufs.slice(bid, cqe.result.max(0) as usize);
+            let got = match (&ring.stamps, cqe.result > 0) {
+                (_, false) => None,
+                (None, true) => Some(up.absorb(buf, &mut self.rec, refill, now)),
+                (Some(hdr), true) => match stamped_data(buf, hdr) {
+                    Some((data, _)) if data.is_empty() => {
+                        closed = true;
+                        None
+                    }
+                    Some((data, stamp)) => {
+                        // On the run's clock; never later than now, so a clock
+                        // step cannot make a latency grow.
+                        let arrived = stamp.map_or(now, |rt| (rt - ring.realtime_offset).clamp(0, now as i128) as u64);
+                        Some(up.absorb(data, &mut self.rec, refill, arrived))
+                    }
+                    None => None,
+                },
             };
             ring.d.bufs.recycle(bid);
             got
         });
+        if closed {
+            return self.lost(k, now, "server closed a connection".into());
+        }
         match cqe.result {
             n if n > 0 => {
                 let Some(Some(got)) = absorbed else {
@@ -355,5 +474,56 @@ impl Worker<'_, Stream> {
         up.advance_sent(self.plan.size, cqe.result as usize);
         // The rest of a partial send, or what was queued while this one flew.
         self.mark_dirty(k);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Control messages as the kernel lays them out: each header, its data,
+    /// padding to a word.
+    fn control(msgs: &[(i32, i32, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(level, kind, data) in msgs {
+            let head = std::mem::size_of::<libc::cmsghdr>();
+            // SAFETY: cmsghdr is plain old data.
+            let mut c: libc::cmsghdr = unsafe { std::mem::zeroed() };
+            c.cmsg_len = head + data.len();
+            c.cmsg_level = level;
+            c.cmsg_type = kind;
+            // SAFETY: reads the header's own bytes.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts((&c as *const libc::cmsghdr).cast::<u8>(), head) });
+            out.extend_from_slice(data);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        out
+    }
+
+    fn timespec_bytes(sec: i64, nsec: i64) -> Vec<u8> {
+        [sec.to_ne_bytes(), nsec.to_ne_bytes()].concat()
+    }
+
+    #[test]
+    fn finds_the_timestamp_among_control_messages() {
+        let ts = timespec_bytes(1_796_000_000, 123_456_789);
+        let c = control(&[(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts)]);
+        assert_eq!(c.len(), STAMP_CONTROL_LEN as usize, "one timestamp fills the room made for it");
+        assert_eq!(realtime_stamp(&c), Some(1_796_000_000_123_456_789));
+        let other = control(&[(libc::SOL_IP, 1, &[7; 4]), (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts)]);
+        assert_eq!(realtime_stamp(&other), Some(1_796_000_000_123_456_789));
+    }
+
+    #[test]
+    fn a_missing_or_cut_timestamp_is_none() {
+        assert_eq!(realtime_stamp(&[]), None);
+        let ts = timespec_bytes(5, 6);
+        let c = control(&[(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts)]);
+        assert_eq!(realtime_stamp(&c[..c.len() - 8]), None, "cut short");
+        let short = control(&[(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts[..8])]);
+        assert_eq!(realtime_stamp(&short), None, "too short to hold a timespec");
+        let mut bad = c.clone();
+        bad[..8].copy_from_slice(&3usize.to_ne_bytes());
+        assert_eq!(realtime_stamp(&bad), None, "a length shorter than its header");
     }
 }

@@ -202,11 +202,11 @@ impl Proto for Stream {
         }
     }
 
-    fn wait(w: &mut Worker<'_, Stream>, timeout_ns: u64, exact: bool) -> io::Result<()> {
+    fn wait(w: &mut Worker<'_, Stream>, until: u64, exact: bool) -> io::Result<()> {
         if w.ring.is_some() {
-            w.ring_turn(timeout_ns, exact)
+            w.ring_turn(until, exact)
         } else {
-            w.epoll_turn(timeout_ns).map(|_| ())
+            w.epoll_turn(until.saturating_sub(w.shared.now_ns())).map(|_| ())
         }
     }
 }
