@@ -194,6 +194,11 @@ pub struct PeerStats {
     /// sides of one run are as paired as figures get): below 1, loadgen is
     /// the cheaper side and cannot be what limits the pair.
     pub loadgen_over_server_cpu: Option<Ratio>,
+    /// Matched load: loadgen's CPU per message in these open-loop runs over
+    /// its CPU per message in the same label's closed-loop runs at the same
+    /// transport, size and connection count, paired by repetition (issue
+    /// 16's open-loop yardstick: at most 1.5 at half the peak).
+    pub loadgen_open_over_closed: Option<Ratio>,
     /// Busy fractions of each side's cores over its window.
     pub server_busy: Option<Summary>,
     pub loadgen_busy: Option<Summary>,
@@ -269,12 +274,23 @@ pub fn point_stats(facts: &[RunFacts], reference: &str) -> Vec<PointStats> {
     keys.into_iter()
         .map(|key| {
             let at: Vec<&RunFacts> = facts.iter().filter(|f| f.key == key).collect();
-            one_point(key, &at, reference)
+            let closed_key = PointKey {
+                purpose: Purpose::Peak,
+                ..key
+            };
+            let closed: Vec<&RunFacts> = match key.purpose {
+                Purpose::MatchedLoad { .. } => facts.iter().filter(|f| f.key == closed_key).collect(),
+                _ => Vec::new(),
+            };
+            one_point(key, &at, &closed, reference)
         })
         .collect()
 }
 
-fn one_point(key: PointKey, at: &[&RunFacts], reference: &str) -> PointStats {
+/// The statistics of point `key` from its runs `at`; `closed` are the
+/// closed-loop runs at the same transport, size and connection count when
+/// `key` is an open-loop point.
+fn one_point(key: PointKey, at: &[&RunFacts], closed: &[&RunFacts], reference: &str) -> PointStats {
     let mut labels: Vec<(Peer, String)> = Vec::new();
     for f in at {
         if !labels.iter().any(|(_, l)| *l == f.label) {
@@ -297,7 +313,10 @@ fn one_point(key: PointKey, at: &[&RunFacts], reference: &str) -> PointStats {
             let all: Vec<&RunFacts> = at.iter().filter(|f| f.label == *label).copied().collect();
             let kept: Vec<&RunFacts> = all.iter().filter(used).copied().collect();
             let reference_runs: &[&RunFacts] = if label == reference { &[] } else { &reference_runs };
-            peer_stats(*peer, label, &all, &kept, reference_runs)
+            let mut stats = peer_stats(*peer, label, &all, &kept, reference_runs);
+            let own_closed: Vec<&RunFacts> = closed.iter().filter(|f| f.label == *label).copied().collect();
+            stats.loadgen_open_over_closed = paired_ratio(&kept, &own_closed, |r| r.loadgen_cpu_us_per_msg);
+            stats
         })
         .collect();
     let offered: Vec<f64> = at.iter().filter_map(|f| f.offered_per_s).collect();
@@ -322,14 +341,7 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
     let summary = |f: fn(&RunFacts) -> Option<f64>| Summary::of(&values(f));
     let busy = |f: fn(&RunFacts) -> Option<f64>| -> Vec<f64> { values(f) };
     // `reference` is empty for the reference label itself: no ratio to itself.
-    let ratio = |f: fn(&RunFacts) -> Option<f64>| -> Option<Ratio> {
-        let (cand, refr) = paired_by_repetition(kept, reference, f);
-        let interval = stats::paired_ratio_ci(&cand, &refr)?;
-        Some(Ratio {
-            interval,
-            verdict: stats::verdict(&interval),
-        })
-    };
+    let ratio = |f: fn(&RunFacts) -> Option<f64>| paired_ratio(kept, reference, f);
     PeerStats {
         label: label.to_string(),
         peer,
@@ -342,6 +354,7 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
         ratio_server_cpu: ratio(|r| r.server_cpu_us_per_msg),
         ratio_msgs_per_s: ratio(|r| Some(r.msgs_per_s)),
         loadgen_over_server_cpu: loadgen_over_server(kept),
+        loadgen_open_over_closed: None,
         server_busy: summary(|r| r.server_busy),
         loadgen_busy: summary(|r| r.loadgen_busy),
         bottleneck: stats::classify_runs(&busy(|r| r.server_busy), &busy(|r| r.loadgen_busy)),
@@ -354,6 +367,16 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
             .map(|r| r.name.clone())
             .collect(),
     }
+}
+
+/// `figure` of `candidate` over that of `reference`, paired by repetition.
+fn paired_ratio(candidate: &[&RunFacts], reference: &[&RunFacts], figure: fn(&RunFacts) -> Option<f64>) -> Option<Ratio> {
+    let (cand, refr) = paired_by_repetition(candidate, reference, figure);
+    let interval = stats::paired_ratio_ci(&cand, &refr)?;
+    Some(Ratio {
+        interval,
+        verdict: stats::verdict(&interval),
+    })
 }
 
 /// loadgen's CPU per message over the server's, each run with itself.
@@ -480,6 +503,34 @@ pub(crate) mod tests {
         assert_eq!(uring.bottleneck, Some(Bottleneck::Loadgen));
         assert_eq!(p.limit, RowLimit::Mixed);
         assert!(!p.server_limited());
+    }
+
+    #[test]
+    fn loadgen_in_open_loop_is_set_against_its_own_closed_loop_by_repetition() {
+        // Drift moves both runs of a repetition; open loop always costs loadgen 1.5 ×.
+        let drift = [1.0, 1.3, 0.8, 1.1, 0.9];
+        let mut facts = Vec::new();
+        for (i, d) in drift.iter().enumerate() {
+            let rep = i as u32 + 1;
+            for (label, peer, lg) in [("epoll", EPOLL, 6.0), ("uring", URING, 5.0)] {
+                let mut closed = fact(label, peer, rep, 5.0, 100.0, (0.99, 0.99));
+                closed.loadgen_cpu_us_per_msg = Some(lg * d);
+                let mut open = closed.clone();
+                open.key.purpose = Purpose::MatchedLoad { fraction: 0.5 };
+                open.offered_per_s = Some(50.0);
+                open.msgs_per_s = 50.0;
+                open.loadgen_cpu_us_per_msg = Some(1.5 * lg * d);
+                facts.extend([closed, open]);
+            }
+        }
+        let points = point_stats(&facts, "epoll");
+        assert_eq!(points.len(), 2);
+        assert!(points[0].peers.iter().all(|s| s.loadgen_open_over_closed.is_none()), "closed loop has none");
+        for s in &points[1].peers {
+            let r = s.loadgen_open_over_closed.unwrap_or_else(|| panic!("{}: no ratio", s.label));
+            assert!((r.interval.lo - 1.5).abs() < 1e-9 && (r.interval.hi - 1.5).abs() < 1e-9, "{r:?}");
+            assert_eq!(r.verdict, Verdict::Higher);
+        }
     }
 
     #[test]

@@ -519,6 +519,53 @@ fn loadgen_cost(w: &mut String, r: &Report) {
         );
     }
     let _ = writeln!(w);
+    open_over_closed(w, r, &labels);
+}
+
+/// loadgen's CPU per message in open loop (each matched load) over its own
+/// in closed loop at the same point and against the same server.
+fn open_over_closed(w: &mut String, r: &Report, labels: &[(String, String)]) {
+    use super::findings_text::ratio_cell;
+    let open: Vec<&PointStats> = r
+        .analysis
+        .points
+        .iter()
+        .filter(|p| p.key.transport.is_stream() && p.peers.iter().any(|s| s.loadgen_open_over_closed.is_some()))
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "loadgen's CPU µs per message in open loop, at each matched load (a share of the lowest closed-loop peak \
+         at the point), over its own in closed loop, against the same server at the same point, paired by \
+         repetition [interval]. Below saturation each message may cost a wake-up on either \
+         side that a closed loop, always busy, does not pay.\n"
+    );
+    let names: Vec<&str> = labels.iter().map(|(_, n)| n.as_str()).collect();
+    let _ = writeln!(w, "| point | {} |", names.join(" | "));
+    let _ = writeln!(w, "|---|{}", "--:|".repeat(labels.len()));
+    for p in open {
+        let Purpose::MatchedLoad { fraction } = p.key.purpose else { continue };
+        let cells: Vec<String> = labels
+            .iter()
+            .map(|(l, _)| {
+                p.peer(l).map_or("–".to_string(), |s| {
+                    ratio_cell(s.loadgen_open_over_closed, "cheaper", "costlier")
+                })
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {}, {}, {} connections, {:.0}% load | {} |",
+            p.key.transport,
+            size_label(p.key.size_bytes),
+            p.key.conns,
+            fraction * 100.0,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(w);
 }
 
 /// The statistics of the latency point and label `run` belongs to.
