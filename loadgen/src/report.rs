@@ -205,6 +205,9 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
         );
     }
     let _ = writeln!(s);
+    if let Some(note) = behind_schedule(r) {
+        let _ = writeln!(s, "  {note}");
+    }
     let hist = decode_histogram(&r.histogram).unwrap_or_else(|_| crate::stats::new_histogram());
     let uncorrected = r
         .extra
@@ -237,6 +240,47 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
     }
     let _ = writeln!(s, "{}", verdict(r));
     s
+}
+
+/// An open loop that delivered less than this share of its rate says so.
+pub const ON_SCHEDULE: f64 = 0.97;
+/// loadgen's threads busy at least this share of the window: loadgen was the limit.
+const LOADGEN_SATURATED: f64 = 0.9;
+
+/// Open loop: when the run fell behind its schedule, which side was short.
+/// loadgen's busy share is its CPU time over its threads' time in the
+/// measured window; at [`LOADGEN_SATURATED`] or more, loadgen itself could
+/// not keep the rate, else the echoes did not come back fast enough.
+pub fn behind_schedule(r: &RunResult) -> Option<String> {
+    let requested = r.throughput.requested_msgs_per_s?;
+    let share = r.throughput.msgs_per_s / requested;
+    if share >= ON_SCHEDULE {
+        return None;
+    }
+    let window_us = match (r.extra.window_start_unix_ns, r.extra.window_end_unix_ns) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e3,
+        _ => r.settings.duration_s * 1e6,
+    };
+    let threads = r.extra.threads_used.unwrap_or(r.settings.threads).max(1) as f64;
+    let busy = r.extra.loadgen_cpu_us.map(|cpu| cpu as f64 / (threads * window_us));
+    let why = match busy {
+        Some(b) if b >= LOADGEN_SATURATED => format!(
+            "loadgen's threads were busy {:.0}% of the window: loadgen could not keep the schedule \
+             (more --threads on more cores, or a lower --rate)",
+            100.0 * b
+        ),
+        Some(b) => format!(
+            "loadgen's threads were busy only {:.0}% of the window: the echoes did not come back fast enough \
+             (the server, or the network, is the limit)",
+            100.0 * b
+        ),
+        None => "loadgen's CPU time is unknown".to_string(),
+    };
+    Some(format!(
+        "** Behind schedule: {:.0} of {requested:.0} msgs/s ({:.1}%); {why} **",
+        r.throughput.msgs_per_s,
+        100.0 * share
+    ))
 }
 
 /// HdrHistogram's sub-bucket count for the histogram's precision.

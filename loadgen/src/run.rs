@@ -763,18 +763,19 @@ fn extra_fields(
     scheduled: u64,
     messages: u64,
 ) -> Extra {
-    let per_msg = |cpu: Option<u64>| cpu.filter(|_| messages > 0);
-    let loadgen_cpu = per_msg(ph.cpu_us);
-    let server_cpu = per_msg(ph.server_cpu_us);
+    // The CPU times are recorded even without a message (a run that fell
+    // behind says which side was busy); per message only with messages.
+    let per_msg = |cpu: Option<u64>| cpu.filter(|_| messages > 0).map(|cpu| cpu as f64 / messages as f64);
+    let (loadgen_cpu, server_cpu) = (ph.cpu_us, ph.server_cpu_us);
     Extra {
         latency_uncorrected_us: Some(stats::latency_of(unc)),
         histogram_uncorrected: Some(result::encode_histogram(unc)),
         threads_used: Some(threads as u64),
         scheduled_messages: args.rate.map(|_| scheduled),
         loadgen_cpu_us: loadgen_cpu,
-        loadgen_cpu_us_per_msg: loadgen_cpu.map(|cpu| cpu as f64 / messages as f64),
+        loadgen_cpu_us_per_msg: per_msg(loadgen_cpu),
         server_cpu_us: server_cpu,
-        server_cpu_us_per_msg: server_cpu.map(|cpu| cpu as f64 / messages as f64),
+        server_cpu_us_per_msg: per_msg(server_cpu),
         merged_from: Vec::new(),
         window_start_unix_ns: ph.window_start_unix_ns.filter(|_| ph.measured_s > 0.0),
         window_end_unix_ns: ph

@@ -462,6 +462,36 @@ fn hung_server_run_ends_on_time_with_timeouts() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An open loop the echoes cannot keep up with says it fell behind its
+/// schedule, and that loadgen had the CPU to keep it.
+#[test]
+fn open_loop_behind_its_schedule_says_so_and_names_the_side() {
+    let _serial = one_at_a_time();
+    let srv = tcp_server(Fault::Hang);
+    let dir = temp_dir("behind");
+    let run = run_loadgen(
+        &[
+            "--addr", &srv.addr, "--conns", "2", "--rate", "200", "--duration", "1s", "--warmup", "0s",
+            "--timeout", "300ms",
+        ],
+        &dir,
+    );
+    assert_ne!(run.code(), 0, "no echo at all must fail the run");
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert!(stdout.contains("** Behind schedule: 0 of 200 msgs/s (0.0%)"), "{stdout}");
+    assert!(stdout.contains("the echoes did not come back fast enough"), "{stdout}");
+    // On schedule, nothing is said.
+    let srv = tcp_server(Fault::None);
+    let run = run_loadgen(
+        &["--addr", &srv.addr, "--conns", "2", "--rate", "200", "--duration", "1s", "--warmup", "100ms"],
+        &dir,
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr);
+    let stdout = String::from_utf8_lossy(&run.output.stdout);
+    assert!(!stdout.contains("Behind schedule"), "{stdout}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn unreachable_server_fails_fast_with_a_clear_message() {
     let _serial = one_at_a_time();
