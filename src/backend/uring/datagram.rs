@@ -22,9 +22,17 @@ use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, types};
 
 use super::token::{self, Op, Token};
-use super::{Completion, Driver, Files, Shared};
+use super::{Completion, Driver, Files, Shared, WaitPolicy};
 use crate::backend::peer_budget::SharedPeerBudget;
-use crate::server::{LocalCounts, UringWait};
+use crate::server::LocalCounts;
+
+/// With `--uring-min-wait`, how many datagrams a turn waits for before its
+/// min_wait has passed. One socket serves every peer, so the ring cannot know
+/// how many are sending (as a stream ring counts its connections); 32 is a
+/// batch that amortises a wake-up, and never more than the free buffers,
+/// since each datagram holds one until its echo is sent and a receive past
+/// the last one ends (`ENOBUFS`).
+const MIN_WAIT_BATCH: u32 = 32;
 
 /// What a sendmsg in flight points to.
 struct SendSlot {
@@ -49,8 +57,8 @@ pub(super) struct DgramWorker<'a> {
     files: Files,
     /// `sock` as operations name it: `DGRAM_SOCKET_FILE` or its descriptor.
     file: u32,
-    /// `--uring-wait`.
-    wait: UringWait,
+    /// `--uring-wait`, `--uring-min-wait`.
+    wait: WaitPolicy,
     shared: &'a Shared,
     /// The recvmsg template: only `msg_namelen` and `msg_controllen` matter.
     /// Boxed so its address is stable while the multishot recvmsg is armed.
@@ -73,7 +81,7 @@ pub(super) struct DgramWorker<'a> {
 }
 
 impl<'a> DgramWorker<'a> {
-    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared, files: Files, wait: UringWait) -> Self {
+    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared, files: Files, wait: WaitPolicy) -> Self {
         let mut template = Box::new(SendSlot::zeroed().hdr);
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
@@ -157,9 +165,10 @@ impl<'a> DgramWorker<'a> {
             self.flush_counts();
             // Out of buffers, the receive waits for the sends to give some back.
             let prompt = self.starved || !self.recv_armed;
-            let wait = super::plan_wait(self.wait, self.quiet_sends, prompt, None);
+            let batch = MIN_WAIT_BATCH.min(self.d.bufs.available()) as usize;
+            let wait = super::plan_wait(self.wait, self.quiet_sends, batch, prompt, None);
             self.quiet_sends = 0;
-            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
+            self.d.submit_and_wait_planned(wait)?;
             if let Some(mut b) = self.budget.and_then(|b| b.lock()) {
                 b.update(self.sock);
             }
