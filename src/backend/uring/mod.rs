@@ -4,7 +4,7 @@
 //! - [`setup`]: ring creation with the best setup flags, and kernel probing.
 //! - [`buf_ring`]: the provided buffer ring that receives land in.
 //! - [`stream`]: TCP and Unix stream connections.
-//! - [`datagram`]: UDP and Unix datagrams (multishot recvmsg, sendmsg back).
+//! - [`datagram`]: UDP and Unix datagrams (multishot recvmsg, sendto back).
 //! - [`token`]: the `user_data` encoding.
 //!
 //! [`Driver`] (a ring, its buffer ring and submission batching), [`setup`],
@@ -265,6 +265,9 @@ fn run_worker(
             check_min_wait(&d, opts.min_wait_usec)?;
         }
         let test = setup::self_test(&mut d)?;
+        if !stream {
+            setup::probe_sendto(&mut d)?;
+        }
         let forced = std::env::var_os(FORCE_SINGLE_SHOT_ENV).is_some();
         let unix_single_shot = config.transport == Transport::Unix && (forced || !test.unix_multishot_eof);
         let info = RingInfo {
@@ -1152,6 +1155,15 @@ mod tests {
             );
             assert!(d.take_completions().is_empty());
         }
+    }
+
+    /// The datagram rings' start-up check: one datagram sent with a
+    /// destination address arrives, and nothing is left in flight.
+    #[test]
+    fn sendto_probe_passes_and_leaves_nothing_in_flight() {
+        let Some(mut d) = driver() else { return };
+        setup::probe_sendto(&mut d).unwrap();
+        assert_eq!(d.in_flight, 0);
     }
 
     /// With an operation in flight, `Drop` must not free the buffer memory.
