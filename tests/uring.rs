@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{max_datagram, pattern, Dgram, Stream};
-use common::{field, join_clients, server_bin, ServerProc, Target, TempDir};
+use common::{field, join_clients, run_to_exit, server_bin, ServerProc, Target, TempDir};
 use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
 
 /// The heavy tests take most of the machine; run them one at a time.
@@ -26,15 +26,15 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// Why this machine cannot run the uring backend, if it cannot: Linux older
-/// than 6.0 (multishot receive), io_uring switched off by sysctl, or
+/// than 6.1 (multishot receive is 6.0, datagram echoes by sendto 6.1), io_uring switched off by sysctl, or
 /// `io_uring_setup` refused (a seccomp filter, as container runtimes install).
 /// Anywhere else a uring server that fails to start is a test failure, not a skip.
 fn kernel_without_uring() -> Option<String> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 0) {
-        return Some(format!("Linux {} is older than 6.0", release.trim()));
+    if (major, minor) < (6, 1) {
+        return Some(format!("Linux {} is older than 6.1", release.trim()));
     }
     if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         if v.trim() != "0" {
@@ -830,6 +830,158 @@ fn hugepages_on_serves_every_transport() {
                 .unwrap_or("AnonHugePages: ?");
             println!("{target:?} after the echoes: {huge}");
         });
+    }
+}
+
+/// Whether this kernel knows io_uring's min_wait (Linux 6.12,
+/// `IORING_FEAT_MIN_TIMEOUT`), as the server checks it.
+fn kernel_has_min_wait() -> bool {
+    io_uring::IoUring::new(2).is_ok_and(|r| r.params().is_feature_min_timeout())
+}
+
+/// Starts a uring server with `--uring-min-wait` and `extra` flags (on 2
+/// rings; `start_switched` checks the listening line). On a kernel without
+/// min_wait the server must refuse to start, naming the flag: checked, then
+/// `None`.
+fn start_min_wait(target: Target, usec: &str, extra: &[&str]) -> Option<ServerProc> {
+    if kernel_without_uring().is_none() && !kernel_has_min_wait() {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0", "--uring-min-wait", usec]);
+        let (code, stderr) = run_to_exit(cmd, Duration::from_secs(10));
+        assert!(matches!(code, Some(c) if c != 0), "exit {code:?}: {stderr}");
+        assert!(
+            stderr.contains("--uring-min-wait") && stderr.contains("6.12"),
+            "{stderr}"
+        );
+        println!("skipped: kernel lacks io_uring min_wait (Linux 6.12); the server refused it by name");
+        return None;
+    }
+    let mut flags = vec!["--uring-min-wait", usec];
+    flags.extend_from_slice(extra);
+    start_switched(target, &flags, "min_wait_usec", usec)
+}
+
+/// `--uring-min-wait 50`: turns wait for a batch and take what is there
+/// once 50 µs have passed; every transport still echoes every byte (the
+/// 200 KiB stream echo goes partial and through POLLOUT), half-closes and
+/// closes. So it does entering by descriptor (the io-uring crate's
+/// `SubmitArgs` rather than our own `io_uring_getevents_arg`), and on a ring
+/// without DEFER_TASKRUN, whose waits the kernel wakes another way. Without
+/// the flag the listening line says 0.
+#[test]
+fn min_wait_serves_every_transport() {
+    use sockbench::backend::uring::FORCE_SETUP_ENV;
+    let _heavy = one_at_a_time();
+    let Some(server) = start_switched(Target::Tcp4, &[], "min_wait_usec", "0") else {
+        return;
+    };
+    assert!(server.stop().status.success());
+    for target in SWITCH_TARGETS {
+        let Some(server) = start_min_wait(target, "50", &[]) else {
+            return;
+        };
+        switched_echo(server, target, "--uring-min-wait 50");
+    }
+    for target in [Target::Tcp4, Target::Udp4] {
+        let Some(server) = start_min_wait(target, "50", &["--uring-register-ring", "off"]) else {
+            return;
+        };
+        assert_eq!(field(&server.listening, "register_ring"), Some("off"));
+        switched_echo(server, target, "--uring-min-wait 50 --uring-register-ring off");
+    }
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0", "--threads", "2"])
+        .args(["--uring-min-wait", "50"])
+        .env(FORCE_SETUP_ENV, "coop_taskrun");
+    let server = ServerProc::spawn(cmd, None).unwrap();
+    assert_eq!(field(&server.listening, "setup"), Some("coop_taskrun"));
+    assert_eq!(field(&server.listening, "min_wait_usec"), Some("50"));
+    switched_echo(server, Target::Tcp4, "--uring-min-wait 50, setup coop_taskrun");
+}
+
+/// A bad `--uring-min-wait` (not a number, negative, past 10 ms, or with
+/// `--uring-wait quiet`, which answers the same question) exits 2 with a
+/// message naming the flag, before any ring is set up.
+#[test]
+fn min_wait_bad_values_exit_2_naming_the_flag() {
+    let too_long = (sockbench::server::MAX_MIN_WAIT_USEC + 1).to_string();
+    let cases: [&[&str]; 5] = [
+        &["--uring-min-wait", "soon"],
+        &["--uring-min-wait=-1"],
+        &["--uring-min-wait", &too_long],
+        &["--uring-min-wait", "1.5"],
+        &["--uring-min-wait", "50", "--uring-wait", "quiet"],
+    ];
+    for flags in cases {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0"]).args(flags);
+        let (code, stderr) = run_to_exit(cmd, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains("--uring-min-wait"), "{flags:?}: {stderr}");
+    }
+}
+
+/// Context switches of every thread of `pid` so far: each time one went to
+/// sleep or was woken (voluntary) or preempted (not).
+fn context_switches(pid: u32) -> u64 {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        n += status
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    n
+}
+
+/// Idle stays idle with `--uring-min-wait`: once its clients are quiet (10
+/// connections held open, or a datagram peer), a server whose turns ask for
+/// a batch sleeps. The kernel ends a min_wait wait that has no general
+/// timeout when the min_wait passes, completions or not, so a server that
+/// left the timeout out would wake every 50 µs: some 40,000 context switches
+/// in 2 s. Asleep, its threads switch a handful of times, and use next to no CPU.
+#[test]
+fn min_wait_idle_server_sleeps() {
+    let _heavy = one_at_a_time();
+    for target in [Target::Tcp4, Target::Udp4] {
+        let Some(server) = start_min_wait(target, "50", &[]) else {
+            return;
+        };
+        let dir = TempDir::new("uring-idle");
+        let mut held = Vec::new();
+        let mut peers = Vec::new();
+        for id in 0..10u64 {
+            let msg = pattern(id, 0, 100);
+            if target.is_stream() {
+                let mut c = Stream::connect(&server.endpoint).unwrap();
+                assert_eq!(c.echo(&msg).unwrap(), msg);
+                held.push(c);
+            } else {
+                let sock = Dgram::connect(&server.endpoint, &dir.0, id).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                assert_eq!(sock.echo(&msg, deadline).unwrap(), msg);
+                peers.push(sock);
+            }
+        }
+        // Let the rings handle the last send completions and go to sleep.
+        thread::sleep(Duration::from_millis(200));
+        let pid = server.pid();
+        let (switches, cpu_us) = (context_switches(pid), sockbench::procfs::own_cpu_us(pid).unwrap());
+        thread::sleep(Duration::from_secs(2));
+        let switches = context_switches(pid) - switches;
+        let cpu_us = sockbench::procfs::own_cpu_us(pid).unwrap() - cpu_us;
+        println!("{target:?}: idle 2 s: {switches} context switches, {cpu_us} us CPU");
+        assert!(
+            switches < 50,
+            "{target:?}: {switches} context switches in 2 s idle: the server wakes periodically"
+        );
+        assert!(cpu_us < 50_000, "{target:?}: {cpu_us} us CPU in 2 s idle");
+        drop(held);
+        let stopped = server.stop();
+        assert!(stopped.status.success(), "{target:?}: {stopped:?}");
+        assert_eq!(stopped.count("errors"), 0, "{target:?}: {stopped:?}");
     }
 }
 

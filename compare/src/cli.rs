@@ -24,7 +24,7 @@ pub struct CompareArgs {
     /// per echo, for checking the method's sensitivity; epoll over tcp/unix only);
     /// `uring@onewait:uring-wait=one` runs `server --uring-wait one` (an A/B run of one
     /// technique). Knobs: spin, and the uring flags buf-count, buf-size, ring-entries,
-    /// uring-fixed-files, uring-register-ring, uring-wait, uring-hugepages.
+    /// uring-fixed-files, uring-register-ring, uring-wait, uring-hugepages, uring-min-wait.
     /// Default: fork,threadpool,epoll,uring,tokio.
     #[arg(long, alias = "backends", value_delimiter = ',', value_name = "PEERS")]
     pub peers: Option<Vec<PeerEntry>>,

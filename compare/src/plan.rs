@@ -161,6 +161,7 @@ pub const SERVER_KNOBS: &[ServerKnob] = &[
     ServerKnob { name: "uring-register-ring", backend: BackendKind::Uring, values: ON_OFF },
     ServerKnob { name: "uring-wait", backend: BackendKind::Uring, values: KnobValues::OneOf(&["quiet", "one"]) },
     ServerKnob { name: "uring-hugepages", backend: BackendKind::Uring, values: ON_OFF },
+    ServerKnob { name: "uring-min-wait", backend: BackendKind::Uring, values: KnobValues::Number },
 ];
 
 impl ServerKnob {
@@ -1153,6 +1154,11 @@ mod tests {
             (variant.label.as_str(), variant.server_args.join(" ")),
             ("uring@small", "--buf-count 256 --uring-fixed-files off".to_string())
         );
+        let min_wait: PeerEntry = "uring@mw50:uring-min-wait=50".parse().unwrap();
+        assert_eq!(
+            (min_wait.label.as_str(), min_wait.server_args.join(" ")),
+            ("uring@mw50", "--uring-min-wait 50".to_string())
+        );
         for bad in [
             "uring@x:spin=5",
             "epoll:spin=5",
@@ -1166,6 +1172,8 @@ mod tests {
             "uring@n:buf-count=0",
             "uring@n:buf-count",
             "epoll@h:uring-hugepages=on",
+            "epoll@m:uring-min-wait=50",
+            "uring@m:uring-min-wait=soon",
             "uring@x:threads=4",
         ] {
             assert!(bad.parse::<PeerEntry>().is_err(), "{bad} accepted");

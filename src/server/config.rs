@@ -129,11 +129,22 @@ pub struct ServerArgs {
     /// (madvise MADV_HUGEPAGE) for the provided buffers; resident in 2 MiB units then.
     #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::Off)]
     pub uring_hugepages: OnOff,
+    /// uring, for A/B measurement (Linux 6.12): a waiting turn asks for a batch of
+    /// completions, and once it has waited USEC microseconds returns as soon as one is
+    /// there (io_uring min_wait). 0: off, wait for one.
+    #[arg(long, value_name = "USEC", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_MIN_WAIT_USEC as i64))]
+    pub uring_min_wait: u32,
     /// For checking a comparison's sensitivity only: busy-spin this many ns on every
     /// echo operation, a known extra cost per message. epoll over tcp or unix only.
     #[arg(long, value_name = "NS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub calibration_spin_ns: Option<u64>,
 }
+
+/// The largest `--uring-min-wait`: 10 ms. It delays the completions of a
+/// turn's first microseconds by up to this much; past a few milliseconds that
+/// is a stall, not batching.
+pub const MAX_MIN_WAIT_USEC: u32 = 10_000;
 
 fn parse_power_of_two(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
@@ -198,6 +209,9 @@ pub struct UringOptions {
     pub wait: UringWait,
     /// `--uring-hugepages`: `MADV_HUGEPAGE` on the provided buffers.
     pub hugepages: bool,
+    /// `--uring-min-wait`: microseconds after which a waiting turn takes any
+    /// completion instead of its batch; 0 is off.
+    pub min_wait_usec: u32,
 }
 
 /// Everything a backend needs to know, validated.
@@ -234,6 +248,15 @@ impl ServerConfig {
             }
             CALIBRATION_SPIN_NS.store(ns, Relaxed);
         }
+        if args.uring_min_wait > 0 && args.uring_wait == UringWait::Quiet {
+            // Two answers to one question (how long a turn waits): an A/B run
+            // must switch one technique at a time.
+            return Err(ServerError::Capacity {
+                flag: "--uring-min-wait",
+                value: args.uring_min_wait as usize,
+                reason: "replaces --uring-wait quiet's bounded wait; use it with --uring-wait one (the default)".into(),
+            });
+        }
         Ok(ServerConfig {
             backend: args.backend,
             transport,
@@ -252,6 +275,7 @@ impl ServerConfig {
                 register_ring: args.uring_register_ring.is_on(),
                 wait: args.uring_wait,
                 hugepages: args.uring_hugepages.is_on(),
+                min_wait_usec: args.uring_min_wait,
             },
             calibration_spin_ns: args.calibration_spin_ns,
         })

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use config::{BackendKind, OnOff, ServerArgs, ServerConfig, UringOptions, UringWait};
+pub use config::{BackendKind, OnOff, ServerArgs, ServerConfig, UringOptions, UringWait, MAX_MIN_WAIT_USEC};
 pub use stats::{ConnEnd, LocalCounts, Stats};
 
 use crate::backend;

@@ -1,11 +1,13 @@
 //! Datagram sockets (UDP, unixgram): multishot recvmsg into the buffer ring,
-//! and sendmsg of each datagram straight out of its buffer back to its source.
+//! and a send of each datagram straight out of its buffer back to its source.
 //!
 //! Each buffer holds a whole datagram (64 KiB plus the recvmsg header), so a
-//! datagram is never split. A send in flight needs its `msghdr`, `iovec` and
-//! destination address to stay put until the completion: they live in a send
-//! slot per buffer id (a buffer is in at most one send at a time), allocated
-//! once and never moved.
+//! datagram is never split. The buffer also holds the source address, right
+//! after the header, and the echo is a plain send with that address as its
+//! destination (`sendto`: `IORING_OP_SEND` with `addr2`, Linux 6.1, checked
+//! at start-up by [`super::setup::probe_sendto`]): payload and address stay
+//! put in the buffer until the send completes, so nothing is copied out and
+//! no `msghdr` has to outlive the submission.
 //!
 //! Sends carry `MSG_DONTWAIT`: a receiver whose queue is full (a unixgram
 //! client that never reads) loses that echo, as a datagram may be lost,
@@ -22,23 +24,23 @@ use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, types};
 
 use super::token::{self, Op, Token};
-use super::{Completion, Driver, Files, Shared};
+use super::{Completion, Driver, Files, Shared, WaitPolicy};
 use crate::backend::peer_budget::SharedPeerBudget;
-use crate::server::{LocalCounts, UringWait};
+use crate::server::LocalCounts;
 
-/// What a sendmsg in flight points to.
-struct SendSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    name: libc::sockaddr_storage,
-}
+/// With `--uring-min-wait`, how many datagrams a turn waits for before its
+/// min_wait has passed. One socket serves every peer, so the ring cannot know
+/// how many are sending (as a stream ring counts its connections); 32 is a
+/// batch that amortises a wake-up, and never more than the free buffers,
+/// since each datagram holds one until its echo is sent and a receive past
+/// the last one ends (`ENOBUFS`).
+const MIN_WAIT_BATCH: u32 = 32;
 
-impl SendSlot {
-    fn zeroed() -> SendSlot {
-        // SAFETY: msghdr, iovec and sockaddr_storage are plain C structs for
-        // which all-zero (null pointers, zero lengths) is a valid value.
-        unsafe { std::mem::zeroed() }
-    }
+/// An empty `msghdr`, from which the recvmsg template is made.
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct for which all-zero (null pointers,
+    // zero lengths) is a valid value.
+    unsafe { std::mem::zeroed() }
 }
 
 /// One ring serving a datagram socket.
@@ -49,14 +51,12 @@ pub(super) struct DgramWorker<'a> {
     files: Files,
     /// `sock` as operations name it: `DGRAM_SOCKET_FILE` or its descriptor.
     file: u32,
-    /// `--uring-wait`.
-    wait: UringWait,
+    /// `--uring-wait`, `--uring-min-wait`.
+    wait: WaitPolicy,
     shared: &'a Shared,
     /// The recvmsg template: only `msg_namelen` and `msg_controllen` matter.
     /// Boxed so its address is stable while the multishot recvmsg is armed.
     template: Box<libc::msghdr>,
-    /// One per buffer id; never reallocated.
-    slots: Box<[SendSlot]>,
     recv_armed: bool,
     /// The last receive ended with ENOBUFS: re-arm once buffers are back.
     starved: bool,
@@ -73,10 +73,9 @@ pub(super) struct DgramWorker<'a> {
 }
 
 impl<'a> DgramWorker<'a> {
-    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared, files: Files, wait: UringWait) -> Self {
-        let mut template = Box::new(SendSlot::zeroed().hdr);
+    pub(super) fn new(d: Driver, sock: BorrowedFd<'a>, shared: &'a Shared, files: Files, wait: WaitPolicy) -> Self {
+        let mut template = Box::new(zeroed_msghdr());
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let slots = (0..d.bufs.count()).map(|_| SendSlot::zeroed()).collect();
         let budget = shared.unix_budget;
         let file = match files {
             Files::Fixed => super::DGRAM_SOCKET_FILE,
@@ -90,7 +89,6 @@ impl<'a> DgramWorker<'a> {
             wait,
             shared,
             template,
-            slots,
             recv_armed: false,
             starved: false,
             stopping: false,
@@ -140,10 +138,9 @@ impl<'a> DgramWorker<'a> {
         let result = self.event_loop();
         self.flush_counts();
         if !self.d.quiesce() {
-            // A sendmsg may still read its slot: leak the slots and the
-            // template, as `Driver` leaks the buffers; the process is exiting.
-            std::mem::forget(std::mem::take(&mut self.slots));
-            std::mem::forget(std::mem::replace(&mut self.template, Box::new(SendSlot::zeroed().hdr)));
+            // The recvmsg may still read the template: leak it, as `Driver`
+            // leaks the buffers; the process is exiting.
+            std::mem::forget(std::mem::replace(&mut self.template, Box::new(zeroed_msghdr())));
         }
         result
     }
@@ -157,9 +154,10 @@ impl<'a> DgramWorker<'a> {
             self.flush_counts();
             // Out of buffers, the receive waits for the sends to give some back.
             let prompt = self.starved || !self.recv_armed;
-            let wait = super::plan_wait(self.wait, self.quiet_sends, prompt, None);
+            let batch = MIN_WAIT_BATCH.min(self.d.bufs.available()) as usize;
+            let wait = super::plan_wait(self.wait, self.quiet_sends, batch, prompt, None);
             self.quiet_sends = 0;
-            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
+            self.d.submit_and_wait_planned(wait)?;
             if let Some(mut b) = self.budget.and_then(|b| b.lock()) {
                 b.update(self.sock);
             }
@@ -248,55 +246,44 @@ impl<'a> DgramWorker<'a> {
         };
         let sockaddr_min = std::mem::size_of::<libc::sa_family_t>();
         let parsed = RecvMsgOut::parse(self.d.bufs.slice(bid, len), &self.template);
-        let (payload, payload_len) = match parsed {
+        let echo = match parsed {
             // Too big for a buffer: dropped (and counted) rather than echoed in part.
-            Ok(out) if out.is_payload_truncated() => (None, 0),
+            Ok(out) if out.is_payload_truncated() => None,
             // An unbound unixgram sender has no address to answer to.
-            Ok(out) if out.name_data().len() <= sockaddr_min || out.is_name_data_truncated() => (None, 0),
+            Ok(out) if out.name_data().len() <= sockaddr_min || out.is_name_data_truncated() => None,
             // A peer that does not read its echoes while our send buffer fills up.
             Ok(out)
                 if !self.budget.map_or(true, |b| {
                     b.lock().is_some_and(|mut b| b.allow(out.name_data(), out.payload_data().len()))
                 }) =>
             {
-                (None, 0)
+                None
             }
             Ok(out) => {
-                let slot = &mut self.slots[bid as usize];
-                let name = out.name_data();
-                // SAFETY: `name` is at most sizeof(sockaddr_storage) bytes (the
-                // template's namelen), and the slot's storage is exactly that big.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(name.as_ptr(), &mut slot.name as *mut _ as *mut u8, name.len())
-                };
-                slot.hdr.msg_namelen = name.len() as libc::socklen_t;
-                (Some(out.payload_data().as_ptr()), out.payload_data().len())
+                let (name, payload) = (out.name_data(), out.payload_data());
+                // Both in buffer `bid`: see the SAFETY note at the push.
+                Some(
+                    opcode::Send::new(self.files.fd(self.file), payload.as_ptr(), payload.len() as u32)
+                        .dest_addr(name.as_ptr() as *const libc::sockaddr)
+                        .dest_addr_len(name.len() as libc::socklen_t),
+                )
             }
-            Err(()) => (None, 0),
+            Err(()) => None,
         };
-        let Some(payload) = payload else {
+        let Some(send) = echo else {
             self.errors += 1;
             self.d.bufs.recycle(bid);
             return Ok(());
         };
-        let slot = &mut self.slots[bid as usize];
-        slot.iov = libc::iovec {
-            iov_base: payload as *mut libc::c_void,
-            iov_len: payload_len,
-        };
-        slot.hdr.msg_name = &mut slot.name as *mut _ as *mut libc::c_void;
-        slot.hdr.msg_iov = &mut slot.iov;
-        slot.hdr.msg_iovlen = 1;
-        slot.hdr.msg_control = std::ptr::null_mut();
-        slot.hdr.msg_controllen = 0;
-        let sqe = opcode::SendMsg::new(self.files.fd(self.file), &slot.hdr)
-            .flags((libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) as u32)
+        let sqe = send
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
             .build()
             .flags(self.files.flags())
             .user_data(Token::new(Op::DgramSend, 0, bid as u32).encode());
-        // SAFETY: the payload stays in ring buffer `bid`, which is recycled only
-        // in `on_send`; the msghdr, iovec and address live in `slots[bid]`, which
-        // is never moved and not reused before that same completion.
+        // SAFETY: the payload and the destination address both lie in ring
+        // buffer `bid` (the recvmsg header, then the source's name, then the
+        // datagram), which is recycled only in `on_send`, after this send's
+        // completion: the kernel can read them for as long as it needs.
         unsafe { self.d.push(sqe)? };
         self.quiet_sends += 1;
         Ok(())

@@ -4,7 +4,7 @@
 //! - [`setup`]: ring creation with the best setup flags, and kernel probing.
 //! - [`buf_ring`]: the provided buffer ring that receives land in.
 //! - [`stream`]: TCP and Unix stream connections.
-//! - [`datagram`]: UDP and Unix datagrams (multishot recvmsg, sendmsg back).
+//! - [`datagram`]: UDP and Unix datagrams (multishot recvmsg, sendto back).
 //! - [`token`]: the `user_data` encoding.
 //!
 //! [`Driver`] (a ring, its buffer ring and submission batching), [`setup`],
@@ -23,12 +23,14 @@
 //! `MSG_DONTWAIT`, so they complete as they are submitted.
 //!
 //! Each technique can be switched for A/B measurement (`--uring-register-ring`,
-//! `--uring-fixed-files`, `--uring-wait`, `--uring-hugepages`, `--buf-count`,
-//! `--buf-size`); the `listening` line reports which variant runs, and
-//! README's uring section has what each did. One was reverted by its A/B:
-//! waiting for one completion more than a turn's own sends ([`plan_wait`],
-//! `--uring-wait quiet`) saves an enter per echo but needs a timeout, and
-//! arming that timer on every enter cost more than the enter it saved.
+//! `--uring-fixed-files`, `--uring-wait`, `--uring-hugepages`,
+//! `--uring-min-wait`, `--buf-count`, `--buf-size`); the `listening` line
+//! reports which variant runs, and README's uring section has what each did.
+//! One was reverted by its A/B: waiting for one completion more than a turn's
+//! own sends ([`plan_wait`], `--uring-wait quiet`) saves an enter per echo but
+//! needs a timeout, and arming that timer on every enter cost more than the
+//! enter it saved. `--uring-min-wait` (off by default) batches wake-ups with
+//! the kernel's own min_wait instead (see [`plan_wait`]).
 //!
 //! Rare ring errors do not end the server ([`EnterError`]): a submission the
 //! kernel has no memory for is retried after a back-off, and after dropped
@@ -117,6 +119,8 @@ struct RingInfo {
     wait: UringWait,
     /// `MADV_HUGEPAGE` on the buffers (asked for, and madvise took it).
     hugepages: bool,
+    /// `--uring-min-wait` (0: off); a kernel without it refuses to start.
+    min_wait_usec: u32,
 }
 
 impl Backend for Uring {
@@ -177,7 +181,7 @@ impl Backend for Uring {
         match &setup_result {
             Ok(Some(info)) => ctx.ready(&format!(
                 "setup={} ring_entries={} cq_entries={} buf_count={} buf_size={} unix_recv={} \
-                 fixed_files={} register_ring={} wait={} hugepages={}",
+                 fixed_files={} register_ring={} wait={} hugepages={} min_wait_usec={}",
                 info.flags.name(),
                 info.sq_entries,
                 info.cq_entries,
@@ -188,6 +192,7 @@ impl Backend for Uring {
                 OnOff::name(info.registered_ring),
                 info.wait.name(),
                 OnOff::name(info.hugepages),
+                info.min_wait_usec,
             )),
             // A worker failed to set up: stop the others, which are serving already.
             _ => ctx.shutdown.request(),
@@ -256,7 +261,13 @@ fn run_worker(
         // Before any receive has touched the buffers, so that their first
         // faults already get huge pages.
         let hugepages = opts.hugepages && advise_hugepages(&d.bufs);
+        if opts.min_wait_usec > 0 {
+            check_min_wait(&d, opts.min_wait_usec)?;
+        }
         let test = setup::self_test(&mut d)?;
+        if !stream {
+            setup::probe_sendto(&mut d)?;
+        }
         let forced = std::env::var_os(FORCE_SINGLE_SHOT_ENV).is_some();
         let unix_single_shot = config.transport == Transport::Unix && (forced || !test.unix_multishot_eof);
         let info = RingInfo {
@@ -270,6 +281,7 @@ fn run_worker(
             registered_ring: d.registered_ring.is_some(),
             wait: opts.wait,
             hugepages,
+            min_wait_usec: opts.min_wait_usec,
         };
         Ok::<_, io::Error>((d, info, unix_single_shot))
     })();
@@ -284,11 +296,32 @@ fn run_worker(
         }
     };
     drop(setup_tx);
+    let wait = WaitPolicy {
+        mode: opts.wait,
+        min_wait_usec: opts.min_wait_usec,
+    };
     if stream {
-        stream::StreamWorker::new(d, socket, shared, files, opts.wait, unix_single_shot).run()
+        stream::StreamWorker::new(d, socket, shared, files, wait, unix_single_shot).run()
     } else {
-        datagram::DgramWorker::new(d, socket, shared, files, opts.wait).run()
+        datagram::DgramWorker::new(d, socket, shared, files, wait).run()
     }
+}
+
+/// `--uring-min-wait`: the kernel must know `min_wait_usec` (Linux 6.12,
+/// `IORING_FEAT_MIN_TIMEOUT`). An older one took the field for padding and
+/// fails every such wait with `EINVAL`, so the server would die at its first
+/// wait; this says why at start-up instead, naming the flag.
+fn check_min_wait(d: &Driver, min_wait_usec: u32) -> io::Result<()> {
+    if d.ring.params().is_feature_min_timeout() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "--uring-min-wait {min_wait_usec}: kernel lacks io_uring min_wait (IORING_FEAT_MIN_TIMEOUT, Linux 6.12); \
+             run without it (--uring-min-wait 0)"
+        ),
+    ))
 }
 
 /// `--uring-hugepages on`: asks for transparent huge pages for the buffer
@@ -434,8 +467,38 @@ pub const INLINE_WAIT_BOUND: Duration = Duration::from_millis(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Wait {
     pub want: usize,
+    /// With `want > 1`: once this many microseconds have passed, one
+    /// completion is enough (io_uring min_wait, Linux 6.12). 0: none.
+    pub min_wait_usec: u32,
     pub timeout: Option<Duration>,
 }
+
+impl Wait {
+    /// One completion, or `timeout`.
+    pub fn one(timeout: Option<Duration>) -> Wait {
+        Wait {
+            want: 1,
+            min_wait_usec: 0,
+            timeout,
+        }
+    }
+}
+
+/// How a ring's loop waits: `--uring-wait` and `--uring-min-wait`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitPolicy {
+    pub mode: UringWait,
+    /// 0: off.
+    pub min_wait_usec: u32,
+}
+
+/// The general timeout of a min_wait wait that has no deadline of its own.
+/// The kernel ends a wait that has a min_wait but no timeout as soon as the
+/// min_wait has passed, completions or not, so without one an idle ring
+/// would wake every min_wait; with it the kernel, once the min_wait has
+/// passed with nothing there, sleeps on until one completion (or this). An
+/// idle ring therefore wakes once an hour, to wait again.
+pub const MIN_WAIT_IDLE_BOUND: Duration = Duration::from_secs(3600);
 
 /// Plans a turn's wait: one completion, with the caller's timeout
 /// (`UringWait::One`, the default).
@@ -453,12 +516,47 @@ pub struct Wait {
 /// bound is a timer armed on every such enter, and at matched load over TCP
 /// (100 and 1,000 connections) quiet cost 1.14 to 1.27x one's server CPU
 /// per message (results/uring-ab): the timer costs more than the enter.
-pub fn plan_wait(mode: UringWait, quiet_sends: usize, prompt: bool, timeout: Option<Duration>) -> Wait {
-    if mode == UringWait::One || prompt || quiet_sends == 0 {
-        return Wait { want: 1, timeout };
+///
+/// `min_wait_usec > 0` (`--uring-min-wait`, which the server refuses to
+/// combine with quiet) batches wake-ups instead: each one is expensive here
+/// (arming timers and IPIs trap to the hypervisor), so a ring that wakes for
+/// one message waits a little for more. The turn asks for its quiet sends'
+/// completions plus `batch` (the caller's guess at how many receives can
+/// complete before it answers: the stream ring's connections, each of which
+/// sends at most one message before it waits for its echo in a closed loop);
+/// once `min_wait_usec` has passed the kernel returns as soon as one
+/// completion is there, and if none is, sleeps on as for one. Its costs: an
+/// hrtimer armed on every enter that sleeps, and up to `min_wait_usec` of
+/// delay for what completes early in a wait. Where a batch cannot be more
+/// than one completion, or something is `prompt`, it waits for one, as
+/// `One` does, and arms nothing.
+pub fn plan_wait(
+    policy: WaitPolicy,
+    quiet_sends: usize,
+    batch: usize,
+    prompt: bool,
+    timeout: Option<Duration>,
+) -> Wait {
+    if prompt {
+        return Wait::one(timeout);
+    }
+    if policy.min_wait_usec > 0 {
+        let want = quiet_sends + batch;
+        if want <= 1 {
+            return Wait::one(timeout);
+        }
+        return Wait {
+            want,
+            min_wait_usec: policy.min_wait_usec,
+            timeout: Some(timeout.unwrap_or(MIN_WAIT_IDLE_BOUND)),
+        };
+    }
+    if policy.mode == UringWait::One || quiet_sends == 0 {
+        return Wait::one(timeout);
     }
     Wait {
         want: quiet_sends + 1,
+        min_wait_usec: 0,
         timeout: Some(timeout.map_or(INLINE_WAIT_BOUND, |t| t.min(INLINE_WAIT_BOUND))),
     }
 }
@@ -570,13 +668,13 @@ impl Driver {
             }
             // Reaping makes room when the CQ overflowed (old kernels without
             // NODROP); the completions wait in `self.completions`.
-            self.enter(0, None)?;
+            self.enter(0, 0, None)?;
         }
     }
 
     /// Submits everything queued without waiting for completions.
     pub fn submit(&mut self) -> io::Result<()> {
-        self.enter(0, None)
+        self.enter(0, 0, None)
     }
 
     /// Submits everything queued and waits for at least one completion, or for
@@ -587,18 +685,27 @@ impl Driver {
     /// reported through [`Driver::take_dropped`]; both are counted
     /// ([`Driver::take_ring_errors`]).
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.enter(1, timeout)
+        self.enter(1, 0, timeout)
     }
 
     /// As [`Driver::submit_and_wait`], but waits until `want` completions
     /// (at least one) are posted, or for `timeout`.
     pub fn submit_and_wait_for(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
-        self.enter(want.max(1), timeout)
+        self.enter(want.max(1), 0, timeout)
+    }
+
+    /// As [`Driver::submit_and_wait_for`], with the min_wait of a [`Wait`]
+    /// from [`plan_wait`]. A min_wait needs a `timeout` (see
+    /// [`MIN_WAIT_IDLE_BOUND`]), and the kernel must have it ([`check_min_wait`]).
+    pub fn submit_and_wait_planned(&mut self, wait: Wait) -> io::Result<()> {
+        debug_assert!(wait.min_wait_usec == 0 || wait.timeout.is_some(), "{wait:?}");
+        self.enter(wait.want.max(1), wait.min_wait_usec, wait.timeout)
     }
 
     /// One `io_uring_enter` that submits and waits for `want` completions (at
-    /// most `timeout`), then reaps; see [`EnterError`] for what its errors do.
-    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+    /// most `timeout`; after `min_wait_usec`, if not 0, for one), then reaps;
+    /// see [`EnterError`] for what its errors do.
+    fn enter(&mut self, want: usize, min_wait_usec: u32, timeout: Option<Duration>) -> io::Result<()> {
         self.enters += 1;
         // Completions reaped by an earlier enter in this turn (`push` on a full
         // queue) are already there to be handled: do not sleep on top of them.
@@ -609,11 +716,11 @@ impl Driver {
                 (Some(index), timeout) => {
                     let to_submit = self.ring.submission().len() as u32;
                     let cq_overflow = self.ring.submission().cq_overflow();
-                    registered::enter(index, to_submit, want as u32, cq_overflow, timeout)
+                    registered::enter(index, to_submit, want as u32, cq_overflow, timeout, min_wait_usec)
                 }
                 (None, Some(t)) if want > 0 => {
                     let ts = types::Timespec::from(t);
-                    let args = types::SubmitArgs::new().timespec(&ts);
+                    let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(min_wait_usec);
                     self.ring.submitter().submit_with_args(want, &args)
                 }
                 _ => self.ring.submit_and_wait(want),
@@ -777,18 +884,34 @@ mod tests {
         assert!(backoff_delay(u32::MAX) * 4 < crate::server::STOP_DEADLINE);
     }
 
+    const QUIET: WaitPolicy = WaitPolicy {
+        mode: UringWait::Quiet,
+        min_wait_usec: 0,
+    };
+    const ONE: WaitPolicy = WaitPolicy {
+        mode: UringWait::One,
+        min_wait_usec: 0,
+    };
+    const MIN_WAIT_50: WaitPolicy = WaitPolicy {
+        mode: UringWait::One,
+        min_wait_usec: 50,
+    };
+
     #[test]
     fn a_turn_waits_past_its_own_sends_only_when_nothing_needs_them_at_once() {
-        let (none, quiet) = (None, UringWait::Quiet);
-        assert_eq!(plan_wait(quiet, 0, false, none), Wait { want: 1, timeout: none });
-        assert_eq!(plan_wait(quiet, 3, true, none), Wait { want: 1, timeout: none });
-        let w = plan_wait(quiet, 3, false, none);
-        assert_eq!((w.want, w.timeout), (4, Some(INLINE_WAIT_BOUND)));
+        let none = None;
+        // The batch is for min_wait only: quiet ignores it.
+        for batch in [0, 1, 100] {
+            assert_eq!(plan_wait(QUIET, 0, batch, false, none), Wait::one(none));
+            assert_eq!(plan_wait(QUIET, 3, batch, true, none), Wait::one(none));
+            let w = plan_wait(QUIET, 3, batch, false, none);
+            assert_eq!((w.want, w.min_wait_usec, w.timeout), (4, 0, Some(INLINE_WAIT_BOUND)));
+        }
         // A shorter deadline of the caller's own (the --max-conns recheck) still holds.
         let short = Some(Duration::from_micros(100));
-        assert_eq!(plan_wait(quiet, 1, false, short).timeout, short);
+        assert_eq!(plan_wait(QUIET, 1, 0, false, short).timeout, short);
         assert_eq!(
-            plan_wait(quiet, 1, false, Some(Duration::from_secs(1))).timeout,
+            plan_wait(QUIET, 1, 0, false, Some(Duration::from_secs(1))).timeout,
             Some(INLINE_WAIT_BOUND)
         );
     }
@@ -797,23 +920,47 @@ mod tests {
     /// (or none) untouched, whatever the turn's sends.
     #[test]
     fn wait_one_always_waits_for_one_completion() {
-        let one = UringWait::One;
         for quiet_sends in [0, 1, 3, 1000] {
             for prompt in [false, true] {
-                assert_eq!(
-                    plan_wait(one, quiet_sends, prompt, None),
-                    Wait { want: 1, timeout: None }
-                );
-                let recheck = Some(Duration::from_millis(50));
-                assert_eq!(
-                    plan_wait(one, quiet_sends, prompt, recheck),
-                    Wait {
-                        want: 1,
-                        timeout: recheck
-                    }
-                );
+                for batch in [0, 1, 100] {
+                    assert_eq!(plan_wait(ONE, quiet_sends, batch, prompt, None), Wait::one(None));
+                    let recheck = Some(Duration::from_millis(50));
+                    assert_eq!(plan_wait(ONE, quiet_sends, batch, prompt, recheck), Wait::one(recheck));
+                }
             }
         }
+    }
+
+    /// `--uring-min-wait`: the turn's quiet sends plus the batch, with the
+    /// min_wait, and always a general timeout (the caller's, or the idle
+    /// bound), without which the kernel would end the wait at the min_wait.
+    #[test]
+    fn min_wait_asks_for_a_batch_with_a_general_timeout() {
+        let w = plan_wait(MIN_WAIT_50, 3, 10, false, None);
+        assert_eq!(
+            w,
+            Wait {
+                want: 13,
+                min_wait_usec: 50,
+                timeout: Some(MIN_WAIT_IDLE_BOUND)
+            }
+        );
+        // Idle connections: no sends, a batch of one message each.
+        assert_eq!(plan_wait(MIN_WAIT_50, 0, 2, false, None).want, 2);
+        let recheck = Some(Duration::from_millis(50));
+        assert_eq!(plan_wait(MIN_WAIT_50, 1, 1, false, recheck).timeout, recheck);
+        assert!(MIN_WAIT_IDLE_BOUND > Duration::from_micros(crate::server::MAX_MIN_WAIT_USEC as u64));
+    }
+
+    /// Where a batch is one completion at most, a min_wait changes nothing
+    /// but arms a timer; where something needs handling at once, it waits.
+    #[test]
+    fn min_wait_waits_for_one_when_a_batch_cannot_form_or_something_is_prompt() {
+        for (quiet_sends, batch) in [(0, 0), (1, 0), (0, 1)] {
+            assert_eq!(plan_wait(MIN_WAIT_50, quiet_sends, batch, false, None), Wait::one(None));
+        }
+        let recheck = Some(Duration::from_millis(50));
+        assert_eq!(plan_wait(MIN_WAIT_50, 5, 100, true, recheck), Wait::one(recheck));
     }
 
     #[test]
@@ -933,6 +1080,89 @@ mod tests {
         d.submit_and_wait_for(1, Some(Duration::from_millis(30))).unwrap();
         assert!(start.elapsed() >= Duration::from_millis(25), "{:?}", start.elapsed());
         assert!(d.take_completions().is_empty());
+        assert_eq!(d.in_flight, 0);
+    }
+
+    /// A driver for the min_wait tests, entered by registered index or by fd;
+    /// `None` (skipped, with the reason) where the kernel lacks either.
+    fn min_wait_driver(registered: bool) -> Option<Driver> {
+        let mut d = driver()?;
+        if check_min_wait(&d, 1).is_err() {
+            eprintln!("skipped: kernel lacks io_uring min_wait (Linux 6.12)");
+            return None;
+        }
+        if registered {
+            d.register_ring_fd().expect("IORING_REGISTER_RING_FDS (Linux 5.18)");
+        }
+        Some(d)
+    }
+
+    /// Once the min_wait has passed, one completion ends a wait that asked
+    /// for four, long before the general timeout: the kernel read our
+    /// `min_wait_usec`, by either way of entering.
+    #[test]
+    fn min_wait_returns_with_fewer_than_asked_once_it_has_passed() {
+        for registered in [false, true] {
+            let Some(mut d) = min_wait_driver(registered) else {
+                return;
+            };
+            let nop = io_uring::opcode::Nop::new().build().user_data(7);
+            // SAFETY: a NOP carries no buffer.
+            unsafe { d.push(nop).unwrap() };
+            let general = Duration::from_secs(30);
+            let start = Instant::now();
+            d.submit_and_wait_planned(Wait {
+                want: 4,
+                min_wait_usec: 1000,
+                timeout: Some(general),
+            })
+            .unwrap();
+            let c = d.take_completions();
+            assert_eq!(
+                c.iter().map(|c| c.user_data).collect::<Vec<_>>(),
+                [7],
+                "registered={registered}"
+            );
+            assert!(
+                start.elapsed() < general / 2,
+                "registered={registered}: the wait ran to its general timeout ({:?})",
+                start.elapsed()
+            );
+        }
+    }
+
+    /// With nothing to complete, the min_wait passing does not end the wait:
+    /// it sleeps on to its general timeout (so an idle ring stays asleep).
+    #[test]
+    fn min_wait_with_nothing_to_complete_sleeps_until_its_timeout() {
+        for registered in [false, true] {
+            let Some(mut d) = min_wait_driver(registered) else {
+                return;
+            };
+            let timeout = Duration::from_millis(100);
+            let start = Instant::now();
+            d.submit_and_wait_planned(Wait {
+                want: 4,
+                min_wait_usec: 1000,
+                timeout: Some(timeout),
+            })
+            .unwrap();
+            // Timeouts never fire early: a return before it is the min_wait's.
+            assert!(
+                start.elapsed() >= timeout,
+                "registered={registered}: woke after {:?}",
+                start.elapsed()
+            );
+            assert!(d.take_completions().is_empty());
+        }
+    }
+
+    /// The datagram rings' start-up check: one datagram sent with a
+    /// destination address arrives, and nothing is left in flight.
+    #[test]
+    fn sendto_probe_passes_and_leaves_nothing_in_flight() {
+        let Some(mut d) = driver() else { return };
+        setup::probe_sendto(&mut d).unwrap();
         assert_eq!(d.in_flight, 0);
     }
 

@@ -38,8 +38,9 @@ struct KernelTimespec {
 struct GeteventsArg {
     sigmask: u64,
     sigmask_sz: u32,
-    /// `min_wait_usec` on 6.12+; 0 means none.
-    pad: u32,
+    /// 0 means none. Linux 6.12+ (`IORING_FEAT_MIN_TIMEOUT`); before that the
+    /// field was padding, and an enter with it set fails with `EINVAL`.
+    min_wait_usec: u32,
     ts: u64,
 }
 
@@ -81,8 +82,17 @@ pub fn unregister(ring_fd: RawFd, index: u32) -> io::Result<()> {
 
 /// `io_uring_enter` by registered `index`: submits `to_submit` entries and,
 /// if `want > 0` (or the kernel has overflowed completions to flush), waits
-/// for `want` completions or `timeout`.
-pub fn enter(index: u32, to_submit: u32, want: u32, cq_overflow: bool, timeout: Option<Duration>) -> io::Result<usize> {
+/// for `want` completions or `timeout`; with `min_wait_usec > 0`, for `want`
+/// completions until that much time has passed and from then on for one
+/// (see `Driver::submit_and_wait_planned` for why it needs a `timeout`).
+pub fn enter(
+    index: u32,
+    to_submit: u32,
+    want: u32,
+    cq_overflow: bool,
+    timeout: Option<Duration>,
+    min_wait_usec: u32,
+) -> io::Result<usize> {
     let mut flags = EnterFlags::REGISTERED_RING;
     if want > 0 || cq_overflow {
         flags |= EnterFlags::GETEVENTS;
@@ -91,11 +101,11 @@ pub fn enter(index: u32, to_submit: u32, want: u32, cq_overflow: bool, timeout: 
         tv_sec: t.as_secs() as i64,
         tv_nsec: t.subsec_nanos() as i64,
     });
-    let ext = ts.as_ref().filter(|_| want > 0).map(|ts| GeteventsArg {
+    let ext = (want > 0 && (ts.is_some() || min_wait_usec > 0)).then(|| GeteventsArg {
         sigmask: 0,
         sigmask_sz: 0,
-        pad: 0,
-        ts: ts as *const KernelTimespec as u64,
+        min_wait_usec,
+        ts: ts.as_ref().map_or(0, |ts| ts as *const KernelTimespec as u64),
     });
     let (arg, argsz) = match &ext {
         Some(ext) => {
@@ -108,7 +118,7 @@ pub fn enter(index: u32, to_submit: u32, want: u32, cq_overflow: bool, timeout: 
         None => (std::ptr::null(), 0),
     };
     // SAFETY: `arg` is null or points to `ext`, which (with the timespec it
-    // points to) lives until the call returns; the kernel only reads it.
+    // points to, if any) lives until the call returns; the kernel only reads it.
     crate::syscall!(syscall(
         libc::SYS_io_uring_enter,
         index,

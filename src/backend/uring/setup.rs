@@ -10,7 +10,9 @@
 //! - the opcodes we submit (`IORING_REGISTER_PROBE`, 5.6);
 //! - provided buffer rings (`IORING_REGISTER_PBUF_RING`, 5.19);
 //! - multishot receive (6.0), by a self-test on a socketpair, which also checks
-//!   that multishot receive reports EOF on AF_UNIX (see [`SelfTest`]).
+//!   that multishot receive reports EOF on AF_UNIX (see [`SelfTest`]);
+//! - datagram rings only: a send with a destination address (`sendto`, 6.1),
+//!   by sending one datagram ([`probe_sendto`]).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -91,7 +93,9 @@ fn setup_error(e: io::Error) -> io::Error {
         Some(libc::ENOSYS) => "io_uring is not available (kernel built without it, or blocked by seccomp)",
         Some(libc::EPERM) => "io_uring is disabled (sysctl kernel.io_uring_disabled, or a seccomp filter)",
         Some(libc::ENOMEM) => "io_uring_setup ran out of locked memory (raise RLIMIT_MEMLOCK or lower --ring-entries)",
-        Some(libc::EINVAL) => "the kernel rejected every io_uring setup (io_uring needs Linux 5.1, this backend 6.0)",
+        Some(libc::EINVAL) => {
+            "the kernel rejected every io_uring setup (io_uring needs Linux 5.1, this backend 6.0, its datagrams 6.1)"
+        }
         _ => "io_uring_setup failed",
     };
     io::Error::new(io::ErrorKind::Unsupported, format!("{why}: {e}"))
@@ -103,12 +107,11 @@ pub fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| missing("IORING_REGISTER_PROBE (Linux 5.6)", e))?;
-    let needed: [(u8, &str); 9] = [
+    let needed: [(u8, &str); 8] = [
         (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
         (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
         (opcode::Send::CODE, "IORING_OP_SEND"),
         (opcode::RecvMsgMulti::CODE, "IORING_OP_RECVMSG"),
-        (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
         (opcode::PollAdd::CODE, "IORING_OP_POLL_ADD"),
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
@@ -223,4 +226,81 @@ pub fn self_test(d: &mut Driver) -> io::Result<SelfTest> {
     Ok(SelfTest {
         unix_multishot_eof: got_eof,
     })
+}
+
+/// A datagram ring echoes with `IORING_OP_SEND` and a destination address
+/// (`sendto`, Linux 6.1). A 6.0 kernel refuses such a send (`EINVAL`: it
+/// takes the address field for one it must be zero), which would fail every
+/// echo while the server seemed to run; so one datagram is sent here, from a
+/// fresh AF_UNIX datagram socket to another one's autobound name, and must
+/// arrive.
+pub fn probe_sendto(d: &mut Driver) -> io::Result<()> {
+    let socket = || -> io::Result<OwnedFd> {
+        let fd = crate::syscall!(socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0))?;
+        // SAFETY: socket just returned this descriptor and nobody else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let (to, from) = (socket()?, socket()?);
+    // SAFETY: sockaddr_un is a plain C struct; all-zero is a valid value.
+    let mut name: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    name.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let family_only = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+    // SAFETY: `name` is a valid sockaddr_un of at least `family_only` bytes;
+    // an address of just the family autobinds to a fresh abstract name.
+    crate::syscall!(bind(
+        to.as_raw_fd(),
+        &name as *const _ as *const libc::sockaddr,
+        family_only
+    ))?;
+    let mut name_len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `name` has room for `name_len` bytes, which the kernel writes back.
+    crate::syscall!(getsockname(
+        to.as_raw_fd(),
+        &mut name as *mut _ as *mut libc::sockaddr,
+        &mut name_len
+    ))?;
+    let byte = [0x5au8];
+    let send = opcode::Send::new(types::Fd(from.as_raw_fd()), byte.as_ptr(), 1)
+        .dest_addr(&name as *const _ as *const libc::sockaddr)
+        .dest_addr_len(name_len)
+        .flags(libc::MSG_DONTWAIT)
+        .build()
+        .user_data(token::PROBE);
+    // SAFETY: the send carries MSG_DONTWAIT, so it completes as the next
+    // enter submits it, and the kernel reads `byte` and `name` then; both
+    // live until this function returns, after that enter.
+    unsafe { d.push(send)? };
+    let deadline = Instant::now() + SELF_TEST_WAIT;
+    let mut result = None;
+    while result.is_none() && Instant::now() < deadline {
+        d.submit_and_wait(Some(Duration::from_millis(20)))?;
+        result = d
+            .take_completions()
+            .into_iter()
+            .find(|c| Token::decode(c.user_data).map(|t| t.op) == Some(Op::Probe))
+            .map(|c| c.result);
+    }
+    let lacks = |e: i32| {
+        missing(
+            "a send with a destination address (sendto, Linux 6.1)",
+            io::Error::from_raw_os_error(e),
+        )
+    };
+    match result {
+        Some(1) => {}
+        Some(e) if e < 0 => return Err(lacks(-e)),
+        _ => return Err(lacks(libc::ETIMEDOUT)),
+    }
+    let mut got = [0u8; 2];
+    // SAFETY: `got` has room for the 2 bytes asked for.
+    let n = crate::syscall!(recv(
+        to.as_raw_fd(),
+        got.as_mut_ptr() as *mut libc::c_void,
+        2,
+        libc::MSG_DONTWAIT
+    ))?;
+    if n != 1 || got[0] != byte[0] {
+        return Err(lacks(libc::EIO));
+    }
+    Ok(())
 }

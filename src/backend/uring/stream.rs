@@ -32,9 +32,8 @@ use io_uring::{cqueue, opcode, squeue, types};
 
 use super::setup::missing;
 use super::token::{self, Op, Token, GEN_MASK};
-use super::{Completion, Driver, Files, Shared};
+use super::{Completion, Driver, Files, Shared, WaitPolicy};
 use crate::backend::MAX_PENDING_BYTES;
-use crate::server::UringWait;
 
 /// A connection's send and backlog buffers keep this much capacity between
 /// bursts; larger ones are freed once sent.
@@ -143,8 +142,8 @@ pub(super) struct StreamWorker<'a> {
     shared: &'a Shared,
     /// How operations name connection sockets (`--uring-fixed-files`).
     files: Files,
-    /// `--uring-wait`.
-    wait: UringWait,
+    /// `--uring-wait`, `--uring-min-wait`.
+    wait: WaitPolicy,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Connections whose receive ended with ENOBUFS, oldest first: (slot, gen).
@@ -178,7 +177,7 @@ impl<'a> StreamWorker<'a> {
         listener: BorrowedFd<'a>,
         shared: &'a Shared,
         files: Files,
-        wait: UringWait,
+        wait: WaitPolicy,
         unix_single_shot: bool,
     ) -> Self {
         StreamWorker {
@@ -235,9 +234,13 @@ impl<'a> StreamWorker<'a> {
             let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
             let prompt = self.prompt || !self.starved.is_empty();
             let recheck = at_cap.then_some(MAX_CONNS_RECHECK);
-            let wait = super::plan_wait(self.wait, self.quiet_sends, prompt, recheck);
+            // With min_wait, a batch of one message from each connection:
+            // in a closed loop none sends a second before its echo, so more
+            // could not come, and a smaller batch would wake before all have sent.
+            let conns = self.slots.len() - self.free.len();
+            let wait = super::plan_wait(self.wait, self.quiet_sends, conns, prompt, recheck);
             (self.quiet_sends, self.prompt) = (0, false);
-            self.d.submit_and_wait_for(wait.want, wait.timeout)?;
+            self.d.submit_and_wait_planned(wait)?;
             let batch = self.d.take_completions();
             for c in batch.iter().copied() {
                 self.dispatch(c)?;

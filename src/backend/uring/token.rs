@@ -26,7 +26,7 @@ pub enum Op {
     Cancel = 7,
     /// Multishot recvmsg on a datagram socket.
     DgramRecv = 8,
-    /// sendmsg of one echoed datagram; `slot` is the buffer id.
+    /// The send (sendto) of one echoed datagram; `slot` is the buffer id.
     DgramSend = 9,
     /// The start-up self-test of multishot receive.
     Probe = 10,
