@@ -291,6 +291,13 @@ fn io_used(args: &Args, shared: &Shared, progress: &Progress) -> &'static str {
         ));
         "epoll"
     } else {
+        let unstamped = shared.unstamped.load(std::sync::atomic::Ordering::Relaxed);
+        if unstamped > 0 {
+            progress.println(&format!(
+                "loadgen: warning: {unstamped} echoes came without the kernel's receive timestamp; \
+                 from the first one on, the thread waited for every echo instead of sleeping through them"
+            ));
+        }
         "uring"
     }
 }

@@ -97,6 +97,10 @@ pub struct Shared {
     pub last_loss: Mutex<Option<String>>,
     /// With `--io auto`: why io_uring could not be used, if it could not.
     pub io_fallback: Mutex<Option<String>>,
+    /// Timestamped receives (open loop over TCP) that came without the
+    /// kernel's timestamp: each made its thread wait for every echo from
+    /// then on (see `ring.rs`).
+    pub unstamped: AtomicU64,
 }
 
 impl Shared {
@@ -115,6 +119,7 @@ impl Shared {
             connects_refused: AtomicU64::new(0),
             last_loss: Mutex::new(None),
             io_fallback: Mutex::new(None),
+            unstamped: AtomicU64::new(0),
         }
     }
 

@@ -31,6 +31,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
@@ -99,6 +100,10 @@ pub struct RingIo {
     /// Completions the lazy wait asks for: as many as the completion queue
     /// holds, so only a deadline ends it (or a queue about to overflow).
     lazy_want: usize,
+    /// A timestamped receive came without its timestamp: from then on the
+    /// loop wakes for every echo, so that an echo's latency never includes
+    /// a sleep it was not timed through.
+    stamps_missed: bool,
 }
 
 impl RingIo {
@@ -132,6 +137,7 @@ impl RingIo {
             }),
             realtime_offset: 0,
             lazy_want: cq_entries as usize,
+            stamps_missed: false,
         })
     }
 
@@ -318,7 +324,7 @@ impl Worker<'_, Stream> {
         let lazy = self.load_start != UNSET;
         let now = self.shared.now_ns();
         let ring = self.ring();
-        let lazy = lazy && ring.stamps.is_some();
+        let lazy = lazy && ring.stamps.is_some() && !ring.stamps_missed;
         if !ring.poll_armed {
             let sqe = opcode::PollAdd::new(types::Fd(ep), libc::POLLIN as u32)
                 .multi(true)
@@ -427,6 +433,10 @@ impl Worker<'_, Stream> {
                         None
                     }
                     Some((data, stamp)) => {
+                        if stamp.is_none() {
+                            ring.stamps_missed = true;
+                            self.shared.unstamped.fetch_add(1, Relaxed);
+                        }
                         // On the run's clock; never later than now, so a clock
                         // step cannot make a latency grow.
                         let arrived = stamp.map_or(now, |rt| (rt - ring.realtime_offset).clamp(0, now as i128) as u64);
