@@ -16,8 +16,9 @@
 //! kernel's receive timestamp (`SO_TIMESTAMPNS`) with each echo, and the loop
 //! sleeps from one send deadline to the next instead of waking for every echo
 //! ([`RingIo::stamps`]): an echo's latency ends when the kernel got it, not
-//! when the loop looked. Below saturation that halves loadgen's wake-ups,
-//! and spares the server's sends the wake-up of a sleeping loadgen.
+//! when the loop looked. Below saturation that saves loadgen a wake-up per
+//! echo, and the server's sends the cost of waking loadgen (loadgen/README.md,
+//! "Open loop against closed loop", has the figures).
 //!
 //! Every submission of a loop turn goes in with the one `io_uring_enter` that
 //! waits, so an echo costs no syscall of its own. That wait needs no timeout
