@@ -31,29 +31,16 @@ duration=${DURATION:-3s}
 warmup=${WARMUP:-1s}
 case "$transport" in tcp | unix) ;; *) echo "TRANSPORT must be tcp or unix, not '$transport'" >&2; exit 2 ;; esac
 case "$conns" in '' | *[!0-9]*) echo "CONNS must be a number, not '$conns'" >&2; exit 2 ;; esac
-mkdir -p "$out_dir"
 out="$out_dir/loadgen-slack-$transport-c$conns.json"
-probe=$(mktemp "$out_dir/.loadgen-slack.XXXXXX") || { echo "cannot write to $out_dir" >&2; exit 2; }
-rm -f "$probe"
-
-bin=target/release
-tmp=$(mktemp -d)
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+. scale/lib.sh
+check_writable "$out_dir" loadgen-slack
 
 if [ "$transport" = tcp ]; then
   server_cmd=("$bin/server" --backend uring --addr 127.0.0.1:0 --threads 1 --pin 0)
 else
   server_cmd=("$bin/server" --backend uring --transport unix --path "$tmp/echo.sock" --threads 1 --pin 0)
 fi
-"${server_cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-for _ in $(seq 100); do grep -q '^listening' "$tmp/server.out" 2>/dev/null && break; sleep 0.1; done
-grep -q '^listening' "$tmp/server.out" || { echo "server did not start:" >&2; cat "$tmp/server.err" >&2; exit 1; }
+start_server "${server_cmd[@]}"
 if [ "$transport" = tcp ]; then
   target=$(grep -o 'addr=[^ ]*' "$tmp/server.out" | head -1 | cut -d= -f2)
 else
@@ -95,8 +82,9 @@ done
 export transport conns reps duration warmup rate out
 export server_cmd_s="${server_cmd[*]}"
 export lg_cmd_s="$bin/loadgen --transport $transport TARGET --conns $conns --pin 1 --server-pid PID --warmup $warmup --duration $duration [--rate $rate [--slack 0]]"
-python3 - "$tmp/runs.tsv" <<'EOF'
-import json, os, subprocess, sys, tempfile
+PYTHONPATH=scale python3 - "$tmp/runs.tsv" <<'EOF'
+import json, os, sys
+from summary import machine, median_interval, write_atomic
 e = os.environ
 runs = {}
 for line in open(sys.argv[1]):
@@ -113,13 +101,6 @@ for line in open(sys.argv[1]):
         "p50_from_send_us": unc["p50"], "p99_from_send_us": unc["p99"],
         "errors": r["errors"],
     })
-def median_interval(xs):
-    s = sorted(v for v in xs if v is not None); n = len(s)
-    if n == 0:
-        return None
-    mid = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-    # [min, max] of 5 to 8 runs covers the median at >= 93.75%.
-    return {"mid": mid, "lo": s[0], "hi": s[-1], "n": n, "level": 1 - 2 * 0.5 ** n}
 figures = ["msgs_per_s", "loadgen_cpu_us_per_msg", "server_cpu_us_per_msg",
            "p50_us", "p99_us", "p50_from_send_us", "p99_from_send_us"]
 summary = {name: {f: median_interval([r[f] for r in rs]) for f in figures} for name, rs in runs.items()}
@@ -128,7 +109,6 @@ for name in ("slack-0", "slack-50us"):
     ratios = [r["loadgen_cpu_us_per_msg"] / closed[r["repetition"]] for r in runs.get(name, [])
               if r["loadgen_cpu_us_per_msg"] and closed.get(r["repetition"])]
     summary[name]["loadgen_cpu_over_closed"] = median_interval(ratios)
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 doc = {
     "what": f"loadgen open loop at half the closed-loop peak against closed loop ({e['transport']}, 128 B, "
             f"{e['conns']} connections), one uring ring on CPU 0",
@@ -139,16 +119,12 @@ doc = {
                        "slack-0": "--rate RATE --slack 0", "slack-50us": "--rate RATE (default --slack 50us)"},
     "repetitions": int(e["reps"]), "duration": e["duration"], "warmup": e["warmup"],
     "order": "closed, slack-0, slack-50us interleaved, rotated by one each repetition",
-    "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip(),
-    "kernel": open("/proc/sys/kernel/osrelease").read().strip(), "cpu": cpu, "cores": os.cpu_count(),
+    **machine(),
     "pinning": "server --pin 0; loadgen --pin 1",
     "summary": summary, "runs": runs,
 }
 out = e["out"]
-fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out) or ".", prefix=".loadgen-slack.")
-with os.fdopen(fd, "w") as f:
-    json.dump(doc, f, indent=1)
-os.replace(tmp, out)
+write_atomic(out, doc, ".loadgen-slack.")
 for name, s in summary.items():
     if name == "peak":
         continue

@@ -24,26 +24,13 @@ out_dir=${2:-results/scale}
 reps=${REPS:-5}
 duration=${DURATION:-3s}
 warmup=${WARMUP:-1s}
-mkdir -p "$out_dir"
 out="$out_dir/loadgen-threads-c$conns.json"
-probe=$(mktemp "$out_dir/.loadgen-threads.XXXXXX") || { echo "cannot write to $out_dir" >&2; exit 2; }
-rm -f "$probe"
-
-bin=target/release
-tmp=$(mktemp -d)
-server_pid=""
-cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+. scale/lib.sh
+check_writable "$out_dir" loadgen-threads
 
 server_cmd=("$bin/server" --backend epoll --addr 127.0.0.1:0 --threads 1 --pin 0)
-"${server_cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
-for _ in $(seq 100); do grep -q '^listening' "$tmp/server.out" 2>/dev/null && break; sleep 0.1; done
+start_server "${server_cmd[@]}"
 addr=$(grep -o 'addr=[^ ]*' "$tmp/server.out" | head -1 | cut -d= -f2)
-[ -n "$addr" ] || { echo "server did not start:" >&2; cat "$tmp/server.err" >&2; exit 1; }
 
 configs=("1 1" "2 1" "2 0,1")
 names=("t1-cpu1" "t2-cpu1" "t2-cpu0,1")
@@ -64,8 +51,9 @@ done
 export conns reps duration warmup addr out
 export server_cmd_s="${server_cmd[*]}"
 export lg_cmd_s="$bin/loadgen $addr --conns $conns --threads T --pin CPUS --warmup $warmup --duration $duration"
-python3 - "$tmp/runs.tsv" <<'EOF'
-import json, os, subprocess, sys, tempfile
+PYTHONPATH=scale python3 - "$tmp/runs.tsv" <<'EOF'
+import json, os, sys
+from summary import machine, median_interval, write_atomic
 e = os.environ
 runs = {}
 for line in open(sys.argv[1]):
@@ -77,17 +65,10 @@ for line in open(sys.argv[1]):
         "loadgen_cpu_us_per_msg": r["extra"].get("loadgen_cpu_us_per_msg"),
         "errors": r["errors"],
     })
-def median_interval(xs):
-    s = sorted(xs); n = len(s)
-    mid = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
-    # [min, max] of 5 to 8 runs covers the median at >= 93.75%; fewer runs are
-    # reported with the interval's exact coverage.
-    return {"mid": mid, "lo": s[0], "hi": s[-1], "n": n, "level": 1 - 2 * 0.5 ** n}
 summary = {name: {
     "msgs_per_s": median_interval([r["msgs_per_s"] for r in rs]),
-    "loadgen_cpu_us_per_msg": median_interval([r["loadgen_cpu_us_per_msg"] for r in rs if r["loadgen_cpu_us_per_msg"]]),
+    "loadgen_cpu_us_per_msg": median_interval([r["loadgen_cpu_us_per_msg"] for r in rs]),
 } for name, rs in runs.items()}
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 doc = {
     "what": "loadgen closed loop (tcp, 128 B) against one epoll loop on CPU 0, with 1 or 2 loadgen threads",
     "script": f"scale/loadgen-threads.sh {e['conns']}",
@@ -96,16 +77,12 @@ doc = {
                        "t2-cpu0,1": "--threads 2 --pin 0,1 (CPU 0 shared with the server)"},
     "repetitions": int(e["reps"]), "duration": e["duration"], "warmup": e["warmup"],
     "order": "interleaved, rotated by one each repetition",
-    "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip(),
-    "kernel": open("/proc/sys/kernel/osrelease").read().strip(), "cpu": cpu, "cores": os.cpu_count(),
+    **machine(),
     "pinning": "server --pin 0; loadgen as in configurations",
     "summary": summary, "runs": runs,
 }
 out = e["out"]
-fd, tmp = tempfile.mkstemp(dir=os.path.dirname(out) or ".", prefix=".loadgen-threads.")
-with os.fdopen(fd, "w") as f:
-    json.dump(doc, f, indent=1)
-os.replace(tmp, out)
+write_atomic(out, doc, ".loadgen-threads.")
 for name, s in summary.items():
     m = s["msgs_per_s"]
     print(f"{name:10s} {m['mid']:9.0f} msgs/s [{m['lo']:.0f}, {m['hi']:.0f}]  loadgen {s['loadgen_cpu_us_per_msg']['mid']:.2f} us/msg")

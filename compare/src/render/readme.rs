@@ -470,7 +470,7 @@ fn matched_load(w: &mut String, r: &Report) {
 /// where it is the cheaper side (issue 16's yardstick: at most the best
 /// server's).
 fn loadgen_cost(w: &mut String, r: &Report) {
-    use super::findings_text::{ratio_cell, shown};
+    use super::findings_text::shown;
     let streams: Vec<&PointStats> = r
         .analysis
         .points
@@ -496,36 +496,16 @@ fn loadgen_cost(w: &mut String, r: &Report) {
             labels.push((p.label.clone(), shown(&p.label, p.peer)));
         }
     }
-    let names: Vec<&str> = labels.iter().map(|(_, n)| n.as_str()).collect();
-    let _ = writeln!(w, "| point | {} |", names.join(" | "));
-    let _ = writeln!(w, "|---|{}", "--:|".repeat(labels.len()));
-    for p in streams {
-        let cells: Vec<String> = labels
-            .iter()
-            .map(|(l, _)| {
-                p.peer(l).map_or("–".to_string(), |s| {
-                    ratio_cell(s.loadgen_over_server_cpu, "cheaper", "costlier")
-                })
-            })
-            .collect();
+    ratio_table(w, &labels, &streams, |s| s.loadgen_over_server_cpu, |p| {
         let noun = if p.key.conns == 1 { "connection" } else { "connections" };
-        let _ = writeln!(
-            w,
-            "| {}, {}, {} {noun} | {} |",
-            p.key.transport,
-            size_label(p.key.size_bytes),
-            p.key.conns,
-            cells.join(" | ")
-        );
-    }
-    let _ = writeln!(w);
+        format!("{}, {}, {} {noun}", p.key.transport, size_label(p.key.size_bytes), p.key.conns)
+    });
     open_over_closed(w, r, &labels);
 }
 
 /// loadgen's CPU per message in open loop (each matched load) over its own
 /// in closed loop at the same point and against the same server.
 fn open_over_closed(w: &mut String, r: &Report, labels: &[(String, String)]) {
-    use super::findings_text::ratio_cell;
     let open: Vec<&PointStats> = r
         .analysis
         .points
@@ -542,28 +522,34 @@ fn open_over_closed(w: &mut String, r: &Report, labels: &[(String, String)]) {
          repetition [interval]. Below saturation each message may cost a wake-up on either \
          side that a closed loop, always busy, does not pay.\n"
     );
+    ratio_table(w, labels, &open, |s| s.loadgen_open_over_closed, |p| {
+        let load = match p.key.purpose {
+            Purpose::MatchedLoad { fraction } => format!(", {:.0}% load", fraction * 100.0),
+            _ => String::new(),
+        };
+        format!("{}, {}, {} connections{load}", p.key.transport, size_label(p.key.size_bytes), p.key.conns)
+    });
+}
+
+/// A table with a row per point (named by `row`) and a column per label, each
+/// cell the label's `ratio` at that point ("–" where it did not run there).
+fn ratio_table(
+    w: &mut String,
+    labels: &[(String, String)],
+    points: &[&PointStats],
+    ratio: fn(&PeerStats) -> Option<analyse::points::Ratio>,
+    row: impl Fn(&PointStats) -> String,
+) {
+    use super::findings_text::ratio_cell;
     let names: Vec<&str> = labels.iter().map(|(_, n)| n.as_str()).collect();
     let _ = writeln!(w, "| point | {} |", names.join(" | "));
     let _ = writeln!(w, "|---|{}", "--:|".repeat(labels.len()));
-    for p in open {
-        let Purpose::MatchedLoad { fraction } = p.key.purpose else { continue };
+    for p in points {
         let cells: Vec<String> = labels
             .iter()
-            .map(|(l, _)| {
-                p.peer(l).map_or("–".to_string(), |s| {
-                    ratio_cell(s.loadgen_open_over_closed, "cheaper", "costlier")
-                })
-            })
+            .map(|(l, _)| p.peer(l).map_or("–".to_string(), |s| ratio_cell(ratio(s), "cheaper", "costlier")))
             .collect();
-        let _ = writeln!(
-            w,
-            "| {}, {}, {} connections, {:.0}% load | {} |",
-            p.key.transport,
-            size_label(p.key.size_bytes),
-            p.key.conns,
-            fraction * 100.0,
-            cells.join(" | ")
-        );
+        let _ = writeln!(w, "| {} | {} |", row(p), cells.join(" | "));
     }
     let _ = writeln!(w);
 }

@@ -171,6 +171,11 @@ impl RingIo {
         }
     }
 
+    /// Receives carry their kernel timestamps, and every one so far had it.
+    fn sleeps_through_echoes(&self) -> bool {
+        self.stamps.is_some() && !self.stamps_missed
+    }
+
     /// Connection `k`'s send buffer.
     fn slot_mut(&mut self, k: usize) -> &mut [u8] {
         assert!((k + 1) * self.slot_len <= self.slab.len());
@@ -322,10 +327,10 @@ impl Worker<'_, Stream> {
     /// ends at the first completion.
     pub(super) fn ring_turn(&mut self, until: u64, exact: bool) -> io::Result<()> {
         let ep = self.ep.as_raw_fd();
-        let lazy = self.load_start != UNSET;
+        let started = self.load_start != UNSET;
         let now = self.shared.now_ns();
         let ring = self.ring();
-        let lazy = lazy && ring.stamps.is_some() && !ring.stamps_missed;
+        let lazy = started && ring.sleeps_through_echoes();
         if !ring.poll_armed {
             let sqe = opcode::PollAdd::new(types::Fd(ep), libc::POLLIN as u32)
                 .multi(true)
