@@ -2,6 +2,7 @@
 //! differs per client and per offset, so that an echo which mixes bytes
 //! between connections or reorders them is caught.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
@@ -156,7 +157,15 @@ impl Write for Stream {
 }
 
 /// A connected datagram client (UDP or unixgram, bound to its own path in `dir`).
-pub enum Dgram {
+pub struct Dgram {
+    sock: DgramSocket,
+    /// Datagrams [`Dgram::echo`] sent again after no echo came in time: each
+    /// may still bring a late echo, which is waited for before the socket
+    /// goes (a unixgram server answering a socket that is gone counts an error).
+    resent: Cell<u32>,
+}
+
+enum DgramSocket {
     Udp(UdpSocket),
     Unix(UnixDatagram, std::path::PathBuf),
 }
@@ -169,33 +178,36 @@ impl Dgram {
             Endpoint::Inet(a) => {
                 let s = UdpSocket::bind(if a.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" })?;
                 s.connect(a)?;
-                Dgram::Udp(s)
+                DgramSocket::Udp(s)
             }
             Endpoint::Unix(server) => {
                 let path = dir.join(format!("client-{id}.sock"));
                 let _ = std::fs::remove_file(&path);
                 let s = UnixDatagram::bind(&path)?;
                 s.connect(server)?;
-                Dgram::Unix(s, path)
+                DgramSocket::Unix(s, path)
             }
         };
-        Ok(d)
+        Ok(Dgram {
+            sock: d,
+            resent: Cell::new(0),
+        })
     }
 
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Dgram::Udp(s) => s.send(buf),
-            Dgram::Unix(s, _) => s.send(buf),
+        match &self.sock {
+            DgramSocket::Udp(s) => s.send(buf),
+            DgramSocket::Unix(s, _) => s.send(buf),
         }
     }
 
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        match self {
-            Dgram::Udp(s) => {
+        match &self.sock {
+            DgramSocket::Udp(s) => {
                 s.set_read_timeout(Some(timeout))?;
                 s.recv(buf)
             }
-            Dgram::Unix(s, _) => {
+            DgramSocket::Unix(s, _) => {
                 s.set_read_timeout(Some(timeout))?;
                 s.recv(buf)
             }
@@ -209,8 +221,10 @@ impl Dgram {
     pub fn echo(&self, msg: &[u8], deadline: Instant) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; 70_000];
         let key = &msg[..msg.len().min(8)];
+        let mut sent = false;
         while Instant::now() < deadline {
             match self.send(msg) {
+                Ok(_) if std::mem::replace(&mut sent, true) => self.resent.set(self.resent.get() + 1),
                 Ok(_) => {}
                 // The socket's send queue is full: wait and retry.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) || e.kind() == io::ErrorKind::WouldBlock => {
@@ -243,7 +257,17 @@ impl Dgram {
 
 impl Drop for Dgram {
     fn drop(&mut self) {
-        if let Dgram::Unix(_, path) = self {
+        // Take the late echoes of resent datagrams (at most one each, within
+        // a bounded wait: a datagram the server never got brings none).
+        let mut buf = vec![0u8; 70_000];
+        let until = Instant::now() + Duration::from_secs(2);
+        for _ in 0..self.resent.get() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.recv(&mut buf, left).is_err() {
+                break;
+            }
+        }
+        if let DgramSocket::Unix(_, path) = &self.sock {
             let _ = std::fs::remove_file(path);
         }
     }
