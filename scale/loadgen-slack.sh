@@ -15,7 +15,9 @@
 #
 # Writes OUT_DIR/loadgen-slack-TRANSPORT-cCONNS.json: every run's loadgen and
 # server CPU per message, msgs/s and latency (p50, p99; corrected and from the
-# actual send), each configuration's median with its order-statistic interval
+# actual send), each side's busy share of its core and the run's limit (the
+# side at 0.9 or more; both, neither), each configuration's median with its
+# order-statistic interval
 # ([min, max] of 5 runs covers the median at 93.75%), the open loops' loadgen
 # CPU per message over the closed loop's of the same repetition (median of
 # the paired ratios, same interval), the commands, commit, kernel, CPU and
@@ -101,9 +103,19 @@ for line in open(sys.argv[1]):
         "p50_from_send_us": unc["p50"], "p99_from_send_us": unc["p99"],
         "errors": r["errors"],
     })
+    # Busy share of each side's one core over the measured window, and which
+    # side limited the run (at 0.9 or more, as compare counts it).
+    run = runs[name][-1]
+    window_us = r["settings"]["duration_s"] * 1e6
+    run["loadgen_busy"] = (x.get("loadgen_cpu_us") or 0) / window_us
+    run["server_busy"] = (x.get("server_cpu_us") or 0) / window_us
+    run["limit"] = {(True, True): "both", (True, False): "loadgen", (False, True): "server",
+                    (False, False): "neither"}[(run["loadgen_busy"] >= 0.9, run["server_busy"] >= 0.9)]
 figures = ["msgs_per_s", "loadgen_cpu_us_per_msg", "server_cpu_us_per_msg",
-           "p50_us", "p99_us", "p50_from_send_us", "p99_from_send_us"]
+           "p50_us", "p99_us", "p50_from_send_us", "p99_from_send_us", "loadgen_busy", "server_busy"]
 summary = {name: {f: median_interval([r[f] for r in rs]) for f in figures} for name, rs in runs.items()}
+for name, rs in runs.items():
+    summary[name]["limits"] = {l: sum(r["limit"] == l for r in rs) for l in sorted({r["limit"] for r in rs})}
 closed = {r["repetition"]: r["loadgen_cpu_us_per_msg"] for r in runs.get("closed", [])}
 for name in ("slack-0", "slack-50us"):
     ratios = [r["loadgen_cpu_us_per_msg"] / closed[r["repetition"]] for r in runs.get(name, [])
@@ -133,7 +145,7 @@ for name, s in summary.items():
     if "loadgen_cpu_over_closed" in s and s["loadgen_cpu_over_closed"]:
         o = s["loadgen_cpu_over_closed"]
         line += f"  x closed {o['mid']:.2f} [{o['lo']:.2f}, {o['hi']:.2f}]"
-    line += f"  p50 from send {s['p50_from_send_us']['mid']:.0f} us"
+    line += f"  p50 from send {s['p50_from_send_us']['mid']:.0f} us  limit {s['limits']}"
     print(line)
 print(f"wrote {out}")
 EOF
