@@ -900,3 +900,70 @@ fn both_io_modes_catch_corruption_and_a_fin_behind_the_last_echo() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A connection loadgen drops mid-run is closed then, not when the run ends:
+/// on the ring, an armed receive and the connection's fixed file slot each
+/// hold the socket past close(), so loadgen shuts it down. The server here
+/// sends one byte too many on its first connection (loadgen drops it, as it
+/// must) and echoes the others; that first connection must see its EOF long
+/// before loadgen exits.
+#[test]
+fn a_dropped_connection_closes_while_the_run_goes_on() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let _serial = one_at_a_time();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let eof_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let eof = eof_at.clone();
+    std::thread::spawn(move || {
+        for (i, s) in listener.incoming().take(4).enumerate() {
+            let Ok(mut s) = s else { return };
+            let eof = eof.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut buf = [0u8; 4096];
+                let mut first = i == 0;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            if i == 0 {
+                                *eof.lock().unwrap() = Some(Instant::now());
+                            }
+                            return;
+                        }
+                        Ok(n) => {
+                            let mut out = buf[..n].to_vec();
+                            if first {
+                                out.push(0);
+                                first = false;
+                            }
+                            if s.write_all(&out).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    });
+    let dir = temp_dir("dropped");
+    let run = run_loadgen(
+        &["--addr", &addr, "--conns", "4", "--duration", "3s", "--warmup", "0s", "--io", "uring"],
+        &dir,
+    );
+    let ended = Instant::now();
+    assert_ne!(run.code(), 0, "a dropped connection fails the run: {}", run.stderr);
+    assert!(run.stderr.contains("did not match"), "{}", run.stderr);
+    let eof = eof_at.lock().unwrap().expect("the dropped connection was never closed");
+    assert!(
+        ended.duration_since(eof) > Duration::from_secs(2),
+        "closed only {:?} before loadgen exited",
+        ended.duration_since(eof)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -507,10 +507,12 @@ impl<'a, P: Proto> Worker<'a, P> {
         let old = std::mem::replace(&mut self.conns[k].life, Life::Dead);
         if let Life::Up(up) = &old {
             self.shared.open.fetch_sub(1, Relaxed);
-            if self.ring.is_some() {
-                // A receive armed on the ring holds the socket open past close():
-                // shutdown ends it (and any send) and tells the server now.
+            if let Some(ring) = &self.ring {
+                // A receive armed on the ring holds the socket open past close(),
+                // as does the ring's fixed file slot: shutdown ends the receive
+                // (and any send) and tells the server now; the slot is emptied.
                 let _ = ssys::shutdown(up.sock.fd.as_fd(), libc::SHUT_RDWR);
+                ring.forget(k);
             }
         }
         drop(old);
