@@ -18,6 +18,7 @@ use loadgen::pattern;
 #[path = "support/old_pattern.rs"]
 mod old_pattern;
 use loadgen::stats::{self, Msg, Recorder};
+use loadgen::worker::send_bufs::SendBufs;
 use loadgen::worker::timers::Timers;
 
 /// Connections one thread holds in the per-connection stages.
@@ -27,6 +28,8 @@ const SIZE: usize = 128;
 /// The io_uring receive ring: buffers and their size (worker/ring.rs).
 const RING_BUFS: usize = 4096;
 const RING_BUF_SIZE: usize = 4096;
+/// Sends in flight at once in the send-buffer stage.
+const IN_FLIGHT: usize = 64;
 
 /// A spread of latencies from ~10 µs to ~10 ms.
 fn next_latency(state: &mut u64) -> u64 {
@@ -163,7 +166,8 @@ fn receive(c: &mut Criterion) {
 
 /// Filling one 128-byte message into the send buffer of the next of 10,000
 /// connections (round robin, as echoes come back): a 4 KiB buffer each, so
-/// that every send touches its own page, or slots carved from one slab.
+/// that every send touches its own page; slots carved from one slab; or a
+/// buffer per send in flight (`worker/send_bufs.rs`).
 fn send_buffers(c: &mut Criterion) {
     let mut g = c.benchmark_group("loadgen/send_buffer/128B");
     g.throughput(Throughput::Elements(1));
@@ -184,6 +188,23 @@ fn send_buffers(c: &mut Criterion) {
             seq += 1;
             pattern::fill(k as u32, seq, 0, &mut slab[k * SIZE..][..SIZE]);
             black_box(slab.as_ptr());
+        })
+    });
+    // The worker's way now: a buffer per send in flight, the last freed taken
+    // next. Here 64 sends are in flight, each completing 64 sends later.
+    let mut bufs = SendBufs::new(CONNS, SIZE);
+    let mut flying: VecDeque<usize> = VecDeque::with_capacity(IN_FLIGHT);
+    g.bench_function("pooled_last_freed", |b| {
+        b.iter(|| {
+            if flying.len() == IN_FLIGHT {
+                bufs.release(flying.pop_front().unwrap());
+            }
+            k = (k + 1) % CONNS;
+            seq += 1;
+            let out = bufs.take(k);
+            pattern::fill(k as u32, seq, 0, &mut out[..SIZE]);
+            black_box(out.as_ptr());
+            flying.push_back(k);
         })
     });
     g.finish();

@@ -30,6 +30,7 @@ use sockbench::sys as ssys;
 
 mod datagram;
 mod ring;
+pub mod send_bufs;
 mod stream;
 pub mod timers;
 

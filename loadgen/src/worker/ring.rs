@@ -6,9 +6,9 @@
 //! and lives on the ring:
 //! - a multishot receive into a provided buffer ring (single-shot, still with
 //!   buffer select, on AF_UNIX where the kernel misses EOF on multishot);
-//! - at most one send in flight per connection, from that connection's send
-//!   buffer, which the ring owns (a send may still read it after the
-//!   connection died);
+//! - at most one send in flight per connection, from a buffer it holds
+//!   until the send completes, even if the connection died meanwhile
+//!   ([`SendBufs`]: one per send in flight, the last freed taken next);
 //! - the ring is the one thing the thread waits on: a multishot poll on the
 //!   epoll descriptor says when a connect has finished;
 //! - operations name a connection by its slot in the ring's fixed file table
@@ -47,6 +47,7 @@ use sockbench::backend::uring::{setup, Completion, Driver};
 use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
+use super::send_bufs::SendBufs;
 use super::stream::Stream;
 use super::{Life, Plan, Shared, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
 use crate::cli::IoMode;
@@ -87,14 +88,9 @@ pub struct RingIo {
     tick: Tick,
     /// The tick's period, read by the kernel when the tick is submitted.
     tick_period: Box<types::Timespec>,
-    /// Every connection's send buffer, one slot of `slot_len` bytes each,
-    /// carved from one allocation, so that neighbouring connections share
-    /// pages. Never resized, and freed only once the ring is quiet.
-    slab: Vec<u8>,
-    slot_len: usize,
-    /// Connection `k` has a send in flight, reading from its slot, which must
-    /// not change until its completion, even if the connection died since.
-    send_in_flight: Vec<bool>,
+    /// The buffers of the sends in flight: connection `k`'s must not change
+    /// until its send completes, even if the connection died since.
+    sends: SendBufs,
     /// Open loop over TCP: the template of the receives' multishot
     /// `recvmsg` (no name, room for one timestamp), which the kernel reads
     /// when each receive is armed. With it, echoes carry their arrival time
@@ -138,11 +134,7 @@ impl RingIo {
             poll_armed: false,
             tick: Tick::Off,
             tick_period: Box::new(types::Timespec::from(Duration::from_nanos(MAX_WAIT_NS))),
-            // Zeroed memory comes from the kernel untouched: pages are only
-            // backed once a connection first fills its slot.
-            slab: vec![0; conns * slot_len],
-            slot_len,
-            send_in_flight: vec![false; conns],
+            sends: SendBufs::new(conns, slot_len),
             stamps: stamped.then(|| {
                 // SAFETY: msghdr is plain old data; all-zero is a valid value.
                 let mut hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -181,7 +173,7 @@ impl RingIo {
     /// leaked (the process is about to exit; the driver leaks its buffer ring too).
     pub fn quiesce(&mut self) {
         if !self.d.quiesce() {
-            std::mem::forget(std::mem::take(&mut self.slab));
+            self.sends.leak();
         }
         // Lets the sockets close with their descriptors, now, rather than
         // when the ring goes.
@@ -224,21 +216,12 @@ impl RingIo {
         self.stamps.is_some() && !self.stamps_missed
     }
 
-    /// Connection `k`'s send buffer.
-    fn slot_mut(&mut self, k: usize) -> &mut [u8] {
-        assert!((k + 1) * self.slot_len <= self.slab.len());
-        // SAFETY: in bounds (checked above). Built from the raw pointer, not by
-        // slicing the Vec, so that no reference covers the other slots, which
-        // the kernel may be reading for sends in flight.
-        unsafe { std::slice::from_raw_parts_mut(self.slab.as_mut_ptr().add(k * self.slot_len), self.slot_len) }
-    }
 }
 
-/// The send buffer of one connection. In closed loop at most `--depth`
-/// messages are queued, so that is all it needs (rounded up to a cache line:
-/// 32 connections share a page at 128 bytes). In open loop a stall can queue
-/// more, and draining that backlog takes fewer sends from a bigger buffer: a
-/// page or more, as before the slab. Never more than `BUF_LEN`.
+/// The length of a send buffer. In closed loop at most `--depth` messages
+/// are queued, so that is all a send needs (rounded up to a cache line). In
+/// open loop a stall can queue more, and draining that backlog takes fewer
+/// sends from a bigger buffer: a page or more. Never more than `BUF_LEN`.
 fn send_slot_len(size: usize, depth: u64, open_loop: bool) -> usize {
     let need = size.saturating_mul(depth as usize);
     let len = if open_loop { need.max(4096) } else { need };
@@ -344,13 +327,14 @@ impl Worker<'_, Stream> {
         let ring = self.ring.as_mut().expect("io_uring mode");
         let c = &mut self.conns[k];
         let Life::Up(up) = &mut c.life else { return };
-        if ring.send_in_flight[k] {
+        if ring.sends.busy(k) {
             return;
         }
-        let out = ring.slot_mut(k);
+        let out = ring.sends.take(k);
         let len = up.fill_unsent(c.id, size, now, out);
         let out = out.as_ptr();
         if len == 0 {
+            ring.sends.release(k);
             return;
         }
         self.timers.arm(k, now + self.plan.timeout_ns);
@@ -360,12 +344,13 @@ impl Worker<'_, Stream> {
             .build()
             .flags(file_flags)
             .user_data(Token::new(Op::Send, 0, k as u32).encode());
-        // SAFETY: slot `k` is not written while `send_in_flight[k]` (fill_unsent
-        // runs only when no send is in flight); the slab is never resized, and
-        // freed only once the ring is quiet (`RingIo::quiesce` leaks it otherwise).
-        match unsafe { ring.d.push(sqe) } {
-            Ok(()) => ring.send_in_flight[k] = true,
-            Err(e) => self.lost(k, now, format!("io_uring submit failed: {e}")),
+        // SAFETY: connection `k` holds its buffer until the send's completion
+        // (`on_send`), and nothing else writes it meanwhile; the buffers are
+        // never moved, and freed only once the ring is quiet
+        // (`RingIo::quiesce` leaks them otherwise).
+        if let Err(e) = unsafe { ring.d.push(sqe) } {
+            ring.sends.release(k);
+            self.lost(k, now, format!("io_uring submit failed: {e}"));
         }
     }
 
@@ -534,7 +519,7 @@ impl Worker<'_, Stream> {
     }
 
     fn on_send(&mut self, k: usize, cqe: Completion, now: u64) {
-        self.ring().send_in_flight[k] = false;
+        self.ring().sends.release(k);
         let Life::Up(up) = &mut self.conns[k].life else { return };
         if cqe.result < 0 {
             let e = io::Error::from_raw_os_error(-cqe.result);
