@@ -156,11 +156,13 @@ pub fn decode_datagram(buf: &[u8], expected_size: usize) -> Result<DatagramId, D
 #[derive(Clone, Debug)]
 pub struct StreamChecker {
     conn: u32,
-    size: usize,
+    /// u32, like `offset`, to keep a connection's state small (the worker's
+    /// `Conn`); `new` refuses a larger size.
+    size: u32,
     /// Sequence number of the message being received.
     pub seq: u64,
     /// Bytes of it received so far.
-    pub offset: usize,
+    pub offset: u32,
     /// The first word of message `seq`'s pattern.
     seed: u64,
     bad: bool,
@@ -169,6 +171,7 @@ pub struct StreamChecker {
 impl StreamChecker {
     pub fn new(conn: u32, size: usize) -> StreamChecker {
         assert!(size > 0);
+        let size = u32::try_from(size).expect("message size fits in 32 bits");
         StreamChecker {
             conn,
             size,
@@ -181,17 +184,17 @@ impl StreamChecker {
 
     /// The message size it was made for.
     pub fn size(&self) -> usize {
-        self.size
+        self.size as usize
     }
 
     /// Checks `data`; calls `done(seq, intact)` for each message it completes.
     pub fn feed(&mut self, mut data: &[u8], mut done: impl FnMut(u64, bool)) {
         while !data.is_empty() {
-            let take = (self.size - self.offset).min(data.len());
-            if !check_seeded(self.seed, self.offset, &data[..take]) {
+            let take = ((self.size - self.offset) as usize).min(data.len());
+            if !check_seeded(self.seed, self.offset as usize, &data[..take]) {
                 self.bad = true;
             }
-            self.offset += take;
+            self.offset += take as u32;
             data = &data[take..];
             if self.offset == self.size {
                 done(self.seq, !self.bad);

@@ -52,7 +52,10 @@ impl Proto for Datagram {
         let local_ep = local.clone().map(Endpoint::Unix);
         let source = plan.sources.for_conn(id as u64);
         match crate::source::connect_from(plan.transport, &plan.endpoint, local_ep.as_ref(), source) {
-            Ok(fd) => Ok(Socket { fd, bound_path: local }),
+            Ok(fd) => Ok(Socket {
+                fd,
+                bound_path: local.map(std::path::PathBuf::into_boxed_path),
+            }),
             Err(e) => {
                 if let Some(p) = &local {
                     let _ = std::fs::remove_file(p);

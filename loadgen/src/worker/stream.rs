@@ -21,7 +21,7 @@ pub(super) struct Stream {
     pub(super) recv: StreamChecker,
     /// The next byte to hand to the kernel: message `send_seq`, byte `send_off`.
     pub(super) send_seq: u64,
-    pub(super) send_off: usize,
+    pub(super) send_off: u32,
     /// Messages before this one were counted as timed out (or echoed).
     timed_out_seq: u64,
     /// io_uring mode: a receive is armed on the ring for this connection.
@@ -34,7 +34,7 @@ impl Up<Stream> {
     pub(super) fn fill_unsent(&mut self, id: u32, size: usize, now: u64, buf: &mut [u8]) -> usize {
         let s = &self.proto;
         let end_seq = s.recv.seq + self.queue.len() as u64;
-        let (mut seq, mut off, mut pos) = (s.send_seq, s.send_off, 0);
+        let (mut seq, mut off, mut pos) = (s.send_seq, s.send_off as usize, 0);
         while pos < buf.len() && seq < end_seq {
             let n = (size - off).min(buf.len() - pos);
             pattern::fill(id, seq, off, &mut buf[pos..pos + n]);
@@ -55,9 +55,9 @@ impl Up<Stream> {
     /// Records that the kernel took `n` more bytes of the stream.
     pub(super) fn advance_sent(&mut self, size: usize, n: usize) {
         let s = &mut self.proto;
-        let total = s.send_off + n;
+        let total = s.send_off as usize + n;
         s.send_seq += (total / size) as u64;
-        s.send_off = total % size;
+        s.send_off = (total % size) as u32;
     }
 
     /// Checks echoed bytes `data`, completes (and records) the messages they
@@ -65,7 +65,7 @@ impl Up<Stream> {
     pub(super) fn absorb(&mut self, data: &[u8], rec: &mut Recorder, refill: bool, now: u64) -> Absorbed {
         let s = &mut self.proto;
         let size = s.recv.size();
-        let outstanding = (s.send_seq - s.recv.seq) as usize * size + s.send_off - s.recv.offset;
+        let outstanding = (s.send_seq - s.recv.seq) as usize * size + s.send_off as usize - s.recv.offset as usize;
         let excess = data.len() > outstanding;
         let data = &data[..data.len().min(outstanding)];
         let queue = &mut self.queue;
