@@ -49,7 +49,7 @@ use sockbench::sys as ssys;
 
 use super::send_bufs::SendBufs;
 use super::stream::Stream;
-use super::{Life, Plan, Shared, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
+use super::{Conn, Life, Plan, Shared, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
 use crate::cli::IoMode;
 
 /// Submission queue entries per ring.
@@ -64,6 +64,12 @@ const MAX_CQ_ENTRIES: u32 = 1 << 17;
 /// `user_data` of the periodic tick: an op byte no sockbench token uses, so
 /// `Token::decode` passes it by.
 const TICK: u64 = 0xF0 << 56;
+/// How many completions ahead of the one being handled the state of the
+/// connection it names is prefetched: about the time a cache miss takes, in
+/// completions handled. (Prefetching the connection's oldest message as
+/// well, two completions ahead, made no difference that 8 pairs of runs
+/// could see.)
+const PREFETCH_AHEAD: usize = 4;
 /// Room for one `SCM_TIMESTAMPNS` control message.
 // SAFETY: CMSG_SPACE only computes a length.
 const STAMP_CONTROL_LEN: u32 = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::timespec>() as u32) };
@@ -226,6 +232,20 @@ fn send_slot_len(size: usize, depth: u64, open_loop: bool) -> usize {
     let need = size.saturating_mul(depth as usize);
     let len = if open_loop { need.max(4096) } else { need };
     len.min(BUF_LEN).next_multiple_of(64)
+}
+
+/// Asks the CPU to bring the cache line holding `p` closer; a hint that
+/// never faults, whatever `p` is.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    // SAFETY: SSE is part of x86_64's baseline, and a prefetch reads
+    // nothing: any address is allowed.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// CLOCK_REALTIME now, in nanoseconds since the epoch.
@@ -403,13 +423,32 @@ impl Worker<'_, Stream> {
         if ring.stamps.is_some() {
             ring.realtime_offset = realtime_ns() - now as i128;
         }
-        for &cqe in &completions {
+        for (i, &cqe) in completions.iter().enumerate() {
+            if let Some(ahead) = completions.get(i + PREFETCH_AHEAD) {
+                self.prefetch_conn(ahead.user_data);
+            }
             self.on_completion(cqe, now)?;
         }
         let ring = self.ring();
         ring.d.return_completions(completions);
         ring.d.bufs.publish();
         Ok(())
+    }
+
+    /// Starts loading the state of the connection a completion names into
+    /// the cache, a few completions before it is handled: at 10,000
+    /// connections nearly every connection visited is a cache miss, and the
+    /// turn's completions say in advance which ones come next.
+    #[inline]
+    fn prefetch_conn(&self, user_data: u64) {
+        let Some(t) = Token::decode(user_data) else { return };
+        if matches!(t.op, Op::Recv | Op::Send) {
+            if let Some(c) = self.conns.get(t.slot as usize) {
+                let p = (c as *const Conn<Stream>).cast::<u8>();
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
+            }
+        }
     }
 
     fn on_completion(&mut self, cqe: Completion, now: u64) -> io::Result<()> {
