@@ -148,10 +148,7 @@ impl Recorder {
         self.iv_bytes += self.size;
         if now >= self.measure_start && now < self.end {
             record_ns(&mut self.totals.hist, lat);
-            record_ns(
-                &mut self.totals.hist_uncorrected,
-                now.saturating_sub(from_sent),
-            );
+            record_ns(&mut self.totals.hist_uncorrected, now.saturating_sub(from_sent));
             self.totals.messages += 1;
             self.totals.bytes += self.size;
         }
@@ -199,15 +196,33 @@ mod tests {
     fn a_message_sent_ahead_of_its_due_time_is_measured_from_its_send() {
         let mut r = recorder();
         // Due at 100 us, sent 30 us early (--slack), echoed at 150 us.
-        r.complete(Msg { intended: 100_000, sent: 70_000 }, 150_000, true);
-        assert_eq!(r.totals.hist.max(), 80, "corrected: from the send, not from the later due time");
+        r.complete(
+            Msg {
+                intended: 100_000,
+                sent: 70_000,
+            },
+            150_000,
+            true,
+        );
+        assert_eq!(
+            r.totals.hist.max(),
+            80,
+            "corrected: from the send, not from the later due time"
+        );
         assert_eq!(r.totals.hist_uncorrected.max(), 80);
     }
 
     #[test]
     fn a_late_send_counts_from_the_due_time_in_the_corrected_view_only() {
         let mut r = recorder();
-        r.complete(Msg { intended: 100_000, sent: 400_000 }, 450_000, true);
+        r.complete(
+            Msg {
+                intended: 100_000,
+                sent: 400_000,
+            },
+            450_000,
+            true,
+        );
         assert_eq!(r.totals.hist.max(), 350);
         assert_eq!(r.totals.hist_uncorrected.max(), 50);
     }

@@ -153,12 +153,18 @@ fn the_slack_an_open_loop_ran_with_is_in_its_result() {
     let srv = tcp_server(Fault::None);
     let dir = temp_dir("slack");
     let path = dir.join("open.json");
-    let out = loadgen_in(&dir, &short_run(&srv.addr, &["-R", "500", "--out", path.to_str().unwrap()]));
+    let out = loadgen_in(
+        &dir,
+        &short_run(&srv.addr, &["-R", "500", "--out", path.to_str().unwrap()]),
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(read(&path).settings.slack_s, Some(50e-6), "the default, recorded");
     let out = loadgen_in(
         &dir,
-        &short_run(&srv.addr, &["-R", "500", "--slack", "0", "--out", path.to_str().unwrap()]),
+        &short_run(
+            &srv.addr,
+            &["-R", "500", "--slack", "0", "--out", path.to_str().unwrap()],
+        ),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(read(&path).settings.slack_s, Some(0.0));
