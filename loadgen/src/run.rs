@@ -291,6 +291,11 @@ fn io_used(args: &Args, shared: &Shared, progress: &Progress) -> &'static str {
         ));
         "epoll"
     } else {
+        if let Some(why) = shared.plain_fds.lock().unwrap().clone() {
+            progress.println(&format!(
+                "loadgen: warning: the io_uring path runs without {why}; each echo costs a descriptor lookup"
+            ));
+        }
         let unstamped = shared.unstamped.load(std::sync::atomic::Ordering::Relaxed);
         if unstamped > 0 {
             progress.println(&format!(

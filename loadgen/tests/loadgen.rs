@@ -307,7 +307,11 @@ fn open_loop_latency_ends_when_the_echo_arrived_not_when_loadgen_looked() {
     let r = run.result();
     assert!(r.messages >= 30, "{} messages at 20/s for 2 s", r.messages);
     assert_eq!(r.errors.total(), 0, "{:?}", r.errors);
-    let unc = r.extra.latency_uncorrected_us.as_ref().expect("open loop has the uncorrected view");
+    let unc = r
+        .extra
+        .latency_uncorrected_us
+        .as_ref()
+        .expect("open loop has the uncorrected view");
     assert!(
         unc.p50 < 1_000.0,
         "uncorrected p50 {} us: the echo's arrival was not taken from its timestamp",
@@ -471,19 +475,43 @@ fn open_loop_behind_its_schedule_says_so_and_names_the_side() {
     let dir = temp_dir("behind");
     let run = run_loadgen(
         &[
-            "--addr", &srv.addr, "--conns", "2", "--rate", "200", "--duration", "1s", "--warmup", "0s",
-            "--timeout", "300ms",
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "300ms",
         ],
         &dir,
     );
     assert_ne!(run.code(), 0, "no echo at all must fail the run");
     let stdout = String::from_utf8_lossy(&run.output.stdout);
-    assert!(stdout.contains("** Behind schedule: 0 of 200 msgs/s (0.0%)"), "{stdout}");
+    assert!(
+        stdout.contains("** Behind schedule: 0 of 200 msgs/s (0.0%)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("the echoes did not come back fast enough"), "{stdout}");
     // On schedule, nothing is said.
     let srv = tcp_server(Fault::None);
     let run = run_loadgen(
-        &["--addr", &srv.addr, "--conns", "2", "--rate", "200", "--duration", "1s", "--warmup", "100ms"],
+        &[
+            "--addr",
+            &srv.addr,
+            "--conns",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--warmup",
+            "100ms",
+        ],
         &dir,
     );
     assert_eq!(run.code(), 0, "{}", run.stderr);
@@ -901,12 +929,14 @@ fn both_io_modes_catch_corruption_and_a_fin_behind_the_last_echo() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A connection loadgen drops mid-run is closed then, not when the run ends:
-/// on the ring, an armed receive and the connection's fixed file slot each
-/// hold the socket past close(), so loadgen shuts it down. The server here
-/// sends one byte too many on its first connection (loadgen drops it, as it
-/// must) and echoes the others; that first connection must see its EOF long
-/// before loadgen exits.
+/// A connection loadgen drops mid-run is closed then, not when the run ends.
+/// On the ring an armed receive and the connection's fixed file slot each
+/// hold the socket past close(): loadgen shuts it down (the FIN) and empties
+/// the slot (the close). The server here sends one byte too many on its
+/// first connection (loadgen drops it, as it must) and echoes the others.
+/// After the FIN it keeps writing to that first connection: only a socket
+/// that is really closed answers with a reset, which fails a later write.
+/// That must happen long before loadgen exits.
 #[test]
 fn a_dropped_connection_closes_while_the_run_goes_on() {
     use std::io::{Read, Write};
@@ -917,24 +947,30 @@ fn a_dropped_connection_closes_while_the_run_goes_on() {
     let _serial = one_at_a_time();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let eof_at: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let eof = eof_at.clone();
+    let reset_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let reset = reset_at.clone();
     std::thread::spawn(move || {
         for (i, s) in listener.incoming().take(4).enumerate() {
             let Ok(mut s) = s else { return };
-            let eof = eof.clone();
+            let reset = reset.clone();
             std::thread::spawn(move || {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut buf = [0u8; 4096];
                 let mut first = i == 0;
                 loop {
                     match s.read(&mut buf) {
-                        Ok(0) => {
-                            if i == 0 {
-                                *eof.lock().unwrap() = Some(Instant::now());
+                        Ok(0) if i == 0 => {
+                            // Bounded: 40 writes 50 ms apart.
+                            for _ in 0..40 {
+                                if s.write_all(b"x").is_err() {
+                                    *reset.lock().unwrap() = Some(Instant::now());
+                                    return;
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
                             }
                             return;
                         }
+                        Ok(0) | Err(_) => return,
                         Ok(n) => {
                             let mut out = buf[..n].to_vec();
                             if first {
@@ -945,7 +981,6 @@ fn a_dropped_connection_closes_while_the_run_goes_on() {
                                 return;
                             }
                         }
-                        Err(_) => return,
                     }
                 }
             });
@@ -953,17 +988,31 @@ fn a_dropped_connection_closes_while_the_run_goes_on() {
     });
     let dir = temp_dir("dropped");
     let run = run_loadgen(
-        &["--addr", &addr, "--conns", "4", "--duration", "3s", "--warmup", "0s", "--io", "uring"],
+        &[
+            "--addr",
+            &addr,
+            "--conns",
+            "4",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--io",
+            "uring",
+        ],
         &dir,
     );
     let ended = Instant::now();
     assert_ne!(run.code(), 0, "a dropped connection fails the run: {}", run.stderr);
     assert!(run.stderr.contains("did not match"), "{}", run.stderr);
-    let eof = eof_at.lock().unwrap().expect("the dropped connection was never closed");
+    let reset = reset_at
+        .lock()
+        .unwrap()
+        .expect("the dropped connection was shut down but never closed");
     assert!(
-        ended.duration_since(eof) > Duration::from_secs(2),
+        ended.duration_since(reset) > Duration::from_secs(1),
         "closed only {:?} before loadgen exited",
-        ended.duration_since(eof)
+        ended.duration_since(reset)
     );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -102,6 +102,9 @@ pub struct Shared {
     /// kernel's timestamp: each made its thread wait for every echo from
     /// then on (see `ring.rs`).
     pub unstamped: AtomicU64,
+    /// A ring that works without a fixed file table or a registered index,
+    /// and why (see `ring.rs`): each echo then costs a descriptor lookup.
+    pub plain_fds: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             last_loss: Mutex::new(None),
             io_fallback: Mutex::new(None),
             unstamped: AtomicU64::new(0),
+            plain_fds: Mutex::new(None),
         }
     }
 
@@ -195,10 +199,11 @@ struct Up<P> {
 
 /// One client connection over transport state `P`.
 ///
-/// Aligned to a cache line, and for a stream exactly two of them (a test
+/// Aligned to a cache line, and for a stream at most two of them (a test
 /// says so): the event loop visits connections in the order their echoes
 /// come back, so at 10,000 connections nearly every visit misses the cache,
-/// and a connection straddling three lines costs a third miss.
+/// and a connection straddling three lines costs a third miss. (A
+/// datagram connection, bigger, is padded to three.)
 #[repr(align(64))]
 struct Conn<P> {
     id: u32,

@@ -115,6 +115,21 @@ pub struct RingIo {
     stamps_missed: bool,
     /// The ring has a sparse fixed file table with a slot per connection.
     fixed_files: bool,
+    /// Why the ring works without a fixed file table or a registered index,
+    /// if it does (recorded as a warning: it costs more per echo).
+    pub plain_fds: Option<String>,
+}
+
+impl Drop for RingIo {
+    /// Fields drop in order, the driver (closing the ring) before the send
+    /// buffers, and the kernel tears a ring down in the background: if
+    /// anything is still in flight (a thread that ended without
+    /// `quiesce`), a send may still read its buffer, which is then leaked.
+    fn drop(&mut self) {
+        if self.d.in_flight > 0 {
+            self.sends.leak();
+        }
+    }
 }
 
 impl RingIo {
@@ -132,8 +147,17 @@ impl RingIo {
         // Both are optional: without them every operation and wait looks up
         // its descriptor, as before (Linux 5.18 and 5.19 have them). The
         // table is bounded by RLIMIT_NOFILE, which bounds `conns` already.
-        let _ = d.register_ring_fd();
-        let fixed_files = d.ring.submitter().register_files_sparse(conns.max(1) as u32).is_ok();
+        let ring_fd = d
+            .register_ring_fd()
+            .err()
+            .map(|e| format!("registered ring index: {e}"));
+        let files = d.ring.submitter().register_files_sparse(conns.max(1) as u32);
+        let fixed_files = files.is_ok();
+        let files = files.err().map(|e| format!("fixed file table of {conns}: {e}"));
+        let plain_fds = match (ring_fd, files) {
+            (None, None) => None,
+            (a, b) => Some(a.into_iter().chain(b).collect::<Vec<_>>().join("; ")),
+        };
         Ok(RingIo {
             d,
             single_shot: unix && !test.unix_multishot_eof,
@@ -151,6 +175,7 @@ impl RingIo {
             lazy_want: cq_entries as usize,
             stamps_missed: false,
             fixed_files,
+            plain_fds,
         })
     }
 
@@ -165,7 +190,12 @@ impl RingIo {
         // Only TCP stamps stream data on receive (AF_UNIX streams do not).
         let stamped = plan.rate.is_some() && plan.transport == Transport::Tcp;
         match RingIo::new(conns, slot_len, plan.transport == Transport::Unix, stamped) {
-            Ok(r) => Ok(Some(r)),
+            Ok(r) => {
+                if let Some(why) = &r.plain_fds {
+                    *shared.plain_fds.lock().unwrap() = Some(why.clone());
+                }
+                Ok(Some(r))
+            }
             Err(e) if plan.io == IoMode::Auto => {
                 *shared.io_fallback.lock().unwrap() = Some(e.to_string());
                 Ok(None)
@@ -180,6 +210,10 @@ impl RingIo {
     pub fn quiesce(&mut self) {
         if !self.d.quiesce() {
             self.sends.leak();
+            // Before Linux 6.13 unregistering the files waits for every
+            // request in flight, without a bound: the ring's teardown at
+            // exit drops the table instead.
+            return;
         }
         // Lets the sockets close with their descriptors, now, rather than
         // when the ring goes.
@@ -203,7 +237,10 @@ impl RingIo {
     /// without a fixed file table).
     fn install(&self, k: usize, fd: &impl AsRawFd) -> io::Result<()> {
         if self.fixed_files {
-            self.d.ring.submitter().register_files_update(k as u32, &[fd.as_raw_fd()])?;
+            self.d
+                .ring
+                .submitter()
+                .register_files_update(k as u32, &[fd.as_raw_fd()])?;
         }
         Ok(())
     }
@@ -221,7 +258,6 @@ impl RingIo {
     fn sleeps_through_echoes(&self) -> bool {
         self.stamps.is_some() && !self.stamps_missed
     }
-
 }
 
 /// The length of a send buffer. In closed loop at most `--depth` messages
@@ -286,7 +322,13 @@ fn realtime_stamp(control: &[u8]) -> Option<i128> {
             && len >= head + std::mem::size_of::<libc::timespec>()
         {
             // SAFETY: a timespec's bytes follow the header (length checked above).
-            let ts: libc::timespec = unsafe { control.as_ptr().add(at + head).cast::<libc::timespec>().read_unaligned() };
+            let ts: libc::timespec = unsafe {
+                control
+                    .as_ptr()
+                    .add(at + head)
+                    .cast::<libc::timespec>()
+                    .read_unaligned()
+            };
             return Some(ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128);
         }
         at += len.next_multiple_of(std::mem::size_of::<usize>());
@@ -330,7 +372,9 @@ impl Worker<'_, Stream> {
         } else {
             opcode::RecvMulti::new(fd, bgid).build()
         };
-        let sqe = sqe.flags(file_flags).user_data(Token::new(Op::Recv, 0, k as u32).encode());
+        let sqe = sqe
+            .flags(file_flags)
+            .user_data(Token::new(Op::Recv, 0, k as u32).encode());
         // SAFETY: the receive writes only into the registered buffer ring, which
         // the driver keeps until nothing is in flight (or leaks). A recvmsg
         // reads its template when it is armed; the template is boxed in the
@@ -586,7 +630,9 @@ mod tests {
             c.cmsg_level = level;
             c.cmsg_type = kind;
             // SAFETY: reads the header's own bytes.
-            out.extend_from_slice(unsafe { std::slice::from_raw_parts((&c as *const libc::cmsghdr).cast::<u8>(), head) });
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts((&c as *const libc::cmsghdr).cast::<u8>(), head)
+            });
             out.extend_from_slice(data);
             out.resize(out.len().next_multiple_of(8), 0);
         }
@@ -601,9 +647,16 @@ mod tests {
     fn finds_the_timestamp_among_control_messages() {
         let ts = timespec_bytes(1_796_000_000, 123_456_789);
         let c = control(&[(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts)]);
-        assert_eq!(c.len(), STAMP_CONTROL_LEN as usize, "one timestamp fills the room made for it");
+        assert_eq!(
+            c.len(),
+            STAMP_CONTROL_LEN as usize,
+            "one timestamp fills the room made for it"
+        );
         assert_eq!(realtime_stamp(&c), Some(1_796_000_000_123_456_789));
-        let other = control(&[(libc::SOL_IP, 1, &[7; 4]), (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts)]);
+        let other = control(&[
+            (libc::SOL_IP, 1, &[7; 4]),
+            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &ts),
+        ]);
         assert_eq!(realtime_stamp(&other), Some(1_796_000_000_123_456_789));
     }
 
