@@ -931,12 +931,12 @@ fn both_io_modes_catch_corruption_and_a_fin_behind_the_last_echo() {
 
 /// A connection loadgen drops mid-run is closed then, not when the run ends.
 /// On the ring an armed receive and the connection's fixed file slot each
-/// hold the socket past close(): loadgen shuts it down (the FIN) and empties
-/// the slot (the close). The server here sends one byte too many on its
-/// first connection (loadgen drops it, as it must) and echoes the others.
-/// After the FIN it keeps writing to that first connection: only a socket
-/// that is really closed answers with a reset, which fails a later write.
-/// That must happen long before loadgen exits.
+/// hold the socket past close(): loadgen shuts it down and empties the slot
+/// (the slot alone is tested in `worker/ring.rs`). The server here sends one
+/// byte too many on its first connection (loadgen drops it, as it must) and
+/// echoes the others. After the FIN it keeps writing to that first
+/// connection until a reset fails a write, which must happen long before
+/// loadgen exits.
 #[test]
 fn a_dropped_connection_closes_while_the_run_goes_on() {
     use std::io::{Read, Write};

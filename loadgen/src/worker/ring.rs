@@ -618,6 +618,30 @@ impl Worker<'_, Stream> {
 mod tests {
     use super::*;
 
+    /// The fixed file table holds a socket open by itself: closing the
+    /// descriptor does not close the socket (its peer sees no EOF) until
+    /// the slot is emptied. That is why a dropped connection's slot is
+    /// emptied (`Worker::lost`).
+    #[test]
+    fn a_socket_in_a_fixed_slot_closes_only_when_the_slot_is_emptied() {
+        use std::io::Read;
+        use std::os::unix::net::UnixStream;
+
+        let ring = RingIo::new(2, 128, true, false).expect("io_uring");
+        assert!(ring.fixed_files, "this kernel has sparse fixed file tables: {:?}", ring.plain_fds);
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        ring.install(1, &ours).unwrap();
+        drop(ours);
+        let mut buf = [0u8; 8];
+        let err = peer.read(&mut buf).expect_err("no EOF while the slot holds the socket");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        ring.forget(1);
+        peer.set_nonblocking(false).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(peer.read(&mut buf).unwrap(), 0, "EOF once the slot is emptied");
+    }
+
     /// Control messages as the kernel lays them out: each header, its data,
     /// padding to a word.
     fn control(msgs: &[(i32, i32, &[u8])]) -> Vec<u8> {
