@@ -2,7 +2,11 @@
 //! (joined as [`Run`]s): which run stands for each point, the spread of the
 //! repetitions, derived figures. Reads files, writes nothing.
 
+pub mod adaptive;
 pub mod points;
+pub mod signed_rank;
+#[cfg(test)]
+mod sim;
 pub mod stats;
 
 use std::path::Path;

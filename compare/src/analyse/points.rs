@@ -383,7 +383,8 @@ fn paired_ratio(candidate: &[&RunFacts], reference: &[&RunFacts], figure: fn(&Ru
 fn loadgen_over_server(runs: &[&RunFacts]) -> Option<Ratio> {
     let loadgen: Vec<Option<f64>> = runs.iter().map(|r| r.loadgen_cpu_us_per_msg).collect();
     let server: Vec<Option<f64>> = runs.iter().map(|r| r.server_cpu_us_per_msg).collect();
-    let interval = stats::paired_ratio_ci(&loadgen, &server)?;
+    // Two different figures of one run: not exchangeable, so the sign test.
+    let interval = stats::paired_median_ratio_ci(&loadgen, &server)?;
     Some(Ratio {
         interval,
         verdict: stats::verdict(&interval),

@@ -102,7 +102,8 @@ pub fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Lower => "lower",
         Verdict::Higher => "higher",
-        Verdict::NoSignificantDifference => "no significant difference",
+        Verdict::Equivalent(_) => "equivalent",
+        Verdict::Undecided => "undecided",
         Verdict::TooFewRuns => "too few runs",
     }
 }
