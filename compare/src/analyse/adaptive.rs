@@ -52,7 +52,7 @@ pub const DEFAULT_FIRST: usize = 5;
 pub const DEFAULT_CAP: usize = 20;
 
 /// When a point stops getting repetitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoppingRule {
     /// The band of "equivalent": `--decide-at`.
     pub band: Band,
@@ -60,15 +60,27 @@ pub struct StoppingRule {
     pub first: usize,
     /// The most repetitions a point gets: `--max-repetitions`.
     pub cap: usize,
+    /// The coverage of the interval at each look: [`LOOK_COVERAGE`]
+    /// (a field so that the tests can show what 95% would do).
+    pub look_coverage: f64,
+}
+
+impl StoppingRule {
+    /// The rule at `band` with a cap, the first round at [`DEFAULT_FIRST`]
+    /// (or the cap, if lower) and each look at [`LOOK_COVERAGE`].
+    pub fn new(band: Band, cap: usize) -> StoppingRule {
+        StoppingRule {
+            band,
+            first: DEFAULT_FIRST.min(cap),
+            cap,
+            look_coverage: LOOK_COVERAGE,
+        }
+    }
 }
 
 impl Default for StoppingRule {
     fn default() -> StoppingRule {
-        StoppingRule {
-            band: Band::DEFAULT,
-            first: DEFAULT_FIRST,
-            cap: DEFAULT_CAP,
-        }
+        StoppingRule::new(Band::DEFAULT, DEFAULT_CAP)
     }
 }
 
@@ -124,7 +136,7 @@ pub fn step(rule: &StoppingRule, ratios: &[f64]) -> Step {
 /// [`step`] with the interval and verdict that led to it.
 pub fn decide(rule: &StoppingRule, ratios: &[f64]) -> Decision {
     let valid: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite() && *r > 0.0).collect();
-    let interval = stats::ratio_ci(&valid, LOOK_COVERAGE);
+    let interval = stats::ratio_ci(&valid, rule.look_coverage);
     let at_cap = ratios.len() >= rule.cap;
     let open = if at_cap { Step::Stop(StopReason::Cap) } else { Step::Continue };
     let Some(iv) = interval else {
@@ -135,7 +147,7 @@ pub fn decide(rule: &StoppingRule, ratios: &[f64]) -> Decision {
         };
     };
     let verdict = stats::verdict_at(&iv, rule.band);
-    let step = if valid.len() < rule.first || iv.level < LOOK_COVERAGE {
+    let step = if valid.len() < rule.first || iv.level < rule.look_coverage {
         open
     } else {
         match verdict {
@@ -149,7 +161,7 @@ pub fn decide(rule: &StoppingRule, ratios: &[f64]) -> Decision {
         verdict: match step {
             // A look below LOOK_COVERAGE may show an interval that excludes
             // 1, but the rule did not stop on it: no verdict from it.
-            Step::Stop(StopReason::Cap) if iv.level < LOOK_COVERAGE => Verdict::TooFewRuns,
+            Step::Stop(StopReason::Cap) if iv.level < rule.look_coverage => Verdict::TooFewRuns,
             _ => verdict,
         },
         step,
@@ -170,5 +182,215 @@ pub fn point_step(rule: &StoppingRule, labels: &[Vec<f64>]) -> Step {
         Step::Stop(StopReason::Equivalent)
     } else {
         Step::Stop(StopReason::Differs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyse::sim::{Machine, SplitMix64};
+
+    /// One simulated point under `rule`: repetitions are added one at a
+    /// time until the rule stops. Returns the decision and the repetitions.
+    fn run_point(rng: &mut SplitMix64, rule: &StoppingRule, machine: Machine) -> (Decision, usize) {
+        let mut ratios = machine.ratios(rng, rule.first);
+        loop {
+            let d = decide(rule, &ratios);
+            if d.step != Step::Continue {
+                return (d, ratios.len());
+            }
+            ratios.extend(machine.ratios(rng, 1));
+        }
+    }
+
+    /// What `trials` simulated points under `rule` ended with.
+    #[derive(Debug, Default)]
+    struct Outcomes {
+        lower: f64,
+        higher: f64,
+        equivalent: f64,
+        undecided: f64,
+        mean_repetitions: f64,
+    }
+
+    fn outcomes(rng: &mut SplitMix64, trials: usize, rule: &StoppingRule, machine: Machine) -> Outcomes {
+        let mut o = Outcomes::default();
+        let share = 1.0 / trials as f64;
+        for _ in 0..trials {
+            let (d, reps) = run_point(rng, rule, machine);
+            match d.verdict {
+                Verdict::Lower => o.lower += share,
+                Verdict::Higher => o.higher += share,
+                Verdict::Equivalent(_) => o.equivalent += share,
+                Verdict::Undecided | Verdict::TooFewRuns => o.undecided += share,
+            }
+            o.mean_repetitions += reps as f64 * share;
+        }
+        o
+    }
+
+    /// A band so narrow that no simulated interval fits in it: the rule
+    /// then never stops for equivalence, the worst case for the A/A rate.
+    fn no_equivalence_stop(look_coverage: f64, cap: usize) -> StoppingRule {
+        StoppingRule {
+            band: Band::from_permille(1).unwrap(),
+            look_coverage,
+            ..StoppingRule::new(Band::DEFAULT, cap)
+        }
+    }
+
+    #[test]
+    fn the_rule_stops_for_each_reason() {
+        let rule = StoppingRule::default();
+        // Fewer than 2 ratios: nothing to look at.
+        assert_eq!(step(&rule, &[]), Step::Continue);
+        assert_eq!(decide(&rule, &[0.9]).verdict, Verdict::TooFewRuns);
+        // Five ratios all below 1: [min, max] covers only 93.75% < 99%, so
+        // the fixed design would say "lower" and the adaptive one goes on.
+        let five = [0.90, 0.88, 0.91, 0.89, 0.92];
+        assert_eq!(step(&rule, &five), Step::Continue);
+        // Eight ratios all well below 1: differs.
+        let eight = [0.90, 0.88, 0.91, 0.89, 0.92, 0.90, 0.87, 0.91];
+        let d = decide(&rule, &eight);
+        assert_eq!(d.step, Step::Stop(StopReason::Differs));
+        assert_eq!(d.verdict, Verdict::Lower);
+        assert!(d.interval.unwrap().level >= LOOK_COVERAGE);
+        // Eight ratios tight around 1: equivalent within 10%.
+        let flat = [1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00];
+        let d = decide(&rule, &flat);
+        assert_eq!(d.step, Step::Stop(StopReason::Equivalent));
+        assert_eq!(d.verdict, Verdict::Equivalent(Band::DEFAULT));
+        // Wide around 1: continue below the cap, stop at it as undecided.
+        let wide = [1.3, 0.8, 1.2, 0.75, 1.25, 0.9, 1.1, 0.85];
+        assert_eq!(step(&rule, &wide), Step::Continue);
+        let capped = StoppingRule::new(Band::DEFAULT, 8);
+        let d = decide(&capped, &wide);
+        assert_eq!(d.step, Step::Stop(StopReason::Cap));
+        assert_eq!(d.verdict, Verdict::Undecided);
+        assert!(d.interval.unwrap().contains(1.0));
+        // A cap the interval cannot reach LOOK_COVERAGE at: no verdict.
+        let d = decide(&StoppingRule::new(Band::DEFAULT, 5), &five);
+        assert_eq!((d.step, d.verdict), (Step::Stop(StopReason::Cap), Verdict::TooFewRuns));
+        // A failed run (NaN) costs a repetition but is not counted.
+        let mut failed = eight.to_vec();
+        failed.push(f64::NAN);
+        assert_eq!(decide(&rule, &failed).interval.unwrap().n, 8);
+        assert_eq!(step(&capped, &failed), Step::Stop(StopReason::Differs));
+    }
+
+    #[test]
+    fn a_point_continues_while_any_label_does() {
+        let rule = StoppingRule::default();
+        let differs = vec![0.90, 0.88, 0.91, 0.89, 0.92, 0.90, 0.87, 0.91];
+        let flat = vec![1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00];
+        let wide = vec![1.3, 0.8, 1.2, 0.75, 1.25, 0.9, 1.1, 0.85];
+        assert_eq!(point_step(&rule, &[differs.clone(), wide.clone()]), Step::Continue);
+        assert_eq!(point_step(&rule, &[flat.clone(), flat.clone()]), Step::Stop(StopReason::Equivalent));
+        assert_eq!(point_step(&rule, &[differs, flat.clone()]), Step::Stop(StopReason::Differs));
+        let capped = StoppingRule::new(Band::DEFAULT, 8);
+        assert_eq!(point_step(&capped, &[flat, wide]), Step::Stop(StopReason::Cap));
+    }
+
+    #[test]
+    fn optional_stopping_at_95_inflates_the_a_a_rate() {
+        // Looking after every repetition from 5 to 20 at 95% each, and
+        // stopping at the first interval that excludes 1.
+        let mut rng = SplitMix64(0x0057_0095);
+        let trials = 4000;
+        let aa = Machine {
+            sigma: 0.10,
+            true_ratio: 1.0,
+        };
+        let naive = no_equivalence_stop(0.95, 20);
+        let o = outcomes(&mut rng, trials, &naive, aa);
+        let rate = o.lower + o.higher;
+        println!("A/A, a look per repetition from 5 to 20 at 95% each: lower or higher in {:.1}%", 100.0 * rate);
+        assert!(rate > 0.10, "{o:?}");
+    }
+
+    #[test]
+    fn a_a_rate_under_the_rule() {
+        // The worst case (no stop for equivalence), which holds for any
+        // continuous noise, then the machine's noise with the 10% band.
+        let mut rng = SplitMix64(0x0057_00AA);
+        let trials = 10_000;
+        let aa = |sigma| Machine { sigma, true_ratio: 1.0 };
+        for cap in [10, 15, 20] {
+            let o = outcomes(&mut rng, trials, &no_equivalence_stop(LOOK_COVERAGE, cap), aa(0.10));
+            let rate = o.lower + o.higher;
+            println!(
+                "A/A, worst case, looks 5..={cap} at {:.1}%: lower or higher in {:.2}%",
+                100.0 * LOOK_COVERAGE,
+                100.0 * rate
+            );
+            assert!(rate < 0.05, "cap {cap}: {o:?}");
+        }
+        for sigma in [0.05, 0.10] {
+            let o = outcomes(&mut rng, trials, &StoppingRule::default(), aa(sigma));
+            println!(
+                "A/A, sigma {:.0}%, band 10%, cap 20: lower or higher {:.2}%, equivalent {:.1}%, undecided {:.1}%, mean repetitions {:.1}",
+                100.0 * sigma,
+                100.0 * (o.lower + o.higher),
+                100.0 * o.equivalent,
+                100.0 * o.undecided,
+                o.mean_repetitions
+            );
+            assert!(o.lower + o.higher < 0.05, "sigma {sigma}: {o:?}");
+        }
+    }
+
+    #[test]
+    fn a_true_ten_percent_difference_under_the_rule() {
+        // Candidate at 0.9 × reference: found (lower), called equivalent
+        // (the band's edge: an interval inside [0.9, 1.1] that contains 1
+        // must miss the truth), left undecided at the cap, and the cost.
+        let mut rng = SplitMix64(0x0057_0010);
+        let trials = 4000;
+        for sigma in [0.05, 0.10] {
+            for cap in [10, 20] {
+                let rule = StoppingRule::new(Band::DEFAULT, cap);
+                let o = outcomes(&mut rng, trials, &rule, Machine { sigma, true_ratio: 0.9 });
+                println!(
+                    "0.9x, sigma {:>2.0}%, cap {cap}: lower {:.1}%, higher {:.2}%, equivalent {:.2}%, undecided {:.1}%, mean repetitions {:.1}",
+                    100.0 * sigma,
+                    100.0 * o.lower,
+                    100.0 * o.higher,
+                    100.0 * o.equivalent,
+                    100.0 * o.undecided,
+                    o.mean_repetitions
+                );
+                assert!(o.higher < 0.005, "{o:?}");
+                assert!(o.equivalent < 0.02, "{o:?}");
+                if sigma == 0.05 && cap == DEFAULT_CAP {
+                    assert!(o.lower > 0.9, "{o:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "a table for choosing LOOK_COVERAGE: about a minute"]
+    fn choosing_the_look_coverage() {
+        let mut rng = SplitMix64(0x0057_00C0);
+        let trials = 10_000;
+        for look_coverage in [0.98, 0.985, 0.99, 0.995] {
+            let aa = outcomes(&mut rng, trials, &no_equivalence_stop(look_coverage, 20), Machine { sigma: 0.1, true_ratio: 1.0 });
+            let mut line = format!(
+                "look {:.1}%: A/A worst case {:.2}%",
+                100.0 * look_coverage,
+                100.0 * (aa.lower + aa.higher)
+            );
+            for sigma in [0.05, 0.10] {
+                let rule = StoppingRule { look_coverage, ..StoppingRule::default() };
+                let o = outcomes(&mut rng, trials / 4, &rule, Machine { sigma, true_ratio: 0.9 });
+                line += &format!(
+                    "; 0.9x sigma {:.0}%: lower {:.1}% in {:.1} repetitions",
+                    100.0 * sigma,
+                    100.0 * o.lower,
+                    o.mean_repetitions
+                );
+            }
+            println!("{line}");
+        }
     }
 }
