@@ -219,6 +219,20 @@ mod tests {
             assert_eq!(rank.lower - 1, t, "n = {n}");
             assert!(rank.coverage >= 0.95, "n = {n}");
         }
+        // The table in `stats`'s module doc (run with --nocapture).
+        for n in 5..=20 {
+            let (r95, r99) = (walsh_rank(n, 0.95).unwrap(), walsh_rank(n, 0.99).unwrap());
+            println!(
+                "| {n} | {} | A({}), A({}) | {:.2}% | A({}), A({}) | {:.2}% |",
+                n * (n + 1) / 2,
+                r95.lower,
+                n * (n + 1) / 2 + 1 - r95.lower,
+                100.0 * r95.coverage,
+                r99.lower,
+                n * (n + 1) / 2 + 1 - r99.lower,
+                100.0 * r99.coverage
+            );
+        }
         // n = 5: nothing reaches 95%, so [min, max] at 1 - 2/32.
         assert_eq!(
             walsh_rank(5, 0.95),
