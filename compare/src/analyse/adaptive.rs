@@ -37,6 +37,9 @@
 //! differences. So the simulation with equivalence stops switched off is an
 //! upper bound that holds for any continuous noise.
 
+use std::collections::BTreeMap;
+
+use super::points::{PointKey, RunFacts};
 use super::stats::{self, Band, Interval, Verdict};
 
 /// The coverage of the interval at every look of the adaptive design; see
@@ -168,21 +171,83 @@ pub fn decide(rule: &StoppingRule, ratios: &[f64]) -> Decision {
     }
 }
 
-/// A point continues while any of its labels does: every label at a point
-/// is paired with the same reference runs, so the reference runs again if
-/// any label needs another pair. `labels` holds each candidate label's
-/// ratios so far.
-pub fn point_step(rule: &StoppingRule, labels: &[Vec<f64>]) -> Step {
-    let steps: Vec<Step> = labels.iter().map(|r| step(rule, r)).collect();
-    if steps.contains(&Step::Continue) {
-        Step::Continue
-    } else if steps.contains(&Step::Stop(StopReason::Cap)) {
-        Step::Stop(StopReason::Cap)
-    } else if steps.iter().all(|s| *s == Step::Stop(StopReason::Equivalent)) && !steps.is_empty() {
-        Step::Stop(StopReason::Equivalent)
-    } else {
-        Step::Stop(StopReason::Differs)
+/// Where the rule stands for one candidate label at one point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelDecision {
+    pub key: PointKey,
+    pub label: String,
+    /// Repetitions the label has run at the point (failed or short runs
+    /// included: they cost a repetition).
+    pub repetitions: usize,
+    pub decision: Decision,
+}
+
+/// The rule applied to every candidate label at every point of `facts`
+/// (the runs so far), on server CPU per message against `reference`,
+/// paired by repetition: the figure the Findings rank designs by. A
+/// matched-load run that fell short of its rate, a failed run or a
+/// repetition the reference lacks gives no ratio but counts as a
+/// repetition. Points without a reference run are left out: there is
+/// nothing to decide there.
+///
+/// The executor asks [`open_points`] of this after each round; the report
+/// states each label's repetitions and [`Decision::step`] (why it stopped).
+pub fn label_decisions(facts: &[RunFacts], reference: &str, rule: &StoppingRule) -> Vec<LabelDecision> {
+    let mut keys: Vec<PointKey> = Vec::new();
+    for f in facts {
+        if !keys.contains(&f.key) {
+            keys.push(f.key);
+        }
     }
+    let mut out = Vec::new();
+    for key in keys {
+        let at: Vec<&RunFacts> = facts.iter().filter(|f| f.key == key).collect();
+        let by_rep = |label: &str| -> BTreeMap<u32, Option<f64>> {
+            at.iter()
+                .filter(|f| f.label == label)
+                .map(|f| (f.repetition, f.server_cpu_us_per_msg.filter(|_| !f.fell_short())))
+                .collect()
+        };
+        let reference_runs = by_rep(reference);
+        if reference_runs.is_empty() {
+            continue;
+        }
+        let mut labels: Vec<&str> = Vec::new();
+        for f in &at {
+            if f.label != reference && !labels.contains(&f.label.as_str()) {
+                labels.push(&f.label);
+            }
+        }
+        for label in labels {
+            let ratios: Vec<f64> = by_rep(label)
+                .iter()
+                .map(|(rep, cand)| match (cand, reference_runs.get(rep).copied().flatten()) {
+                    (Some(c), Some(r)) => c / r,
+                    _ => f64::NAN,
+                })
+                .collect();
+            out.push(LabelDecision {
+                key,
+                label: label.to_string(),
+                repetitions: ratios.len(),
+                decision: decide(rule, &ratios),
+            });
+        }
+    }
+    out
+}
+
+/// The points at which some label still continues: the next round runs
+/// these (every label at them, so that each is paired with the reference's
+/// run of that round), and no others.
+pub fn open_points(decisions: &[LabelDecision]) -> Vec<PointKey> {
+    let mut open: Vec<PointKey> = Vec::new();
+    for d in decisions {
+        if d.decision.step == Step::Continue && !open.contains(&d.key) {
+            open.push(d.key);
+        }
+    }
+    open
 }
 
 #[cfg(test)]
@@ -279,16 +344,36 @@ mod tests {
     }
 
     #[test]
-    fn a_point_continues_while_any_label_does() {
-        let rule = StoppingRule::default();
-        let differs = vec![0.90, 0.88, 0.91, 0.89, 0.92, 0.90, 0.87, 0.91];
-        let flat = vec![1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00];
-        let wide = vec![1.3, 0.8, 1.2, 0.75, 1.25, 0.9, 1.1, 0.85];
-        assert_eq!(point_step(&rule, &[differs.clone(), wide.clone()]), Step::Continue);
-        assert_eq!(point_step(&rule, &[flat.clone(), flat.clone()]), Step::Stop(StopReason::Equivalent));
-        assert_eq!(point_step(&rule, &[differs, flat.clone()]), Step::Stop(StopReason::Differs));
-        let capped = StoppingRule::new(Band::DEFAULT, 8);
-        assert_eq!(point_step(&capped, &[flat, wide]), Step::Stop(StopReason::Cap));
+    fn decisions_from_the_runs_so_far() {
+        use crate::analyse::points::tests::fact;
+        use crate::plan::Peer;
+        use sockbench::server::BackendKind;
+        let epoll = Peer::Backend(BackendKind::Epoll);
+        let uring = Peer::Backend(BackendKind::Uring);
+        let mut facts = Vec::new();
+        // uring at 0.8 × epoll for 8 repetitions: differs; a twin of epoll
+        // that wanders ±20%: still open.
+        let wander = [1.2, 0.8, 1.15, 0.85, 1.2, 0.8, 1.1, 0.9];
+        for (i, w) in wander.iter().enumerate() {
+            let rep = i as u32 + 1;
+            facts.push(fact("epoll", epoll, rep, 5.0, 100.0, (0.99, 0.5)));
+            facts.push(fact("uring", uring, rep, 4.0 + 0.01 * i as f64, 100.0, (0.99, 0.5)));
+            facts.push(fact("epoll@twin", epoll, rep, 5.0 * w, 100.0, (0.99, 0.5)));
+        }
+        let d = label_decisions(&facts, "epoll", &StoppingRule::default());
+        assert_eq!(d.len(), 2);
+        let of = |label: &str| d.iter().find(|x| x.label == label).unwrap();
+        assert_eq!(of("uring").decision.step, Step::Stop(StopReason::Differs));
+        assert_eq!(of("uring").repetitions, 8);
+        assert_eq!(of("epoll@twin").decision.step, Step::Continue);
+        assert_eq!(open_points(&d), vec![facts[0].key]);
+        // A repetition without the reference's run costs one, adds no ratio.
+        facts.retain(|f| !(f.label == "epoll" && f.repetition == 8));
+        let d = label_decisions(&facts, "epoll", &StoppingRule::default());
+        let uring = d.iter().find(|x| x.label == "uring").unwrap();
+        assert_eq!((uring.repetitions, uring.decision.interval.unwrap().n), (8, 7));
+        // No reference at a point: nothing to decide.
+        assert!(label_decisions(&facts, "tokio", &StoppingRule::default()).is_empty());
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //!                         "msgs_per_s": {"lo": .., "mid": .., "hi": .., "level": 0.9375, "n": 5},
 //!                         "server_cpu_us_per_msg": {..}, "loadgen_cpu_us_per_msg": {..}, "p99_us": {..},
 //!                         "ratio_server_cpu": {..}, "verdict_server_cpu": "lower",
-//!                         "ratio_msgs_per_s": {..}, "verdict_msgs_per_s": "no significant difference",
+//!                         "ratio_msgs_per_s": {..}, "verdict_msgs_per_s": "equivalent",
 //!                         "bottleneck": "server", "errors": 0, "disturbed": [], "fell_short": []}]}]}
 //! ```
 //!
-//! Verdicts are exactly `lower`, `higher`, `no significant difference` or
+//! Verdicts are exactly `lower`, `higher`, `equivalent` (the ratio's
+//! interval lies inside the 10% band around 1), `undecided` or
 //! `too few runs`; a figure, ratio or verdict that could not be computed is
 //! `null` (the reference label has no ratio to itself). `level` is `null`
 //! for a single run, whose `lo = mid = hi`.
@@ -212,7 +213,8 @@ mod tests {
         let uring = &point["peers"][1];
         assert_eq!(uring["label"], "uring");
         assert_eq!(uring["verdict_server_cpu"], "lower");
-        assert_eq!(uring["verdict_msgs_per_s"], "no significant difference");
+        // Ratios 0.96 to 1.04: inside the 10% band around 1.
+        assert_eq!(uring["verdict_msgs_per_s"], "equivalent");
         assert_eq!(uring["bottleneck"], "server");
         assert_eq!(uring["server_cpu_us_per_msg"]["level"], 0.9375);
         assert_eq!(uring["server_cpu_us_per_msg"]["n"], 5);
