@@ -174,7 +174,15 @@ fn sigterm_at_any_moment_of_setup_leaves_nothing_behind() {
     for i in 0..RUNS {
         let mut child = Command::new("bash")
             .arg(script())
-            .args(["2", dir.join(format!("r{i}")).to_str().unwrap(), "--", "--conns", "2", "--duration", "1s"])
+            .args([
+                "2",
+                dir.join(format!("r{i}")).to_str().unwrap(),
+                "--",
+                "--conns",
+                "2",
+                "--duration",
+                "1s",
+            ])
             .env("BIN", bin_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -78,7 +78,11 @@ fn multi_host_starts_every_host_at_one_instant_and_merges_them_exactly() {
     let count = |r: &RunResult| decode_histogram(&r.histogram).unwrap().len();
     assert_eq!(count(&m), count(&a) + count(&b));
     // One --start-at: the measured windows start within the clock's reach.
-    assert!(m.extra.window_skew_ns.unwrap() < 100_000_000, "{:?}", m.extra.window_skew_ns);
+    assert!(
+        m.extra.window_skew_ns.unwrap() < 100_000_000,
+        "{:?}",
+        m.extra.window_skew_ns
+    );
     let hosts = std::fs::read_to_string(dir.join("out/hosts.txt")).unwrap();
     assert_eq!(hosts, "client-1 hostA\nclient-2 hostB\n");
     let _ = std::fs::remove_dir_all(dir);
@@ -98,7 +102,10 @@ fn multi_host_with_an_unreachable_host_merges_the_rest_and_exits_1() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("down (client-2) exited 255"), "{stderr}");
     assert!(stderr.contains("down (client-2) wrote no result"), "{stderr}");
-    assert!(!dir.join("out/client-2.json").exists(), "an empty result is not left behind");
+    assert!(
+        !dir.join("out/client-2.json").exists(),
+        "an empty result is not left behind"
+    );
     let a = read(&dir.join("out/client-1.json"));
     assert_eq!(read(&dir.join("out/merged.json")).messages, a.messages);
     let _ = std::fs::remove_dir_all(dir);
@@ -108,8 +115,14 @@ fn multi_host_with_an_unreachable_host_merges_the_rest_and_exits_1() {
 fn multi_host_refuses_what_it_sets_and_files_it_did_not_write() {
     let dir = temp_dir("multi-host-refuse");
     for (args, says) in [
-        (&["h", "--", "127.0.0.1:1", "--out", "x.json"][..], "--out is set by the script"),
-        (&["h", "--", "127.0.0.1:1", "--start-at", "1"][..], "--start-at is set by the script"),
+        (
+            &["h", "--", "127.0.0.1:1", "--out", "x.json"][..],
+            "--out is set by the script",
+        ),
+        (
+            &["h", "--", "127.0.0.1:1", "--start-at", "1"][..],
+            "--start-at is set by the script",
+        ),
         (&["--", "127.0.0.1:1"][..], "no HOST given"),
         (&["h"][..], "no LOADGEN_ARGS"),
     ] {
@@ -155,7 +168,10 @@ fn memory_sh_stopped_by_a_signal_cleans_up_and_exits_128_plus_the_signal() {
         let mut kids = Vec::new();
         while kids.len() < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
-            kids = children(pid).into_iter().filter(|&k| matches!(comm(k).as_str(), "server" | "loadgen")).collect();
+            kids = children(pid)
+                .into_iter()
+                .filter(|&k| matches!(comm(k).as_str(), "server" | "loadgen"))
+                .collect();
         }
         assert_eq!(kids.len(), 2, "server and loadgen started: {kids:?}");
         // SAFETY: kill has no memory-safety preconditions; pid is our child.
@@ -166,9 +182,15 @@ fn memory_sh_stopped_by_a_signal_cleans_up_and_exits_128_plus_the_signal() {
         assert_eq!(out.status.code(), Some(code), "signal {signal}: {stderr}");
         assert!(start.elapsed() < Duration::from_secs(8), "stopped promptly");
         for k in kids {
-            assert!(!Path::new(&format!("/proc/{k}")).exists() || is_zombie(k), "child {k} stopped");
+            assert!(
+                !Path::new(&format!("/proc/{k}")).exists() || is_zombie(k),
+                "child {k} stopped"
+            );
         }
-        assert!(!dir.join("out/memory-epoll-c20.json").exists(), "no JSON from a stopped run");
+        assert!(
+            !dir.join("out/memory-epoll-c20.json").exists(),
+            "no JSON from a stopped run"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -182,7 +204,10 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -229,7 +254,10 @@ fn check_flags(args: &[String], known: &BTreeSet<String>, what: &str) {
     let mut seen = BTreeSet::new();
     for a in args.iter().filter(|a| a.starts_with("--")) {
         let flag = a.split('=').next().unwrap().to_string();
-        assert!(known.contains(&flag), "{what}: {flag} is not a loadgen flag (known: {known:?})");
+        assert!(
+            known.contains(&flag),
+            "{what}: {flag} is not a loadgen flag (known: {known:?})"
+        );
         assert!(seen.insert(flag.clone()), "{what}: {flag} given twice");
     }
 }
@@ -259,12 +287,20 @@ fn the_kubernetes_example_runs_loadgen_with_real_flags_per_indexed_pod() {
     let args: Vec<String> = serde_json::from_value(c["args"].clone()).unwrap();
     check_flags(&args, &help_flags(None), "load pods");
     let value_of = |flag: &str| {
-        let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} missing"));
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} missing"));
         args[i + 1].clone()
     };
     // The start time is passed in, and every pod writes its own file.
     assert_eq!(value_of("--start-at"), "$(START_AT)");
-    let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let env: Vec<&str> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
     assert!(env.contains(&"START_AT") && env.contains(&"INDEX"), "{env:?}");
     assert!(value_of("--out").contains("$(INDEX)"), "one result file per pod");
     assert_eq!(
@@ -276,9 +312,16 @@ fn the_kubernetes_example_runs_loadgen_with_real_flags_per_indexed_pod() {
     let merge = &docs[2]["spec"]["template"]["spec"]["containers"][0];
     let script = merge["args"][0].as_str().unwrap();
     let words: Vec<String> = script.split_whitespace().map(str::to_string).collect();
-    let at = words.windows(2).position(|w| w[0] == "loadgen" && w[1] == "merge").expect("loadgen merge");
+    let at = words
+        .windows(2)
+        .position(|w| w[0] == "loadgen" && w[1] == "merge")
+        .expect("loadgen merge");
     check_flags(&words[at + 2..], &help_flags(Some("merge")), "merge");
     assert!(words[at + 2..].iter().any(|w| w == "/results/load-*.json"), "{script}");
     let hosts = merge["env"][0]["value"].as_str().unwrap();
-    assert_eq!(hosts, load["completions"].to_string(), "the merge waits for every load pod");
+    assert_eq!(
+        hosts,
+        load["completions"].to_string(),
+        "the merge waits for every load pod"
+    );
 }
