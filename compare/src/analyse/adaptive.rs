@@ -201,7 +201,11 @@ pub fn decide(rule: &StoppingRule, ratios: &[f64]) -> Decision {
     let valid: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite() && *r > 0.0).collect();
     let interval = stats::ratio_ci(&valid, rule.look_coverage);
     let at_cap = ratios.len() >= rule.cap;
-    let open = if at_cap { Step::Stop(StopReason::Cap) } else { Step::Continue };
+    let open = if at_cap {
+        Step::Stop(StopReason::Cap)
+    } else {
+        Step::Continue
+    };
     let Some(iv) = interval else {
         return Decision {
             interval,
@@ -449,7 +453,10 @@ mod tests {
         let naive = no_equivalence_stop(0.95, 20);
         let o = outcomes(&mut rng, trials, &naive, aa);
         let rate = o.lower + o.higher;
-        println!("A/A, a look per repetition from 5 to 20 at 95% each: lower or higher in {:.1}%", 100.0 * rate);
+        println!(
+            "A/A, a look per repetition from 5 to 20 at 95% each: lower or higher in {:.1}%",
+            100.0 * rate
+        );
         assert!(rate > 0.10, "{o:?}");
     }
 
@@ -519,14 +526,25 @@ mod tests {
         let mut rng = SplitMix64(0x0057_00C0);
         let trials = 10_000;
         for look_coverage in [0.98, 0.985, 0.99, 0.995] {
-            let aa = outcomes(&mut rng, trials, &no_equivalence_stop(look_coverage, 20), Machine { sigma: 0.1, true_ratio: 1.0 });
+            let aa = outcomes(
+                &mut rng,
+                trials,
+                &no_equivalence_stop(look_coverage, 20),
+                Machine {
+                    sigma: 0.1,
+                    true_ratio: 1.0,
+                },
+            );
             let mut line = format!(
                 "look {:.1}%: A/A worst case {:.2}%",
                 100.0 * look_coverage,
                 100.0 * (aa.lower + aa.higher)
             );
             for sigma in [0.05, 0.10] {
-                let rule = StoppingRule { look_coverage, ..StoppingRule::default() };
+                let rule = StoppingRule {
+                    look_coverage,
+                    ..StoppingRule::default()
+                };
                 let o = outcomes(&mut rng, trials / 4, &rule, Machine { sigma, true_ratio: 0.9 });
                 line += &format!(
                     "; 0.9x sigma {:.0}%: lower {:.1}% in {:.1} repetitions",
@@ -537,7 +555,15 @@ mod tests {
             }
             println!("{line}");
         }
-        let past = outcomes(&mut rng, trials, &no_equivalence_stop(LOOK_COVERAGE, 30), Machine { sigma: 0.1, true_ratio: 1.0 });
+        let past = outcomes(
+            &mut rng,
+            trials,
+            &no_equivalence_stop(LOOK_COVERAGE, 30),
+            Machine {
+                sigma: 0.1,
+                true_ratio: 1.0,
+            },
+        );
         println!(
             "look {:.1}%, cap 30: A/A worst case {:.2}%",
             100.0 * LOOK_COVERAGE,

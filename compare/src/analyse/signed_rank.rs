@@ -109,8 +109,13 @@ pub fn walsh_averages(xs: &[f64]) -> Vec<f64> {
 /// normal approximation past it.
 enum SignedRankLaw {
     /// `cdf[w] = P(W⁺ ≤ w)`, `w = 0..=n(n+1)/2`.
-    Exact { cdf: Vec<f64> },
-    Normal { mean: f64, sd: f64 },
+    Exact {
+        cdf: Vec<f64>,
+    },
+    Normal {
+        mean: f64,
+        sd: f64,
+    },
 }
 
 impl SignedRankLaw {

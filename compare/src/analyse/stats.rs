@@ -900,7 +900,12 @@ mod tests {
 
     #[test]
     fn bands_parse_and_print() {
-        for (typed, permille, shown) in [("10%", 100, "10%"), ("10", 100, "10%"), ("2.5%", 25, "2.5%"), (" 50 % ", 500, "50%")] {
+        for (typed, permille, shown) in [
+            ("10%", 100, "10%"),
+            ("10", 100, "10%"),
+            ("2.5%", 25, "2.5%"),
+            (" 50 % ", 500, "50%"),
+        ] {
             let band: Band = typed.parse().unwrap();
             assert_eq!(band, Band::from_permille(permille).unwrap(), "{typed}");
             assert_eq!(band.to_string(), shown);
@@ -931,7 +936,14 @@ mod tests {
     }
 
     /// The share of `trials` simulations whose verdict satisfies `want`.
-    fn rate(rng: &mut SplitMix64, trials: usize, method: Method, n: usize, machine: Machine, want: fn(Verdict) -> bool) -> f64 {
+    fn rate(
+        rng: &mut SplitMix64,
+        trials: usize,
+        method: Method,
+        n: usize,
+        machine: Machine,
+        want: fn(Verdict) -> bool,
+    ) -> f64 {
         (0..trials).filter(|_| want(simulate(rng, method, n, machine))).count() as f64 / trials as f64
     }
 
@@ -950,7 +962,9 @@ mod tests {
         for n in [5, 6, 7, 9, 12, 15, 20] {
             let level = signed_rank::walsh_rank(n, TARGET_COVERAGE).unwrap().coverage;
             let diff = rate(&mut rng, trials, Method::SignedRank, n, aa, Verdict::is_difference);
-            let equivalent = rate(&mut rng, trials, Method::SignedRank, n, aa, |v| matches!(v, Verdict::Equivalent(_)));
+            let equivalent = rate(&mut rng, trials, Method::SignedRank, n, aa, |v| {
+                matches!(v, Verdict::Equivalent(_))
+            });
             println!(
                 "A/A n = {n:>2}: lower or higher in {:.1}% (nominal {:.2}%), equivalent within 10% in {:.1}%",
                 100.0 * diff,
@@ -958,7 +972,11 @@ mod tests {
                 100.0 * equivalent
             );
             let se = (level * (1.0 - level) / trials as f64).sqrt();
-            assert!((diff - (1.0 - level)).abs() < 4.0 * se, "n = {n}: {diff} vs {}", 1.0 - level);
+            assert!(
+                (diff - (1.0 - level)).abs() < 4.0 * se,
+                "n = {n}: {diff} vs {}",
+                1.0 - level
+            );
             assert!(diff < 0.07, "n = {n}: {diff}");
         }
     }
@@ -996,10 +1014,16 @@ mod tests {
                 // Never worse than the sign test beyond simulation error.
                 // The wrong direction is bounded by the A/A rate of one
                 // side, (1 - level)/2 ≤ 3.2%, and is far rarer.
-                assert!(rank_lo > sign_lo - 0.04 && rank_hi > sign_hi - 0.04, "sigma {sigma}, n = {n}");
+                assert!(
+                    rank_lo > sign_lo - 0.04 && rank_hi > sign_hi - 0.04,
+                    "sigma {sigma}, n = {n}"
+                );
                 assert!(wrong < 0.005, "sigma {sigma}, n = {n}: {wrong}");
                 if sigma == 0.05 && n >= 9 {
-                    assert!(rank_lo > 0.9 && rank_hi > 0.9, "sigma {sigma}, n = {n}: {rank_lo}, {rank_hi}");
+                    assert!(
+                        rank_lo > 0.9 && rank_hi > 0.9,
+                        "sigma {sigma}, n = {n}: {rank_lo}, {rank_hi}"
+                    );
                 }
             }
         }
