@@ -8,6 +8,7 @@
 //! - [`machine`]: the machine probe, the source commit (`-dirty` included) and UTC time.
 //! - [`procfs`]: CPU time, memory and descriptors of a process tree, from `/proc`.
 //! - [`server`]: the server's configuration, counters, shutdown and lifecycle.
+//! - [`ring`]: the io_uring layer the uring backend and loadgen both build on.
 //! - [`backend`]: the four backends behind one [`backend::Backend`] trait.
 
 pub use libc;
@@ -20,4 +21,5 @@ pub mod duration;
 pub mod machine;
 pub mod net;
 pub mod procfs;
+pub mod ring;
 pub mod server;

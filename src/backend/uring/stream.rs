@@ -30,10 +30,13 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::setup::missing;
+use super::files::Files;
 use super::token::{self, Op, Token, GEN_MASK};
-use super::{Completion, Driver, Files, Shared, WaitPolicy};
+use super::wait::{plan_wait, WaitPolicy};
+use super::Shared;
 use crate::backend::MAX_PENDING_BYTES;
+use crate::ring::setup::missing;
+use crate::ring::{Completion, Driver};
 
 /// A connection's send and backlog buffers keep this much capacity between
 /// bursts; larger ones are freed once sent.
@@ -238,7 +241,7 @@ impl<'a> StreamWorker<'a> {
             // in a closed loop none sends a second before its echo, so more
             // could not come, and a smaller batch would wake before all have sent.
             let conns = self.slots.len() - self.free.len();
-            let wait = super::plan_wait(self.wait, self.quiet_sends, conns, prompt, recheck);
+            let wait = plan_wait(self.wait, self.quiet_sends, conns, prompt, recheck);
             (self.quiet_sends, self.prompt) = (0, false);
             self.d.submit_and_wait_planned(wait)?;
             let batch = self.d.take_completions();
@@ -364,7 +367,7 @@ impl<'a> StreamWorker<'a> {
             Op::Recv => self.on_recv(t, c)?,
             Op::Send => self.on_send(t, c)?,
             Op::Writable => self.on_writable(t, c)?,
-            Op::Cancel | Op::Probe | Op::DgramRecv | Op::DgramSend | Op::Poll => {
+            Op::Cancel | Op::DgramRecv | Op::DgramSend => {
                 if let Some(bid) = cqueue::buffer_select(c.flags) {
                     self.d.bufs.taken(bid);
                     self.d.bufs.recycle(bid);
