@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::Backend;
 use crate::net::{self, BindOptions};
-use crate::server::{LocalCounts, ServeContext, ServerConfig, Shutdown, Stats};
+use crate::serve::{LocalCounts, ServeContext, ServerConfig, Shutdown, Stats};
 use crate::sys;
 
 /// Token of the stop eventfd.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{Counts, Shared, EVENTS_PER_WAIT, SHUTDOWN_TOKEN, SOCKET_TOKEN};
 use crate::backend::MAX_PENDING_BYTES;
-use crate::server::ConnEnd;
+use crate::serve::ConnEnd;
 use crate::sys;
 
 /// Size of the worker's read buffer: the most one `read` takes.
@@ -110,7 +110,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     counts.echo.messages += 1;
-                    crate::server::config::calibration_spin();
+                    crate::serve::config::calibration_spin();
                     if let Err(e) = self.echo(&buf[..n], counts) {
                         return Next::Close {
                             failed: Some(ConnEnd::of(&e)),

@@ -29,7 +29,7 @@ use super::wait::{plan_wait, WaitPolicy};
 use super::Shared;
 use crate::backend::peer_budget::SharedPeerBudget;
 use crate::ring::{Completion, Driver};
-use crate::server::LocalCounts;
+use crate::serve::LocalCounts;
 
 /// With `--uring-min-wait`, how many datagrams a turn waits for before its
 /// min_wait has passed. One socket serves every peer, so the ring cannot know

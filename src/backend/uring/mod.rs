@@ -50,7 +50,8 @@ use crate::net::{self, BindOptions, Endpoint, Transport};
 use crate::ring::buf_ring::BufRing;
 use crate::ring::setup::{self, SetupFlags};
 use crate::ring::Driver;
-use crate::server::{OnOff, ServeContext, ServerConfig, Shutdown, Stats};
+use crate::serve::config::OnOff;
+use crate::serve::{ServeContext, ServerConfig, Shutdown, Stats};
 use files::{register_files, Files};
 use wait::WaitPolicy;
 
@@ -99,7 +100,7 @@ struct RingInfo {
     files: Files,
     /// Entered by registered index (asked for, and the kernel has it).
     registered_ring: bool,
-    wait: crate::server::UringWait,
+    wait: crate::serve::config::UringWait,
     /// `MADV_HUGEPAGE` on the buffers (asked for, and madvise took it).
     hugepages: bool,
     /// `--uring-min-wait` (0: off); a kernel without it refuses to start.

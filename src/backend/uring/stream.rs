@@ -41,7 +41,7 @@ use crate::ring::{Completion, Driver};
 /// A connection's send and backlog buffers keep this much capacity between
 /// bursts; larger ones are freed once sent.
 const KEEP_HEAP_CAPACITY: usize = 64 * 1024;
-use crate::server::LocalCounts;
+use crate::serve::LocalCounts;
 
 /// How long accept waits after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::ring::Wait;
-use crate::server::UringWait;
+use crate::serve::config::UringWait;
 
 /// The longest a loop turn waits for one more completion than its quiet
 /// sends (see [`plan_wait`]); it bounds the delay in the rare case where a
@@ -96,7 +96,7 @@ mod tests {
     /// server's stop deadline: a stop request is checked every loop turn.
     #[test]
     fn back_off_stays_well_inside_the_stop_deadline() {
-        assert!(crate::ring::backoff_delay(u32::MAX) * 4 < crate::server::STOP_DEADLINE);
+        assert!(crate::ring::backoff_delay(u32::MAX) * 4 < crate::serve::STOP_DEADLINE);
     }
 
     const QUIET: WaitPolicy = WaitPolicy {
@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(plan_wait(MIN_WAIT_50, 0, 2, false, None).want, 2);
         let recheck = Some(Duration::from_millis(50));
         assert_eq!(plan_wait(MIN_WAIT_50, 1, 1, false, recheck).timeout, recheck);
-        assert!(MIN_WAIT_IDLE_BOUND > Duration::from_micros(crate::server::MAX_MIN_WAIT_USEC as u64));
+        assert!(MIN_WAIT_IDLE_BOUND > Duration::from_micros(crate::serve::config::MAX_MIN_WAIT_USEC as u64));
     }
 
     /// Where a batch is one completion at most, a min_wait changes nothing
