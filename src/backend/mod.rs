@@ -16,6 +16,7 @@ pub mod fork;
 pub mod peer_budget;
 pub mod threadpool;
 pub mod uring;
+pub mod workers;
 
 /// The most echo output one stream connection may have waiting to be sent.
 /// Above it a backend stops reading from that connection until the backlog

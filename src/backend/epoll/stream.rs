@@ -216,7 +216,7 @@ impl Slab {
 
 /// One worker's stream event loop.
 pub(super) struct StreamLoop<'a> {
-    shared: &'a Shared<'a>,
+    shared: &'a Shared,
     epoll: OwnedFd,
     listener: BorrowedFd<'a>,
     conns: Slab,
@@ -235,7 +235,7 @@ pub(super) struct StreamLoop<'a> {
 }
 
 impl<'a> StreamLoop<'a> {
-    pub(super) fn new(shared: &'a Shared<'a>, epoll: OwnedFd, listener: BorrowedFd<'a>) -> Self {
+    pub(super) fn new(shared: &'a Shared, epoll: OwnedFd, listener: BorrowedFd<'a>) -> Self {
         StreamLoop {
             shared,
             epoll,

@@ -41,12 +41,13 @@ mod token;
 mod wait;
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::AtomicUsize;
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 
+use super::workers::{self, WorkerSockets};
 use super::Backend;
-use crate::net::{self, BindOptions, Endpoint, Transport};
+use crate::net::Transport;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::setup::{self, SetupFlags};
 use crate::ring::Driver;
@@ -110,102 +111,67 @@ struct RingInfo {
 impl Backend for Uring {
     fn serve(&self, mut ctx: ServeContext) -> io::Result<()> {
         let threads = ctx.config.threads.max(1);
-        let shared = Arc::new(Shared {
+        let transport = ctx.config.transport;
+        let shared = Shared {
             open: AtomicUsize::new(0),
             max_conns: ctx.config.max_conns,
             stats: ctx.stats,
             shutdown: ctx.shutdown,
-            unix_budget: match ctx.config.transport == crate::net::Transport::Unixgram {
-                true => Some(crate::backend::peer_budget::SharedPeerBudget::new(ctx.socket.as_fd())?),
-                false => None,
-            },
-        });
-        // A duplicate, because `ctx` (which owns the original) is still needed for `ready`.
-        let primary = Arc::new(ctx.socket.try_clone()?);
+            unix_budget: workers::unix_budget(transport, ctx.socket.as_fd())?,
+        };
+        let sockets = WorkerSockets::bind(transport, &ctx.local, ctx.socket.as_fd(), threads, false)?;
         let (setup_tx, setup_rx) = mpsc::channel::<io::Result<RingInfo>>();
-        let mut workers = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let (config, local, shared, primary, setup_tx) = (
-                ctx.config.clone(),
-                ctx.local.clone(),
-                shared.clone(),
-                primary.clone(),
-                setup_tx.clone(),
-            );
-            let worker = std::thread::Builder::new().name(format!("uring-{i}")).spawn(move || {
-                config.pin_worker(i);
-                let socket = match worker_socket(i, &config, &local, primary) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = setup_tx.send(Err(e));
-                        return Ok(());
-                    }
-                };
-                run_worker(&config, socket.as_fd(), &shared, setup_tx)
-            })?;
-            workers.push(worker);
-        }
-        drop(setup_tx);
-
-        let mut setup_result = Ok(None);
-        for _ in 0..threads {
-            match setup_rx.recv() {
-                Ok(Ok(info)) => {
-                    if let Ok(first @ None) = &mut setup_result {
-                        *first = Some(info);
-                    }
-                }
-                Ok(Err(e)) => {
-                    setup_result = Err(e);
-                    break;
-                }
-                Err(_) => break,
+        let setup_txs = vec![setup_tx; threads];
+        let config = ctx.config.clone();
+        let work = |i: usize, setup_tx| run_worker(&config, sockets.get(i), &shared, setup_tx);
+        let announce = || {
+            let setup = first_ring_info(&setup_rx, threads);
+            match &setup {
+                Ok(Some(info)) => ctx.ready(&info.details()),
+                // A worker failed to set up: stop the others, which are serving already.
+                _ => ctx.shutdown.request(),
             }
-        }
-        match &setup_result {
-            Ok(Some(info)) => ctx.ready(&format!(
-                "setup={} ring_entries={} cq_entries={} buf_count={} buf_size={} unix_recv={} \
-                 fixed_files={} register_ring={} wait={} hugepages={} min_wait_usec={}",
-                info.flags.name(),
-                info.sq_entries,
-                info.cq_entries,
-                info.buf_count,
-                info.buf_size,
-                info.unix_recv,
-                OnOff::name(info.files == Files::Fixed),
-                OnOff::name(info.registered_ring),
-                info.wait.name(),
-                OnOff::name(info.hugepages),
-                info.min_wait_usec,
-            )),
-            // A worker failed to set up: stop the others, which are serving already.
-            _ => ctx.shutdown.request(),
-        }
-        let mut result = setup_result.map(drop);
-        for w in workers {
-            let r = w
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("uring worker panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+            setup.map(drop)
+        };
+        workers::run("uring", &config, shared.shutdown, setup_txs, work, announce)
     }
 }
 
-/// The socket a worker serves: the primary one for worker 0 and for Unix
-/// transports (no `SO_REUSEPORT`), else a new `SO_REUSEPORT` socket on the
-/// same address.
-fn worker_socket(i: usize, config: &ServerConfig, local: &Endpoint, primary: Arc<OwnedFd>) -> io::Result<Arc<OwnedFd>> {
-    if i == 0 || config.transport.is_unix() {
-        return Ok(primary);
+/// The first ring's [`RingInfo`] once every ring has set up, or the first
+/// setup error; `Ok(None)` if the workers went away first.
+fn first_ring_info(setup_rx: &mpsc::Receiver<io::Result<RingInfo>>, threads: usize) -> io::Result<Option<RingInfo>> {
+    let mut first = None;
+    for _ in 0..threads {
+        match setup_rx.recv() {
+            Ok(Ok(info)) => {
+                first.get_or_insert(info);
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
     }
-    let opts = BindOptions {
-        reuseport: true,
-        ..BindOptions::default()
-    };
-    Ok(Arc::new(net::bind_server(config.transport, local, opts)?))
+    Ok(first)
+}
+
+impl RingInfo {
+    /// The `listening` line's uring details.
+    fn details(&self) -> String {
+        format!(
+            "setup={} ring_entries={} cq_entries={} buf_count={} buf_size={} unix_recv={} \
+             fixed_files={} register_ring={} wait={} hugepages={} min_wait_usec={}",
+            self.flags.name(),
+            self.sq_entries,
+            self.cq_entries,
+            self.buf_count,
+            self.buf_size,
+            self.unix_recv,
+            OnOff::name(self.files == Files::Fixed),
+            OnOff::name(self.registered_ring),
+            self.wait.name(),
+            OnOff::name(self.hugepages),
+            self.min_wait_usec,
+        )
+    }
 }
 
 /// Sets up one ring and serves on it until shutdown. Setup errors go to
