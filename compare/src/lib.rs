@@ -57,16 +57,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             )));
         }
     };
-    staging.publish(&args.out_dir)?;
+    let mut manifest = manifest;
+    staging.publish(&args.out_dir, &mut manifest)?;
     summarize(&manifest, plots, &args.out_dir)
 }
 
-/// Redraws the plots and README from the manifest and files in `dir`.
 /// Redraws the report in `dir` from its files; with `reference`, every ratio
-/// is taken against that label instead of the one the run used.
+/// is taken against that label instead of the one the run used. Fails,
+/// naming the files, when a run's result file does not read; the report is
+/// rendered into a staging directory and replaces only compare's own files
+/// (see [`publish`]).
 fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
     let mut manifest = Manifest::load(dir)?;
-    let runs = analyse::load_runs(&manifest, dir);
+    let runs = analyse::load_runs_strict(&manifest, dir)?;
     if let Some(r) = reference {
         let mut labels: Vec<String> = runs.iter().map(analyse::label).collect();
         labels.sort();
@@ -76,7 +79,17 @@ fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
         }
         manifest.method.reference = r.to_string();
     }
-    let plots = render::write_report(&manifest, &runs, dir)?;
+    let staging = Staging::create(dir)?;
+    let plots = match render::write_report(&manifest, &runs, staging.path()) {
+        Ok(plots) => plots,
+        Err(e) => {
+            staging.discard();
+            return Err(e);
+        }
+    };
+    // The manifest on disk keeps its own reference; only the report changes.
+    let on_disk = Manifest::load(dir)?;
+    staging.publish_report(dir, &on_disk)?;
     eprintln!(
         "compare: redrew {} plots and {}",
         plots.len(),

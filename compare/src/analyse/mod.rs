@@ -74,6 +74,32 @@ pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
         .collect()
 }
 
+/// The successful runs of `manifest` with their result files from `dir`,
+/// or an error naming every result file that is missing or does not read
+/// (for `--report-only`, which must not redraw a report from part of the runs).
+pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let mut unreadable = Vec::new();
+    for r in manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok) {
+        let path = r.result_file.in_dir(dir);
+        match loadgen::result::read(&path) {
+            Ok(result) => runs.push(Run {
+                record: r.clone(),
+                result,
+            }),
+            Err(e) => unreadable.push(format!("{}: {e:#}", path.display())),
+        }
+    }
+    if !unreadable.is_empty() {
+        anyhow::bail!(
+            "{} result file(s) of runs the manifest records as ok could not be read, so the report was not redrawn:\n  {}",
+            unreadable.len(),
+            unreadable.join("\n  ")
+        );
+    }
+    Ok(runs)
+}
+
 /// The index of the median of `keys` (the lower median for an even count).
 pub fn median_index(keys: &[f64]) -> Option<usize> {
     let mut order: Vec<usize> = (0..keys.len()).collect();

@@ -27,7 +27,7 @@ use sockbench::sys::signal;
 use self::binaries::Binaries;
 use self::one_run::{run_one, RunContext};
 use crate::plan::{fmt_ms, matched_rates, Comparison, MatchedRates, Purpose, RunSpec};
-use crate::record::{CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA};
+use crate::record::{CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA, RUNS_DIR};
 
 /// A run whose window saw other processes use more than this many cores is
 /// called disturbed in the progress output and in the report. An idle machine
@@ -76,6 +76,8 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         timing: plan.timing,
         disturbed_cores: DISTURBED_CORES,
     };
+    let runs_dir = out_dir.join(RUNS_DIR);
+    std::fs::create_dir_all(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     let mut manifest = new_manifest(plan, platform_stalls);
     let result = run_all(plan, &ctx, &mut manifest);
     drop(scratch);
@@ -192,6 +194,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
         machine: sockbench::machine::Machine::probe(),
         platform_stalls,
         runs: Vec::new(),
+        files: Vec::new(),
     }
 }
 

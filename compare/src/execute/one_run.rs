@@ -17,7 +17,7 @@ use super::proc_cpu::{TreeCost, TreeMonitor};
 use super::process::{confine_command, file_tail, stop_loadgen, stop_server, Tail};
 use super::Interrupted;
 use crate::plan::{CpuSplit, RunSpec, Timing};
-use crate::record::{LoadgenCost, OtherProcesses, Outcome, RunRecord, ServerCost};
+use crate::record::{LoadgenCost, OtherProcesses, Outcome, RunRecord, ServerCost, RUNS_DIR};
 
 /// How long the server may take to print `listening`.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,7 +29,7 @@ pub const LOADGEN_SLACK: Duration = Duration::from_secs(20);
 pub struct RunContext {
     pub bins: Binaries,
     pub split: CpuSplit,
-    /// Where loadgen writes its result files (it runs in this directory).
+    /// The output directory: loadgen runs in its `runs/` folder and writes its result files there.
     pub out_dir: PathBuf,
     /// Sockets and logs, removed at the end.
     pub scratch: PathBuf,
@@ -187,7 +187,7 @@ fn with_server(
     let monitor = TreeMonitor::start(server.id());
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .current_dir(&ctx.out_dir)
+        .current_dir(ctx.out_dir.join(RUNS_DIR))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
