@@ -3,8 +3,8 @@
 //!
 //! Data flows one way, and each module imports only from those above it:
 //!
-//! - [`cli`]: the command line.
 //! - [`plan`]: which runs, with which typed [`plan::RunSpec`] and argv.
+//! - [`cli`]: the command line, turned into a [`plan::Request`].
 //! - [`record`]: the manifest on disk, one typed [`record::RunRecord`] per run.
 //! - [`execute`]: runs the plan, writes loadgen's files and the manifest.
 //! - [`analyse`]: pure functions over the records and results.
@@ -32,16 +32,17 @@ use record::{Manifest, Outcome};
 /// The whole comparison: plan, execute, analyse, render, publish; or with
 /// `--report-only`, analyse and render the last run again.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let out_dir = args.out_dir();
     if args.report_only {
-        return report_only(&args.out_dir, args.reference.as_deref());
+        return report_only(&out_dir, args.reference.as_deref());
     }
-    let plan = Comparison::from_args(&args)?;
+    let plan = Comparison::from_request(&args.request())?;
     if args.bin_dir.is_none() {
         Binaries::build_with_cargo()?;
     }
     let peers: Vec<plan::Peer> = plan.matrix.peers.iter().map(|p| p.peer).collect();
     let bins = Binaries::locate(args.bin_dir.as_deref(), &peers)?;
-    let staging = Staging::create(&args.out_dir)?;
+    let staging = Staging::create(&out_dir)?;
     let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
         let runs = analyse::load_runs(&manifest, staging.path());
         let plots = render::write_report(&manifest, &runs, staging.path())?;
@@ -51,15 +52,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         Ok(made) => made,
         Err(e) => {
             staging.discard();
-            return Err(e.context(format!(
-                "the previous results in {} are unchanged",
-                args.out_dir.display()
-            )));
+            return Err(e.context(format!("the previous results in {} are unchanged", out_dir.display())));
         }
     };
     let mut manifest = manifest;
-    staging.publish(&args.out_dir, &mut manifest)?;
-    summarize(&manifest, plots, &args.out_dir)
+    staging.publish(&out_dir, &mut manifest)?;
+    summarize(&manifest, plots, &out_dir)
 }
 
 /// Redraws the report in `dir` from its files; with `reference`, every ratio

@@ -100,16 +100,10 @@ pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<R
     Ok(runs)
 }
 
-/// The index of the median of `keys` (the lower median for an even count).
-pub fn median_index(keys: &[f64]) -> Option<usize> {
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
-    order.get(keys.len().checked_sub(1)? / 2).copied()
-}
-
 /// One run per point of the matrix and label, in matrix order. Where a
 /// point ran in several repetitions, the run whose cost is the median (see
-/// [`Run::median_key`]). Every figure shown for a point then comes from one
+/// [`Run::median_key`]; the lower of the two middle runs for an even
+/// count, as a run must be picked, not a mean of two). Every figure shown for a point then comes from one
 /// real run, never from numbers mixed across runs. Runs of different labels
 /// or purposes (a latency run and a matched-load run at the same shape) are
 /// never grouped together.
@@ -124,9 +118,11 @@ pub fn median_runs(runs: &[Run]) -> Vec<Run> {
     }
     points
         .into_iter()
-        .filter_map(|(_, group)| {
-            let keys: Vec<f64> = group.iter().map(|r| r.median_key()).collect();
-            median_index(&keys).map(|i| group[i].clone())
+        .filter_map(|(_, mut group)| {
+            // A stable sort: of runs with equal keys, the earlier one stays first.
+            group.sort_by(|a, b| a.median_key().total_cmp(&b.median_key()));
+            let middle = group.len().checked_sub(1)? / 2;
+            Some(group[middle].clone())
         })
         .collect()
 }
@@ -346,13 +342,5 @@ mod tests {
         assert_eq!(count_cpus(""), None);
         assert_eq!(count_cpus("x"), None);
         assert_eq!(count_cpus("3-1"), None);
-    }
-
-    #[test]
-    fn median_index_takes_the_lower_middle() {
-        assert_eq!(median_index(&[]), None);
-        assert_eq!(median_index(&[5.0]), Some(0));
-        assert_eq!(median_index(&[4.0, 9.0, 6.0]), Some(2));
-        assert_eq!(median_index(&[4.0, 9.0, 6.0, 1.0]), Some(0));
     }
 }
