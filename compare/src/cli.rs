@@ -37,8 +37,9 @@ pub struct CompareArgs {
     /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
-    /// Only these connection counts (comma-separated) of the matrix and of the
-    /// matched-load sweep. Default: every count of the matrix.
+    /// These connection counts (comma-separated, any count from 1) instead of
+    /// the matrix's; the matched-load sweep runs at those of its counts (100,
+    /// 1000; 100 with --quick) that are listed. Default: every count of the matrix.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub conns: Option<Vec<u64>>,
     /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 1500ms, or 700ms with --quick.
@@ -186,6 +187,15 @@ mod tests {
         assert_eq!(ok.reference, "fork");
         let one = plan(&["compare", "--quick", "--conns", "100", "--transports", "tcp"]).unwrap();
         assert_eq!(one.runs_per_repetition(), (5, 5));
-        assert!(plan(&["compare", "--conns", "7"]).is_err());
+        // Any count is allowed (issue 28): 7 connections over each transport.
+        let seven = plan(&["compare", "--conns", "7,1"]).unwrap();
+        let shapes: Vec<(u64, u64)> = seven.matrix.points.iter().map(|p| (p.conns, p.size_bytes)).collect();
+        assert_eq!(shapes, [(1, 128), (7, 128), (1, 128), (7, 128), (1, 128), (7, 128)]);
+        assert!(seven.matrix.matched_points.is_empty());
+        let large = plan(&["compare", "--conns", "100,50", "--transports", "tcp"]).unwrap();
+        let shapes: Vec<(u64, u64)> = large.matrix.points.iter().map(|p| (p.conns, p.size_bytes)).collect();
+        assert_eq!(shapes, [(50, 128), (100, 128), (100, 4096)]);
+        assert_eq!(large.matrix.matched_points.len(), 1);
+        assert!(plan(&["compare", "--conns", "0"]).is_err());
     }
 }

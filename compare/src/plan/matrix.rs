@@ -101,6 +101,31 @@ impl MatrixPlan {
         }
     }
 
+    /// `--conns`: the closed-loop points at these connection counts, any
+    /// count (128 B over every transport, in ascending order), and the
+    /// matrix's 4 KiB points where their count is listed; the matched-load
+    /// sweep at those of its own counts that are listed.
+    pub fn only_conns(&mut self, conns: &[u64]) {
+        let mut counts = conns.to_vec();
+        counts.sort_unstable();
+        counts.dedup();
+        let mut points = Vec::new();
+        for &transport in &self.transports {
+            points.extend(counts.iter().map(|&conns| PointShape {
+                transport,
+                conns,
+                size_bytes: SMALL_BYTES,
+            }));
+            points.extend(
+                self.points
+                    .iter()
+                    .filter(|p| p.transport == transport && p.size_bytes != SMALL_BYTES && counts.contains(&p.conns)),
+            );
+        }
+        self.points = points;
+        self.matched_points.retain(|p| counts.contains(&p.conns));
+    }
+
     /// The closed-loop runs of one repetition in the peers' listed order
     /// (repetition 0: no rotation).
     pub fn closed_loop(&self) -> Vec<RunSpec> {

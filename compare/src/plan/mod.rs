@@ -106,8 +106,8 @@ pub enum PlanError {
         "--peers {0}: spin= is implemented by the epoll backend over tcp and unix only; drop udp from --transports"
     )]
     SpinOverDatagrams(String),
-    #[error("--conns {0}: none of these counts is in the matrix")]
-    NoPoints(String),
+    #[error("--conns 0: a run needs at least one connection")]
+    NoConnections,
 }
 
 impl Comparison {
@@ -123,11 +123,10 @@ impl Comparison {
             split.server.cpus().len() as u64,
         );
         if let Some(conns) = &args.conns {
-            matrix.points.retain(|p| conns.contains(&p.conns));
-            matrix.matched_points.retain(|p| conns.contains(&p.conns));
-            if matrix.points.is_empty() {
-                return Err(PlanError::NoPoints(format!("{conns:?}")).into());
+            if conns.contains(&0) {
+                return Err(PlanError::NoConnections.into());
             }
+            matrix.only_conns(conns);
         }
         let labels: Vec<&str> = matrix.peers.iter().map(|p| p.label.as_str()).collect();
         for (i, l) in labels.iter().enumerate() {

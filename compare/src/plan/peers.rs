@@ -177,6 +177,33 @@ impl ServerKnob {
     }
 }
 
+/// Whether `server --backend KIND` accepts the knobs' flags `args`, by the
+/// server's own rules: its flag parser (ranges, powers of two) and the checks
+/// between flags that `ServerConfig::from_args` makes (`--uring-min-wait`
+/// with `--uring-wait quiet`). So a knob the server would refuse fails at
+/// planning, naming the flag, instead of failing every run.
+///
+/// The one call to swap for the server's own validation function once
+/// `sockbench` exposes one (issue 29, item 14).
+fn server_accepts(kind: BackendKind, args: &[String]) -> Result<(), String> {
+    use clap::Parser;
+    if args.is_empty() {
+        return Ok(());
+    }
+    let argv = ["server", "--backend", kind.name()]
+        .into_iter()
+        .map(String::from)
+        .chain(args.iter().cloned());
+    let parsed = sockbench::server::ServerArgs::try_parse_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        format!("the server refuses it: {}", first.trim_start_matches("error: "))
+    })?;
+    sockbench::server::ServerConfig::from_args(parsed)
+        .map(drop)
+        .map_err(|e| format!("the server refuses it: {e}"))
+}
+
 impl PeerEntry {
     /// The peer under its own name, no calibration.
     pub fn plain(peer: Peer) -> PeerEntry {
@@ -241,6 +268,9 @@ impl std::str::FromStr for PeerEntry {
             } else {
                 server_args.extend(ServerKnob::argv(name, value, peer).map_err(|e| format!("{s:?}: {e}"))?);
             }
+        }
+        if let Peer::Backend(kind) = peer {
+            server_accepts(kind, &server_args).map_err(|e| format!("{s:?}: {e}"))?;
         }
         if !knobs.is_empty() && suffix.is_none() {
             return Err(format!(

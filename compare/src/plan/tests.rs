@@ -165,3 +165,26 @@ fn matched_rates_are_fractions_of_the_lowest_median_peak() {
     assert_eq!(rates, [27_500.0, 55_000.0, 82_500.0]);
     assert!(matched_rates(shape, &[], &MATCHED_FRACTIONS).rates.is_empty());
 }
+
+/// Issue 29, item 14: uring knobs the server would refuse at start fail at
+/// planning, naming the knob's flag.
+#[test]
+fn knobs_the_server_refuses_are_refused_at_planning() {
+    for (bad, flag) in [
+        ("uring@a:buf-count=3", "--buf-count"),
+        ("uring@a:ring-entries=2", "--ring-entries"),
+        ("uring@a:buf-size=1", "--buf-size"),
+        ("uring@a:uring-min-wait=10001", "--uring-min-wait"),
+        ("uring@a:uring-wait=quiet:uring-min-wait=50", "--uring-min-wait"),
+    ] {
+        let err = bad.parse::<PeerEntry>().unwrap_err();
+        assert!(err.contains(flag) && err.contains(bad), "{bad}: {err}");
+    }
+    for good in [
+        "uring@a:buf-count=256:buf-size=4096:ring-entries=8",
+        "uring@a:uring-min-wait=10000",
+        "uring@a:uring-wait=quiet",
+    ] {
+        assert!(good.parse::<PeerEntry>().is_ok(), "{good} refused");
+    }
+}
