@@ -46,9 +46,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
         let runs = analyse::load_runs(&manifest, staging.path());
         let plots = render::write_report(&manifest, &runs, staging.path())?;
-        Ok((manifest, plots.len()))
+        Ok((manifest, runs, plots.len()))
     });
-    let (manifest, plots) = match made {
+    let (manifest, runs, plots) = match made {
         Ok(made) => made,
         Err(e) => {
             staging.discard();
@@ -57,7 +57,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     };
     let mut manifest = manifest;
     staging.publish(&out_dir, &mut manifest)?;
-    summarize(&manifest, plots, &out_dir)
+    summarize(&manifest, &runs, plots, &out_dir)
 }
 
 /// Redraws the report in `dir` from its files; with `reference`, every ratio
@@ -96,22 +96,72 @@ fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The closing lines; an error if every run failed.
-fn summarize(manifest: &Manifest, plots: usize, out_dir: &Path) -> anyhow::Result<()> {
-    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
-    eprintln!(
-        "compare: {} runs, {} failed; results, {plots} plots and README.md in {}",
-        manifest.runs.len(),
-        failed.len(),
-        out_dir.display()
-    );
-    for r in &failed {
+/// The closing lines: each failed and invalid run, then one line with the
+/// headline result and the counts of failed, disturbed and invalid runs; an
+/// error if every run failed.
+fn summarize(manifest: &Manifest, runs: &[analyse::Run], plots: usize, out_dir: &Path) -> anyhow::Result<()> {
+    for r in &manifest.runs {
         if let Outcome::Failed(why) = &r.outcome {
             eprintln!("  FAILED {}: {why}", r.spec.name());
         }
     }
-    if !failed.is_empty() && failed.len() == manifest.runs.len() {
+    for r in analyse::invalid_runs(manifest) {
+        let fate = match (r.redo, r.replaced) {
+            (true, _) => "the redo too; left out",
+            (false, true) => "redone, the redo is used",
+            (false, false) => "left out",
+        };
+        eprintln!("  INVALID {} ({fate}): {}", r.run_name, r.why);
+    }
+    let counts = analyse::run_counts(manifest, runs);
+    let headline = analyse::headline(&analyse::analyse(manifest, runs));
+    eprintln!("{}", final_line(&counts, headline.as_ref(), plots, out_dir));
+    if counts.failed > 0 && counts.failed == counts.total {
         bail!("every run failed");
     }
     Ok(())
+}
+
+/// `compare: 50 runs (0 failed, 2 disturbed, 1 invalid); matched load, tcp
+/// 100 conns 128 B: uring cheapest, server CPU 0.85× epoll [0.80, 0.90],
+/// cheaper; README.md and 5 plots in results/quick`.
+fn final_line(
+    counts: &analyse::RunCounts,
+    headline: Option<&analyse::Headline>,
+    plots: usize,
+    out_dir: &Path,
+) -> String {
+    let result = match headline {
+        Some(h) => {
+            let k = &h.key;
+            let at = format!(
+                "{} {}, {} conns, {} B",
+                k.purpose.as_str().replace('_', " "),
+                k.transport,
+                k.conns,
+                k.size_bytes
+            );
+            match &h.compared {
+                Some((label, r)) => format!(
+                    "{at}: {} cheapest, server CPU of {label} {:.2}× {} [{:.2}, {:.2}], {}",
+                    h.cheapest,
+                    r.interval.mid,
+                    h.reference,
+                    r.interval.lo,
+                    r.interval.hi,
+                    r.verdict.words("cheaper", "costlier")
+                ),
+                None => format!("{at}: {} cheapest", h.cheapest),
+            }
+        }
+        None => "no result to give".to_string(),
+    };
+    format!(
+        "compare: {} runs ({} failed, {} disturbed, {} invalid); {result}; README.md and {plots} plots in {}",
+        counts.total,
+        counts.failed,
+        counts.disturbed,
+        counts.invalid,
+        out_dir.display()
+    )
 }

@@ -41,6 +41,11 @@ impl RunFileName {
         RunFileName::try_from(format!("{}.json", spec.name())).expect("run names are plain file names")
     }
 
+    /// `<name>-redo.json`: the second try of a run found invalid, beside the first.
+    pub fn for_redo(spec: &RunSpec) -> RunFileName {
+        RunFileName::try_from(format!("{}-redo.json", spec.name())).expect("run names are plain file names")
+    }
+
     /// Where the file is in the output directory `dir`: under [`RUNS_DIR`],
     /// or at the top in a comparison of the older, flat layout (the one
     /// that holds it there and not under `runs/`).
@@ -255,9 +260,22 @@ pub struct RunRecord {
     /// busy fraction. `None` when loadgen did not report it.
     #[serde(default)]
     pub loadgen_cost: Option<LoadgenCost>,
+    /// Why the run's figures are impossible (see `execute::validity`), when
+    /// they are: such a run is redone once and left out of every statistic,
+    /// and the report lists it. `None` for a valid run and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    /// This run repeats one found invalid (its file is `<name>-redo.json`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redo: bool,
 }
 
 impl RunRecord {
+    /// Whether the run's figures enter the statistics: it finished and was not found invalid.
+    pub fn counts(&self) -> bool {
+        self.outcome == Outcome::Ok && self.invalid.is_none()
+    }
+
     /// A run that never started or failed before it learned anything.
     pub fn failed(spec: RunSpec, why: impl Into<String>) -> RunRecord {
         RunRecord {
@@ -274,6 +292,8 @@ impl RunRecord {
             server_cores: 0,
             loadgen_cores: 0,
             loadgen_cost: None,
+            invalid: None,
+            redo: false,
         }
     }
 }
@@ -334,6 +354,11 @@ pub struct Method {
     pub warmup_s: f64,
     #[serde(default)]
     pub duration_s: f64,
+    /// The least server CPU a message can cost: one trivial system call,
+    /// measured on this machine before the runs (see `execute::validity`).
+    /// A run below it is invalid. `None` in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_floor_us_per_msg: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -371,6 +396,7 @@ impl Default for Method {
             matched_load_fractions: Vec::new(),
             warmup_s: 0.0,
             duration_s: 0.0,
+            cpu_floor_us_per_msg: None,
         }
     }
 }

@@ -57,13 +57,14 @@ impl Run {
     }
 }
 
-/// The successful runs of `manifest` with their result files from `dir`
-/// (runs whose file is missing or unreadable are left out).
+/// The successful, valid runs of `manifest` with their result files from
+/// `dir` (runs whose file is missing or unreadable are left out, and so are
+/// runs found invalid: see [`invalid_runs`]).
 pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
     manifest
         .runs
         .iter()
-        .filter(|r| r.outcome == Outcome::Ok)
+        .filter(|r| r.counts())
         .filter_map(|r| {
             let result = loadgen::result::read(&r.result_file.in_dir(dir)).ok()?;
             Some(Run {
@@ -80,7 +81,7 @@ pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
 pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<Run>> {
     let mut runs = Vec::new();
     let mut unreadable = Vec::new();
-    for r in manifest.runs.iter().filter(|r| r.outcome == Outcome::Ok) {
+    for r in manifest.runs.iter().filter(|r| r.counts()) {
         let path = r.result_file.in_dir(dir);
         match loadgen::result::read(&path) {
             Ok(result) => runs.push(Run {
@@ -310,6 +311,111 @@ pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
             .is_some_and(|c| c > manifest.method.disturbed_cores),
         server_peak_rss_kib: run.server_peak_rss_kib(),
     }
+}
+
+/// A run whose figures were impossible, left out of every statistic (see
+/// `execute::validity`); what the report lists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidRun {
+    /// The run's name (its result file's stem).
+    pub run_name: String,
+    pub label: String,
+    /// Why its figures are impossible.
+    pub why: String,
+    /// Whether this was already the redo (a run is redone once).
+    pub redo: bool,
+    /// Whether its redo was valid and entered the statistics in its place.
+    pub replaced: bool,
+}
+
+/// Every run of `manifest` found invalid, in running order.
+pub fn invalid_runs(manifest: &Manifest) -> Vec<InvalidRun> {
+    let runs = &manifest.runs;
+    runs.iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let why = r.invalid.clone()?;
+            let replaced = !r.redo
+                && runs[i + 1..]
+                    .iter()
+                    .any(|later| later.redo && later.spec == r.spec && later.counts());
+            Some(InvalidRun {
+                run_name: r.result_file.as_str().trim_end_matches(".json").to_string(),
+                label: r.spec.label.clone(),
+                why,
+                redo: r.redo,
+                replaced,
+            })
+        })
+        .collect()
+}
+
+/// How a comparison's runs ended, for its closing line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Every run made, redos included.
+    pub total: usize,
+    pub failed: usize,
+    /// Valid runs in whose window other processes used more than the manifest's limit.
+    pub disturbed: usize,
+    /// Runs found invalid (left out), and of them how many were redos.
+    pub invalid: usize,
+    pub redone: usize,
+}
+
+/// The counts of `manifest`'s runs; `runs` are its valid runs (for the disturbed count).
+pub fn run_counts(manifest: &Manifest, runs: &[Run]) -> RunCounts {
+    let limit = manifest.method.disturbed_cores;
+    RunCounts {
+        total: manifest.runs.len(),
+        failed: manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).count(),
+        disturbed: runs
+            .iter()
+            .filter(|r| r.other_processes_cores().is_some_and(|c| c > limit))
+            .count(),
+        invalid: manifest.runs.iter().filter(|r| r.invalid.is_some()).count(),
+        redone: manifest.runs.iter().filter(|r| r.redo).count(),
+    }
+}
+
+/// The one result a closing line can give: at the headline point, the
+/// label with the lowest median server CPU per message and its ratio to the
+/// reference (or, when that is the reference, the next cheapest's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Headline {
+    pub key: PointKey,
+    /// The cheapest label there.
+    pub cheapest: String,
+    /// The label the ratio is of (the cheapest, or the runner-up when the
+    /// cheapest is the reference) and the ratio with its verdict.
+    pub compared: Option<(String, points::Ratio)>,
+    pub reference: String,
+}
+
+/// The headline of `analysis`: at the latency-view point (matched load,
+/// tcp, 100 connections), else the first matched-load point, else the
+/// first point; `None` when no label there has a server CPU figure.
+pub fn headline(analysis: &Analysis) -> Option<Headline> {
+    let matched = |p: &&PointStats| matches!(p.key.purpose, Purpose::MatchedLoad { .. });
+    let point = analysis
+        .points
+        .iter()
+        .find(|p| p.key.is_latency_view())
+        .or_else(|| analysis.points.iter().find(matched))
+        .or_else(|| analysis.points.first())?;
+    let ranked = points::ranked_by_server_cpu(point);
+    let cheapest = ranked.first().filter(|p| p.server_cpu_us_per_msg.is_some())?;
+    let other = if cheapest.label == analysis.reference {
+        ranked.get(1).copied()
+    } else {
+        Some(*cheapest)
+    };
+    Some(Headline {
+        key: point.key,
+        cheapest: cheapest.label.clone(),
+        compared: other.and_then(|p| Some((p.label.clone(), p.ratio_server_cpu?))),
+        reference: analysis.reference.clone(),
+    })
 }
 
 /// Everything the report says about a comparison.
