@@ -17,9 +17,9 @@
 # verdict judged is the one on server CPU per message against epoll.
 #
 # Repetitions: with a compare that has --max-repetitions, each point is
-# adaptive (--decide-at 10% --max-repetitions ${MAX_REPS:-20}: repetitions
-# are added until every label is decided); otherwise a fixed REPS (default
-# 15) per point. Runs are the full comparison's length (1.5 s measured,
+# adaptive (--repetitions 5 --decide-at 10% --max-repetitions ${MAX_REPS:-20}:
+# repetitions are added until both labels are decided, each look at 99%);
+# otherwise a fixed REPS (default 15) per point. Runs are the full comparison's length (1.5 s measured,
 # 0.5 s warm-up), so the check measures the method as it is used.
 #
 # Expected time on the project's 2-core VM: a repetition of one point is
@@ -48,7 +48,7 @@ check_writable "$out_dir" self-check
 cargo build --release --quiet -p sockbench -p loadgen -p compare
 compare=("$bin/compare" --quick --transports tcp --conns 100 --duration 1500ms --warmup 500ms --bin-dir "$bin")
 if "$bin/compare" --help | grep -q -- '--max-repetitions'; then
-  design=(--decide-at 10% --max-repetitions "$max_reps")
+  design=(--repetitions 5 --decide-at 10% --max-repetitions "$max_reps")
 else
   design=(--repetitions "$reps")
 fi

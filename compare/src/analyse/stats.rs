@@ -360,6 +360,11 @@ impl Band {
         (1..=500).contains(&permille).then_some(Band { permille })
     }
 
+    /// The band in permille: 100 for 10%.
+    pub fn permille(self) -> u16 {
+        self.permille
+    }
+
     /// The band as a fraction: 0.1 for 10%.
     pub fn fraction(self) -> f64 {
         f64::from(self.permille) / 1000.0

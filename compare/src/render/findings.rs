@@ -66,6 +66,10 @@ struct Peer<'a> {
     /// loadgen's CPU per message over this server's, run by run.
     loadgen_over_server_cpu: Option<Figure>,
     bottleneck: Option<&'static str>,
+    /// Adaptive comparisons: why the label stopped getting repetitions
+    /// (`differs`, `equivalent`, `cap`); absent otherwise. `runs` says how many it took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<&'static str>,
     errors: u64,
     disturbed: &'a [String],
     fell_short: &'a [String],
@@ -125,6 +129,7 @@ fn peer(p: &PeerStats) -> Peer<'_> {
         verdict_msgs_per_s: p.ratio_msgs_per_s.map(|r| verdict_word(r.verdict)),
         loadgen_over_server_cpu: p.loadgen_over_server_cpu.map(|r| r.interval.into()),
         bottleneck: p.bottleneck.map(|b| b.as_str()),
+        stopped: p.stopped.map(|s| s.as_str()),
         errors: p.errors,
         disturbed: &p.disturbed,
         fell_short: &p.fell_short,
