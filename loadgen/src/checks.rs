@@ -56,9 +56,11 @@ pub fn fds_per_table(conns: u64, threads: u64, fd_limit: u64) -> u64 {
 }
 
 /// Refuses more connections than the source addresses have ports (naming
-/// `--local-addrs`), and sources of the wrong address family.
+/// `--local-addrs`), sources of the wrong address family, and sources that
+/// are not this host's.
 pub fn check_sources(sources: &SourceAddrs, args: &Args, endpoint: &net::Endpoint) -> Result<(), UsageError> {
     // Unknown port range (no /proc): do not guess, let connect say.
     let ports = crate::source::ports_per_source().unwrap_or(u64::MAX / 2);
-    crate::source::check_capacity(sources, args.transport, endpoint, args.conns, ports).map_err(UsageError)
+    crate::source::check_capacity(sources, args.transport, endpoint, args.conns, ports).map_err(UsageError)?;
+    crate::source::check_local(sources, args.transport).map_err(UsageError)
 }
