@@ -14,7 +14,6 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::Args;
-use crate::report::fmt_us;
 
 /// Which phase a moment or an interval belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +70,7 @@ pub fn compact(v: f64) -> String {
 }
 
 /// A latency to three digits for the live line: `85.0us`, `1.20ms`, `59.0s`
-/// (the final report has [`fmt_us`]'s two decimals).
+/// (the final report has `report::fmt_us`'s two decimals).
 fn short_us(us: f64) -> String {
     match us {
         us if us < 1e3 => three_digits(us, "us"),
