@@ -48,10 +48,14 @@ pub struct VerdictInputs<'a> {
     pub stream: bool,
     /// `--conns`.
     pub conns_asked: u64,
-    /// Connections that came up at any time.
+    /// Connections that had come up when the measured phase began.
     pub conns_up: u64,
     /// Connections still up at the end with an echo completed.
     pub conns_carried_load: u64,
+    /// A closed loop sends on every connection from the start, so each one
+    /// must carry load; an open loop at a low rate leaves some idle (a
+    /// connection it sent to but got nothing back from counts as timeouts).
+    pub closed_loop: bool,
     /// Errors in the measured phase (`connect` over the whole run).
     pub errors: &'a Errors,
     /// Errors before the measured phase.
@@ -85,10 +89,11 @@ pub fn failures(v: &VerdictInputs<'_>) -> Vec<String> {
     // A run cut short already says why; its connections were lost with it.
     if v.stop.is_none() && v.conns_up < v.conns_asked {
         why.push(format!(
-            "only {} of {} connections came up (the others' connects failed or were never answered)",
+            "only {} of {} connections were up when the measured phase began (the others' connects \
+             failed, were not answered in time, or came after --start-at)",
             v.conns_up, v.conns_asked
         ));
-    } else if v.stop.is_none() && v.conns_carried_load < v.conns_asked {
+    } else if v.stop.is_none() && v.closed_loop && v.conns_carried_load < v.conns_asked {
         why.push(format!(
             "only {} of {} connections carried load: {} came up but completed no echo or were lost \
              (a server that accepts more connections than it serves holds them in its backlog)",
@@ -242,6 +247,7 @@ pub fn build_result(
         conns_asked: args.conns,
         conns_up: ph.conns_up,
         conns_carried_load: sums.conns_carried_load,
+        closed_loop: args.rate.is_none(),
         errors: &sums.errors,
         warmup_errors: &sums.warmup_errors,
         mismatch_whole_run: sums.mismatch_whole_run,
@@ -315,6 +321,7 @@ mod tests {
             conns_asked: 10,
             conns_up: 10,
             conns_carried_load: 10,
+            closed_loop: true,
             errors,
             warmup_errors: errors,
             mismatch_whole_run: 0,
@@ -351,9 +358,11 @@ mod tests {
         let none = Errors::default();
         let v = clean(&none);
         let up = one(&VerdictInputs { conns_up: 8, conns_carried_load: 8, ..v.clone() });
-        assert!(up.contains("only 8 of 10 connections came up"), "{up}");
+        assert!(up.contains("only 8 of 10 connections were up"), "{up}");
         let load = one(&VerdictInputs { conns_carried_load: 2, ..v.clone() });
         assert!(load.contains("only 2 of 10 connections carried load"), "{load}");
+        // An open loop at a low rate may leave connections idle.
+        assert!(failures(&VerdictInputs { conns_carried_load: 2, closed_loop: false, ..v.clone() }).is_empty());
         let corrupt = one(&VerdictInputs { mismatch_whole_run: 1, ..v.clone() });
         assert!(corrupt.contains("1 mismatch:"), "{corrupt}");
         let dup = Errors { duplicate: 2, ..Errors::default() };

@@ -61,9 +61,9 @@ pub struct Phases {
     pub io_used: &'static str,
     /// The measured window's start in wall-clock time, ns since the Unix epoch.
     pub window_start_unix_ns: Option<u64>,
-    /// Connections up when the load started.
-    pub conns_up_at_load_start: u64,
-    /// Connections that came up at any time (read after the threads ended).
+    /// Connections that had come up when the measured phase began (or when
+    /// the run ended, if it ended before): a connection that comes up later
+    /// misses part of the window.
     pub conns_up: u64,
 }
 
@@ -174,7 +174,6 @@ impl<'a> PhaseClock<'a> {
                 server_cpu_us: None,
                 io_used: "epoll",
                 window_start_unix_ns: None,
-                conns_up_at_load_start: 0,
                 conns_up: 0,
             },
             pending: BTreeMap::new(),
@@ -211,6 +210,9 @@ impl<'a> PhaseClock<'a> {
             }
             self.collect();
             self.show_ready();
+        }
+        if self.cpu_at_start.is_none() {
+            self.ph.conns_up = self.shared.ever_up.load(Relaxed);
         }
         self.ph
     }
@@ -304,7 +306,6 @@ impl<'a> PhaseClock<'a> {
 
     /// Every connection is up (or the grace is over): load starts now.
     fn start_load(&mut self, now: u64) {
-        self.ph.conns_up_at_load_start = self.shared.open.load(Relaxed);
         let ms = now + self.args.warmup.as_nanos() as u64;
         self.end_ns = ms + self.args.duration.as_nanos() as u64;
         self.ph.window_start_unix_ns = Some(self.clock.to_unix_ns(ms));
@@ -337,6 +338,7 @@ impl<'a> PhaseClock<'a> {
         self.check_stop(now)?;
         let ms = self.measure_start_ns();
         if now >= ms && self.cpu_at_start.is_none() {
+            self.ph.conns_up = self.shared.ever_up.load(Relaxed);
             self.cpu_at_start = Some(CpuAtStart {
                 loadgen: crate::sys::process_cpu_us().ok(),
                 server: self.server_cpu_us(),

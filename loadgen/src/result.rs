@@ -114,8 +114,9 @@ pub struct Extra {
     pub common_window_messages: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_window_s: Option<f64>,
-    /// Connections that came up (stream: connected; datagram: probe
-    /// answered) at any time in the run, of `settings.conns` asked for.
+    /// Connections that had come up (stream: connected; datagram: probe
+    /// answered) when the measured phase began, of `settings.conns` asked
+    /// for. Fewer fails the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conns_up: Option<u64>,
     /// Connections that carried load: still up at the end and at least one

@@ -122,7 +122,6 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     // The final flush's interval is not shown; the result's totals come from `totals`.
     while rx.try_recv().is_ok() {}
     phases.io_used = io_used(&args, &shared, &progress);
-    phases.conns_up = shared.ever_up.load(Relaxed);
     let (result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
     finish(&args, &out, &result, &hist)
 }
