@@ -268,12 +268,13 @@ impl<'a> PhaseClock<'a> {
         if due {
             if up < conns && self.start_at_ns.is_some() {
                 self.progress.println(&format!(
-                    "loadgen: warning: only {up} of {conns} connections up at --start-at; going on with those \
-                     (give a later --start-at, or a higher --connect-rate)"
+                    "loadgen: warning: only {up} of {conns} connections up at --start-at; going on with those, \
+                     and the run will be FAILED (give a later --start-at, or a higher --connect-rate)"
                 ));
             } else if up < conns {
                 self.progress.println(&format!(
-                    "loadgen: warning: only {up} of {conns} connections up after {:.1}s; going on with those",
+                    "loadgen: warning: only {up} of {conns} connections up after {:.1}s; going on with those, \
+                     and the run will be FAILED",
                     now as f64 / 1e9
                 ));
             }
@@ -475,5 +476,126 @@ impl<'a> PhaseClock<'a> {
                 errors: p.sum.errors.total(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    /// What a clock needs around it: flags, the shared state, a channel, a display.
+    struct Rig {
+        args: Args,
+        shared: Shared,
+        rx: mpsc::Receiver<Interval>,
+        progress: Progress,
+    }
+
+    fn rig(flags: &[&str]) -> Rig {
+        let mut argv = vec!["loadgen"];
+        argv.extend_from_slice(flags);
+        let args = crate::cli::Cli::parse_from(argv).run;
+        let (_tx, rx) = mpsc::channel();
+        let progress = Progress::new(args.warmup, args.duration);
+        Rig {
+            args,
+            shared: Shared::new(),
+            rx,
+            progress,
+        }
+    }
+
+    impl Rig {
+        fn clock(&self) -> PhaseClock<'_> {
+            PhaseClock::new(&self.args, &self.shared, &self.rx, 1, &self.progress, "test".into())
+        }
+    }
+
+    const MS: u64 = 1_000_000;
+
+    #[test]
+    fn load_starts_when_every_connection_is_up_and_sets_the_window() {
+        let r = rig(&["-c", "4", "--warmup", "1s", "-d", "2s"]);
+        let mut c = r.clock();
+        r.shared.open.store(3, Relaxed);
+        c.startup(100 * MS).unwrap();
+        assert_eq!(r.shared.load_start_ns.load(Relaxed), UNSET, "3 of 4 up: still connecting");
+        r.shared.open.store(4, Relaxed);
+        c.startup(200 * MS).unwrap();
+        assert_eq!(r.shared.load_start_ns.load(Relaxed), 200 * MS);
+        assert_eq!(r.shared.measure_start_ns.load(Relaxed), 1_200 * MS, "after the warm-up");
+        assert_eq!(r.shared.end_ns.load(Relaxed), 3_200 * MS, "after the measured phase");
+        let start = c.ph.window_start_unix_ns.unwrap();
+        assert_eq!(start, c.clock.to_unix_ns(1_200 * MS));
+    }
+
+    #[test]
+    fn with_no_connection_up_after_the_grace_the_server_is_unreachable() {
+        let r = rig(&["-c", "2", "--connect-rate", "1000"]);
+        let mut c = r.clock();
+        assert!(c.startup(CONNECT_GRACE.as_nanos() as u64 - MS).is_ok(), "still within the grace");
+        match c.startup(CONNECT_GRACE.as_nanos() as u64 + 3 * MS) {
+            Err(EarlyStop::Unreachable(why)) => assert!(why.contains("cannot reach the server"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_connection_lost_under_load_ends_the_run() {
+        let r = rig(&["-c", "2", "--warmup", "0s", "-d", "1s"]);
+        let mut c = r.clock();
+        r.shared.open.store(2, Relaxed);
+        c.startup(0).unwrap();
+        assert!(c.under_load(10 * MS).is_ok());
+        assert_eq!(c.ph.conns_up, 0, "nothing ever came up in this rig");
+        r.shared.open.store(0, Relaxed);
+        assert!(matches!(c.under_load(20 * MS), Err(EarlyStop::ServerGone(_))));
+    }
+
+    #[test]
+    fn the_end_of_the_measured_phase_closes_the_window_and_asks_for_a_last_tick() {
+        let r = rig(&["-c", "1", "--warmup", "0s", "-d", "1s"]);
+        let mut c = r.clock();
+        r.shared.open.store(1, Relaxed);
+        r.shared.ever_up.store(1, Relaxed);
+        c.startup(0).unwrap();
+        c.under_load(MS).unwrap();
+        assert_eq!(c.ph.conns_up, 1, "counted as the measured phase begins");
+        assert!(c.final_tick.is_none());
+        c.under_load(1_000 * MS).unwrap();
+        assert_eq!(c.ph.measured_s, 1.0);
+        assert_eq!(c.final_tick, Some(c.tick_no + 1));
+        assert_eq!(c.next_tick_ns, 1_000 * MS, "the last tick is due now");
+    }
+
+    #[test]
+    fn ticks_are_a_second_apart_but_land_on_phase_bounds_with_no_sliver() {
+        let r = rig(&["-c", "1"]);
+        let mut c = r.clock();
+        assert_eq!(c.plan_tick(0, 0), SECOND_NS, "no bound yet: a second later");
+        r.shared.measure_start_ns.store(1_200 * MS, Relaxed);
+        assert_eq!(c.plan_tick(0, 0), 1_200 * MS, "a bound within 1.5 s takes the tick");
+        r.shared.measure_start_ns.store(1_600 * MS, Relaxed);
+        assert_eq!(c.plan_tick(0, 0), SECOND_NS, "a later bound waits for its own tick");
+        c.end_ns = 2_100 * MS;
+        assert_eq!(c.plan_tick(1_600 * MS, 0), 2_100 * MS, "the end is a bound too");
+        assert_eq!(c.plan_tick(0, 5 * SECOND_NS), 5 * SECOND_NS, "never in the past");
+    }
+
+    #[test]
+    fn the_clock_anchor_converts_both_ways() {
+        let shared = Shared::new();
+        let anchor = ClockAnchor {
+            mono_ns: 5 * SECOND_NS,
+            unix_ns: 1_796_130_300 * SECOND_NS,
+        };
+        assert_eq!(anchor.to_unix_ns(6 * SECOND_NS), 1_796_130_301 * SECOND_NS);
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_796_130_302);
+        assert_eq!(anchor.to_mono_ns(at), 7 * SECOND_NS);
+        // Before the monotonic clock's start: saturates at 0, never wraps.
+        assert_eq!(anchor.to_mono_ns(std::time::UNIX_EPOCH), 0);
+        let now = ClockAnchor::now(&shared);
+        assert!(now.unix_ns > 1_700_000_000 * SECOND_NS);
     }
 }
