@@ -119,9 +119,7 @@ pub fn failures(v: &VerdictInputs<'_>) -> Vec<String> {
     }
     let reordered = v.errors.reordered + v.warmup_errors.reordered;
     if reordered > 0 {
-        why.push(format!(
-            "{reordered} reordered: answers older than one already seen"
-        ));
+        why.push(format!("{reordered} reordered: answers older than one already seen"));
     }
     if v.errors.timeout > 0 {
         why.push(format!(
@@ -357,35 +355,98 @@ mod tests {
     fn each_cause_fails_the_run_and_names_itself() {
         let none = Errors::default();
         let v = clean(&none);
-        let up = one(&VerdictInputs { conns_up: 8, conns_carried_load: 8, ..v.clone() });
+        let up = one(&VerdictInputs {
+            conns_up: 8,
+            conns_carried_load: 8,
+            ..v.clone()
+        });
         assert!(up.contains("only 8 of 10 connections were up"), "{up}");
-        let load = one(&VerdictInputs { conns_carried_load: 2, ..v.clone() });
+        let load = one(&VerdictInputs {
+            conns_carried_load: 2,
+            ..v.clone()
+        });
         assert!(load.contains("only 2 of 10 connections carried load"), "{load}");
         // An open loop at a low rate may leave connections idle.
-        assert!(failures(&VerdictInputs { conns_carried_load: 2, closed_loop: false, ..v.clone() }).is_empty());
-        let corrupt = one(&VerdictInputs { mismatch_whole_run: 1, ..v.clone() });
+        assert!(failures(&VerdictInputs {
+            conns_carried_load: 2,
+            closed_loop: false,
+            ..v.clone()
+        })
+        .is_empty());
+        let corrupt = one(&VerdictInputs {
+            mismatch_whole_run: 1,
+            ..v.clone()
+        });
         assert!(corrupt.contains("1 mismatch:"), "{corrupt}");
-        let dup = Errors { duplicate: 2, ..Errors::default() };
-        assert!(one(&VerdictInputs { warmup_errors: &dup, ..v.clone() }).contains("2 duplicates"));
-        let reord = Errors { reordered: 1, ..Errors::default() };
-        assert!(one(&VerdictInputs { errors: &reord, ..v.clone() }).contains("1 reordered"));
-        let late = Errors { timeout: 3, ..Errors::default() };
-        let t = one(&VerdictInputs { errors: &late, ..v.clone() });
+        let dup = Errors {
+            duplicate: 2,
+            ..Errors::default()
+        };
+        assert!(one(&VerdictInputs {
+            warmup_errors: &dup,
+            ..v.clone()
+        })
+        .contains("2 duplicates"));
+        let reord = Errors {
+            reordered: 1,
+            ..Errors::default()
+        };
+        assert!(one(&VerdictInputs {
+            errors: &reord,
+            ..v.clone()
+        })
+        .contains("1 reordered"));
+        let late = Errors {
+            timeout: 3,
+            ..Errors::default()
+        };
+        let t = one(&VerdictInputs {
+            errors: &late,
+            ..v.clone()
+        });
         assert!(t.contains("3 timeouts") && t.contains("--timeout 1s"), "{t}");
-        let reset = Errors { reset: 1, ..Errors::default() };
-        assert!(one(&VerdictInputs { errors: &reset, ..v.clone() }).contains("1 reset:"));
-        assert_eq!(one(&VerdictInputs { messages: 0, ..v.clone() }), "no echo completed in the measured phase");
+        let reset = Errors {
+            reset: 1,
+            ..Errors::default()
+        };
+        assert!(one(&VerdictInputs {
+            errors: &reset,
+            ..v.clone()
+        })
+        .contains("1 reset:"));
+        assert_eq!(
+            one(&VerdictInputs {
+                messages: 0,
+                ..v.clone()
+            }),
+            "no echo completed in the measured phase"
+        );
     }
 
     #[test]
     fn datagram_loss_fails_only_above_max_loss() {
         let none = Errors::default();
-        let lossy = Errors { lost: 2, ..Errors::default() };
-        let dgram = VerdictInputs { stream: false, errors: &lossy, messages: 98, ..clean(&none) };
+        let lossy = Errors {
+            lost: 2,
+            ..Errors::default()
+        };
+        let dgram = VerdictInputs {
+            stream: false,
+            errors: &lossy,
+            messages: 98,
+            ..clean(&none)
+        };
         // 2 of 100 sent: 2%.
         let f = one(&dgram);
-        assert!(f.contains("datagram loss 2.00% (2 of 100 sent) is above --max-loss 1%"), "{f}");
-        assert!(failures(&VerdictInputs { max_loss_pct: 2.0, ..dgram.clone() }).is_empty());
+        assert!(
+            f.contains("datagram loss 2.00% (2 of 100 sent) is above --max-loss 1%"),
+            "{f}"
+        );
+        assert!(failures(&VerdictInputs {
+            max_loss_pct: 2.0,
+            ..dgram.clone()
+        })
+        .is_empty());
         assert_eq!(loss_pct(&lossy, 98), Some(2.0));
         assert_eq!(loss_pct(&none, 0), None);
     }

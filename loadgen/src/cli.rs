@@ -408,7 +408,13 @@ mod tests {
     #[test]
     fn timeouts_below_the_loops_granularity_are_refused_by_name() {
         use clap::Parser as _;
-        for (t, ok) in [("0s", false), ("1ns", false), ("9ms", false), ("10ms", true), ("1s", true)] {
+        for (t, ok) in [
+            ("0s", false),
+            ("1ns", false),
+            ("9ms", false),
+            ("10ms", true),
+            ("1s", true),
+        ] {
             let cli = Cli::try_parse_from(["loadgen", "--timeout", t]).unwrap();
             let res = cli.run.validate();
             assert_eq!(res.is_ok(), ok, "{t}: {res:?}");

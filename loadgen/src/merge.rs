@@ -102,8 +102,9 @@ pub fn merge(
             _ => has_unc = false,
         }
         let sum = |key: &str, a: u64, b: u64| {
-            a.checked_add(b)
-                .ok_or_else(|| anyhow::anyhow!("{name}: `{key}` overflows when added up; the file was edited or damaged"))
+            a.checked_add(b).ok_or_else(|| {
+                anyhow::anyhow!("{name}: `{key}` overflows when added up; the file was edited or damaged")
+            })
         };
         out.messages = sum("messages", out.messages, r.messages)?;
         out.bytes = sum("bytes", out.bytes, r.bytes)?;
@@ -204,9 +205,9 @@ fn check_required_fields(results: &[RunResult], names: &[String]) -> anyhow::Res
         }
         match (r.extra.window_start_unix_ns, r.extra.window_end_unix_ns) {
             (Some(a), Some(b)) if b > a => {}
-            (Some(_), Some(_)) => bail!(
-                "{name}: its measured window ends before it starts; the file was edited or damaged"
-            ),
+            (Some(_), Some(_)) => {
+                bail!("{name}: its measured window ends before it starts; the file was edited or damaged")
+            }
             _ => bail!(
                 "{name} has no measured window (`extra.window_start_unix_ns`, `window_end_unix_ns`): \
                  merge could not check that the runs overlap in time; merge only runs that measured"
@@ -496,7 +497,10 @@ mod tests {
         let mut a = run("a", 3, 100);
         a.messages = 3_000;
         let e = merge_err(&[a, run("b", 1, 100)]);
-        assert!(e.contains("`messages` is 3000 but its histogram holds 3 samples"), "{e}");
+        assert!(
+            e.contains("`messages` is 3000 but its histogram holds 3 samples"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -370,8 +370,12 @@ impl<'a> PhaseClock<'a> {
             start if now < ms => (Phase::Warmup, now.saturating_sub(start)),
             _ => (Phase::Measured, now.saturating_sub(ms)),
         };
-        self.progress
-            .at(phase, Duration::from_nanos(into), self.shared.open.load(Relaxed), self.args.conns);
+        self.progress.at(
+            phase,
+            Duration::from_nanos(into),
+            self.shared.open.load(Relaxed),
+            self.args.conns,
+        );
     }
 
     /// Ends a report interval: the threads each send theirs for it.
@@ -520,7 +524,11 @@ mod tests {
         let mut c = r.clock();
         r.shared.open.store(3, Relaxed);
         c.startup(100 * MS).unwrap();
-        assert_eq!(r.shared.load_start_ns.load(Relaxed), UNSET, "3 of 4 up: still connecting");
+        assert_eq!(
+            r.shared.load_start_ns.load(Relaxed),
+            UNSET,
+            "3 of 4 up: still connecting"
+        );
         r.shared.open.store(4, Relaxed);
         c.startup(200 * MS).unwrap();
         assert_eq!(r.shared.load_start_ns.load(Relaxed), 200 * MS);
@@ -534,7 +542,10 @@ mod tests {
     fn with_no_connection_up_after_the_grace_the_server_is_unreachable() {
         let r = rig(&["-c", "2", "--connect-rate", "1000"]);
         let mut c = r.clock();
-        assert!(c.startup(CONNECT_GRACE.as_nanos() as u64 - MS).is_ok(), "still within the grace");
+        assert!(
+            c.startup(CONNECT_GRACE.as_nanos() as u64 - MS).is_ok(),
+            "still within the grace"
+        );
         match c.startup(CONNECT_GRACE.as_nanos() as u64 + 3 * MS) {
             Err(EarlyStop::Unreachable(why)) => assert!(why.contains("cannot reach the server"), "{why}"),
             other => panic!("{other:?}"),

@@ -235,7 +235,10 @@ mod tests {
             ("950".into(), "12.3k".into(), "1.25M".into())
         );
         assert_eq!((short_us(85.0), short_us(1_200.0)), ("85.0us".into(), "1.20ms".into()));
-        let warm = plain_line(&IntervalView { phase: Phase::Warmup, ..iv });
+        let warm = plain_line(&IntervalView {
+            phase: Phase::Warmup,
+            ..iv
+        });
         assert!(warm.contains("] warm-up "), "{warm}");
     }
 
@@ -244,7 +247,13 @@ mod tests {
         use clap::Parser as _;
         let cli = crate::cli::Cli::parse_from(["loadgen", "-c", "10", "-d", "10s", "-R", "2500"]);
         let h = start_header(&cli.run, "127.0.0.1:7000", 1);
-        assert!(h.starts_with("Running 10s test @ tcp 127.0.0.1:7000 (after 1s warm-up)\n"), "{h}");
-        assert!(h.contains("1 thread and 10 connections, 128-byte messages, open loop at 2.50k msgs/s"), "{h}");
+        assert!(
+            h.starts_with("Running 10s test @ tcp 127.0.0.1:7000 (after 1s warm-up)\n"),
+            "{h}"
+        );
+        assert!(
+            h.contains("1 thread and 10 connections, 128-byte messages, open loop at 2.50k msgs/s"),
+            "{h}"
+        );
     }
 }

@@ -292,7 +292,11 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
         );
     }
     if let Some(loss) = r.extra.loss_pct {
-        let max = r.extra.max_loss_pct.map(|m| format!(" (--max-loss {m}%)")).unwrap_or_default();
+        let max = r
+            .extra
+            .max_loss_pct
+            .map(|m| format!(" (--max-loss {m}%)"))
+            .unwrap_or_default();
         let _ = writeln!(s, "  Loss        {loss:.2}% of datagrams{max}");
     }
     if let Some(l) = r.extra.loadgen_cpu_us_per_msg {

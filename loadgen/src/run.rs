@@ -220,4 +220,3 @@ fn io_used(args: &Args, shared: &Shared, progress: &Progress) -> &'static str {
         "uring"
     }
 }
-

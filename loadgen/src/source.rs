@@ -127,11 +127,7 @@ pub fn check_local(sources: &SourceAddrs, transport: Transport) -> Result<(), St
         libc::SOCK_DGRAM
     };
     for &addr in sources.addrs() {
-        let domain = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
         let bound = sys::socket(domain, ty, true).and_then(|fd| bind_source(fd.as_fd(), addr));
         match bound {
             Ok(()) => {}
@@ -341,7 +337,10 @@ mod tests {
         let elsewhere = parse_local_addrs("127.0.0.1,192.0.2.1").unwrap();
         for t in [Transport::Tcp, Transport::Udp] {
             let e = check_local(&elsewhere, t).unwrap_err();
-            assert!(e.contains("--local-addrs 192.0.2.1") && e.contains("not an address of this host"), "{e}");
+            assert!(
+                e.contains("--local-addrs 192.0.2.1") && e.contains("not an address of this host"),
+                "{e}"
+            );
         }
     }
 }

@@ -270,8 +270,15 @@ mod tests {
         );
         assert_eq!(r.totals.hist.max(), 300);
         assert_eq!(r.totals.hist_uncorrected.max(), 300);
-        let queued = r.totals.hist_queued.as_ref().expect("closed loop keeps the queued view");
+        let queued = r
+            .totals
+            .hist_queued
+            .as_ref()
+            .expect("closed loop keeps the queued view");
         assert!((20_290..=20_310).contains(&queued.max()), "{}", queued.max());
-        assert!(recorder().totals.hist_queued.is_none(), "an open loop has no queued view");
+        assert!(
+            recorder().totals.hist_queued.is_none(),
+            "an open loop has no queued view"
+        );
     }
 }

@@ -77,7 +77,10 @@ fn refused_connects_fail_fast_and_say_so_first() {
     assert!(took < Duration::from_secs(8), "gave up only after {took:?}");
     // After the two header lines (`Running 5s test @ ...`, as wrk starts).
     let mut lines = stderr.lines();
-    assert!(lines.next().unwrap_or_default().starts_with("Running 5s test @ tcp "), "{stderr}");
+    assert!(
+        lines.next().unwrap_or_default().starts_with("Running 5s test @ tcp "),
+        "{stderr}"
+    );
     let first = lines.find(|l| !l.starts_with("  ")).unwrap_or_default();
     assert!(
         first.starts_with("loadgen: error: cannot reach") && first.contains(&addr) && first.contains("refused"),
@@ -108,7 +111,10 @@ fn report_on_stdout_with_scaled_units_and_live_lines_on_stderr() {
     // About one live line a second: 100 ms of warm-up and 600 ms measured
     // make two, and never a burst of slivers at the end; each fits 80 columns.
     let live = stderr.lines().filter(|l| l.contains("up 4/4")).count();
-    assert!(stderr.lines().all(|l| l.len() <= 80 || !l.contains("up 4/4")), "{stderr}");
+    assert!(
+        stderr.lines().all(|l| l.len() <= 80 || !l.contains("up 4/4")),
+        "{stderr}"
+    );
     assert!((1..=3).contains(&live), "{live} live lines:\n{stderr}");
     // Closed loop: one latency line, figures with units, the JSON exact in µs.
     let latency: Vec<&str> = stdout.lines().filter(|l| l.contains("Latency")).collect();

@@ -210,7 +210,11 @@ fn datagram_loss_is_measured() {
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     assert!(stdout.contains("is above --max-loss 1%"), "{stdout}");
     assert_eq!(r.extra.max_loss_pct, Some(1.0));
-    assert!(r.extra.loss_pct.is_some_and(|l| (7.0..=13.0).contains(&l)), "{:?}", r.extra.loss_pct);
+    assert!(
+        r.extra.loss_pct.is_some_and(|l| (7.0..=13.0).contains(&l)),
+        "{:?}",
+        r.extra.loss_pct
+    );
 }
 
 #[test]
@@ -747,7 +751,11 @@ fn a_late_stream_echo_is_one_timeout_and_one_latency_sample() {
     );
     // A timeout fails the run (it used to end "ok, 2 errors").
     assert_eq!(run.code(), 1, "{}", run.stderr);
-    let verdict = String::from_utf8_lossy(&run.output.stdout).lines().last().unwrap_or_default().to_string();
+    let verdict = String::from_utf8_lossy(&run.output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
     assert!(verdict.starts_with("FAILED: 2 timeouts"), "{verdict}");
     let r = run.result();
     assert_eq!(r.errors.timeout, 2, "{:?}", r.errors);
@@ -1012,7 +1020,17 @@ fn connections_held_in_the_backlog_fail_the_run_and_are_counted() {
     let srv = tcp_server(Fault::ServeFirst(3));
     let dir = temp_dir("backlog");
     let run = run_loadgen(
-        &[&srv.addr, "-c", "6", "-d", "700ms", "--warmup", "0s", "--timeout", "300ms"],
+        &[
+            &srv.addr,
+            "-c",
+            "6",
+            "-d",
+            "700ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "300ms",
+        ],
         &dir,
     );
     assert_eq!(run.code(), 1, "{}", run.stderr);
@@ -1075,11 +1093,17 @@ fn a_closed_loop_deeper_than_the_socket_buffers_is_measured_from_the_send() {
     let srv = tcp_server(Fault::None);
     let dir = temp_dir("deep");
     let run = run_loadgen(
-        &[&srv.addr, "-c", "1", "--depth", "256", "--size", "16384", "-d", "1s", "--warmup", "200ms"],
+        &[
+            &srv.addr, "-c", "1", "--depth", "256", "--size", "16384", "-d", "1s", "--warmup", "200ms",
+        ],
         &dir,
     );
     let r = run.result();
-    let queued = r.extra.latency_queued_us.as_ref().expect("a closed loop records the queued view");
+    let queued = r
+        .extra
+        .latency_queued_us
+        .as_ref()
+        .expect("a closed loop records the queued view");
     assert!(queued.p50 >= r.latency_us.p50, "{queued:?} vs {:?}", r.latency_us);
     // Late echoes are counted against the same start as the latency.
     if r.latency_us.p50 > 1e6 {
