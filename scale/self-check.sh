@@ -22,11 +22,14 @@
 # otherwise a fixed REPS (default 15) per point. Runs are the full comparison's length (1.5 s measured,
 # 0.5 s warm-up), so the check measures the method as it is used.
 #
-# Expected time on the project's 2-core VM: a repetition of one point is
-# 6 runs of about 2.4 s, 14.4 s. Fixed, 15 repetitions: 3.6 min a point,
-# about 75 minutes for 20. Adaptive: about 11 repetitions a point where the
-# noise is as in the committed full run (2.7 min, about 55 minutes), 20 at
-# most (4.8 min, 97 minutes).
+# Expected time on the project's 2-core VM: a run is about 2.4 s (0.5 s
+# warm-up, 1.5 s measured, 0.4 s overhead), a round 3 runs per phase.
+# Fixed, 15 repetitions: 15 x 6 runs, 3.6 min a point, about 75 minutes for
+# 20 points. Adaptive: the rule also judges the closed-loop point (whose
+# noise, about 9%, keeps an A/A pair open to the cap of 20: 20 x 3 runs,
+# 2.4 min), and the matched-load point takes about 12 rounds (1.4 min): about
+# 4 min a point, 75 to 80 minutes for 20, 96 at most. Add a minute for the
+# pilot and the builds.
 #
 # Writes OUT_DIR/self-check.json: each point's two verdicts and ratio
 # intervals, the false-positive rate of the A/A points (lower or higher) and
