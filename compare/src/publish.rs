@@ -12,6 +12,7 @@ use anyhow::Context;
 
 use crate::record::{Manifest, RunFileName, MANIFEST};
 use crate::render::findings::FINDINGS_FILE;
+use crate::render::headline::HEADLINE_FILE;
 use crate::render::plots::PLOT_FILES;
 
 const README: &str = "README.md";
@@ -72,7 +73,7 @@ impl Staging {
 
 /// Fails, before anything is removed or moved, when a file the new run
 /// would replace is not compare's own: compare's fixed names (README,
-/// manifest, findings, plots) count as its own only in a directory that
+/// manifest, findings, headline, plots) count as its own only in a directory that
 /// holds a compare manifest, and a run file only when the previous manifest
 /// lists it. So `--out-dir` pointed at a directory with a README of the
 /// user's never loses it; the new results stay in the staging directory.
@@ -91,7 +92,8 @@ fn refuse_to_clobber(out_dir: &Path, staging: &Path, names: &[String]) -> anyhow
             .collect(),
         Err(_) => Vec::new(),
     };
-    let fixed = |n: &str| n == README || n == MANIFEST || n == FINDINGS_FILE || PLOT_FILES.contains(&n);
+    let fixed =
+        |n: &str| n == README || n == MANIFEST || n == FINDINGS_FILE || n == HEADLINE_FILE || PLOT_FILES.contains(&n);
     let owned = |n: &str| (compare_dir && fixed(n)) || listed.iter().any(|l| l == n);
     let foreign: Vec<&str> = names
         .iter()
