@@ -147,7 +147,9 @@ fn transport_groups(points: &[&PointStats], reference: &str) -> Vec<(Vec<Transpo
             transports.push(p.key.transport);
         }
     }
-    let mut groups: Vec<(Vec<Transport>, Vec<(String, Standing)>)> = Vec::new();
+    // Each group: its transports and every label's standing over each.
+    type Group = (Vec<Transport>, Vec<(String, Standing)>);
+    let mut groups: Vec<Group> = Vec::new();
     for t in transports {
         let here: Vec<&PointStats> = points.iter().copied().filter(|p| p.key.transport == t).collect();
         let mut sig: Vec<(String, Standing)> = records(&here, reference)
@@ -189,25 +191,38 @@ fn standing_clause(transports: &[Transport], recs: &[Record], reference: &str) -
             span(lo, hi)
         );
     }
-    let mut cheapest = vec![reference.to_string()];
-    cheapest.extend(cheap.iter().map(|r| name(r)));
-    let mut clause = format!("over {over}, {} cost the least", and_list(&cheapest));
-    let better: Vec<String> = cheap
+    let better: Vec<&Record> = cheap
         .iter()
+        .copied()
         .filter(|r| r.standing == Standing::Cheaper)
-        .map(|r| {
-            format!(
-                "{} {} {reference}, cheaper at {} of {} points",
-                name(r),
-                span(r.lo, r.hi),
-                r.agreeing,
-                r.n
-            )
-        })
         .collect();
-    if !better.is_empty() {
-        clause += &format!(" ({})", better.join("; "));
-    }
+    let even: Vec<String> = cheap
+        .iter()
+        .filter(|r| r.standing == Standing::Even)
+        .map(|r| name(r))
+        .collect();
+    let mut clause = if better.is_empty() {
+        let mut cheapest = vec![reference.to_string()];
+        cheapest.extend(even);
+        format!("over {over}, {} cost the least", and_list(&cheapest))
+    } else {
+        let names: Vec<String> = better.iter().map(|r| name(r)).collect();
+        let details: Vec<String> = better
+            .iter()
+            .map(|r| format!("{} {}, at {} of {} points", name(r), span(r.lo, r.hi), r.agreeing, r.n))
+            .collect();
+        let mut c = format!(
+            "over {over}, {} cost less than {reference} ({})",
+            and_list(&names),
+            details.join("; ")
+        );
+        match even.len() {
+            0 => {}
+            1 => c += &format!(", and {} does not differ from it at most points", even[0]),
+            _ => c += &format!(", and the other {} do not differ from it at most points", even.len()),
+        }
+        c
+    };
     if !dear.is_empty() {
         let lo = dear.iter().map(|r| r.lo).fold(f64::MAX, f64::min);
         let hi = dear.iter().map(|r| r.hi).fold(f64::MIN, f64::max);
@@ -397,9 +412,9 @@ pub fn text(m: &Manifest, analysis: &Analysis, dir: &Path) -> String {
     };
     verdict::table(&mut w, analysis, first, &rows);
     let _ = writeln!(w, "{}\n", verdict::legend(&analysis.reference));
-    let _ = write!(
+    let _ = writeln!(
         w,
-        "Every point, its intervals and the plots: [{d}/README.md]({d}/README.md).\n"
+        "Every point, its intervals and the plots: [{d}/README.md]({d}/README.md)."
     );
     w
 }

@@ -155,7 +155,7 @@ pub fn draw_over_time(lines: &[OverTimeLine], path: &Path, title: &str) -> anyho
         .draw()
         .map_err(plot_err)?;
     for line in lines {
-        let style = line_style(&line.label, line.peer);
+        let style = line_style(&line.label, line.peer, &labels);
         draw_line(&mut chart, line.points.clone(), style)?;
         for &p in &line.points {
             draw_marker(&mut chart, p, style, false)?;

@@ -324,11 +324,12 @@ where
         .axis_desc_style((FAMILY, fonts.text))
         .draw()
         .map_err(plot_err)?;
+    let labels: Vec<(String, Peer)> = lines.iter().map(|l| (l.label.clone(), l.peer)).collect();
     // Solid lines first, so that a dashed line on top leaves them visible.
     let mut order: Vec<&IntervalLine> = lines.iter().collect();
-    order.sort_by_key(|l| line_style(&l.label, l.peer).dash.is_some());
+    order.sort_by_key(|l| line_style(&l.label, l.peer, &labels).dash.is_some());
     for line in order {
-        let style = line_style(&line.label, line.peer);
+        let style = line_style(&line.label, line.peer, &labels);
         draw_line(&mut chart, line.points.iter().map(|p| (p.x, p.y.mid)).collect(), style)?;
         for p in &line.points {
             draw_bar(&mut chart, p, style.color)?;

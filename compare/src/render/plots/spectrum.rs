@@ -84,9 +84,13 @@ pub fn draw_spectrum(runs: &[Run], path: &Path, title: &str) -> anyhow::Result<V
         .draw()
         .map_err(plot_err)?;
     let mut order: Vec<&Line> = lines.iter().collect();
-    order.sort_by_key(|l| line_style(l.peer.name(), l.peer).dash.is_some());
+    order.sort_by_key(|l| line_style(l.peer.name(), l.peer, &labels).dash.is_some());
     for line in order {
-        draw_line(&mut chart, line.points.clone(), line_style(line.peer.name(), line.peer))?;
+        draw_line(
+            &mut chart,
+            line.points.clone(),
+            line_style(line.peer.name(), line.peer, &labels),
+        )?;
     }
     root.present().map_err(plot_err)?;
     Ok(lines

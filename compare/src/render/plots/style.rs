@@ -57,26 +57,55 @@ pub struct LineStyle {
     pub dash: Dash,
 }
 
-/// The style of `label`, run on `peer`. A second label of the same peer (an
-/// A/B variant or an A/A entry) takes its peer's marker, a darker colour and
-/// another dash, so the two lines differ.
-pub fn line_style(label: &str, peer: Peer) -> LineStyle {
-    let (marker, dash) = match peer {
-        Peer::Backend(BackendKind::Fork) => (Marker::Circle, Some((14, 5))),
-        Peer::Backend(BackendKind::Threadpool) => (Marker::Square, Some((5, 4))),
-        Peer::Backend(BackendKind::Epoll) => (Marker::TriangleUp, None),
-        Peer::Backend(BackendKind::Uring) => (Marker::Diamond, Some((9, 4))),
-        Peer::Tokio => (Marker::TriangleDown, Some((2, 3))),
+/// Colours for the second and later labels of one peer (an A/B variant or
+/// an A/A entry), none of them a peer's colour.
+const VARIANT_COLORS: [RGBColor; 5] = [
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(90, 90, 90),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+const MARKERS: [Marker; 5] = [
+    Marker::Circle,
+    Marker::Square,
+    Marker::TriangleUp,
+    Marker::Diamond,
+    Marker::TriangleDown,
+];
+const DASHES: [Dash; 5] = [None, Some((14, 5)), Some((5, 4)), Some((9, 4)), Some((2, 3))];
+
+/// The style of `label`, run on `peer`, among the `labels` of one plot. A
+/// label named after its peer takes the peer's colour, marker and dash; any
+/// other label of that peer (`uring@huge`) takes a colour of its own and the
+/// next marker and dash, so that variants of one backend differ as much as
+/// backends do.
+pub fn line_style(label: &str, peer: Peer, labels: &[(String, Peer)]) -> LineStyle {
+    let base = match peer {
+        Peer::Backend(BackendKind::Fork) => 0,
+        Peer::Backend(BackendKind::Threadpool) => 1,
+        Peer::Backend(BackendKind::Epoll) => 2,
+        Peer::Backend(BackendKind::Uring) => 3,
+        Peer::Tokio => 4,
     };
-    let c = peer_color(peer);
+    // Marker and dash indices are offset so that epoll is solid with a triangle.
+    let (marker, dash) = (MARKERS[base], DASHES[(base + 3) % 5]);
     if label == peer.name() {
-        LineStyle { color: c, marker, dash }
-    } else {
-        LineStyle {
-            color: RGBColor(c.0 / 2, c.1 / 2, c.2 / 2),
+        return LineStyle {
+            color: peer_color(peer),
             marker,
-            dash: if dash.is_none() { Some((7, 3)) } else { None },
-        }
+            dash,
+        };
+    }
+    let k = labels
+        .iter()
+        .filter(|(l, p)| *p == peer && l != peer.name())
+        .position(|(l, _)| l == label)
+        .unwrap_or(0);
+    LineStyle {
+        color: VARIANT_COLORS[k % VARIANT_COLORS.len()],
+        marker: MARKERS[(base + 1 + k) % 5],
+        dash: DASHES[(base + 4 + k) % 5],
     }
 }
 
@@ -130,7 +159,10 @@ where
 }
 
 /// A marker's filled shape and its outline, in pixels around (0, 0).
-fn marker_shapes(style: LineStyle, hollow: bool) -> (Polygon<(i32, i32)>, PathElement<(i32, i32)>) {
+type MarkerShapes = (Polygon<(i32, i32)>, PathElement<(i32, i32)>);
+
+/// The shapes of `style`'s marker.
+fn marker_shapes(style: LineStyle, hollow: bool) -> MarkerShapes {
     let pts = outline(style.marker, 6);
     let fill = if hollow { WHITE.filled() } else { style.color.filled() };
     let mut ring = pts.clone();
@@ -231,13 +263,13 @@ pub fn draw_legend<DB: DrawingBackend>(
     let layout = legend_layout(labels, fonts, width);
     let row = fonts.text as i32 + 6;
     for ((label, peer), &(x, r)) in labels.iter().zip(&layout.at) {
-        let style = line_style(label, *peer);
+        let style = line_style(label, *peer, labels);
         let y = r * row + row / 2;
         let stroke = style.color.stroke_width(3);
         match style.dash {
             None => area.draw(&PathElement::new(vec![(x, y), (x + 38, y)], stroke)),
             Some((dash, gap)) => area.draw(&DashedPathElement::new(
-                vec![(x, y), (x + 38, y)].into_iter(),
+                vec![(x, y), (x + 38, y)],
                 dash as i32,
                 gap as i32,
                 stroke,
