@@ -449,7 +449,7 @@ mod tests {
                     let mut f = fact(label, peer, rep, cpu * d, 20_000.0, (0.5, 0.4));
                     f.key.conns = conns;
                     f.conns = conns;
-                    f.key.purpose = Purpose::MatchedLoad { fraction: 0.5 };
+                    f.key.purpose = Purpose::MatchedLoad { fraction: 0.25 };
                     f.offered_per_s = Some(20_000.0);
                     facts.push(f);
                 }

@@ -208,11 +208,11 @@ fn draw_over_time_plot(closed: &[Run], dir: &Path, drawn: &mut Drawn) -> anyhow:
     let lines = over_time::over_time_lines(closed, point);
     let fewest = over_time::fewest_buckets(&lines);
     if fewest < over_time::MIN_BUCKETS {
-        let bucket = over_time::bucket_s(&lines)
-            .map(|b| format!("{} s", human(b)))
-            .unwrap_or_else(|| "one interval".into());
+        let window = over_time::window_s(&lines);
         drawn.skipped.push(format!(
-            "No throughput-over-time plot: loadgen reports throughput per {bucket}, which leaves {fewest}              point(s) per run in this comparison's measured window; a line needs {}.",
+            "No throughput-over-time plot: loadgen's result files hold one throughput figure per second of the \
+             measured phase, which leaves {fewest} per run in this comparison's {} s window, and a line needs {}.",
+            human(window),
             over_time::MIN_BUCKETS
         ));
         return Ok(());

@@ -105,6 +105,14 @@ pub fn bucket_s(lines: &[OverTimeLine]) -> Option<f64> {
         .reduce(f64::min)
 }
 
+/// The longest measured phase of the lines, seconds (the last bucket's end).
+pub fn window_s(lines: &[OverTimeLine]) -> f64 {
+    lines
+        .iter()
+        .filter_map(|l| l.points.last().map(|p| p.0))
+        .fold(0.0, f64::max)
+}
+
 /// (seconds, msgs/s) of each `series` interval.
 fn rates_of(res: &RunResult) -> Vec<(f64, f64)> {
     let mut prev_t = 0.0;
