@@ -373,8 +373,18 @@ pub fn write_findings(w: &mut String, analysis: &Analysis) {
 
 /// `dir` as it is typed from the current directory (the repository root,
 /// when compare runs as its README says), so the headline's links work from
-/// there: `results`, `results/uring-ab`.
+/// there: `results`, `results/uring-ab`. compare renders into a hidden
+/// staging directory inside the output directory and then moves the files
+/// up (see `publish`), so a hidden last component is not part of the link.
 fn link_dir(dir: &Path) -> String {
+    let hidden = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n.len() > 1 && n != "..");
+    let dir = match dir.parent() {
+        Some(parent) if hidden => parent,
+        _ => dir,
+    };
     let cwd = std::env::current_dir().ok();
     let rel = cwd.as_deref().and_then(|c| dir.strip_prefix(c).ok()).unwrap_or(dir);
     let s = rel.display().to_string();
@@ -431,6 +441,13 @@ mod tests {
     use super::*;
     use crate::analyse::points::point_stats;
     use crate::analyse::points::tests::fact;
+
+    #[test]
+    fn links_are_to_the_output_directory_not_its_staging_one() {
+        assert_eq!(link_dir(Path::new("results")), "results");
+        assert_eq!(link_dir(Path::new("results/.compare-new-12-0")), "results");
+        assert_eq!(link_dir(Path::new("results/uring-ab/")), "results/uring-ab");
+    }
 
     #[test]
     fn costlier_backends_are_named_with_their_range_and_design() {
