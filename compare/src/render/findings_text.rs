@@ -64,16 +64,23 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     let reference = &analysis.reference;
     let _ = writeln!(w, "## Findings by point\n");
     let ranked = analysis.points.iter().filter(|p| p.server_limited()).count();
+    let ratios = if super::verdict::columns(analysis).len() < 2 {
+        "A single label ran, so there are no ratios.".to_string()
+    } else {
+        format!(
+            "The verdict table above and the tables below give each ratio to **{reference}** with its interval; a \
+             ratio is called a difference only when its interval excludes 1 and covers at least {:.2}%.",
+            100.0 * MIN_VERDICT_COVERAGE
+        )
+    };
     let _ = writeln!(
         w,
         "Each figure is server CPU µs per message: the median of a backend's runs at the point, with the \
-         order-statistic confidence interval for the median in brackets (coverage {}). The verdict table above and \
-         the tables below give each ratio to **{reference}** with its interval; a ratio is called a difference only \
-         when its interval excludes 1 and covers at least {:.2}%. The limit is the side whose cores were busy at \
-         least {:.0}% of the measured window (`server`, `loadgen`, `both`, `neither`; `mixed` when backends \
-         differ); throughput is ranked only where every backend was server-limited ({ranked} of {} points).\n",
+         order-statistic confidence interval for the median in brackets (coverage {}). {ratios} The limit is the \
+         side whose cores were busy at least {:.0}% of the measured window (`server`, `loadgen`, `both`, \
+         `neither`; `mixed` when backends differ); throughput is ranked only where every backend was \
+         server-limited ({ranked} of {} points).\n",
         coverage_words(analysis),
-        100.0 * MIN_VERDICT_COVERAGE,
         100.0 * SATURATED_BUSY_FRACTION,
         analysis.points.len()
     );

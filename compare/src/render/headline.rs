@@ -413,6 +413,21 @@ pub fn text(m: &Manifest, analysis: &Analysis, dir: &Path) -> String {
             ""
         }
     );
+    let labels = verdict::columns(analysis);
+    if labels.len() < 2 {
+        let names: Vec<String> = labels.iter().map(|(l, p)| shown(l, *p)).collect();
+        let _ = writeln!(
+            w,
+            "No verdict: this comparison ran {} alone, so there is nothing to compare it with.\n",
+            if names.is_empty() {
+                "nothing".to_string()
+            } else {
+                and_list(&names)
+            }
+        );
+        let _ = writeln!(w, "Its figures and plots: [{d}/README.md]({d}/README.md).");
+        return w;
+    }
     write_findings(&mut w, analysis);
     let matched = verdict::matched_rows(analysis);
     let (first, rows) = if matched.is_empty() {

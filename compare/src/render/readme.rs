@@ -108,7 +108,7 @@ fn verdict_section(w: &mut String, r: &Report) {
     let a = &r.analysis;
     let mut rows = super::verdict::matched_rows(a);
     rows.extend(super::verdict::closed_rows(a));
-    if rows.is_empty() {
+    if rows.is_empty() || super::verdict::columns(a).len() < 2 {
         return;
     }
     let _ = writeln!(w, "## Verdict\n");

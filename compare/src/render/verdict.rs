@@ -168,12 +168,13 @@ fn cell(row: &Row, label: &str, reference: &str) -> String {
     format!("{figure} {marks}{bang}")
 }
 
-/// The table over `rows`, headed by `first` (the rows' column title).
+/// The table over `rows`, headed by `first` (the rows' column title);
+/// nothing when there is no second label to compare.
 pub fn table(w: &mut String, analysis: &Analysis, first: &str, rows: &[Row]) {
-    if rows.is_empty() {
+    let cols = columns(analysis);
+    if rows.is_empty() || cols.len() < 2 {
         return;
     }
-    let cols = columns(analysis);
     let names: Vec<String> = cols.iter().map(|(l, p)| shown(l, *p)).collect();
     let _ = writeln!(w, "| {first} | {} |", names.join(" | "));
     let _ = writeln!(w, "|---|{}", "--:|".repeat(cols.len()));
