@@ -1,16 +1,18 @@
 //! The server fits itself to the machine's limits, or says why it cannot:
-//! `ulimit -n` against `--max-conns`, and the thread limits against
-//! threadpool's `--threads`.
+//! `ulimit -n` against `--max-conns`, the thread limits against
+//! threadpool's `--threads`, and threadpool's fixed pool against the
+//! connections it accepts.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use std::time::Duration;
 
-use common::{field, run_to_exit, server_bin};
+use common::client::{pattern, Stream};
+use common::{field, run_to_exit, server_bin, ServerProc, Target};
 
 /// Sets `RLIMIT_NOFILE` (soft, hard) in the child before exec.
 fn with_nofile(cmd: &mut Command, soft: u64, hard: u64) {
@@ -183,4 +185,44 @@ fn threadpool_starts_past_the_old_1024_worker_cap() {
     let line = s.listening.unwrap_or_else(|| panic!("did not start: {}", s.stderr));
     assert_eq!(field(&line, "workers"), Some("2000"), "{line}");
     assert_eq!(s.code, Some(0), "{}", s.stderr);
+}
+
+/// threadpool's pool is fixed (see its module doc): with 2 workers, the
+/// start says that 2 connections are served at once (stderr, and `at_once=`
+/// in `listening`); a third and fourth client are accepted but wait
+/// unanswered until a worker is free, and the summary's `queued_max` counts
+/// them.
+#[test]
+fn threadpool_says_it_serves_only_its_pool_and_counts_the_queue() {
+    let s = start_and_stop(server("threadpool", &["--threads", "2", "--max-conns", "100"]));
+    let line = s.listening.unwrap_or_else(|| panic!("did not start: {}", s.stderr));
+    assert_eq!(field(&line, "at_once"), Some("2"), "{line}");
+    assert!(
+        s.stderr.contains("serves 2 connections at once") && s.stderr.contains("98 more"),
+        "{}",
+        s.stderr
+    );
+
+    let server = ServerProc::start("threadpool", Target::Tcp4, &["--threads", "2"]);
+    let mut clients: Vec<Stream> = (0..4).map(|_| Stream::connect(&server.endpoint).unwrap()).collect();
+    let msg = pattern(9, 0, 100);
+    for c in &mut clients[..2] {
+        assert_eq!(c.echo(&msg).unwrap(), msg, "a worker is free for each of the first two");
+    }
+    let mut queued = clients.split_off(2);
+    for c in &mut queued {
+        c.write_all(&msg).unwrap();
+        c.set_timeouts(Some(Duration::from_millis(300))).unwrap();
+        let mut byte = [0u8; 1];
+        let got = c.read(&mut byte);
+        assert!(got.is_err(), "a queued connection was answered: {got:?}");
+        c.set_timeouts(Some(Duration::from_secs(10))).unwrap();
+    }
+    // A worker comes free: the first queued client is served, every byte.
+    drop(clients);
+    let mut back = vec![0u8; msg.len()];
+    queued[0].read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+    let stopped = server.stop();
+    assert_eq!(stopped.count("queued_max"), 2, "{:?}", stopped.summary);
 }

@@ -97,17 +97,21 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
         }),
         Endpoint::Inet(_) => None,
     };
-    let backend_kind = config.backend;
-    spawn_stop_backstop(shutdown, stats, backend_kind, socket_file.clone());
+    let (backend_kind, transport) = (config.backend, config.transport);
+    spawn_stop_backstop(shutdown, stats, (backend_kind, transport), socket_file.clone());
 
     let announce = {
         let (config, local) = (config.clone(), local.clone());
         Box::new(move |details: &str| {
-            let details = format!(
-                "max_conns={}{}{details}",
-                config.max_conns,
-                if details.is_empty() { "" } else { " " }
-            );
+            // A cap on connections means nothing to a datagram socket.
+            let details = match config.transport.is_stream() {
+                true => format!(
+                    "max_conns={}{}{details}",
+                    config.max_conns,
+                    if details.is_empty() { "" } else { " " }
+                ),
+                false => details.to_string(),
+            };
             print_listening(
                 &local,
                 config.transport,
@@ -121,7 +125,7 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
     let ctx = ServeContext::new(config, socket, local, stats, shutdown, announce);
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
-    finish(stats, backend_kind, socket_file.as_ref());
+    finish(stats, (backend_kind, transport), socket_file.as_ref());
     result.map_err(|source| ServerError::Backend {
         backend: backend_kind,
         source,
@@ -167,7 +171,8 @@ fn fd_reserve(config: &ServerConfig) -> usize {
 fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerError> {
     let limit = sys::raise_fd_limit().unwrap_or_else(|_| sys::fd_limit());
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if config.backend == BackendKind::Fork {
+    // fork's parent holds no connection, and a datagram socket none at all.
+    if config.backend == BackendKind::Fork || !config.transport.is_stream() {
         return Ok(());
     }
     let reserve = fd_reserve(config);
@@ -200,12 +205,12 @@ struct SocketFile {
 }
 
 /// Removes the socket file (if it is still ours) and prints the summary line.
-fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&SocketFile>) {
+fn finish(stats: &Stats, (backend, transport): (BackendKind, Transport), socket_file: Option<&SocketFile>) {
     if let Some(f) = socket_file {
         net::remove_socket_file(&f.path, f.id);
     }
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{}", stats.summary_line(backend.name()));
+    let _ = writeln!(out, "{}", stats.summary_line(backend, transport));
     let _ = out.flush();
 }
 
@@ -215,7 +220,7 @@ fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&SocketFile>)
 fn spawn_stop_backstop(
     shutdown: Shutdown,
     stats: &'static Stats,
-    backend: BackendKind,
+    backend: (BackendKind, Transport),
     socket_file: Option<SocketFile>,
 ) {
     std::thread::Builder::new()
@@ -242,7 +247,8 @@ fn spawn_stop_backstop(
 
 /// Prints the `listening` line that scripts and `compare` wait for, in the
 /// one format every sockbench server uses (`server` and `tokio-echo`):
-/// `listening addr=… transport=… backend=… threads=… pin=… DETAILS`.
+/// `listening addr=… transport=… backend=… pid=… threads=… pin=… DETAILS`
+/// (`pid=` for `loadgen --server-pid`).
 pub fn print_listening(
     local: &Endpoint,
     transport: Transport,
@@ -255,7 +261,8 @@ pub fn print_listening(
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "listening addr={local} transport={transport} backend={backend} threads={threads} pin={pin} {details}"
+        "listening addr={local} transport={transport} backend={backend} pid={} threads={threads} pin={pin} {details}",
+        std::process::id()
     );
     let _ = out.flush();
 }
