@@ -25,7 +25,7 @@ mod registered;
 pub mod setup;
 pub mod token;
 
-pub use driver::{backoff_delay, Completion, Driver, EnterError, Wait, INJECT_ENTER_ERROR_ENV};
+pub use driver::{backoff_delay, Completion, Driver, EnterError, RingPart, SizeRefused, Wait, INJECT_ENTER_ERROR_ENV};
 pub use setup::FORCE_SETUP_ENV;
 
 /// The buffer group id of each ring's (only) provided buffer ring.

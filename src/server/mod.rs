@@ -126,10 +126,27 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
     finish(stats, (backend_kind, transport), socket_file.as_ref());
-    result.map_err(|source| ServerError::Backend {
-        backend: backend_kind,
-        source,
+    result.map_err(|source| match config_error(source) {
+        Ok(flag) => ServerError::Config(flag),
+        Err(source) => ServerError::Backend {
+            backend: backend_kind,
+            source,
+        },
     })
+}
+
+/// A backend's refusal of a flag's value that only the kernel could judge
+/// (a ring size, say), carried as a [`ConfigError`] inside the `io::Error`.
+fn config_error(e: io::Error) -> Result<ConfigError, io::Error> {
+    if !e.get_ref().is_some_and(|inner| inner.is::<ConfigError>()) {
+        return Err(e);
+    }
+    let kind = e.kind();
+    let inner = e.into_inner().expect("a custom error, checked above");
+    inner
+        .downcast::<ConfigError>()
+        .map(|flag| *flag)
+        .map_err(|other| io::Error::new(kind, other))
 }
 
 /// The most event loops (epoll, uring) or preforked datagram processes (fork):
