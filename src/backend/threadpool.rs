@@ -87,7 +87,11 @@ impl OpenConns {
     }
 
     fn has_room(&self) -> bool {
-        self.count.load(Ordering::Acquire) < self.cap
+        self.count() < self.cap
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
     }
 
     fn opened(&self) {
@@ -229,7 +233,8 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
         let (requests, open, serving) = (requests.clone(), open.clone(), serving.clone());
         move || stream_worker(i, requests, &open, &serving, transport, stats, shutdown)
     })?;
-    announce_pool(workers.len(), ctx.config.max_conns);
+    let pool = workers.len();
+    announce_pool(pool, ctx.config.max_conns);
     ctx.ready(&format!("workers={0} at_once={0}", workers.len()));
     let ServeContext { socket: listener, .. } = ctx;
 
@@ -263,8 +268,11 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                 stats.conn_closed();
                 open.closed();
             }
-            // Those not yet taken by a worker: connected and unanswered.
-            stats.queued(queue.len() as u64);
+            // Open beyond what the pool serves at once: connected, and left
+            // unanswered until a worker is free. (Not the channel's length,
+            // which also counts, for a moment, those a free worker is about
+            // to take.)
+            stats.queued(open.count().saturating_sub(pool) as u64);
         }
     }
     // Stop accepting: clients still in the backlog are refused, not left hanging.

@@ -32,8 +32,8 @@ pub struct Stats {
     /// submission the kernel had no memory for, retried after a back-off; or
     /// completions the kernel dropped, after which the ring starts over).
     pub ring_errors: AtomicU64,
-    /// threadpool streams: the most connections accepted at once that waited
-    /// for a free worker (connected, unanswered).
+    /// threadpool streams: the most connections open at once beyond the
+    /// pool's workers, which wait unanswered for a free worker.
     pub queued_max: AtomicU64,
 }
 
@@ -109,7 +109,7 @@ impl Stats {
         line
     }
 
-    /// `n` connections wait for a worker now (threadpool).
+    /// `n` connections wait for a free worker now (threadpool).
     #[inline]
     pub fn queued(&self, n: u64) {
         self.queued_max.fetch_max(n, Relaxed);
