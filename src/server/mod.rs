@@ -70,7 +70,7 @@ static SERVE_DONE: AtomicBool = AtomicBool::new(false);
 /// Runs the server until SIGINT/SIGTERM, then cleans up and prints the summary.
 pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
     check_threads(&config)?;
-    fit_max_conns_to_fd_limit(&mut config)?;
+    let cap = fit_max_conns_to_fd_limit(&mut config)?;
     signal::ignore_sigpipe().map_err(ServerError::Setup)?;
     let shutdown = Shutdown::install().map_err(ServerError::Setup)?;
     let stats = Stats::new_shared().map_err(ServerError::Setup)?;
@@ -104,9 +104,13 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
         let (config, local) = (config.clone(), local.clone());
         Box::new(move |details: &str| {
             // A cap on connections means nothing to a datagram socket.
+            // `cap=TxS`: T tables (rings or threads) of S connections each.
+            let cap = cap
+                .map(|c| format!(" cap={}x{}", c.tables, c.per_table))
+                .unwrap_or_default();
             let details = match config.transport.is_stream() {
                 true => format!(
-                    "max_conns={}{}{details}",
+                    "max_conns={}{cap}{}{details}",
                     config.max_conns,
                     if details.is_empty() { "" } else { " " }
                 ),
@@ -173,7 +177,8 @@ fn check_threads(config: &ServerConfig) -> Result<(), ServerError> {
 /// Descriptors a server process needs besides one per connection: stdio,
 /// the stop eventfd, the listener, and (epoll, uring) per thread an epoll or
 /// ring fd and a socket, with room to spare. threadpool's workers hold only
-/// their connection.
+/// their connection. An epoll worker's own table starts as a copy of all of
+/// these, so each table keeps the same reserve.
 fn fd_reserve(config: &ServerConfig) -> usize {
     match config.backend {
         BackendKind::Fork | BackendKind::Threadpool => 64,
@@ -181,23 +186,73 @@ fn fd_reserve(config: &ServerConfig) -> usize {
     }
 }
 
+/// Where a backend's connections live, and so how many it can hold under
+/// `RLIMIT_NOFILE`, which bounds each table, not the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnCap {
+    /// Tables the connections are spread over.
+    pub tables: usize,
+    /// Connections one table holds.
+    pub per_table: usize,
+}
+
+impl ConnCap {
+    pub fn total(self) -> usize {
+        self.tables.saturating_mul(self.per_table)
+    }
+
+    /// The cap of `config`'s backend under a descriptor limit of `limit`;
+    /// `None` where descriptors cap nothing (fork's parent holds no
+    /// connection, each child has its own table; a datagram socket has no
+    /// connections).
+    ///
+    /// - uring with fixed files: a direct-accepted socket is a slot in its
+    ///   ring's fixed file table and in no descriptor table, and a ring's
+    ///   table may hold up to `RLIMIT_NOFILE` slots: rings × slots.
+    /// - epoll: each event loop takes a descriptor table of its own once its
+    ///   listener and epoll instance are set up (`unshare(CLONE_FILES)`):
+    ///   threads × (table − reserve).
+    /// - threadpool, and uring with `--uring-fixed-files off`: one table,
+    ///   shared by every thread.
+    pub fn of(config: &ServerConfig, limit: usize) -> Option<ConnCap> {
+        if config.backend == BackendKind::Fork || !config.transport.is_stream() {
+            return None;
+        }
+        let threads = config.threads.max(1);
+        let one_table = limit.saturating_sub(fd_reserve(config));
+        Some(match config.backend {
+            BackendKind::Uring if config.uring.fixed_files => ConnCap {
+                tables: threads,
+                per_table: limit.min(crate::ring::MAX_FIXED_FILES),
+            },
+            BackendKind::Epoll => ConnCap {
+                tables: threads,
+                per_table: one_table,
+            },
+            _ => ConnCap {
+                tables: 1,
+                per_table: one_table,
+            },
+        })
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, then makes sure
-/// `--max-conns` connections fit in it: if not, the cap is lowered to what
-/// fits and stderr says so. fork's parent holds no connection descriptors
-/// (each child holds its own one), so only the raise applies to it.
-fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerError> {
+/// `--max-conns` connections fit in the tables the backend spreads them
+/// over ([`ConnCap::of`]): if not, the cap is lowered to what fits and
+/// stderr says so. Returns the cap, for the `listening` line.
+fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<Option<ConnCap>, ServerError> {
     let limit = sys::raise_fd_limit().unwrap_or_else(|_| sys::fd_limit());
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    // fork's parent holds no connection, and a datagram socket none at all.
-    if config.backend == BackendKind::Fork || !config.transport.is_stream() {
-        return Ok(());
+    let Some(cap) = ConnCap::of(config, limit) else {
+        return Ok(None);
+    };
+    let fits = cap.total();
+    if fits >= config.max_conns {
+        return Ok(Some(cap));
     }
-    let reserve = fd_reserve(config);
-    if limit.saturating_sub(reserve) >= config.max_conns {
-        return Ok(());
-    }
-    let fits = limit.saturating_sub(reserve);
     if fits == 0 {
+        let reserve = fd_reserve(config);
         return Err(ServerError::Capacity {
             flag: "--max-conns",
             value: config.max_conns,
@@ -207,11 +262,14 @@ fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerErro
         });
     }
     eprintln!(
-        "server: warning: `ulimit -n` is {limit} (hard limit included): --max-conns lowered from {} to {fits}",
-        config.max_conns
+        "server: warning: `ulimit -n` is {limit} (hard limit included): --max-conns lowered from {} to {fits} ({} table{} of {})",
+        config.max_conns,
+        cap.tables,
+        if cap.tables == 1 { "" } else { "s" },
+        cap.per_table
     );
     config.max_conns = fits;
-    Ok(())
+    Ok(Some(cap))
 }
 
 /// The Unix socket file the server bound, and its identity at bind time.
@@ -282,4 +340,67 @@ pub fn print_listening(
         std::process::id()
     );
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::config::UringOptions;
+
+    fn config(backend: BackendKind, transport: Transport, fixed_files: bool) -> ServerConfig {
+        ServerConfig {
+            backend,
+            transport,
+            endpoint: Endpoint::Inet("127.0.0.1:0".parse().unwrap()),
+            threads: 4,
+            pin: None,
+            max_conns: 100_000,
+            uring: UringOptions {
+                fixed_files,
+                ..UringOptions::default()
+            },
+            calibration_spin_ns: None,
+        }
+    }
+
+    /// Issue 25's arithmetic: at `ulimit -n` 20,000, 4 uring rings hold
+    /// 80,000 connections and 4 epoll threads 4 tables less their reserve;
+    /// threadpool and uring without fixed files one table; fork and
+    /// datagrams are not capped by descriptors.
+    #[test]
+    fn the_connection_cap_is_tables_times_what_each_holds() {
+        let cap = |b, t, fixed| ConnCap::of(&config(b, t, fixed), 20_000);
+        let reserve = 64 + 4 * 4;
+        assert_eq!(
+            cap(BackendKind::Uring, Transport::Tcp, true),
+            Some(ConnCap {
+                tables: 4,
+                per_table: 20_000
+            })
+        );
+        assert_eq!(cap(BackendKind::Uring, Transport::Tcp, true).unwrap().total(), 80_000);
+        assert_eq!(
+            cap(BackendKind::Epoll, Transport::Unix, true),
+            Some(ConnCap {
+                tables: 4,
+                per_table: 20_000 - reserve
+            })
+        );
+        assert_eq!(
+            cap(BackendKind::Uring, Transport::Tcp, false),
+            Some(ConnCap {
+                tables: 1,
+                per_table: 20_000 - reserve
+            })
+        );
+        assert_eq!(
+            cap(BackendKind::Threadpool, Transport::Tcp, true),
+            Some(ConnCap {
+                tables: 1,
+                per_table: 20_000 - 64
+            })
+        );
+        assert_eq!(cap(BackendKind::Fork, Transport::Tcp, true), None);
+        assert_eq!(cap(BackendKind::Epoll, Transport::Udp, true), None);
+    }
 }
