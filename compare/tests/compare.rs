@@ -136,6 +136,7 @@ fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> R
         series,
         histogram: loadgen::result::encode_histogram(&hist),
         extra: Extra::default(),
+        conversations: None,
     }
 }
 
@@ -366,7 +367,12 @@ fn report_only_takes_another_reference() {
     };
     let before = std::fs::read(dir.join("findings.json")).unwrap();
     let refused = report_only("nginx");
-    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert_eq!(std::fs::read(dir.join("findings.json")).unwrap(), before);
 
     let out = report_only("tokio");

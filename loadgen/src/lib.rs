@@ -8,9 +8,11 @@
 //! - [`result`]: the result file format, its one reader and writer.
 //! - [`progress`]: the live display; [`out`]: where a result is written.
 //! - [`run`]: a whole run; [`merge`]: combining result files.
+//! - [`conversation`]: `--conn-msgs`, a connection per conversation.
 //! - [`source`]: source addresses (`--local-addrs`) and their port budget.
 
 pub mod cli;
+pub mod conversation;
 pub mod merge;
 pub mod out;
 pub mod pattern;

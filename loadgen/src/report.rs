@@ -177,9 +177,17 @@ pub fn verdict(r: &RunResult) -> String {
 pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
     let mut s = String::new();
     let st = &r.settings;
-    let mode = match st.rate {
-        Some(rate) => format!("open loop at {rate} msgs/s"),
-        None => format!("closed loop, depth {}", st.depth),
+    let mode = match (st.rate, &r.conversations) {
+        (Some(rate), Some(c)) => format!(
+            "conversations of {} echoes, open loop at {rate} conversations/s",
+            c.msgs_per_conn
+        ),
+        (None, Some(c)) => format!(
+            "conversations of {} echoes, closed loop, depth {}",
+            c.msgs_per_conn, st.depth
+        ),
+        (Some(rate), None) => format!("open loop at {rate} msgs/s"),
+        (None, None) => format!("closed loop, depth {}", st.depth),
     };
     let _ = writeln!(
         s,
@@ -231,6 +239,7 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
     if r.warmup_errors.total() > 0 {
         let _ = writeln!(s, "  Before the measured phase: {}", errors_by_kind(&r.warmup_errors));
     }
+    s.push_str(&crate::conversation::report_lines(r.conversations.as_ref()));
     if let Some(l) = r.extra.loadgen_cpu_us_per_msg {
         let _ = write!(s, "  CPU         loadgen {}/msg", fmt_us(l));
         if let Some(sv) = r.extra.server_cpu_us_per_msg {

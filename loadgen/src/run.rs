@@ -96,6 +96,7 @@ impl Drop for ClientSocketDir {
 /// sense, a datagram size below the header, too few descriptors.
 fn check_flags(args: &Args) -> Result<(), UsageError> {
     args.validate()?;
+    crate::conversation::check_flags(args)?;
     if let Some(at) = args.start_at {
         crate::cli::check_start_at(at, std::time::SystemTime::now())?;
     }
@@ -159,6 +160,7 @@ fn check_sources(sources: &SourceAddrs, args: &Args, endpoint: &net::Endpoint) -
 /// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
 pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     check_flags(&args)?;
+    let args = crate::conversation::resolve(args);
     let out = OutPlan::check(args.out.as_deref(), args.json)?;
     let (addr, path) = args.target_flags()?;
     let endpoint = net::endpoint_from_flags(args.transport, addr.as_deref(), path.as_deref(), DEFAULT_ADDR)
@@ -183,6 +185,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         threads,
         unixgram_dir: socket_dir.as_ref().map(|d| d.dir.clone()),
         io: args.io,
+        conn_msgs: args.conn_msgs,
         sources: sources.clone(),
     });
     signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
@@ -208,7 +211,17 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     // The final flush's interval is not shown; the result's totals come from `totals`.
     while rx.try_recv().is_ok() {}
     phases.io_used = io_used(&args, &shared, &progress);
-    let (result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
+    let (mut result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
+    crate::conversation::attach(
+        &mut result,
+        crate::conversation::RunFigures {
+            args: &args,
+            totals: totals.iter().filter_map(|t| t.conversations.as_ref()).collect(),
+            measured_s: phases.measured_s,
+            loadgen_cpu_us: phases.cpu_us,
+            server_cpu_us: phases.server_cpu_us,
+        },
+    );
     finish(&args, &out, &result, &hist)
 }
 
@@ -501,7 +514,10 @@ impl<'a> Driver<'a> {
     /// Stops shared by every phase: a failed thread, a signal.
     fn check_stop(&mut self, now: u64) -> Result<(), EarlyStop> {
         if self.shared.stop.load(Relaxed) {
-            return Err(EarlyStop::ThreadFailed("an event-loop thread failed".into()));
+            let why = self.shared.fatal.lock().unwrap().clone();
+            return Err(EarlyStop::ThreadFailed(
+                why.unwrap_or_else(|| "an event-loop thread failed".into()),
+            ));
         }
         if signal::stop_requested() {
             // Ctrl-C or SIGTERM: end now and still write what was measured,
@@ -532,6 +548,9 @@ impl<'a> Driver<'a> {
         self.check_stop(now)?;
         let (up, conns) = (self.shared.open.load(Relaxed), self.args.conns);
         let due = match self.start_at_ns {
+            // Conversations connect once load has started, each measured whole.
+            Some(at) if self.args.conn_msgs.is_some() => now >= at,
+            None if self.args.conn_msgs.is_some() => true,
             // --start-at: load starts at that instant, with the connections up by then.
             Some(at) => now >= at && up > 0,
             None => up == conns || (now >= self.connect_deadline_ns && up > 0),
@@ -542,7 +561,7 @@ impl<'a> Driver<'a> {
                     "loadgen: warning: only {up} of {conns} connections up at --start-at; going on with those \
                      (give a later --start-at, or a higher --connect-rate)"
                 ));
-            } else if up < conns {
+            } else if up < conns && self.args.conn_msgs.is_none() {
                 self.progress.println(&format!(
                     "loadgen: warning: only {up} of {conns} connections up after {:.1}s; going on with those",
                     now as f64 / 1e9
@@ -552,19 +571,24 @@ impl<'a> Driver<'a> {
             return Ok(());
         }
         if self.all_refused() || (now >= self.connect_deadline_ns.max(self.start_at_ns.unwrap_or(0)) && up == 0) {
-            let why = self
-                .shared
-                .last_connect_error
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or_else(|| "no answer".into());
-            return Err(EarlyStop::Unreachable(format!(
-                "cannot reach the server at {} {}: {why}; is it running?",
-                self.args.transport, self.target
-            )));
+            return Err(EarlyStop::Unreachable(self.unreachable()));
         }
         Ok(())
+    }
+
+    /// The "cannot reach" message, with the last connect error.
+    fn unreachable(&self) -> String {
+        let why = self
+            .shared
+            .last_connect_error
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "no answer".into());
+        format!(
+            "cannot reach the server at {} {}: {why}; is it running?",
+            self.args.transport, self.target
+        )
     }
 
     /// No connection ever came up and the first connects were all refused.
@@ -614,6 +638,14 @@ impl<'a> Driver<'a> {
                 server: self.server_cpu_us(),
             });
         }
+        if self.args.conn_msgs.is_some() {
+            // Connections come and go; only a server that refuses the first
+            // ones is given up on (a later failure is counted, by kind).
+            return match self.all_refused() {
+                true => Err(EarlyStop::Unreachable(self.unreachable())),
+                false => self.end_due(now),
+            };
+        }
         if self.shared.open.load(Relaxed) == 0 {
             let why = self.shared.last_loss.lock().unwrap().clone().unwrap_or_default();
             self.ph.measured_s = now.saturating_sub(ms) as f64 / 1e9;
@@ -622,6 +654,11 @@ impl<'a> Driver<'a> {
                 self.target
             )));
         }
+        self.end_due(now)
+    }
+
+    /// At the end of the measured phase: the last tick is planned.
+    fn end_due(&mut self, now: u64) -> Result<(), EarlyStop> {
         if now >= self.end_ns && self.final_tick.is_none() {
             self.close_window(self.args.duration.as_secs_f64());
             // One last tick collects the final partial interval; the threads stop after it.
@@ -870,6 +907,7 @@ fn build_result(
         series: ph.series.clone(),
         histogram: result::encode_histogram(&hist),
         extra: extra_fields(args, ph, &unc, threads, scheduled, messages),
+        conversations: None,
     };
     (result, hist)
 }
