@@ -154,46 +154,14 @@ const ON_OFF: KnobValues = KnobValues::OneOf(&["on", "off"]);
 /// The server flags a peer may set (besides `spin=`): the uring backend's
 /// techniques, each of which can be switched for an A/B run.
 pub const SERVER_KNOBS: &[ServerKnob] = &[
-    ServerKnob {
-        name: "buf-count",
-        backend: BackendKind::Uring,
-        values: KnobValues::Number,
-    },
-    ServerKnob {
-        name: "buf-size",
-        backend: BackendKind::Uring,
-        values: KnobValues::Number,
-    },
-    ServerKnob {
-        name: "ring-entries",
-        backend: BackendKind::Uring,
-        values: KnobValues::Number,
-    },
-    ServerKnob {
-        name: "uring-fixed-files",
-        backend: BackendKind::Uring,
-        values: ON_OFF,
-    },
-    ServerKnob {
-        name: "uring-register-ring",
-        backend: BackendKind::Uring,
-        values: ON_OFF,
-    },
-    ServerKnob {
-        name: "uring-wait",
-        backend: BackendKind::Uring,
-        values: KnobValues::OneOf(&["quiet", "one"]),
-    },
-    ServerKnob {
-        name: "uring-hugepages",
-        backend: BackendKind::Uring,
-        values: ON_OFF,
-    },
-    ServerKnob {
-        name: "uring-min-wait",
-        backend: BackendKind::Uring,
-        values: KnobValues::Number,
-    },
+    ServerKnob { name: "buf-count", backend: BackendKind::Uring, values: KnobValues::Number },
+    ServerKnob { name: "buf-size", backend: BackendKind::Uring, values: KnobValues::Number },
+    ServerKnob { name: "ring-entries", backend: BackendKind::Uring, values: KnobValues::Number },
+    ServerKnob { name: "uring-fixed-files", backend: BackendKind::Uring, values: ON_OFF },
+    ServerKnob { name: "uring-register-ring", backend: BackendKind::Uring, values: ON_OFF },
+    ServerKnob { name: "uring-wait", backend: BackendKind::Uring, values: KnobValues::OneOf(&["quiet", "one"]) },
+    ServerKnob { name: "uring-hugepages", backend: BackendKind::Uring, values: ON_OFF },
+    ServerKnob { name: "uring-min-wait", backend: BackendKind::Uring, values: KnobValues::Number },
 ];
 
 impl ServerKnob {
@@ -1243,19 +1211,9 @@ mod tests {
             .server_argv(Path::new("server"), Path::new("unused"), &cpus)
             .join(" ");
         assert!(argv.ends_with("--calibration-spin-ns 600"), "{argv}");
-        let onewait = plan.spec(
-            &"uring@onewait:uring-wait=one".parse().unwrap(),
-            tcp,
-            Purpose::Peak,
-            None,
-        );
-        let argv = onewait
-            .server_argv(Path::new("server"), Path::new("unused"), &cpus)
-            .join(" ");
-        assert!(
-            argv.starts_with("server --backend uring ") && argv.ends_with("--uring-wait one"),
-            "{argv}"
-        );
+        let onewait = plan.spec(&"uring@onewait:uring-wait=one".parse().unwrap(), tcp, Purpose::Peak, None);
+        let argv = onewait.server_argv(Path::new("server"), Path::new("unused"), &cpus).join(" ");
+        assert!(argv.starts_with("server --backend uring ") && argv.ends_with("--uring-wait one"), "{argv}");
         let timing = Timing {
             duration: Duration::from_secs(1),
             warmup: Duration::from_millis(300),

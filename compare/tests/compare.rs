@@ -367,12 +367,7 @@ fn report_only_takes_another_reference() {
     };
     let before = std::fs::read(dir.join("findings.json")).unwrap();
     let refused = report_only("nginx");
-    assert_eq!(
-        refused.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
     assert_eq!(std::fs::read(dir.join("findings.json")).unwrap(), before);
 
     let out = report_only("tokio");

@@ -556,12 +556,14 @@ impl<'a> Driver<'a> {
             None => up == conns || (now >= self.connect_deadline_ns && up > 0),
         };
         if due {
-            if up < conns && self.start_at_ns.is_some() {
+            if self.args.conn_msgs.is_some() {
+                // Conversations have not connected yet: nothing to warn about.
+            } else if up < conns && self.start_at_ns.is_some() {
                 self.progress.println(&format!(
                     "loadgen: warning: only {up} of {conns} connections up at --start-at; going on with those \
                      (give a later --start-at, or a higher --connect-rate)"
                 ));
-            } else if up < conns && self.args.conn_msgs.is_none() {
+            } else if up < conns {
                 self.progress.println(&format!(
                     "loadgen: warning: only {up} of {conns} connections up after {:.1}s; going on with those",
                     now as f64 / 1e9

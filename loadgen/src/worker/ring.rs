@@ -628,11 +628,7 @@ mod tests {
         use std::os::unix::net::UnixStream;
 
         let ring = RingIo::new(2, 128, true, false).expect("io_uring");
-        assert!(
-            ring.fixed_files,
-            "this kernel has sparse fixed file tables: {:?}",
-            ring.plain_fds
-        );
+        assert!(ring.fixed_files, "this kernel has sparse fixed file tables: {:?}", ring.plain_fds);
         let (ours, mut peer) = UnixStream::pair().unwrap();
         peer.set_nonblocking(true).unwrap();
         ring.install(1, &ours).unwrap();

@@ -254,8 +254,7 @@ impl<'a> DgramWorker<'a> {
             // A peer that does not read its echoes while our send buffer fills up.
             Ok(out)
                 if !self.budget.map_or(true, |b| {
-                    b.lock()
-                        .is_some_and(|mut b| b.allow(out.name_data(), out.payload_data().len()))
+                    b.lock().is_some_and(|mut b| b.allow(out.name_data(), out.payload_data().len()))
                 }) =>
             {
                 None
