@@ -207,7 +207,13 @@ pub fn summarise(f: RunFigures<'_>) -> Option<Conversations> {
     Some(Conversations {
         msgs_per_conn: n,
         completed: sum.completed,
-        per_s: sum.completed as f64 / f.measured_s.max(1e-9),
+        // As the message throughput is: a run cut short before its window
+        // closed is divided by the length it was asked for.
+        per_s: sum.completed as f64
+            / match f.measured_s {
+                s if s > 0.0 => s,
+                _ => f.args.duration.as_secs_f64(),
+            },
         requested_per_s: f.args.rate,
         scheduled: f.args.rate.map(|_| sum.scheduled),
         connect_us: latency_of(&sum.connect),

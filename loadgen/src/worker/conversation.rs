@@ -183,10 +183,7 @@ impl<P: Proto> Worker<'_, P> {
     /// free; returns when the next one is due.
     pub(super) fn dispatch_conversations(&mut self, now: u64) -> u64 {
         let next = self.schedule_conversations(now);
-        loop {
-            let Some(k) = self.conv.as_mut().and_then(|cv| cv.ready.pop()) else {
-                break;
-            };
+        while let Some(k) = self.conv.as_mut().and_then(|cv| cv.ready.pop()) {
             if !matches!(self.conns[k].life, Life::Idle { .. }) {
                 continue;
             }

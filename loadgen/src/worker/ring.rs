@@ -555,7 +555,7 @@ impl Worker<'_, Stream> {
                 (_, false) => None,
                 (None, true) => Some(up.absorb(buf, &mut self.rec, refill, now)),
                 (Some(hdr), true) => match stamped_data(buf, hdr) {
-                    Some((data, _)) if data.is_empty() => {
+                    Some(([], _)) => {
                         closed = true;
                         None
                     }
