@@ -13,14 +13,17 @@ check_writable() {
 }
 
 # A scratch directory of our own ($tmp) for the server's output and the runs'
-# files, removed on exit with the server stopped first.
+# files, removed on exit with the server stopped first. Ctrl-C or SIGTERM
+# stops the script after that clean-up, with exit code 130 or 143.
 tmp=$(mktemp -d)
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # start_server CMD...: starts the server in the background (output in
 # $tmp/server.out and .err), sets server_pid and waits up to 10 s for its

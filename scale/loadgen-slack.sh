@@ -24,10 +24,13 @@
 # pinning. OUT_DIR is checked for writing first; the file is written only at
 # the end, through a temporary file in OUT_DIR.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 transport=${1:-tcp}
 conns=${2:-100}
 out_dir=${3:-results/scale}
+# A relative OUT_DIR is the caller's; the default is this checkout's.
+[ -z "${3:-}" ] || case $out_dir in /*) ;; *) out_dir="$caller/$out_dir" ;; esac
 reps=${REPS:-5}
 duration=${DURATION:-3s}
 warmup=${WARMUP:-1s}

@@ -18,9 +18,12 @@
 # commit, kernel, CPU and pinning. The file is written only at the end, through
 # a temporary file in OUT_DIR, and OUT_DIR is checked for writing first.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 conns=${1:-1000}
 out_dir=${2:-results/scale}
+# A relative OUT_DIR is the caller's; the default is this checkout's.
+[ -z "${2:-}" ] || case $out_dir in /*) ;; *) out_dir="$caller/$out_dir" ;; esac
 reps=${REPS:-5}
 duration=${DURATION:-3s}
 warmup=${WARMUP:-1s}

@@ -5,7 +5,8 @@
 #   scale/memory.sh BACKEND CONNS [OUT_DIR]
 #     BACKEND: epoll | uring | threadpool | fork | tokio
 #     CONNS:   connections, e.g. 10000 50000 100000
-#     OUT_DIR: default results/scale
+#     OUT_DIR: default results/scale (of this checkout); a relative OUT_DIR is
+#              taken from the caller's directory
 #
 # Writes OUT_DIR/memory-BACKEND-cCONNS.json (the figures, the command lines,
 # commit, kernel, CPU, pinning) and the loadgen result
@@ -15,12 +16,26 @@
 # of each connection (loadgen's socket and the server's), which the JSON says.
 # Environment: DURATION (default 10s), THREADS (server loops, default 1;
 # uring past RLIMIT_NOFILE needs more rings, see docs/scaling.md),
-# LG_THREADS (loadgen threads, default 1), CONNECT_RATE (default 20000).
+# LG_THREADS (loadgen threads, default 1), CONNECT_RATE (default 20000),
+# DROP_CACHES (default 0).
+#
+# DROP_CACHES=1 first runs `echo 2 > /proc/sys/vm/drop_caches` (root only): the
+# kernel then frees its reclaimable slab (dentries and inodes) MACHINE-WIDE,
+# which slows every other program on the machine until its caches refill. It
+# makes the slab deltas steadier. Off by default; the JSON records
+# `dropped_caches`. The files in results/scale/ from before this switch
+# existed were made with it on.
+#
+# Ctrl-C or SIGTERM stops loadgen and the server, removes the scratch
+# directory and exits 130 or 143; no JSON is written then.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/.."
 backend=${1:?usage: scale/memory.sh BACKEND CONNS [OUT_DIR]}
 conns=${2:?usage: scale/memory.sh BACKEND CONNS [OUT_DIR]}
 out_dir=${3:-results/scale}
+[ -z "${3:-}" ] || case $out_dir in /*) ;; *) out_dir="$caller/$out_dir" ;; esac
+drop_caches=${DROP_CACHES:-0}
 duration=${DURATION:-10s}
 threads=${THREADS:-1}
 lg_threads=${LG_THREADS:-1}
@@ -46,11 +61,16 @@ sources="127.0.0.1-127.0.0.$n_src"
 tmp=$(mktemp -d)
 server_pid=""; lg_pid=""
 cleanup() {
-  [ -n "$lg_pid" ] && kill "$lg_pid" 2>/dev/null || true
+  # loadgen ends its run on SIGTERM (its result says complete: false); wait
+  # for it, so that nothing of ours outlives the script.
+  [ -n "$lg_pid" ] && kill "$lg_pid" 2>/dev/null && wait "$lg_pid" 2>/dev/null || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   rm -rf "$tmp"
 }
-trap cleanup EXIT INT TERM
+# A signal stops the script after the clean-up (the EXIT trap runs it once).
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 tree_pss_kb() { # proportional set size: shared pages split among the processes sharing them
   local pid=$1 p
@@ -74,7 +94,9 @@ tree_rss_kb() { # RSS of a process and its children (fork: one child per connect
     awk '/^VmRSS:/{s+=$2} END{print s+0}'
 }
 
-sync; echo 2 > /proc/sys/vm/drop_caches 2>/dev/null || true # settle reclaimable slab (root only)
+if [ "$drop_caches" = 1 ]; then # machine-wide: see the header
+  sync; echo 2 > /proc/sys/vm/drop_caches 2>/dev/null || true
+fi
 read -r slab0 sunr0 mem0 tcpb0 objs0 < <(kernel_snapshot)
 
 "${server_cmd[@]}" >"$tmp/server.out" 2>"$tmp/server.err" &
@@ -112,7 +134,7 @@ summary=$(grep '^summary' "$tmp/server.out" || true)
 server_pid=""
 tail -8 "$tmp/lg.out"
 
-export backend conns addr sources listening summary open rss_idle rss_load pss_idle pss_load lg_rss lg_rc \
+export drop_caches backend conns addr sources listening summary open rss_idle rss_load pss_idle pss_load lg_rss lg_rc \
   slab0 sunr0 mem0 tcpb0 objs0 slab1 sunr1 mem1 tcpb1 objs1 run_json duration
 export server_cmd_s="${server_cmd[*]}" lg_cmd_s="${lg_cmd[*]}"
 python3 - "$out_dir/memory-$backend-c$conns.json" <<'EOF'
@@ -131,6 +153,7 @@ doc = {
     "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
     "kernel": open("/proc/sys/kernel/osrelease").read().strip(), "cpu": cpu, "cores": os.cpu_count(),
     "pinning": "server --pin 0, loadgen --pin 1",
+    "dropped_caches": e["drop_caches"] == "1",
     "server_listening_line": e["listening"], "server_summary_line": e["summary"],
     "connections_open_at_sample": e["open"],
     "loadgen_exit_code": i("lg_rc"),
