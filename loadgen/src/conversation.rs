@@ -307,3 +307,71 @@ pub fn report_lines(c: Option<&Conversations>) -> String {
     }
     s
 }
+
+/// `loadgen merge`: the inputs' `conversations` added up (histograms and
+/// counts; rates summed, as the message rates are; `time_wait_at_end` the most of any). Refuses inputs with
+/// different `--conn-msgs`, or a mix of runs with and without it. The
+/// server's CPU per connection is left out: each input measured the same
+/// server, so it cannot be added.
+pub fn merge(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<Conversations>> {
+    let Some(first) = results.first().and_then(|r| r.conversations.as_ref()) else {
+        if let Some(i) = results.iter().position(|r| r.conversations.is_some()) {
+            anyhow::bail!(
+                "settings differ: {} has conversations (--conn-msgs) but {} has none",
+                names[i],
+                names[0]
+            );
+        }
+        return Ok(None);
+    };
+    let mut connect = stats::new_histogram();
+    let mut conversation = stats::new_histogram();
+    let mut out = Conversations {
+        completed: 0,
+        per_s: 0.0,
+        requested_per_s: first.requested_per_s.map(|_| 0.0),
+        scheduled: first.scheduled.map(|_| 0),
+        failed: ConvFailures::default(),
+        loadgen_cpu_us_per_conn: Some(0.0),
+        server_cpu_us_per_conn: None,
+        time_wait_at_end: first.time_wait_at_end.map(|_| 0),
+        ..first.clone()
+    };
+    let mut loadgen_cpu_us = 0.0;
+    for (r, name) in results.iter().zip(names) {
+        let Some(c) = r
+            .conversations
+            .as_ref()
+            .filter(|c| c.msgs_per_conn == first.msgs_per_conn)
+        else {
+            anyhow::bail!(
+                "settings differ: `--conn-msgs` is {} in {} but not in {name}; only runs with the same settings can be merged",
+                first.msgs_per_conn,
+                names[0]
+            );
+        };
+        let decode = |s: &str| crate::result::decode_histogram(s).map_err(|e| anyhow::anyhow!("{name}: {e}"));
+        let _ = connect.add(decode(&c.connect_histogram)?);
+        let _ = conversation.add(decode(&c.conversation_histogram)?);
+        out.completed += c.completed;
+        out.per_s += c.per_s;
+        out.requested_per_s = out.requested_per_s.zip(c.requested_per_s).map(|(a, b)| a + b);
+        out.scheduled = out.scheduled.zip(c.scheduled).map(|(a, b)| a + b);
+        out.failed.add(&c.failed);
+        // Inputs on one host see the same sockets: the most any saw, not a sum.
+        out.time_wait_at_end = out.time_wait_at_end.zip(c.time_wait_at_end).map(|(a, b)| a.max(b));
+        match c.loadgen_cpu_us_per_conn {
+            Some(us) => loadgen_cpu_us += us * c.completed as f64,
+            None => out.loadgen_cpu_us_per_conn = None,
+        }
+    }
+    out.connect_us = latency_of(&connect);
+    out.connect_histogram = encode_histogram(&connect);
+    out.conversation_us = latency_of(&conversation);
+    out.conversation_histogram = encode_histogram(&conversation);
+    out.loadgen_cpu_us_per_conn = out
+        .loadgen_cpu_us_per_conn
+        .filter(|_| out.completed > 0)
+        .map(|_| loadgen_cpu_us / out.completed as f64);
+    Ok(Some(out))
+}

@@ -299,3 +299,58 @@ fn out_of_source_ports_ends_the_run_naming_local_addrs() {
     );
     assert!(stdout.contains("out of ports 1"), "{stdout}");
 }
+
+#[test]
+fn merged_runs_add_their_conversations() {
+    let _serial = one_at_a_time();
+    let server = tcp_server(Fault::None);
+    let dir = temp_dir("conv-merge");
+    // Two loadgens at once: merge refuses windows that do not overlap.
+    let runs: Vec<Run> = thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, dir) = (&server.addr, &dir);
+                s.spawn(move || {
+                    run_loadgen(
+                        &[
+                            addr,
+                            "--conn-msgs",
+                            "2",
+                            "--conns",
+                            "2",
+                            "--duration",
+                            "1s",
+                            "--warmup",
+                            "200ms",
+                        ],
+                        dir,
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let inputs: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(inputs.len(), 2, "{}", runs[0].stderr);
+    let total = dir.join("total.json");
+    let out = std::process::Command::new(loadgen_bin())
+        .arg("merge")
+        .args(&inputs)
+        .arg("--out")
+        .arg(&total)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merged: loadgen::result::RunResult = serde_json::from_str(&std::fs::read_to_string(&total).unwrap()).unwrap();
+    let c = merged.conversations.expect("merged conversations");
+    let sum: u64 = runs.iter().map(|r| conversations(r).completed).sum();
+    assert_eq!(c.completed, sum);
+    assert_eq!(c.msgs_per_conn, 2);
+    assert_eq!(c.server_cpu_us_per_conn, None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
