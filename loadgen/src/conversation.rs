@@ -375,3 +375,35 @@ pub fn merge(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<C
         .map(|_| loadgen_cpu_us / out.completed as f64);
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_are_counted_by_kind() {
+        let mut f = ConvFailures::default();
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ENOENT,
+            libc::ECONNRESET,
+            libc::ETIMEDOUT,
+            libc::EAGAIN,
+            libc::EADDRNOTAVAIL,
+            libc::EHOSTUNREACH,
+        ] {
+            f.count_connect_error(&std::io::Error::from_raw_os_error(errno));
+        }
+        f.count_connect_error(&std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let want = ConvFailures {
+            refused: 2,
+            reset: 1,
+            not_accepted: 3,
+            out_of_ports: 1,
+            other: 1,
+            ..ConvFailures::default()
+        };
+        assert_eq!(f, want);
+        assert_eq!(f.total(), 8);
+    }
+}
