@@ -7,7 +7,9 @@
 //! - [`duration`]: the one duration grammar of every binary's flags.
 //! - [`machine`]: the machine probe, the source commit (`-dirty` included) and UTC time.
 //! - [`procfs`]: CPU time, memory and descriptors of a process tree, from `/proc`.
-//! - [`server`]: the server's configuration, counters, shutdown and lifecycle.
+//! - [`serve`]: what every backend serves with: configuration, counters, the stop request.
+//! - [`server`]: the server's lifecycle: bind, run a backend, stop, print the summary.
+//! - [`ring`]: the io_uring layer the uring backend and loadgen both build on.
 //! - [`backend`]: the four backends behind one [`backend::Backend`] trait.
 
 pub use libc;
@@ -20,4 +22,6 @@ pub mod duration;
 pub mod machine;
 pub mod net;
 pub mod procfs;
+pub mod ring;
+pub mod serve;
 pub mod server;

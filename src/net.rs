@@ -230,7 +230,10 @@ pub fn bind_server(transport: Transport, endpoint: &Endpoint, opts: BindOptions)
         // that clients have not read yet (see `backend/peer_budget.rs`). The
         // kernel caps these at rmem_max/wmem_max unless we may force them
         // (root): without it, a small buffer leaves less room under pressure.
-        for (forced, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        for (forced, plain) in [
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
             if sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, forced, DATAGRAM_BUF_BYTES).is_err() {
                 let _ = sys::setsockopt_int(fd.as_fd(), libc::SOL_SOCKET, plain, DATAGRAM_BUF_BYTES);
             }

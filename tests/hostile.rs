@@ -199,7 +199,11 @@ fn stop_reading_then_drain(backend: &str) {
 /// uring's connections are slots of a fixed file table sized to the limit,
 /// which the flood fills instead (`ENFILE`).
 fn out_of_descriptors(backend: &str) {
-    let ballast = if matches!(backend, "epoll" | "threadpool") { 100 } else { 0 };
+    let ballast = if matches!(backend, "epoll" | "threadpool") {
+        100
+    } else {
+        0
+    };
     out_of_descriptors_with(backend, &[], ballast)
 }
 

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::client::{max_datagram, pattern, Dgram, Stream};
 use common::{field, join_clients, run_to_exit, server_bin, ServerProc, Target, TempDir};
-use sockbench::backend::uring::{FORCE_SINGLE_SHOT_ENV, INJECT_ENTER_ERROR_ENV};
+use sockbench::backend::uring::FORCE_SINGLE_SHOT_ENV;
+use sockbench::ring::INJECT_ENTER_ERROR_ENV;
 
 /// The heavy tests take most of the machine; run them one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -577,7 +578,7 @@ fn max_conns_waits_then_serves() {
 /// serve correctly too: forced here, since this kernel would pick the best.
 #[test]
 fn fallback_setups_serve() {
-    use sockbench::backend::uring::FORCE_SETUP_ENV;
+    use sockbench::ring::FORCE_SETUP_ENV;
     let _heavy = one_at_a_time();
     for setup in ["coop_taskrun", "plain"] {
         let mut cmd = Command::new(server_bin());
@@ -870,7 +871,7 @@ fn start_min_wait(target: Target, usec: &str, extra: &[&str]) -> Option<ServerPr
 /// the flag the listening line says 0.
 #[test]
 fn min_wait_serves_every_transport() {
-    use sockbench::backend::uring::FORCE_SETUP_ENV;
+    use sockbench::ring::FORCE_SETUP_ENV;
     let _heavy = one_at_a_time();
     let Some(server) = start_switched(Target::Tcp4, &[], "min_wait_usec", "0") else {
         return;

@@ -1,4 +1,6 @@
-//! The command line.
+//! The command line: the flags, turned into the plan's [`Request`]. This
+//! module comes after `plan` (it parses peers into the plan's
+//! [`PeerEntry`]), and the plan never sees the flags.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use sockbench::cpu::CpuList;
 use sockbench::duration::parse_duration;
 use sockbench::net::Transport;
 
-use crate::plan::PeerEntry;
+use crate::plan::{PeerEntry, Request};
 
 /// Runs every backend over the comparison matrix and writes results/: result files, SVG plots, README.md.
 #[derive(Debug, Parser)]
@@ -35,8 +37,9 @@ pub struct CompareArgs {
     /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
-    /// Only these connection counts (comma-separated) of the matrix and of the
-    /// matched-load sweep. Default: every count of the matrix.
+    /// These connection counts (comma-separated, any count from 1) instead of
+    /// the matrix's; the matched-load sweep runs at those of its counts (100,
+    /// 1000; 100 with --quick) that are listed. Default: every count of the matrix.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub conns: Option<Vec<u64>>,
     /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 1500ms, or 700ms with --quick.
@@ -58,11 +61,12 @@ pub struct CompareArgs {
     /// CPUs for loadgen. Default: the other half (CPU 1 on 2 cores).
     #[arg(long)]
     pub loadgen_cpus: Option<CpuList>,
-    /// Where the result files, plots and README go. A new run writes into a
-    /// fresh directory inside it and replaces the previous run's files only
-    /// once it has finished.
-    #[arg(long, default_value = "results")]
-    pub out_dir: PathBuf,
+    /// Where the plots and README go, and each run's files under its `runs/`.
+    /// A new run writes into a fresh directory inside it and replaces the
+    /// previous run's files only once it has finished. Default: results, or
+    /// results/quick with --quick (so a smoke test never replaces the full run).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
     /// Directory holding the `server` and `loadgen` executables. Default: the
     /// directory of this executable (target/release with `cargo run --release`).
     #[arg(long)]
@@ -70,4 +74,128 @@ pub struct CompareArgs {
     /// Do not run anything: redraw the plots and README from the last run's files in --out-dir.
     #[arg(long)]
     pub report_only: bool,
+}
+
+/// `--out-dir` unless given: the committed full run's, or `--quick`'s own.
+pub const DEFAULT_OUT_DIR: &str = "results";
+pub const QUICK_OUT_DIR: &str = "results/quick";
+
+impl CompareArgs {
+    /// The output directory: `--out-dir`, else [`DEFAULT_OUT_DIR`] or with
+    /// `--quick` [`QUICK_OUT_DIR`].
+    pub fn out_dir(&self) -> PathBuf {
+        match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None if self.quick => PathBuf::from(QUICK_OUT_DIR),
+            None => PathBuf::from(DEFAULT_OUT_DIR),
+        }
+    }
+
+    /// What the flags ask the plan for.
+    pub fn request(&self) -> Request {
+        Request {
+            quick: self.quick,
+            peers: self.peers.clone(),
+            reference: self.reference.clone(),
+            transports: self.transports.clone(),
+            conns: self.conns.clone(),
+            duration: self.duration,
+            warmup: self.warmup,
+            repetitions: self.repetitions,
+            server_cpus: self.server_cpus.clone(),
+            loadgen_cpus: self.loadgen_cpus.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::plan::Comparison;
+
+    fn plan(argv: &[&str]) -> anyhow::Result<Comparison> {
+        Comparison::from_request(&CompareArgs::try_parse_from(argv).unwrap().request())
+    }
+
+    #[test]
+    fn quick_writes_beside_the_full_run_unless_told() {
+        let dir = |argv: &[&str]| CompareArgs::try_parse_from(argv).unwrap().out_dir();
+        assert_eq!(dir(&["compare"]), PathBuf::from("results"));
+        assert_eq!(dir(&["compare", "--quick"]), PathBuf::from("results/quick"));
+        assert_eq!(dir(&["compare", "--quick", "--out-dir", "x"]), PathBuf::from("x"));
+    }
+
+    #[test]
+    fn repetitions_rotate_the_peers_and_keep_a_point_together() {
+        let args = CompareArgs::try_parse_from([
+            "compare",
+            "--quick",
+            "--transports",
+            "tcp",
+            "--peers",
+            "fork,epoll,uring",
+        ])
+        .unwrap();
+        let plan = Comparison::from_request(&args.request()).unwrap();
+        assert_eq!(plan.reference, "epoll");
+        let order = |rep| -> Vec<String> {
+            plan.closed_loop(rep)
+                .iter()
+                .map(|s| format!("{}/{}", s.label, s.conns))
+                .collect()
+        };
+        assert_eq!(
+            order(1),
+            ["fork/1", "epoll/1", "uring/1", "fork/100", "epoll/100", "uring/100"]
+        );
+        assert_eq!(
+            order(2),
+            ["epoll/1", "uring/1", "fork/1", "epoll/100", "uring/100", "fork/100"]
+        );
+        assert_eq!(order(4), order(1));
+        assert!(plan.closed_loop(2).iter().all(|s| s.repetition == 2));
+    }
+
+    #[test]
+    fn the_default_run_takes_about_forty_minutes_and_quick_under_two() {
+        let plan = |argv: &[&str]| plan(argv).unwrap();
+        let full = plan(&["compare"]);
+        // 5 peers × 5 repetitions × (18 closed-loop points + 6 matched points × 3 rates).
+        assert_eq!(full.total_runs(), 900);
+        let minutes = full.estimated_duration().as_secs_f64() / 60.0;
+        assert!((34.0..=42.0).contains(&minutes), "{minutes:.1} min");
+        let quick = plan(&["compare", "--quick"]);
+        assert_eq!(quick.total_runs(), 50);
+        assert!(
+            quick.estimated_duration() < Duration::from_secs(100),
+            "{:?}",
+            quick.estimated_duration()
+        );
+    }
+
+    #[test]
+    fn bad_peer_lists_are_refused() {
+        assert!(plan(&["compare", "--peers", "epoll,epoll"]).is_err());
+        assert!(plan(&["compare", "--peers", "epoll,uring", "--reference", "fork"]).is_err());
+        assert!(
+            plan(&["compare", "--peers", "epoll,epoll@slow:spin=600"]).is_err(),
+            "udp with a spin"
+        );
+        let ok = plan(&["compare", "--peers", "fork,uring", "--transports", "tcp"]).unwrap();
+        assert_eq!(ok.reference, "fork");
+        let one = plan(&["compare", "--quick", "--conns", "100", "--transports", "tcp"]).unwrap();
+        assert_eq!(one.runs_per_repetition(), (5, 5));
+        // Any count is allowed (issue 28): 7 connections over each transport.
+        let seven = plan(&["compare", "--conns", "7,1"]).unwrap();
+        let shapes: Vec<(u64, u64)> = seven.matrix.points.iter().map(|p| (p.conns, p.size_bytes)).collect();
+        assert_eq!(shapes, [(1, 128), (7, 128), (1, 128), (7, 128), (1, 128), (7, 128)]);
+        assert!(seven.matrix.matched_points.is_empty());
+        let large = plan(&["compare", "--conns", "100,50", "--transports", "tcp"]).unwrap();
+        let shapes: Vec<(u64, u64)> = large.matrix.points.iter().map(|p| (p.conns, p.size_bytes)).collect();
+        assert_eq!(shapes, [(50, 128), (100, 128), (100, 4096)]);
+        assert_eq!(large.matrix.matched_points.len(), 1);
+        assert!(plan(&["compare", "--conns", "0"]).is_err());
+    }
 }

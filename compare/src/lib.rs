@@ -3,8 +3,8 @@
 //!
 //! Data flows one way, and each module imports only from those above it:
 //!
-//! - [`cli`]: the command line.
 //! - [`plan`]: which runs, with which typed [`plan::RunSpec`] and argv.
+//! - [`cli`]: the command line, turned into a [`plan::Request`].
 //! - [`record`]: the manifest on disk, one typed [`record::RunRecord`] per run.
 //! - [`execute`]: runs the plan, writes loadgen's files and the manifest.
 //! - [`analyse`]: pure functions over the records and results.
@@ -32,41 +32,42 @@ use record::{Manifest, Outcome};
 /// The whole comparison: plan, execute, analyse, render, publish; or with
 /// `--report-only`, analyse and render the last run again.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let out_dir = args.out_dir();
     if args.report_only {
-        return report_only(&args.out_dir, args.reference.as_deref());
+        return report_only(&out_dir, args.reference.as_deref());
     }
-    let plan = Comparison::from_args(&args)?;
+    let plan = Comparison::from_request(&args.request())?;
     if args.bin_dir.is_none() {
         Binaries::build_with_cargo()?;
     }
     let peers: Vec<plan::Peer> = plan.matrix.peers.iter().map(|p| p.peer).collect();
     let bins = Binaries::locate(args.bin_dir.as_deref(), &peers)?;
-    let staging = Staging::create(&args.out_dir)?;
+    let staging = Staging::create(&out_dir)?;
     let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
         let runs = analyse::load_runs(&manifest, staging.path());
         let plots = render::write_report(&manifest, &runs, staging.path())?;
-        Ok((manifest, plots.len()))
+        Ok((manifest, runs, plots.len()))
     });
-    let (manifest, plots) = match made {
+    let (manifest, runs, plots) = match made {
         Ok(made) => made,
         Err(e) => {
             staging.discard();
-            return Err(e.context(format!(
-                "the previous results in {} are unchanged",
-                args.out_dir.display()
-            )));
+            return Err(e.context(format!("the previous results in {} are unchanged", out_dir.display())));
         }
     };
-    staging.publish(&args.out_dir)?;
-    summarize(&manifest, plots, &args.out_dir)
+    let mut manifest = manifest;
+    staging.publish(&out_dir, &mut manifest)?;
+    summarize(&manifest, &runs, plots, &out_dir)
 }
 
-/// Redraws the plots and README from the manifest and files in `dir`.
 /// Redraws the report in `dir` from its files; with `reference`, every ratio
-/// is taken against that label instead of the one the run used.
+/// is taken against that label instead of the one the run used. Fails,
+/// naming the files, when a run's result file does not read; the report is
+/// rendered into a staging directory and replaces only compare's own files
+/// (see [`publish`]).
 fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
     let mut manifest = Manifest::load(dir)?;
-    let runs = analyse::load_runs(&manifest, dir);
+    let runs = analyse::load_runs_strict(&manifest, dir)?;
     if let Some(r) = reference {
         let mut labels: Vec<String> = runs.iter().map(analyse::label).collect();
         labels.sort();
@@ -76,7 +77,17 @@ fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
         }
         manifest.method.reference = r.to_string();
     }
-    let plots = render::write_report(&manifest, &runs, dir)?;
+    let staging = Staging::create(dir)?;
+    let plots = match render::write_report(&manifest, &runs, staging.path()) {
+        Ok(plots) => plots,
+        Err(e) => {
+            staging.discard();
+            return Err(e);
+        }
+    };
+    // The manifest on disk keeps its own reference; only the report changes.
+    let on_disk = Manifest::load(dir)?;
+    staging.publish_report(dir, &on_disk)?;
     eprintln!(
         "compare: redrew {} plots and {}",
         plots.len(),
@@ -85,22 +96,72 @@ fn report_only(dir: &Path, reference: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The closing lines; an error if every run failed.
-fn summarize(manifest: &Manifest, plots: usize, out_dir: &Path) -> anyhow::Result<()> {
-    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
-    eprintln!(
-        "compare: {} runs, {} failed; results, {plots} plots and README.md in {}",
-        manifest.runs.len(),
-        failed.len(),
-        out_dir.display()
-    );
-    for r in &failed {
+/// The closing lines: each failed and invalid run, then one line with the
+/// headline result and the counts of failed, disturbed and invalid runs; an
+/// error if every run failed.
+fn summarize(manifest: &Manifest, runs: &[analyse::Run], plots: usize, out_dir: &Path) -> anyhow::Result<()> {
+    for r in &manifest.runs {
         if let Outcome::Failed(why) = &r.outcome {
             eprintln!("  FAILED {}: {why}", r.spec.name());
         }
     }
-    if !failed.is_empty() && failed.len() == manifest.runs.len() {
+    for r in analyse::invalid_runs(manifest) {
+        let fate = match (r.redo, r.replaced) {
+            (true, _) => "the redo too; left out",
+            (false, true) => "redone, the redo is used",
+            (false, false) => "left out",
+        };
+        eprintln!("  INVALID {} ({fate}): {}", r.run_name, r.why);
+    }
+    let counts = analyse::run_counts(manifest, runs);
+    let headline = analyse::headline(&analyse::analyse(manifest, runs));
+    eprintln!("{}", final_line(&counts, headline.as_ref(), plots, out_dir));
+    if counts.failed > 0 && counts.failed == counts.total {
         bail!("every run failed");
     }
     Ok(())
+}
+
+/// `compare: 50 runs (0 failed, 2 disturbed, 1 invalid); matched load, tcp
+/// 100 conns 128 B: uring cheapest, server CPU 0.85× epoll [0.80, 0.90],
+/// cheaper; README.md and 5 plots in results/quick`.
+fn final_line(
+    counts: &analyse::RunCounts,
+    headline: Option<&analyse::Headline>,
+    plots: usize,
+    out_dir: &Path,
+) -> String {
+    let result = match headline {
+        Some(h) => {
+            let k = &h.key;
+            let at = format!(
+                "{} {}, {} conns, {} B",
+                k.purpose.as_str().replace('_', " "),
+                k.transport,
+                k.conns,
+                k.size_bytes
+            );
+            match &h.compared {
+                Some((label, r)) => format!(
+                    "{at}: {} cheapest, server CPU of {label} {:.2}× {} [{:.2}, {:.2}], {}",
+                    h.cheapest,
+                    r.interval.mid,
+                    h.reference,
+                    r.interval.lo,
+                    r.interval.hi,
+                    r.verdict.words("cheaper", "costlier")
+                ),
+                None => format!("{at}: {} cheapest", h.cheapest),
+            }
+        }
+        None => "no result to give".to_string(),
+    };
+    format!(
+        "compare: {} runs ({} failed, {} disturbed, {} invalid); {result}; README.md and {plots} plots in {}",
+        counts.total,
+        counts.failed,
+        counts.disturbed,
+        counts.invalid,
+        out_dir.display()
+    )
 }

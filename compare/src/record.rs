@@ -21,6 +21,12 @@ pub const MANIFEST: &str = "compare.json";
 /// The value of the manifest's `schema` key.
 pub const MANIFEST_SCHEMA: &str = "sockbench.compare.v2";
 
+/// The folder of the output directory that holds each run's loadgen files
+/// (`.json` and `.hgrm`); the report (README, plots, `findings.json`) and
+/// the manifest stay at the top. Comparisons written before this layout
+/// hold the run files at the top, and are read as they are.
+pub const RUNS_DIR: &str = "runs";
+
 /// A file name directly inside the output directory: no directory part, no
 /// `..`, not absolute, not hidden. Every path `compare` reads, writes or
 /// removes from a manifest goes through this type, so a hand-edited or
@@ -35,9 +41,32 @@ impl RunFileName {
         RunFileName::try_from(format!("{}.json", spec.name())).expect("run names are plain file names")
     }
 
-    /// The file inside `dir`.
+    /// `<name>-redo.json`: the second try of a run found invalid, beside the first.
+    pub fn for_redo(spec: &RunSpec) -> RunFileName {
+        RunFileName::try_from(format!("{}-redo.json", spec.name())).expect("run names are plain file names")
+    }
+
+    /// Where the file is in the output directory `dir`: under [`RUNS_DIR`],
+    /// or at the top in a comparison of the older, flat layout (the one
+    /// that holds it there and not under `runs/`).
     pub fn in_dir(&self, dir: &Path) -> PathBuf {
-        dir.join(&self.0)
+        let flat = dir.join(&self.0);
+        let nested = self.written_in(dir);
+        if !nested.exists() && flat.exists() {
+            flat
+        } else {
+            nested
+        }
+    }
+
+    /// Where a new comparison writes it: `dir/runs/NAME`.
+    pub fn written_in(&self, dir: &Path) -> PathBuf {
+        dir.join(RUNS_DIR).join(&self.0)
+    }
+
+    /// The file's path relative to the output directory in the new layout: `runs/NAME`.
+    pub fn relative(&self) -> String {
+        format!("{RUNS_DIR}/{}", self.0)
     }
 
     /// loadgen's `.hgrm` beside the JSON: `run.json` → `run.hgrm`.
@@ -79,6 +108,57 @@ impl std::fmt::Display for RunFileName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A file `compare` wrote into the output directory, as its manifest lists
+/// it: a later run may replace or remove a file only while it is still this
+/// one (a regular file, not a link, of this size and content hash), so a
+/// file the user put there or edited since is never lost.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Relative to the output directory: `README.md`, `runs/NAME.json`.
+    pub path: String,
+    pub size_bytes: u64,
+    /// FNV-1a (64 bit) of the content, in hex: not a defence against a
+    /// forger, only a check that the file is still the one compare wrote,
+    /// and unlike a modification time it survives a `git clone`.
+    pub fnv1a64: String,
+}
+
+impl WrittenFile {
+    /// The file at `dir/path` as it is now; an error for a link or anything
+    /// but a regular file.
+    pub fn of(dir: &Path, path: &str) -> anyhow::Result<WrittenFile> {
+        let full = dir.join(path);
+        let meta = full
+            .symlink_metadata()
+            .with_context(|| format!("reading {}", full.display()))?;
+        if !meta.file_type().is_file() {
+            bail!("{} is not a regular file", full.display());
+        }
+        let data = std::fs::read(&full).with_context(|| format!("reading {}", full.display()))?;
+        Ok(WrittenFile {
+            path: path.to_string(),
+            size_bytes: data.len() as u64,
+            fnv1a64: format!("{:016x}", fnv1a64(&data)),
+        })
+    }
+
+    /// Whether `dir/path` is still this file.
+    pub fn is_intact(&self, dir: &Path) -> bool {
+        let full = dir.join(&self.path);
+        let same_size = full
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_file() && m.len() == self.size_bytes);
+        same_size && WrittenFile::of(dir, &self.path).is_ok_and(|now| now == *self)
+    }
+}
+
+/// The 64-bit FNV-1a hash.
+fn fnv1a64(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// How one run ended.
@@ -150,9 +230,9 @@ pub struct OtherProcesses {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
     pub spec: RunSpec,
-    /// loadgen's result file (its `.hgrm` beside it), in the output directory.
+    /// loadgen's result file (its `.hgrm` beside it), in the output directory's `runs/` (at its top in the older layout).
     pub result_file: RunFileName,
-    /// The exact argv of the server and of loadgen (loadgen runs in the output directory).
+    /// The exact argv of the server and of loadgen (loadgen runs in the output directory's `runs/`).
     pub server_argv: Vec<String>,
     pub loadgen_argv: Vec<String>,
     pub outcome: Outcome,
@@ -180,9 +260,22 @@ pub struct RunRecord {
     /// busy fraction. `None` when loadgen did not report it.
     #[serde(default)]
     pub loadgen_cost: Option<LoadgenCost>,
+    /// Why the run's figures are impossible (see `execute::validity`), when
+    /// they are: such a run is redone once and left out of every statistic,
+    /// and the report lists it. `None` for a valid run and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    /// This run repeats one found invalid (its file is `<name>-redo.json`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redo: bool,
 }
 
 impl RunRecord {
+    /// Whether the run's figures enter the statistics: it finished and was not found invalid.
+    pub fn counts(&self) -> bool {
+        self.outcome == Outcome::Ok && self.invalid.is_none()
+    }
+
     /// A run that never started or failed before it learned anything.
     pub fn failed(spec: RunSpec, why: impl Into<String>) -> RunRecord {
         RunRecord {
@@ -199,6 +292,8 @@ impl RunRecord {
             server_cores: 0,
             loadgen_cores: 0,
             loadgen_cost: None,
+            invalid: None,
+            redo: false,
         }
     }
 }
@@ -259,6 +354,11 @@ pub struct Method {
     pub warmup_s: f64,
     #[serde(default)]
     pub duration_s: f64,
+    /// The least server CPU a message can cost: one trivial system call,
+    /// measured on this machine before the runs (see `execute::validity`).
+    /// A run below it is invalid. `None` in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_floor_us_per_msg: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -296,6 +396,7 @@ impl Default for Method {
             matched_load_fractions: Vec::new(),
             warmup_s: 0.0,
             duration_s: 0.0,
+            cpu_floor_us_per_msg: None,
         }
     }
 }
@@ -333,6 +434,11 @@ pub struct Manifest {
     #[serde(default)]
     pub platform_stalls: Vec<CpuStalls>,
     pub runs: Vec<RunRecord>,
+    /// Every file this comparison wrote into the output directory but the
+    /// manifest itself: the only files a later run may replace or remove
+    /// (see `publish`). Empty in manifests written before this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<WrittenFile>,
 }
 
 impl Manifest {
@@ -420,6 +526,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fnv1a64_matches_the_published_vectors() {
+        assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x85944171f73967e8);
+    }
+
+    #[test]
     fn run_file_names_stay_inside_the_directory() {
         for bad in [
             "../victim.json",
@@ -437,8 +550,8 @@ mod tests {
         let ok = RunFileName::try_from("closed-epoll-tcp-c1-s128-r1.json".to_string()).unwrap();
         assert_eq!(ok.hgrm().as_str(), "closed-epoll-tcp-c1-s128-r1.hgrm");
         assert_eq!(
-            ok.in_dir(Path::new("results")),
-            Path::new("results/closed-epoll-tcp-c1-s128-r1.json")
+            ok.in_dir(Path::new("/nonexistent/results")),
+            Path::new("/nonexistent/results/runs/closed-epoll-tcp-c1-s128-r1.json")
         );
     }
 }

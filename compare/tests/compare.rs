@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use compare::analyse::{self, Run};
 use compare::plan::{MatrixPlan, Peer, PeerEntry, Purpose, RunSpec};
-use compare::record::{CpuStalls, Manifest, Method, Outcome, RunFileName, RunRecord, ServerCost, MANIFEST_SCHEMA};
+use compare::record::{
+    CpuStalls, Manifest, Method, Outcome, RunFileName, RunRecord, ServerCost, MANIFEST_SCHEMA, RUNS_DIR,
+};
 use compare::render::{plots, readme};
 use hdrhistogram::Histogram;
 use loadgen::result::{Errors, Extra, Latency, RunEnv, RunResult, SeriesPoint, Settings, Throughput, SCHEMA};
@@ -188,6 +190,7 @@ fn manifest_of(runs: &[Run], quick: bool) -> Manifest {
         machine: Machine::probe(),
         platform_stalls: vec![],
         runs: runs.iter().map(|r| r.record.clone()).collect(),
+        files: Vec::new(),
     }
 }
 
@@ -230,8 +233,9 @@ fn plots_and_readme_from_result_files() {
         let base = if peer == FORK { 50.0 } else { 15.0 };
         runs.push(recorded_run(&spec, base, 50_000, 100 + i as u64));
     }
+    std::fs::create_dir_all(dir.join(RUNS_DIR)).unwrap();
     for run in &runs {
-        loadgen::result::write(&run.record.result_file.in_dir(&dir), &run.result).unwrap();
+        loadgen::result::write(&run.record.result_file.written_in(&dir), &run.result).unwrap();
     }
     let mut manifest = manifest_of(&runs, true);
     manifest.open_loop_rate = Some(5_000.0);
@@ -367,7 +371,12 @@ fn report_only_takes_another_reference() {
     };
     let before = std::fs::read(dir.join("findings.json")).unwrap();
     let refused = report_only("nginx");
-    assert_eq!(refused.status.code(), Some(2), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert_eq!(std::fs::read(dir.join("findings.json")).unwrap(), before);
 
     let out = report_only("tokio");
@@ -1018,7 +1027,8 @@ fn previous_results(out: &Path) -> RunFileName {
     std::fs::create_dir_all(out).unwrap();
     let plan = MatrixPlan::new(true, Some(entries(&[EPOLL])), Some(vec![Transport::Tcp]), 1);
     let run = recorded_run(&plan.closed_loop()[0], 30.0, 2_000, 11);
-    loadgen::result::write(&run.record.result_file.in_dir(out), &run.result).unwrap();
+    std::fs::create_dir_all(out.join(RUNS_DIR)).unwrap();
+    loadgen::result::write(&run.record.result_file.written_in(out), &run.result).unwrap();
     manifest_of(std::slice::from_ref(&run), true).save(out).unwrap();
     std::fs::write(
         out.join("README.md"),
@@ -1160,15 +1170,21 @@ fn paths_outside_the_output_directory_are_never_touched() {
     let first_run = Manifest::load(&out).unwrap();
     assert_eq!(first_run.runs.len(), 3);
 
-    // A valid previous run is replaced: its files go, the user's stays.
+    // A valid previous run is replaced: the files its manifest lists go
+    // (while they are still as it wrote them), the user's stays.
     let stale = RunFileName::try_from("closed-epoll-tcp-c7-s128.json".to_string()).unwrap();
     let mut listed = first_run.clone();
     let mut extra_run = listed.runs[0].clone();
     extra_run.result_file = stale.clone();
     listed.runs.push(extra_run);
-    listed.save(&out).unwrap();
     std::fs::write(stale.in_dir(&out), b"{}").unwrap();
     std::fs::write(stale.hgrm().in_dir(&out), b"").unwrap();
+    for f in [&stale, &stale.hgrm()] {
+        listed
+            .files
+            .push(compare::record::WrittenFile::of(&out, &f.relative()).unwrap());
+    }
+    listed.save(&out).unwrap();
     let second = run(&quick);
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     assert!(

@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use super::peer_budget::SharedPeerBudget;
-use crate::server::{LocalCounts, Shutdown, Stats};
+use crate::serve::{LocalCounts, Shutdown, Stats};
 use crate::sys::{self, SockAddr};
 
 /// Read buffer per stream connection. It is also the most echo output one

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use super::blocking::{self, AcceptFailure};
 use super::peer_budget::SharedPeerBudget;
 use super::Backend;
-use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
+use crate::serve::{ServeContext, ServerConfig, Shutdown, Stats};
 use crate::sys::process::{self, ExitStatus, Forked, Pid};
 use crate::sys::{self, signal};
 

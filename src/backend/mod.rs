@@ -1,13 +1,14 @@
 //! The four backends behind one interface.
 //!
 //! A backend receives a bound socket in a [`ServeContext`] and echoes on it
-//! until [`crate::server::Shutdown`] fires. Every backend serves every
+//! until [`crate::serve::Shutdown`] fires. Every backend serves every
 //! transport: for streams the socket is a listener, for datagrams it is the
 //! socket that receives and answers.
 
 use std::io;
 
-use crate::server::{BackendKind, ServeContext};
+use crate::serve::config::BackendKind;
+use crate::serve::ServeContext;
 
 pub mod blocking;
 pub mod epoll;
@@ -15,6 +16,7 @@ pub mod fork;
 pub mod peer_budget;
 pub mod threadpool;
 pub mod uring;
+pub mod workers;
 
 /// The most echo output one stream connection may have waiting to be sent.
 /// Above it a backend stops reading from that connection until the backlog

@@ -213,11 +213,16 @@ impl SharedPeerBudget {
     pub fn lock(&self) -> Option<BudgetGuard<'_>> {
         let me = crate::sys::thread_id();
         for attempt in 0..LOCK_TRIES {
-            match self.holder.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            match self
+                .holder
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            {
                 Ok(_) => return Some(BudgetGuard { owner: self }),
                 Err(0) => {}
                 Err(holder) if attempt == LOCK_TRIES / 2 && !crate::sys::thread_alive(holder) => {
-                    let _ = self.holder.compare_exchange(holder, 0, Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = self
+                        .holder
+                        .compare_exchange(holder, 0, Ordering::Relaxed, Ordering::Relaxed);
                 }
                 Err(_) if attempt < SPINS => std::hint::spin_loop(),
                 Err(_) => std::thread::yield_now(),
@@ -279,7 +284,10 @@ mod tests {
         }
         assert!(b.unread <= 6 * SNDBUF / 8, "non-readers hold {} of {SNDBUF}", b.unread);
         assert!(b.allow(&peer(100_000), 4000), "the newcomer was refused");
-        assert!(!b.allow(&peer(100_000), 4000), "a second echo needs a share of the spent pool");
+        assert!(
+            !b.allow(&peer(100_000), 4000),
+            "a second echo needs a share of the spent pool"
+        );
     }
 
     /// One hog fills the buffer first; a client that reads (the kernel's
@@ -309,7 +317,10 @@ mod tests {
             assert!(b.allow(&peer(p), 0));
         }
         b.set_unread(SNDBUF / 4);
-        assert!(!b.allow(&peer(TRACKED_PEERS + 20), 0), "an untracked peer under pressure");
+        assert!(
+            !b.allow(&peer(TRACKED_PEERS + 20), 0),
+            "an untracked peer under pressure"
+        );
         assert!(b.allow(&peer(3), 100), "a known peer under pressure");
         b.set_unread(0);
         assert_eq!((b.tracked, b.pool_used), (0, 0));

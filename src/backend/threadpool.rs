@@ -48,7 +48,7 @@ use super::blocking::{self, AcceptFailure};
 use super::peer_budget::SharedPeerBudget;
 use super::Backend;
 use crate::net::Transport;
-use crate::server::{ServeContext, ServerConfig, Shutdown, Stats};
+use crate::serve::{ServeContext, ServerConfig, Shutdown, Stats};
 use crate::sys;
 
 pub struct ThreadPool;

@@ -10,93 +10,29 @@
 //!    socket file is removed if it is still the file `bind` created (same device
 //!    and inode), and the summary line is printed.
 
-pub mod config;
-pub mod stats;
+pub use crate::serve::config;
 
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-pub use config::{BackendKind, OnOff, ServerArgs, ServerConfig, UringOptions, UringWait, MAX_MIN_WAIT_USEC};
-pub use stats::{ConnEnd, LocalCounts, Stats};
+pub use crate::serve::config::{
+    BackendKind, ConfigError, OnOff, ServerArgs, ServerConfig, UringOptions, UringWait, MAX_MIN_WAIT_USEC,
+};
+pub use crate::serve::stats::{ConnEnd, LocalCounts, Stats};
+pub use crate::serve::{ServeContext, Shutdown, STOP_DEADLINE};
 
 use crate::backend;
 use crate::net::{self, BindOptions, Endpoint, Transport};
 use crate::sys::{self, signal};
-
-/// How long a stop may take before the backstop ends the process anyway.
-pub const STOP_DEADLINE: Duration = Duration::from_millis(1500);
-
-/// A handle to the process-wide stop request. Copyable and cheap: a flag set by
-/// the signal handler, and an eventfd that becomes (and stays) readable at the
-/// same moment, so any event loop can wait on it.
-#[derive(Clone, Copy, Debug)]
-pub struct Shutdown {
-    wake_fd: RawFd,
-}
-
-impl Shutdown {
-    /// Whether a stop has been requested.
-    #[inline]
-    pub fn requested(&self) -> bool {
-        signal::stop_requested()
-    }
-
-    /// An eventfd that is readable once a stop has been requested. Never read
-    /// it: it stays readable so that every waiter sees it.
-    pub fn fd(&self) -> BorrowedFd<'static> {
-        // SAFETY: the eventfd is created once in `install` and never closed.
-        unsafe { BorrowedFd::borrow_raw(self.wake_fd) }
-    }
-
-    /// Requests a stop, exactly as SIGTERM would.
-    pub fn request(&self) {
-        signal::request_stop()
-    }
-
-    fn install() -> io::Result<Shutdown> {
-        let fd: OwnedFd = sys::eventfd()?;
-        let raw = fd.as_raw_fd();
-        std::mem::forget(fd); // lives for the whole process, see `fd()`
-        signal::install_stop_handler(raw)?;
-        Ok(Shutdown { wake_fd: raw })
-    }
-}
-
-/// Prints the `listening` line with a backend's details, once.
-type Announce = Box<dyn FnOnce(&str)>;
-
-/// What a backend gets to serve with.
-pub struct ServeContext {
-    pub config: ServerConfig,
-    /// The bound primary socket (listening, for streams), in blocking mode.
-    /// IP sockets have `SO_REUSEPORT` set, so a backend may bind more sockets
-    /// to [`ServeContext::local`] with [`net::bind_server`].
-    pub socket: OwnedFd,
-    /// The address actually bound (port 0 resolved).
-    pub local: Endpoint,
-    pub stats: &'static Stats,
-    pub shutdown: Shutdown,
-    ready: Option<Announce>,
-}
-
-impl ServeContext {
-    /// Announces that the backend is serving: prints the `listening` line with
-    /// the backend's own `details` (e.g. `setup=defer_taskrun`). Call once,
-    /// after all setup that can fail.
-    pub fn ready(&mut self, details: &str) {
-        if let Some(announce) = self.ready.take() {
-            announce(details);
-        }
-    }
-}
 
 /// An error in what the user asked for (exit code 2) or a runtime failure (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Address(#[from] net::AddrError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("cannot listen on {what} {endpoint}: {source}")]
     Bind {
         what: &'static str,
@@ -120,7 +56,10 @@ impl ServerError {
     /// 2 for anything the user typed wrong (flags, addresses), 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            ServerError::Address(_) | ServerError::Bind { .. } | ServerError::Capacity { .. } => 2,
+            ServerError::Address(_)
+            | ServerError::Config(_)
+            | ServerError::Bind { .. }
+            | ServerError::Capacity { .. } => 2,
             _ => 1,
         }
     }
@@ -179,14 +118,7 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
             );
         })
     };
-    let ctx = ServeContext {
-        config,
-        socket,
-        local,
-        stats,
-        shutdown,
-        ready: Some(announce),
-    };
+    let ctx = ServeContext::new(config, socket, local, stats, shutdown, announce);
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
     finish(stats, backend_kind, socket_file.as_ref());

@@ -57,13 +57,14 @@ impl Run {
     }
 }
 
-/// The successful runs of `manifest` with their result files from `dir`
-/// (runs whose file is missing or unreadable are left out).
+/// The successful, valid runs of `manifest` with their result files from
+/// `dir` (runs whose file is missing or unreadable are left out, and so are
+/// runs found invalid: see [`invalid_runs`]).
 pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
     manifest
         .runs
         .iter()
-        .filter(|r| r.outcome == Outcome::Ok)
+        .filter(|r| r.counts())
         .filter_map(|r| {
             let result = loadgen::result::read(&r.result_file.in_dir(dir)).ok()?;
             Some(Run {
@@ -74,16 +75,36 @@ pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
         .collect()
 }
 
-/// The index of the median of `keys` (the lower median for an even count).
-pub fn median_index(keys: &[f64]) -> Option<usize> {
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
-    order.get(keys.len().checked_sub(1)? / 2).copied()
+/// The successful runs of `manifest` with their result files from `dir`,
+/// or an error naming every result file that is missing or does not read
+/// (for `--report-only`, which must not redraw a report from part of the runs).
+pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    let mut unreadable = Vec::new();
+    for r in manifest.runs.iter().filter(|r| r.counts()) {
+        let path = r.result_file.in_dir(dir);
+        match loadgen::result::read(&path) {
+            Ok(result) => runs.push(Run {
+                record: r.clone(),
+                result,
+            }),
+            Err(e) => unreadable.push(format!("{}: {e:#}", path.display())),
+        }
+    }
+    if !unreadable.is_empty() {
+        anyhow::bail!(
+            "{} result file(s) of runs the manifest records as ok could not be read, so the report was not redrawn:\n  {}",
+            unreadable.len(),
+            unreadable.join("\n  ")
+        );
+    }
+    Ok(runs)
 }
 
 /// One run per point of the matrix and label, in matrix order. Where a
 /// point ran in several repetitions, the run whose cost is the median (see
-/// [`Run::median_key`]). Every figure shown for a point then comes from one
+/// [`Run::median_key`]; the lower of the two middle runs for an even
+/// count, as a run must be picked, not a mean of two). Every figure shown for a point then comes from one
 /// real run, never from numbers mixed across runs. Runs of different labels
 /// or purposes (a latency run and a matched-load run at the same shape) are
 /// never grouped together.
@@ -98,9 +119,11 @@ pub fn median_runs(runs: &[Run]) -> Vec<Run> {
     }
     points
         .into_iter()
-        .filter_map(|(_, group)| {
-            let keys: Vec<f64> = group.iter().map(|r| r.median_key()).collect();
-            median_index(&keys).map(|i| group[i].clone())
+        .filter_map(|(_, mut group)| {
+            // A stable sort: of runs with equal keys, the earlier one stays first.
+            group.sort_by(|a, b| a.median_key().total_cmp(&b.median_key()));
+            let middle = group.len().checked_sub(1)? / 2;
+            Some(group[middle].clone())
         })
         .collect()
 }
@@ -290,6 +313,111 @@ pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
     }
 }
 
+/// A run whose figures were impossible, left out of every statistic (see
+/// `execute::validity`); what the report lists.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InvalidRun {
+    /// The run's name (its result file's stem).
+    pub run_name: String,
+    pub label: String,
+    /// Why its figures are impossible.
+    pub why: String,
+    /// Whether this was already the redo (a run is redone once).
+    pub redo: bool,
+    /// Whether its redo was valid and entered the statistics in its place.
+    pub replaced: bool,
+}
+
+/// Every run of `manifest` found invalid, in running order.
+pub fn invalid_runs(manifest: &Manifest) -> Vec<InvalidRun> {
+    let runs = &manifest.runs;
+    runs.iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let why = r.invalid.clone()?;
+            let replaced = !r.redo
+                && runs[i + 1..]
+                    .iter()
+                    .any(|later| later.redo && later.spec == r.spec && later.counts());
+            Some(InvalidRun {
+                run_name: r.result_file.as_str().trim_end_matches(".json").to_string(),
+                label: r.spec.label.clone(),
+                why,
+                redo: r.redo,
+                replaced,
+            })
+        })
+        .collect()
+}
+
+/// How a comparison's runs ended, for its closing line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    /// Every run made, redos included.
+    pub total: usize,
+    pub failed: usize,
+    /// Valid runs in whose window other processes used more than the manifest's limit.
+    pub disturbed: usize,
+    /// Runs found invalid (left out), and of them how many were redos.
+    pub invalid: usize,
+    pub redone: usize,
+}
+
+/// The counts of `manifest`'s runs; `runs` are its valid runs (for the disturbed count).
+pub fn run_counts(manifest: &Manifest, runs: &[Run]) -> RunCounts {
+    let limit = manifest.method.disturbed_cores;
+    RunCounts {
+        total: manifest.runs.len(),
+        failed: manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).count(),
+        disturbed: runs
+            .iter()
+            .filter(|r| r.other_processes_cores().is_some_and(|c| c > limit))
+            .count(),
+        invalid: manifest.runs.iter().filter(|r| r.invalid.is_some()).count(),
+        redone: manifest.runs.iter().filter(|r| r.redo).count(),
+    }
+}
+
+/// The one result a closing line can give: at the headline point, the
+/// label with the lowest median server CPU per message and its ratio to the
+/// reference (or, when that is the reference, the next cheapest's).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Headline {
+    pub key: PointKey,
+    /// The cheapest label there.
+    pub cheapest: String,
+    /// The label the ratio is of (the cheapest, or the runner-up when the
+    /// cheapest is the reference) and the ratio with its verdict.
+    pub compared: Option<(String, points::Ratio)>,
+    pub reference: String,
+}
+
+/// The headline of `analysis`: at the latency-view point (matched load,
+/// tcp, 100 connections), else the first matched-load point, else the
+/// first point; `None` when no label there has a server CPU figure.
+pub fn headline(analysis: &Analysis) -> Option<Headline> {
+    let matched = |p: &&PointStats| matches!(p.key.purpose, Purpose::MatchedLoad { .. });
+    let point = analysis
+        .points
+        .iter()
+        .find(|p| p.key.is_latency_view())
+        .or_else(|| analysis.points.iter().find(matched))
+        .or_else(|| analysis.points.first())?;
+    let ranked = points::ranked_by_server_cpu(point);
+    let cheapest = ranked.first().filter(|p| p.server_cpu_us_per_msg.is_some())?;
+    let other = if cheapest.label == analysis.reference {
+        ranked.get(1).copied()
+    } else {
+        Some(*cheapest)
+    };
+    Some(Headline {
+        key: point.key,
+        cheapest: cheapest.label.clone(),
+        compared: other.and_then(|p| Some((p.label.clone(), p.ratio_server_cpu?))),
+        reference: analysis.reference.clone(),
+    })
+}
+
 /// Everything the report says about a comparison.
 #[derive(Clone, Debug)]
 pub struct Analysis {
@@ -320,13 +448,5 @@ mod tests {
         assert_eq!(count_cpus(""), None);
         assert_eq!(count_cpus("x"), None);
         assert_eq!(count_cpus("3-1"), None);
-    }
-
-    #[test]
-    fn median_index_takes_the_lower_middle() {
-        assert_eq!(median_index(&[]), None);
-        assert_eq!(median_index(&[5.0]), Some(0));
-        assert_eq!(median_index(&[4.0, 9.0, 6.0]), Some(2));
-        assert_eq!(median_index(&[4.0, 9.0, 6.0, 1.0]), Some(0));
     }
 }

@@ -370,7 +370,11 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
 }
 
 /// `figure` of `candidate` over that of `reference`, paired by repetition.
-fn paired_ratio(candidate: &[&RunFacts], reference: &[&RunFacts], figure: fn(&RunFacts) -> Option<f64>) -> Option<Ratio> {
+fn paired_ratio(
+    candidate: &[&RunFacts],
+    reference: &[&RunFacts],
+    figure: fn(&RunFacts) -> Option<f64>,
+) -> Option<Ratio> {
     let (cand, refr) = paired_by_repetition(candidate, reference, figure);
     let interval = stats::paired_ratio_ci(&cand, &refr)?;
     Some(Ratio {
@@ -525,10 +529,18 @@ pub(crate) mod tests {
         }
         let points = point_stats(&facts, "epoll");
         assert_eq!(points.len(), 2);
-        assert!(points[0].peers.iter().all(|s| s.loadgen_open_over_closed.is_none()), "closed loop has none");
+        assert!(
+            points[0].peers.iter().all(|s| s.loadgen_open_over_closed.is_none()),
+            "closed loop has none"
+        );
         for s in &points[1].peers {
-            let r = s.loadgen_open_over_closed.unwrap_or_else(|| panic!("{}: no ratio", s.label));
-            assert!((r.interval.lo - 1.5).abs() < 1e-9 && (r.interval.hi - 1.5).abs() < 1e-9, "{r:?}");
+            let r = s
+                .loadgen_open_over_closed
+                .unwrap_or_else(|| panic!("{}: no ratio", s.label));
+            assert!(
+                (r.interval.lo - 1.5).abs() < 1e-9 && (r.interval.hi - 1.5).abs() < 1e-9,
+                "{r:?}"
+            );
             assert_eq!(r.verdict, Verdict::Higher);
         }
     }

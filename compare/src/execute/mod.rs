@@ -12,12 +12,14 @@
 //! - [`one_run`]: one run.
 //! - [`proc_cpu`]: the server tree's CPU time and memory.
 //! - [`stalls`]: the machine's own pauses.
+//! - [`validity`]: runs whose figures are impossible, redone once.
 
 pub mod binaries;
 pub mod one_run;
 pub mod proc_cpu;
 pub mod process;
 pub mod stalls;
+pub mod validity;
 
 use std::path::Path;
 
@@ -27,7 +29,7 @@ use sockbench::sys::signal;
 use self::binaries::Binaries;
 use self::one_run::{run_one, RunContext};
 use crate::plan::{fmt_ms, matched_rates, Comparison, MatchedRates, Purpose, RunSpec};
-use crate::record::{CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA};
+use crate::record::{CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA, RUNS_DIR};
 
 /// A run whose window saw other processes use more than this many cores is
 /// called disturbed in the progress output and in the report. An idle machine
@@ -61,6 +63,11 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         "compare: each server process tree is confined to CPU {}; loadgen and this runner to CPU {}",
         split.server, split.loadgen
     );
+    let cpu_floor_us_per_msg = validity::measure_syscall_floor_us();
+    eprintln!(
+        "compare: one system call costs {:.3} µs here; a run whose server CPU per message is below that is invalid",
+        cpu_floor_us_per_msg
+    );
     // Sockets and logs go into a fresh directory of our own, removed on the
     // way out whatever happens (kept short: a Unix socket path has at most
     // 107 bytes).
@@ -75,8 +82,12 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         scratch: scratch.path().to_path_buf(),
         timing: plan.timing,
         disturbed_cores: DISTURBED_CORES,
+        cpu_floor_us_per_msg,
     };
+    let runs_dir = out_dir.join(RUNS_DIR);
+    std::fs::create_dir_all(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     let mut manifest = new_manifest(plan, platform_stalls);
+    manifest.method.cpu_floor_us_per_msg = Some(cpu_floor_us_per_msg);
     let result = run_all(plan, &ctx, &mut manifest);
     drop(scratch);
     result?;
@@ -184,6 +195,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
             matched_load_fractions: plan.matrix.fractions.clone(),
             warmup_s: plan.timing.warmup.as_secs_f64(),
             duration_s: plan.timing.duration.as_secs_f64(),
+            cpu_floor_us_per_msg: None,
         },
         open_loop_rate: None,
         open_loop_note: String::new(),
@@ -192,6 +204,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
         machine: sockbench::machine::Machine::probe(),
         platform_stalls,
         runs: Vec::new(),
+        files: Vec::new(),
     }
 }
 
@@ -217,10 +230,9 @@ fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyh
         done: 0,
         total: plan.total_runs(),
     };
+    let peers = plan.matrix.peers.len();
     for rep in 1..=plan.repetitions {
-        for spec in plan.closed_loop(rep) {
-            run_and_record(ctx, spec, &mut progress, manifest)?;
-        }
+        run_points(ctx, plan.closed_loop(rep), peers, &mut progress, manifest)?;
     }
     let rates: Vec<MatchedRates> = plan
         .matrix
@@ -243,11 +255,65 @@ fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyh
     manifest.matched_load = rates.clone();
     (manifest.open_loop_rate, manifest.open_loop_note) = latency_view(&rates);
     for rep in 1..=plan.repetitions {
-        for spec in plan.matched_load(rep, &rates) {
-            run_and_record(ctx, spec, &mut progress, manifest)?;
+        run_points(ctx, plan.matched_load(rep, &rates), peers, &mut progress, manifest)?;
+    }
+    Ok(())
+}
+
+/// Runs `specs`, `per_point` at a time (the peers of one point, back to
+/// back), and after each point judges its runs: one found invalid is
+/// redone once, right away, and its redo judged against the same peers.
+fn run_points(
+    ctx: &RunContext,
+    specs: Vec<RunSpec>,
+    per_point: usize,
+    progress: &mut Progress,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    for point in specs.chunks(per_point.max(1)) {
+        let first = manifest.runs.len();
+        for spec in point {
+            run_and_record(ctx, spec.clone(), false, progress, manifest)?;
+        }
+        let invalid = judge(ctx, manifest, first, None);
+        for i in invalid {
+            progress.total += 1;
+            run_and_record(ctx, manifest.runs[i].spec.clone(), true, progress, manifest)?;
+            let redo = manifest.runs.len() - 1;
+            judge(ctx, manifest, first, Some(redo));
+            manifest.save(&ctx.out_dir)?;
         }
     }
     Ok(())
+}
+
+/// Marks the invalid runs of the point whose runs start at `first` (only
+/// the run `only`, when given) and returns their indices. Each run is
+/// judged against the point's other runs that are not themselves invalid.
+fn judge(ctx: &RunContext, manifest: &mut Manifest, first: usize, only: Option<usize>) -> Vec<usize> {
+    let seen: Vec<Option<validity::Observed>> = manifest.runs[first..]
+        .iter()
+        .map(|r| validity::Observed::of(r, &ctx.out_dir))
+        .collect();
+    let mut invalid = Vec::new();
+    for (k, run) in seen.iter().enumerate() {
+        let i = first + k;
+        let Some(run) = run.as_ref().filter(|_| only.is_none() || only == Some(i)) else {
+            continue;
+        };
+        let others: Vec<&validity::Observed> = seen
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != k && manifest.runs[first + j].invalid.is_none())
+            .filter_map(|(_, o)| o.as_ref())
+            .collect();
+        if let Some(why) = validity::why_invalid(run, &others, ctx.cpu_floor_us_per_msg) {
+            eprintln!("  INVALID {}: {why}", manifest.runs[i].result_file);
+            manifest.runs[i].invalid = Some(why);
+            invalid.push(i);
+        }
+    }
+    invalid
 }
 
 fn announce_rates(m: &MatchedRates) {
@@ -306,7 +372,7 @@ fn closed_loop_rates(manifest: &Manifest, shape: crate::plan::PointShape, out_di
     manifest
         .runs
         .iter()
-        .filter(|r| r.outcome == Outcome::Ok && r.spec.purpose == Purpose::Peak && r.spec.shape() == shape)
+        .filter(|r| r.counts() && r.spec.purpose == Purpose::Peak && r.spec.shape() == shape)
         .filter_map(|r| {
             let result = loadgen::result::read(&r.result_file.in_dir(out_dir)).ok()?;
             Some((r.spec.label.clone(), result.throughput.msgs_per_s))
@@ -314,10 +380,12 @@ fn closed_loop_rates(manifest: &Manifest, shape: crate::plan::PointShape, out_di
         .collect()
 }
 
-/// One run with its progress lines; the manifest is saved after it.
+/// One run (with `redo`, the second try of an invalid one) with its
+/// progress lines; the manifest is saved after it.
 fn run_and_record(
     ctx: &RunContext,
     spec: RunSpec,
+    redo: bool,
     progress: &mut Progress,
     manifest: &mut Manifest,
 ) -> anyhow::Result<()> {
@@ -329,15 +397,16 @@ fn run_and_record(
         .map(|_| format!(" (scaled down from {})", spec.requested_conns))
         .unwrap_or_default();
     let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
+    let again = if redo { " (redo of an invalid run)" } else { "" };
     eprintln!(
-        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{rate} ...",
+        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{rate}{again} ...",
         total.saturating_sub(n),
         spec.label,
         spec.transport,
         spec.conns,
         spec.size_bytes
     );
-    let out = run_one(ctx, spec);
+    let out = run_one(ctx, spec, redo);
     check_stop()?;
     match &out.record.outcome {
         Outcome::Ok => eprintln!(

@@ -17,7 +17,7 @@ use super::proc_cpu::{TreeCost, TreeMonitor};
 use super::process::{confine_command, file_tail, stop_loadgen, stop_server, Tail};
 use super::Interrupted;
 use crate::plan::{CpuSplit, RunSpec, Timing};
-use crate::record::{LoadgenCost, OtherProcesses, Outcome, RunRecord, ServerCost};
+use crate::record::{LoadgenCost, OtherProcesses, Outcome, RunFileName, RunRecord, ServerCost, RUNS_DIR};
 
 /// How long the server may take to print `listening`.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,13 +29,15 @@ pub const LOADGEN_SLACK: Duration = Duration::from_secs(20);
 pub struct RunContext {
     pub bins: Binaries,
     pub split: CpuSplit,
-    /// Where loadgen writes its result files (it runs in this directory).
+    /// The output directory: loadgen runs in its `runs/` folder and writes its result files there.
     pub out_dir: PathBuf,
     /// Sockets and logs, removed at the end.
     pub scratch: PathBuf,
     pub timing: Timing,
     /// Above this many cores of other processes the headline says DISTURBED.
     pub disturbed_cores: f64,
+    /// Server CPU per message below this is impossible (see [`super::validity`]).
+    pub cpu_floor_us_per_msg: f64,
 }
 
 /// A finished run and the line the progress output shows for it.
@@ -44,12 +46,18 @@ pub struct RunOutput {
     pub headline: Option<String>,
 }
 
-/// One run. A failure is recorded in the returned record, not returned.
-pub fn run_one(ctx: &RunContext, spec: RunSpec) -> RunOutput {
+/// One run; with `redo`, the second try of a run found invalid, whose
+/// files go beside the first's. A failure is recorded in the returned
+/// record, not returned.
+pub fn run_one(ctx: &RunContext, spec: RunSpec, redo: bool) -> RunOutput {
     let started = Instant::now();
     let unix_path = ctx.scratch.join(format!("{}.sock", spec.name()));
     let server = ctx.bins.server_for(spec.peer);
     let mut record = RunRecord::failed(spec.clone(), "not run");
+    if redo {
+        record.result_file = RunFileName::for_redo(&spec);
+        record.redo = true;
+    }
     record.server_cores = ctx.split.server.cpus().len() as u64;
     record.loadgen_cores = ctx.split.loadgen.cpus().len() as u64;
     record.server_argv = spec.server_argv(&server, &unix_path, &ctx.split.server);
@@ -187,7 +195,7 @@ fn with_server(
     let monitor = TreeMonitor::start(server.id());
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
-        .current_dir(&ctx.out_dir)
+        .current_dir(ctx.out_dir.join(RUNS_DIR))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -496,10 +496,21 @@ fn loadgen_cost(w: &mut String, r: &Report) {
             labels.push((p.label.clone(), shown(&p.label, p.peer)));
         }
     }
-    ratio_table(w, &labels, &streams, |s| s.loadgen_over_server_cpu, |p| {
-        let noun = if p.key.conns == 1 { "connection" } else { "connections" };
-        format!("{}, {}, {} {noun}", p.key.transport, size_label(p.key.size_bytes), p.key.conns)
-    });
+    ratio_table(
+        w,
+        &labels,
+        &streams,
+        |s| s.loadgen_over_server_cpu,
+        |p| {
+            let noun = if p.key.conns == 1 { "connection" } else { "connections" };
+            format!(
+                "{}, {}, {} {noun}",
+                p.key.transport,
+                size_label(p.key.size_bytes),
+                p.key.conns
+            )
+        },
+    );
     open_over_closed(w, r, &labels);
 }
 
@@ -522,13 +533,24 @@ fn open_over_closed(w: &mut String, r: &Report, labels: &[(String, String)]) {
          repetition [interval]. Below saturation each message may cost a wake-up on either \
          side that a closed loop, always busy, does not pay.\n"
     );
-    ratio_table(w, labels, &open, |s| s.loadgen_open_over_closed, |p| {
-        let load = match p.key.purpose {
-            Purpose::MatchedLoad { fraction } => format!(", {:.0}% load", fraction * 100.0),
-            _ => String::new(),
-        };
-        format!("{}, {}, {} connections{load}", p.key.transport, size_label(p.key.size_bytes), p.key.conns)
-    });
+    ratio_table(
+        w,
+        labels,
+        &open,
+        |s| s.loadgen_open_over_closed,
+        |p| {
+            let load = match p.key.purpose {
+                Purpose::MatchedLoad { fraction } => format!(", {:.0}% load", fraction * 100.0),
+                _ => String::new(),
+            };
+            format!(
+                "{}, {}, {} connections{load}",
+                p.key.transport,
+                size_label(p.key.size_bytes),
+                p.key.conns
+            )
+        },
+    );
 }
 
 /// A table with a row per point (named by `row`) and a column per label, each
@@ -547,7 +569,10 @@ fn ratio_table(
     for p in points {
         let cells: Vec<String> = labels
             .iter()
-            .map(|(l, _)| p.peer(l).map_or("–".to_string(), |s| ratio_cell(ratio(s), "cheaper", "costlier")))
+            .map(|(l, _)| {
+                p.peer(l)
+                    .map_or("–".to_string(), |s| ratio_cell(ratio(s), "cheaper", "costlier"))
+            })
             .collect();
         let _ = writeln!(w, "| {} | {} |", row(p), cells.join(" | "));
     }

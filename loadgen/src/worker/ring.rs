@@ -42,8 +42,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
-use sockbench::backend::uring::token::{Op, Token};
-use sockbench::backend::uring::{setup, Completion, Driver};
+use sockbench::ring::token::OpKind;
+use sockbench::ring::{setup, Completion, Driver};
 use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
@@ -61,7 +61,7 @@ const BUF_COUNT: u32 = 4096;
 const BUF_SIZE: u32 = 4096;
 /// The largest completion queue asked for (the kernel clamps to its own limit).
 const MAX_CQ_ENTRIES: u32 = 1 << 17;
-/// `user_data` of the periodic tick: an op byte no sockbench token uses, so
+/// `user_data` of the periodic tick: an op byte [`Op`] does not use, so
 /// `Token::decode` passes it by.
 const TICK: u64 = 0xF0 << 56;
 /// How many completions ahead of the one being handled the state of the
@@ -73,6 +73,37 @@ const PREFETCH_AHEAD: usize = 4;
 /// Room for one `SCM_TIMESTAMPNS` control message.
 // SAFETY: CMSG_SPACE only computes a length.
 const STAMP_CONTROL_LEN: u32 = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::timespec>() as u32) };
+
+/// What a ring operation was for: loadgen's own op bytes in the shared
+/// ring layer's `user_data` layout (`sockbench::ring::token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    /// Receive on connection `slot`.
+    Recv = 1,
+    /// Send on connection `slot`.
+    Send = 2,
+    /// The multishot poll on the epoll descriptor, which still watches
+    /// connects in progress while the ring carries the data.
+    Poll = 3,
+}
+
+impl OpKind for Op {
+    fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    fn from_u8(v: u8) -> Option<Op> {
+        match v {
+            1 => Some(Op::Recv),
+            2 => Some(Op::Send),
+            3 => Some(Op::Poll),
+            _ => None,
+        }
+    }
+}
+
+type Token = sockbench::ring::token::Token<Op>;
 
 /// The periodic tick (a multishot timeout every `MAX_WAIT_NS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -523,7 +554,6 @@ impl Worker<'_, Stream> {
             }
             Op::Recv => self.on_recv(t.slot as usize, cqe, now),
             Op::Send => self.on_send(t.slot as usize, cqe, now),
-            _ => {}
         }
         Ok(())
     }

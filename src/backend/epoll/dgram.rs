@@ -39,7 +39,7 @@ const BATCHES_PER_TURN: usize = 8;
 
 /// One worker's datagram event loop.
 pub(super) struct DgramLoop<'a> {
-    shared: &'a Shared<'a>,
+    shared: &'a Shared,
     epoll: OwnedFd,
     socket: BorrowedFd<'a>,
     events: Vec<libc::epoll_event>,
@@ -52,7 +52,7 @@ pub(super) struct DgramLoop<'a> {
 }
 
 impl<'a> DgramLoop<'a> {
-    pub(super) fn new(shared: &'a Shared<'a>, epoll: OwnedFd, socket: BorrowedFd<'a>) -> Self {
+    pub(super) fn new(shared: &'a Shared, epoll: OwnedFd, socket: BorrowedFd<'a>) -> Self {
         DgramLoop {
             shared,
             epoll,

@@ -39,12 +39,12 @@ mod dgram;
 mod stream;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use super::workers::{self, WorkerSockets};
 use super::Backend;
-use crate::net::{self, BindOptions};
-use crate::server::{LocalCounts, ServeContext, ServerConfig, Shutdown, Stats};
+use crate::serve::{LocalCounts, ServeContext, Shutdown, Stats};
 use crate::sys;
 
 /// Token of the stop eventfd.
@@ -76,8 +76,7 @@ impl Sharing {
 }
 
 /// What all workers share: read-only settings and the global connection count.
-struct Shared<'a> {
-    config: &'a ServerConfig,
+struct Shared {
     stats: &'static Stats,
     shutdown: Shutdown,
     conns: ConnLimit,
@@ -134,15 +133,6 @@ impl Counts {
     }
 }
 
-/// Worker `i`'s socket: the primary for worker 0 and for every worker when
-/// the socket is shared, else the worker's own `SO_REUSEPORT` socket.
-fn socket_for<'a>(i: usize, primary: &'a OwnedFd, own_sockets: &'a [OwnedFd]) -> BorrowedFd<'a> {
-    match i.checked_sub(1).and_then(|j| own_sockets.get(j)) {
-        Some(own) => own.as_fd(),
-        None => primary.as_fd(),
-    }
-}
-
 impl Backend for Epoll {
     fn serve(&self, mut ctx: ServeContext) -> io::Result<()> {
         let threads = ctx.config.threads.max(1);
@@ -155,17 +145,7 @@ impl Backend for Epoll {
 
         // All setup that can fail happens before `ready`.
         sys::set_nonblocking(ctx.socket.as_fd(), true)?;
-        let mut own_sockets = Vec::new();
-        if sharing == Sharing::ReusePort {
-            let opts = BindOptions {
-                reuseport: true,
-                nonblocking: true,
-                ..BindOptions::default()
-            };
-            for _ in 1..threads {
-                own_sockets.push(net::bind_server(transport, &ctx.local, opts)?);
-            }
-        }
+        let sockets = WorkerSockets::bind(transport, &ctx.local, ctx.socket.as_fd(), threads, true)?;
         let mut epolls: Vec<OwnedFd> = Vec::with_capacity(threads);
         for i in 0..threads {
             let epoll = sys::epoll_create()?;
@@ -176,7 +156,7 @@ impl Backend for Epoll {
             sys::epoll_ctl(
                 epoll.as_fd(),
                 libc::EPOLL_CTL_ADD,
-                socket_for(i, &ctx.socket, &own_sockets).as_raw_fd(),
+                sockets.get(i).as_raw_fd(),
                 events,
                 SOCKET_TOKEN,
             )?;
@@ -207,14 +187,10 @@ impl Backend for Epoll {
                 dgram::SLOT_BYTES
             )
         };
-        let unix_budget = match transport == net::Transport::Unixgram {
-            true => Some(super::peer_budget::SharedPeerBudget::new(ctx.socket.as_fd())?),
-            false => None,
-        };
+        let unix_budget = workers::unix_budget(transport, ctx.socket.as_fd())?;
         ctx.ready(&details);
 
         let shared = Shared {
-            config: &ctx.config,
             stats: ctx.stats,
             shutdown: ctx.shutdown,
             conns: ConnLimit {
@@ -223,47 +199,14 @@ impl Backend for Epoll {
             },
             unix_budget,
         };
-        let shared = &shared;
-        std::thread::scope(|scope| {
-            let mut handles = Vec::with_capacity(threads);
-            let mut spawn_error = None;
-            for (i, epoll) in epolls.into_iter().enumerate() {
-                let socket = socket_for(i, &ctx.socket, &own_sockets);
-                let spawned = std::thread::Builder::new()
-                    .name(format!("epoll-{i}"))
-                    .spawn_scoped(scope, move || {
-                        shared.config.pin_worker(i);
-                        let result = if transport.is_stream() {
-                            stream::StreamLoop::new(shared, epoll, socket).run()
-                        } else {
-                            dgram::DgramLoop::new(shared, epoll, socket).run()
-                        };
-                        if result.is_err() {
-                            // A worker that cannot go on stops the server rather than
-                            // leaving its share of the clients unserved.
-                            shared.shutdown.request();
-                        }
-                        result
-                    });
-                match spawned {
-                    Ok(h) => handles.push(h),
-                    Err(e) => {
-                        shared.shutdown.request();
-                        spawn_error = Some(e);
-                        break;
-                    }
-                }
+        let work = |i: usize, epoll: OwnedFd| {
+            let socket = sockets.get(i);
+            if transport.is_stream() {
+                stream::StreamLoop::new(&shared, epoll, socket).run()
+            } else {
+                dgram::DgramLoop::new(&shared, epoll, socket).run()
             }
-            let mut first_error = spawn_error;
-            for h in handles {
-                let result = h
-                    .join()
-                    .unwrap_or_else(|_| Err(io::Error::other("epoll worker panicked")));
-                if let Err(e) = result {
-                    first_error.get_or_insert(e);
-                }
-            }
-            first_error.map_or(Ok(()), Err)
-        })
+        };
+        workers::run("epoll", &ctx.config, ctx.shutdown, epolls, work, || Ok(()))
     }
 }

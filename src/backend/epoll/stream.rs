@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::{Counts, Shared, EVENTS_PER_WAIT, SHUTDOWN_TOKEN, SOCKET_TOKEN};
 use crate::backend::MAX_PENDING_BYTES;
-use crate::server::ConnEnd;
+use crate::serve::ConnEnd;
 use crate::sys;
 
 /// Size of the worker's read buffer: the most one `read` takes.
@@ -110,7 +110,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     counts.echo.messages += 1;
-                    crate::server::config::calibration_spin();
+                    crate::serve::config::calibration_spin();
                     if let Err(e) = self.echo(&buf[..n], counts) {
                         return Next::Close {
                             failed: Some(ConnEnd::of(&e)),
@@ -216,7 +216,7 @@ impl Slab {
 
 /// One worker's stream event loop.
 pub(super) struct StreamLoop<'a> {
-    shared: &'a Shared<'a>,
+    shared: &'a Shared,
     epoll: OwnedFd,
     listener: BorrowedFd<'a>,
     conns: Slab,
@@ -235,7 +235,7 @@ pub(super) struct StreamLoop<'a> {
 }
 
 impl<'a> StreamLoop<'a> {
-    pub(super) fn new(shared: &'a Shared<'a>, epoll: OwnedFd, listener: BorrowedFd<'a>) -> Self {
+    pub(super) fn new(shared: &'a Shared, epoll: OwnedFd, listener: BorrowedFd<'a>) -> Self {
         StreamLoop {
             shared,
             epoll,

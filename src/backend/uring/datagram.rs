@@ -5,7 +5,7 @@
 //! datagram is never split. The buffer also holds the source address, right
 //! after the header, and the echo is a plain send with that address as its
 //! destination (`sendto`: `IORING_OP_SEND` with `addr2`, Linux 6.1, checked
-//! at start-up by [`super::setup::probe_sendto`]): payload and address stay
+//! at start-up by [`crate::ring::setup::probe_sendto`]): payload and address stay
 //! put in the buffer until the send completes, so nothing is copied out and
 //! no `msghdr` has to outlive the submission.
 //!
@@ -23,10 +23,13 @@ use std::sync::atomic::Ordering;
 use io_uring::types::RecvMsgOut;
 use io_uring::{cqueue, opcode, types};
 
+use super::files::Files;
 use super::token::{self, Op, Token};
-use super::{Completion, Driver, Files, Shared, WaitPolicy};
+use super::wait::{plan_wait, WaitPolicy};
+use super::Shared;
 use crate::backend::peer_budget::SharedPeerBudget;
-use crate::server::LocalCounts;
+use crate::ring::{Completion, Driver};
+use crate::serve::LocalCounts;
 
 /// With `--uring-min-wait`, how many datagrams a turn waits for before its
 /// min_wait has passed. One socket serves every peer, so the ring cannot know
@@ -78,7 +81,7 @@ impl<'a> DgramWorker<'a> {
         template.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         let budget = shared.unix_budget;
         let file = match files {
-            Files::Fixed => super::DGRAM_SOCKET_FILE,
+            Files::Fixed => super::files::DGRAM_SOCKET_FILE,
             Files::Fds => sock.as_raw_fd() as u32,
         };
         DgramWorker {
@@ -155,7 +158,7 @@ impl<'a> DgramWorker<'a> {
             // Out of buffers, the receive waits for the sends to give some back.
             let prompt = self.starved || !self.recv_armed;
             let batch = MIN_WAIT_BATCH.min(self.d.bufs.available()) as usize;
-            let wait = super::plan_wait(self.wait, self.quiet_sends, batch, prompt, None);
+            let wait = plan_wait(self.wait, self.quiet_sends, batch, prompt, None);
             self.quiet_sends = 0;
             self.d.submit_and_wait_planned(wait)?;
             if let Some(mut b) = self.budget.and_then(|b| b.lock()) {
@@ -254,7 +257,8 @@ impl<'a> DgramWorker<'a> {
             // A peer that does not read its echoes while our send buffer fills up.
             Ok(out)
                 if !self.budget.map_or(true, |b| {
-                    b.lock().is_some_and(|mut b| b.allow(out.name_data(), out.payload_data().len()))
+                    b.lock()
+                        .is_some_and(|mut b| b.allow(out.name_data(), out.payload_data().len()))
                 }) =>
             {
                 None

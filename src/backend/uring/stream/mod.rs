@@ -30,15 +30,21 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
 
-use super::setup::missing;
+use super::files::Files;
 use super::token::{self, Op, Token, GEN_MASK};
-use super::{Completion, Driver, Files, Shared, WaitPolicy};
+use super::wait::{plan_wait, WaitPolicy};
+use super::Shared;
 use crate::backend::MAX_PENDING_BYTES;
+use conn::{Conn, Life, Reading, Sending};
+
+mod accept;
+mod conn;
+use crate::ring::{Completion, Driver};
 
 /// A connection's send and backlog buffers keep this much capacity between
 /// bursts; larger ones are freed once sent.
 const KEEP_HEAP_CAPACITY: usize = 64 * 1024;
-use crate::server::LocalCounts;
+use crate::serve::LocalCounts;
 
 /// How long accept waits after EMFILE/ENFILE before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -53,81 +59,17 @@ const NEAR_CAP: usize = 64;
 /// another ring has closed a connection (its own closes are seen at once).
 const MAX_CONNS_RECHECK: Duration = Duration::from_millis(50);
 
-/// What the in-flight (or next) send reads from.
-#[derive(Clone, Copy, Debug)]
-enum Sending {
-    Idle,
-    /// Bytes `off..len` of ring buffer `bid`.
-    Ring {
-        bid: u16,
-        off: u32,
-        len: u32,
-    },
-    /// Bytes `off..` of the connection's `heap` vector.
-    Heap {
-        off: usize,
-    },
-}
-
-struct Conn {
-    /// The socket: its slot in the ring's fixed file table (direct accept),
-    /// or its descriptor with `--uring-fixed-files off` (see `Files`). It is
-    /// closed with an `IORING_OP_CLOSE` (batched like any other operation),
-    /// except at shutdown.
-    file: u32,
-    /// Operations in flight on this connection; the slot is freed at zero once closing.
-    ops: u32,
-    recv_armed: bool,
-    recv_cancel_sent: bool,
-    /// A send, or the `POLLOUT` wait that precedes a retry, is in flight.
-    send_in_flight: bool,
-    sending: Sending,
-    /// Source of `Sending::Heap`; not modified while a send reads from it.
-    heap: Vec<u8>,
-    /// Received bytes queued behind the current send.
-    backlog: Vec<u8>,
-    /// Receiving stopped because too much is waiting to be sent.
-    paused: bool,
-    /// Waiting in `StreamWorker::starved` for ring buffers.
-    starved: bool,
-    /// The peer shut down its write side.
-    eof: bool,
-    closing: bool,
-    close_cancel_sent: bool,
-}
-
-impl Conn {
-    fn new(file: u32) -> Conn {
-        Conn {
-            file,
-            ops: 0,
-            recv_armed: false,
-            recv_cancel_sent: false,
-            send_in_flight: false,
-            sending: Sending::Idle,
-            heap: Vec::new(),
-            backlog: Vec::new(),
-            paused: false,
-            starved: false,
-            eof: false,
-            closing: false,
-            close_cancel_sent: false,
-        }
-    }
-
-    /// Bytes received and not yet sent back.
-    fn unsent(&self) -> usize {
-        let current = match self.sending {
-            Sending::Idle => 0,
-            Sending::Ring { off, len, .. } => (len - off) as usize,
-            Sending::Heap { off } => self.heap.len() - off,
-        };
-        current + self.backlog.len()
-    }
-
-    fn drained(&self) -> bool {
-        !self.send_in_flight && matches!(self.sending, Sending::Idle) && self.backlog.is_empty()
-    }
+/// Where this ring's accept stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Accept {
+    /// None armed.
+    Off,
+    /// A multishot accept is armed; `cancel_sent` once a cancel for it is on
+    /// its way (near the cap, out of descriptors, or stopping).
+    Multishot { cancel_sent: bool },
+    /// Near the cap: a single-shot accept is armed and holds a place it
+    /// reserved in `Shared::open`.
+    Reserved,
 }
 
 struct Slot {
@@ -148,12 +90,11 @@ pub(super) struct StreamWorker<'a> {
     free: Vec<u32>,
     /// Connections whose receive ended with ENOBUFS, oldest first: (slot, gen).
     starved: VecDeque<(u32, u32)>,
-    accept_armed: bool,
-    /// The armed accept is single-shot and holds a reserved place in `Shared::open`.
-    accept_reserved: bool,
-    /// A poll for a pending connection is armed (near the cap).
+    accept: Accept,
+    /// A poll for a pending connection is armed (near the cap). It may
+    /// still be armed when the accept is, and is then ignored.
     ready_poll_armed: bool,
-    accept_cancel_sent: bool,
+    /// The EMFILE back-off timer is armed; no accept is armed until it fires.
     backoff_armed: bool,
     /// The back-off timeout; the kernel reads it when the timeout is submitted.
     backoff_ts: Box<types::Timespec>,
@@ -189,10 +130,8 @@ impl<'a> StreamWorker<'a> {
             slots: Vec::new(),
             free: Vec::new(),
             starved: VecDeque::new(),
-            accept_armed: false,
-            accept_reserved: false,
+            accept: Accept::Off,
             ready_poll_armed: false,
-            accept_cancel_sent: false,
             backoff_armed: false,
             backoff_ts: Box::new(types::Timespec::from(ACCEPT_BACKOFF)),
             unix_single_shot,
@@ -231,14 +170,14 @@ impl<'a> StreamWorker<'a> {
             self.rearm_starved()?;
             self.d.bufs.publish();
             self.flush_counts();
-            let at_cap = !self.accept_armed && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
+            let at_cap = self.accept == Accept::Off && !self.ready_poll_armed && !self.backoff_armed && !self.stopping;
             let prompt = self.prompt || !self.starved.is_empty();
             let recheck = at_cap.then_some(MAX_CONNS_RECHECK);
             // With min_wait, a batch of one message from each connection:
             // in a closed loop none sends a second before its echo, so more
             // could not come, and a smaller batch would wake before all have sent.
             let conns = self.slots.len() - self.free.len();
-            let wait = super::plan_wait(self.wait, self.quiet_sends, conns, prompt, recheck);
+            let wait = plan_wait(self.wait, self.quiet_sends, conns, prompt, recheck);
             (self.quiet_sends, self.prompt) = (0, false);
             self.d.submit_and_wait_planned(wait)?;
             let batch = self.d.take_completions();
@@ -289,14 +228,12 @@ impl<'a> StreamWorker<'a> {
         // submit is refused), so it cannot catch the new operations.
         self.d.submit()?;
         self.epoch = (self.epoch + 1) & GEN_MASK;
-        if self.accept_reserved {
+        if self.accept == Accept::Reserved {
             // A late completion of that accept is stale: it is closed unused.
             self.shared.open.fetch_sub(1, Ordering::AcqRel);
         }
-        self.accept_armed = false;
-        self.accept_reserved = false;
+        self.accept = Accept::Off;
         self.ready_poll_armed = false;
-        self.accept_cancel_sent = false;
         self.backoff_armed = false;
         self.starved.clear();
         for slot in 0..self.slots.len() as u32 {
@@ -364,7 +301,7 @@ impl<'a> StreamWorker<'a> {
             Op::Recv => self.on_recv(t, c)?,
             Op::Send => self.on_send(t, c)?,
             Op::Writable => self.on_writable(t, c)?,
-            Op::Cancel | Op::Probe | Op::DgramRecv | Op::DgramSend | Op::Poll => {
+            Op::Cancel | Op::DgramRecv | Op::DgramSend => {
                 if let Some(bid) = cqueue::buffer_select(c.flags) {
                     self.d.bufs.taken(bid);
                     self.d.bufs.recycle(bid);
@@ -374,159 +311,11 @@ impl<'a> StreamWorker<'a> {
         Ok(())
     }
 
-    // ------------------------------------------------------------ accept
-
-    /// Arms accept when we may take connections, cancels it when we may not.
-    fn update_accept(&mut self) -> io::Result<()> {
-        let open = self.shared.open.load(Ordering::Acquire);
-        let near_cap = open + NEAR_CAP >= self.shared.max_conns;
-        let multishot_ok = !self.stopping && !self.backoff_armed && !near_cap;
-        if !self.accept_armed && !self.stopping && !self.backoff_armed {
-            let fd = types::Fd(self.listener.as_raw_fd());
-            if multishot_ok {
-                // Fixed: each connection goes straight into a free slot of the
-                // table. Descriptors: close-on-exec, as any server's accept4.
-                let sqe = match self.files {
-                    Files::Fixed => opcode::AcceptMulti::new(fd).allocate_file_index(true),
-                    Files::Fds => opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC),
-                }
-                .build()
-                .user_data(self.own(Op::Accept));
-                // SAFETY: a multishot accept passes no address buffer.
-                unsafe { self.d.push(sqe)? };
-                self.accept_armed = true;
-                self.accept_cancel_sent = false;
-            } else if !self.ready_poll_armed && open < self.shared.max_conns {
-                let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32)
-                    .build()
-                    .user_data(self.own(Op::AcceptReady));
-                // SAFETY: a poll carries no buffer.
-                unsafe { self.d.push(sqe)? };
-                self.ready_poll_armed = true;
-            }
-            // else at the cap: look again when a connection closes.
-        } else if !multishot_ok && self.accept_armed && !self.accept_reserved && !self.accept_cancel_sent {
-            self.cancel(self.own(Op::Accept))?;
-            self.accept_cancel_sent = true;
-        }
-        Ok(())
-    }
-
-    /// Near the cap, a client is waiting on our listener: reserve a place for
-    /// it and accept it with a single-shot accept.
-    fn on_accept_ready(&mut self, c: Completion) -> io::Result<()> {
-        self.ready_poll_armed = false;
-        if c.result < 0 || self.accept_armed || self.stopping || !self.reserve_place() {
-            return Ok(());
-        }
-        let fd = types::Fd(self.listener.as_raw_fd());
-        let accept = opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut());
-        let sqe = match self.files {
-            Files::Fixed => accept.file_index(Some(types::DestinationSlot::auto_target())),
-            Files::Fds => accept.flags(libc::SOCK_CLOEXEC),
-        }
-        .build()
-        .user_data(self.own(Op::Accept));
-        // SAFETY: the accept passes no address buffer.
-        unsafe { self.d.push(sqe)? };
-        self.accept_armed = true;
-        self.accept_reserved = true;
-        self.accept_cancel_sent = false;
-        Ok(())
-    }
-
-    /// Takes one place under `--max-conns`, if there is one.
-    fn reserve_place(&self) -> bool {
-        let max = self.shared.max_conns;
-        self.shared
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .is_ok()
-    }
-
     fn cancel(&mut self, user_data: u64) -> io::Result<()> {
         self.prompt = true;
         let sqe = opcode::AsyncCancel::new(user_data).build().user_data(token::CANCEL);
         // SAFETY: a cancel request carries no buffer.
         unsafe { self.d.push(sqe) }
-    }
-
-    fn on_accept(&mut self, c: Completion) -> io::Result<()> {
-        let reserved = self.accept_reserved;
-        if !cqueue::more(c.flags) {
-            self.accept_armed = false;
-            self.accept_reserved = false;
-            if reserved && c.result < 0 {
-                self.shared.open.fetch_sub(1, Ordering::AcqRel); // the place was not used
-            }
-        }
-        if c.result >= 0 {
-            // A direct accept's result is the fixed file slot it filled; a
-            // plain one's, the new descriptor.
-            let file = c.result as u32;
-            let open = if reserved {
-                self.shared.open.load(Ordering::Acquire)
-            } else {
-                self.shared.open.fetch_add(1, Ordering::AcqRel) + 1
-            };
-            if self.stopping || (!reserved && open > self.shared.max_conns) {
-                // Accepted before our cancel took effect (or another ring took the
-                // last place first): closing it keeps `--max-conns` a hard cap.
-                self.shared.open.fetch_sub(1, Ordering::AcqRel);
-                return self.close_file(file);
-            }
-            self.shared.stats.conn_opened();
-            let slot = self.insert(file);
-            return self.arm_recv(slot);
-        }
-        match -c.result {
-            libc::ECANCELED => {}
-            libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => {
-                // Out of descriptors (fixed files: ENFILE, the table is full;
-                // descriptors: EMFILE, the process's, or ENFILE, the system's):
-                // stop accepting for a while instead of spinning; connections
-                // wait in the listen backlog meanwhile.
-                if self.accept_armed && !self.accept_cancel_sent {
-                    self.cancel(self.own(Op::Accept))?;
-                    self.accept_cancel_sent = true;
-                }
-                if !self.backoff_armed {
-                    let sqe = opcode::Timeout::new(&*self.backoff_ts as *const types::Timespec)
-                        .build()
-                        .user_data(self.own(Op::AcceptBackoff));
-                    // SAFETY: the timespec is boxed in `self` and outlives the
-                    // submission (the kernel copies it when the timeout starts).
-                    unsafe { self.d.push(sqe)? };
-                    self.backoff_armed = true;
-                }
-            }
-            libc::EINVAL => {
-                return Err(missing(
-                    "multishot accept (IORING_ACCEPT_MULTISHOT, Linux 5.19)",
-                    io::Error::from_raw_os_error(libc::EINVAL),
-                ))
-            }
-            // ECONNABORTED and the like: that client is gone, keep accepting.
-            _ => self.errors += 1,
-        }
-        Ok(())
-    }
-
-    fn insert(&mut self, file: u32) -> u32 {
-        let conn = Conn::new(file);
-        match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize].conn = Some(conn);
-                slot
-            }
-            None => {
-                self.slots.push(Slot {
-                    gen: 0,
-                    conn: Some(conn),
-                });
-                (self.slots.len() - 1) as u32
-            }
-        }
     }
 
     // ------------------------------------------------------------ connections
@@ -562,8 +351,7 @@ impl<'a> StreamWorker<'a> {
         // outlives every operation (see `Driver`).
         unsafe { self.d.push(sqe.flags(self.files.flags()).user_data(ud))? };
         let conn = self.conn(slot);
-        conn.recv_armed = true;
-        conn.recv_cancel_sent = false;
+        conn.reading = Reading::Armed { cancelling: false };
         conn.ops += 1;
         Ok(())
     }
@@ -584,7 +372,8 @@ impl<'a> StreamWorker<'a> {
             };
             // Straight from a ring buffer, nothing queued behind it, no EOF
             // to act on: its completion only gives the buffer back.
-            let quiet = matches!(conn.sending, Sending::Ring { .. }) && conn.backlog.is_empty() && !conn.eof;
+            let quiet =
+                matches!(conn.sending, Sending::Ring { .. }) && conn.backlog.is_empty() && conn.reading != Reading::Eof;
             (ptr, len, conn.file, quiet)
         };
         let sqe = opcode::Send::new(self.files.fd(fd), ptr, len)
@@ -622,10 +411,10 @@ impl<'a> StreamWorker<'a> {
         let more = cqueue::more(c.flags);
         let conn = self.conn(slot);
         if !more {
-            conn.recv_armed = false;
+            conn.reading.ended();
             conn.ops -= 1;
         }
-        if conn.closing {
+        if conn.closing() {
             if let Some(bid) = bid {
                 self.d.bufs.recycle(bid);
             }
@@ -636,7 +425,7 @@ impl<'a> StreamWorker<'a> {
                 let n = n as u32;
                 self.counts.messages += 1;
                 let conn = self.slots[slot as usize].conn.as_mut().expect("live connection slot");
-                if matches!(conn.sending, Sending::Idle) && conn.backlog.is_empty() && !conn.send_in_flight {
+                if conn.sending == Sending::Idle && conn.backlog.is_empty() && !conn.send_in_flight {
                     conn.sending = Sending::Ring { bid, off: 0, len: n };
                     self.start_send(slot)?;
                 } else {
@@ -648,13 +437,11 @@ impl<'a> StreamWorker<'a> {
                 let conn = self.conn(slot);
                 if conn.unsent() > MAX_PENDING_BYTES {
                     // The client is not reading its echo: stop receiving until it does.
-                    conn.paused = true;
-                    if conn.recv_armed && !conn.recv_cancel_sent {
-                        conn.recv_cancel_sent = true;
+                    if conn.reading.pause() {
                         let ud = self.token(Op::Recv, slot);
                         self.cancel(ud)?;
                     }
-                } else if !conn.recv_armed {
+                } else if conn.may_arm_recv() {
                     // Single-shot receive, or a multishot that ended for its own reasons.
                     self.arm_recv(slot)?;
                 }
@@ -665,7 +452,7 @@ impl<'a> StreamWorker<'a> {
                 }
                 self.prompt = true; // the client waits for the rest of its echo, then EOF
                 let conn = self.conn(slot);
-                conn.eof = true;
+                conn.reading = Reading::Eof;
                 if conn.drained() {
                     self.begin_close(slot)?;
                 }
@@ -678,10 +465,8 @@ impl<'a> StreamWorker<'a> {
                 let conn = self.conn(slot);
                 match -res {
                     libc::ENOBUFS if !more => {
-                        if !conn.starved {
-                            conn.starved = true;
-                            self.starved.push_back((slot, gen));
-                        }
+                        conn.reading.starve();
+                        self.starved.push_back((slot, gen));
                     }
                     // A receive cancelled for the cap is armed again unless the
                     // connection is still over it: a send may have drained it
@@ -710,7 +495,7 @@ impl<'a> StreamWorker<'a> {
         let conn = self.conn(slot);
         conn.ops -= 1;
         conn.send_in_flight = false;
-        if conn.closing {
+        if conn.closing() {
             self.release_sending(slot);
             return self.maybe_free(slot);
         }
@@ -746,7 +531,7 @@ impl<'a> StreamWorker<'a> {
                 std::mem::swap(&mut conn.heap, &mut conn.backlog);
                 conn.sending = Sending::Heap { off: 0 };
                 self.start_send(slot)?;
-            } else if conn.eof {
+            } else if conn.reading == Reading::Eof {
                 return self.begin_close(slot);
             }
             return self.maybe_resume(slot);
@@ -788,7 +573,7 @@ impl<'a> StreamWorker<'a> {
         let conn = self.conn(slot);
         conn.ops -= 1;
         conn.send_in_flight = false;
-        if conn.closing {
+        if conn.closing() {
             return self.maybe_free(slot);
         }
         if c.result < 0 {
@@ -811,10 +596,10 @@ impl<'a> StreamWorker<'a> {
     /// Receives again once a paused connection's backlog has halved.
     fn maybe_resume(&mut self, slot: u32) -> io::Result<()> {
         let conn = self.conn(slot);
-        if conn.paused && conn.unsent() <= MAX_PENDING_BYTES / 2 {
-            conn.paused = false;
+        if conn.unsent() <= MAX_PENDING_BYTES / 2 {
+            conn.reading.unpause();
         }
-        if !conn.paused && !conn.recv_armed && !conn.eof && !conn.closing && !conn.starved {
+        if conn.may_arm_recv() {
             self.arm_recv(slot)?;
         }
         Ok(())
@@ -833,8 +618,8 @@ impl<'a> StreamWorker<'a> {
             let Some(conn) = s.conn.as_mut().filter(|_| s.gen == gen) else {
                 continue;
             };
-            conn.starved = false;
-            if !conn.recv_armed && !conn.paused && !conn.eof && !conn.closing {
+            conn.reading.fed();
+            if conn.may_arm_recv() {
                 self.arm_recv(slot)?;
                 budget -= 1;
             }
@@ -846,9 +631,10 @@ impl<'a> StreamWorker<'a> {
     /// last operation completes.
     fn begin_close(&mut self, slot: u32) -> io::Result<()> {
         let conn = self.conn(slot);
-        conn.closing = true;
-        if conn.ops > 0 && !conn.close_cancel_sent {
-            conn.close_cancel_sent = true;
+        let cancel_sent = conn.life == Life::Closing { cancel_sent: true };
+        conn.life = Life::Closing { cancel_sent };
+        if conn.ops > 0 && !cancel_sent {
+            conn.life = Life::Closing { cancel_sent: true };
             let file = conn.file;
             self.prompt = true;
             let sqe = self.files.cancel_all(file).user_data(token::CANCEL);
@@ -860,7 +646,7 @@ impl<'a> StreamWorker<'a> {
 
     fn maybe_free(&mut self, slot: u32) -> io::Result<()> {
         let s = &mut self.slots[slot as usize];
-        if s.conn.as_ref().is_some_and(|c| c.closing && c.ops == 0) {
+        if s.conn.as_ref().is_some_and(|c| c.closing() && c.ops == 0) {
             let conn = s.conn.take().expect("checked above");
             s.gen = (s.gen + 1) & GEN_MASK;
             self.free.push(slot);

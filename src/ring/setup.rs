@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
-use super::token::{self, Op, Token};
+use super::token;
 use super::Driver;
 
 /// The setup flags a ring got, for the `listening` line.
@@ -173,7 +173,7 @@ pub fn self_test(d: &mut Driver) -> io::Result<SelfTest> {
     while !ended && Instant::now() < deadline {
         d.submit_and_wait(Some(Duration::from_millis(20)))?;
         for cqe in d.take_completions() {
-            if Token::decode(cqe.user_data).map(|t| t.op) != Some(Op::Probe) {
+            if cqe.user_data != token::PROBE {
                 continue;
             }
             if let Some(bid) = cqueue::buffer_select(cqe.flags) {
@@ -277,7 +277,7 @@ pub fn probe_sendto(d: &mut Driver) -> io::Result<()> {
         result = d
             .take_completions()
             .into_iter()
-            .find(|c| Token::decode(c.user_data).map(|t| t.op) == Some(Op::Probe))
+            .find(|c| c.user_data == token::PROBE)
             .map(|c| c.result);
     }
     let lacks = |e: i32| {

@@ -6,9 +6,22 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use super::ServerError;
 use crate::cpu::{self, CpuList};
 use crate::net::{self, AddrError, Endpoint, Transport};
+
+/// A flag value the server refuses before it starts (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Address(#[from] AddrError),
+    /// The value of `flag` (alone, or with another flag) cannot work.
+    #[error("{flag} {value}: {reason}")]
+    Flag {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
 
 /// The four I/O models the server can run with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -232,14 +245,14 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Validates the flags. With `--calibration-spin-ns` it also arms the
     /// process-wide spin that [`calibration_spin`] performs.
-    pub fn from_args(args: ServerArgs) -> Result<Self, ServerError> {
+    pub fn from_args(args: ServerArgs) -> Result<Self, ConfigError> {
         let endpoint = args.listen.endpoint()?;
         let transport = args.listen.transport;
         if let Some(ns) = args.calibration_spin_ns {
             if args.backend != BackendKind::Epoll || !transport.is_stream() {
-                return Err(ServerError::Capacity {
+                return Err(ConfigError::Flag {
                     flag: "--calibration-spin-ns",
-                    value: ns as usize,
+                    value: ns.to_string(),
                     reason: format!(
                         "implemented for --backend epoll over tcp or unix only, not --backend {} --transport {}",
                         args.backend, transport
@@ -251,9 +264,9 @@ impl ServerConfig {
         if args.uring_min_wait > 0 && args.uring_wait == UringWait::Quiet {
             // Two answers to one question (how long a turn waits): an A/B run
             // must switch one technique at a time.
-            return Err(ServerError::Capacity {
+            return Err(ConfigError::Flag {
                 flag: "--uring-min-wait",
-                value: args.uring_min_wait as usize,
+                value: args.uring_min_wait.to_string(),
                 reason: "replaces --uring-wait quiet's bounded wait; use it with --uring-wait one (the default)".into(),
             });
         }

@@ -1,0 +1,190 @@
+//! The plan's unit tests: specs and their on-disk forms, the peer grammar,
+//! argv, matched rates.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sockbench::cpu::CpuList;
+use sockbench::net::Transport;
+use sockbench::server::BackendKind;
+
+use super::*;
+
+#[test]
+fn specs_round_trip_and_old_manifests_read() {
+    let plan = MatrixPlan::new(true, None, None, 1);
+    let shape = plan.points[1];
+    let spec = plan.spec(
+        &"epoll@slow:spin=600".parse().unwrap(),
+        shape,
+        Purpose::MatchedLoad { fraction: 0.5 },
+        Some(1e4),
+    );
+    let json = serde_json::to_string(&spec).unwrap();
+    assert_eq!(serde_json::from_str::<RunSpec>(&json).unwrap(), spec);
+    assert_eq!(spec.name(), "load50-epoll@slow-tcp-c100-s128");
+    let old = r#"{"backend":"uring","transport":"unix","conns":4000,"requested_conns":10000,"size_bytes":128,
+        "rate":null,"server_threads":1,"server_max_conns":null,"note":null,"round":2}"#;
+    let old: RunSpec = serde_json::from_str(old).unwrap();
+    assert_eq!(old.peer, Peer::Backend(BackendKind::Uring));
+    assert_eq!((old.label.as_str(), old.purpose), ("uring", Purpose::Peak));
+    assert_eq!(old.transport, Transport::Unix);
+    assert_eq!(old.name(), "closed-uring-unix-c4000-s128-r2");
+    let old_open = r#"{"peer":"epoll","transport":"tcp","conns":100,"requested_conns":100,"size_bytes":128,
+        "rate":5000.0,"server_threads":1,"server_max_conns":null,"note":null,"repetition":0}"#;
+    let old_open: RunSpec = serde_json::from_str(old_open).unwrap();
+    assert_eq!(
+        (old_open.purpose, old_open.name().as_str()),
+        (Purpose::Latency, "open-epoll-tcp-c100-s128")
+    );
+}
+
+#[test]
+fn peer_entries_parse() {
+    let twin: PeerEntry = "epoll@twin".parse().unwrap();
+    assert_eq!(
+        (twin.peer, twin.label.as_str(), twin.calibration_spin_ns),
+        (Peer::Backend(BackendKind::Epoll), "epoll@twin", None)
+    );
+    let slow: PeerEntry = "epoll@slow:spin=600".parse().unwrap();
+    assert_eq!(
+        (slow.label.as_str(), slow.calibration_spin_ns),
+        ("epoll@slow", Some(600))
+    );
+    assert_eq!("tokio".parse::<PeerEntry>().unwrap(), PeerEntry::plain(Peer::Tokio));
+    let variant: PeerEntry = "uring@small:buf-count=256:uring-fixed-files=off".parse().unwrap();
+    assert_eq!(
+        (variant.label.as_str(), variant.server_args.join(" ")),
+        ("uring@small", "--buf-count 256 --uring-fixed-files off".to_string())
+    );
+    let min_wait: PeerEntry = "uring@mw50:uring-min-wait=50".parse().unwrap();
+    assert_eq!(
+        (min_wait.label.as_str(), min_wait.server_args.join(" ")),
+        ("uring@mw50", "--uring-min-wait 50".to_string())
+    );
+    for bad in [
+        "uring@x:spin=5",
+        "epoll:spin=5",
+        "epoll@:x",
+        "epoll@a/b",
+        "epoll@s:spin=0",
+        "nginx",
+        "uring:uring-wait=one",
+        "uring@w:uring-wait=two",
+        "uring@w:uring-wait=one:uring-wait=quiet",
+        "uring@n:buf-count=0",
+        "uring@n:buf-count",
+        "epoll@h:uring-hugepages=on",
+        "epoll@m:uring-min-wait=50",
+        "uring@m:uring-min-wait=soon",
+        "uring@x:threads=4",
+    ] {
+        assert!(bad.parse::<PeerEntry>().is_err(), "{bad} accepted");
+    }
+}
+
+#[test]
+fn argv_is_built_from_the_typed_spec() {
+    let plan = MatrixPlan::new(true, None, Some(vec![Transport::Unix]), 1);
+    let shape = PointShape {
+        transport: Transport::Unix,
+        conns: 100,
+        size_bytes: 128,
+    };
+    let fork = PeerEntry::plain(Peer::Backend(BackendKind::Fork));
+    let spec = plan.spec(&fork, shape, Purpose::Peak, None);
+    let cpus: CpuList = "0".parse().unwrap();
+    let argv = spec.server_argv(Path::new("bin/server"), Path::new("/tmp/s.sock"), &cpus);
+    assert_eq!(
+        argv.join(" "),
+        "bin/server --backend fork --transport unix --path /tmp/s.sock --threads 1 --pin 0 --max-conns 116"
+    );
+    let tcp = PointShape {
+        transport: Transport::Tcp,
+        ..shape
+    };
+    let tokio = plan.spec(&PeerEntry::plain(Peer::Tokio), tcp, Purpose::Peak, None);
+    let argv = tokio.server_argv(Path::new("bin/tokio-echo"), Path::new("unused"), &cpus);
+    assert_eq!(
+        argv.join(" "),
+        "bin/tokio-echo --transport tcp --addr 127.0.0.1:0 --threads 1 --pin 0"
+    );
+    let slow = plan.spec(&"epoll@slow:spin=600".parse().unwrap(), tcp, Purpose::Peak, None);
+    let argv = slow
+        .server_argv(Path::new("server"), Path::new("unused"), &cpus)
+        .join(" ");
+    assert!(argv.ends_with("--calibration-spin-ns 600"), "{argv}");
+    let onewait = plan.spec(
+        &"uring@onewait:uring-wait=one".parse().unwrap(),
+        tcp,
+        Purpose::Peak,
+        None,
+    );
+    let argv = onewait
+        .server_argv(Path::new("server"), Path::new("unused"), &cpus)
+        .join(" ");
+    assert!(
+        argv.starts_with("server --backend uring ") && argv.ends_with("--uring-wait one"),
+        "{argv}"
+    );
+    let timing = Timing {
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(300),
+        connect_rate: 20_000,
+    };
+    let lg = slow
+        .loadgen_argv(Path::new("loadgen"), "x:1", &timing, &cpus, "f.json")
+        .join(" ");
+    assert!(lg.contains("--label epoll@slow --backend epoll"), "{lg}");
+}
+
+#[test]
+fn matched_rates_are_fractions_of_the_lowest_median_peak() {
+    let shape = PointShape {
+        transport: Transport::Tcp,
+        conns: 100,
+        size_bytes: 128,
+    };
+    let closed: Vec<(String, f64)> = [
+        ("epoll", 170_000.0),
+        ("fork", 90_000.0),
+        ("fork", 110_000.0),
+        ("fork", 300_000.0),
+        ("epoll", 160_000.0),
+    ]
+    .iter()
+    .map(|(l, x)| (l.to_string(), *x))
+    .collect();
+    let m = matched_rates(shape, &closed, &MATCHED_FRACTIONS);
+    let lowest = m.lowest.clone().unwrap();
+    assert_eq!(
+        (lowest.label.as_str(), lowest.msgs_per_s, lowest.runs),
+        ("fork", 110_000.0, 3)
+    );
+    let rates: Vec<f64> = m.rates.iter().map(|r| r.msgs_per_s).collect();
+    assert_eq!(rates, [27_500.0, 55_000.0, 82_500.0]);
+    assert!(matched_rates(shape, &[], &MATCHED_FRACTIONS).rates.is_empty());
+}
+
+/// Issue 29, item 14: uring knobs the server would refuse at start fail at
+/// planning, naming the knob's flag.
+#[test]
+fn knobs_the_server_refuses_are_refused_at_planning() {
+    for (bad, flag) in [
+        ("uring@a:buf-count=3", "--buf-count"),
+        ("uring@a:ring-entries=2", "--ring-entries"),
+        ("uring@a:buf-size=1", "--buf-size"),
+        ("uring@a:uring-min-wait=10001", "--uring-min-wait"),
+        ("uring@a:uring-wait=quiet:uring-min-wait=50", "--uring-min-wait"),
+    ] {
+        let err = bad.parse::<PeerEntry>().unwrap_err();
+        assert!(err.contains(flag) && err.contains(bad), "{bad}: {err}");
+    }
+    for good in [
+        "uring@a:buf-count=256:buf-size=4096:ring-entries=8",
+        "uring@a:uring-min-wait=10000",
+        "uring@a:uring-wait=quiet",
+    ] {
+        assert!(good.parse::<PeerEntry>().is_ok(), "{good} refused");
+    }
+}
