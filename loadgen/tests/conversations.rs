@@ -356,3 +356,20 @@ fn merged_runs_add_their_conversations() {
     assert_eq!(c.server_cpu_us_per_conn, None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_unix_listener_that_never_accepts_counts_not_accepted() {
+    let _serial = one_at_a_time();
+    // A full Unix backlog refuses a non-blocking connect with EAGAIN at once.
+    let dir = temp_dir("conv-unix-backlog");
+    let path = dir.join("s.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    sockbench::sys::listen(l.as_fd(), 0).unwrap();
+    let run = converse(path.to_str().unwrap(), "unix", &["--conn-msgs", "1", "--conns", "4"]);
+    drop(l);
+    let c = conversations(&run);
+    assert_eq!(c.completed, 0);
+    assert!(c.failed.not_accepted > 0, "{:?}", c.failed);
+    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
+    let _ = std::fs::remove_dir_all(&dir);
+}
