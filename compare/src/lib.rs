@@ -122,9 +122,9 @@ fn summarize(manifest: &Manifest, runs: &[analyse::Run], plots: usize, out_dir: 
     Ok(())
 }
 
-/// `compare: 50 runs (0 failed, 2 disturbed, 1 invalid); matched load, tcp
-/// 100 conns 128 B: uring cheapest, server CPU 0.85× epoll [0.80, 0.90],
-/// cheaper; README.md and 5 plots in results/quick`.
+/// `compare: 50 runs (0 failed, 2 disturbed, 1 invalid); matched load 50%
+/// tcp, 100 conns, 128 B: uring cheapest, server CPU of uring 0.85× epoll
+/// [0.80, 0.90], cheaper; README.md and 5 plots in results/quick`.
 fn final_line(
     counts: &analyse::RunCounts,
     headline: Option<&analyse::Headline>,
@@ -134,13 +134,11 @@ fn final_line(
     let result = match headline {
         Some(h) => {
             let k = &h.key;
-            let at = format!(
-                "{} {}, {} conns, {} B",
-                k.purpose.as_str().replace('_', " "),
-                k.transport,
-                k.conns,
-                k.size_bytes
-            );
+            let what = match k.purpose {
+                analyse::Purpose::MatchedLoad { fraction } => format!("matched load {:.0}%", fraction * 100.0),
+                other => other.as_str().replace('_', " "),
+            };
+            let at = format!("{what} {}, {} conns, {} B", k.transport, k.conns, k.size_bytes);
             match &h.compared {
                 Some((label, r)) => format!(
                     "{at}: {} cheapest, server CPU of {label} {:.2}× {} [{:.2}, {:.2}], {}",
@@ -164,4 +162,36 @@ fn final_line(
         counts.invalid,
         out_dir.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closing line of the committed full run: one line with the
+    /// headline point, the cheapest label, a ratio with its interval and the counts.
+    #[test]
+    fn the_closing_line_gives_the_result_and_the_counts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+        if !dir.join(record::MANIFEST).is_file() {
+            eprintln!("skipped: no committed results/compare.json");
+            return;
+        }
+        let manifest = Manifest::load(&dir).unwrap();
+        let runs = analyse::load_runs(&manifest, &dir);
+        let counts = analyse::run_counts(&manifest, &runs);
+        let headline = analyse::headline(&analyse::analyse(&manifest, &runs));
+        let line = final_line(&counts, headline.as_ref(), 5, Path::new("results"));
+        eprintln!("{line}");
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with("compare: 900 runs (0 failed, "), "{line}");
+        assert!(
+            line.contains(" 0 invalid); matched load 50% tcp, 100 conns, 128 B: "),
+            "{line}"
+        );
+        assert!(
+            line.contains(" cheapest, server CPU of ") && line.contains("× epoll ["),
+            "{line}"
+        );
+    }
 }

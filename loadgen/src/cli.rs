@@ -14,8 +14,22 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:7000";
 /// The percentiles the report prints unless `--latency-percentiles` says otherwise.
 pub const DEFAULT_PERCENTILES: [f64; 5] = [50.0, 90.0, 99.0, 99.9, 99.99];
 
+/// Exit code for a run whose verdict is `FAILED` (or a merge of one), and
+/// for a run that could not start measuring (server unreachable, I/O error).
+pub const EXIT_FAILED: i32 = 1;
 /// Exit code for a bad flag (as clap uses).
 pub const EXIT_USAGE: i32 = 2;
+
+/// What `loadgen --help` says after the options: the exit codes and what fails a run.
+pub const AFTER_HELP: &str = "\
+Exit codes:
+  0  the run passed: every connection came up and carried load, every echo
+     matched, no stream timeout or reset, datagram loss within --max-loss
+  1  the verdict is FAILED (the report's last line says why), or nothing
+     could be measured (server unreachable, an I/O error); a result file is
+     still written for a FAILED run
+  2  a flag was wrong (the message names it); nothing was run
+`loadgen merge` exits 1 when the merged verdict is FAILED or a run is INCOMPLETE.";
 
 /// A flag-level problem found after parsing: exit code 2 with this message,
 /// which names the flag.
@@ -30,6 +44,7 @@ pub struct UsageError(pub String);
     version,
     about,
     long_about = None,
+    after_help = AFTER_HELP,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -116,9 +131,16 @@ pub struct Args {
     /// hosts measure the same window; connections are made before it.
     #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
     pub start_at: Option<std::time::SystemTime>,
-    /// An echo not back within this long counts as a timeout (datagrams: lost).
+    /// An echo not back within this long after its send counts as a timeout
+    /// (datagrams: lost). At least 10ms: the event loop looks at its timers
+    /// every 5ms at most, so a shorter timeout would be counted unevenly.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Datagrams: the run FAILS when more than this percentage of the
+    /// datagrams sent in the measured phase were lost (0 to 100, e.g. 0.5).
+    /// Streams never lose a message: any timeout or reset fails the run.
+    #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_MAX_LOSS_PCT, value_parser = parse_percent)]
+    pub max_loss: f64,
     /// Stream clients' I/O: `uring` (io_uring: multishot receives into a buffer
     /// ring, sends batched into one syscall per loop turn), `epoll` (edge-triggered
     /// epoll with a read and a send syscall per echo), or `auto` (uring where the
@@ -148,6 +170,16 @@ pub struct Args {
     #[arg(long, value_name = "FILE.json")]
     pub out: Option<PathBuf>,
 }
+
+/// `--max-loss` when not given, in percent: a loopback or LAN echo server that
+/// drops more than 1 in 100 datagrams is overloaded (its receive buffer
+/// overflows), and a cost per message measured then describes a server that
+/// did less work than it was asked to.
+pub const DEFAULT_MAX_LOSS_PCT: f64 = 1.0;
+
+/// The shortest `--timeout`: twice the event loop's longest sleep (5ms), the
+/// granularity at which it notices a deadline has passed.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 
 /// `--slack` when not given: the Linux default timer slack.
 pub const DEFAULT_SLACK: Duration = Duration::from_micros(50);
@@ -181,6 +213,14 @@ impl Args {
     /// Refuses settings that parse but cannot make a measurement, naming the flag.
     pub fn validate(&self) -> Result<(), UsageError> {
         let human = |d: Duration| humantime::format_duration(d).to_string();
+        if self.timeout < MIN_TIMEOUT {
+            return Err(UsageError(format!(
+                "--timeout {}: at least {} (the event loop notices a passed deadline within 5ms; \
+                 a shorter timeout would count some late echoes and miss others)",
+                human(self.timeout),
+                human(MIN_TIMEOUT)
+            )));
+        }
         if self.duration.is_zero() {
             return Err(UsageError(
                 "--duration 0s: nothing would be measured; give a length like 10s".into(),
@@ -259,13 +299,21 @@ pub struct MergeArgs {
 /// The furthest ahead `--start-at` may be: a day (a later time is a typo).
 pub const START_AT_MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
 
+/// The latest Unix second `--start-at` parses (the end of 9999, as RFC 3339 can write).
+const START_AT_LATEST_UNIX_S: u64 = 253_402_300_799;
+
 /// Parses `--start-at`: RFC 3339 (`2026-12-01T13:05:00Z`, `...+01:00` is
 /// not accepted: give UTC) or Unix seconds (`1796130300`, `1796130300.5`).
 pub fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         let secs: f64 = t.parse().map_err(|_| format!("{s:?} is not Unix seconds"))?;
-        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+        // A value past what a time can hold is a typo, not a panic.
+        return Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| std::time::UNIX_EPOCH.checked_add(d))
+            .filter(|&at| at <= std::time::UNIX_EPOCH + Duration::from_secs(START_AT_LATEST_UNIX_S))
+            .ok_or_else(|| format!("{s:?}: Unix seconds past the year 9999; give a time a few seconds ahead"));
     }
     humantime::parse_rfc3339_weak(t)
         .map_err(|e| format!("{s:?} is not a time like 2026-12-01T13:05:00Z (RFC 3339, UTC) or Unix seconds: {e}"))
@@ -295,6 +343,16 @@ pub fn parse_percentile(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
         _ => Err(format!("{s:?} is not a percentile above 0 and at most 100, like 99.9")),
+    }
+}
+
+/// Parses a percentage from 0 to 100, with or without `%`: `1`, `0.5%`.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix('%').unwrap_or(t).trim();
+    match t.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage from 0 to 100, like 1 or 0.5%")),
     }
 }
 
@@ -337,6 +395,40 @@ mod tests {
             .contains("--start-at"));
         assert!(check_start_at(at + Duration::from_secs(3600), now).is_ok());
         assert!(check_start_at(at + Duration::from_secs(2 * 86400), now).is_err());
+        // Past what a SystemTime or a Duration holds: refused, never a panic.
+        for huge in ["99999999999999999999", "1e30", "253402300800", "18446744073709551616.5"] {
+            assert!(parse_start_at(huge).is_err(), "{huge}");
+        }
+        assert!(parse_start_at("253402300799").is_ok());
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!(parse_percent("1").unwrap(), 1.0);
+        assert_eq!(parse_percent("0.5%").unwrap(), 0.5);
+        assert_eq!(parse_percent("0").unwrap(), 0.0);
+        for bad in ["-1", "101", "x", "", "nan"] {
+            assert!(parse_percent(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timeouts_below_the_loops_granularity_are_refused_by_name() {
+        use clap::Parser as _;
+        for (t, ok) in [
+            ("0s", false),
+            ("1ns", false),
+            ("9ms", false),
+            ("10ms", true),
+            ("1s", true),
+        ] {
+            let cli = Cli::try_parse_from(["loadgen", "--timeout", t]).unwrap();
+            let res = cli.run.validate();
+            assert_eq!(res.is_ok(), ok, "{t}: {res:?}");
+            if let Err(e) = res {
+                assert!(e.0.contains("--timeout"), "{e}");
+            }
+        }
     }
 
     #[test]

@@ -7,15 +7,20 @@
 //! - [`stats`], [`report`]: histograms, the final report, units and `.hgrm`.
 //! - [`result`]: the result file format, its one reader and writer.
 //! - [`progress`]: the live display; [`out`]: where a result is written.
-//! - [`run`]: a whole run; [`merge`]: combining result files.
+//! - [`run`]: a whole run, in stages: [`checks`] before it starts, the
+//!   [`phase_clock`] while it runs, [`assemble`] of the result after it.
+//! - [`merge`]: combining result files.
 //! - [`conversation`]: `--conn-msgs`, a connection per conversation.
 //! - [`source`]: source addresses (`--local-addrs`) and their port budget.
 
+pub mod assemble;
+pub mod checks;
 pub mod cli;
 pub mod conversation;
 pub mod merge;
 pub mod out;
 pub mod pattern;
+pub mod phase_clock;
 pub mod progress;
 pub mod report;
 pub mod result;

@@ -2,12 +2,14 @@
 //! example one per client machine) into one. Histograms and counts are added;
 //! percentiles are recomputed from the summed histogram, never averaged.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{bail, Context};
 
-use crate::cli::{MergeArgs, DEFAULT_PERCENTILES};
-use crate::out::OutPlan;
+use crate::cli::{MergeArgs, UsageError, DEFAULT_PERCENTILES, EXIT_FAILED};
+use crate::out::{hgrm_path, OutPlan};
 use crate::report;
-use crate::result::{self, new_run_id, Extra, RunResult, SeriesPoint, Settings, SCHEMA};
+use crate::result::{self, new_run_id, Errors, Extra, RunResult, SeriesPoint, Settings, SCHEMA};
 use crate::stats;
 
 /// Settings that must be equal in every input, by JSON key. `conns` and
@@ -44,6 +46,7 @@ pub fn merge(
     let Some(first) = results.first() else {
         bail!("nothing to merge")
     };
+    check_required_fields(results, names)?;
     check_distinct_runs(results, names)?;
     let window = common_window(results, names)?;
     for (r, name) in results.iter().zip(names) {
@@ -73,10 +76,23 @@ pub fn merge(
     out.throughput = Default::default();
     out.throughput.requested_msgs_per_s = out.settings.rate;
     out.series = Vec::new();
-    out.extra = Extra::default();
+    out.extra = Extra {
+        // Summed below while every input has them.
+        conns_up: Some(0),
+        conns_carried_load: Some(0),
+        ..Extra::default()
+    };
     let mut has_unc = true;
     for (r, name) in results.iter().zip(names) {
         let h = result::decode_histogram(&r.histogram).with_context(|| name.clone())?;
+        if h.len() != r.messages {
+            bail!(
+                "{name}: `messages` is {} but its histogram holds {} samples; loadgen writes them \
+                 equal, so the file was edited or damaged",
+                r.messages,
+                h.len()
+            );
+        }
         hist.add(&h)
             .map_err(|e| anyhow::anyhow!("{name}: histogram does not fit: {e:?}"))?;
         match r.extra.histogram_uncorrected.as_deref().map(result::decode_histogram) {
@@ -85,14 +101,32 @@ pub fn merge(
             }
             _ => has_unc = false,
         }
-        out.messages += r.messages;
-        out.bytes += r.bytes;
+        let sum = |key: &str, a: u64, b: u64| {
+            a.checked_add(b).ok_or_else(|| {
+                anyhow::anyhow!("{name}: `{key}` overflows when added up; the file was edited or damaged")
+            })
+        };
+        out.messages = sum("messages", out.messages, r.messages)?;
+        out.bytes = sum("bytes", out.bytes, r.bytes)?;
         out.complete &= r.complete;
         out.merged_run_ids.extend(run_ids(r).iter().cloned());
         out.failures.extend(r.failures.iter().map(|f| format!("{name}: {f}")));
-        stats::add_errors(&mut out.errors, &r.errors);
-        stats::add_errors(&mut out.warmup_errors, &r.warmup_errors);
-        out.settings.conns += r.settings.conns;
+        out.errors = checked_errors(&out.errors, &r.errors).ok_or_else(|| {
+            anyhow::anyhow!("{name}: an `errors` count overflows when added up; the file was edited or damaged")
+        })?;
+        out.warmup_errors = checked_errors(&out.warmup_errors, &r.warmup_errors).ok_or_else(|| {
+            anyhow::anyhow!("{name}: a `warmup_errors` count overflows when added up; the file was edited or damaged")
+        })?;
+        out.settings.conns = sum("settings.conns", out.settings.conns, r.settings.conns)?;
+        for (total, part) in [
+            (&mut out.extra.conns_up, r.extra.conns_up),
+            (&mut out.extra.conns_carried_load, r.extra.conns_carried_load),
+        ] {
+            *total = match (*total, part) {
+                (Some(t), Some(p)) => Some(sum("extra.conns_*", t, p)?),
+                _ => None,
+            };
+        }
         if let (Some(total), Some(rate)) = (out.settings.rate.as_mut(), r.settings.rate) {
             *total += rate;
         }
@@ -102,8 +136,8 @@ pub fn merge(
             match out.series.iter_mut().find(|q| (q.t_s - p.t_s).abs() < 0.5) {
                 // Per-second percentiles cannot be added: keep the worst (an upper bound).
                 Some(q) => {
-                    q.msgs += p.msgs;
-                    q.errors += p.errors;
+                    q.msgs = sum("series.msgs", q.msgs, p.msgs)?;
+                    q.errors = sum("series.errors", q.errors, p.errors)?;
                     q.p50_us = q.p50_us.max(p.p50_us);
                     q.p99_us = q.p99_us.max(p.p99_us);
                 }
@@ -143,6 +177,45 @@ pub fn merge(
         out.extra.histogram_uncorrected = Some(result::encode_histogram(&unc));
     }
     Ok((out, hist))
+}
+
+/// `a + b` for every error kind, or `None` if one overflows.
+fn checked_errors(a: &Errors, b: &Errors) -> Option<Errors> {
+    Some(Errors {
+        connect: a.connect.checked_add(b.connect)?,
+        reset: a.reset.checked_add(b.reset)?,
+        timeout: a.timeout.checked_add(b.timeout)?,
+        mismatch: a.mismatch.checked_add(b.mismatch)?,
+        lost: a.lost.checked_add(b.lost)?,
+        duplicate: a.duplicate.checked_add(b.duplicate)?,
+        reordered: a.reordered.checked_add(b.reordered)?,
+    })
+}
+
+/// Refuses inputs without the fields merge's safety checks stand on: a run
+/// id (without one, a run merged with itself is not caught) and a measured
+/// window with its end after its start (without one, disjoint runs are not
+/// caught and their rates would be summed).
+fn check_required_fields(results: &[RunResult], names: &[String]) -> anyhow::Result<()> {
+    for (r, name) in results.iter().zip(names) {
+        if run_ids(r).is_empty() {
+            bail!(
+                "{name} has no `run_id`: merge could not tell it from another input and might count \
+                 it twice; merge only files written by a loadgen that records run ids"
+            );
+        }
+        match (r.extra.window_start_unix_ns, r.extra.window_end_unix_ns) {
+            (Some(a), Some(b)) if b > a => {}
+            (Some(_), Some(_)) => {
+                bail!("{name}: its measured window ends before it starts; the file was edited or damaged")
+            }
+            _ => bail!(
+                "{name} has no measured window (`extra.window_start_unix_ns`, `window_end_unix_ns`): \
+                 merge could not check that the runs overlap in time; merge only runs that measured"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// The inputs' common measured window in wall-clock time.
@@ -256,6 +329,7 @@ fn check_distinct_runs(results: &[RunResult], names: &[String]) -> anyhow::Resul
 
 /// `loadgen merge INPUTS... --out OUT`. Returns the exit code.
 pub fn run_merge(args: &MergeArgs, command: Vec<String>) -> anyhow::Result<i32> {
+    check_out_is_no_input(&args.out, &args.inputs)?;
     let out = OutPlan::check(Some(&args.out), args.json)?;
     let results = args
         .inputs
@@ -287,5 +361,160 @@ pub fn run_merge(args: &MergeArgs, command: Vec<String>) -> anyhow::Result<i32> 
     if let Some(wrote) = out.write(&merged, &hist)? {
         eprintln!("loadgen: merged {} files; {wrote}", args.inputs.len());
     }
-    Ok(0)
+    // The verdict's `FAILED:` or `** INCOMPLETE **` is the exit code too.
+    Ok(if merged.failures.is_empty() && merged.complete {
+        0
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// Refuses an `--out` (or the `.hgrm` beside it) that is one of the inputs
+/// or an input's `.hgrm`: the same file, through a symlink or a hard link
+/// too. The merge would replace what it reads.
+fn check_out_is_no_input(out: &Path, inputs: &[PathBuf]) -> Result<(), UsageError> {
+    if out == Path::new("-") {
+        return Ok(());
+    }
+    let outputs = [out.to_path_buf(), hgrm_path(out)];
+    for input in inputs {
+        for theirs in [input.clone(), hgrm_path(input)] {
+            if let Some(ours) = outputs.iter().find(|o| same_file(o, &theirs)) {
+                return Err(UsageError(format!(
+                    "--out {}: would overwrite {}, which is {}; write the merge to a new file",
+                    out.display(),
+                    ours.display(),
+                    if &theirs == input {
+                        format!("the input {}", input.display())
+                    } else {
+                        format!("the percentile file of the input {}", input.display())
+                    }
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Both paths name one existing file (links resolved: same device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Latency, RunEnv, Throughput};
+
+    /// A result as one loadgen run writes it: `messages` samples in its
+    /// histogram, its own run id, a one-second window from `start_s`.
+    fn run(id: &str, messages: u64, start_s: u64) -> RunResult {
+        let mut h = stats::new_histogram();
+        for _ in 0..messages {
+            h.record(100).unwrap();
+        }
+        RunResult {
+            schema: SCHEMA.into(),
+            command: vec!["loadgen".into()],
+            version: "test".into(),
+            git_commit: "unknown".into(),
+            env: RunEnv {
+                kernel: "k".into(),
+                cpu_model: "c".into(),
+                cores: 2,
+                pin: "none".into(),
+            },
+            settings: Settings {
+                backend: None,
+                label: None,
+                transport: "tcp".into(),
+                target: "127.0.0.1:1".into(),
+                conns: 2,
+                duration_s: 1.0,
+                warmup_s: 0.0,
+                size: 128,
+                depth: 1,
+                rate: None,
+                slack_s: None,
+                threads: 1,
+                pin: None,
+                connect_rate: 1000,
+                timeout_s: 1.0,
+                io: None,
+            },
+            complete: true,
+            run_id: id.into(),
+            merged_run_ids: Vec::new(),
+            failures: Vec::new(),
+            warmup_errors: Errors::default(),
+            messages,
+            bytes: messages * 128,
+            throughput: Throughput::default(),
+            latency_us: Latency::default(),
+            errors: Errors::default(),
+            series: Vec::new(),
+            histogram: result::encode_histogram(&h),
+            extra: Extra {
+                window_start_unix_ns: Some(start_s * 1_000_000_000),
+                window_end_unix_ns: Some((start_s + 1) * 1_000_000_000),
+                conns_up: Some(2),
+                conns_carried_load: Some(2),
+                ..Extra::default()
+            },
+        }
+    }
+
+    fn merge_err(inputs: &[RunResult]) -> String {
+        let names: Vec<String> = (0..inputs.len()).map(|i| format!("in{i}.json")).collect();
+        format!("{:#}", merge(inputs, &names, Vec::new()).unwrap_err())
+    }
+
+    #[test]
+    fn two_overlapping_runs_merge_and_their_connections_add_up() {
+        let names = ["a".to_string(), "b".to_string()];
+        let (m, _) = merge(&[run("a", 3, 100), run("b", 4, 100)], &names, Vec::new()).unwrap();
+        assert_eq!((m.messages, m.settings.conns), (7, 4));
+        assert_eq!((m.extra.conns_up, m.extra.conns_carried_load), (Some(4), Some(4)));
+    }
+
+    #[test]
+    fn sums_that_overflow_are_refused_not_wrapped() {
+        let (mut a, mut b) = (run("a", 1, 100), run("b", 1, 100));
+        a.errors.timeout = u64::MAX;
+        b.errors.timeout = u64::MAX;
+        assert!(merge_err(&[a, b]).contains("overflows"));
+        let (mut a, mut b) = (run("a", 1, 100), run("b", 1, 100));
+        a.bytes = u64::MAX;
+        b.bytes = 2;
+        assert!(merge_err(&[a, b]).contains("`bytes` overflows"));
+    }
+
+    #[test]
+    fn messages_must_match_the_histogram() {
+        let mut a = run("a", 3, 100);
+        a.messages = 3_000;
+        let e = merge_err(&[a, run("b", 1, 100)]);
+        assert!(
+            e.contains("`messages` is 3000 but its histogram holds 3 samples"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_run_without_an_id_or_a_window_is_refused() {
+        let e = merge_err(&[run("", 1, 100), run("b", 1, 100)]);
+        assert!(e.contains("no `run_id`"), "{e}");
+        let mut no_window = run("a", 1, 100);
+        no_window.extra.window_end_unix_ns = None;
+        assert!(merge_err(&[no_window, run("b", 1, 100)]).contains("no measured window"));
+        let mut inverted = run("a", 1, 100);
+        inverted.extra.window_end_unix_ns = Some(1);
+        assert!(merge_err(&[inverted, run("b", 1, 100)]).contains("ends before it starts"));
+        // With both windows whole, disjoint runs are refused as before.
+        assert!(merge_err(&[run("a", 1, 100), run("b", 1, 200)]).contains("do not overlap"));
+    }
 }

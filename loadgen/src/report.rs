@@ -82,7 +82,7 @@ fn human_secs(s: f64) -> String {
     humantime::format_duration(std::time::Duration::from_secs_f64(s.max(0.0))).to_string()
 }
 
-/// `p99.9 1.20ms  ...  max 3.01ms  (mean 90.12us)` for the chosen percentiles.
+/// `p99.9 1.20ms  ...  max 3.01ms  (mean 90.12us, stdev 20.01us)` for the chosen percentiles.
 fn latency_line(h: &Histogram<u64>, percentiles: &[f64]) -> String {
     if h.is_empty() {
         return "no samples".into();
@@ -91,9 +91,19 @@ fn latency_line(h: &Histogram<u64>, percentiles: &[f64]) -> String {
     for p in percentiles {
         let _ = write!(s, "p{p} {}  ", fmt_us(h.value_at_quantile(p / 100.0) as f64));
     }
-    let _ = write!(s, "max {}  (mean {})", fmt_us(h.max() as f64), fmt_us(h.mean()));
+    let _ = write!(
+        s,
+        "max {}  (mean {}, stdev {})",
+        fmt_us(h.max() as f64),
+        fmt_us(h.mean()),
+        fmt_us(h.stdev())
+    );
     s
 }
+
+/// Closed loop: the queued view differs from the headline (from the send)
+/// by more than this share at p50 before the report shows it.
+const QUEUED_SHOWN_ABOVE: f64 = 1.1;
 
 /// Each error kind: its key under `errors`, its plural in a verdict, and what it counts.
 const ERROR_KINDS: [(&str, &str, &str); 7] = [
@@ -126,19 +136,48 @@ fn error_counts(e: &Errors) -> [u64; 7] {
     ]
 }
 
-/// `3 mismatch, 2 timeout`, or `none`.
-fn errors_by_kind(e: &Errors) -> String {
+/// Whether a counter applies to a transport: streams have no lost,
+/// duplicate or reordered answers (TCP and Unix streams deliver in order or
+/// not at all); datagrams have no resets and time out only as lost.
+fn applies(key: &str, stream: bool) -> bool {
+    match key {
+        "connect" | "mismatch" => true,
+        "reset" | "timeout" => stream,
+        _ => !stream,
+    }
+}
+
+/// The counters that apply to the transport, zeros included, and any other
+/// that is not zero: `0 connect, 0 reset, 2 timeout, 0 mismatch`.
+fn errors_by_kind(e: &Errors, stream: bool) -> String {
     let parts: Vec<String> = ERROR_KINDS
         .iter()
         .zip(error_counts(e))
-        .filter(|(_, n)| *n > 0)
+        .filter(|((key, _, _), n)| *n > 0 || applies(key, stream))
         .map(|((key, _, _), n)| format!("{n} {key}"))
         .collect();
-    if parts.is_empty() {
-        "none".into()
+    parts.join(", ")
+}
+
+/// `tcp` and `unix` are streams; `udp` and `unixgram` datagrams.
+fn is_stream(transport: &str) -> bool {
+    !matches!(transport, "udp" | "unixgram")
+}
+
+/// `10 connections`, or `8193 of 10000 connections up` when fewer came up,
+/// and how many of those carried load when that is fewer still.
+pub fn connections(r: &RunResult) -> String {
+    let asked = r.settings.conns;
+    let up = r.extra.conns_up.unwrap_or(asked);
+    let mut s = if up < asked {
+        format!("{up} of {asked} connections up")
     } else {
-        parts.join(", ")
+        format!("{asked} connections")
+    };
+    if let Some(carried) = r.extra.conns_carried_load.filter(|&c| c < up) {
+        let _ = write!(s, " ({carried} carried load)");
     }
+    s
 }
 
 /// The one-line verdict: `ok, 0 errors`, `ok, 2 errors: 2 timeouts; see ...`
@@ -191,10 +230,10 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
     };
     let _ = writeln!(
         s,
-        "loadgen {} {}: {} connections, {}-byte messages, {mode}, {} measured after {} warm-up{}",
+        "loadgen {} {}: {}, {}-byte messages, {mode}, {} measured after {} warm-up{}",
         st.transport,
         st.target,
-        st.conns,
+        connections(r),
         st.size,
         human_secs(st.duration_s),
         human_secs(st.warmup_s),
@@ -230,22 +269,50 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
             let _ = writeln!(s, "  Latency, uncorrected (from actual send time):");
             let _ = writeln!(s, "              {}", latency_line(&unc, percentiles));
         }
-        // Closed loop sends each message when it is due: the two views are one.
+        // Closed loop: measured from the send, as --timeout is; the wait in
+        // loadgen's own queue shows only when there was one.
         _ => {
             let _ = writeln!(s, "  Latency     {}", latency_line(&hist, percentiles));
+            if let Some(q) = r
+                .extra
+                .latency_queued_us
+                .as_ref()
+                .filter(|q| q.p50 > QUEUED_SHOWN_ABOVE * r.latency_us.p50.max(1.0))
+            {
+                let _ = writeln!(
+                    s,
+                    "  Latency incl. loadgen's send queue (--depth x --size past the socket buffers):\n              \
+                     p50 {}  p99 {}  max {}  (the line above is from the send, as --timeout is)",
+                    fmt_us(q.p50),
+                    fmt_us(q.p99),
+                    fmt_us(q.max)
+                );
+            }
         }
     }
-    let _ = writeln!(s, "  Errors      {}", errors_by_kind(&r.errors));
+    let stream = is_stream(&st.transport);
+    let _ = writeln!(s, "  Errors      {}", errors_by_kind(&r.errors, stream));
     if r.warmup_errors.total() > 0 {
-        let _ = writeln!(s, "  Before the measured phase: {}", errors_by_kind(&r.warmup_errors));
+        let _ = writeln!(
+            s,
+            "  Before the measured phase: {}",
+            errors_by_kind(&r.warmup_errors, stream)
+        );
+    }
+    if let Some(loss) = r.extra.loss_pct {
+        let max = r
+            .extra
+            .max_loss_pct
+            .map(|m| format!(" (--max-loss {m}%)"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "  Loss        {loss:.2}% of datagrams{max}");
     }
     s.push_str(&crate::conversation::report_lines(r.conversations.as_ref()));
     if let Some(l) = r.extra.loadgen_cpu_us_per_msg {
-        let _ = write!(s, "  CPU         loadgen {}/msg", fmt_us(l));
-        if let Some(sv) = r.extra.server_cpu_us_per_msg {
-            let _ = write!(s, ", server {}/msg", fmt_us(sv));
-        }
-        let _ = writeln!(s);
+        let _ = writeln!(s, "  loadgen CPU {}/msg", fmt_us(l));
+    }
+    if let Some(sv) = r.extra.server_cpu_us_per_msg {
+        let _ = writeln!(s, "  server CPU  {}/msg", fmt_us(sv));
     }
     let _ = writeln!(s, "{}", verdict(r));
     s

@@ -118,6 +118,31 @@ pub struct Extra {
     pub common_window_messages: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub common_window_s: Option<f64>,
+    /// Connections that had come up (stream: connected; datagram: probe
+    /// answered) when the measured phase began, of `settings.conns` asked
+    /// for. Fewer fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conns_up: Option<u64>,
+    /// Connections that carried load: still up at the end and at least one
+    /// echo completed. Fewer than `settings.conns` fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conns_carried_load: Option<u64>,
+    /// The standard deviation of the headline latency (`histogram`), µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_stdev_us: Option<f64>,
+    /// Closed loop: latency from when each message was queued (when the echo
+    /// before it came back), so including any wait in loadgen's own send
+    /// queue; `latency_us` is measured from the send, as `--timeout` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_queued_us: Option<Latency>,
+    /// Datagrams: lost ones as a percentage of those sent in the measured
+    /// phase (answered + lost), and `--max-loss`, the share above which the
+    /// run fails. (In `extra`, not `settings`, so that `Settings` stays as
+    /// other tools build it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_loss_pct: Option<f64>,
 }
 
 impl Extra {

@@ -58,6 +58,8 @@ impl SourceAddrs {
 /// `127.0.0.1-127.0.0.4,10.0.0.7`, `[::1]`, `fd00::1-fd00::8`.
 pub fn parse_local_addrs(s: &str) -> Result<SourceAddrs, String> {
     let mut addrs = Vec::new();
+    // A set beside the list: a linear `contains` made 65,536 addresses take seconds.
+    let mut seen = std::collections::HashSet::new();
     for item in s.split(',').map(str::trim) {
         if item.is_empty() {
             return Err(format!(
@@ -79,9 +81,8 @@ pub fn parse_local_addrs(s: &str) -> Result<SourceAddrs, String> {
         if hi_n < lo_n {
             return Err(format!("{item:?}: the range ends before it starts"));
         }
-        if (hi_n - lo_n) as u64 as u128 != hi_n - lo_n
-            || addrs.len() as u64 + (hi_n - lo_n) as u64 + 1 > MAX_SOURCE_ADDRS
-        {
+        // In u128, where `hi - lo + 1` cannot wrap (an IPv6 range can span 2^64 and more).
+        if addrs.len() as u128 + (hi_n - lo_n) + 1 > MAX_SOURCE_ADDRS as u128 {
             return Err(format!("{s:?}: more than {MAX_SOURCE_ADDRS} addresses"));
         }
         for n in lo_n..=hi_n {
@@ -89,12 +90,57 @@ pub fn parse_local_addrs(s: &str) -> Result<SourceAddrs, String> {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(n as u32)),
                 IpAddr::V6(_) => IpAddr::V6(n.into()),
             };
-            if !addrs.contains(&ip) {
+            if let Some(why) = not_a_source(ip) {
+                return Err(format!("{ip} {why}; give addresses of this host's interfaces"));
+            }
+            if seen.insert(ip) {
                 addrs.push(ip);
             }
         }
     }
     Ok(SourceAddrs { addrs })
+}
+
+/// Why `ip` cannot be a connection's source address, if it cannot: the
+/// unspecified address (the kernel would choose, so it is no source of its
+/// own), broadcast and multicast (no connection comes from one).
+fn not_a_source(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("is the unspecified address (the kernel would pick the source; leave --local-addrs out for that)")
+    } else if ip.is_multicast() {
+        Some("is a multicast address, which no connection comes from")
+    } else if matches!(ip, IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("is the broadcast address, which no connection comes from")
+    } else {
+        None
+    }
+}
+
+/// Checks that every source address is one of this host's: binds a socket
+/// of the transport's type to each (port 0, with `IP_BIND_ADDRESS_NO_PORT`,
+/// so no port is taken). Names the first that is not, before any connect,
+/// where it would only show as a connect error.
+pub fn check_local(sources: &SourceAddrs, transport: Transport) -> Result<(), String> {
+    let ty = if transport.is_stream() {
+        libc::SOCK_STREAM
+    } else {
+        libc::SOCK_DGRAM
+    };
+    for &addr in sources.addrs() {
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        let bound = sys::socket(domain, ty, true).and_then(|fd| bind_source(fd.as_fd(), addr));
+        match bound {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                return Err(format!(
+                    "--local-addrs {addr}: not an address of this host ({e}); give addresses \
+                     assigned to an interface here (see `ip addr`)"
+                ))
+            }
+            Err(e) => return Err(format!("--local-addrs {addr}: cannot bind a socket to it: {e}")),
+        }
+    }
+    Ok(())
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
@@ -261,5 +307,40 @@ mod tests {
             .unwrap_err()
             .contains("IPv4"));
         assert_eq!(parse_port_range("32768\t60999\n"), Some(28_232));
+    }
+
+    #[test]
+    fn huge_ranges_and_addresses_no_connection_comes_from_are_refused() {
+        // 2^64 addresses: once wrapped past the cap and hung.
+        let e = parse_local_addrs("::-::ffff:ffff:ffff:ffff").unwrap_err();
+        assert!(e.contains("more than 65536"), "{e}");
+        assert!(parse_local_addrs("::1-::ffff:ffff:ffff:ffff:ffff").is_err());
+        assert!(parse_local_addrs("10.0.0.0-10.0.255.255").is_ok(), "exactly the cap");
+        for (bad, why) in [
+            ("0.0.0.0", "unspecified"),
+            ("[::]", "unspecified"),
+            ("255.255.255.255", "broadcast"),
+            ("224.0.0.1", "multicast"),
+            ("ff02::1", "multicast"),
+            ("223.255.255.255-224.0.0.0", "multicast"),
+        ] {
+            let e = parse_local_addrs(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_source_not_on_this_host_is_named() {
+        let here = parse_local_addrs("127.0.0.1").unwrap();
+        assert_eq!(check_local(&here, Transport::Tcp), Ok(()));
+        // TEST-NET-1 (RFC 5737): assigned to no host.
+        let elsewhere = parse_local_addrs("127.0.0.1,192.0.2.1").unwrap();
+        for t in [Transport::Tcp, Transport::Udp] {
+            let e = check_local(&elsewhere, t).unwrap_err();
+            assert!(
+                e.contains("--local-addrs 192.0.2.1") && e.contains("not an address of this host"),
+                "{e}"
+            );
+        }
     }
 }

@@ -62,10 +62,18 @@ pub struct Interval {
 /// What one thread measured over the measured phase, returned when it ends.
 #[derive(Debug)]
 pub struct ThreadTotals {
-    /// Latency from each message's intended send time (the corrected view).
+    /// The headline latency. Open loop: from each message's intended send
+    /// time (the corrected view). Closed loop: from its send, as `--timeout` is.
     pub hist: Histogram<u64>,
     /// Latency from the moment its first byte was actually sent.
     pub hist_uncorrected: Histogram<u64>,
+    /// Closed loop only: latency from when the message was queued (the echo
+    /// before it came back), so including the time it waited in loadgen's own
+    /// send queue behind a full socket buffer (`--depth` × `--size` past it).
+    pub hist_queued: Option<Histogram<u64>>,
+    /// Connections of this thread still up at the end that completed at least
+    /// one echo: the ones that carried load (set as the thread ends).
+    pub conns_carried_load: u64,
     pub messages: u64,
     pub bytes: u64,
     /// Errors inside the measured window; `connect` over the whole run.
@@ -93,6 +101,8 @@ pub struct Msg {
 /// Counts and histograms of one event-loop thread.
 pub struct Recorder {
     size: u64,
+    /// Closed loop: the headline latency starts at the send, not at the queueing.
+    closed_loop: bool,
     /// This live-report interval (all phases).
     pub iv_hist: Histogram<u64>,
     pub iv_msgs: u64,
@@ -106,10 +116,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder for `size`-byte messages, before the measured window is known.
-    pub fn new(size: usize) -> Recorder {
+    /// A recorder for `size`-byte messages in a closed or an open loop,
+    /// before the measured window is known.
+    pub fn new(size: usize, closed_loop: bool) -> Recorder {
         Recorder {
             size: size as u64,
+            closed_loop,
             iv_hist: new_histogram(),
             iv_msgs: 0,
             iv_bytes: 0,
@@ -117,6 +129,8 @@ impl Recorder {
             totals: ThreadTotals {
                 hist: new_histogram(),
                 hist_uncorrected: new_histogram(),
+                hist_queued: closed_loop.then(new_histogram),
+                conns_carried_load: 0,
                 messages: 0,
                 bytes: 0,
                 errors: Errors::default(),
@@ -145,13 +159,22 @@ impl Recorder {
             0 => (m.intended, m.intended),
             sent => (m.intended.min(sent), sent),
         };
-        let lat = now.saturating_sub(from_due);
+        // A closed loop has no schedule: a message is "due" when the echo
+        // before it came back, and with more in flight than the socket
+        // buffers hold it then waits in loadgen's own queue. Its headline
+        // latency starts at its send, where `--timeout` starts too; the
+        // wait in the queue is kept apart (`hist_queued`).
+        let headline_from = if self.closed_loop { from_sent } else { from_due };
+        let lat = now.saturating_sub(headline_from);
         record_ns(&mut self.iv_hist, lat);
         self.iv_msgs += 1;
         self.iv_bytes += self.size;
         if now >= self.measure_start && now < self.end {
             record_ns(&mut self.totals.hist, lat);
             record_ns(&mut self.totals.hist_uncorrected, now.saturating_sub(from_sent));
+            if let Some(h) = &mut self.totals.hist_queued {
+                record_ns(h, now.saturating_sub(m.intended));
+            }
             self.totals.messages += 1;
             self.totals.bytes += self.size;
         }
@@ -189,7 +212,11 @@ mod tests {
     use super::*;
 
     fn recorder() -> Recorder {
-        let mut r = Recorder::new(128);
+        recorder_for(false)
+    }
+
+    fn recorder_for(closed_loop: bool) -> Recorder {
+        let mut r = Recorder::new(128, closed_loop);
         r.measure_start = 0;
         r.end = u64::MAX;
         r
@@ -228,5 +255,33 @@ mod tests {
         );
         assert_eq!(r.totals.hist.max(), 350);
         assert_eq!(r.totals.hist_uncorrected.max(), 50);
+    }
+
+    #[test]
+    fn a_closed_loop_measures_from_the_send_and_keeps_the_queue_wait_apart() {
+        // Queued at 0 (its predecessor's echo), sent at 20 ms once the socket
+        // buffer had room, echoed at 20.3 ms: 300 us from the send, as
+        // --timeout counts, and 20.3 ms including loadgen's own queue.
+        let mut r = recorder_for(true);
+        r.complete(
+            Msg {
+                intended: 1_000,
+                sent: 20_001_000,
+            },
+            20_301_000,
+            true,
+        );
+        assert_eq!(r.totals.hist.max(), 300);
+        assert_eq!(r.totals.hist_uncorrected.max(), 300);
+        let queued = r
+            .totals
+            .hist_queued
+            .as_ref()
+            .expect("closed loop keeps the queued view");
+        assert!((20_290..=20_310).contains(&queued.max()), "{}", queued.max());
+        assert!(
+            recorder().totals.hist_queued.is_none(),
+            "an open loop has no queued view"
+        );
     }
 }

@@ -125,7 +125,6 @@ fn two_client_namespaces_merge_into_one_exact_result_and_leave_nothing() {
         stdout.lines().last(),
         Some(format!("merged {}", dir.join("merged.json").display()).as_str())
     );
-    let _ = std::fs::remove_dir_all(cwd);
 }
 
 #[test]
@@ -153,7 +152,6 @@ fn an_interrupted_run_leaves_nothing_behind() {
     let status = child.wait().unwrap();
     assert!(!status.success());
     assert_eq!(leftovers(pid), Vec::<String>::new(), "left behind after SIGTERM");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Item 16: a SIGTERM at any moment of the setup leaves no namespace and no
@@ -199,5 +197,4 @@ fn sigterm_at_any_moment_of_setup_leaves_nothing_behind() {
         }
     }
     assert!(leaked.is_empty(), "left behind after SIGTERM (run, names): {leaked:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -16,22 +16,29 @@ const BACKENDS: [&str; 4] = ["fork", "threadpool", "epoll", "uring"];
 struct Server {
     child: Child,
     addr: String,
-    _dir: Option<std::path::PathBuf>,
+    /// Removed on drop, after the server is gone.
+    _dir: Option<TestDir>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(d) = &self._dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
     }
 }
 
 fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Server {
     let mut cmd = Command::new(bin);
-    cmd.args(["--backend", backend, "--transport", transport, "--threads", "1"]);
+    // A thread pool serves one stream connection per thread at a time; the
+    // others wait unserved, and loadgen fails such a run: its pool holds the
+    // 20 connections of these runs. Datagrams keep one thread: several
+    // threads reading one socket answer out of order, which fails a run too.
+    let threads = if backend == "threadpool" && transport != "udp" {
+        "20"
+    } else {
+        "1"
+    };
+    cmd.args(["--backend", backend, "--transport", transport, "--threads", threads]);
     let dir = if transport.starts_with("unix") {
         let d = temp_dir(&format!("srv-{backend}"));
         cmd.arg("--path").arg(d.join("s.sock"));
@@ -140,7 +147,6 @@ fn every_backend_over_tcp_udp_and_unix() {
         }
     }
     eprintln!("{ran} backend x transport runs");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -190,5 +196,4 @@ fn server_killed_mid_run_gives_incomplete_result_in_bounded_time() {
     assert!(!r.complete);
     assert!(r.errors.reset > 0, "{:?}", r.errors);
     assert!(run.stderr.contains("did the server die"), "{}", run.stderr);
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use sockbench::net::Endpoint;
 use sockbench::sys as ssys;
 
-use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Worker, UNSET};
+use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Up, Worker, UNSET};
 use crate::pattern::{self, DatagramError, DatagramId};
 
 /// Probe datagrams (sent while a datagram client "connects") have this bit set in their sequence number.
@@ -140,6 +140,11 @@ impl Proto for Datagram {
             }
             Life::Idle { .. } | Life::Dead => None,
         }
+    }
+
+    fn carried_load(up: &Up<Datagram>) -> bool {
+        // Probes are not answers: `max_answered` is set by data datagrams only.
+        up.proto.max_answered.is_some()
     }
 
     fn wait(w: &mut Worker<'_, Datagram>, until: u64, _exact: bool) -> io::Result<()> {

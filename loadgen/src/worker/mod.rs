@@ -242,6 +242,8 @@ trait Proto: Sized {
     /// Counts connection `k`'s connect and echo timeouts due at `now`;
     /// returns when its next one could be, if it has one pending.
     fn expire(w: &mut Worker<'_, Self>, k: usize, now: u64) -> Option<u64>;
+    /// The connection completed at least one echo (it carried load).
+    fn carried_load(up: &Up<Self>) -> bool;
     /// Waits for I/O until `until` (nanoseconds since `t0`) at the latest and
     /// handles it. Unless `exact`, the wait may run to the next periodic tick
     /// instead (at most `MAX_WAIT_NS`).
@@ -314,7 +316,8 @@ impl<'a, P: Proto> Worker<'a, P> {
             conns,
             buf: vec![0; BUF_LEN],
             sendbuf: vec![0; BUF_LEN.max(plan.size)],
-            rec: Recorder::new(plan.size),
+            // A conversation's messages are a closed loop, also when conversations start at --rate.
+            rec: Recorder::new(plan.size, plan.rate.is_none() || plan.conn_msgs.is_some()),
             tx,
             seen_tick: 0,
             retry: BinaryHeap::new(),
@@ -343,6 +346,11 @@ impl<'a, P: Proto> Worker<'a, P> {
     fn run(mut self) -> io::Result<ThreadTotals> {
         let res = self.event_loop();
         self.flush_interval(self.shared.tick.load(Relaxed));
+        self.rec.totals.conns_carried_load = self
+            .conns
+            .iter()
+            .filter(|c| matches!(&c.life, Life::Up(up) if P::carried_load(up)))
+            .count() as u64;
         self.close_all();
         let conversations = self.conv.take().map(|c| c.totals);
         res.map(|()| ThreadTotals {

@@ -209,6 +209,10 @@ impl Proto for Stream {
         }
     }
 
+    fn carried_load(up: &Up<Stream>) -> bool {
+        up.proto.recv.seq > 0
+    }
+
     fn wait(w: &mut Worker<'_, Stream>, until: u64, exact: bool) -> io::Result<()> {
         if w.ring.is_some() {
             w.ring_turn(until, exact)

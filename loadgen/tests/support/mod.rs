@@ -40,6 +40,10 @@ pub enum Fault {
     StallOnce { after_bytes: u64 },
     /// Reads and discards everything, never echoes (a hung server).
     Hang,
+    /// Echoes on the first `n` connections accepted; the later ones are
+    /// accepted and then never read (a server at its connection cap, whose
+    /// kernel still completes handshakes into the backlog).
+    ServeFirst(u64),
     /// This long after the first echo, every connection is reset and the
     /// listener closed (a killed server). Timed from the first echo, not from
     /// the server's start, so that a slow start of loadgen cannot outlast it.
@@ -49,28 +53,50 @@ pub enum Fault {
 /// A running in-test echo server; threads end when the process does.
 pub struct TestServer {
     pub addr: String,
-    /// For Unix servers: the temp dir holding the socket.
-    pub dir: Option<PathBuf>,
+    /// For Unix servers: the temp dir holding the socket (removed on drop).
+    pub dir: Option<TestDir>,
     pub stop: Arc<AtomicBool>,
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.stop.store(true, SeqCst);
-        if let Some(d) = &self.dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
+    }
+}
+
+/// A test's own directory: a `tempfile::TempDir`, so it is removed when it
+/// goes out of scope, also when the test fails (a panic unwinds through its
+/// drop). Reads as a `&Path`.
+pub struct TestDir(tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TestDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.path().as_os_str()
     }
 }
 
 /// A fresh directory of the test's own (mkdtemp: never one that existed
-/// before), which the test removes when it is done.
-pub fn temp_dir(tag: &str) -> PathBuf {
-    tempfile::Builder::new()
-        .prefix(&format!("loadgen-test-{tag}-"))
-        .tempdir()
-        .unwrap()
-        .keep()
+/// before), removed when the returned [`TestDir`] is dropped.
+pub fn temp_dir(tag: &str) -> TestDir {
+    TestDir(
+        tempfile::Builder::new()
+            .prefix(&format!("loadgen-test-{tag}-"))
+            .tempdir()
+            .unwrap(),
+    )
 }
 
 struct FaultState {
@@ -94,7 +120,7 @@ impl FaultState {
         let before = self.echoed.fetch_add(buf.len() as u64, SeqCst);
         self.first_echo.get_or_init(Instant::now);
         match self.fault {
-            Fault::None => {}
+            Fault::None | Fault::ServeFirst(_) => {}
             Fault::CorruptEvery(n) => {
                 for (i, b) in buf.iter_mut().enumerate() {
                     if (before + i as u64) % n == n - 1 {
@@ -206,6 +232,7 @@ pub fn tcp_server(fault: Fault) -> TestServer {
     });
     let stop2 = stop.clone();
     l.set_nonblocking(true).unwrap();
+    let mut accepted = 0u64;
     thread::spawn(move || loop {
         if stop2.load(SeqCst) {
             return;
@@ -214,7 +241,17 @@ pub fn tcp_server(fault: Fault) -> TestServer {
             return; // drops the listener: new connects are refused
         }
         match l.accept() {
+            Ok((s, _)) if matches!(st.fault, Fault::ServeFirst(n) if accepted >= n) => {
+                let stop = stop2.clone();
+                thread::spawn(move || {
+                    let _held = s;
+                    while !stop.load(SeqCst) {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                });
+            }
             Ok((s, _)) => {
+                accepted += 1;
                 s.set_nonblocking(false).unwrap();
                 s.set_nodelay(true).unwrap();
                 s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
