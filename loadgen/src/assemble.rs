@@ -248,7 +248,11 @@ pub fn build_result(
         stream,
         conns_asked: args.conns,
         conns_up: if conversations { args.conns } else { ph.conns_up },
-        conns_carried_load: if conversations { args.conns } else { sums.conns_carried_load },
+        conns_carried_load: if conversations {
+            args.conns
+        } else {
+            sums.conns_carried_load
+        },
         closed_loop: args.rate.is_none(),
         errors: &sums.errors,
         warmup_errors: &sums.warmup_errors,

@@ -465,6 +465,7 @@ mod tests {
                 conns_carried_load: Some(2),
                 ..Extra::default()
             },
+            conversations: None,
         }
     }
 
