@@ -133,7 +133,11 @@ fn open_loop_conversations_start_on_schedule() {
     );
     // Those in flight when the window closes complete after it (a busy
     // shared machine can hold a few of them up).
-    assert!(c.completed * 10 >= scheduled * 9, "{} of {scheduled} completed", c.completed);
+    assert!(
+        c.completed * 10 >= scheduled * 9,
+        "{} of {scheduled} completed",
+        c.completed
+    );
     assert_eq!(c.failed.total(), 0, "{:?}", c.failed);
     // The message rate asked for is the conversations' times their messages.
     assert_eq!(run.result().throughput.requested_msgs_per_s, Some(400.0));
