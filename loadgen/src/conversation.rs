@@ -241,6 +241,17 @@ pub fn attach(result: &mut RunResult, f: RunFigures<'_>) {
         result.throughput.requested_msgs_per_s = Some(rate * c.msgs_per_conn as f64);
         result.extra.scheduled_messages = Some(scheduled * c.msgs_per_conn);
     }
+    // Resets and unanswered echoes already fail the run as errors.reset and
+    // errors.timeout; a conversation that never got connected fails it too.
+    let f = &c.failed;
+    let unconnected = f.refused + f.not_accepted + f.not_started + f.other;
+    if unconnected > 0 {
+        result.failures.push(format!(
+            "{unconnected} conversations never connected in the measured phase (refused {}, not accepted {}, \
+             not started {}, other {})",
+            f.refused, f.not_accepted, f.not_started, f.other
+        ));
+    }
     result.conversations = Some(c);
 }
 

@@ -180,6 +180,8 @@ fn a_server_that_dies_leaves_refused_conversations_counted() {
     let c = conversations(&run);
     assert!(c.completed > 0, "none before the server died");
     assert!(c.failed.refused > 0, "{:?}", c.failed);
+    assert_eq!(run.code(), 1, "refused conversations fail the run");
+    assert!(run.stderr.contains("never connected"), "{}", run.stderr);
     assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
 }
 
