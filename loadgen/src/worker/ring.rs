@@ -585,7 +585,7 @@ impl Worker<'_, Stream> {
                 (_, false) => None,
                 (None, true) => Some(up.absorb(buf, &mut self.rec, refill, now)),
                 (Some(hdr), true) => match stamped_data(buf, hdr) {
-                    Some((&[], _)) => {
+                    Some(([], _)) => {
                         closed = true;
                         None
                     }
