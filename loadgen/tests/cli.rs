@@ -579,7 +579,10 @@ fn start_at_aligns_two_loadgens_and_merge_adds_them_over_the_common_window() {
         // The window starts one --warmup (100 ms) after --start-at.
         let start = r.extra.window_start_unix_ns.expect("window recorded");
         let late_ms = (start as f64 - at_ns as f64 - 100e6) / 1e6;
-        assert!((-1.0..50.0).contains(&late_ms), "window starts {late_ms} ms late");
+        // Bounded loosely: on a loaded 2-core machine the wake-up at --start-at
+        // was seen 75 ms late; what matters is that it waits for the time at
+        // all (1.5 s ahead), not the scheduler's latency.
+        assert!((-1.0..400.0).contains(&late_ms), "window starts {late_ms} ms late");
         assert_eq!(r.extra.window_end_unix_ns, Some(start + 600_000_000));
     }
     let total = dir.join("total.json");
