@@ -42,9 +42,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
-use sockbench::net::Transport;
 use sockbench::ring::token::OpKind;
 use sockbench::ring::{setup, Completion, Driver};
+use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
 use super::send_bufs::SendBufs;
@@ -658,11 +658,7 @@ mod tests {
         use std::os::unix::net::UnixStream;
 
         let ring = RingIo::new(2, 128, true, false).expect("io_uring");
-        assert!(
-            ring.fixed_files,
-            "this kernel has sparse fixed file tables: {:?}",
-            ring.plain_fds
-        );
+        assert!(ring.fixed_files, "this kernel has sparse fixed file tables: {:?}", ring.plain_fds);
         let (ours, mut peer) = UnixStream::pair().unwrap();
         peer.set_nonblocking(true).unwrap();
         ring.install(1, &ours).unwrap();
