@@ -537,6 +537,9 @@ impl<'a, P: Proto> Worker<'a, P> {
         });
         self.shared.open.fetch_add(1, Relaxed);
         self.shared.ever_up.fetch_add(1, Relaxed);
+        // The connect's deadline may be later than a send's (see
+        // `Proto::connect_timeout_ns`): the first send arms its own.
+        self.timers.disarm(k);
         if let Err(e) = P::attach(self, k) {
             return self.lost(k, now, format!("io_uring: {e}"));
         }
