@@ -21,7 +21,7 @@ pub mod render;
 
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 pub use cli::CompareArgs;
 use execute::binaries::Binaries;
@@ -37,13 +37,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         return report_only(&out_dir, args.reference.as_deref());
     }
     let plan = Comparison::from_request(&args.request())?;
+    let adaptive = adaptive_method(&args, &plan)?;
     if args.bin_dir.is_none() {
         Binaries::build_with_cargo()?;
     }
     let peers: Vec<plan::Peer> = plan.matrix.peers.iter().map(|p| p.peer).collect();
     let bins = Binaries::locate(args.bin_dir.as_deref(), &peers)?;
+    let next_round = analyse::undecided_runs;
+    let extra = adaptive.map(|method| execute::ExtraRounds {
+        method,
+        next_round: &next_round,
+    });
     let staging = Staging::create(&out_dir)?;
-    let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
+    let made = execute::run_comparison(&plan, bins, staging.path(), extra.as_ref()).and_then(|manifest| {
         let runs = analyse::load_runs(&manifest, staging.path());
         let plots = render::write_report(&manifest, &runs, staging.path())?;
         Ok((manifest, runs, plots.len()))
@@ -58,6 +64,26 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut manifest = manifest;
     staging.publish(&out_dir, &mut manifest)?;
     summarize(&manifest, &runs, plots, &out_dir)
+}
+
+/// `--decide-at` and `--max-repetitions` as the manifest records them
+/// (either turns the adaptive design on; the other takes its default);
+/// `None` when neither is given.
+fn adaptive_method(args: &CompareArgs, plan: &Comparison) -> anyhow::Result<Option<record::AdaptiveMethod>> {
+    if args.decide_at.is_none() && args.max_repetitions.is_none() {
+        return Ok(None);
+    }
+    let band = match &args.decide_at {
+        Some(typed) => typed.parse::<analyse::stats::Band>().context("--decide-at")?,
+        None => analyse::stats::Band::DEFAULT,
+    };
+    if plan.repetitions < 2 {
+        bail!("--decide-at/--max-repetitions: the first round needs --repetitions of at least 2");
+    }
+    Ok(Some(record::AdaptiveMethod {
+        decide_at_permille: band.permille(),
+        max_repetitions: args.max_repetitions.unwrap_or(analyse::adaptive::DEFAULT_CAP as u32),
+    }))
 }
 
 /// Redraws the report in `dir` from its files; with `reference`, every ratio
@@ -122,9 +148,9 @@ fn summarize(manifest: &Manifest, runs: &[analyse::Run], plots: usize, out_dir: 
     Ok(())
 }
 
-/// `compare: 50 runs (0 failed, 2 disturbed, 1 invalid); matched load, tcp
-/// 100 conns 128 B: uring cheapest, server CPU 0.85× epoll [0.80, 0.90],
-/// cheaper; README.md and 5 plots in results/quick`.
+/// `compare: 50 runs (0 failed, 2 disturbed, 1 invalid); matched load 50%
+/// tcp, 100 conns, 128 B: uring cheapest, server CPU of uring 0.85× epoll
+/// [0.80, 0.90], cheaper; README.md and 5 plots in results/quick`.
 fn final_line(
     counts: &analyse::RunCounts,
     headline: Option<&analyse::Headline>,
@@ -134,13 +160,11 @@ fn final_line(
     let result = match headline {
         Some(h) => {
             let k = &h.key;
-            let at = format!(
-                "{} {}, {} conns, {} B",
-                k.purpose.as_str().replace('_', " "),
-                k.transport,
-                k.conns,
-                k.size_bytes
-            );
+            let what = match k.purpose {
+                analyse::Purpose::MatchedLoad { fraction } => format!("matched load {:.0}%", fraction * 100.0),
+                other => other.as_str().replace('_', " "),
+            };
+            let at = format!("{what} {}, {} conns, {} B", k.transport, k.conns, k.size_bytes);
             match &h.compared {
                 Some((label, r)) => format!(
                     "{at}: {} cheapest, server CPU of {label} {:.2}× {} [{:.2}, {:.2}], {}",
@@ -164,4 +188,36 @@ fn final_line(
         counts.invalid,
         out_dir.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The closing line of the committed full run: one line with the
+    /// headline point, the cheapest label, a ratio with its interval and the counts.
+    #[test]
+    fn the_closing_line_gives_the_result_and_the_counts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results");
+        if !dir.join(record::MANIFEST).is_file() {
+            eprintln!("skipped: no committed results/compare.json");
+            return;
+        }
+        let manifest = Manifest::load(&dir).unwrap();
+        let runs = analyse::load_runs(&manifest, &dir);
+        let counts = analyse::run_counts(&manifest, &runs);
+        let headline = analyse::headline(&analyse::analyse(&manifest, &runs));
+        let line = final_line(&counts, headline.as_ref(), 5, Path::new("results"));
+        eprintln!("{line}");
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with("compare: 900 runs (0 failed, "), "{line}");
+        assert!(
+            line.contains(" 0 invalid); matched load 50% tcp, 100 conns, 128 B: "),
+            "{line}"
+        );
+        assert!(
+            line.contains(" cheapest, server CPU of ") && line.contains("× epoll ["),
+            "{line}"
+        );
+    }
 }

@@ -359,6 +359,21 @@ pub struct Method {
     /// A run below it is invalid. `None` in older manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_floor_us_per_msg: Option<f64>,
+    /// The adaptive design's settings when `--decide-at` or
+    /// `--max-repetitions` asked for it; `None` for a fixed design.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveMethod>,
+}
+
+/// Adaptive repetitions (see `analyse::adaptive`): after the first
+/// `repetitions` rounds, a point runs again until every label's verdict at
+/// the band is decided or it has run `max_repetitions` times.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AdaptiveMethod {
+    /// `--decide-at`, in permille of 1 (100 = 10%).
+    pub decide_at_permille: u16,
+    /// `--max-repetitions`: the per-point cap.
+    pub max_repetitions: u32,
 }
 
 fn one() -> u32 {
@@ -397,6 +412,7 @@ impl Default for Method {
             warmup_s: 0.0,
             duration_s: 0.0,
             cpu_floor_us_per_msg: None,
+            adaptive: None,
         }
     }
 }
