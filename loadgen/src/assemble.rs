@@ -186,7 +186,7 @@ fn extra_fields(args: &Args, ph: &Phases, sums: &Sums, threads: usize, stream: b
             .map(|start| start + (ph.measured_s * 1e9) as u64),
         conns_up: Some(ph.conns_up),
         conns_carried_load: Some(sums.conns_carried_load),
-        conns_unanswered: args.rate.is_none().then_some(sums.conns_unanswered),
+        conns_unanswered: (args.rate.is_none() && args.conn_msgs.is_none()).then_some(sums.conns_unanswered),
         latency_stdev_us: (!sums.hist.is_empty()).then(|| sums.hist.stdev()),
         latency_queued_us: sums.queued.as_ref().map(stats::latency_of),
         loss_pct: (!stream).then(|| loss_pct(&sums.errors, messages)).flatten(),
@@ -256,13 +256,22 @@ pub fn build_result(
 ) -> (RunResult, Histogram<u64>) {
     let sums = Sums::of(totals);
     let stream = plan.transport.is_stream();
+    // Conversations' connections come and go, so the verdicts on connections
+    // up and carrying load do not apply; failed conversations are counted by
+    // kind, and their resets and timeouts fail the run as they do here.
+    let conversations = args.conn_msgs.is_some();
     let failures = failures(&VerdictInputs {
         stop: ph.stop.as_ref(),
         stream,
         conns_asked: args.conns,
-        conns_up: ph.conns_up,
-        conns_carried_load: sums.conns_carried_load,
-        conns_unanswered: sums.conns_unanswered,
+        conns_up: if conversations { args.conns } else { ph.conns_up },
+        conns_carried_load: if conversations {
+            args.conns
+        } else {
+            sums.conns_carried_load
+        },
+        // A conversation's connections come and go: none is held unanswered.
+        conns_unanswered: if conversations { 0 } else { sums.conns_unanswered },
         closed_loop: args.rate.is_none(),
         errors: &sums.errors,
         warmup_errors: &sums.warmup_errors,
@@ -322,6 +331,7 @@ pub fn build_result(
         series: ph.series.clone(),
         histogram: result::encode_histogram(&sums.hist),
         extra: extra_fields(args, ph, &sums, threads, stream),
+        conversations: None,
     };
     (result, sums.hist)
 }
