@@ -52,6 +52,9 @@ pub struct VerdictInputs<'a> {
     pub conns_up: u64,
     /// Connections still up at the end with an echo completed.
     pub conns_carried_load: u64,
+    /// Connections still up at the end with no echo completed (in a closed
+    /// loop each was sent a message at load start, so none was answered).
+    pub conns_unanswered: u64,
     /// A closed loop sends on every connection from the start, so each one
     /// must carry load; an open loop at a low rate leaves some idle (a
     /// connection it sent to but got nothing back from counts as timeouts).
@@ -95,11 +98,20 @@ pub fn failures(v: &VerdictInputs<'_>) -> Vec<String> {
         ));
     } else if v.stop.is_none() && v.closed_loop && v.conns_carried_load < v.conns_asked {
         why.push(format!(
-            "only {} of {} connections carried load: {} came up but completed no echo or were lost \
-             (a server that accepts more connections than it serves holds them in its backlog)",
+            "only {} of {} connections carried load: {} came up but completed no echo or were lost",
             v.conns_carried_load,
             v.conns_asked,
             v.conns_asked - v.conns_carried_load
+        ));
+    }
+    // Said whenever it happened: the kernel completes a handshake into the
+    // listener's backlog before the server accepts, so to loadgen these
+    // connections are up, and their messages only time out.
+    if v.stop.is_none() && v.closed_loop && v.conns_unanswered > 0 {
+        why.push(format!(
+            "{} never answered: connected, but not one echo came back; is the server's accept \
+             backlog or --max-conns full?",
+            plural(v.conns_unanswered, "connection", "connections")
         ));
     }
     // Corruption fails the run whenever it happened, warm-up included.
@@ -174,6 +186,7 @@ fn extra_fields(args: &Args, ph: &Phases, sums: &Sums, threads: usize, stream: b
             .map(|start| start + (ph.measured_s * 1e9) as u64),
         conns_up: Some(ph.conns_up),
         conns_carried_load: Some(sums.conns_carried_load),
+        conns_unanswered: (args.rate.is_none() && args.conn_msgs.is_none()).then_some(sums.conns_unanswered),
         latency_stdev_us: (!sums.hist.is_empty()).then(|| sums.hist.stdev()),
         latency_queued_us: sums.queued.as_ref().map(stats::latency_of),
         loss_pct: (!stream).then(|| loss_pct(&sums.errors, messages)).flatten(),
@@ -195,6 +208,7 @@ struct Sums {
     scheduled: u64,
     mismatch_whole_run: u64,
     conns_carried_load: u64,
+    conns_unanswered: u64,
 }
 
 impl Sums {
@@ -210,6 +224,7 @@ impl Sums {
             scheduled: 0,
             mismatch_whole_run: 0,
             conns_carried_load: 0,
+            conns_unanswered: 0,
         };
         for t in totals {
             let _ = s.hist.add(&t.hist);
@@ -224,6 +239,7 @@ impl Sums {
             s.scheduled += t.scheduled;
             s.mismatch_whole_run += t.mismatch_whole_run;
             s.conns_carried_load += t.conns_carried_load;
+            s.conns_unanswered += t.conns_unanswered;
         }
         s
     }
@@ -254,6 +270,8 @@ pub fn build_result(
         } else {
             sums.conns_carried_load
         },
+        // A conversation's connections come and go: none is held unanswered.
+        conns_unanswered: if conversations { 0 } else { sums.conns_unanswered },
         closed_loop: args.rate.is_none(),
         errors: &sums.errors,
         warmup_errors: &sums.warmup_errors,
@@ -329,6 +347,7 @@ mod tests {
             conns_asked: 10,
             conns_up: 10,
             conns_carried_load: 10,
+            conns_unanswered: 0,
             closed_loop: true,
             errors,
             warmup_errors: errors,
@@ -376,6 +395,17 @@ mod tests {
             ..v.clone()
         });
         assert!(load.contains("only 2 of 10 connections carried load"), "{load}");
+        // Up but never answered: named as such, besides the load they did not carry.
+        let held = failures(&VerdictInputs {
+            conns_carried_load: 7,
+            conns_unanswered: 3,
+            ..v.clone()
+        });
+        assert_eq!(held.len(), 2, "{held:?}");
+        assert!(
+            held[1].starts_with("3 connections never answered") && held[1].contains("accept backlog or --max-conns"),
+            "{held:?}"
+        );
         // An open loop at a low rate may leave connections idle.
         assert!(failures(&VerdictInputs {
             conns_carried_load: 2,

@@ -63,5 +63,10 @@ pub fn check_sources(sources: &SourceAddrs, args: &Args, endpoint: &net::Endpoin
     // Unknown port range (no /proc): do not guess, let connect say.
     let ports = crate::source::ports_per_source().unwrap_or(u64::MAX / 2);
     crate::source::check_capacity(sources, args.transport, endpoint, args.conns, ports).map_err(UsageError)?;
+    if args.transport == net::Transport::Tcp {
+        if let Some(w) = crate::source::port_search_warning(sources, endpoint, args.conns, ports) {
+            eprintln!("loadgen: warning: {w}");
+        }
+    }
     crate::source::check_local(sources, args.transport).map_err(UsageError)
 }

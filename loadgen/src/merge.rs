@@ -80,6 +80,7 @@ pub fn merge(
         // Summed below while every input has them.
         conns_up: Some(0),
         conns_carried_load: Some(0),
+        conns_unanswered: Some(0),
         ..Extra::default()
     };
     let mut has_unc = true;
@@ -121,6 +122,7 @@ pub fn merge(
         for (total, part) in [
             (&mut out.extra.conns_up, r.extra.conns_up),
             (&mut out.extra.conns_carried_load, r.extra.conns_carried_load),
+            (&mut out.extra.conns_unanswered, r.extra.conns_unanswered),
         ] {
             *total = match (*total, part) {
                 (Some(t), Some(p)) => Some(sum("extra.conns_*", t, p)?),

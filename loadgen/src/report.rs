@@ -175,7 +175,11 @@ pub fn connections(r: &RunResult) -> String {
         format!("{asked} connections")
     };
     if let Some(carried) = r.extra.conns_carried_load.filter(|&c| c < up) {
-        let _ = write!(s, " ({carried} carried load)");
+        let _ = write!(s, " ({carried} carried load");
+        if let Some(n) = r.extra.conns_unanswered.filter(|&n| n > 0) {
+            let _ = write!(s, ", {n} never answered");
+        }
+        s.push(')');
     }
     s
 }

@@ -127,6 +127,11 @@ pub struct Extra {
     /// echo completed. Fewer than `settings.conns` fails the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conns_carried_load: Option<u64>,
+    /// Closed loop: connections still up at the end that never completed an
+    /// echo: the kernel answered their handshake, the server never answered
+    /// them (a full accept backlog or `--max-conns`). Any fails the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conns_unanswered: Option<u64>,
     /// The standard deviation of the headline latency (`histogram`), µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_stdev_us: Option<f64>,

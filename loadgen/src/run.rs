@@ -181,7 +181,10 @@ fn start_threads(
                     true => own_fd_table().and_then(|()| worker::run_thread(i, &plan, &shared, tx)),
                     false => worker::run_thread(i, &plan, &shared, tx),
                 };
-                if res.is_err() {
+                if let Err(e) = &res {
+                    // Said now: the other threads stop at their next turn,
+                    // and this is the one line that says why.
+                    eprintln!("loadgen: error: thread {i} failed: {e}");
                     shared.stop.store(true, Relaxed);
                 }
                 res

@@ -168,6 +168,30 @@ fn parse_port_range(text: &str) -> Option<u64> {
 /// Checks that `conns` connections to `server` fit in the source ports, and
 /// that every source address has the server's address family. The message
 /// names `--local-addrs`.
+/// A warning when the connections take more than half of each source
+/// address's ports toward the server (TCP; `None` otherwise). Linux's
+/// connect-time port search tries ports of one parity first (even, since
+/// 4.6) and checks each one's 4-tuple: once that half is taken, every
+/// connect walks all of it before it looks at the other, a millisecond or
+/// more per connect at 28,000 ports (`__inet_check_established` was 72% of
+/// loadgen's CPU at 25,000 connections per address, docs/scaling.md).
+pub fn port_search_warning(sources: &SourceAddrs, server: &Endpoint, conns: u64, ports: u64) -> Option<String> {
+    let Endpoint::Inet(server_addr) = server else {
+        return None;
+    };
+    let n = sources.addrs().len().max(1) as u64;
+    let per_addr = conns.div_ceil(n);
+    if per_addr <= ports / 2 {
+        return None;
+    }
+    let need = conns.div_ceil((ports / 2).max(1));
+    Some(format!(
+        "{per_addr} connections per source address take more than half of its {ports} ports towards \
+         {server_addr}: each connect then searches the full half (slow, and retried connects keep the \
+         CPU busy); give {need} or more addresses with --local-addrs"
+    ))
+}
+
 pub fn check_capacity(
     sources: &SourceAddrs,
     transport: Transport,
@@ -307,6 +331,21 @@ mod tests {
             .unwrap_err()
             .contains("IPv4"));
         assert_eq!(parse_port_range("32768\t60999\n"), Some(28_232));
+    }
+
+    #[test]
+    fn past_half_of_the_ports_per_address_the_port_search_is_named() {
+        let server = Endpoint::Inet("127.0.0.1:7000".parse().unwrap());
+        let four = parse_local_addrs("127.0.0.1-127.0.0.4").unwrap();
+        assert_eq!(
+            port_search_warning(&four, &server, 56_000, 28_232),
+            None,
+            "14,000 each: under half"
+        );
+        let w = port_search_warning(&four, &server, 100_000, 28_232).expect("25,000 each: past half");
+        assert!(w.contains("give 8 or more addresses with --local-addrs"), "{w}");
+        let unix = Endpoint::Unix("/tmp/x".into());
+        assert_eq!(port_search_warning(&four, &unix, 100_000, 28_232), None);
     }
 
     #[test]

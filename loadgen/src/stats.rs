@@ -74,6 +74,10 @@ pub struct ThreadTotals {
     /// Connections of this thread still up at the end that completed at least
     /// one echo: the ones that carried load (set as the thread ends).
     pub conns_carried_load: u64,
+    /// Connections of this thread still up at the end that never completed
+    /// an echo: connected (the kernel answered the handshake) but never
+    /// answered, as when they wait in a full accept backlog.
+    pub conns_unanswered: u64,
     pub messages: u64,
     pub bytes: u64,
     /// Errors inside the measured window; `connect` over the whole run.
@@ -131,6 +135,7 @@ impl Recorder {
                 hist_uncorrected: new_histogram(),
                 hist_queued: closed_loop.then(new_histogram),
                 conns_carried_load: 0,
+                conns_unanswered: 0,
                 messages: 0,
                 bytes: 0,
                 errors: Errors::default(),

@@ -1036,14 +1036,48 @@ fn connections_held_in_the_backlog_fail_the_run_and_are_counted() {
     assert_eq!(run.code(), 1, "{}", run.stderr);
     let r = run.result();
     assert_eq!((r.extra.conns_up, r.extra.conns_carried_load), (Some(6), Some(3)));
+    assert_eq!(r.extra.conns_unanswered, Some(3));
     assert!(r.errors.timeout >= 3, "{:?}", r.errors);
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     let verdict = stdout.lines().last().unwrap_or_default();
     assert!(
-        verdict.starts_with("FAILED: only 3 of 6 connections carried load") && verdict.contains("timeouts"),
+        verdict.starts_with("FAILED: only 3 of 6 connections carried load")
+            && verdict.contains("3 connections never answered")
+            && verdict.contains("accept backlog or --max-conns full?")
+            && verdict.contains("timeouts"),
         "{stdout}"
     );
-    assert!(stdout.contains("6 connections (3 carried load)"), "{stdout}");
+    assert!(
+        stdout.contains("6 connections (3 carried load, 3 never answered)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_listener_that_never_accepts_is_named_as_never_answering() {
+    let _serial = one_at_a_time();
+    // A plain listener that accepts nothing: the kernel completes each
+    // handshake into its backlog, so every connection is up to loadgen,
+    // and none is ever answered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = temp_dir("neveraccept");
+    let run = run_loadgen(
+        &[&addr, "-c", "4", "-d", "500ms", "--warmup", "0s", "--timeout", "200ms"],
+        &dir,
+    );
+    drop(listener);
+    assert_eq!(run.code(), 1, "{}", run.stderr);
+    let r = run.result();
+    assert_eq!(
+        (r.extra.conns_up, r.extra.conns_carried_load, r.extra.conns_unanswered),
+        (Some(4), Some(0), Some(4))
+    );
+    assert!(
+        r.failures.iter().any(|f| f.starts_with("4 connections never answered")),
+        "{:?}",
+        r.failures
+    );
 }
 
 #[test]

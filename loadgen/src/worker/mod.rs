@@ -47,6 +47,15 @@ const RECHECK_NS: u64 = 20_000_000;
 /// Longest sleep, so that report ticks, stop and timeouts are noticed promptly.
 const MAX_WAIT_NS: u64 = 5_000_000;
 const BUF_LEN: usize = 64 * 1024;
+/// Most connect attempts (first connects and retries) one loop turn starts.
+/// A connect is not always cheap: once more than half of a source address's
+/// ports toward the server are taken, the kernel's port search (even ports
+/// first) walks the full half before it finds one, about a millisecond per
+/// connect at 25,000 connections per address. Without a bound, a thread whose
+/// retries kept coming due stayed in its connect loop for good: no echo sent,
+/// no timeout counted, `stop` not seen (the 100,000-connection run of
+/// docs/scaling.md). What is left waits for the next turn, which comes at once.
+const CONNECTS_PER_TURN: usize = 64;
 /// Open loop: most messages waiting on one connection (16 MiB of bookkeeping),
 /// so that a stalled server cannot make loadgen's memory grow without bound.
 const MAX_QUEUED: usize = 1 << 20;
@@ -346,11 +355,14 @@ impl<'a, P: Proto> Worker<'a, P> {
     fn run(mut self) -> io::Result<ThreadTotals> {
         let res = self.event_loop();
         self.flush_interval(self.shared.tick.load(Relaxed));
-        self.rec.totals.conns_carried_load = self
-            .conns
-            .iter()
-            .filter(|c| matches!(&c.life, Life::Up(up) if P::carried_load(up)))
-            .count() as u64;
+        for c in &self.conns {
+            if let Life::Up(up) = &c.life {
+                match P::carried_load(up) {
+                    true => self.rec.totals.conns_carried_load += 1,
+                    false => self.rec.totals.conns_unanswered += 1,
+                }
+            }
+        }
         self.close_all();
         let conversations = self.conv.take().map(|c| c.totals);
         res.map(|()| ThreadTotals {
@@ -416,10 +428,12 @@ impl<'a, P: Proto> Worker<'a, P> {
         }
     }
 
-    /// Starts the paced first connects and the retries that are due; returns
-    /// when the next one is (`UNSET` if none is waiting).
+    /// Starts the paced first connects and the retries that are due, at most
+    /// [`CONNECTS_PER_TURN`] of them; returns when the next one is (`now` if
+    /// some due ones were left for the next turn, `UNSET` if none is waiting).
     fn start_due_connects(&mut self, now: u64) -> u64 {
         let mut next = UNSET;
+        let mut budget = CONNECTS_PER_TURN;
         while self.next_connect < self.conns.len() {
             let Life::Idle { retry_at } = self.conns[self.next_connect].life else {
                 unreachable!("connections past next_connect have not been started")
@@ -428,6 +442,10 @@ impl<'a, P: Proto> Worker<'a, P> {
                 next = retry_at;
                 break;
             }
+            if budget == 0 {
+                return now;
+            }
+            budget -= 1;
             // Counted as started before the attempt, so that an attempt
             // failing inside start_connect is queued for a retry.
             let k = self.next_connect;
@@ -438,6 +456,10 @@ impl<'a, P: Proto> Worker<'a, P> {
             if r.at > now {
                 return next.min(r.at);
             }
+            if budget == 0 {
+                return now;
+            }
+            budget -= 1;
             self.retry.pop();
             // An entry is only pushed by connect_failed, which leaves the
             // connection Idle until this retry; check anyway.
@@ -561,6 +583,9 @@ impl<'a, P: Proto> Worker<'a, P> {
         });
         self.shared.open.fetch_add(1, Relaxed);
         self.shared.ever_up.fetch_add(1, Relaxed);
+        // The connect's deadline may be later than a send's (see
+        // `Proto::connect_timeout_ns`): the first send arms its own.
+        self.timers.disarm(k);
         if let Err(e) = P::attach(self, k) {
             return self.lost(k, now, format!("io_uring: {e}"));
         }

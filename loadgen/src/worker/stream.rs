@@ -11,6 +11,14 @@ use sockbench::sys as ssys;
 use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Up, Worker, UNSET};
 use crate::pattern::{self, StreamChecker};
 
+/// The least time a stream connect is given before its socket is closed and
+/// the connect retried. A SYN that a full accept queue dropped is sent again
+/// by the kernel 1 s and 3 s later (the initial RTO, doubling); giving up at
+/// `--timeout` (1 s by default) raced the first of those, and each retry
+/// then cost a new socket and a new port search, which past half of a
+/// source address's ports is the expensive part (see `CONNECTS_PER_TURN`).
+const MIN_CONNECT_TIMEOUT_NS: u64 = 3_500_000_000;
+
 /// A stream connection.
 #[allow(dead_code)] // named for readers: the worker holds `Conn<Stream>`s
 pub(super) type StreamConn = Conn<Stream>;
@@ -168,18 +176,26 @@ impl Proto for Stream {
         }
     }
 
+    /// `--timeout`, but never less than [`MIN_CONNECT_TIMEOUT_NS`] for the
+    /// connections held for the whole run. A conversation (`--conn-msgs`)
+    /// times its connect as part of it, by `--timeout` alone, and counts a
+    /// connect that does not complete in it as not accepted.
     fn connect_timeout_ns(plan: &Plan) -> u64 {
-        plan.timeout_ns
+        match plan.conn_msgs {
+            Some(_) => plan.timeout_ns,
+            None => plan.timeout_ns.max(MIN_CONNECT_TIMEOUT_NS),
+        }
     }
 
     fn expire(w: &mut Worker<'_, Stream>, k: usize, now: u64) -> Option<u64> {
         let timeout = w.plan.timeout_ns;
+        let connect_timeout = Self::connect_timeout_ns(w.plan);
         match &mut w.conns[k].life {
-            Life::Pending { since, .. } if now - *since > timeout => {
+            Life::Pending { since, .. } if now - *since > connect_timeout => {
                 w.connect_failed(k, now, &io::Error::from(io::ErrorKind::TimedOut));
                 None
             }
-            Life::Pending { since, .. } => Some(*since + timeout + 1),
+            Life::Pending { since, .. } => Some(*since + connect_timeout + 1),
             Life::Up(up) => {
                 let s = &mut up.proto;
                 s.timed_out_seq = s.timed_out_seq.max(s.recv.seq);

@@ -56,6 +56,15 @@ impl Timers {
         self.arm(k, at);
     }
 
+    /// Lets the next [`Timers::arm`] of connection `k` push an entry even if
+    /// one is waiting: for an entry armed for a longer deadline than the
+    /// sends' (a connect's). The old entry stays in the heap; when it comes
+    /// due it is one early look, which is harmless.
+    #[inline]
+    pub fn disarm(&mut self, k: usize) {
+        self.armed[k] = false;
+    }
+
     /// Takes the next connection whose entry is due at `now`.
     #[inline]
     pub fn pop_due(&mut self, now: u64) -> Option<usize> {
@@ -92,5 +101,14 @@ mod tests {
         assert_eq!(t.pop_due(60), None);
         t.arm(2, 70);
         assert_eq!(t.next_at(), 70);
+    }
+
+    #[test]
+    fn a_disarmed_connection_can_be_armed_sooner() {
+        let mut t = Timers::new(1);
+        t.arm(0, 3_500); // a connect's deadline
+        t.disarm(0);
+        t.arm(0, 300); // the first send's
+        assert_eq!(t.pop_due(300), Some(0));
     }
 }
