@@ -19,6 +19,7 @@ pub mod one_run;
 pub mod proc_cpu;
 pub mod process;
 pub mod stalls;
+pub mod syscalls;
 pub mod validity;
 
 use std::path::Path;
@@ -64,6 +65,10 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         split.server, split.loadgen
     );
     let cpu_floor_us_per_msg = validity::measure_syscall_floor_us();
+    let syscalls_not_counted = syscalls::not_counted_because(plan.count_syscalls);
+    if let (true, Some(why)) = (plan.count_syscalls, &syscalls_not_counted) {
+        eprintln!("compare: --count-syscalls: no run will count system calls: {why}");
+    }
     eprintln!(
         "compare: one system call costs {:.3} µs here; a run whose server CPU per message is below that is invalid",
         cpu_floor_us_per_msg
@@ -83,11 +88,13 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
         timing: plan.timing,
         disturbed_cores: DISTURBED_CORES,
         cpu_floor_us_per_msg,
+        count_syscalls: syscalls_not_counted.is_none(),
     };
     let runs_dir = out_dir.join(RUNS_DIR);
     std::fs::create_dir_all(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     let mut manifest = new_manifest(plan, platform_stalls);
     manifest.method.cpu_floor_us_per_msg = Some(cpu_floor_us_per_msg);
+    manifest.method.syscalls_not_counted = syscalls_not_counted;
     let result = run_all(plan, &ctx, &mut manifest);
     drop(scratch);
     result?;
@@ -196,6 +203,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
             warmup_s: plan.timing.warmup.as_secs_f64(),
             duration_s: plan.timing.duration.as_secs_f64(),
             cpu_floor_us_per_msg: None,
+            syscalls_not_counted: None,
         },
         open_loop_rate: None,
         open_loop_note: String::new(),
@@ -374,8 +382,13 @@ fn closed_loop_rates(manifest: &Manifest, shape: crate::plan::PointShape, out_di
         .iter()
         .filter(|r| r.counts() && r.spec.purpose == Purpose::Peak && r.spec.shape() == shape)
         .filter_map(|r| {
-            let result = loadgen::result::read(&r.result_file.in_dir(out_dir)).ok()?;
-            Some((r.spec.label.clone(), result.throughput.msgs_per_s))
+            let path = r.result_file.in_dir(out_dir);
+            let per_s = match shape.conn_msgs {
+                // A conversation point's rates count conversations (loadgen's --rate with --conn-msgs).
+                Some(_) => crate::conversations::read(&path)?.per_s,
+                None => loadgen::result::read(&path).ok()?.throughput.msgs_per_s,
+            };
+            Some((r.spec.label.clone(), per_s))
         })
         .collect()
 }

@@ -90,6 +90,7 @@ fn argv_is_built_from_the_typed_spec() {
         transport: Transport::Unix,
         conns: 100,
         size_bytes: 128,
+        conn_msgs: None,
     };
     let fork = PeerEntry::plain(Peer::Backend(BackendKind::Fork));
     let spec = plan.spec(&fork, shape, Purpose::Peak, None);
@@ -144,6 +145,7 @@ fn matched_rates_are_fractions_of_the_lowest_median_peak() {
         transport: Transport::Tcp,
         conns: 100,
         size_bytes: 128,
+        conn_msgs: None,
     };
     let closed: Vec<(String, f64)> = [
         ("epoll", 170_000.0),

@@ -662,6 +662,7 @@ fn over_time_point(runs: &[Run]) -> PointShape {
         transport,
         conns,
         size_bytes,
+        conn_msgs: None,
     }
 }
 
