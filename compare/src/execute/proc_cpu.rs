@@ -91,7 +91,10 @@ fn switches_in_status(status: &str) -> Option<(u64, u64)> {
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().parse::<u64>().ok())
     };
-    Some((field("voluntary_ctxt_switches:")?, field("nonvoluntary_ctxt_switches:")?))
+    Some((
+        field("voluntary_ctxt_switches:")?,
+        field("nonvoluntary_ctxt_switches:")?,
+    ))
 }
 
 /// The switches between two readings of one tree (see [`CtxtSwitches`]).

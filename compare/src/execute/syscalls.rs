@@ -122,7 +122,11 @@ fn why_not_in_output(exited_ok: bool, stderr: &str) -> Option<String> {
         )),
         None => Some(format!(
             "perf stat -e {EVENT} failed: {}",
-            stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim()
+            stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("no output")
+                .trim()
         )),
     }
 }
@@ -133,14 +137,20 @@ mod tests {
 
     #[test]
     fn perf_output_is_read() {
-        assert_eq!(why_not_in_output(true, "1234,,raw_syscalls:sys_enter,100,100.00,,\n"), None);
+        assert_eq!(
+            why_not_in_output(true, "1234,,raw_syscalls:sys_enter,100,100.00,,\n"),
+            None
+        );
         let not = why_not_in_output(true, "<not counted>,,raw_syscalls:sys_enter,0,100.00,,\n").unwrap();
         assert!(not.contains("<not counted>"), "{not}");
         let failed = why_not_in_output(false, "event syntax error: 'raw_syscalls:sys_enter'\n");
         assert!(failed.is_some());
         let missing = why_not_in_output(false, "\nperf: command not found\n").unwrap();
         assert!(missing.contains("perf: command not found"), "{missing}");
-        assert_eq!(count_in_output("1234,,raw_syscalls:sys_enter,100,100.00,,\n"), Some(1234));
+        assert_eq!(
+            count_in_output("1234,,raw_syscalls:sys_enter,100,100.00,,\n"),
+            Some(1234)
+        );
         assert_eq!(count_in_output("<not counted>,,raw_syscalls:sys_enter,0,0,,\n"), None);
     }
 

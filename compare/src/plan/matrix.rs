@@ -265,6 +265,13 @@ impl MatrixPlan {
             Peer::Backend(BackendKind::Fork) if stream => (self.server_cores, Some(conns.max(16) + 16)),
             _ => (self.server_cores, None),
         };
+        // Conversations: a closed connection's child or worker may not have
+        // gone yet when its client's next connect arrives; room for a second
+        // generation keeps the server from refusing it.
+        let server_max_conns = match shape.conn_msgs {
+            Some(_) => server_max_conns.map(|_| 2 * conns.max(16) + 16),
+            None => server_max_conns,
+        };
         RunSpec {
             peer: peer.peer,
             label: peer.label.clone(),

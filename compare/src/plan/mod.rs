@@ -28,8 +28,9 @@ use sockbench::net::Transport;
 pub use caps::{per_conn_task_cap, threadpool_cap, CpuSplit, THREAD_HEADROOM};
 pub use matched::{matched_rates, MatchedRates, OfferedRate, Peak};
 pub use matrix::{
-    Axis, MatrixPlan, PointShape, CONV_CONNS, CONV_MATCHED, CONV_MATCHED_FRACTIONS, CONV_MSGS, CONV_TRANSPORTS, FULL_CONNS, FULL_LARGE, FULL_TRANSPORTS, MATCHED_CONNS, MATCHED_FRACTIONS, QUICK_CONNS,
-    QUICK_MATCHED_CONNS, QUICK_MATCHED_FRACTIONS, QUICK_TRANSPORTS, SMALL_BYTES,
+    Axis, MatrixPlan, PointShape, CONV_CONNS, CONV_MATCHED, CONV_MATCHED_FRACTIONS, CONV_MSGS, CONV_TRANSPORTS,
+    FULL_CONNS, FULL_LARGE, FULL_TRANSPORTS, MATCHED_CONNS, MATCHED_FRACTIONS, QUICK_CONNS, QUICK_MATCHED_CONNS,
+    QUICK_MATCHED_FRACTIONS, QUICK_TRANSPORTS, SMALL_BYTES,
 };
 pub use peers::{Peer, PeerEntry, ServerKnob, SERVER_KNOBS};
 pub use spec::{datagram_timeout, fmt_ms, Purpose, RunSpec, Timing};
