@@ -155,6 +155,11 @@ fn record(spec: RunSpec, res: &RunResult, cpu_us_per_msg: f64) -> RunRecord {
         window_s: res.settings.duration_s,
         peak_rss_kib: 2048,
         peak_procs: 1,
+        // One wake-up every other message, one preemption per hundred.
+        voluntary_ctxt_switches: Some(res.messages / 2),
+        involuntary_ctxt_switches: Some(res.messages / 100),
+        ctxt_tasks_gone: Some(0),
+        syscalls: None,
     });
     rec
 }
@@ -165,6 +170,7 @@ fn recorded_run(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> Run 
     Run {
         record: record(spec.clone(), &result, base_us / 4.0),
         result,
+        conversations: None,
     }
 }
 

@@ -9,15 +9,21 @@ use std::path::Path;
 
 use loadgen::result::RunResult;
 
+use crate::conversations::ConvFigures;
 use crate::plan::Peer;
 use crate::record::{Manifest, Outcome, RunRecord};
-pub use points::{PeerStats, PointKey, PointStats, Purpose, RowLimit, RunFacts, Summary};
+pub use points::{
+    ConvFacts, ConvStats, PeerStats, PointKey, PointStats, Purpose, RowLimit, RunFacts, Summary, SwitchFacts,
+    SwitchStats,
+};
 
 /// One successful run: what `execute` recorded and what loadgen wrote.
 #[derive(Clone, Debug)]
 pub struct Run {
     pub record: RunRecord,
     pub result: RunResult,
+    /// A conversation run's `conversations` object from the same file.
+    pub conversations: Option<ConvFigures>,
 }
 
 impl Run {
@@ -66,10 +72,12 @@ pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
         .iter()
         .filter(|r| r.counts())
         .filter_map(|r| {
-            let result = loadgen::result::read(&r.result_file.in_dir(dir)).ok()?;
+            let path = r.result_file.in_dir(dir);
+            let result = loadgen::result::read(&path).ok()?;
             Some(Run {
                 record: r.clone(),
                 result,
+                conversations: conversations_of(r, &path),
             })
         })
         .collect()
@@ -87,6 +95,7 @@ pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<R
             Ok(result) => runs.push(Run {
                 record: r.clone(),
                 result,
+                conversations: conversations_of(r, &path),
             }),
             Err(e) => unreadable.push(format!("{}: {e:#}", path.display())),
         }
@@ -99,6 +108,12 @@ pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<R
         );
     }
     Ok(runs)
+}
+
+/// The `conversations` object of a conversation run's result file at `path`.
+fn conversations_of(record: &RunRecord, path: &Path) -> Option<ConvFigures> {
+    record.spec.conn_msgs?;
+    crate::conversations::read(path)
 }
 
 /// One run per point of the matrix and label, in matrix order. Where a
@@ -284,6 +299,7 @@ pub fn point_key(run: &Run) -> PointKey {
         size_bytes: spec.size_bytes,
         conns: spec.requested_conns,
         purpose: purpose(run),
+        conn_msgs: spec.conn_msgs,
     }
 }
 
@@ -310,6 +326,41 @@ pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
             .other_processes_cores()
             .is_some_and(|c| c > manifest.method.disturbed_cores),
         server_peak_rss_kib: run.server_peak_rss_kib(),
+        switches: run.switches_per(res.throughput.msgs_per_s),
+        conv: run.conv_facts(),
+    }
+}
+
+impl Run {
+    /// The server's switches and syscalls per unit of work at `per_s` units
+    /// per second (messages, or connections).
+    pub fn switches_per(&self, per_s: f64) -> SwitchFacts {
+        let Some(cost) = &self.record.server_cost else {
+            return SwitchFacts::default();
+        };
+        let units = per_s * cost.window_s;
+        let per = |n: Option<u64>| n.filter(|_| units >= 1.0).map(|n| n as f64 / units);
+        SwitchFacts {
+            voluntary: per(cost.voluntary_ctxt_switches),
+            involuntary: per(cost.involuntary_ctxt_switches),
+            syscalls: per(cost.syscalls),
+            lower_bound: cost.ctxt_tasks_gone.is_some_and(|n| n > 0),
+        }
+    }
+
+    /// A conversation run's figures: loadgen's, and the server's cost per
+    /// connection over its window at loadgen's rate of conversations.
+    pub fn conv_facts(&self) -> Option<ConvFacts> {
+        let c = self.conversations.as_ref()?;
+        Some(ConvFacts {
+            conns_per_s: c.per_s,
+            server_cpu_us_per_conn: self.record.server_cost.as_ref()?.cpu_us_per_msg(c.per_s),
+            loadgen_cpu_us_per_conn: c.loadgen_cpu_us_per_conn,
+            p50_us: c.conversation_us.p50,
+            p99_us: c.conversation_us.p99,
+            failed: c.failed,
+            switches: self.switches_per(c.per_s),
+        })
     }
 }
 

@@ -857,6 +857,7 @@ mod tests {
                                 size_bytes: 128,
                                 conns,
                                 purpose: Purpose::MatchedLoad { fraction },
+                                conn_msgs: None,
                             },
                             conns,
                             repetition: rep,
@@ -870,6 +871,8 @@ mod tests {
                             errors: 0,
                             disturbed: false,
                             server_peak_rss_kib: None,
+                            switches: Default::default(),
+                            conv: None,
                         });
                     }
                 }
