@@ -65,6 +65,17 @@ pub struct CompareArgs {
     /// step). Default 2 with --quick (too few for a verdict: a smoke test).
     #[arg(long, alias = "rounds", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repetitions: Option<u32>,
+    /// Adaptive repetitions: after the first --repetitions rounds, run again only
+    /// the points where some label's server CPU ratio is neither different from 1
+    /// nor within this band of it (`10%`: inside [0.9, 1.1]), until it is or
+    /// --max-repetitions is reached. Each look uses a 99% interval, so the
+    /// repeated looks keep the A/A false-positive rate under 5% (analyse::adaptive).
+    #[arg(long, value_name = "PERCENT")]
+    pub decide_at: Option<String>,
+    /// The per-point cap of adaptive repetitions (2 to 20; default 20 when
+    /// --decide-at is given). Giving it turns the adaptive design on at 10%.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=20))]
+    pub max_repetitions: Option<u32>,
     /// CPUs for the server. Default: the first half of the CPUs (CPU 0 on 2 cores).
     #[arg(long)]
     pub server_cpus: Option<CpuList>,
@@ -217,4 +228,17 @@ mod tests {
         assert_eq!(large.matrix.matched_points.len(), 1);
         assert!(plan(&["compare", "--conns", "0"]).is_err());
     }
+}
+
+#[test]
+fn adaptive_flags_parse_within_their_ranges() {
+    let args = CompareArgs::try_parse_from(["compare", "--decide-at", "5%", "--max-repetitions", "12"]).unwrap();
+    assert_eq!(
+        (args.decide_at.as_deref(), args.max_repetitions),
+        (Some("5%"), Some(12))
+    );
+    assert!(CompareArgs::try_parse_from(["compare", "--max-repetitions", "21"]).is_err());
+    assert!(CompareArgs::try_parse_from(["compare", "--max-repetitions", "1"]).is_err());
+    let fixed = CompareArgs::try_parse_from(["compare"]).unwrap();
+    assert_eq!((fixed.decide_at, fixed.max_repetitions), (None, None));
 }

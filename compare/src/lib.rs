@@ -24,7 +24,7 @@ pub mod render;
 
 use std::path::Path;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 pub use cli::CompareArgs;
 use execute::binaries::Binaries;
@@ -40,13 +40,19 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         return report_only(&out_dir, args.reference.as_deref());
     }
     let plan = Comparison::from_request(&args.request())?;
+    let adaptive = adaptive_method(&args, &plan)?;
     if args.bin_dir.is_none() {
         Binaries::build_with_cargo()?;
     }
     let peers: Vec<plan::Peer> = plan.matrix.peers.iter().map(|p| p.peer).collect();
     let bins = Binaries::locate(args.bin_dir.as_deref(), &peers)?;
+    let next_round = analyse::undecided_runs;
+    let extra = adaptive.map(|method| execute::ExtraRounds {
+        method,
+        next_round: &next_round,
+    });
     let staging = Staging::create(&out_dir)?;
-    let made = execute::run_comparison(&plan, bins, staging.path()).and_then(|manifest| {
+    let made = execute::run_comparison(&plan, bins, staging.path(), extra.as_ref()).and_then(|manifest| {
         let runs = analyse::load_runs(&manifest, staging.path());
         let plots = render::write_report(&manifest, &runs, staging.path())?;
         Ok((manifest, runs, plots.len()))
@@ -61,6 +67,26 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut manifest = manifest;
     staging.publish(&out_dir, &mut manifest)?;
     summarize(&manifest, &runs, plots, &out_dir)
+}
+
+/// `--decide-at` and `--max-repetitions` as the manifest records them
+/// (either turns the adaptive design on; the other takes its default);
+/// `None` when neither is given.
+fn adaptive_method(args: &CompareArgs, plan: &Comparison) -> anyhow::Result<Option<record::AdaptiveMethod>> {
+    if args.decide_at.is_none() && args.max_repetitions.is_none() {
+        return Ok(None);
+    }
+    let band = match &args.decide_at {
+        Some(typed) => typed.parse::<analyse::stats::Band>().context("--decide-at")?,
+        None => analyse::stats::Band::DEFAULT,
+    };
+    if plan.repetitions < 2 {
+        bail!("--decide-at/--max-repetitions: the first round needs --repetitions of at least 2");
+    }
+    Ok(Some(record::AdaptiveMethod {
+        decide_at_permille: band.permille(),
+        max_repetitions: args.max_repetitions.unwrap_or(analyse::adaptive::DEFAULT_CAP as u32),
+    }))
 }
 
 /// Redraws the report in `dir` from its files; with `reference`, every ratio

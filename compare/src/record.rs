@@ -396,6 +396,21 @@ pub struct Method {
     /// before the runs. `None` when perf counts it, and in older manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub syscalls_not_counted: Option<String>,
+    /// The adaptive design's settings when `--decide-at` or
+    /// `--max-repetitions` asked for it; `None` for a fixed design.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveMethod>,
+}
+
+/// Adaptive repetitions (see `analyse::adaptive`): after the first
+/// `repetitions` rounds, a point runs again until every label's verdict at
+/// the band is decided or it has run `max_repetitions` times.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AdaptiveMethod {
+    /// `--decide-at`, in permille of 1 (100 = 10%).
+    pub decide_at_permille: u16,
+    /// `--max-repetitions`: the per-point cap.
+    pub max_repetitions: u32,
 }
 
 fn one() -> u32 {
@@ -435,6 +450,7 @@ impl Default for Method {
             duration_s: 0.0,
             cpu_floor_us_per_msg: None,
             syscalls_not_counted: None,
+            adaptive: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! `cargo bench -p loadgen --bench hotpath` (`-- --quick` for a short run).
 //! Stages that depend on how many connections a thread holds use 10,000,
-//! the largest count the README's targets name.
+//! the largest count the targets in docs/loadgen.md ("Hot path") name.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -23,7 +23,7 @@ use loadgen::worker::timers::Timers;
 
 /// Connections one thread holds in the per-connection stages.
 const CONNS: usize = 10_000;
-/// The message size of the README's targets.
+/// The message size of the targets in docs/loadgen.md ("Hot path").
 const SIZE: usize = 128;
 /// The io_uring receive ring: buffers and their size (worker/ring.rs).
 const RING_BUFS: usize = 4096;

@@ -148,7 +148,8 @@ pub fn failures(v: &VerdictInputs<'_>) -> Vec<String> {
     why
 }
 
-/// The `extra` keys loadgen adds (README.md, "Output").
+/// The `extra` keys loadgen adds (docs/loadgen.md, "Output"; each field in
+/// docs/formats.md, "loadgen result files").
 fn extra_fields(args: &Args, ph: &Phases, sums: &Sums, threads: usize, stream: bool) -> Extra {
     let messages = sums.messages;
     let unc = &sums.unc;

@@ -1,6 +1,6 @@
 //! The `sockbench.result.v1` result file that `loadgen --out` writes and that
 //! `loadgen merge` and `compare` read: its one owner. The key names are a
-//! public contract: other tools rely on them (see README.md, "Result files").
+//! public contract: other tools rely on them (see docs/formats.md, "loadgen result files").
 //! [`read`] (with the schema check), [`write`], [`encode_histogram`] and
 //! [`decode_histogram`] are the only code that reads or writes the format.
 

@@ -197,7 +197,7 @@ impl Recorder {
     }
 
     /// Counts a failed connect: in the totals whatever the phase, since
-    /// startup is when connects happen (README.md, "Output").
+    /// startup is when connects happen (docs/loadgen.md, "How it drives load", Errors).
     pub fn connect_error(&mut self) {
         self.iv_errors.connect += 1;
         self.totals.errors.connect += 1;

@@ -1,4 +1,4 @@
-//! `server`: an echo server with interchangeable I/O backends. See README.md.
+//! `server`: an echo server with interchangeable I/O backends. See docs/server.md.
 
 use clap::Parser;
 use sockbench::server::{self, ServerArgs, ServerConfig};

@@ -2,7 +2,11 @@
 //! (joined as [`Run`]s): which run stands for each point, the spread of the
 //! repetitions, derived figures. Reads files, writes nothing.
 
+pub mod adaptive;
 pub mod points;
+pub mod signed_rank;
+#[cfg(test)]
+mod sim;
 pub mod stats;
 
 use std::path::Path;
@@ -293,12 +297,20 @@ impl Run {
 
 /// The point `run` measures.
 pub fn point_key(run: &Run) -> PointKey {
-    let spec = &run.record.spec;
+    spec_key(&run.record.spec)
+}
+
+/// The point a planned run measures.
+pub fn spec_key(spec: &crate::plan::RunSpec) -> PointKey {
     PointKey {
         transport: spec.transport,
         size_bytes: spec.size_bytes,
         conns: spec.requested_conns,
-        purpose: purpose(run),
+        purpose: match spec.purpose {
+            crate::plan::Purpose::Peak => Purpose::Peak,
+            crate::plan::Purpose::Latency => Purpose::Latency,
+            crate::plan::Purpose::MatchedLoad { fraction } => Purpose::MatchedLoad { fraction },
+        },
         conn_msgs: spec.conn_msgs,
     }
 }
@@ -477,14 +489,59 @@ pub struct Analysis {
     pub points: Vec<PointStats>,
 }
 
-/// The statistics of every point of `runs`.
+/// The statistics of every point of `runs`. In an adaptive comparison the
+/// server CPU ratios are the stopping rule's (its 99% interval and verdict,
+/// which the repeated looks need) and each label says why it stopped.
 pub fn analyse(manifest: &Manifest, runs: &[Run]) -> Analysis {
     let reference = reference_label(manifest);
     let facts: Vec<RunFacts> = runs.iter().map(|r| facts(r, manifest)).collect();
-    Analysis {
-        points: points::point_stats(&facts, &reference),
-        reference,
+    let mut points = points::point_stats(&facts, &reference);
+    if let Some(rule) = stopping_rule(manifest) {
+        for d in adaptive::label_decisions(&facts, &reference, &rule) {
+            let peer = points
+                .iter_mut()
+                .filter(|p| p.key == d.key)
+                .flat_map(|p| p.peers.iter_mut())
+                .find(|p| p.label == d.label);
+            if let Some(peer) = peer {
+                peer.ratio_server_cpu = d.decision.interval.map(|interval| points::Ratio {
+                    interval,
+                    verdict: d.decision.verdict,
+                });
+                peer.stopped = match d.decision.step {
+                    adaptive::Step::Stop(reason) => Some(reason),
+                    adaptive::Step::Continue => None,
+                };
+            }
+        }
     }
+    Analysis { points, reference }
+}
+
+/// The rule an adaptive comparison ran under, from its manifest; `None`
+/// for a fixed design.
+pub fn stopping_rule(manifest: &Manifest) -> Option<adaptive::StoppingRule> {
+    let a = manifest.method.adaptive?;
+    Some(adaptive::StoppingRule {
+        first: manifest.method.repetitions as usize,
+        ..adaptive::StoppingRule::new(
+            stats::Band::from_permille(a.decide_at_permille)?,
+            a.max_repetitions as usize,
+        )
+    })
+}
+
+/// For adaptive rounds: the runs of `round` at the points where the rule
+/// (from `manifest`) says some label continues, judged on the runs in
+/// `dir` so far. Every peer of such a point runs, so each stays paired.
+pub fn undecided_runs(manifest: &Manifest, dir: &Path, round: Vec<crate::plan::RunSpec>) -> Vec<crate::plan::RunSpec> {
+    let Some(rule) = stopping_rule(manifest) else {
+        return Vec::new();
+    };
+    let runs = load_runs(manifest, dir);
+    let facts: Vec<RunFacts> = runs.iter().map(|r| facts(r, manifest)).collect();
+    let open = adaptive::open_points(&adaptive::label_decisions(&facts, &reference_label(manifest), &rule));
+    round.into_iter().filter(|s| open.contains(&spec_key(s))).collect()
 }
 
 #[cfg(test)]

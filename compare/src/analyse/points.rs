@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use sockbench::net::Transport;
 
+use super::adaptive::StopReason;
 use super::stats::{self, Bottleneck, Interval, Verdict};
 use crate::plan::Peer;
 
@@ -294,6 +295,10 @@ pub struct PeerStats {
     /// Names of its matched-load runs that fell short of the offered rate
     /// (left out of every figure above).
     pub fell_short: Vec<String>,
+    /// In an adaptive comparison, why this label stopped getting
+    /// repetitions (see `analyse::adaptive`); `None` otherwise and for the
+    /// reference.
+    pub stopped: Option<StopReason>,
 }
 
 impl PeerStats {
@@ -450,6 +455,7 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
             .filter(|r| r.fell_short() && kept.iter().all(|k| k.name != r.name))
             .map(|r| r.name.clone())
             .collect(),
+        stopped: None,
     }
 }
 
@@ -491,7 +497,8 @@ fn paired_ratio(
 fn loadgen_over_server(runs: &[&RunFacts]) -> Option<Ratio> {
     let loadgen: Vec<Option<f64>> = runs.iter().map(|r| r.loadgen_cpu_us_per_msg).collect();
     let server: Vec<Option<f64>> = runs.iter().map(|r| r.server_cpu_us_per_msg).collect();
-    let interval = stats::paired_ratio_ci(&loadgen, &server)?;
+    // Two different figures of one run: not exchangeable, so the sign test.
+    let interval = stats::paired_median_ratio_ci(&loadgen, &server)?;
     Some(Ratio {
         interval,
         verdict: stats::verdict(&interval),

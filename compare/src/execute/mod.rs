@@ -30,7 +30,7 @@ use sockbench::sys::signal;
 use self::binaries::Binaries;
 use self::one_run::{run_one, RunContext};
 use crate::plan::{fmt_ms, matched_rates, Comparison, MatchedRates, Purpose, RunSpec};
-use crate::record::{CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA, RUNS_DIR};
+use crate::record::{AdaptiveMethod, CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA, RUNS_DIR};
 
 /// A run whose window saw other processes use more than this many cores is
 /// called disturbed in the progress output and in the report. An idle machine
@@ -50,9 +50,30 @@ fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Adaptive repetitions: rounds after the plan's, up to `method.max_repetitions`.
+/// `next_round` is given the manifest so far, the output directory and the
+/// runs a full round would make, and returns those still needed (whole
+/// points, every peer of a point); an empty list ends the extra rounds.
+/// The caller decides (with `analyse::adaptive`), so this stage imports
+/// nothing from a later one.
+pub struct ExtraRounds<'a> {
+    pub method: AdaptiveMethod,
+    pub next_round: &'a NextRound,
+}
+
+/// Given the manifest so far, the output directory and a full round's
+/// runs, the runs of that round still needed.
+pub type NextRound = dyn Fn(&Manifest, &Path, Vec<RunSpec>) -> Vec<RunSpec>;
+
 /// Runs the whole plan, writing loadgen's files and the manifest into
-/// `out_dir`, and returns the manifest.
-pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyhow::Result<Manifest> {
+/// `out_dir`, and returns the manifest. With `extra`, each phase (closed
+/// loop, then matched load) is followed by its adaptive rounds.
+pub fn run_comparison(
+    plan: &Comparison,
+    bins: Binaries,
+    out_dir: &Path,
+    extra: Option<&ExtraRounds>,
+) -> anyhow::Result<Manifest> {
     signal::install_stop_handler(-1).context("installing the SIGINT/SIGTERM handler")?;
     announce(plan);
     let platform_stalls = measure_stalls(plan);
@@ -95,7 +116,8 @@ pub fn run_comparison(plan: &Comparison, bins: Binaries, out_dir: &Path) -> anyh
     let mut manifest = new_manifest(plan, platform_stalls);
     manifest.method.cpu_floor_us_per_msg = Some(cpu_floor_us_per_msg);
     manifest.method.syscalls_not_counted = syscalls_not_counted;
-    let result = run_all(plan, &ctx, &mut manifest);
+    manifest.method.adaptive = extra.map(|e| e.method);
+    let result = run_all(plan, &ctx, &mut manifest, extra);
     drop(scratch);
     result?;
     manifest.finished_utc = sockbench::machine::utc_now();
@@ -204,6 +226,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
             duration_s: plan.timing.duration.as_secs_f64(),
             cpu_floor_us_per_msg: None,
             syscalls_not_counted: None,
+            adaptive: None,
         },
         open_loop_rate: None,
         open_loop_note: String::new(),
@@ -233,7 +256,12 @@ another, their order rotated by one place each repetition";
 /// machine hits one repeat of many points rather than every repeat of one;
 /// the peers of a point run back to back, so that their runs of one
 /// repetition can be paired.
-fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyhow::Result<()> {
+fn run_all(
+    plan: &Comparison,
+    ctx: &RunContext,
+    manifest: &mut Manifest,
+    extra: Option<&ExtraRounds>,
+) -> anyhow::Result<()> {
     let mut progress = Progress {
         done: 0,
         total: plan.total_runs(),
@@ -242,6 +270,8 @@ fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyh
     for rep in 1..=plan.repetitions {
         run_points(ctx, plan.closed_loop(rep), peers, &mut progress, manifest)?;
     }
+    let closed_loop = |rep| plan.closed_loop(rep);
+    extra_rounds(plan, ctx, extra, &closed_loop, &mut progress, manifest)?;
     let rates: Vec<MatchedRates> = plan
         .matrix
         .matched_points
@@ -264,6 +294,37 @@ fn run_all(plan: &Comparison, ctx: &RunContext, manifest: &mut Manifest) -> anyh
     (manifest.open_loop_rate, manifest.open_loop_note) = latency_view(&rates);
     for rep in 1..=plan.repetitions {
         run_points(ctx, plan.matched_load(rep, &rates), peers, &mut progress, manifest)?;
+    }
+    let matched_load = |rep| plan.matched_load(rep, &rates);
+    extra_rounds(plan, ctx, extra, &matched_load, &mut progress, manifest)?;
+    Ok(())
+}
+
+/// The adaptive rounds after the plan's: round `rep` is `round(rep)` (the
+/// peers rotated as in every round) narrowed by `extra.next_round` to the
+/// points still undecided, until none is or the cap is reached.
+fn extra_rounds(
+    plan: &Comparison,
+    ctx: &RunContext,
+    extra: Option<&ExtraRounds>,
+    round: &dyn Fn(u32) -> Vec<RunSpec>,
+    progress: &mut Progress,
+    manifest: &mut Manifest,
+) -> anyhow::Result<()> {
+    let Some(extra) = extra else {
+        return Ok(());
+    };
+    for rep in plan.repetitions + 1..=extra.method.max_repetitions {
+        let specs = (extra.next_round)(manifest, &ctx.out_dir, round(rep));
+        if specs.is_empty() {
+            break;
+        }
+        eprintln!(
+            "compare: adaptive round {rep}: {} runs at the undecided points",
+            specs.len()
+        );
+        progress.total += specs.len();
+        run_points(ctx, specs, plan.matrix.peers.len(), progress, manifest)?;
     }
     Ok(())
 }

@@ -9,11 +9,12 @@
 //!                         "msgs_per_s": {"lo": .., "mid": .., "hi": .., "level": 0.9375, "n": 5},
 //!                         "server_cpu_us_per_msg": {..}, "loadgen_cpu_us_per_msg": {..}, "p99_us": {..},
 //!                         "ratio_server_cpu": {..}, "verdict_server_cpu": "lower",
-//!                         "ratio_msgs_per_s": {..}, "verdict_msgs_per_s": "no significant difference",
+//!                         "ratio_msgs_per_s": {..}, "verdict_msgs_per_s": "equivalent",
 //!                         "bottleneck": "server", "errors": 0, "disturbed": [], "fell_short": []}]}]}
 //! ```
 //!
-//! Verdicts are exactly `lower`, `higher`, `no significant difference` or
+//! Verdicts are exactly `lower`, `higher`, `equivalent` (the ratio's
+//! interval lies inside the 10% band around 1), `undecided` or
 //! `too few runs`; a figure, ratio or verdict that could not be computed is
 //! `null` (the reference label has no ratio to itself). `level` is `null`
 //! for a single run, whose `lo = mid = hi`.
@@ -65,6 +66,10 @@ struct Peer<'a> {
     /// loadgen's CPU per message over this server's, run by run.
     loadgen_over_server_cpu: Option<Figure>,
     bottleneck: Option<&'static str>,
+    /// Adaptive comparisons: why the label stopped getting repetitions
+    /// (`differs`, `equivalent`, `cap`); absent otherwise. `runs` says how many it took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<&'static str>,
     errors: u64,
     disturbed: &'a [String],
     fell_short: &'a [String],
@@ -102,7 +107,8 @@ pub fn verdict_word(v: Verdict) -> &'static str {
     match v {
         Verdict::Lower => "lower",
         Verdict::Higher => "higher",
-        Verdict::NoSignificantDifference => "no significant difference",
+        Verdict::Equivalent(_) => "equivalent",
+        Verdict::Undecided => "undecided",
         Verdict::TooFewRuns => "too few runs",
     }
 }
@@ -123,6 +129,7 @@ fn peer(p: &PeerStats) -> Peer<'_> {
         verdict_msgs_per_s: p.ratio_msgs_per_s.map(|r| verdict_word(r.verdict)),
         loadgen_over_server_cpu: p.loadgen_over_server_cpu.map(|r| r.interval.into()),
         bottleneck: p.bottleneck.map(|b| b.as_str()),
+        stopped: p.stopped.map(|s| s.as_str()),
         errors: p.errors,
         disturbed: &p.disturbed,
         fell_short: &p.fell_short,
@@ -211,7 +218,8 @@ mod tests {
         let uring = &point["peers"][1];
         assert_eq!(uring["label"], "uring");
         assert_eq!(uring["verdict_server_cpu"], "lower");
-        assert_eq!(uring["verdict_msgs_per_s"], "no significant difference");
+        // Ratios 0.96 to 1.04: inside the 10% band around 1.
+        assert_eq!(uring["verdict_msgs_per_s"], "equivalent");
         assert_eq!(uring["bottleneck"], "server");
         assert_eq!(uring["server_cpu_us_per_msg"]["level"], 0.9375);
         assert_eq!(uring["server_cpu_us_per_msg"]["n"], 5);

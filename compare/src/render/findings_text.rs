@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::plots::size_label;
-use crate::analyse::stats::{MIN_VERDICT_COVERAGE, SATURATED_BUSY_FRACTION};
+use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, SATURATED_BUSY_FRACTION};
 use crate::analyse::{points, Analysis, PointStats, Purpose};
 use crate::plan::Peer;
 
@@ -65,16 +65,20 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
         w,
         "Generated from the statistics below; nothing here is written by hand. Each figure is the median of a \
          backend's runs at the point, and each bracket its order-statistic confidence interval for the median; the \
-         intervals here cover at {}. A ratio is the median of the per-repetition ratios to **{reference}** (runs of \
-         one repetition sit next to each other in time), and a backend is called cheaper, costlier, faster or \
-         slower only when the ratio's interval excludes 1 and covers at least {:.2}% (5 runs); otherwise \"no \
-         significant difference\" or \"too few runs to tell\". The limit of a run is the side whose cores were busy \
+         intervals here cover at {}. A ratio to **{reference}** pairs the runs of one repetition (they sit next to \
+         each other in time): the Hodges–Lehmann estimate of the per-repetition ratios with its signed-rank \
+         interval. A backend is called cheaper, costlier, faster or slower only when the ratio's interval excludes \
+         1 and covers at least {:.2}% (5 runs); \"equivalent within {band}\" when the interval contains 1 and lies \
+         inside [{band_lo}, {band_hi}]; otherwise \"undecided\" or \"too few runs to tell\". The limit of a run is the side whose cores were busy \
          at least {:.0}% of its measured window (`server`, `loadgen`, `both`, `neither`); a row is `mixed` when its \
          backends' limits differ. Backends are ranked by server CPU per message everywhere; by throughput only \
          where every backend's limit was `server`.\n",
         coverage_words(analysis),
         100.0 * MIN_VERDICT_COVERAGE,
-        100.0 * SATURATED_BUSY_FRACTION
+        100.0 * SATURATED_BUSY_FRACTION,
+        band = Band::DEFAULT,
+        band_lo = 1.0 - Band::DEFAULT.fraction(),
+        band_hi = 1.0 + Band::DEFAULT.fraction(),
     );
     if quick {
         let _ = writeln!(

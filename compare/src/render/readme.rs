@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use sockbench::net::Transport;
 
 use super::plots::{size_label, PlotFile};
-use crate::analyse::stats::{MIN_VERDICT_COVERAGE, REACHED_RATE_FRACTION, SATURATED_BUSY_FRACTION};
+use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, REACHED_RATE_FRACTION, SATURATED_BUSY_FRACTION};
 use crate::analyse::{self, Analysis, Disturbance, PeerStats, PointStats, Purpose, Run, Summary, SwitchStats};
 use crate::record::{Manifest, Outcome};
 
@@ -223,11 +223,15 @@ fn method(w: &mut String, r: &Report) {
          order-statistic (sign-test) confidence interval for the median in brackets: `[min, max]` up to 8 runs. It \
          assumes only independent runs from one distribution, and its coverage is what the run count gives, not a \
          round 95%: 75% with 3 runs, 93.75% with 5, 96.1% with 9. One run has no interval.\n\
-         - **Ratios and verdicts.** A backend's ratio to {reference} is the median of the ratios of its run and \
-         {reference}'s run in the same repetition, with the same kind of interval. The verdict names a difference \
-         (cheaper/costlier, faster/slower) only when the interval excludes 1 and covers at least {:.2}%, which \
-         takes 5 runs: at 5 runs, all 5 repetitions must agree. Otherwise it says \"no significant difference\" \
-         or \"too few runs to tell\".\n\
+         - **Ratios and verdicts.** A backend's ratio to {reference} pairs its run with {reference}'s run in the \
+         same repetition. The figure is the Hodges–Lehmann estimate of the per-repetition ratios (on their logs) \
+         with the Wilcoxon signed-rank interval, which weighs how far each ratio lies from 1 and not only on which \
+         side; with 5 or 6 runs it is `[min, max]` of the ratios, as the sign test's. The verdict names a \
+         difference (cheaper/costlier, faster/slower) only when the interval excludes 1 and covers at least \
+         {:.2}%, which takes 5 runs: at 5 runs, all 5 repetitions must agree. It says \"equivalent within {band}\" \
+         when the interval contains 1 and lies inside [{band_lo}, {band_hi}], \"undecided\" when it reaches past \
+         that band (the runs cannot tell a difference of that size from none), and \"too few runs to tell\" \
+         below 5 runs.\n\
          - **Limit (bottleneck).** Each side's busy fraction is its CPU time over its own measured window divided \
          by its cores times that window (the server's from `/proc`, loadgen's from its own report). A side busy at \
          least {:.0}% of the window is saturated: `server` or `loadgen` when only that side was, `both` when both \
@@ -240,6 +244,9 @@ fn method(w: &mut String, r: &Report) {
         100.0 * SATURATED_BUSY_FRACTION,
         100.0 * REACHED_RATE_FRACTION,
         reference = r.analysis.reference,
+        band = Band::DEFAULT,
+        band_lo = 1.0 - Band::DEFAULT.fraction(),
+        band_hi = 1.0 + Band::DEFAULT.fraction(),
     );
     method_figures(w, r);
     method_stalls(w, r);

@@ -23,8 +23,8 @@
 //! sleeps from one send deadline to the next instead of waking for every echo
 //! ([`RingIo::stamps`]): an echo's latency ends when the kernel got it, not
 //! when the loop looked. Below saturation that saves loadgen a wake-up per
-//! echo, and the server's sends the cost of waking loadgen (loadgen/README.md,
-//! "Open loop against closed loop", has the figures).
+//! echo, and the server's sends the cost of waking loadgen (docs/loadgen.md,
+//! "Hot path", "Open loop against closed loop", has the figures).
 //!
 //! Every submission of a loop turn goes in with the one `io_uring_enter` that
 //! waits, so an echo costs no syscall of its own. That wait needs no timeout

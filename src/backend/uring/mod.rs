@@ -23,7 +23,8 @@
 //! Each technique can be switched for A/B measurement (`--uring-register-ring`,
 //! `--uring-fixed-files`, `--uring-wait`, `--uring-hugepages`,
 //! `--uring-min-wait`, `--buf-count`, `--buf-size`); the `listening` line
-//! reports which variant runs, and README's uring section has what each did.
+//! reports which variant runs, and docs/uring.md ("What each uring technique
+//! did") has what each did.
 //! One was reverted by its A/B: waiting for one completion more than a turn's
 //! own sends (`wait::plan_wait`, `--uring-wait quiet`) saves an enter per echo but
 //! needs a timeout, and arming that timer on every enter cost more than the
