@@ -698,3 +698,63 @@ pub(crate) mod tests {
         assert_eq!(Summary::of(&[]), None);
     }
 }
+
+/// Issue 24: conversation points carry their per-connection figures, with a
+/// paired ratio of server CPU per connection; switches are summarised per
+/// unit and a lower bound is marked.
+#[cfg(test)]
+mod conversation_tests {
+    use super::tests::fact;
+    use super::*;
+    use sockbench::server::BackendKind;
+
+    fn conv_fact(label: &str, peer: Peer, rep: u32, cpu_per_conn: f64, gone: bool) -> RunFacts {
+        let mut f = fact(label, peer, rep, cpu_per_conn / 10.0, 100_000.0, (0.5, 0.99));
+        f.key.conn_msgs = Some(10);
+        let switches = SwitchFacts {
+            voluntary: Some(cpu_per_conn / 10.0),
+            involuntary: Some(0.5),
+            syscalls: None,
+            lower_bound: gone,
+        };
+        f.switches = switches;
+        f.conv = Some(ConvFacts {
+            conns_per_s: 10_000.0 + rep as f64,
+            server_cpu_us_per_conn: Some(cpu_per_conn * (1.0 + 0.01 * rep as f64)),
+            loadgen_cpu_us_per_conn: Some(40.0),
+            p50_us: 90.0,
+            p99_us: 300.0,
+            failed: 1,
+            switches,
+        });
+        f
+    }
+
+    #[test]
+    fn conversation_points_compare_cpu_per_connection() {
+        let fork = Peer::Backend(BackendKind::Fork);
+        let epoll = Peer::Backend(BackendKind::Epoll);
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            facts.push(conv_fact("epoll", epoll, rep, 30.0, false));
+            facts.push(conv_fact("fork", fork, rep, 230.0, true));
+        }
+        // A message point beside it is a point of its own.
+        facts.push(fact("epoll", epoll, 1, 2.0, 100_000.0, (0.5, 0.5)));
+        let points = point_stats(&facts, "epoll");
+        assert_eq!(points.len(), 2);
+        assert!(points[0].key.conn_msgs.is_none() && points[1].key.conn_msgs == Some(10));
+        let at = &points[1];
+        let f = at.peer("fork").unwrap().conv.as_ref().unwrap();
+        let ratio = f.ratio_server_cpu.unwrap().interval;
+        assert!((7.0..8.0).contains(&ratio.mid), "{ratio:?}");
+        assert_eq!(f.failed, 5);
+        assert_eq!(f.conns_per_s.unwrap().n, 5);
+        assert!(f.switches_per_conn.lower_bound);
+        assert_eq!(f.switches_per_conn.voluntary.unwrap().mid, 23.0);
+        let e = at.peer("epoll").unwrap();
+        assert!(e.conv.as_ref().unwrap().ratio_server_cpu.is_none(), "no ratio to itself");
+        assert!(!e.switches_per_msg.lower_bound);
+        assert!(points[0].peers[0].conv.is_none());
+    }
+}
