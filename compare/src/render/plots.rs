@@ -23,12 +23,14 @@ use crate::plan::{Peer, PointShape};
 const FAMILY: &str = "sans-serif";
 
 /// Every file [`draw_all`] may write.
-pub const PLOT_FILES: [&str; 5] = [
+pub const PLOT_FILES: [&str; 7] = [
     "throughput_vs_conns.svg",
     "server_cpu_vs_conns.svg",
     "throughput_over_time.svg",
     "latency_spectrum.svg",
     "cost_at_matched_load.svg",
+    "conversations_vs_msgs.svg",
+    "server_cpu_per_conn.svg",
 ];
 
 /// The width at which a README shows an SVG (GitHub's content column).
@@ -86,7 +88,7 @@ pub fn draw_all(
     let medians = crate::analyse::median_runs(runs);
     let closed: Vec<Run> = medians
         .iter()
-        .filter(|r| !r.record.spec.is_open_loop())
+        .filter(|r| !r.record.spec.is_open_loop() && r.record.spec.conn_msgs.is_none())
         .cloned()
         .collect();
     let open: Vec<Run> = medians
@@ -97,7 +99,7 @@ pub fn draw_all(
     let peaks: Vec<&PointStats> = analysis
         .points
         .iter()
-        .filter(|p| p.key.purpose == Purpose::Peak)
+        .filter(|p| p.key.purpose == Purpose::Peak && p.key.conn_msgs.is_none())
         .collect();
     let mut files = Vec::new();
     if !peaks.is_empty() {
@@ -144,7 +146,7 @@ pub fn draw_all(
     let sweep: Vec<&PointStats> = analysis
         .points
         .iter()
-        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }))
+        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }) && p.key.conn_msgs.is_none())
         .collect();
     if !sweep.is_empty() {
         let f = PlotFile {
@@ -154,7 +156,99 @@ pub fn draw_all(
         draw_matched_load(&sweep, &dir.join(&f.file), &f.title)?;
         files.push(f);
     }
+    files.extend(draw_conversations(analysis, dir)?);
     Ok(files)
+}
+
+/// The conversation axis's two plots: connections/s, and server CPU per
+/// connection by backend, each against messages per connection (closed loop).
+fn draw_conversations(analysis: &Analysis, dir: &Path) -> anyhow::Result<Vec<PlotFile>> {
+    let conv: Vec<&PointStats> = analysis
+        .points
+        .iter()
+        .filter(|p| p.key.purpose == Purpose::Peak && p.key.conn_msgs.is_some())
+        .collect();
+    if conv.is_empty() {
+        return Ok(Vec::new());
+    }
+    let f = PlotFile {
+        file: PLOT_FILES[5].into(),
+        title: "Connections per second vs messages per connection (closed loop)".into(),
+    };
+    draw_vs_conn_msgs(&conv, &dir.join(&f.file), &f.title, "connections/s", |p| {
+        p.conv.as_ref()?.conns_per_s
+    })?;
+    let g = PlotFile {
+        file: PLOT_FILES[6].into(),
+        title: "Server CPU per connection by backend vs messages per connection".into(),
+    };
+    draw_vs_conn_msgs(&conv, &dir.join(&g.file), &g.title, "server CPU µs / connection", |p| {
+        p.conv.as_ref()?.server_cpu_us_per_conn
+    })?;
+    Ok(vec![f, g])
+}
+
+/// A grid of panels (concurrent conversations rows x transport columns),
+/// x = messages per connection (log), one line per label with intervals;
+/// hollow where loadgen was the limit.
+fn draw_vs_conn_msgs(
+    points: &[&PointStats],
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    value: impl Fn(&PeerStats) -> Option<Summary>,
+) -> anyhow::Result<()> {
+    use clap::ValueEnum;
+    let transports: Vec<Transport> = Transport::value_variants()
+        .iter()
+        .copied()
+        .filter(|t| points.iter().any(|p| p.key.transport == *t))
+        .collect();
+    let conns: Vec<u64> = points.iter().map(|p| p.key.conns).collect::<BTreeSet<_>>().into_iter().collect();
+    let labels = labels_of(points);
+    let (cols, rows) = (transports.len().max(1), conns.len().max(1));
+    let width = (330 * cols as u32 + 40).max(700);
+    let fonts = Fonts::for_width(width);
+    let root = SVGBackend::new(path, (width, 300 * rows as u32 + 110)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let root = root.titled(title, (FAMILY, fonts.title)).map_err(plot_err)?;
+    let (legend, body) = root.split_vertically(fonts.legend_height(&labels, width));
+    draw_legend(&legend, &labels, &fonts, width)?;
+    let areas = body.split_evenly((rows, cols));
+    let max_msgs = points.iter().filter_map(|p| p.key.conn_msgs).max().unwrap_or(1) as f64;
+    for (i, area) in areas.iter().enumerate() {
+        let (transport, c) = (transports[i % cols], conns[i / cols]);
+        let lines: Vec<IntervalLine> = labels
+            .iter()
+            .map(|(label, peer)| {
+                let mut marks: Vec<Marked> = points
+                    .iter()
+                    .filter(|p| p.key.transport == transport && p.key.conns == c)
+                    .filter_map(|p| {
+                        let stats = p.peer(label)?;
+                        let y = value(stats).filter(|s| s.mid.is_finite() && s.mid > 0.0)?;
+                        Some(Marked {
+                            x: p.key.conn_msgs? as f64,
+                            y,
+                            hollow: loadgen_saturated(stats),
+                            note: None,
+                        })
+                    })
+                    .collect();
+                marks.sort_by(|a, b| a.x.total_cmp(&b.x));
+                IntervalLine {
+                    label: label.clone(),
+                    peer: *peer,
+                    points: marks,
+                }
+            })
+            .collect();
+        let x_range = (0.7f64..(max_msgs * 1.5).max(10.0)).log_scale();
+        let caption = format!("{transport}, {c} conversations at once");
+        draw_interval_panel(area, &caption, x_range, "messages per connection", &lines, y_desc, &fonts)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
 }
 
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
