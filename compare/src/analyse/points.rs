@@ -753,7 +753,10 @@ mod conversation_tests {
         assert!(f.switches_per_conn.lower_bound);
         assert_eq!(f.switches_per_conn.voluntary.unwrap().mid, 23.0);
         let e = at.peer("epoll").unwrap();
-        assert!(e.conv.as_ref().unwrap().ratio_server_cpu.is_none(), "no ratio to itself");
+        assert!(
+            e.conv.as_ref().unwrap().ratio_server_cpu.is_none(),
+            "no ratio to itself"
+        );
         assert!(!e.switches_per_msg.lower_bound);
         assert!(points[0].peers[0].conv.is_none());
     }

@@ -182,9 +182,13 @@ fn draw_conversations(analysis: &Analysis, dir: &Path) -> anyhow::Result<Vec<Plo
         file: PLOT_FILES[6].into(),
         title: "Server CPU per connection by backend vs messages per connection".into(),
     };
-    draw_vs_conn_msgs(&conv, &dir.join(&g.file), &g.title, "server CPU µs / connection", |p| {
-        p.conv.as_ref()?.server_cpu_us_per_conn
-    })?;
+    draw_vs_conn_msgs(
+        &conv,
+        &dir.join(&g.file),
+        &g.title,
+        "server CPU µs / connection",
+        |p| p.conv.as_ref()?.server_cpu_us_per_conn,
+    )?;
     Ok(vec![f, g])
 }
 
@@ -204,7 +208,12 @@ fn draw_vs_conn_msgs(
         .copied()
         .filter(|t| points.iter().any(|p| p.key.transport == *t))
         .collect();
-    let conns: Vec<u64> = points.iter().map(|p| p.key.conns).collect::<BTreeSet<_>>().into_iter().collect();
+    let conns: Vec<u64> = points
+        .iter()
+        .map(|p| p.key.conns)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let labels = labels_of(points);
     let (cols, rows) = (transports.len().max(1), conns.len().max(1));
     let width = (330 * cols as u32 + 40).max(700);
@@ -245,7 +254,15 @@ fn draw_vs_conn_msgs(
             .collect();
         let x_range = (0.7f64..(max_msgs * 1.5).max(10.0)).log_scale();
         let caption = format!("{transport}, {c} conversations at once");
-        draw_interval_panel(area, &caption, x_range, "messages per connection", &lines, y_desc, &fonts)?;
+        draw_interval_panel(
+            area,
+            &caption,
+            x_range,
+            "messages per connection",
+            &lines,
+            y_desc,
+            &fonts,
+        )?;
     }
     root.present().map_err(plot_err)?;
     Ok(())
