@@ -20,6 +20,7 @@ use anyhow::Context;
 
 use crate::record::{Manifest, WrittenFile, MANIFEST, RUNS_DIR};
 use crate::render::findings::FINDINGS_FILE;
+use crate::render::headline::HEADLINE_FILE;
 use crate::render::plots::PLOT_FILES;
 
 const README: &str = "README.md";
@@ -150,9 +151,9 @@ impl Staging {
     }
 }
 
-/// Whether `path` is one of the report's files (README, findings, a plot).
+/// Whether `path` is one of the report's files (README, findings, headline, a plot).
 fn is_report_file(path: &str) -> bool {
-    path == README || path == FINDINGS_FILE || PLOT_FILES.contains(&path)
+    path == README || path == FINDINGS_FILE || path == HEADLINE_FILE || PLOT_FILES.contains(&path)
 }
 
 /// The files in the staging directory, relative to it: the top level and
@@ -214,7 +215,7 @@ impl Owned {
         if !old.files.is_empty() {
             return Owned::Listed(old.files);
         }
-        let mut names: Vec<String> = [README, MANIFEST, FINDINGS_FILE]
+        let mut names: Vec<String> = [README, MANIFEST, FINDINGS_FILE, HEADLINE_FILE]
             .into_iter()
             .chain(PLOT_FILES.iter().copied())
             .map(String::from)

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use sockbench::net::Transport;
 
-use super::plots::{size_label, PlotFile};
+use super::plots::{size_label, Drawn, PlotFile};
 use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, REACHED_RATE_FRACTION, SATURATED_BUSY_FRACTION};
 use crate::analyse::{self, Analysis, Disturbance, PeerStats, PointStats, Purpose, Run, Summary, SwitchStats};
 use crate::record::{Manifest, Outcome};
@@ -21,8 +21,17 @@ struct Report<'a> {
     analysis: Analysis,
 }
 
-/// The README text.
+/// The README text, with `plots` embedded.
 pub fn render(m: &Manifest, all_runs: &[Run], plots: &[PlotFile]) -> String {
+    let drawn = Drawn {
+        files: plots.to_vec(),
+        skipped: Vec::new(),
+    };
+    render_drawn(m, all_runs, &drawn)
+}
+
+/// The README text, with the plots drawn and a word on each one that was not.
+pub fn render_drawn(m: &Manifest, all_runs: &[Run], plots: &Drawn) -> String {
     let r = Report {
         m,
         medians: analyse::median_runs(all_runs),
@@ -32,6 +41,7 @@ pub fn render(m: &Manifest, all_runs: &[Run], plots: &[PlotFile]) -> String {
     };
     let mut s = String::new();
     title(&mut s, &r);
+    verdict_section(&mut s, &r);
     super::findings_text::findings(&mut s, &r.analysis, r.m.quick);
     header(&mut s, &r);
     notes(&mut s, &r);
@@ -92,6 +102,25 @@ fn title(w: &mut String, r: &Report) {
             ""
         }
     );
+}
+
+/// The verdict table over every point, its legend, and the headline's sentences.
+fn verdict_section(w: &mut String, r: &Report) {
+    let a = &r.analysis;
+    let mut rows = super::verdict::matched_rows(a);
+    rows.extend(super::verdict::closed_rows(a));
+    if rows.is_empty() || super::verdict::columns(a).len() < 2 {
+        return;
+    }
+    let _ = writeln!(w, "## Verdict\n");
+    super::verdict::table(w, a, "workload", &rows);
+    let _ = writeln!(w, "{}\n", super::verdict::legend(&a.reference));
+    let _ = writeln!(
+        w,
+        "What it says (generated, as in `{}`):\n",
+        super::headline::HEADLINE_FILE
+    );
+    super::headline::write_findings(w, a);
 }
 
 fn header(w: &mut String, r: &Report) {
@@ -201,13 +230,19 @@ fn disturbed(w: &mut String, r: &Report) {
     let _ = writeln!(w);
 }
 
-fn plot_section(w: &mut String, plots: &[PlotFile]) {
-    if plots.is_empty() {
+fn plot_section(w: &mut String, plots: &Drawn) {
+    if plots.files.is_empty() && plots.skipped.is_empty() {
         return;
     }
     let _ = writeln!(w, "## Plots\n");
-    for p in plots {
+    for p in &plots.files {
         let _ = writeln!(w, "### {}\n\n![{}]({})\n", p.title, p.title, p.file);
+        if let Some(note) = &p.note {
+            let _ = writeln!(w, "{note}\n");
+        }
+    }
+    for why in &plots.skipped {
+        let _ = writeln!(w, "{why}\n");
     }
 }
 
@@ -773,24 +808,61 @@ fn failed(w: &mut String, r: &Report) {
     let _ = writeln!(w, "\nThe full messages are in `compare.json`.\n");
 }
 
+/// A run's argv with what differs between repetitions of one point blanked:
+/// the value of `--addr` and the run's own name (in its result file).
+fn repeatable(argv: &[String], name: &str) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 && argv[i - 1] == "--addr" {
+            out.push(String::new());
+        } else {
+            out.push(a.replace(name, ""));
+        }
+    }
+    out
+}
+
 fn commands(w: &mut String, r: &Report) {
     let _ = writeln!(w, "## Exact commands\n");
     let _ = writeln!(
         w,
         "Each run starts the server, waits for its `listening` line (the port comes from its `addr=`), runs \
-         loadgen, then stops the server with SIGTERM. Result files are named after the run.\n"
+         loadgen, then stops the server with SIGTERM. Result files are named after the run; `compare.json` \
+         holds every run's argv.\n"
     );
     let _ = writeln!(
         w,
         "<details><summary>server and loadgen command of every run</summary>\n"
     );
-    for run in r.m.runs.iter().filter(|run| !run.server_argv.is_empty()) {
-        let _ = writeln!(w, "`{}`\n", run.spec.name());
+    let runs: Vec<_> = r.m.runs.iter().filter(|run| !run.server_argv.is_empty()).collect();
+    let mut same: Vec<String> = Vec::new();
+    for run in &runs {
+        let name = run.spec.name();
+        let first = runs.iter().find(|o| {
+            o.spec.point() == run.spec.point() && o.spec.purpose == run.spec.purpose && o.spec.label == run.spec.label
+        });
+        if let Some(first) = first.filter(|f| f.spec.repetition != run.spec.repetition) {
+            let first_name = first.spec.name();
+            if repeatable(&run.server_argv, &name) == repeatable(&first.server_argv, &first_name)
+                && repeatable(&run.loadgen_argv, &name) == repeatable(&first.loadgen_argv, &first_name)
+            {
+                same.push(name);
+                continue;
+            }
+        }
+        let _ = writeln!(w, "`{name}`\n");
         let _ = writeln!(
             w,
             "```sh\n{}\n{}\n```\n",
             shell_line(&run.server_argv),
             shell_line(&run.loadgen_argv)
+        );
+    }
+    if !same.is_empty() {
+        let _ = writeln!(
+            w,
+            "These runs are the first repetition's commands again, with their own port and result file: {}.\n",
+            same.join(", ")
         );
     }
     let _ = writeln!(w, "</details>");
