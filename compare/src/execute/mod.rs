@@ -387,9 +387,13 @@ fn judge(ctx: &RunContext, manifest: &mut Manifest, first: usize, only: Option<u
 
 fn announce_rates(m: &MatchedRates) {
     let s = &m.shape;
+    let (unit, msgs) = match s.conn_msgs {
+        Some(n) => ("conversations", format!(", {n} msgs/conn")),
+        None => ("msgs", String::new()),
+    };
     match &m.lowest {
         Some(p) => eprintln!(
-            "compare: matched load over {}, {} conns, {} B: {} msgs/s offered to every peer ({:?} of {}'s median peak {:.0} msgs/s, the lowest)",
+            "compare: matched load over {}, {} conns, {} B{msgs}: {} {unit}/s offered to every peer ({:?} of {}'s median peak {:.0} {unit}/s, the lowest)",
             s.transport,
             s.conns,
             s.size_bytes,
@@ -470,10 +474,19 @@ fn run_and_record(
         .as_ref()
         .map(|_| format!(" (scaled down from {})", spec.requested_conns))
         .unwrap_or_default();
-    let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
+    let unit = if spec.conn_msgs.is_some() {
+        "conversations"
+    } else {
+        "msgs"
+    };
+    let rate = spec
+        .rate
+        .map(|r| format!(" open loop {r} {unit}/s"))
+        .unwrap_or_default();
     let again = if redo { " (redo of an invalid run)" } else { "" };
+    let msgs = spec.conn_msgs.map(|m| format!(" msgs/conn={m}")).unwrap_or_default();
     eprintln!(
-        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{rate}{again} ...",
+        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{msgs}{rate}{again} ...",
         total.saturating_sub(n),
         spec.label,
         spec.transport,

@@ -161,7 +161,12 @@ where
         .copied()
         .filter(|t| points.iter().any(|p| p.key.transport == *t))
         .collect();
-    let conns: Vec<u64> = points.iter().map(|p| p.key.conns).collect::<BTreeSet<_>>().into_iter().collect();
+    let conns: Vec<u64> = points
+        .iter()
+        .map(|p| p.key.conns)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let labels = labels_of(points);
     let (cols, rows) = (transports.len().max(1), conns.len().max(1));
     let width = (330 * cols as u32 + 40).max(700);
