@@ -263,7 +263,8 @@ fn plots_and_readme_from_result_files() {
     let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
     // Every plot: the open-loop runs are the sweep's 50% point at tcp, 100
     // connections, which is both a matched-load point and the latency view.
-    assert_eq!(names, plots::PLOT_FILES);
+    // The last two are the conversation axis's, which these runs do not have.
+    assert_eq!(names, plots::PLOT_FILES[..5]);
     let findings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("findings.json")).unwrap()).unwrap();
     assert_eq!(findings["reference"], "epoll");
