@@ -4,11 +4,27 @@
 //! inside a multi-threaded bench process would not be safe, and a separate
 //! process is what users run anyway.
 //!
-//! - `roundtrip/<backend>/<transport>/<size>`: one connection, one message in
-//!   flight: the latency of one echo through the backend, 128 B and 4 KiB, for
-//!   tcp, udp and unix.
-//! - `throughput/<backend>/tcp`: 64 connections with 16 pipelined 128 B
-//!   messages each, reported as messages per second (`Throughput::Elements`).
+//! - `roundtrip/<backend>/<transport>/<size>`: a **latency**. One
+//!   connection, one message in flight: the time of one echo (send, the
+//!   server's turn, receive), 128 B and 4 KiB, for tcp, udp and unix.
+//!   Criterion reports it as time per iteration, which is time per echo;
+//!   there is deliberately no bytes-per-second figure, because at one
+//!   message in flight that would only be the size divided by the latency.
+//! - `throughput/<backend>/tcp`: a **rate**, in messages per second
+//!   (`Throughput::Elements`; criterion's "elem/s"). 64 connections, and on
+//!   each 16 messages of 128 B are written back to back (pipelined) before
+//!   any echo is read: 1,024 messages in flight per iteration. The depth of
+//!   16 keeps every connection's socket busy while the client is writing to
+//!   the others, so the figure is the server's capacity for many busy
+//!   connections, not one round trip's latency times 64; it is not
+//!   comparable with loadgen's closed loop, which keeps one message in
+//!   flight per connection unless `--depth` says otherwise. threadpool gets
+//!   one worker per connection (it serves one connection per worker), the
+//!   others one thread.
+//!
+//! (`fill_old`/`check_old` are not here: they are in loadgen's
+//! `benches/hotpath.rs`, the payload pattern before the Weyl sequence, kept
+//! for a back-to-back comparison with `fill`/`check`.)
 //!
 //! Filter by backend: `cargo bench --bench echo -- uring`.
 
@@ -115,7 +131,7 @@ fn roundtrip(c: &mut Criterion) {
             let mut buf = vec![0u8; 65536];
             for size in SIZES {
                 let msg: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
-                group.throughput(Throughput::Bytes(size as u64));
+                // No `group.throughput`: the figure is the time per echo.
                 group.bench_with_input(BenchmarkId::from_parameter(size), &msg, |b, msg| {
                     b.iter(|| client.round_trip(msg, &mut buf))
                 });

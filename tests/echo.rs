@@ -345,9 +345,11 @@ fn dgram_never_reads(backend: &str, target: Target) {
 // ---------------------------------------------------------------- every transport
 
 /// SIGTERM with clients connected (one idle, one mid-message): exit 0 within
-/// 2 s, a summary line, and the socket file removed.
+/// 2 s, a summary line, and the socket file removed. The start and summary
+/// lines name only what applies (see [`lines_name_what_applies`]).
 fn sigterm_shutdown(backend: &str, target: Target) {
     let server = ServerProc::start(backend, target, &[]);
+    let (listening, pid) = (server.listening.clone(), server.pid());
     let socket_file = matches!(target, Target::Unix | Target::Unixgram).then(|| server.path().to_path_buf());
     let _held: Vec<Stream> = if target.is_stream() {
         let idle = Stream::connect(&server.endpoint).unwrap();
@@ -375,6 +377,7 @@ fn sigterm_shutdown(backend: &str, target: Target) {
         stopped.elapsed
     );
     assert!(stopped.summary.is_some(), "{backend}/{target:?}: no summary line");
+    lines_name_what_applies(backend, target, &listening, pid, stopped.summary.as_deref().unwrap());
     if let Some(path) = socket_file {
         assert!(
             !path.exists(),
@@ -382,6 +385,34 @@ fn sigterm_shutdown(backend: &str, target: Target) {
             path.display()
         );
     }
+}
+
+/// `listening` gives the server's pid (for `loadgen --server-pid`), and
+/// `max_conns` only where there are connections to cap; the summary has
+/// `ring_errors` only for uring, and `queued_max` only for threadpool's streams.
+fn lines_name_what_applies(backend: &str, target: Target, listening: &str, pid: u32, summary: &str) {
+    let what = format!("{backend}/{target:?}");
+    assert_eq!(
+        common::field(listening, "pid"),
+        Some(pid.to_string().as_str()),
+        "{what}: {listening}"
+    );
+    assert_eq!(
+        common::field(listening, "max_conns").is_some(),
+        target.is_stream(),
+        "{what}: {listening}"
+    );
+    assert_eq!(
+        common::field(summary, "ring_errors").is_some(),
+        backend == "uring",
+        "{what}: {summary}"
+    );
+    let queues = backend == "threadpool" && target.is_stream();
+    assert_eq!(
+        common::field(summary, "queued_max").is_some(),
+        queues,
+        "{what}: {summary}"
+    );
 }
 
 /// Third-party clients work as they are: socat sends its stdin, shuts down

@@ -1002,3 +1002,89 @@ fn huge_page_bytes(server: &ServerProc) -> u64 {
     }
     total
 }
+
+/// A uring server that exits lets go of its port at once: stopped, it can be
+/// started again on the same port straight away, over UDP (its socket sits
+/// in each ring's fixed file table, which the ring used to release only
+/// after the exit, about 100 ms later) and TCP. Several rings, so that
+/// every worker's own `SO_REUSEPORT` socket must go too.
+#[test]
+fn a_stopped_server_frees_its_port_for_an_immediate_restart() {
+    for target in [Target::Udp4, Target::Tcp4] {
+        for fixed in ["on", "off"] {
+            let flags = ["--threads", "2", "--uring-fixed-files", fixed];
+            let Some(first) = start_uring(target, &flags) else {
+                return;
+            };
+            let addr = first.inet().to_string();
+            assert!(first.stop().status.success());
+            let mut cmd = Command::new(server_bin());
+            cmd.args([
+                "--backend",
+                "uring",
+                "--transport",
+                target.transport().name(),
+                "--addr",
+                &addr,
+            ])
+            .args(flags);
+            let again = ServerProc::spawn(cmd, None)
+                .unwrap_or_else(|e| panic!("{target:?} fixed files {fixed}: restart on {addr}: {e}"));
+            assert!(again.stop().status.success());
+        }
+    }
+}
+
+/// Ring sizes the server cannot run with are refused before any ring is
+/// set up, with exit 2 and the flag named: one provided buffer (a multishot
+/// receive needs a free buffer beside the one it fills), a count that is
+/// not a power of two, ring and buffer sizes out of range.
+#[test]
+fn ring_sizes_that_cannot_work_exit_2_naming_the_flag() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["--buf-count", "1"], "--buf-count"),
+        (&["--buf-count", "3"], "--buf-count"),
+        (&["--buf-count", "65536"], "--buf-count"),
+        (&["--ring-entries", "2"], "--ring-entries"),
+        (&["--buf-size", "1"], "--buf-size"),
+        (&["--buf-size", "2000000"], "--buf-size"),
+    ];
+    for (flags, flag) in cases {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0"]).args(flags);
+        let (code, stderr) = run_to_exit(cmd, Duration::from_secs(10));
+        assert_eq!(code, Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(flag), "{flags:?}: {stderr}");
+    }
+}
+
+/// Buffers the kernel will not map (here: more than the address-space limit
+/// allows) stop the server at start with exit 2, naming `--buf-count` and
+/// `--buf-size`, rather than a bare "Cannot allocate memory".
+#[test]
+fn buffers_the_kernel_refuses_exit_2_naming_the_flags() {
+    use std::os::unix::process::CommandExt;
+    if let Some(why) = kernel_without_uring() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["--backend", "uring", "--addr", "127.0.0.1:0", "--threads", "1"])
+        .args(["--buf-count", "32768", "--buf-size", "1048576"]);
+    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let (code, stderr) = run_to_exit(cmd, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--buf-count 32768 with --buf-size 1048576"), "{stderr}");
+}

@@ -138,6 +138,7 @@ fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> R
         series,
         histogram: loadgen::result::encode_histogram(&hist),
         extra: Extra::default(),
+        conversations: None,
     }
 }
 

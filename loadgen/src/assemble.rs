@@ -240,12 +240,20 @@ pub fn build_result(
 ) -> (RunResult, Histogram<u64>) {
     let sums = Sums::of(totals);
     let stream = plan.transport.is_stream();
+    // Conversations' connections come and go, so the verdicts on connections
+    // up and carrying load do not apply; failed conversations are counted by
+    // kind, and their resets and timeouts fail the run as they do here.
+    let conversations = args.conn_msgs.is_some();
     let failures = failures(&VerdictInputs {
         stop: ph.stop.as_ref(),
         stream,
         conns_asked: args.conns,
-        conns_up: ph.conns_up,
-        conns_carried_load: sums.conns_carried_load,
+        conns_up: if conversations { args.conns } else { ph.conns_up },
+        conns_carried_load: if conversations {
+            args.conns
+        } else {
+            sums.conns_carried_load
+        },
         closed_loop: args.rate.is_none(),
         errors: &sums.errors,
         warmup_errors: &sums.warmup_errors,
@@ -305,6 +313,7 @@ pub fn build_result(
         series: ph.series.clone(),
         histogram: result::encode_histogram(&sums.hist),
         extra: extra_fields(args, ph, &sums, threads, stream),
+        conversations: None,
     };
     (result, sums.hist)
 }

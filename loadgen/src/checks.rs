@@ -12,6 +12,7 @@ use crate::source::SourceAddrs;
 /// sense, a datagram size below the header, too few descriptors.
 pub fn check_flags(args: &Args) -> Result<(), UsageError> {
     args.validate()?;
+    crate::conversation::check_flags(args)?;
     if let Some(at) = args.start_at {
         crate::cli::check_start_at(at, std::time::SystemTime::now())?;
     }

@@ -105,6 +105,13 @@ pub struct Args {
     /// schedule. [default: 50us]
     #[arg(long, value_parser = parse_duration)]
     pub slack: Option<Duration>,
+    /// Conversations: each client connects, exchanges this many checked
+    /// echoes (with --size and --depth), closes, and connects again; 1 is
+    /// connect-request-response-close. `--conns` conversations run at once;
+    /// with --rate, new conversations start at that many per second instead
+    /// (then --rate counts conversations, not messages). Stream transports only.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub conn_msgs: Option<u64>,
     /// Event-loop threads; connections are spread over them.
     #[arg(short = 't', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub threads: u64,

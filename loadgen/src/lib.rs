@@ -10,11 +10,13 @@
 //! - [`run`]: a whole run, in stages: [`checks`] before it starts, the
 //!   [`phase_clock`] while it runs, [`assemble`] of the result after it.
 //! - [`merge`]: combining result files.
+//! - [`conversation`]: `--conn-msgs`, a connection per conversation.
 //! - [`source`]: source addresses (`--local-addrs`) and their port budget.
 
 pub mod assemble;
 pub mod checks;
 pub mod cli;
+pub mod conversation;
 pub mod merge;
 pub mod out;
 pub mod pattern;

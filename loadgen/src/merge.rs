@@ -146,6 +146,7 @@ pub fn merge(
         }
     }
     out.series.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
+    out.conversations = crate::conversation::merge(results, names)?;
     out.throughput.requested_msgs_per_s = out.settings.rate;
     out.latency_us = stats::latency_of(&hist);
     out.histogram = result::encode_histogram(&hist);
@@ -464,6 +465,7 @@ mod tests {
                 conns_carried_load: Some(2),
                 ..Extra::default()
             },
+            conversations: None,
         }
     }
 

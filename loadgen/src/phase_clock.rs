@@ -230,7 +230,11 @@ impl<'a> PhaseClock<'a> {
     /// Stops shared by every phase: a failed thread, a signal.
     fn check_stop(&mut self, now: u64) -> Result<(), EarlyStop> {
         if self.shared.stop.load(Relaxed) {
-            return Err(EarlyStop::ThreadFailed("an event-loop thread failed".into()));
+            // A thread that ends the run on purpose says why (e.g. out of source ports).
+            let why = self.shared.fatal.lock().unwrap().clone();
+            return Err(EarlyStop::ThreadFailed(
+                why.unwrap_or_else(|| "an event-loop thread failed".into()),
+            ));
         }
         if signal::stop_requested() {
             // Ctrl-C or SIGTERM: end now and still write what was measured,
@@ -260,13 +264,19 @@ impl<'a> PhaseClock<'a> {
     fn startup(&mut self, now: u64) -> Result<(), EarlyStop> {
         self.check_stop(now)?;
         let (up, conns) = (self.shared.open.load(Relaxed), self.args.conns);
+        let conversations = self.args.conn_msgs.is_some();
         let due = match self.start_at_ns {
+            // Conversations connect once load has started, each measured whole.
+            Some(at) if conversations => now >= at,
+            None if conversations => true,
             // --start-at: load starts at that instant, with the connections up by then.
             Some(at) => now >= at && up > 0,
             None => up == conns || (now >= self.connect_deadline_ns && up > 0),
         };
         if due {
-            if up < conns && self.start_at_ns.is_some() {
+            if conversations {
+                // Nothing has connected yet: nothing to warn about.
+            } else if up < conns && self.start_at_ns.is_some() {
                 self.progress.println(&format!(
                     "loadgen: warning: only {up} of {conns} connections up at --start-at; going on with those, \
                      and the run will be FAILED (give a later --start-at, or a higher --connect-rate)"
@@ -282,19 +292,24 @@ impl<'a> PhaseClock<'a> {
             return Ok(());
         }
         if self.all_refused() || (now >= self.connect_deadline_ns.max(self.start_at_ns.unwrap_or(0)) && up == 0) {
-            let why = self
-                .shared
-                .last_connect_error
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or_else(|| "no answer".into());
-            return Err(EarlyStop::Unreachable(format!(
-                "cannot reach the server at {} {}: {why}; is it running?",
-                self.args.transport, self.target
-            )));
+            return Err(EarlyStop::Unreachable(self.unreachable()));
         }
         Ok(())
+    }
+
+    /// The "cannot reach" message, with the last connect error.
+    fn unreachable(&self) -> String {
+        let why = self
+            .shared
+            .last_connect_error
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| "no answer".into());
+        format!(
+            "cannot reach the server at {} {}: {why}; is it running?",
+            self.args.transport, self.target
+        )
     }
 
     /// No connection ever came up and the first connects were all refused.
@@ -345,7 +360,13 @@ impl<'a> PhaseClock<'a> {
                 server: self.server_cpu_us(),
             });
         }
-        if self.shared.open.load(Relaxed) == 0 {
+        if self.args.conn_msgs.is_some() {
+            // Connections come and go; only a server that refuses the first
+            // ones is given up on (a later failure is counted, by kind).
+            if self.all_refused() {
+                return Err(EarlyStop::Unreachable(self.unreachable()));
+            }
+        } else if self.shared.open.load(Relaxed) == 0 {
             let why = self.shared.last_loss.lock().unwrap().clone().unwrap_or_default();
             self.ph.measured_s = now.saturating_sub(ms) as f64 / 1e9;
             return Err(EarlyStop::ServerGone(format!(

@@ -216,9 +216,17 @@ pub fn verdict(r: &RunResult) -> String {
 pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
     let mut s = String::new();
     let st = &r.settings;
-    let mode = match st.rate {
-        Some(rate) => format!("open loop at {rate} msgs/s"),
-        None => format!("closed loop, depth {}", st.depth),
+    let mode = match (st.rate, &r.conversations) {
+        (Some(rate), Some(c)) => format!(
+            "conversations of {} echoes, open loop at {rate} conversations/s",
+            c.msgs_per_conn
+        ),
+        (None, Some(c)) => format!(
+            "conversations of {} echoes, closed loop, depth {}",
+            c.msgs_per_conn, st.depth
+        ),
+        (Some(rate), None) => format!("open loop at {rate} msgs/s"),
+        (None, None) => format!("closed loop, depth {}", st.depth),
     };
     let _ = writeln!(
         s,
@@ -299,6 +307,7 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
             .unwrap_or_default();
         let _ = writeln!(s, "  Loss        {loss:.2}% of datagrams{max}");
     }
+    s.push_str(&crate::conversation::report_lines(r.conversations.as_ref()));
     if let Some(l) = r.extra.loadgen_cpu_us_per_msg {
         let _ = writeln!(s, "  loadgen CPU {}/msg", fmt_us(l));
     }

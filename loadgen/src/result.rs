@@ -62,6 +62,10 @@ pub struct RunResult {
     /// own here) are ignored on reading and not written back.
     #[serde(default, skip_serializing_if = "Extra::is_empty")]
     pub extra: Extra,
+    /// `--conn-msgs`: conversations per second, connect and conversation
+    /// times, failures by kind, CPU per connection (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<crate::conversation::Conversations>,
 }
 
 /// What loadgen measured besides the headline figures.

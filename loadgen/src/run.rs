@@ -72,6 +72,7 @@ pub(crate) fn own_fd_table() -> std::io::Result<()> {
 /// Runs loadgen with parsed `args`; `argv` is recorded verbatim. Returns the exit code.
 pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     check_flags(&args)?;
+    let args = crate::conversation::resolve(args);
     let out = OutPlan::check(args.out.as_deref(), args.json)?;
     let (addr, path) = args.target_flags()?;
     let endpoint = net::endpoint_from_flags(args.transport, addr.as_deref(), path.as_deref(), DEFAULT_ADDR)
@@ -96,6 +97,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         threads,
         unixgram_dir: socket_dir.as_ref().map(|d| d.dir.clone()),
         io: args.io,
+        conn_msgs: args.conn_msgs,
         sources: sources.clone(),
     });
     signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
@@ -122,7 +124,17 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     // The final flush's interval is not shown; the result's totals come from `totals`.
     while rx.try_recv().is_ok() {}
     phases.io_used = io_used(&args, &shared, &progress);
-    let (result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
+    let (mut result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
+    crate::conversation::attach(
+        &mut result,
+        crate::conversation::RunFigures {
+            args: &args,
+            totals: totals.iter().filter_map(|t| t.conversations.as_ref()).collect(),
+            measured_s: phases.measured_s,
+            loadgen_cpu_us: phases.cpu_us,
+            server_cpu_us: phases.server_cpu_us,
+        },
+    );
     finish(&args, &out, &result, &hist)
 }
 

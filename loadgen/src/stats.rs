@@ -84,6 +84,8 @@ pub struct ThreadTotals {
     pub mismatch_whole_run: u64,
     /// Open loop: messages the schedule asked this thread to send in the measured phase.
     pub scheduled: u64,
+    /// `--conn-msgs`: what this thread measured of its conversations.
+    pub conversations: Option<crate::conversation::ConvTotals>,
 }
 
 /// One message's times, in nanoseconds since the run's `t0`.
@@ -135,6 +137,7 @@ impl Recorder {
                 warmup_errors: Errors::default(),
                 mismatch_whole_run: 0,
                 scheduled: 0,
+                conversations: None,
             },
             measure_start: u64::MAX,
             end: u64::MAX,

@@ -16,6 +16,20 @@
 //! acceptor stops accepting (new clients wait in the listen backlog) until
 //! one closes.
 //!
+//! **Why the default pool is not sized to the connections.** A fixed pool
+//! is what this design is: its user picks it to see what N blocking workers
+//! do when more clients than N come, as a servlet container or Apache's
+//! worker limit does. Sizing the pool silently to `--max-conns` (16,384
+//! threads by default) would make it thread-per-connection, which `fork`
+//! already measures, and would be refused by [`check_capacity`] on a small
+//! machine. So the pool stays `--threads` (one per core by default), and
+//! the server says so where a user looks: at start, when fewer workers than
+//! `--max-conns`, stderr says how many connections are served at once and
+//! that the rest wait unanswered; the `listening` line has `at_once=N`; and
+//! the summary's `queued_max` is the most connections that waited for a
+//! worker at once. A run that wants every connection served gives
+//! `--threads` at least the connection count.
+//!
 //! **Datagrams.** Every worker blocks in `recvfrom` on the one shared
 //! socket ([`blocking::serve_datagrams`]); the kernel hands each datagram to
 //! one of them. The main thread only waits for the stop.
@@ -73,7 +87,11 @@ impl OpenConns {
     }
 
     fn has_room(&self) -> bool {
-        self.count.load(Ordering::Acquire) < self.cap
+        self.count() < self.cap
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
     }
 
     fn opened(&self) {
@@ -215,7 +233,9 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
         let (requests, open, serving) = (requests.clone(), open.clone(), serving.clone());
         move || stream_worker(i, requests, &open, &serving, transport, stats, shutdown)
     })?;
-    ctx.ready(&format!("workers={}", workers.len()));
+    let pool = workers.len();
+    announce_pool(pool, ctx.config.max_conns);
+    ctx.ready(&format!("workers={0} at_once={0}", workers.len()));
     let ServeContext { socket: listener, .. } = ctx;
 
     while !shutdown.requested() {
@@ -248,6 +268,11 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
                 stats.conn_closed();
                 open.closed();
             }
+            // Open beyond what the pool serves at once: connected, and left
+            // unanswered until a worker is free. (Not the channel's length,
+            // which also counts, for a moment, those a free worker is about
+            // to take.)
+            stats.queued(open.count().saturating_sub(pool) as u64);
         }
     }
     // Stop accepting: clients still in the backlog are refused, not left hanging.
@@ -262,6 +287,18 @@ fn serve_streams(mut ctx: ServeContext) -> io::Result<()> {
         stats.conn_closed();
     }
     Ok(())
+}
+
+/// Says on stderr, at start, that at most `workers` connections are served
+/// at once when `--max-conns` lets more in (see the module doc).
+fn announce_pool(workers: usize, max_conns: usize) {
+    if workers < max_conns {
+        eprintln!(
+            "server: note: threadpool serves {workers} connections at once (one per worker, --threads {workers}); \
+             up to {} more are accepted and wait unanswered for a free worker (the summary's queued_max counts them)",
+            max_conns - workers
+        );
+    }
 }
 
 /// Worker `worker`: serves one connection at a time from `requests` until

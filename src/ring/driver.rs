@@ -115,6 +115,43 @@ impl InjectedError {
     }
 }
 
+/// The part of a new [`Driver`] whose size the kernel refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingPart {
+    /// The submission and completion queues (`io_uring_setup`).
+    Queues,
+    /// The provided buffers' memory.
+    Buffers,
+}
+
+/// The kernel refused a size [`Driver::new`] asked for (`ENOMEM`, or
+/// `EINVAL` for queue sizes), inside the `io::Error` it returns.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct SizeRefused {
+    pub part: RingPart,
+    pub source: io::Error,
+}
+
+impl SizeRefused {
+    /// `e`, with a [`SizeRefused`] inside if it is a refused size.
+    fn wrap(part: RingPart, e: io::Error) -> io::Error {
+        let sized = match part {
+            RingPart::Queues => matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::EINVAL)),
+            RingPart::Buffers => e.raw_os_error() == Some(libc::ENOMEM),
+        };
+        if !sized {
+            return e;
+        }
+        io::Error::new(e.kind(), SizeRefused { part, source: e })
+    }
+
+    /// The [`SizeRefused`] inside `e`, if there is one.
+    pub fn of(e: &io::Error) -> Option<&SizeRefused> {
+        e.get_ref()?.downcast_ref()
+    }
+}
+
 /// A ring and its buffer ring, with submission batching and in-flight
 /// accounting.
 pub struct Driver {
@@ -145,10 +182,16 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// A ring of `sq_entries` submission and `cq_entries` completion
+    /// entries, with `buf_count` provided buffers of `buf_size` bytes. An
+    /// error that is the kernel refusing one of those sizes carries a
+    /// [`SizeRefused`] (`get_ref()`, then `downcast_ref`), so that the
+    /// caller can name what set it.
     pub fn new(sq_entries: u32, cq_entries: u32, buf_count: u32, buf_size: u32) -> io::Result<Driver> {
-        let (ring, flags) = setup::build_ring(sq_entries, cq_entries)?;
+        let (ring, flags) =
+            setup::build_ring(sq_entries, cq_entries).map_err(|e| SizeRefused::wrap(RingPart::Queues, e))?;
         setup::probe_opcodes(&ring)?;
-        let bufs = BufRing::new(buf_count, buf_size, BGID)?;
+        let bufs = BufRing::new(buf_count, buf_size, BGID).map_err(|e| SizeRefused::wrap(RingPart::Buffers, e))?;
         bufs.register(&ring.submitter())
             .map_err(|e| setup::missing("provided buffer rings (IORING_REGISTER_PBUF_RING, Linux 5.19)", e))?;
         Ok(Driver {
@@ -354,6 +397,17 @@ impl Driver {
             self.completions.clear();
         }
         self.in_flight == 0
+    }
+
+    /// Empties the ring's fixed file table now, so that a socket only the
+    /// table holds is closed before this returns (and its port is free),
+    /// rather than when the kernel tears the ring down, which it does in
+    /// the background after the ring is closed. Call it once quiet
+    /// ([`Driver::quiesce`] returned true): before Linux 6.13 the unregister
+    /// waits for requests in flight, without bound. Without a table it does
+    /// nothing.
+    pub fn release_files(&mut self) {
+        let _ = self.ring.submitter().unregister_files();
     }
 
     /// Takes the buffer ring away from the kernel: after this no operation can

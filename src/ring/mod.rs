@@ -25,8 +25,12 @@ mod registered;
 pub mod setup;
 pub mod token;
 
-pub use driver::{backoff_delay, Completion, Driver, EnterError, Wait, INJECT_ENTER_ERROR_ENV};
+pub use driver::{backoff_delay, Completion, Driver, EnterError, RingPart, SizeRefused, Wait, INJECT_ENTER_ERROR_ENV};
 pub use setup::FORCE_SETUP_ENV;
+
+/// The kernel's largest fixed file table (`IORING_MAX_FIXED_FILES`). A
+/// ring's table is also bounded by `RLIMIT_NOFILE` when it is registered.
+pub const MAX_FIXED_FILES: usize = 1 << 20;
 
 /// The buffer group id of each ring's (only) provided buffer ring.
 pub const BGID: u16 = 0;

@@ -115,15 +115,15 @@ pub struct ServerArgs {
     /// closes. [default: 4096 for fork, 16384 otherwise]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_conns: Option<u64>,
-    /// uring: submission queue entries per ring (the completion queue is sized for
-    /// --max-conns on top of this).
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(8..=32768))]
+    /// uring: submission queue entries per ring, 8 to 32768 (the completion queue is
+    /// sized for --max-conns on top of this).
+    #[arg(long, default_value_t = UringOptions::DEFAULT.ring_entries)]
     pub ring_entries: u32,
-    /// uring: buffers in each thread's provided buffer ring (a power of two).
-    #[arg(long, default_value_t = 4096, value_parser = parse_power_of_two)]
+    /// uring: buffers in each thread's provided buffer ring, a power of two from 2 to 32768.
+    #[arg(long, default_value_t = UringOptions::DEFAULT.buf_count)]
     pub buf_count: u32,
-    /// uring: size of each provided buffer in bytes.
-    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(512..=1048576))]
+    /// uring: size of each provided buffer in bytes, 512 to 1048576.
+    #[arg(long, default_value_t = UringOptions::DEFAULT.buf_size)]
     pub buf_size: u32,
     /// uring, for A/B measurement: name sockets by slot in each ring's fixed file
     /// table (direct accept, IOSQE_FIXED_FILE), or (off) by ordinary descriptor.
@@ -143,10 +143,9 @@ pub struct ServerArgs {
     #[arg(long, value_enum, value_name = "ON|OFF", default_value_t = OnOff::Off)]
     pub uring_hugepages: OnOff,
     /// uring, for A/B measurement (Linux 6.12): a waiting turn asks for a batch of
-    /// completions, and once it has waited USEC microseconds returns as soon as one is
-    /// there (io_uring min_wait). 0: off, wait for one.
-    #[arg(long, value_name = "USEC", default_value_t = 0,
-          value_parser = clap::value_parser!(u32).range(0..=MAX_MIN_WAIT_USEC as i64))]
+    /// completions, and once it has waited USEC microseconds (at most 10000) returns as
+    /// soon as one is there (io_uring min_wait). 0: off, wait for one.
+    #[arg(long, value_name = "USEC", default_value_t = 0)]
     pub uring_min_wait: u32,
     /// For checking a comparison's sensitivity only: busy-spin this many ns on every
     /// echo operation, a known extra cost per message. epoll over tcp or unix only.
@@ -159,13 +158,18 @@ pub struct ServerArgs {
 /// is a stall, not batching.
 pub const MAX_MIN_WAIT_USEC: u32 = 10_000;
 
-fn parse_power_of_two(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !(1..=32768).contains(&n) || !n.is_power_of_two() {
-        return Err(format!("{n} must be a power of two from 1 to 32768"));
-    }
-    Ok(n)
-}
+/// `--ring-entries`: the kernel rounds up to a power of two and refuses
+/// more than 32768 submission entries (`IORING_MAX_ENTRIES`); below 8 a
+/// turn's own reserved operations would not fit.
+pub const RING_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 8..=32768;
+/// `--buf-count`: a power of two (the kernel's buffer ring is indexed by a
+/// mask) up to 32768 (`IORING` buffer ids are 16 bits, the kernel caps the
+/// ring at 32768). At least 2: a multishot receive that fills the only
+/// buffer finds none for what follows and ends with `ENOBUFS` at once.
+pub const BUF_COUNT_RANGE: std::ops::RangeInclusive<u32> = 2..=32768;
+/// `--buf-size`: at least 512 bytes (smaller buffers split every message),
+/// at most 1 MiB.
+pub const BUF_SIZE_RANGE: std::ops::RangeInclusive<u32> = 512..=1 << 20;
 
 /// A technique switched on or off, for A/B measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -209,7 +213,7 @@ impl UringWait {
 }
 
 /// io_uring settings (ignored by the other backends).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UringOptions {
     pub ring_entries: u32,
     pub buf_count: u32,
@@ -225,6 +229,70 @@ pub struct UringOptions {
     /// `--uring-min-wait`: microseconds after which a waiting turn takes any
     /// completion instead of its batch; 0 is off.
     pub min_wait_usec: u32,
+}
+
+impl Default for UringOptions {
+    fn default() -> Self {
+        UringOptions::DEFAULT
+    }
+}
+
+impl UringOptions {
+    /// The server's defaults, as `server --help` shows them.
+    pub const DEFAULT: UringOptions = UringOptions {
+        ring_entries: 4096,
+        buf_count: 4096,
+        buf_size: 16384,
+        fixed_files: true,
+        register_ring: true,
+        wait: UringWait::One,
+        hugepages: false,
+        min_wait_usec: 0,
+    };
+
+    /// Refuses sizes and combinations the uring backend cannot run with,
+    /// naming the flag, as the server does before it starts (exit 2). Pure:
+    /// it looks at no kernel, so a planner (`compare --peers`) can refuse at
+    /// planning what every run would fail at start. What only the kernel
+    /// can refuse (memory for the buffers, a feature) the server names the
+    /// flag of at start.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let refuse = |flag: &'static str, value: u32, reason: String| ConfigError::Flag {
+            flag,
+            value: value.to_string(),
+            reason,
+        };
+        let range = |r: &std::ops::RangeInclusive<u32>| format!("{} to {}", r.start(), r.end());
+        if !RING_ENTRIES_RANGE.contains(&self.ring_entries) {
+            let reason = format!("submission queue entries must be {}", range(&RING_ENTRIES_RANGE));
+            return Err(refuse("--ring-entries", self.ring_entries, reason));
+        }
+        if !BUF_COUNT_RANGE.contains(&self.buf_count) || !self.buf_count.is_power_of_two() {
+            let reason = format!(
+                "buffers per ring must be a power of two from {} (a multishot receive needs a free buffer beside the one it fills)",
+                range(&BUF_COUNT_RANGE)
+            );
+            return Err(refuse("--buf-count", self.buf_count, reason));
+        }
+        if !BUF_SIZE_RANGE.contains(&self.buf_size) {
+            let reason = format!("bytes per buffer must be {}", range(&BUF_SIZE_RANGE));
+            return Err(refuse("--buf-size", self.buf_size, reason));
+        }
+        if self.min_wait_usec > MAX_MIN_WAIT_USEC {
+            let reason = format!(
+                "at most {MAX_MIN_WAIT_USEC} (10 ms): past a few milliseconds a min_wait is a stall, not batching"
+            );
+            return Err(refuse("--uring-min-wait", self.min_wait_usec, reason));
+        }
+        if self.min_wait_usec > 0 && self.wait == UringWait::Quiet {
+            // Two answers to one question (how long a turn waits): an A/B run
+            // must switch one technique at a time.
+            let reason =
+                "replaces --uring-wait quiet's bounded wait; use it with --uring-wait one (the default)".into();
+            return Err(refuse("--uring-min-wait", self.min_wait_usec, reason));
+        }
+        Ok(())
+    }
 }
 
 /// Everything a backend needs to know, validated.
@@ -261,15 +329,18 @@ impl ServerConfig {
             }
             CALIBRATION_SPIN_NS.store(ns, Relaxed);
         }
-        if args.uring_min_wait > 0 && args.uring_wait == UringWait::Quiet {
-            // Two answers to one question (how long a turn waits): an A/B run
-            // must switch one technique at a time.
-            return Err(ConfigError::Flag {
-                flag: "--uring-min-wait",
-                value: args.uring_min_wait.to_string(),
-                reason: "replaces --uring-wait quiet's bounded wait; use it with --uring-wait one (the default)".into(),
-            });
-        }
+        let uring = UringOptions {
+            ring_entries: args.ring_entries,
+            buf_count: args.buf_count,
+            buf_size: args.buf_size,
+            fixed_files: args.uring_fixed_files.is_on(),
+            register_ring: args.uring_register_ring.is_on(),
+            wait: args.uring_wait,
+            hugepages: args.uring_hugepages.is_on(),
+            min_wait_usec: args.uring_min_wait,
+        };
+        // Checked whatever the backend: a flag the server accepts it honours.
+        uring.check()?;
         Ok(ServerConfig {
             backend: args.backend,
             transport,
@@ -280,16 +351,7 @@ impl ServerConfig {
                 .max_conns
                 .map(|m| m as usize)
                 .unwrap_or_else(|| args.backend.default_max_conns()),
-            uring: UringOptions {
-                ring_entries: args.ring_entries,
-                buf_count: args.buf_count,
-                buf_size: args.buf_size,
-                fixed_files: args.uring_fixed_files.is_on(),
-                register_ring: args.uring_register_ring.is_on(),
-                wait: args.uring_wait,
-                hugepages: args.uring_hugepages.is_on(),
-                min_wait_usec: args.uring_min_wait,
-            },
+            uring,
             calibration_spin_ns: args.calibration_spin_ns,
         })
     }
@@ -317,6 +379,61 @@ pub fn calibration_spin() {
         let until = Instant::now() + Duration::from_nanos(ns);
         while Instant::now() < until {
             std::hint::spin_loop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(f: impl FnOnce(&mut UringOptions)) -> UringOptions {
+        let mut o = UringOptions::default();
+        f(&mut o);
+        o
+    }
+
+    /// The flag named in the refusal of each value that cannot work.
+    fn refused_flag(o: UringOptions) -> Option<&'static str> {
+        match o.check() {
+            Err(ConfigError::Flag { flag, .. }) => Some(flag),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn uring_options_refuse_what_cannot_work_naming_the_flag() {
+        assert_eq!(UringOptions::default().check().ok(), Some(()));
+        let cases: [(UringOptions, &str); 9] = [
+            (with(|o| o.buf_count = 1), "--buf-count"),
+            (with(|o| o.buf_count = 3), "--buf-count"),
+            (with(|o| o.buf_count = 65536), "--buf-count"),
+            (with(|o| o.ring_entries = 2), "--ring-entries"),
+            (with(|o| o.ring_entries = 65536), "--ring-entries"),
+            (with(|o| o.buf_size = 1), "--buf-size"),
+            (with(|o| o.buf_size = (1 << 20) + 1), "--buf-size"),
+            (with(|o| o.min_wait_usec = MAX_MIN_WAIT_USEC + 1), "--uring-min-wait"),
+            (
+                with(|o| {
+                    o.min_wait_usec = 50;
+                    o.wait = UringWait::Quiet
+                }),
+                "--uring-min-wait",
+            ),
+        ];
+        for (o, flag) in cases {
+            assert_eq!(refused_flag(o.clone()), Some(flag), "{o:?}");
+        }
+        for o in [
+            with(|o| o.buf_count = 2),
+            with(|o| o.buf_count = 32768),
+            with(|o| o.ring_entries = 8),
+            with(|o| o.ring_entries = 32768),
+            with(|o| o.buf_size = 512),
+            with(|o| o.buf_size = 1 << 20),
+            with(|o| o.min_wait_usec = MAX_MIN_WAIT_USEC),
+        ] {
+            assert_eq!(o.check().ok(), Some(()), "{o:?}");
         }
     }
 }

@@ -3,6 +3,9 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use super::config::BackendKind;
+use crate::net::Transport;
+
 /// Counters for the summary line. Lives in a `MAP_SHARED` mapping, so a
 /// forked child's increments are seen by the parent.
 #[repr(C)]
@@ -29,6 +32,9 @@ pub struct Stats {
     /// submission the kernel had no memory for, retried after a back-off; or
     /// completions the kernel dropped, after which the ring starts over).
     pub ring_errors: AtomicU64,
+    /// threadpool streams: the most connections open at once beyond the
+    /// pool's workers, which wait unanswered for a free worker.
+    pub queued_max: AtomicU64,
 }
 
 impl Stats {
@@ -82,17 +88,31 @@ impl Stats {
         self.conns_open.load(Relaxed)
     }
 
-    /// The one-line summary printed at exit.
-    pub fn summary_line(&self, backend: &str) -> String {
-        format!(
-            "summary backend={backend} accepted={} messages={} bytes={} errors={} closed_with_pending={} ring_errors={}",
+    /// The one-line summary printed at exit. Counters that cannot move for
+    /// this backend and transport are left out: `ring_errors` but for uring,
+    /// `queued_max` but for threadpool's streams.
+    pub fn summary_line(&self, backend: BackendKind, transport: Transport) -> String {
+        let mut line = format!(
+            "summary backend={backend} accepted={} messages={} bytes={} errors={} closed_with_pending={}",
             self.accepted.load(Relaxed),
             self.messages.load(Relaxed),
             self.bytes.load(Relaxed),
             self.errors.load(Relaxed),
             self.closed_with_pending.load(Relaxed),
-            self.ring_errors.load(Relaxed),
-        )
+        );
+        if backend == BackendKind::Uring {
+            line += &format!(" ring_errors={}", self.ring_errors.load(Relaxed));
+        }
+        if backend == BackendKind::Threadpool && transport.is_stream() {
+            line += &format!(" queued_max={}", self.queued_max.load(Relaxed));
+        }
+        line
+    }
+
+    /// `n` connections wait for a free worker now (threadpool).
+    #[inline]
+    pub fn queued(&self, n: u64) {
+        self.queued_max.fetch_max(n, Relaxed);
     }
 }
 
@@ -140,5 +160,24 @@ impl LocalCounts {
     pub fn flush(&mut self, stats: &Stats) {
         stats.echoed(self.messages, self.bytes);
         *self = LocalCounts::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each backend's summary names only the counters it can move.
+    #[test]
+    fn summary_omits_counters_that_do_not_apply() {
+        let stats = Stats::default();
+        let line = |b, t| stats.summary_line(b, t);
+        assert!(line(BackendKind::Uring, Transport::Tcp).contains(" ring_errors=0"));
+        for b in [BackendKind::Epoll, BackendKind::Fork, BackendKind::Threadpool] {
+            assert!(!line(b, Transport::Tcp).contains("ring_errors"), "{b}");
+        }
+        assert!(line(BackendKind::Threadpool, Transport::Unix).contains(" queued_max=0"));
+        assert!(!line(BackendKind::Threadpool, Transport::Udp).contains("queued_max"));
+        assert!(!line(BackendKind::Epoll, Transport::Tcp).contains("queued_max"));
     }
 }

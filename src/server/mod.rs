@@ -70,7 +70,7 @@ static SERVE_DONE: AtomicBool = AtomicBool::new(false);
 /// Runs the server until SIGINT/SIGTERM, then cleans up and prints the summary.
 pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
     check_threads(&config)?;
-    fit_max_conns_to_fd_limit(&mut config)?;
+    let cap = fit_max_conns_to_fd_limit(&mut config)?;
     signal::ignore_sigpipe().map_err(ServerError::Setup)?;
     let shutdown = Shutdown::install().map_err(ServerError::Setup)?;
     let stats = Stats::new_shared().map_err(ServerError::Setup)?;
@@ -97,17 +97,25 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
         }),
         Endpoint::Inet(_) => None,
     };
-    let backend_kind = config.backend;
-    spawn_stop_backstop(shutdown, stats, backend_kind, socket_file.clone());
+    let (backend_kind, transport) = (config.backend, config.transport);
+    spawn_stop_backstop(shutdown, stats, (backend_kind, transport), socket_file.clone());
 
     let announce = {
         let (config, local) = (config.clone(), local.clone());
         Box::new(move |details: &str| {
-            let details = format!(
-                "max_conns={}{}{details}",
-                config.max_conns,
-                if details.is_empty() { "" } else { " " }
-            );
+            // A cap on connections means nothing to a datagram socket.
+            // `cap=TxS`: T tables (rings or threads) of S connections each.
+            let cap = cap
+                .map(|c| format!(" cap={}x{}", c.tables, c.per_table))
+                .unwrap_or_default();
+            let details = match config.transport.is_stream() {
+                true => format!(
+                    "max_conns={}{cap}{}{details}",
+                    config.max_conns,
+                    if details.is_empty() { "" } else { " " }
+                ),
+                false => details.to_string(),
+            };
             print_listening(
                 &local,
                 config.transport,
@@ -121,11 +129,28 @@ pub fn run(mut config: ServerConfig) -> Result<(), ServerError> {
     let ctx = ServeContext::new(config, socket, local, stats, shutdown, announce);
     let result = backend::create(backend_kind).serve(ctx);
     SERVE_DONE.store(true, Ordering::SeqCst);
-    finish(stats, backend_kind, socket_file.as_ref());
-    result.map_err(|source| ServerError::Backend {
-        backend: backend_kind,
-        source,
+    finish(stats, (backend_kind, transport), socket_file.as_ref());
+    result.map_err(|source| match config_error(source) {
+        Ok(flag) => ServerError::Config(flag),
+        Err(source) => ServerError::Backend {
+            backend: backend_kind,
+            source,
+        },
     })
+}
+
+/// A backend's refusal of a flag's value that only the kernel could judge
+/// (a ring size, say), carried as a [`ConfigError`] inside the `io::Error`.
+fn config_error(e: io::Error) -> Result<ConfigError, io::Error> {
+    if !e.get_ref().is_some_and(|inner| inner.is::<ConfigError>()) {
+        return Err(e);
+    }
+    let kind = e.kind();
+    let inner = e.into_inner().expect("a custom error, checked above");
+    inner
+        .downcast::<ConfigError>()
+        .map(|flag| *flag)
+        .map_err(|other| io::Error::new(kind, other))
 }
 
 /// The most event loops (epoll, uring) or preforked datagram processes (fork):
@@ -152,7 +177,8 @@ fn check_threads(config: &ServerConfig) -> Result<(), ServerError> {
 /// Descriptors a server process needs besides one per connection: stdio,
 /// the stop eventfd, the listener, and (epoll, uring) per thread an epoll or
 /// ring fd and a socket, with room to spare. threadpool's workers hold only
-/// their connection.
+/// their connection. An epoll worker's own table starts as a copy of all of
+/// these, so each table keeps the same reserve.
 fn fd_reserve(config: &ServerConfig) -> usize {
     match config.backend {
         BackendKind::Fork | BackendKind::Threadpool => 64,
@@ -160,22 +186,73 @@ fn fd_reserve(config: &ServerConfig) -> usize {
     }
 }
 
+/// Where a backend's connections live, and so how many it can hold under
+/// `RLIMIT_NOFILE`, which bounds each table, not the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnCap {
+    /// Tables the connections are spread over.
+    pub tables: usize,
+    /// Connections one table holds.
+    pub per_table: usize,
+}
+
+impl ConnCap {
+    pub fn total(self) -> usize {
+        self.tables.saturating_mul(self.per_table)
+    }
+
+    /// The cap of `config`'s backend under a descriptor limit of `limit`;
+    /// `None` where descriptors cap nothing (fork's parent holds no
+    /// connection, each child has its own table; a datagram socket has no
+    /// connections).
+    ///
+    /// - uring with fixed files: a direct-accepted socket is a slot in its
+    ///   ring's fixed file table and in no descriptor table, and a ring's
+    ///   table may hold up to `RLIMIT_NOFILE` slots: rings × slots.
+    /// - epoll: each event loop takes a descriptor table of its own once its
+    ///   listener and epoll instance are set up (`unshare(CLONE_FILES)`):
+    ///   threads × (table − reserve).
+    /// - threadpool, and uring with `--uring-fixed-files off`: one table,
+    ///   shared by every thread.
+    pub fn of(config: &ServerConfig, limit: usize) -> Option<ConnCap> {
+        if config.backend == BackendKind::Fork || !config.transport.is_stream() {
+            return None;
+        }
+        let threads = config.threads.max(1);
+        let one_table = limit.saturating_sub(fd_reserve(config));
+        Some(match config.backend {
+            BackendKind::Uring if config.uring.fixed_files => ConnCap {
+                tables: threads,
+                per_table: limit.min(crate::ring::MAX_FIXED_FILES),
+            },
+            BackendKind::Epoll => ConnCap {
+                tables: threads,
+                per_table: one_table,
+            },
+            _ => ConnCap {
+                tables: 1,
+                per_table: one_table,
+            },
+        })
+    }
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, then makes sure
-/// `--max-conns` connections fit in it: if not, the cap is lowered to what
-/// fits and stderr says so. fork's parent holds no connection descriptors
-/// (each child holds its own one), so only the raise applies to it.
-fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerError> {
+/// `--max-conns` connections fit in the tables the backend spreads them
+/// over ([`ConnCap::of`]): if not, the cap is lowered to what fits and
+/// stderr says so. Returns the cap, for the `listening` line.
+fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<Option<ConnCap>, ServerError> {
     let limit = sys::raise_fd_limit().unwrap_or_else(|_| sys::fd_limit());
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    if config.backend == BackendKind::Fork {
-        return Ok(());
+    let Some(cap) = ConnCap::of(config, limit) else {
+        return Ok(None);
+    };
+    let fits = cap.total();
+    if fits >= config.max_conns {
+        return Ok(Some(cap));
     }
-    let reserve = fd_reserve(config);
-    if limit.saturating_sub(reserve) >= config.max_conns {
-        return Ok(());
-    }
-    let fits = limit.saturating_sub(reserve);
     if fits == 0 {
+        let reserve = fd_reserve(config);
         return Err(ServerError::Capacity {
             flag: "--max-conns",
             value: config.max_conns,
@@ -185,11 +262,14 @@ fn fit_max_conns_to_fd_limit(config: &mut ServerConfig) -> Result<(), ServerErro
         });
     }
     eprintln!(
-        "server: warning: `ulimit -n` is {limit} (hard limit included): --max-conns lowered from {} to {fits}",
-        config.max_conns
+        "server: warning: `ulimit -n` is {limit} (hard limit included): --max-conns lowered from {} to {fits} ({} table{} of {})",
+        config.max_conns,
+        cap.tables,
+        if cap.tables == 1 { "" } else { "s" },
+        cap.per_table
     );
     config.max_conns = fits;
-    Ok(())
+    Ok(Some(cap))
 }
 
 /// The Unix socket file the server bound, and its identity at bind time.
@@ -200,12 +280,12 @@ struct SocketFile {
 }
 
 /// Removes the socket file (if it is still ours) and prints the summary line.
-fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&SocketFile>) {
+fn finish(stats: &Stats, (backend, transport): (BackendKind, Transport), socket_file: Option<&SocketFile>) {
     if let Some(f) = socket_file {
         net::remove_socket_file(&f.path, f.id);
     }
     let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{}", stats.summary_line(backend.name()));
+    let _ = writeln!(out, "{}", stats.summary_line(backend, transport));
     let _ = out.flush();
 }
 
@@ -215,7 +295,7 @@ fn finish(stats: &Stats, backend: BackendKind, socket_file: Option<&SocketFile>)
 fn spawn_stop_backstop(
     shutdown: Shutdown,
     stats: &'static Stats,
-    backend: BackendKind,
+    backend: (BackendKind, Transport),
     socket_file: Option<SocketFile>,
 ) {
     std::thread::Builder::new()
@@ -242,7 +322,8 @@ fn spawn_stop_backstop(
 
 /// Prints the `listening` line that scripts and `compare` wait for, in the
 /// one format every sockbench server uses (`server` and `tokio-echo`):
-/// `listening addr=… transport=… backend=… threads=… pin=… DETAILS`.
+/// `listening addr=… transport=… backend=… pid=… threads=… pin=… DETAILS`
+/// (`pid=` for `loadgen --server-pid`).
 pub fn print_listening(
     local: &Endpoint,
     transport: Transport,
@@ -255,7 +336,71 @@ pub fn print_listening(
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "listening addr={local} transport={transport} backend={backend} threads={threads} pin={pin} {details}"
+        "listening addr={local} transport={transport} backend={backend} pid={} threads={threads} pin={pin} {details}",
+        std::process::id()
     );
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::config::UringOptions;
+
+    fn config(backend: BackendKind, transport: Transport, fixed_files: bool) -> ServerConfig {
+        ServerConfig {
+            backend,
+            transport,
+            endpoint: Endpoint::Inet("127.0.0.1:0".parse().unwrap()),
+            threads: 4,
+            pin: None,
+            max_conns: 100_000,
+            uring: UringOptions {
+                fixed_files,
+                ..UringOptions::default()
+            },
+            calibration_spin_ns: None,
+        }
+    }
+
+    /// Issue 25's arithmetic: at `ulimit -n` 20,000, 4 uring rings hold
+    /// 80,000 connections and 4 epoll threads 4 tables less their reserve;
+    /// threadpool and uring without fixed files one table; fork and
+    /// datagrams are not capped by descriptors.
+    #[test]
+    fn the_connection_cap_is_tables_times_what_each_holds() {
+        let cap = |b, t, fixed| ConnCap::of(&config(b, t, fixed), 20_000);
+        let reserve = 64 + 4 * 4;
+        assert_eq!(
+            cap(BackendKind::Uring, Transport::Tcp, true),
+            Some(ConnCap {
+                tables: 4,
+                per_table: 20_000
+            })
+        );
+        assert_eq!(cap(BackendKind::Uring, Transport::Tcp, true).unwrap().total(), 80_000);
+        assert_eq!(
+            cap(BackendKind::Epoll, Transport::Unix, true),
+            Some(ConnCap {
+                tables: 4,
+                per_table: 20_000 - reserve
+            })
+        );
+        assert_eq!(
+            cap(BackendKind::Uring, Transport::Tcp, false),
+            Some(ConnCap {
+                tables: 1,
+                per_table: 20_000 - reserve
+            })
+        );
+        assert_eq!(
+            cap(BackendKind::Threadpool, Transport::Tcp, true),
+            Some(ConnCap {
+                tables: 1,
+                per_table: 20_000 - 64
+            })
+        );
+        assert_eq!(cap(BackendKind::Fork, Transport::Tcp, true), None);
+        assert_eq!(cap(BackendKind::Epoll, Transport::Udp, true), None);
+    }
 }

@@ -28,6 +28,7 @@ use std::time::Instant;
 use sockbench::net::{Endpoint, Transport};
 use sockbench::sys as ssys;
 
+mod conversation;
 mod datagram;
 mod ring;
 pub mod send_bufs;
@@ -69,6 +70,9 @@ pub struct Plan {
     pub unixgram_dir: Option<PathBuf>,
     /// How stream connections do their I/O.
     pub io: IoMode,
+    /// `--conn-msgs`: each connection is a conversation of this many
+    /// echoes, then closes and connects again (see `conversation.rs`).
+    pub conn_msgs: Option<u64>,
     /// `--local-addrs`: each connection's source address.
     pub sources: crate::source::SourceAddrs,
 }
@@ -105,6 +109,9 @@ pub struct Shared {
     /// A ring that works without a fixed file table or a registered index,
     /// and why (see `ring.rs`): each echo then costs a descriptor lookup.
     pub plain_fds: Mutex<Option<String>>,
+    /// Why a thread ended the run on purpose (with `stop`), in words for
+    /// the user: e.g. out of source ports, naming `--local-addrs`.
+    pub fatal: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -125,6 +132,7 @@ impl Shared {
             io_fallback: Mutex::new(None),
             unstamped: AtomicU64::new(0),
             plain_fds: Mutex::new(None),
+            fatal: Mutex::new(None),
         }
     }
 
@@ -266,13 +274,18 @@ struct Worker<'a, P> {
     events: Vec<libc::epoll_event>,
     /// io_uring mode (stream transports only): the ring connected streams live on.
     ring: Option<ring::RingIo>,
+    /// `--conn-msgs`: the conversations of this thread's connections.
+    conv: Option<conversation::Convs>,
 }
 
 /// Runs thread `index` until the end time or `stop`; returns its totals.
 pub fn run_thread(index: usize, plan: &Plan, shared: &Shared, tx: mpsc::Sender<Interval>) -> io::Result<ThreadTotals> {
     if plan.transport.is_stream() {
         let mut w = Worker::<stream::Stream>::new(index, plan, shared, tx)?;
-        w.ring = ring::RingIo::for_plan(plan, w.conns.len(), shared)?;
+        // Conversations run on epoll (`conversation::resolve` makes --io auto epoll).
+        if w.conv.is_none() {
+            w.ring = ring::RingIo::for_plan(plan, w.conns.len(), shared)?;
+        }
         w.run()
     } else {
         Worker::<datagram::Datagram>::new(index, plan, shared, tx)?.run()
@@ -303,7 +316,8 @@ impl<'a, P: Proto> Worker<'a, P> {
             conns,
             buf: vec![0; BUF_LEN],
             sendbuf: vec![0; BUF_LEN.max(plan.size)],
-            rec: Recorder::new(plan.size, plan.rate.is_none()),
+            // A conversation's messages are a closed loop, also when conversations start at --rate.
+            rec: Recorder::new(plan.size, plan.rate.is_none() || plan.conn_msgs.is_some()),
             tx,
             seen_tick: 0,
             retry: BinaryHeap::new(),
@@ -316,7 +330,17 @@ impl<'a, P: Proto> Worker<'a, P> {
             timers: Timers::new(count),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             ring: None,
-        })
+            conv: conversation::Convs::for_plan(plan, index, count),
+        }
+        .without_paced_connects_in_open_loop_conversations())
+    }
+
+    /// Open-loop conversations start on the schedule only, not paced at startup.
+    fn without_paced_connects_in_open_loop_conversations(mut self) -> Self {
+        if self.conv.is_some() && self.plan.rate.is_some() {
+            self.next_connect = self.conns.len();
+        }
+        self
     }
 
     fn run(mut self) -> io::Result<ThreadTotals> {
@@ -328,7 +352,11 @@ impl<'a, P: Proto> Worker<'a, P> {
             .filter(|c| matches!(&c.life, Life::Up(up) if P::carried_load(up)))
             .count() as u64;
         self.close_all();
-        res.map(|()| self.rec.totals)
+        let conversations = self.conv.take().map(|c| c.totals);
+        res.map(|()| ThreadTotals {
+            conversations,
+            ..self.rec.totals
+        })
     }
 
     fn event_loop(&mut self) -> io::Result<()> {
@@ -348,9 +376,16 @@ impl<'a, P: Proto> Worker<'a, P> {
             }
             // What must happen on time (paced connects, the open-loop
             // schedule), and what may wait for the next tick (timeouts).
-            let mut exact = self.start_due_connects(now);
+            // Conversations connect only once load has started: each is measured whole.
+            let mut exact = match (&self.conv, self.load_start) {
+                (Some(_), UNSET) => UNSET,
+                _ => self.start_due_connects(now),
+            };
             if self.plan.rate.is_some() && self.load_start != UNSET {
-                exact = exact.min(self.dispatch_open_loop(now));
+                exact = exact.min(match self.conv {
+                    Some(_) => self.dispatch_conversations(now),
+                    None => self.dispatch_open_loop(now),
+                });
             }
             let lazy = self.expire_due(now).min(now + MAX_WAIT_NS);
             self.flush_dirty(now);
@@ -372,7 +407,7 @@ impl<'a, P: Proto> Worker<'a, P> {
         self.load_start = ls;
         self.rec.measure_start = self.shared.measure_start_ns.load(Relaxed);
         self.rec.end = self.shared.end_ns.load(Relaxed);
-        if self.plan.rate.is_none() {
+        if self.plan.rate.is_none() && self.conv.is_none() {
             for k in 0..self.conns.len() {
                 if self.conns[k].life.is_up() {
                     self.fill_closed_loop(k, now);
@@ -478,6 +513,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             return self.connect_failed(k, now, &e);
         }
         self.conns[k].life = Life::Pending { sock, since: now };
+        self.conv_connect_started(k, now);
         self.timers.arm(k, now + P::connect_timeout_ns(self.plan));
         P::pending(self, k, now);
     }
@@ -490,6 +526,16 @@ impl<'a, P: Proto> Worker<'a, P> {
         if e.raw_os_error() == Some(libc::ECONNREFUSED) {
             self.shared.connects_refused.fetch_add(1, Relaxed);
         }
+        if self.conv.is_some() {
+            self.conns[k].life = Life::Idle { retry_at: UNSET };
+            return self.conv_connect_failed(k, now, e);
+        }
+        self.retry_after_backoff(k, now);
+    }
+
+    /// Connection `k` tries again after a back-off that doubles with each
+    /// failure in a row (10 ms to 1 s); its socket, if any, is closed.
+    fn retry_after_backoff(&mut self, k: usize, now: u64) {
         let c = &mut self.conns[k];
         c.failures = c.failures.saturating_add(1);
         let backoff = (10_000_000u64 << c.failures.min(7)).min(1_000_000_000);
@@ -518,7 +564,9 @@ impl<'a, P: Proto> Worker<'a, P> {
         if let Err(e) = P::attach(self, k) {
             return self.lost(k, now, format!("io_uring: {e}"));
         }
-        if self.load_start != UNSET && self.plan.rate.is_none() {
+        if self.conv.is_some() {
+            self.conv_established(k, now);
+        } else if self.load_start != UNSET && self.plan.rate.is_none() {
             self.fill_closed_loop(k, now);
         }
     }
@@ -539,6 +587,9 @@ impl<'a, P: Proto> Worker<'a, P> {
         drop(old);
         self.rec.error(now, |e| e.reset += 1);
         *self.shared.last_loss.lock().unwrap() = Some(why);
+        if self.conv.is_some() {
+            self.conv_lost(k, now);
+        }
     }
 
     fn fill_closed_loop(&mut self, k: usize, now: u64) {

@@ -42,9 +42,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types};
+use sockbench::net::Transport;
 use sockbench::ring::token::OpKind;
 use sockbench::ring::{setup, Completion, Driver};
-use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
 use super::send_bufs::SendBufs;
@@ -585,7 +585,7 @@ impl Worker<'_, Stream> {
                 (_, false) => None,
                 (None, true) => Some(up.absorb(buf, &mut self.rec, refill, now)),
                 (Some(hdr), true) => match stamped_data(buf, hdr) {
-                    Some((data, _)) if data.is_empty() => {
+                    Some(([], _)) => {
                         closed = true;
                         None
                     }
@@ -658,7 +658,11 @@ mod tests {
         use std::os::unix::net::UnixStream;
 
         let ring = RingIo::new(2, 128, true, false).expect("io_uring");
-        assert!(ring.fixed_files, "this kernel has sparse fixed file tables: {:?}", ring.plain_fds);
+        assert!(
+            ring.fixed_files,
+            "this kernel has sparse fixed file tables: {:?}",
+            ring.plain_fds
+        );
         let (ours, mut peer) = UnixStream::pair().unwrap();
         peer.set_nonblocking(true).unwrap();
         ring.install(1, &ours).unwrap();

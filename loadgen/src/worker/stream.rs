@@ -183,13 +183,20 @@ impl Proto for Stream {
             Life::Up(up) => {
                 let s = &mut up.proto;
                 s.timed_out_seq = s.timed_out_seq.max(s.recv.seq);
+                let mut expired = false;
                 while s.timed_out_seq < s.send_seq {
                     let m = up.queue[(s.timed_out_seq - s.recv.seq) as usize];
                     if m.sent + timeout > now {
                         break;
                     }
                     s.timed_out_seq += 1;
+                    expired = true;
                     w.rec.error(now, |e| e.timeout += 1);
+                }
+                if expired && w.conv.is_some() {
+                    // A conversation is not left waiting: it ends unanswered.
+                    w.conv_unanswered(k, now);
+                    return None;
                 }
                 // The oldest message not counted yet, if its first byte went
                 // out (later ones arm their own deadline when they are sent).
@@ -245,12 +252,21 @@ impl Worker<'_, Stream> {
     /// sent, completes the messages they finish and queues the next ones
     /// (closed loop). Returns false if the connection was dropped for it.
     fn on_stream_data(&mut self, k: usize, n: usize, now: u64) -> bool {
-        let refill = self.plan.rate.is_none() && self.load_start != UNSET;
+        let refill = self.plan.rate.is_none() && self.load_start != UNSET && self.conv.is_none();
         let Life::Up(up) = &mut self.conns[k].life else {
             return false;
         };
         let got = up.absorb(&self.buf[..n], &mut self.rec, refill, now);
-        self.after_absorb(k, got, now)
+        if !self.after_absorb(k, got, now) {
+            return false;
+        }
+        if self.conv.is_some() {
+            // The conversation may end here and its slot reconnect: the
+            // caller must not read on (it re-checks the connection's state).
+            self.conv_after_echo(k, now);
+            return self.conns[k].life.is_up();
+        }
+        true
     }
 
     /// Acts on what [`Up::absorb`] found; returns false if the connection was dropped.

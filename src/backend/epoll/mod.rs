@@ -22,6 +22,15 @@
 //!   ready list, so no wakeup is lost; the woken worker accepts (or receives)
 //!   until `EAGAIN`, and the others just see `EAGAIN`.
 //!
+//! # Descriptor tables
+//!
+//! `RLIMIT_NOFILE` bounds a descriptor table, not a process. Each stream
+//! worker takes a table of its own once its listener and epoll instance are
+//! set up ([`own_table`], `unshare(CLONE_FILES)`), so `--threads` workers
+//! hold that many tables of connections: the `listening` line's `cap=TxS`.
+//! A connection is then known only to the worker that accepted it, which is
+//! how this backend works anyway.
+//!
 //! # Tokens
 //!
 //! Connection state lives in a slab keyed by the epoll token (its index);
@@ -39,7 +48,7 @@ mod dgram;
 mod stream;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use super::workers::{self, WorkerSockets};
@@ -53,6 +62,28 @@ const SHUTDOWN_TOKEN: u64 = u64::MAX;
 const SOCKET_TOKEN: u64 = u64::MAX - 1;
 /// Events taken from one `epoll_wait`.
 const EVENTS_PER_WAIT: usize = 256;
+
+/// Gives the calling stream worker a descriptor table of its own
+/// (`unshare(CLONE_FILES)`), a copy of the process's as it is now, with the
+/// listeners, the epoll instances and the stop eventfd in it. The
+/// connections it accepts from then on are in its table only, so the
+/// `RLIMIT_NOFILE` that bounds each table bounds each worker, and `--threads`
+/// workers hold that many tables of connections. Returns the worker's own
+/// copy of its epoll instance `epoll`.
+///
+/// What this costs: a descriptor opened by one worker afterwards is unknown
+/// to every other thread, so nothing may pass a connection between workers
+/// (none does: a connection lives and dies on the worker that accepted it);
+/// and each table holds a copy of every descriptor open at the time, so a
+/// listener is closed only once every worker has exited (they are joined
+/// before `serve` returns).
+fn own_table(epoll: RawFd) -> io::Result<OwnedFd> {
+    crate::syscall!(unshare(libc::CLONE_FILES))?;
+    // SAFETY: after the unshare, descriptor `epoll` in this thread's table is
+    // a copy that only this worker uses and closes; the process's copy is
+    // closed by its own `OwnedFd` in the main thread's table.
+    Ok(unsafe { OwnedFd::from_raw_fd(epoll) })
+}
 
 /// The epoll backend. See the module documentation.
 pub struct Epoll;
@@ -199,14 +230,23 @@ impl Backend for Epoll {
             },
             unix_budget,
         };
-        let work = |i: usize, epoll: OwnedFd| {
+        // The process's copies of the epoll instances stay here, and close
+        // when `serve` returns; each worker serves with its own.
+        let epoll_fds: Vec<RawFd> = epolls.iter().map(|e| e.as_raw_fd()).collect();
+        let work = |i: usize, epoll: RawFd| {
             let socket = sockets.get(i);
             if transport.is_stream() {
-                stream::StreamLoop::new(&shared, epoll, socket).run()
+                stream::StreamLoop::new(&shared, own_table(epoll)?, socket).run()
             } else {
+                // SAFETY: nothing else closes this descriptor: the process's
+                // copy is `epolls[i]`, dropped only after every worker is joined,
+                // and this duplicate is the worker's alone.
+                let epoll = unsafe { BorrowedFd::borrow_raw(epoll) }.try_clone_to_owned()?;
                 dgram::DgramLoop::new(&shared, epoll, socket).run()
             }
         };
-        workers::run("epoll", &ctx.config, ctx.shutdown, epolls, work, || Ok(()))
+        let result = workers::run("epoll", &ctx.config, ctx.shutdown, epoll_fds, work, || Ok(()));
+        drop(epolls);
+        result
     }
 }

@@ -140,7 +140,11 @@ impl<'a> DgramWorker<'a> {
         self.arm_shutdown_poll()?;
         let result = self.event_loop();
         self.flush_counts();
-        if !self.d.quiesce() {
+        if self.d.quiesce() {
+            // The socket in slot 0 closes now, not when the kernel gets
+            // round to the ring, so its port is free as soon as we exit.
+            self.d.release_files();
+        } else {
             // The recvmsg may still read the template: leak it, as `Driver`
             // leaks the buffers; the process is exiting.
             std::mem::forget(std::mem::replace(&mut self.template, Box::new(zeroed_msghdr())));

@@ -10,8 +10,6 @@ use crate::ring::{setup, Driver};
 
 /// A datagram ring's socket is slot 0 of its fixed file table.
 pub(super) const DGRAM_SOCKET_FILE: u32 = 0;
-/// The kernel's largest fixed file table (`IORING_MAX_FIXED_FILES`).
-const MAX_FIXED_FILES: u64 = 1 << 20;
 
 /// How a ring's operations name their sockets (`--uring-fixed-files`).
 ///
@@ -73,7 +71,9 @@ impl Files {
 pub(super) fn register_files(d: &Driver, stream: bool, max_conns: usize, socket: BorrowedFd<'_>) -> io::Result<()> {
     let submitter = d.ring.submitter();
     let result = if stream {
-        let slots = (max_conns as u64).min(crate::sys::fd_limit()).clamp(1, MAX_FIXED_FILES);
+        let slots = (max_conns as u64)
+            .min(crate::sys::fd_limit())
+            .clamp(1, crate::ring::MAX_FIXED_FILES as u64);
         submitter.register_files_sparse(slots as u32)
     } else {
         submitter.register_files(&[socket.as_raw_fd()])

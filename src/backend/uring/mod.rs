@@ -51,8 +51,8 @@ use super::Backend;
 use crate::net::Transport;
 use crate::ring::buf_ring::BufRing;
 use crate::ring::setup::{self, SetupFlags};
-use crate::ring::Driver;
-use crate::serve::config::OnOff;
+use crate::ring::{Driver, RingPart, SizeRefused};
+use crate::serve::config::{ConfigError, OnOff, UringOptions};
 use crate::serve::{ServeContext, ServerConfig, Shutdown, Stats};
 use files::{register_files, Files};
 use wait::WaitPolicy;
@@ -201,7 +201,8 @@ fn run_worker(
         .next_power_of_two();
     let files = if opts.fixed_files { Files::Fixed } else { Files::Fds };
     let setup = (|| {
-        let mut d = Driver::new(opts.ring_entries, cq_entries, buf_count, buf_size)?;
+        let mut d = Driver::new(opts.ring_entries, cq_entries, buf_count, buf_size)
+            .map_err(|e| name_refused_size(e, opts, buf_count, buf_size))?;
         // Only an optimisation: without it (before 5.18) enters use the fd.
         if opts.register_ring {
             let _ = d.register_ring_fd();
@@ -256,6 +257,31 @@ fn run_worker(
     } else {
         datagram::DgramWorker::new(d, socket, shared, files, wait).run()
     }
+}
+
+/// A size the kernel refused, as a refusal of the flag that set it (the
+/// server then exits 2 naming it); any other error as it is.
+fn name_refused_size(e: io::Error, opts: &UringOptions, buf_count: u32, buf_size: u32) -> io::Error {
+    let Some(refused) = SizeRefused::of(&e) else {
+        return e;
+    };
+    let flag = match refused.part {
+        RingPart::Queues => ConfigError::Flag {
+            flag: "--ring-entries",
+            value: opts.ring_entries.to_string(),
+            reason: format!("the kernel refused a ring of this size: {}; try fewer", refused.source),
+        },
+        RingPart::Buffers => ConfigError::Flag {
+            flag: "--buf-count",
+            value: format!("{buf_count} with --buf-size {buf_size}"),
+            reason: format!(
+                "the kernel refused {} MiB of buffers per ring: {}; try fewer or smaller buffers",
+                (buf_count as u64 * buf_size as u64) >> 20,
+                refused.source
+            ),
+        },
+    };
+    io::Error::other(flag)
 }
 
 /// `--uring-min-wait`: the kernel must know `min_wait_usec` (Linux 6.12,

@@ -668,7 +668,7 @@ impl<'a> StreamWorker<'a> {
             if let Some(conn) = s.conn.take() {
                 let Conn { file, heap, .. } = conn;
                 match self.files {
-                    // Fixed slots close with the ring's file table, when the ring goes.
+                    // Fixed slots close with the ring's file table, below.
                     Files::Fixed => {}
                     // SAFETY: the connection owned this descriptor (a plain
                     // accept's result), and it is dropped here, so nothing
@@ -683,6 +683,11 @@ impl<'a> StreamWorker<'a> {
                 self.shared.open.fetch_sub(1, Ordering::AcqRel);
                 self.shared.stats.conn_closed();
             }
+        }
+        if quiesced {
+            // Fixed slots close here, not when the kernel gets round to the
+            // ring: clients see their close before the server has exited.
+            self.d.release_files();
         }
     }
 }

@@ -1,0 +1,420 @@
+//! Conversations (`--conn-msgs N`): a connection per conversation, as
+//! Stevens (UNP, ch. 30), neper `tcp_crr` and netperf `TCP_CRR` measure a
+//! server. Each client connects, exchanges N checked echoes, closes, and
+//! connects again.
+//!
+//! This module is what the rest of loadgen sees of them: the flag checks,
+//! the per-thread totals the event loops fill ([`ConvTotals`]), the
+//! `conversations` object of the result file ([`Conversations`]) and its
+//! lines in the text report. The event-loop side is `worker/conversation.rs`.
+//!
+//! Who closes first: loadgen. It closes as soon as the last echo of a
+//! conversation is checked, so over TCP the `TIME_WAIT` socket (60 s on
+//! Linux) stays on loadgen's side and holds a source port there, not on the
+//! server's. On loopback the kernel's default `net.ipv4.tcp_tw_reuse = 2`
+//! lets a new connect reuse such a port; elsewhere a high rate of
+//! conversations runs out of source ports (`EADDRNOTAVAIL`), which ends the
+//! run with a message naming `--local-addrs`. The count of `TIME_WAIT`
+//! sockets when the run ends is recorded (`time_wait_at_end`).
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{Args, IoMode, UsageError};
+use crate::report::fmt_us;
+use crate::result::{encode_histogram, Latency, RunResult};
+use crate::stats::{self, latency_of};
+
+/// What each conversation ends as, when it does not end with its last echo checked.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConvFailures {
+    /// The connect was refused (`ECONNREFUSED`; a Unix socket path with no listener).
+    pub refused: u64,
+    /// The connection was reset or closed by the server before its last echo.
+    pub reset: u64,
+    /// The connect did not complete within `--timeout` (a full backlog: never
+    /// accepted), or a Unix listener's backlog was full (`EAGAIN`).
+    pub not_accepted: u64,
+    /// Connected, but an echo did not come back within `--timeout`.
+    pub unanswered: u64,
+    /// No source port left (`EADDRNOTAVAIL`); this ends the run.
+    pub out_of_ports: u64,
+    /// Open loop: conversations that could not even be queued (their slot's
+    /// backlog was full).
+    pub not_started: u64,
+    /// Any other connect error.
+    pub other: u64,
+}
+
+impl ConvFailures {
+    pub fn total(&self) -> u64 {
+        self.refused
+            + self.reset
+            + self.not_accepted
+            + self.unanswered
+            + self.out_of_ports
+            + self.not_started
+            + self.other
+    }
+
+    fn add(&mut self, o: &ConvFailures) {
+        self.refused += o.refused;
+        self.reset += o.reset;
+        self.not_accepted += o.not_accepted;
+        self.unanswered += o.unanswered;
+        self.out_of_ports += o.out_of_ports;
+        self.not_started += o.not_started;
+        self.other += o.other;
+    }
+
+    /// Counts a failed connect by its errno.
+    pub fn count_connect_error(&mut self, e: &std::io::Error) {
+        match e.raw_os_error() {
+            Some(libc::ECONNREFUSED | libc::ENOENT) => self.refused += 1,
+            Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => self.reset += 1,
+            Some(libc::ETIMEDOUT | libc::EAGAIN) => self.not_accepted += 1,
+            Some(libc::EADDRNOTAVAIL) => self.out_of_ports += 1,
+            _ if e.kind() == std::io::ErrorKind::TimedOut => self.not_accepted += 1,
+            _ => self.other += 1,
+        }
+    }
+}
+
+/// What one event-loop thread measured of its conversations in the measured phase.
+#[derive(Debug)]
+pub struct ConvTotals {
+    /// From `connect` to established, µs.
+    pub connect: Histogram<u64>,
+    /// From the conversation's start (closed loop: its `connect`; open loop:
+    /// its intended start) to its last echo checked, µs.
+    pub conversation: Histogram<u64>,
+    /// Conversations whose last echo was checked in the measured phase.
+    pub completed: u64,
+    /// Conversations that failed in the measured phase, by kind.
+    pub failed: ConvFailures,
+    /// Open loop: conversations the schedule started in the measured phase.
+    pub scheduled: u64,
+}
+
+impl ConvTotals {
+    pub fn new() -> ConvTotals {
+        ConvTotals {
+            connect: stats::new_histogram(),
+            conversation: stats::new_histogram(),
+            completed: 0,
+            failed: ConvFailures::default(),
+            scheduled: 0,
+        }
+    }
+}
+
+impl Default for ConvTotals {
+    fn default() -> Self {
+        ConvTotals::new()
+    }
+}
+
+/// The result file's `conversations` object (present only with `--conn-msgs`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Conversations {
+    /// `--conn-msgs`: echoes per conversation.
+    pub msgs_per_conn: u64,
+    /// Conversations completed in the measured phase (every echo checked).
+    pub completed: u64,
+    /// `completed` over the measured phase's length.
+    pub per_s: f64,
+    /// Open loop: the requested rate of new conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_per_s: Option<f64>,
+    /// Open loop: conversations the schedule started in the measured phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<u64>,
+    /// From `connect` to established.
+    pub connect_us: Latency,
+    /// `connect_us`'s histogram, encoded as the top-level `histogram` is.
+    pub connect_histogram: String,
+    /// From the start (closed loop: the `connect`; open loop: the intended
+    /// start, so coordinated omission is corrected) to the last echo checked.
+    pub conversation_us: Latency,
+    /// `conversation_us`'s histogram.
+    pub conversation_histogram: String,
+    /// Conversations that failed in the measured phase, by kind.
+    pub failed: ConvFailures,
+    /// loadgen's CPU time over the measured phase per completed conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_cpu_us_per_conn: Option<f64>,
+    /// With `--server-pid`: the server tree's CPU time per completed conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_conn: Option<f64>,
+    /// Which side closes first: always "loadgen" (it closes once the last
+    /// echo is checked), so TCP's `TIME_WAIT` is on loadgen's side.
+    pub closes_first: String,
+    /// TCP: the `TIME_WAIT` sockets of loadgen's network namespace when the
+    /// run ended (`tw` in /proc/net/sockstat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_wait_at_end: Option<u64>,
+}
+
+/// Refuses `--conn-msgs` where it cannot work, naming the flag.
+pub fn check_flags(args: &Args) -> Result<(), UsageError> {
+    let Some(n) = args.conn_msgs else { return Ok(()) };
+    if !args.transport.is_stream() {
+        return Err(UsageError(format!(
+            "--conn-msgs {n}: conversations need a stream transport (tcp or unix); --transport {} has no connections",
+            args.transport
+        )));
+    }
+    if args.io == IoMode::Uring {
+        return Err(UsageError(format!(
+            "--conn-msgs {n}: conversations run on epoll for now; use --io epoll or auto"
+        )));
+    }
+    Ok(())
+}
+
+/// The settings the run actually uses: with `--conn-msgs`, `--io auto` is epoll.
+pub fn resolve(mut args: Args) -> Args {
+    if args.conn_msgs.is_some() && args.io == IoMode::Auto {
+        args.io = IoMode::Epoll;
+    }
+    args
+}
+
+/// The figures of a whole run, from what the threads recorded.
+pub struct RunFigures<'a> {
+    pub args: &'a Args,
+    pub totals: Vec<&'a ConvTotals>,
+    pub measured_s: f64,
+    pub loadgen_cpu_us: Option<u64>,
+    pub server_cpu_us: Option<u64>,
+}
+
+/// The `conversations` object of a run with `--conn-msgs`; `None` without.
+pub fn summarise(f: RunFigures<'_>) -> Option<Conversations> {
+    let n = f.args.conn_msgs?;
+    let mut sum = ConvTotals::new();
+    for t in &f.totals {
+        let _ = sum.connect.add(&t.connect);
+        let _ = sum.conversation.add(&t.conversation);
+        sum.completed += t.completed;
+        sum.failed.add(&t.failed);
+        sum.scheduled += t.scheduled;
+    }
+    let per_conn = |cpu: Option<u64>| {
+        cpu.filter(|_| sum.completed > 0)
+            .map(|c| c as f64 / sum.completed as f64)
+    };
+    Some(Conversations {
+        msgs_per_conn: n,
+        completed: sum.completed,
+        // As the message throughput is: a run cut short before its window
+        // closed is divided by the length it was asked for.
+        per_s: sum.completed as f64
+            / match f.measured_s {
+                s if s > 0.0 => s,
+                _ => f.args.duration.as_secs_f64(),
+            },
+        requested_per_s: f.args.rate,
+        scheduled: f.args.rate.map(|_| sum.scheduled),
+        connect_us: latency_of(&sum.connect),
+        connect_histogram: encode_histogram(&sum.connect),
+        conversation_us: latency_of(&sum.conversation),
+        conversation_histogram: encode_histogram(&sum.conversation),
+        failed: sum.failed,
+        loadgen_cpu_us_per_conn: per_conn(f.loadgen_cpu_us),
+        server_cpu_us_per_conn: per_conn(f.server_cpu_us),
+        closes_first: "loadgen".into(),
+        time_wait_at_end: match f.args.transport {
+            sockbench::net::Transport::Tcp => time_wait_sockets(),
+            _ => None,
+        },
+    })
+}
+
+/// Adds the `conversations` object to a run's result (with `--conn-msgs`).
+/// In open loop `--rate` counts conversations; the message figures that
+/// compare a rate with what was done (`requested_msgs_per_s`,
+/// `extra.scheduled_messages`) are then in messages: N per conversation.
+pub fn attach(result: &mut RunResult, f: RunFigures<'_>) {
+    let Some(c) = summarise(f) else { return };
+    if let (Some(rate), Some(scheduled)) = (c.requested_per_s, c.scheduled) {
+        result.throughput.requested_msgs_per_s = Some(rate * c.msgs_per_conn as f64);
+        result.extra.scheduled_messages = Some(scheduled * c.msgs_per_conn);
+    }
+    // Resets and unanswered echoes already fail the run as errors.reset and
+    // errors.timeout; a conversation that never got connected fails it too.
+    let f = &c.failed;
+    let unconnected = f.refused + f.not_accepted + f.not_started + f.other;
+    if unconnected > 0 {
+        result.failures.push(format!(
+            "{unconnected} conversations never connected in the measured phase (refused {}, not accepted {}, \
+             not started {}, other {})",
+            f.refused, f.not_accepted, f.not_started, f.other
+        ));
+    }
+    result.conversations = Some(c);
+}
+
+/// `TIME_WAIT` sockets in this network namespace (`tw` of /proc/net/sockstat).
+pub fn time_wait_sockets() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let tcp = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = tcp.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "tw" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The text report's conversation lines (empty without `--conn-msgs`).
+pub fn report_lines(c: Option<&Conversations>) -> String {
+    use std::fmt::Write as _;
+    let Some(c) = c else { return String::new() };
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "  Conversations  {:.0}/s  ({} completed, {} messages each",
+        c.per_s, c.completed, c.msgs_per_conn
+    );
+    if let (Some(req), Some(sched)) = (c.requested_per_s, c.scheduled) {
+        let _ = write!(s, "; requested {req:.0}/s, {sched} scheduled");
+    }
+    let _ = writeln!(s, "; loadgen closes first)");
+    let lat = |l: &Latency| {
+        format!(
+            "p50 {}  p99 {}  p99.9 {}  max {}",
+            fmt_us(l.p50),
+            fmt_us(l.p99),
+            fmt_us(l.p99_9),
+            fmt_us(l.max)
+        )
+    };
+    let _ = writeln!(s, "    connect       {}", lat(&c.connect_us));
+    let _ = writeln!(s, "    conversation  {}", lat(&c.conversation_us));
+    let f = &c.failed;
+    let _ = writeln!(
+        s,
+        "    failed        {} (refused {}, reset {}, not accepted {}, unanswered {}, out of ports {}, not started {}, other {})",
+        f.total(),
+        f.refused,
+        f.reset,
+        f.not_accepted,
+        f.unanswered,
+        f.out_of_ports,
+        f.not_started,
+        f.other
+    );
+    if let Some(l) = c.loadgen_cpu_us_per_conn {
+        let _ = write!(s, "    CPU           loadgen {}/conn", fmt_us(l));
+        if let Some(sv) = c.server_cpu_us_per_conn {
+            let _ = write!(s, ", server {}/conn", fmt_us(sv));
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(tw) = c.time_wait_at_end {
+        let _ = writeln!(s, "    TIME_WAIT     {tw} sockets at the end (on loadgen's side)");
+    }
+    s
+}
+
+/// `loadgen merge`: the inputs' `conversations` added up (histograms and
+/// counts; rates summed, as the message rates are; `time_wait_at_end` the most of any). Refuses inputs with
+/// different `--conn-msgs`, or a mix of runs with and without it. The
+/// server's CPU per connection is left out: each input measured the same
+/// server, so it cannot be added.
+pub fn merge(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<Conversations>> {
+    let Some(first) = results.first().and_then(|r| r.conversations.as_ref()) else {
+        if let Some(i) = results.iter().position(|r| r.conversations.is_some()) {
+            anyhow::bail!(
+                "settings differ: {} has conversations (--conn-msgs) but {} has none",
+                names[i],
+                names[0]
+            );
+        }
+        return Ok(None);
+    };
+    let mut connect = stats::new_histogram();
+    let mut conversation = stats::new_histogram();
+    let mut out = Conversations {
+        completed: 0,
+        per_s: 0.0,
+        requested_per_s: first.requested_per_s.map(|_| 0.0),
+        scheduled: first.scheduled.map(|_| 0),
+        failed: ConvFailures::default(),
+        loadgen_cpu_us_per_conn: Some(0.0),
+        server_cpu_us_per_conn: None,
+        time_wait_at_end: first.time_wait_at_end.map(|_| 0),
+        ..first.clone()
+    };
+    let mut loadgen_cpu_us = 0.0;
+    for (r, name) in results.iter().zip(names) {
+        let Some(c) = r
+            .conversations
+            .as_ref()
+            .filter(|c| c.msgs_per_conn == first.msgs_per_conn)
+        else {
+            anyhow::bail!(
+                "settings differ: `--conn-msgs` is {} in {} but not in {name}; only runs with the same settings can be merged",
+                first.msgs_per_conn,
+                names[0]
+            );
+        };
+        let decode = |s: &str| crate::result::decode_histogram(s).map_err(|e| anyhow::anyhow!("{name}: {e}"));
+        let _ = connect.add(decode(&c.connect_histogram)?);
+        let _ = conversation.add(decode(&c.conversation_histogram)?);
+        out.completed += c.completed;
+        out.per_s += c.per_s;
+        out.requested_per_s = out.requested_per_s.zip(c.requested_per_s).map(|(a, b)| a + b);
+        out.scheduled = out.scheduled.zip(c.scheduled).map(|(a, b)| a + b);
+        out.failed.add(&c.failed);
+        // Inputs on one host see the same sockets: the most any saw, not a sum.
+        out.time_wait_at_end = out.time_wait_at_end.zip(c.time_wait_at_end).map(|(a, b)| a.max(b));
+        match c.loadgen_cpu_us_per_conn {
+            Some(us) => loadgen_cpu_us += us * c.completed as f64,
+            None => out.loadgen_cpu_us_per_conn = None,
+        }
+    }
+    out.connect_us = latency_of(&connect);
+    out.connect_histogram = encode_histogram(&connect);
+    out.conversation_us = latency_of(&conversation);
+    out.conversation_histogram = encode_histogram(&conversation);
+    out.loadgen_cpu_us_per_conn = out
+        .loadgen_cpu_us_per_conn
+        .filter(|_| out.completed > 0)
+        .map(|_| loadgen_cpu_us / out.completed as f64);
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_are_counted_by_kind() {
+        let mut f = ConvFailures::default();
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ENOENT,
+            libc::ECONNRESET,
+            libc::ETIMEDOUT,
+            libc::EAGAIN,
+            libc::EADDRNOTAVAIL,
+            libc::EHOSTUNREACH,
+        ] {
+            f.count_connect_error(&std::io::Error::from_raw_os_error(errno));
+        }
+        f.count_connect_error(&std::io::Error::from(std::io::ErrorKind::TimedOut));
+        let want = ConvFailures {
+            refused: 2,
+            reset: 1,
+            not_accepted: 3,
+            out_of_ports: 1,
+            other: 1,
+            ..ConvFailures::default()
+        };
+        assert_eq!(f, want);
+        assert_eq!(f.total(), 8);
+    }
+}
