@@ -1454,7 +1454,6 @@ fn adaptive_rounds_run_until_the_cap_and_say_why_they_stopped() {
 /// `conversations` object; the report has the conversation table, the two
 /// plots and a finding line.
 #[test]
-#[ignore = "needs loadgen --conn-msgs (branch h-conv), not yet in main; run with --ignored once it is"]
 fn conversation_axis_runs_end_to_end() {
     let bins = bin_dir();
     if let Some(why) = real_binaries_missing(&bins) {
