@@ -3,8 +3,6 @@
 //!
 //! Data flows one way, and each module imports only from those above it:
 //!
-//! - [`conversations`]: a read-only view of loadgen's `conversations`
-//!   object (a conversation run's figures), read by `execute` and `analyse`.
 //! - [`plan`]: which runs, with which typed [`plan::RunSpec`] and argv.
 //! - [`cli`]: the command line, turned into a [`plan::Request`].
 //! - [`record`]: the manifest on disk, one typed [`record::RunRecord`] per run.
@@ -15,7 +13,6 @@
 
 pub mod analyse;
 pub mod cli;
-pub mod conversations;
 pub mod execute;
 pub mod plan;
 pub mod publish;

@@ -171,7 +171,6 @@ fn recorded_run(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> Run 
     Run {
         record: record(spec.clone(), &result, base_us / 4.0),
         result,
-        conversations: None,
     }
 }
 
@@ -1499,6 +1498,7 @@ fn conversation_axis_runs_end_to_end() {
         let name = run.record.spec.name();
         assert!(run.record.loadgen_argv.iter().any(|a| a == "--conn-msgs"), "{name}");
         let c = run
+            .result
             .conversations
             .as_ref()
             .unwrap_or_else(|| panic!("{name}: no conversations"));

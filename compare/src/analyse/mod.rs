@@ -13,7 +13,6 @@ use std::path::Path;
 
 use loadgen::result::RunResult;
 
-use crate::conversations::ConvFigures;
 use crate::plan::Peer;
 use crate::record::{Manifest, Outcome, RunRecord};
 pub use points::{
@@ -26,8 +25,6 @@ pub use points::{
 pub struct Run {
     pub record: RunRecord,
     pub result: RunResult,
-    /// A conversation run's `conversations` object from the same file.
-    pub conversations: Option<ConvFigures>,
 }
 
 impl Run {
@@ -81,7 +78,6 @@ pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
             Some(Run {
                 record: r.clone(),
                 result,
-                conversations: conversations_of(r, &path),
             })
         })
         .collect()
@@ -99,7 +95,6 @@ pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<R
             Ok(result) => runs.push(Run {
                 record: r.clone(),
                 result,
-                conversations: conversations_of(r, &path),
             }),
             Err(e) => unreadable.push(format!("{}: {e:#}", path.display())),
         }
@@ -112,12 +107,6 @@ pub fn load_runs_strict(manifest: &Manifest, dir: &Path) -> anyhow::Result<Vec<R
         );
     }
     Ok(runs)
-}
-
-/// The `conversations` object of a conversation run's result file at `path`.
-fn conversations_of(record: &RunRecord, path: &Path) -> Option<ConvFigures> {
-    record.spec.conn_msgs?;
-    crate::conversations::read(path)
 }
 
 /// One run per point of the matrix and label, in matrix order. Where a
@@ -363,14 +352,14 @@ impl Run {
     /// A conversation run's figures: loadgen's, and the server's cost per
     /// connection over its window at loadgen's rate of conversations.
     pub fn conv_facts(&self) -> Option<ConvFacts> {
-        let c = self.conversations.as_ref()?;
+        let c = self.result.conversations.as_ref()?;
         Some(ConvFacts {
             conns_per_s: c.per_s,
             server_cpu_us_per_conn: self.record.server_cost.as_ref()?.cpu_us_per_msg(c.per_s),
             loadgen_cpu_us_per_conn: c.loadgen_cpu_us_per_conn,
             p50_us: c.conversation_us.p50,
             p99_us: c.conversation_us.p99,
-            failed: c.failed,
+            failed: c.failed.total(),
             switches: self.switches_per(c.per_s),
         })
     }

@@ -450,7 +450,7 @@ fn closed_loop_rates(manifest: &Manifest, shape: crate::plan::PointShape, out_di
             let path = r.result_file.in_dir(out_dir);
             let per_s = match shape.conn_msgs {
                 // A conversation point's rates count conversations (loadgen's --rate with --conn-msgs).
-                Some(_) => crate::conversations::read(&path)?.per_s,
+                Some(_) => loadgen::result::read(&path).ok()?.conversations?.per_s,
                 None => loadgen::result::read(&path).ok()?.throughput.msgs_per_s,
             };
             Some((r.spec.label.clone(), per_s))

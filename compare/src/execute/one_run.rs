@@ -340,19 +340,19 @@ fn check_result(
         cost.peak_rss_kib,
         result.errors.total()
     );
-    let conversations = record.spec.conn_msgs.and_then(|_| crate::conversations::read(&path));
-    if let Some(c) = &conversations {
+    let conversations = &result.conversations;
+    if let Some(c) = conversations {
         let per_conn = cost.cpu_us_per_msg(c.per_s);
         headline.push_str(&format!(
             "; {:.0} conversations/s, server {} us/conn, {} failed",
             c.per_s,
             per_conn.map(|v| format!("{v:.1}")).unwrap_or_else(|| "?".into()),
-            c.failed
+            c.failed.total()
         ));
     }
     if let Some(offered) = record.spec.rate {
         // With --conn-msgs the offered rate counts conversations.
-        let (achieved, unit) = match &conversations {
+        let (achieved, unit) = match conversations {
             Some(c) => (c.per_s, "conversations"),
             None => (result.throughput.msgs_per_s, "msgs"),
         };
