@@ -42,6 +42,16 @@ pub struct CompareArgs {
     /// 1000; 100 with --quick) that are listed. Default: every count of the matrix.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub conns: Option<Vec<u64>>,
+    /// Workloads: messages (long-lived connections, the default), conversations
+    /// (a connection per conversation: `--conn-msgs` messages each, at 1, 100
+    /// and 1000 concurrent conversations (or --conns), over tcp and unix; then
+    /// matched load at 1 message, 100 conversations), or all.
+    #[arg(long, value_enum, value_name = "AXIS")]
+    pub axis: Option<crate::plan::Axis>,
+    /// Messages per connection of the conversation axis (comma-separated).
+    /// Default 1,10,100. Given alone it selects --axis conversations.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub conn_msgs: Option<Vec<u64>>,
     /// Measured phase of each run (`10s`, `500ms`, `1m`). Default 1500ms, or 700ms with --quick.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -82,6 +92,12 @@ pub struct CompareArgs {
     /// directory of this executable (target/release with `cargo run --release`).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
+    /// Count the server's system calls in each run's window with `perf stat -e
+    /// raw_syscalls:sys_enter -p PID` (syscalls per message in the report).
+    /// Off by default: the tracepoint adds about 0.13 µs to every system call,
+    /// which inflates the CPU figures of the same runs.
+    #[arg(long)]
+    pub count_syscalls: bool,
     /// Do not run anything: redraw the plots and README from the last run's files in --out-dir.
     #[arg(long)]
     pub report_only: bool,
@@ -110,11 +126,14 @@ impl CompareArgs {
             reference: self.reference.clone(),
             transports: self.transports.clone(),
             conns: self.conns.clone(),
+            axis: self.axis,
+            conn_msgs: self.conn_msgs.clone(),
             duration: self.duration,
             warmup: self.warmup,
             repetitions: self.repetitions,
             server_cpus: self.server_cpus.clone(),
             loadgen_cpus: self.loadgen_cpus.clone(),
+            count_syscalls: self.count_syscalls,
         }
     }
 }

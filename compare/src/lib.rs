@@ -164,7 +164,8 @@ fn final_line(
                 analyse::Purpose::MatchedLoad { fraction } => format!("matched load {:.0}%", fraction * 100.0),
                 other => other.as_str().replace('_', " "),
             };
-            let at = format!("{what} {}, {} conns, {} B", k.transport, k.conns, k.size_bytes);
+            let msgs = k.conn_msgs.map(|n| format!(", {n} msgs/conn")).unwrap_or_default();
+            let at = format!("{what} {}, {} conns, {} B{msgs}", k.transport, k.conns, k.size_bytes);
             match &h.compared {
                 Some((label, r)) => format!(
                     "{at}: {} cheapest, server CPU of {label} {:.2}× {} [{:.2}, {:.2}], {}",

@@ -185,6 +185,25 @@ pub struct ServerCost {
     pub peak_rss_kib: u64,
     /// Most processes seen in the tree at once.
     pub peak_procs: u64,
+    /// Context switches of the server tree in the window, from each task's
+    /// `/proc/PID/task/TID/status`: those that gave up the CPU (waiting
+    /// for I/O) and those preempted. Tasks that exited inside the window
+    /// are missing (fork's children in conversation runs: see
+    /// `ctxt_tasks_gone` and `execute::proc_cpu::CtxtSwitches`). `None`
+    /// in older manifests and when the window never began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voluntary_ctxt_switches: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub involuntary_ctxt_switches: Option<u64>,
+    /// Tasks alive at the window's start and gone by its end, whose
+    /// switches are therefore not counted: above 0 the counts are a lower bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctxt_tasks_gone: Option<u64>,
+    /// System calls the server tree entered in the window (`perf stat -e
+    /// raw_syscalls:sys_enter`); `None` where perf cannot count it (the
+    /// reason is [`Method::syscalls_not_counted`]).
+    #[serde(default)]
+    pub syscalls: Option<u64>,
 }
 
 impl ServerCost {
@@ -195,6 +214,19 @@ impl ServerCost {
         let cpu_us = self.cpu_us.filter(|&us| us > 0)?;
         let window_msgs = msgs_per_s * self.window_s;
         (self.window_s > 0.0 && window_msgs >= 1.0).then(|| cpu_us as f64 / window_msgs)
+    }
+
+    /// Voluntary and involuntary context switches per unit of work, e.g. per
+    /// message at `msgs_per_s` (or per connection at conversations/s), over
+    /// the same window as [`Self::cpu_us_per_msg`].
+    pub fn switches_per(&self, per_s: f64) -> Option<(f64, f64)> {
+        let units = per_s * self.window_s;
+        (units >= 1.0).then(|| {
+            Some((
+                self.voluntary_ctxt_switches? as f64 / units,
+                self.involuntary_ctxt_switches? as f64 / units,
+            ))
+        })?
     }
 
     /// Cores' worth of CPU the server tree used in the window.
@@ -359,6 +391,11 @@ pub struct Method {
     /// A run below it is invalid. `None` in older manifests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_floor_us_per_msg: Option<f64>,
+    /// Why no run's `server_cost.syscalls` was counted (perf missing, or the
+    /// `raw_syscalls:sys_enter` tracepoint not countable here); probed once
+    /// before the runs. `None` when perf counts it, and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syscalls_not_counted: Option<String>,
     /// The adaptive design's settings when `--decide-at` or
     /// `--max-repetitions` asked for it; `None` for a fixed design.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -412,6 +449,7 @@ impl Default for Method {
             warmup_s: 0.0,
             duration_s: 0.0,
             cpu_floor_us_per_msg: None,
+            syscalls_not_counted: None,
             adaptive: None,
         }
     }
@@ -526,6 +564,7 @@ mod legacy {
             // Named `_kb`, but it held KiB.
             peak_rss_kib: u64_of("server_peak_rss_kb").unwrap_or(0),
             peak_procs: u64_of("server_peak_procs").unwrap_or(0),
+            ..ServerCost::default()
         }
     }
 

@@ -156,6 +156,11 @@ fn record(spec: RunSpec, res: &RunResult, cpu_us_per_msg: f64) -> RunRecord {
         window_s: res.settings.duration_s,
         peak_rss_kib: 2048,
         peak_procs: 1,
+        // One wake-up every other message, one preemption per hundred.
+        voluntary_ctxt_switches: Some(res.messages / 2),
+        involuntary_ctxt_switches: Some(res.messages / 100),
+        ctxt_tasks_gone: Some(0),
+        syscalls: None,
     });
     rec
 }
@@ -258,7 +263,8 @@ fn plots_and_readme_from_result_files() {
     let names: Vec<&str> = files.iter().map(|f| f.file.as_str()).collect();
     // Every plot: the open-loop runs are the sweep's 50% point at tcp, 100
     // connections, which is both a matched-load point and the latency view.
-    assert_eq!(names, plots::PLOT_FILES);
+    // The last two are the conversation axis's, which these runs do not have.
+    assert_eq!(names, plots::PLOT_FILES[..5]);
     let findings: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("findings.json")).unwrap()).unwrap();
     assert_eq!(findings["reference"], "epoll");
@@ -1435,5 +1441,82 @@ fn adaptive_rounds_run_until_the_cap_and_say_why_they_stopped() {
         }
     }
     assert_eq!(twins, 2, "closed loop and matched load: {findings}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 24, item 3: the conversation axis end to end with the real
+/// binaries, bounded: epoll and fork over tcp and unix, 1 and 10 messages
+/// per connection at 4 concurrent conversations, one repetition of 300 ms
+/// runs: 8 runs (no matched-load point, which needs 100 conversations),
+/// about 20 s with the stall check.
+/// Every run succeeds; its record has context switches and its result a
+/// `conversations` object; the report has the conversation table, the two
+/// plots and a finding line.
+#[test]
+fn conversation_axis_runs_end_to_end() {
+    let bins = bin_dir();
+    if let Some(why) = real_binaries_missing(&bins) {
+        eprintln!("skipped: the conversation axis needs the real server and loadgen: {why}");
+        return;
+    }
+    let dir = temp_dir("conversations");
+    let _one_at_a_time = REAL_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args([
+            "--quick",
+            "--axis",
+            "conversations",
+            "--conn-msgs",
+            "1,10",
+            "--conns",
+            "4",
+            "--peers",
+            "fork,epoll",
+            "--transports",
+            "tcp,unix",
+            "--repetitions",
+            "1",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--bin-dir",
+        ])
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "compare --axis conversations failed:\n{stderr}");
+    let manifest = Manifest::load(&dir).unwrap();
+    let failed: Vec<_> = manifest.runs.iter().filter(|r| r.outcome != Outcome::Ok).collect();
+    assert!(failed.is_empty(), "failed runs: {failed:#?}");
+    assert_eq!(manifest.runs.iter().filter(|r| !r.redo).count(), 8);
+    assert!(manifest.method.syscalls_not_counted.is_some(), "not asked for");
+    for run in analyse::load_runs(&manifest, &dir) {
+        let name = run.record.spec.name();
+        assert!(run.record.loadgen_argv.iter().any(|a| a == "--conn-msgs"), "{name}");
+        let c = run
+            .result
+            .conversations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no conversations"));
+        assert!(c.completed > 0 && c.per_s > 0.0, "{name}: {c:?}");
+        let cost = run.record.server_cost.as_ref().unwrap();
+        assert!(cost.voluntary_ctxt_switches.is_some_and(|v| v > 0), "{name}: {cost:?}");
+        assert!(
+            run.conv_facts().and_then(|f| f.server_cpu_us_per_conn).is_some(),
+            "{name}"
+        );
+    }
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(
+        readme.contains("## Conversations: a connection per conversation"),
+        "{readme}"
+    );
+    assert!(readme.contains("msg/connection, 4 at once, closed loop"), "{readme}");
+    assert_svg(&dir.join("conversations_vs_msgs.svg"), &["fork", "epoll"]);
+    assert_svg(&dir.join("server_cpu_per_conn.svg"), &["fork", "epoll"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

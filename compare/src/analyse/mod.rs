@@ -15,7 +15,10 @@ use loadgen::result::RunResult;
 
 use crate::plan::Peer;
 use crate::record::{Manifest, Outcome, RunRecord};
-pub use points::{PeerStats, PointKey, PointStats, Purpose, RowLimit, RunFacts, Summary};
+pub use points::{
+    ConvFacts, ConvStats, PeerStats, PointKey, PointStats, Purpose, RowLimit, RunFacts, Summary, SwitchFacts,
+    SwitchStats,
+};
 
 /// One successful run: what `execute` recorded and what loadgen wrote.
 #[derive(Clone, Debug)]
@@ -70,7 +73,8 @@ pub fn load_runs(manifest: &Manifest, dir: &Path) -> Vec<Run> {
         .iter()
         .filter(|r| r.counts())
         .filter_map(|r| {
-            let result = loadgen::result::read(&r.result_file.in_dir(dir)).ok()?;
+            let path = r.result_file.in_dir(dir);
+            let result = loadgen::result::read(&path).ok()?;
             Some(Run {
                 record: r.clone(),
                 result,
@@ -296,6 +300,7 @@ pub fn spec_key(spec: &crate::plan::RunSpec) -> PointKey {
             crate::plan::Purpose::Latency => Purpose::Latency,
             crate::plan::Purpose::MatchedLoad { fraction } => Purpose::MatchedLoad { fraction },
         },
+        conn_msgs: spec.conn_msgs,
     }
 }
 
@@ -322,6 +327,41 @@ pub fn facts(run: &Run, manifest: &Manifest) -> RunFacts {
             .other_processes_cores()
             .is_some_and(|c| c > manifest.method.disturbed_cores),
         server_peak_rss_kib: run.server_peak_rss_kib(),
+        switches: run.switches_per(res.throughput.msgs_per_s),
+        conv: run.conv_facts(),
+    }
+}
+
+impl Run {
+    /// The server's switches and syscalls per unit of work at `per_s` units
+    /// per second (messages, or connections).
+    pub fn switches_per(&self, per_s: f64) -> SwitchFacts {
+        let Some(cost) = &self.record.server_cost else {
+            return SwitchFacts::default();
+        };
+        let units = per_s * cost.window_s;
+        let per = |n: Option<u64>| n.filter(|_| units >= 1.0).map(|n| n as f64 / units);
+        SwitchFacts {
+            voluntary: per(cost.voluntary_ctxt_switches),
+            involuntary: per(cost.involuntary_ctxt_switches),
+            syscalls: per(cost.syscalls),
+            lower_bound: cost.ctxt_tasks_gone.is_some_and(|n| n > 0),
+        }
+    }
+
+    /// A conversation run's figures: loadgen's, and the server's cost per
+    /// connection over its window at loadgen's rate of conversations.
+    pub fn conv_facts(&self) -> Option<ConvFacts> {
+        let c = self.result.conversations.as_ref()?;
+        Some(ConvFacts {
+            conns_per_s: c.per_s,
+            server_cpu_us_per_conn: self.record.server_cost.as_ref()?.cpu_us_per_msg(c.per_s),
+            loadgen_cpu_us_per_conn: c.loadgen_cpu_us_per_conn,
+            p50_us: c.conversation_us.p50,
+            p99_us: c.conversation_us.p99,
+            failed: c.failed.total(),
+            switches: self.switches_per(c.per_s),
+        })
     }
 }
 

@@ -50,6 +50,8 @@ pub struct PointKey {
     pub size_bytes: u64,
     pub conns: u64,
     pub purpose: Purpose,
+    /// A conversation point: messages per connection (`--conn-msgs`).
+    pub conn_msgs: Option<u64>,
 }
 
 impl PointKey {
@@ -60,14 +62,19 @@ impl PointKey {
         match self.purpose {
             Purpose::Latency => true,
             Purpose::MatchedLoad { fraction } => {
-                fraction == 0.5 && self.transport == Transport::Tcp && self.conns == 100 && self.size_bytes == 128
+                fraction == 0.5
+                    && self.transport == Transport::Tcp
+                    && self.conns == 100
+                    && self.size_bytes == 128
+                    && self.conn_msgs.is_none()
             }
             Purpose::Peak => false,
         }
     }
 
-    fn order(&self) -> (String, u64, u64, (u8, u64)) {
+    fn order(&self) -> (Option<u64>, String, u64, u64, (u8, u64)) {
         (
+            self.conn_msgs,
             self.transport.name().to_string(),
             self.size_bytes,
             self.conns,
@@ -103,6 +110,38 @@ pub struct RunFacts {
     /// Other processes' CPU above the manifest's limit in this run's window.
     pub disturbed: bool,
     pub server_peak_rss_kib: Option<u64>,
+    /// Why it costs what it costs: the server's switches (and syscalls) per message.
+    pub switches: SwitchFacts,
+    /// A conversation run's figures.
+    pub conv: Option<ConvFacts>,
+}
+
+/// The server tree's context switches and system calls per unit of work
+/// (see `record::ServerCost`); `None` where not measured.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SwitchFacts {
+    pub voluntary: Option<f64>,
+    pub involuntary: Option<f64>,
+    pub syscalls: Option<f64>,
+    /// Some task of the tree exited inside the window: the switch counts
+    /// are a lower bound (fork's children in conversation runs).
+    pub lower_bound: bool,
+}
+
+/// What the statistics need of a conversation run (loadgen's
+/// `conversations` object and the server's cost per connection).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvFacts {
+    /// Completed conversations (connections) per second.
+    pub conns_per_s: f64,
+    pub server_cpu_us_per_conn: Option<f64>,
+    pub loadgen_cpu_us_per_conn: Option<f64>,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Failed conversations in the measured phase.
+    pub failed: u64,
+    /// The server's switches per connection.
+    pub switches: SwitchFacts,
 }
 
 impl RunFacts {
@@ -116,6 +155,43 @@ impl RunFacts {
         self.offered_per_s
             .is_some_and(|offered| !stats::reached_rate(offered, self.msgs_per_s))
     }
+}
+
+/// [`SwitchFacts`] over a label's runs at a point.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SwitchStats {
+    pub voluntary: Option<Summary>,
+    pub involuntary: Option<Summary>,
+    pub syscalls: Option<Summary>,
+    /// Some run's counts are a lower bound (a task exited in its window).
+    pub lower_bound: bool,
+}
+
+impl SwitchStats {
+    fn of(runs: &[&SwitchFacts]) -> SwitchStats {
+        let summary =
+            |f: fn(&SwitchFacts) -> Option<f64>| Summary::of(&runs.iter().filter_map(|r| f(r)).collect::<Vec<f64>>());
+        SwitchStats {
+            voluntary: summary(|s| s.voluntary),
+            involuntary: summary(|s| s.involuntary),
+            syscalls: summary(|s| s.syscalls),
+            lower_bound: runs.iter().any(|r| r.lower_bound),
+        }
+    }
+}
+
+/// [`ConvFacts`] over a label's runs at a conversation point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConvStats {
+    pub conns_per_s: Option<Summary>,
+    pub server_cpu_us_per_conn: Option<Summary>,
+    pub loadgen_cpu_us_per_conn: Option<Summary>,
+    pub p50_us: Option<Summary>,
+    pub p99_us: Option<Summary>,
+    /// Server CPU per connection against the reference label's, paired by repetition.
+    pub ratio_server_cpu: Option<Ratio>,
+    pub failed: u64,
+    pub switches_per_conn: SwitchStats,
 }
 
 /// A figure over a label's runs at a point: the median with its interval,
@@ -191,6 +267,12 @@ pub struct PeerStats {
     pub ratio_server_cpu: Option<Ratio>,
     /// msgs/s over the reference's, paired by repetition.
     pub ratio_msgs_per_s: Option<Ratio>,
+    /// The server's voluntary and involuntary context switches and
+    /// syscalls per message (medians over the runs).
+    pub switches_per_msg: SwitchStats,
+    /// A conversation point: connections per second, CPU and switches per
+    /// connection, conversation time.
+    pub conv: Option<ConvStats>,
     /// loadgen's CPU per message over the server's, run by run (the two
     /// sides of one run are as paired as figures get): below 1, loadgen is
     /// the cheaper side and cannot be what limits the pair.
@@ -364,6 +446,8 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
         loadgen_busy: summary(|r| r.loadgen_busy),
         bottleneck: stats::classify_runs(&busy(|r| r.server_busy), &busy(|r| r.loadgen_busy)),
         server_peak_rss_kib: kept.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+        switches_per_msg: SwitchStats::of(&kept.iter().map(|r| &r.switches).collect::<Vec<_>>()),
+        conv: conv_stats(kept, reference),
         errors: all.iter().map(|r| r.errors).sum(),
         disturbed: all.iter().filter(|r| r.disturbed).map(|r| r.name.clone()).collect(),
         fell_short: all
@@ -373,6 +457,26 @@ fn peer_stats(peer: Peer, label: &str, all: &[&RunFacts], kept: &[&RunFacts], re
             .collect(),
         stopped: None,
     }
+}
+
+/// The conversation figures of `kept` (`None` at a point without conversations).
+fn conv_stats(kept: &[&RunFacts], reference: &[&RunFacts]) -> Option<ConvStats> {
+    let convs: Vec<&ConvFacts> = kept.iter().filter_map(|r| r.conv.as_ref()).collect();
+    if convs.is_empty() {
+        return None;
+    }
+    let summary =
+        |f: fn(&ConvFacts) -> Option<f64>| Summary::of(&convs.iter().filter_map(|c| f(c)).collect::<Vec<f64>>());
+    Some(ConvStats {
+        conns_per_s: summary(|c| Some(c.conns_per_s)),
+        server_cpu_us_per_conn: summary(|c| c.server_cpu_us_per_conn),
+        loadgen_cpu_us_per_conn: summary(|c| c.loadgen_cpu_us_per_conn),
+        p50_us: summary(|c| Some(c.p50_us)),
+        p99_us: summary(|c| Some(c.p99_us)),
+        ratio_server_cpu: paired_ratio(kept, reference, |r| r.conv?.server_cpu_us_per_conn),
+        failed: convs.iter().map(|c| c.failed).sum(),
+        switches_per_conn: SwitchStats::of(&convs.iter().map(|c| &c.switches).collect::<Vec<_>>()),
+    })
 }
 
 /// `figure` of `candidate` over that of `reference`, paired by repetition.
@@ -446,6 +550,7 @@ pub(crate) mod tests {
                 size_bytes: 128,
                 conns: 100,
                 purpose: Purpose::Peak,
+                conn_msgs: None,
             },
             conns: 100,
             repetition: rep,
@@ -459,6 +564,8 @@ pub(crate) mod tests {
             errors: 0,
             disturbed: false,
             server_peak_rss_kib: None,
+            switches: SwitchFacts::default(),
+            conv: None,
         }
     }
 
@@ -589,5 +696,68 @@ pub(crate) mod tests {
         assert_eq!(s.text(2), "3.50 (1 run)");
         assert_eq!(Summary::of(&[1.0, 2.0, 3.0]).unwrap().text(1), "2.0 [1.0, 3.0]");
         assert_eq!(Summary::of(&[]), None);
+    }
+}
+
+/// Issue 24: conversation points carry their per-connection figures, with a
+/// paired ratio of server CPU per connection; switches are summarised per
+/// unit and a lower bound is marked.
+#[cfg(test)]
+mod conversation_tests {
+    use super::tests::fact;
+    use super::*;
+    use sockbench::server::BackendKind;
+
+    fn conv_fact(label: &str, peer: Peer, rep: u32, cpu_per_conn: f64, gone: bool) -> RunFacts {
+        let mut f = fact(label, peer, rep, cpu_per_conn / 10.0, 100_000.0, (0.5, 0.99));
+        f.key.conn_msgs = Some(10);
+        let switches = SwitchFacts {
+            voluntary: Some(cpu_per_conn / 10.0),
+            involuntary: Some(0.5),
+            syscalls: None,
+            lower_bound: gone,
+        };
+        f.switches = switches;
+        f.conv = Some(ConvFacts {
+            conns_per_s: 10_000.0 + rep as f64,
+            server_cpu_us_per_conn: Some(cpu_per_conn * (1.0 + 0.01 * rep as f64)),
+            loadgen_cpu_us_per_conn: Some(40.0),
+            p50_us: 90.0,
+            p99_us: 300.0,
+            failed: 1,
+            switches,
+        });
+        f
+    }
+
+    #[test]
+    fn conversation_points_compare_cpu_per_connection() {
+        let fork = Peer::Backend(BackendKind::Fork);
+        let epoll = Peer::Backend(BackendKind::Epoll);
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            facts.push(conv_fact("epoll", epoll, rep, 30.0, false));
+            facts.push(conv_fact("fork", fork, rep, 230.0, true));
+        }
+        // A message point beside it is a point of its own.
+        facts.push(fact("epoll", epoll, 1, 2.0, 100_000.0, (0.5, 0.5)));
+        let points = point_stats(&facts, "epoll");
+        assert_eq!(points.len(), 2);
+        assert!(points[0].key.conn_msgs.is_none() && points[1].key.conn_msgs == Some(10));
+        let at = &points[1];
+        let f = at.peer("fork").unwrap().conv.as_ref().unwrap();
+        let ratio = f.ratio_server_cpu.unwrap().interval;
+        assert!((7.0..8.0).contains(&ratio.mid), "{ratio:?}");
+        assert_eq!(f.failed, 5);
+        assert_eq!(f.conns_per_s.unwrap().n, 5);
+        assert!(f.switches_per_conn.lower_bound);
+        assert_eq!(f.switches_per_conn.voluntary.unwrap().mid, 23.0);
+        let e = at.peer("epoll").unwrap();
+        assert!(
+            e.conv.as_ref().unwrap().ratio_server_cpu.is_none(),
+            "no ratio to itself"
+        );
+        assert!(!e.switches_per_msg.lower_bound);
+        assert!(points[0].peers[0].conv.is_none());
     }
 }

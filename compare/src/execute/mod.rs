@@ -19,6 +19,7 @@ pub mod one_run;
 pub mod proc_cpu;
 pub mod process;
 pub mod stalls;
+pub mod syscalls;
 pub mod validity;
 
 use std::path::Path;
@@ -85,6 +86,10 @@ pub fn run_comparison(
         split.server, split.loadgen
     );
     let cpu_floor_us_per_msg = validity::measure_syscall_floor_us();
+    let syscalls_not_counted = syscalls::not_counted_because(plan.count_syscalls);
+    if let (true, Some(why)) = (plan.count_syscalls, &syscalls_not_counted) {
+        eprintln!("compare: --count-syscalls: no run will count system calls: {why}");
+    }
     eprintln!(
         "compare: one system call costs {:.3} µs here; a run whose server CPU per message is below that is invalid",
         cpu_floor_us_per_msg
@@ -104,11 +109,13 @@ pub fn run_comparison(
         timing: plan.timing,
         disturbed_cores: DISTURBED_CORES,
         cpu_floor_us_per_msg,
+        count_syscalls: syscalls_not_counted.is_none(),
     };
     let runs_dir = out_dir.join(RUNS_DIR);
     std::fs::create_dir_all(&runs_dir).with_context(|| format!("creating {}", runs_dir.display()))?;
     let mut manifest = new_manifest(plan, platform_stalls);
     manifest.method.cpu_floor_us_per_msg = Some(cpu_floor_us_per_msg);
+    manifest.method.syscalls_not_counted = syscalls_not_counted;
     manifest.method.adaptive = extra.map(|e| e.method);
     let result = run_all(plan, &ctx, &mut manifest, extra);
     drop(scratch);
@@ -218,6 +225,7 @@ fn new_manifest(plan: &Comparison, platform_stalls: Vec<CpuStalls>) -> Manifest 
             warmup_s: plan.timing.warmup.as_secs_f64(),
             duration_s: plan.timing.duration.as_secs_f64(),
             cpu_floor_us_per_msg: None,
+            syscalls_not_counted: None,
             adaptive: None,
         },
         open_loop_rate: None,
@@ -379,9 +387,13 @@ fn judge(ctx: &RunContext, manifest: &mut Manifest, first: usize, only: Option<u
 
 fn announce_rates(m: &MatchedRates) {
     let s = &m.shape;
+    let (unit, msgs) = match s.conn_msgs {
+        Some(n) => ("conversations", format!(", {n} msgs/conn")),
+        None => ("msgs", String::new()),
+    };
     match &m.lowest {
         Some(p) => eprintln!(
-            "compare: matched load over {}, {} conns, {} B: {} msgs/s offered to every peer ({:?} of {}'s median peak {:.0} msgs/s, the lowest)",
+            "compare: matched load over {}, {} conns, {} B{msgs}: {} {unit}/s offered to every peer ({:?} of {}'s median peak {:.0} {unit}/s, the lowest)",
             s.transport,
             s.conns,
             s.size_bytes,
@@ -435,8 +447,13 @@ fn closed_loop_rates(manifest: &Manifest, shape: crate::plan::PointShape, out_di
         .iter()
         .filter(|r| r.counts() && r.spec.purpose == Purpose::Peak && r.spec.shape() == shape)
         .filter_map(|r| {
-            let result = loadgen::result::read(&r.result_file.in_dir(out_dir)).ok()?;
-            Some((r.spec.label.clone(), result.throughput.msgs_per_s))
+            let path = r.result_file.in_dir(out_dir);
+            let per_s = match shape.conn_msgs {
+                // A conversation point's rates count conversations (loadgen's --rate with --conn-msgs).
+                Some(_) => loadgen::result::read(&path).ok()?.conversations?.per_s,
+                None => loadgen::result::read(&path).ok()?.throughput.msgs_per_s,
+            };
+            Some((r.spec.label.clone(), per_s))
         })
         .collect()
 }
@@ -457,10 +474,19 @@ fn run_and_record(
         .as_ref()
         .map(|_| format!(" (scaled down from {})", spec.requested_conns))
         .unwrap_or_default();
-    let rate = spec.rate.map(|r| format!(" open loop {r} msgs/s")).unwrap_or_default();
+    let unit = if spec.conn_msgs.is_some() {
+        "conversations"
+    } else {
+        "msgs"
+    };
+    let rate = spec
+        .rate
+        .map(|r| format!(" open loop {r} {unit}/s"))
+        .unwrap_or_default();
     let again = if redo { " (redo of an invalid run)" } else { "" };
+    let msgs = spec.conn_msgs.map(|m| format!(" msgs/conn={m}")).unwrap_or_default();
     eprintln!(
-        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{rate}{again} ...",
+        "[{n}/{total}, {} left] {} {} conns={}{scaled} size={}{msgs}{rate}{again} ...",
         total.saturating_sub(n),
         spec.label,
         spec.transport,

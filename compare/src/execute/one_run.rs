@@ -38,6 +38,8 @@ pub struct RunContext {
     pub disturbed_cores: f64,
     /// Server CPU per message below this is impossible (see [`super::validity`]).
     pub cpu_floor_us_per_msg: f64,
+    /// `--count-syscalls`: perf counts the server's system calls in each window.
+    pub count_syscalls: bool,
 }
 
 /// A finished run and the line the progress output shows for it.
@@ -192,7 +194,7 @@ fn with_server(
     record.loadgen_argv = argv.clone();
     let log_path = ctx.scratch.join(format!("{}.log", spec.name()));
     let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
-    let monitor = TreeMonitor::start(server.id());
+    let monitor = TreeMonitor::start(server.id(), ctx.count_syscalls);
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(ctx.out_dir.join(RUNS_DIR))
@@ -290,6 +292,10 @@ fn server_cost(cost: &TreeCost) -> ServerCost {
         window_s: cost.window_s,
         peak_rss_kib: cost.peak_rss_kib(),
         peak_procs: cost.peak_procs as u64,
+        voluntary_ctxt_switches: cost.ctxt_switches.map(|c| c.voluntary),
+        involuntary_ctxt_switches: cost.ctxt_switches.map(|c| c.involuntary),
+        ctxt_tasks_gone: cost.ctxt_switches.map(|c| c.tasks_gone),
+        syscalls: cost.syscalls,
     }
 }
 
@@ -334,10 +340,25 @@ fn check_result(
         cost.peak_rss_kib,
         result.errors.total()
     );
-    if let Some(offered) = record.spec.rate {
+    let conversations = &result.conversations;
+    if let Some(c) = conversations {
+        let per_conn = cost.cpu_us_per_msg(c.per_s);
         headline.push_str(&format!(
-            "; achieved {:.1}% of the offered {offered:.0} msgs/s",
-            result.throughput.msgs_per_s / offered * 100.0
+            "; {:.0} conversations/s, server {} us/conn, {} failed",
+            c.per_s,
+            per_conn.map(|v| format!("{v:.1}")).unwrap_or_else(|| "?".into()),
+            c.failed.total()
+        ));
+    }
+    if let Some(offered) = record.spec.rate {
+        // With --conn-msgs the offered rate counts conversations.
+        let (achieved, unit) = match conversations {
+            Some(c) => (c.per_s, "conversations"),
+            None => (result.throughput.msgs_per_s, "msgs"),
+        };
+        headline.push_str(&format!(
+            "; achieved {:.1}% of the offered {offered:.0} {unit}/s",
+            achieved / offered * 100.0
         ));
     }
     if let Some(o) = record

@@ -14,7 +14,9 @@ pub struct Peak {
     pub runs: usize,
 }
 
-/// One offered rate of the matched-load sweep.
+/// One offered rate of the matched-load sweep. At a conversation point
+/// (`PointShape::conn_msgs`) `msgs_per_s` counts conversations per second,
+/// the unit of loadgen's `--rate` with `--conn-msgs`, and so do the peaks.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OfferedRate {
     pub fraction: f64,

@@ -32,6 +32,43 @@ pub const QUICK_TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Udp];
 pub const QUICK_MATCHED_CONNS: [u64; 1] = [100];
 pub const QUICK_MATCHED_FRACTIONS: [f64; 1] = [0.5];
 
+/// The conversation axis (issue 24): echoes per connection (`loadgen --conn-msgs`).
+pub const CONV_MSGS: [u64; 3] = [1, 10, 100];
+/// Concurrent conversations of the conversation axis.
+pub const CONV_CONNS: [u64; 3] = [1, 100, 1_000];
+/// Transports of the conversation axis: conversations need connections.
+pub const CONV_TRANSPORTS: [Transport; 2] = [Transport::Tcp, Transport::Unix];
+/// The conversation axis's matched-load point: one echo per connection
+/// (connect, request, response, close) at 100 concurrent conversations, over
+/// each of its transports, at half the lowest peer's closed-loop rate of
+/// conversations. With the conversation axis alone these are the sweep's
+/// only fractions; with both axes the message axis's fractions apply.
+pub const CONV_MATCHED: (u64, u64) = (1, 100);
+pub const CONV_MATCHED_FRACTIONS: [f64; 1] = [0.5];
+
+/// Which workloads a comparison runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Axis {
+    /// Long-lived connections: messages at every connection count and transport (the classic matrix).
+    #[default]
+    Messages,
+    /// A connection per conversation: messages per connection × concurrent
+    /// conversations, over tcp and unix.
+    Conversations,
+    /// Both.
+    All,
+}
+
+impl Axis {
+    pub fn has_messages(self) -> bool {
+        matches!(self, Axis::Messages | Axis::All)
+    }
+
+    pub fn has_conversations(self) -> bool {
+        matches!(self, Axis::Conversations | Axis::All)
+    }
+}
+
 /// What the matrix is built from.
 #[derive(Clone, Debug)]
 pub struct MatrixPlan {
@@ -70,6 +107,7 @@ impl MatrixPlan {
             transport,
             conns,
             size_bytes,
+            conn_msgs: None,
         };
         let mut points = Vec::new();
         let mut matched_points = Vec::new();
@@ -115,6 +153,7 @@ impl MatrixPlan {
                 transport,
                 conns,
                 size_bytes: SMALL_BYTES,
+                conn_msgs: None,
             }));
             points.extend(
                 self.points
@@ -124,6 +163,41 @@ impl MatrixPlan {
         }
         self.points = points;
         self.matched_points.retain(|p| counts.contains(&p.conns));
+    }
+
+    /// The conversation axis: with `alone`, in place of the message axis
+    /// (its points and sweep); else after it. Closed-loop points at every
+    /// stream transport of `transports` (datagrams have no connections),
+    /// every count of `conns` and every `msgs` per connection (128 B), then
+    /// the matched-load points at [`CONV_MATCHED`] where the lists hold it.
+    pub fn add_conversations(&mut self, alone: bool, transports: &[Transport], conns: &[u64], msgs: &[u64]) {
+        if alone {
+            self.points.clear();
+            self.matched_points.clear();
+            self.fractions = CONV_MATCHED_FRACTIONS.to_vec();
+        }
+        let sorted = |xs: &[u64]| {
+            let mut v = xs.to_vec();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (conns, msgs) = (sorted(conns), sorted(msgs));
+        let shape = |transport, conns, n| PointShape {
+            transport,
+            conns,
+            size_bytes: SMALL_BYTES,
+            conn_msgs: Some(n),
+        };
+        for &t in transports.iter().filter(|t| t.is_stream()) {
+            for &n in &msgs {
+                self.points.extend(conns.iter().map(|&c| shape(t, c, n)));
+            }
+            let (n, c) = CONV_MATCHED;
+            if msgs.contains(&n) && conns.contains(&c) {
+                self.matched_points.push(shape(t, c, n));
+            }
+        }
     }
 
     /// The closed-loop runs of one repetition in the peers' listed order
@@ -191,6 +265,13 @@ impl MatrixPlan {
             Peer::Backend(BackendKind::Fork) if stream => (self.server_cores, Some(conns.max(16) + 16)),
             _ => (self.server_cores, None),
         };
+        // Conversations: a closed connection's child or worker may not have
+        // gone yet when its client's next connect arrives; room for a second
+        // generation keeps the server from refusing it.
+        let server_max_conns = match shape.conn_msgs {
+            Some(_) => server_max_conns.map(|_| 2 * conns.max(16) + 16),
+            None => server_max_conns,
+        };
         RunSpec {
             peer: peer.peer,
             label: peer.label.clone(),
@@ -202,6 +283,7 @@ impl MatrixPlan {
             requested_conns: requested,
             size_bytes: shape.size_bytes,
             rate,
+            conn_msgs: shape.conn_msgs,
             server_threads,
             server_max_conns,
             note,
@@ -217,4 +299,8 @@ pub struct PointShape {
     pub transport: Transport,
     pub conns: u64,
     pub size_bytes: u64,
+    /// A conversation point: echoes per connection (`loadgen --conn-msgs`);
+    /// `None` for long-lived connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_msgs: Option<u64>,
 }

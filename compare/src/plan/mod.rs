@@ -28,8 +28,9 @@ use sockbench::net::Transport;
 pub use caps::{per_conn_task_cap, threadpool_cap, CpuSplit, THREAD_HEADROOM};
 pub use matched::{matched_rates, MatchedRates, OfferedRate, Peak};
 pub use matrix::{
-    MatrixPlan, PointShape, FULL_CONNS, FULL_LARGE, FULL_TRANSPORTS, MATCHED_CONNS, MATCHED_FRACTIONS, QUICK_CONNS,
-    QUICK_MATCHED_CONNS, QUICK_MATCHED_FRACTIONS, QUICK_TRANSPORTS, SMALL_BYTES,
+    Axis, MatrixPlan, PointShape, CONV_CONNS, CONV_MATCHED, CONV_MATCHED_FRACTIONS, CONV_MSGS, CONV_TRANSPORTS,
+    FULL_CONNS, FULL_LARGE, FULL_TRANSPORTS, MATCHED_CONNS, MATCHED_FRACTIONS, QUICK_CONNS, QUICK_MATCHED_CONNS,
+    QUICK_MATCHED_FRACTIONS, QUICK_TRANSPORTS, SMALL_BYTES,
 };
 pub use peers::{Peer, PeerEntry, ServerKnob, SERVER_KNOBS};
 pub use spec::{datagram_timeout, fmt_ms, Purpose, RunSpec, Timing};
@@ -53,11 +54,17 @@ pub struct Request {
     pub reference: Option<String>,
     pub transports: Option<Vec<Transport>>,
     pub conns: Option<Vec<u64>>,
+    /// Which workloads; `None`: the messages axis, or with `conn_msgs` the conversations axis.
+    pub axis: Option<Axis>,
+    /// Messages per connection of the conversation axis; `None`: [`CONV_MSGS`].
+    pub conn_msgs: Option<Vec<u64>>,
     pub duration: Option<Duration>,
     pub warmup: Option<Duration>,
     pub repetitions: Option<u32>,
     pub server_cpus: Option<CpuList>,
     pub loadgen_cpus: Option<CpuList>,
+    /// Count the server's system calls in each run with perf (it slows every call).
+    pub count_syscalls: bool,
 }
 
 /// Default run lengths and repetitions: full matrix and `--quick`.
@@ -93,6 +100,8 @@ pub struct Comparison {
     pub split: CpuSplit,
     /// How long the machine's own pauses are measured first.
     pub stall_check: Duration,
+    /// `--count-syscalls`: perf counts the server's system calls in every run.
+    pub count_syscalls: bool,
 }
 
 /// What the user asked for that cannot be planned.
@@ -108,6 +117,10 @@ pub enum PlanError {
     SpinOverDatagrams(String),
     #[error("--conns 0: a run needs at least one connection")]
     NoConnections,
+    #[error("--conn-msgs 0: a conversation needs at least one message")]
+    NoConnMsgs,
+    #[error("--axis conversations: conversations need a stream transport (tcp or unix) in --transports")]
+    NoStreamForConversations,
 }
 
 impl Comparison {
@@ -127,6 +140,23 @@ impl Comparison {
                 return Err(PlanError::NoConnections.into());
             }
             matrix.only_conns(conns);
+        }
+        let axis = args.axis.unwrap_or(if args.conn_msgs.is_some() {
+            Axis::Conversations
+        } else {
+            Axis::Messages
+        });
+        if axis.has_conversations() {
+            let msgs = args.conn_msgs.clone().unwrap_or_else(|| CONV_MSGS.to_vec());
+            if msgs.contains(&0) {
+                return Err(PlanError::NoConnMsgs.into());
+            }
+            let transports = args.transports.clone().unwrap_or_else(|| CONV_TRANSPORTS.to_vec());
+            if !transports.iter().any(|t| t.is_stream()) {
+                return Err(PlanError::NoStreamForConversations.into());
+            }
+            let conns = args.conns.clone().unwrap_or_else(|| CONV_CONNS.to_vec());
+            matrix.add_conversations(!axis.has_messages(), &transports, &conns, &msgs);
         }
         let labels: Vec<&str> = matrix.peers.iter().map(|p| p.label.as_str()).collect();
         for (i, l) in labels.iter().enumerate() {
@@ -160,6 +190,7 @@ impl Comparison {
             reference,
             stall_check: if quick { QUICK_STALL_CHECK } else { STALL_CHECK },
             split,
+            count_syscalls: args.count_syscalls,
         })
     }
 

@@ -77,8 +77,13 @@ pub struct RunSpec {
     /// Connections the matrix asked for.
     pub requested_conns: u64,
     pub size_bytes: u64,
-    /// Open loop: the offered rate, total messages per second; `None` for closed loop.
+    /// Open loop: the offered rate, total messages per second (conversations
+    /// per second at a conversation point); `None` for closed loop.
     pub rate: Option<f64>,
+    /// A conversation run: echoes per connection (`loadgen --conn-msgs`),
+    /// each client connecting, conversing and closing over and over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_msgs: Option<u64>,
     /// The server's `--threads`.
     pub server_threads: u64,
     /// The server's `--max-conns`, when the default would not do.
@@ -111,6 +116,8 @@ struct RunSpecOnDisk {
     requested_conns: u64,
     size_bytes: u64,
     rate: Option<f64>,
+    #[serde(default)]
+    conn_msgs: Option<u64>,
     server_threads: u64,
     server_max_conns: Option<u64>,
     note: Option<String>,
@@ -136,6 +143,7 @@ impl From<RunSpecOnDisk> for RunSpec {
             requested_conns: d.requested_conns,
             size_bytes: d.size_bytes,
             rate: d.rate,
+            conn_msgs: d.conn_msgs,
             server_threads: d.server_threads,
             server_max_conns: d.server_max_conns,
             note: d.note,
@@ -154,10 +162,12 @@ impl RunSpec {
     }
 
     /// The point of the matrix this run measures, the same for every
-    /// repetition: purpose, label, transport, connections, size.
+    /// repetition: purpose, label, transport, connections, size, and at a
+    /// conversation point the messages per connection (`-m10`).
     pub fn point(&self) -> String {
+        let msgs = self.conn_msgs.map(|n| format!("-m{n}")).unwrap_or_default();
         format!(
-            "{}-{}-{}-c{}-s{}",
+            "{}-{}-{}-c{}-s{}{msgs}",
             self.purpose.prefix(),
             self.label,
             self.transport.name(),
@@ -176,6 +186,7 @@ impl RunSpec {
             transport: self.transport,
             conns: self.requested_conns,
             size_bytes: self.size_bytes,
+            conn_msgs: self.conn_msgs,
         }
     }
 
@@ -243,6 +254,10 @@ impl RunSpec {
             "--backend".into(),
             self.peer.name().into(),
         ];
+        if let Some(n) = self.conn_msgs {
+            argv.extend(["--conn-msgs".into(), n.to_string()]);
+        }
+        // With --conn-msgs, loadgen's --rate counts new conversations per second.
         if let Some(rate) = self.rate {
             argv.extend(["--rate".into(), format!("{rate}")]);
         }

@@ -90,6 +90,7 @@ fn argv_is_built_from_the_typed_spec() {
         transport: Transport::Unix,
         conns: 100,
         size_bytes: 128,
+        conn_msgs: None,
     };
     let fork = PeerEntry::plain(Peer::Backend(BackendKind::Fork));
     let spec = plan.spec(&fork, shape, Purpose::Peak, None);
@@ -144,6 +145,7 @@ fn matched_rates_are_fractions_of_the_lowest_median_peak() {
         transport: Transport::Tcp,
         conns: 100,
         size_bytes: 128,
+        conn_msgs: None,
     };
     let closed: Vec<(String, f64)> = [
         ("epoll", 170_000.0),
@@ -187,4 +189,109 @@ fn knobs_the_server_refuses_are_refused_at_planning() {
     ] {
         assert!(good.parse::<PeerEntry>().is_ok(), "{good} refused");
     }
+}
+
+/// Issue 24, item 3: `--axis conversations` alone, its points, its sweep and its time.
+#[test]
+fn the_conversation_axis_runs_alone_in_about_twenty_minutes() {
+    let plan = |axis, conn_msgs: Option<Vec<u64>>| {
+        Comparison::from_request(&Request {
+            axis,
+            conn_msgs,
+            ..Request::default()
+        })
+        .unwrap()
+    };
+    let conv = plan(Some(Axis::Conversations), None);
+    let m = &conv.matrix;
+    assert!(m.points.iter().all(|p| p.transport.is_stream() && p.size_bytes == 128));
+    let shapes: Vec<(&str, u64, u64)> = m
+        .points
+        .iter()
+        .map(|p| (p.transport.name(), p.conn_msgs.unwrap(), p.conns))
+        .collect();
+    assert_eq!(shapes.len(), 18);
+    assert_eq!(
+        &shapes[..4],
+        [("tcp", 1, 1), ("tcp", 1, 100), ("tcp", 1, 1000), ("tcp", 10, 1)]
+    );
+    assert_eq!(shapes[17], ("unix", 100, 1000));
+    let matched: Vec<(&str, Option<u64>, u64)> = m
+        .matched_points
+        .iter()
+        .map(|p| (p.transport.name(), p.conn_msgs, p.conns))
+        .collect();
+    assert_eq!(matched, [("tcp", Some(1), 100), ("unix", Some(1), 100)]);
+    assert_eq!(m.fractions, CONV_MATCHED_FRACTIONS);
+    // 5 peers × 5 repetitions × (18 closed-loop points + 2 matched points × 1 rate).
+    assert_eq!(conv.total_runs(), 500);
+    let minutes = conv.estimated_duration().as_secs_f64() / 60.0;
+    assert!((19.0..=22.0).contains(&minutes), "{minutes:.1} min");
+    // --conn-msgs alone selects the axis; the default run is the message axis alone.
+    let some = plan(None, Some(vec![10, 1]));
+    assert_eq!(some.matrix.points.len(), 12);
+    assert!(some.matrix.points.iter().all(|p| p.conn_msgs.is_some()));
+    let default = plan(None, None);
+    assert!(default.matrix.points.iter().all(|p| p.conn_msgs.is_none()));
+    let all = plan(Some(Axis::All), None);
+    assert_eq!(all.matrix.points.len(), default.matrix.points.len() + 18);
+    assert_eq!(all.matrix.matched_points.len(), default.matrix.matched_points.len() + 2);
+}
+
+#[test]
+fn conversation_runs_pass_conn_msgs_and_leave_room_for_a_second_generation() {
+    let mut plan = MatrixPlan::new(false, None, Some(vec![Transport::Tcp]), 1);
+    plan.add_conversations(true, &[Transport::Tcp, Transport::Udp], &[100], &[10]);
+    assert_eq!(plan.points.len(), 1, "udp has no conversations");
+    let shape = plan.points[0];
+    let fork = plan.spec(
+        &PeerEntry::plain(Peer::Backend(BackendKind::Fork)),
+        shape,
+        Purpose::Peak,
+        None,
+    );
+    assert_eq!(fork.name(), "closed-fork-tcp-c100-s128-m10");
+    assert_eq!(fork.server_max_conns, Some(216));
+    let timing = Timing {
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(300),
+        connect_rate: 20_000,
+    };
+    let cpus: CpuList = "1".parse().unwrap();
+    let matched = plan.spec(
+        &PeerEntry::plain(Peer::Tokio),
+        shape,
+        Purpose::MatchedLoad { fraction: 0.5 },
+        Some(4000.0),
+    );
+    let lg = matched
+        .loadgen_argv(Path::new("loadgen"), "x:1", &timing, &cpus, "f.json")
+        .join(" ");
+    assert!(lg.contains(" --conn-msgs 10 --rate 4000 "), "{lg}");
+    // Older manifests have no conn_msgs: the spec reads back the same.
+    let json = serde_json::to_string(&fork).unwrap();
+    assert!(json.contains("\"conn_msgs\":10"));
+    assert_eq!(serde_json::from_str::<RunSpec>(&json).unwrap(), fork);
+    let old = serde_json::to_string(&plan.spec(
+        &PeerEntry::plain(Peer::Tokio),
+        PointShape {
+            conn_msgs: None,
+            ..shape
+        },
+        Purpose::Peak,
+        None,
+    ))
+    .unwrap();
+    assert!(!old.contains("conn_msgs"));
+    assert!(Comparison::from_request(&Request {
+        conn_msgs: Some(vec![0]),
+        ..Request::default()
+    })
+    .is_err());
+    assert!(Comparison::from_request(&Request {
+        axis: Some(Axis::Conversations),
+        transports: Some(vec![Transport::Udp]),
+        ..Request::default()
+    })
+    .is_err());
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use super::plots::size_label;
 use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, SATURATED_BUSY_FRACTION};
-use crate::analyse::{points, Analysis, PointStats, Purpose};
+use crate::analyse::{points, Analysis, ConvStats, PeerStats, PointStats, Purpose};
 use crate::plan::Peer;
 
 /// A label as tables and findings show it: the tokio server is marked
@@ -98,9 +98,10 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     let peaks: Vec<&PointStats> = analysis
         .points
         .iter()
-        .filter(|p| p.key.purpose == Purpose::Peak)
+        .filter(|p| p.key.purpose == Purpose::Peak && p.key.conn_msgs.is_none())
         .collect();
-    if peaks.is_empty() {
+    let conversations: Vec<&PointStats> = analysis.points.iter().filter(|p| p.key.conn_msgs.is_some()).collect();
+    if peaks.is_empty() && conversations.is_empty() {
         let _ = writeln!(w, "No closed-loop run succeeded, so there is nothing to compare.\n");
     }
     for point in peaks {
@@ -109,11 +110,75 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     for point in analysis
         .points
         .iter()
-        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }))
+        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }) && p.key.conn_msgs.is_none())
     {
         matched_line(w, point);
     }
+    for point in conversations {
+        conversation_line(w, point, reference);
+    }
     let _ = writeln!(w);
+}
+
+/// A conversation point in words: ranked by server CPU per connection,
+/// each ratio to the reference, connections/s, and the switches that explain
+/// the cost.
+fn conversation_line(w: &mut String, point: &PointStats, reference: &str) {
+    let load = match point.key.purpose {
+        Purpose::MatchedLoad { fraction } => format!(
+            "matched load, {:.0}% of the lowest peak ({} conversations/s offered)",
+            100.0 * fraction,
+            point.offered_per_s.map_or("?".into(), |r| format!("{r:.0}"))
+        ),
+        _ => "closed loop".into(),
+    };
+    let msgs = point.key.conn_msgs.unwrap_or(0);
+    let mut line = format!(
+        "- **{}, {msgs} msg{}/connection, {} at once, {load}** (limit: {}).",
+        point.key.transport,
+        if msgs == 1 { "" } else { "s" },
+        point.key.conns,
+        point.limit.as_str()
+    );
+    let mut ranked: Vec<(&PeerStats, &ConvStats)> =
+        point.peers.iter().filter_map(|p| Some((p, p.conv.as_ref()?))).collect();
+    let cpu = |c: &ConvStats| c.server_cpu_us_per_conn.map_or(f64::INFINITY, |s| s.mid);
+    ranked.sort_by(|a, b| cpu(a.1).total_cmp(&cpu(b.1)));
+    let by_cpu: Vec<String> = ranked
+        .iter()
+        .filter_map(|(p, c)| {
+            let vol = c.switches_per_conn.voluntary.map_or(String::new(), |v| {
+                let bound = if c.switches_per_conn.lower_bound { "≥ " } else { "" };
+                format!(", {bound}{:.1} voluntary switches", v.mid)
+            });
+            Some(format!(
+                "{} {}{vol}",
+                shown(&p.label, p.peer),
+                c.server_cpu_us_per_conn?.text(1)
+            ))
+        })
+        .collect();
+    if !by_cpu.is_empty() {
+        line += &format!(" Server CPU µs per connection, cheapest first: {}.", by_cpu.join("; "));
+    }
+    let ratios: Vec<String> = ranked
+        .iter()
+        .filter_map(|(p, c)| {
+            let words = ratio_words(c.ratio_server_cpu, reference, "cheaper", "costlier")?;
+            Some(format!("{} {words}", shown(&p.label, p.peer)))
+        })
+        .collect();
+    if !ratios.is_empty() {
+        line += &format!(" {}.", ratios.join("; "));
+    }
+    let rates: Vec<String> = ranked
+        .iter()
+        .filter_map(|(p, c)| Some(format!("{} {:.0}", shown(&p.label, p.peer), c.conns_per_s?.mid)))
+        .collect();
+    if !rates.is_empty() {
+        line += &format!(" Connections/s: {}.", rates.join(", "));
+    }
+    let _ = writeln!(w, "{line}");
 }
 
 /// `tcp, 128 B, 100 connections` (`1 connection`).
@@ -275,6 +340,45 @@ mod tests {
         };
         findings(&mut w, &analysis, false);
         w
+    }
+
+    #[test]
+    fn conversation_points_are_ranked_by_server_cpu_per_connection() {
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            for (label, peer, per_conn) in [("epoll", EPOLL, 30.0), ("uring", URING, 26.0)] {
+                let mut f = fact(label, peer, rep, per_conn / 2.0, 20_000.0, (0.5, 0.99));
+                f.key.conn_msgs = Some(1);
+                f.conv = Some(crate::analyse::ConvFacts {
+                    conns_per_s: 20_000.0,
+                    server_cpu_us_per_conn: Some(per_conn * (1.0 + 0.01 * rep as f64)),
+                    loadgen_cpu_us_per_conn: Some(45.0),
+                    p50_us: 80.0,
+                    p99_us: 200.0,
+                    failed: 0,
+                    switches: crate::analyse::SwitchFacts {
+                        voluntary: Some(2.0),
+                        ..Default::default()
+                    },
+                });
+                facts.push(f);
+            }
+        }
+        let w = text(point_stats(&facts, "epoll"));
+        let line = w
+            .lines()
+            .find(|l| l.contains("1 msg/connection"))
+            .expect("a conversation line");
+        assert!(
+            line.starts_with("- **tcp, 1 msg/connection, 100 at once, closed loop** (limit: loadgen)."),
+            "{line}"
+        );
+        assert!(
+            line.contains("cheapest first: uring 26.") && line.contains("2.0 voluntary switches"),
+            "{line}"
+        );
+        assert!(line.contains("uring 0.87× epoll ["), "{line}");
+        assert!(!w.contains("No closed-loop run succeeded"), "{w}");
     }
 
     #[test]

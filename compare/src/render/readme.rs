@@ -8,7 +8,7 @@ use sockbench::net::Transport;
 
 use super::plots::{size_label, Drawn, PlotFile};
 use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, REACHED_RATE_FRACTION, SATURATED_BUSY_FRACTION};
-use crate::analyse::{self, Analysis, Disturbance, PeerStats, PointStats, Purpose, Run, Summary};
+use crate::analyse::{self, Analysis, Disturbance, PeerStats, PointStats, Purpose, Run, Summary, SwitchStats};
 use crate::record::{Manifest, Outcome};
 
 /// What every section reads.
@@ -50,6 +50,7 @@ pub fn render_drawn(m: &Manifest, all_runs: &[Run], plots: &Drawn) -> String {
     method(&mut s, &r);
     closed_loop(&mut s, &r);
     matched_load(&mut s, &r);
+    conversations(&mut s, &r);
     loadgen_cost(&mut s, &r);
     open_loop(&mut s, &r);
     failed(&mut s, &r);
@@ -356,7 +357,7 @@ struct TableKey {
 }
 
 fn closed_loop(w: &mut String, r: &Report) {
-    let peak = |p: &&PointStats| p.key.purpose == Purpose::Peak;
+    let peak = |p: &&PointStats| p.key.purpose == Purpose::Peak && p.key.conn_msgs.is_none();
     let mut keys: Vec<TableKey> = Vec::new();
     for p in r.analysis.points.iter().filter(peak) {
         let k = TableKey {
@@ -383,10 +384,13 @@ fn closed_loop(w: &mut String, r: &Report) {
         let _ = writeln!(w, "### {}, {}\n", key.transport, size_label(key.size_bytes));
         let _ = writeln!(
             w,
-            "| backend | conns | runs | limit | msgs/s | × {0} msgs/s | server CPU µs/msg | × {0} server CPU | loadgen CPU µs/msg | p99 µs | server busy | loadgen busy | server peak RSS MiB | errors |",
+            "| backend | conns | runs | limit | msgs/s | × {0} msgs/s | server CPU µs/msg | × {0} server CPU | {SWITCH_HEADER} | loadgen CPU µs/msg | p99 µs | server busy | loadgen busy | server peak RSS MiB | errors |",
             r.analysis.reference
         );
-        let _ = writeln!(w, "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        let _ = writeln!(
+            w,
+            "|---|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
         let points = r
             .analysis
             .points
@@ -413,7 +417,7 @@ fn closed_loop_row(w: &mut String, point: &PointStats, p: &PeerStats) {
     let pct = |v: Option<Summary>| v.map_or_else(|| "–".to_string(), |s| format!("{:.0}%", 100.0 * s.mid));
     let _ = writeln!(
         w,
-        "| {} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         shown(&p.label, p.peer),
         p.runs,
         p.bottleneck.map_or("–", |b| b.as_str()),
@@ -421,6 +425,7 @@ fn closed_loop_row(w: &mut String, point: &PointStats, p: &PeerStats) {
         ratio_cell(p.ratio_msgs_per_s, "slower", "faster"),
         s(p.server_cpu_us_per_msg, 2),
         ratio_cell(p.ratio_server_cpu, "cheaper", "costlier"),
+        switch_cells(&p.switches_per_msg),
         s(p.loadgen_cpu_us_per_msg, 2),
         s(p.p99_us, 0),
         pct(p.server_busy),
@@ -431,6 +436,99 @@ fn closed_loop_row(w: &mut String, point: &PointStats, p: &PeerStats) {
     );
 }
 
+/// The three columns of the server's context switches and syscalls per
+/// unit (message or connection), beside its CPU.
+const SWITCH_HEADER: &str = "server vol. cs | server invol. cs | server syscalls";
+
+/// [`SWITCH_HEADER`]'s cells: medians, `≥` where a task exited inside a
+/// window (fork's children in conversation runs), `–` where not measured.
+fn switch_cells(sw: &SwitchStats) -> String {
+    let bound = if sw.lower_bound { "≥ " } else { "" };
+    let cell =
+        |v: Option<Summary>, bound: &str| v.map_or_else(|| "–".to_string(), |s| format!("{bound}{}", fmt_count(s.mid)));
+    format!(
+        "{} | {} | {}",
+        cell(sw.voluntary, bound),
+        cell(sw.involuntary, bound),
+        cell(sw.syscalls, "")
+    )
+}
+
+/// A per-unit count: two significant decimals below 10, whole above.
+fn fmt_count(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The conversation axis: one table per transport, a row per label at
+/// each messages-per-connection, concurrency and purpose (closed loop, then
+/// matched load).
+fn conversations(w: &mut String, r: &Report) {
+    use super::findings_text::{ratio_cell, shown};
+    let points: Vec<&PointStats> = r.analysis.points.iter().filter(|p| p.key.conn_msgs.is_some()).collect();
+    if points.is_empty() {
+        return;
+    }
+    let _ = writeln!(w, "## Conversations: a connection per conversation\n");
+    let _ = writeln!(
+        w,
+        "Each client connects, exchanges `msgs/conn` checked echoes of 128 B, closes and connects again \
+         (`loadgen --conn-msgs`); `conns` conversations run at once. `load` is `closed` (as fast as the pair \
+         can) or the matched-load share: the same rate of new conversations offered to every backend, a share of \
+         the lowest closed-loop rate. Per connection: the server tree's CPU over its window divided by the \
+         conversations completed in it, loadgen's own CPU per conversation, and the server's context switches \
+         (and syscalls when counted) per connection. `conv p50/p99` is from `connect` to the last echo checked. \
+         On loopback the connecting side carries most of the handshake, so `limit` is usually loadgen: compare \
+         servers by their CPU per connection, not by connections/s.\n"
+    );
+    let mut transports: Vec<Transport> = Vec::new();
+    for p in &points {
+        if !transports.contains(&p.key.transport) {
+            transports.push(p.key.transport);
+        }
+    }
+    for t in transports {
+        let _ = writeln!(w, "### {t}\n");
+        let _ = writeln!(
+            w,
+            "| backend | msgs/conn | conns | load | runs | limit | conns/s | server CPU µs/conn | × {} server CPU | {SWITCH_HEADER} | loadgen CPU µs/conn | conv p50 µs | conv p99 µs | failed |",
+            r.analysis.reference
+        );
+        let _ = writeln!(w, "|---|--:|--:|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for point in points.iter().filter(|p| p.key.transport == t) {
+            let load = match point.key.purpose {
+                Purpose::MatchedLoad { fraction } => format!("{:.0}%", 100.0 * fraction),
+                _ => "closed".into(),
+            };
+            for p in &point.peers {
+                let Some(c) = &p.conv else { continue };
+                let s = |v: Option<Summary>, d: usize| v.map_or_else(|| "–".to_string(), |s| s.text(d));
+                let _ = writeln!(
+                    w,
+                    "| {} | {} | {} | {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    shown(&p.label, p.peer),
+                    point.key.conn_msgs.unwrap_or(0),
+                    point.key.conns,
+                    p.runs,
+                    p.bottleneck.map_or("–", |b| b.as_str()),
+                    s(c.conns_per_s, 0),
+                    s(c.server_cpu_us_per_conn, 1),
+                    ratio_cell(c.ratio_server_cpu, "cheaper", "costlier"),
+                    switch_cells(&c.switches_per_conn),
+                    s(c.loadgen_cpu_us_per_conn, 1),
+                    s(c.p50_us, 0),
+                    s(c.p99_us, 0),
+                    c.failed
+                );
+            }
+        }
+        let _ = writeln!(w);
+    }
+}
+
 /// Server CPU per message at each offered rate of the matched-load sweep,
 /// one table per transport, size and connection count.
 fn matched_load(w: &mut String, r: &Report) {
@@ -439,7 +537,7 @@ fn matched_load(w: &mut String, r: &Report) {
         .analysis
         .points
         .iter()
-        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }))
+        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }) && p.key.conn_msgs.is_none())
         .collect();
     let _ = writeln!(w, "## Cost at matched load\n");
     if sweep.is_empty() {
@@ -470,10 +568,10 @@ fn matched_load(w: &mut String, r: &Report) {
         let _ = writeln!(w, "### {transport}, {}, {conns} connections\n", size_label(size));
         let _ = writeln!(
             w,
-            "| backend | offered msgs/s | share of peak | runs | limit | server CPU µs/msg | × {} server CPU | achieved msgs/s | p99 µs | fell short |",
+            "| backend | offered msgs/s | share of peak | runs | limit | server CPU µs/msg | × {} server CPU | {SWITCH_HEADER} | achieved msgs/s | p99 µs | fell short |",
             r.analysis.reference
         );
-        let _ = writeln!(w, "|---|--:|--:|--:|---|--:|--:|--:|--:|---|");
+        let _ = writeln!(w, "|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|---|");
         let here = sweep
             .iter()
             .filter(|p| p.key.transport == transport && p.key.size_bytes == size && p.key.conns == conns);
@@ -486,13 +584,14 @@ fn matched_load(w: &mut String, r: &Report) {
                 let s = |v: Option<Summary>, d: usize| v.map_or_else(|| "–".to_string(), |s| s.text(d));
                 let _ = writeln!(
                     w,
-                    "| {} | {} | {fraction} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {fraction} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     shown(&p.label, p.peer),
                     opt(point.offered_per_s, |v| format!("{v:.0}")),
                     p.runs,
                     p.bottleneck.map_or("–", |b| b.as_str()),
                     s(p.server_cpu_us_per_msg, 2),
                     ratio_cell(p.ratio_server_cpu, "cheaper", "costlier"),
+                    switch_cells(&p.switches_per_msg),
                     s(p.msgs_per_s, 0),
                     s(p.p99_us, 0),
                     if p.fell_short.is_empty() {

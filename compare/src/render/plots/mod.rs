@@ -28,12 +28,14 @@ pub use style::{font_px, peer_color, DISPLAY_WIDTH_PX};
 const FAMILY: &str = "sans-serif";
 
 /// Every file [`draw_all`] may write.
-pub const PLOT_FILES: [&str; 5] = [
+pub const PLOT_FILES: [&str; 7] = [
     "throughput_vs_conns.svg",
     "server_cpu_vs_conns.svg",
     "throughput_over_time.svg",
     "latency_spectrum.svg",
     "cost_at_matched_load.svg",
+    "conversations_vs_msgs.svg",
+    "server_cpu_per_conn.svg",
 ];
 
 /// The smallest text, in px as displayed at [`DISPLAY_WIDTH_PX`].
@@ -84,7 +86,7 @@ pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: 
     draw_closed_loop(analysis, dir, &mut drawn)?;
     let closed: Vec<Run> = medians
         .iter()
-        .filter(|r| !r.record.spec.is_open_loop())
+        .filter(|r| !r.record.spec.is_open_loop() && r.record.spec.conn_msgs.is_none())
         .cloned()
         .collect();
     if !closed.is_empty() {
@@ -113,7 +115,7 @@ pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: 
     let sweep: Vec<&PointStats> = analysis
         .points
         .iter()
-        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }))
+        .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }) && p.key.conn_msgs.is_none())
         .collect();
     if !sweep.is_empty() {
         let title = "Server CPU per message at matched offered load (open loop)".to_string();
@@ -121,6 +123,7 @@ pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: 
         let series = panels::draw_matched_load(&sweep, &dir.join(file), &title)?;
         drawn.files.push(plot_file(file, title, None, series));
     }
+    draw_conversations(analysis, dir, &mut drawn)?;
     for stale in PLOT_FILES.iter().filter(|f| !drawn.files.iter().any(|d| d.file == **f)) {
         match std::fs::remove_file(dir.join(stale)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -146,7 +149,7 @@ fn draw_closed_loop(analysis: &Analysis, dir: &Path, drawn: &mut Drawn) -> anyho
     let peaks: Vec<&PointStats> = analysis
         .points
         .iter()
-        .filter(|p| p.key.purpose == Purpose::Peak)
+        .filter(|p| p.key.purpose == Purpose::Peak && p.key.conn_msgs.is_none())
         .collect();
     if panels::sizes_with_a_line(&peaks).is_empty() {
         if !peaks.is_empty() {
@@ -175,6 +178,43 @@ fn draw_closed_loop(analysis: &Analysis, dir: &Path, drawn: &mut Drawn) -> anyho
     };
     let series = panels::draw_vs_conns(&peaks, &dir.join(PLOT_FILES[1]), plot)?;
     drawn.files.push(plot_file(PLOT_FILES[1], title, note, series));
+    Ok(())
+}
+
+/// The conversation axis (closed loop): connections/s, and server CPU per
+/// connection by backend, each against messages per connection.
+fn draw_conversations(analysis: &Analysis, dir: &Path, drawn: &mut Drawn) -> anyhow::Result<()> {
+    let conv: Vec<&PointStats> = analysis
+        .points
+        .iter()
+        .filter(|p| p.key.purpose == Purpose::Peak && p.key.conn_msgs.is_some())
+        .collect();
+    if conv.is_empty() {
+        return Ok(());
+    }
+    let title = "Connections per second vs messages per connection (closed loop)".to_string();
+    let plot = VsConns {
+        title: &title,
+        y_desc: "connections/s",
+        y_axis: YAxis::Log,
+        value: |p: &crate::analyse::PeerStats| p.conv.as_ref()?.conns_per_s,
+    };
+    let series = panels::draw_vs_conn_msgs(&conv, &dir.join(PLOT_FILES[5]), plot)?;
+    let note = Some(
+        "On loopback the connecting side carries most of the handshake: hollow markers are runs loadgen limited, \
+         where connections/s measures loadgen; compare servers by CPU per connection."
+            .to_string(),
+    );
+    drawn.files.push(plot_file(PLOT_FILES[5], title, note, series));
+    let title = "Server CPU per connection by backend vs messages per connection (closed loop, log scale)".to_string();
+    let plot = VsConns {
+        title: &title,
+        y_desc: "server CPU µs / connection",
+        y_axis: YAxis::Log,
+        value: |p: &crate::analyse::PeerStats| p.conv.as_ref()?.server_cpu_us_per_conn,
+    };
+    let series = panels::draw_vs_conn_msgs(&conv, &dir.join(PLOT_FILES[6]), plot)?;
+    drawn.files.push(plot_file(PLOT_FILES[6], title, None, series));
     Ok(())
 }
 
@@ -320,6 +360,7 @@ mod tests {
                                 size_bytes: 128,
                                 conns,
                                 purpose: Purpose::MatchedLoad { fraction },
+                                conn_msgs: None,
                             },
                             conns,
                             repetition: rep,
@@ -333,6 +374,8 @@ mod tests {
                             errors: 0,
                             disturbed: false,
                             server_peak_rss_kib: None,
+                            switches: Default::default(),
+                            conv: None,
                         });
                     }
                 }

@@ -64,6 +64,7 @@ pub fn over_time_point(runs: &[Run]) -> PointShape {
         transport,
         conns,
         size_bytes,
+        conn_msgs: None,
     }
 }
 

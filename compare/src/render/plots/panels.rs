@@ -148,6 +148,65 @@ where
     Ok(series)
 }
 
+/// A grid of the conversation axis: concurrent conversations in rows,
+/// transports in columns, x = messages per connection (log), one line per
+/// label with intervals (closed-loop conversation points).
+pub fn draw_vs_conn_msgs<F>(points: &[&PointStats], path: &Path, plot: VsConns<'_, F>) -> anyhow::Result<Vec<Series>>
+where
+    F: Fn(&PeerStats) -> Option<Summary>,
+{
+    use clap::ValueEnum;
+    let transports: Vec<Transport> = Transport::value_variants()
+        .iter()
+        .copied()
+        .filter(|t| points.iter().any(|p| p.key.transport == *t))
+        .collect();
+    let conns: Vec<u64> = points
+        .iter()
+        .map(|p| p.key.conns)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let labels = labels_of(points);
+    let (cols, rows) = (transports.len().max(1), conns.len().max(1));
+    let width = (330 * cols as u32 + 40).max(700);
+    let fonts = Fonts::for_width(width);
+    let notes = vec![BARS_NOTE.to_string()];
+    let root = SVGBackend::new(path, (width, 380 * rows as u32 + 90 + 20 * notes.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let root = root.titled(plot.title, (FAMILY, fonts.title)).map_err(plot_err)?;
+    let (legend, body) = root.split_vertically(fonts.legend_height(&labels, width, notes.len()));
+    draw_legend(&legend, &labels, &notes, &fonts, width)?;
+    let areas = body.split_evenly((rows, cols));
+    let max_msgs = points.iter().filter_map(|p| p.key.conn_msgs).max().unwrap_or(1) as f64;
+    let mut series = Vec::new();
+    for (i, area) in areas.iter().enumerate() {
+        let (transport, c) = (transports[i % cols], conns[i / cols]);
+        let here: Vec<&PointStats> = points
+            .iter()
+            .copied()
+            .filter(|p| p.key.transport == transport && p.key.conns == c)
+            .collect();
+        let lines = lines_of(&labels, &here, |p, _| p.key.conn_msgs.map(|n| n as f64), &plot.value);
+        let caption = format!("{transport}, {} at once", axis_count(c as f64));
+        series.extend(
+            lines
+                .iter()
+                .map(|l| Series::new(format!("{caption}: {}", l.label), l.points.len())),
+        );
+        let x_range = (0.7f64..(max_msgs * 1.5).max(10.0)).log_scale();
+        let panel = Panel {
+            caption: &caption,
+            x_desc: "messages per connection",
+            y_desc: plot.y_desc,
+            y_axis: plot.y_axis,
+        };
+        draw_interval_panel(area, x_range, &panel, &lines, &fonts)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(series)
+}
+
 /// `fork ran 4000 of 10k connections (plotted at 4000)` for each label that
 /// was scaled down somewhere, so that no note has to sit on a line.
 fn scaled_down_note(points: &[&PointStats]) -> Option<String> {
