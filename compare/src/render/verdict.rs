@@ -72,8 +72,15 @@ pub struct Row<'a> {
 /// `tcp 128 B, 100 conns`.
 pub fn shape_name(p: &PointStats) -> String {
     let noun = if p.key.conns == 1 { "conn" } else { "conns" };
+    // A conversation point names its messages per connection: the same
+    // transport and count recur once per `--conn-msgs` value.
+    let per_conn = match p.key.conn_msgs {
+        Some(1) => ", 1 msg/conn".to_string(),
+        Some(n) => format!(", {n} msgs/conn"),
+        None => String::new(),
+    };
     format!(
-        "{} {}, {} {noun}",
+        "{} {}, {} {noun}{per_conn}",
         p.key.transport,
         size_label(p.key.size_bytes),
         p.key.conns
@@ -81,7 +88,10 @@ pub fn shape_name(p: &PointStats) -> String {
 }
 
 fn same_shape(a: &PointStats, b: &PointStats) -> bool {
-    a.key.transport == b.key.transport && a.key.size_bytes == b.key.size_bytes && a.key.conns == b.key.conns
+    a.key.transport == b.key.transport
+        && a.key.size_bytes == b.key.size_bytes
+        && a.key.conns == b.key.conns
+        && a.key.conn_msgs == b.key.conn_msgs
 }
 
 /// The matched-load sweeps, one row per transport, size and connection count.

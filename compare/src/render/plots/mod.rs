@@ -206,7 +206,7 @@ fn draw_conversations(analysis: &Analysis, dir: &Path, drawn: &mut Drawn) -> any
             .to_string(),
     );
     drawn.files.push(plot_file(PLOT_FILES[5], title, note, series));
-    let title = "Server CPU per connection by backend vs messages per connection (closed loop, log scale)".to_string();
+    let title = "Server CPU per connection vs messages per connection (closed loop, log)".to_string();
     let plot = VsConns {
         title: &title,
         y_desc: "server CPU µs / connection",
