@@ -74,9 +74,10 @@ pub struct Drawn {
     pub skipped: Vec<String>,
 }
 
-/// Draws every plot the runs allow into `dir`, and removes from `dir` any
-/// plot of [`PLOT_FILES`] that this report does not draw (a stale one would
-/// still look current).
+/// Draws every plot the runs allow into `dir`, a fresh staging directory.
+/// It removes nothing: a stale plot in the output directory is removed when
+/// the staging directory is published, and only if compare's manifest shows
+/// it wrote that very file.
 pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: &Path) -> anyhow::Result<Drawn> {
     let medians = crate::analyse::median_runs(runs);
     let mut drawn = Drawn {
@@ -124,14 +125,6 @@ pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: 
         drawn.files.push(plot_file(file, title, None, series));
     }
     draw_conversations(analysis, dir, &mut drawn)?;
-    for stale in PLOT_FILES.iter().filter(|f| !drawn.files.iter().any(|d| d.file == **f)) {
-        match std::fs::remove_file(dir.join(stale)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(anyhow::Error::new(e).context(format!("removing {}", dir.join(stale).display())))
-            }
-            _ => {}
-        }
-    }
     Ok(drawn)
 }
 
