@@ -74,10 +74,11 @@ fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> R
     }
     let duration_s = 3.0;
     let messages = hist.len();
-    let series = (1..=3)
+    // 100 ms buckets, as loadgen records them.
+    let series = (1..=30)
         .map(|t| SeriesPoint {
-            t_s: t as f64,
-            msgs: messages / 3 + t as u64 * 10,
+            t_s: t as f64 / 10.0,
+            msgs: messages / 30 + t as u64 * 10,
             p50_us: 0.0,
             p99_us: 0.0,
             errors: 0,
@@ -136,6 +137,7 @@ fn recorded_result(spec: &RunSpec, base_us: f64, samples: usize, seed: u64) -> R
         },
         errors: Errors::default(),
         series,
+        series_interval_s: Some(0.1),
         histogram: loadgen::result::encode_histogram(&hist),
         extra: Extra::default(),
         conversations: None,
@@ -212,6 +214,92 @@ fn assert_svg(path: &Path, labels: &[&str]) {
     assert!(svg.contains("<polyline"), "{} has no line drawn", path.display());
     for label in labels {
         assert!(svg.contains(label), "{} lacks the label {label:?}", path.display());
+    }
+}
+
+/// Issue 28, item 4: the over-time plot draws loadgen's 100 ms buckets as
+/// lines (each label's median run, its other repetitions faint), no plot
+/// has a series of one point, and runs with one bucket each (files from the
+/// loadgen that recorded a bucket a second) leave the plot out, with the
+/// README saying why.
+#[test]
+fn over_time_plot_draws_100ms_buckets_and_leaves_out_a_dot() {
+    let plan = MatrixPlan::new(true, Some(entries(&[EPOLL, FORK])), Some(vec![Transport::Tcp]), 1);
+    for one_bucket in [false, true] {
+        let dir = temp_dir(if one_bucket { "over-time-dot" } else { "over-time" });
+        let mut runs = Vec::new();
+        for (i, spec) in plan.closed_loop().into_iter().enumerate() {
+            for repetition in 1..=3u32 {
+                let spec = RunSpec {
+                    repetition,
+                    ..spec.clone()
+                };
+                let base = 12.0 + spec.conns as f64 / 10.0 + repetition as f64;
+                let mut run = recorded_run(&spec, base, 20_000, 10 * i as u64 + repetition as u64);
+                if one_bucket {
+                    run.result.series = vec![SeriesPoint {
+                        t_s: 1.5,
+                        msgs: run.result.messages,
+                        ..SeriesPoint::default()
+                    }];
+                    run.result.series_interval_s = None;
+                }
+                runs.push(run);
+            }
+        }
+        std::fs::create_dir_all(dir.join(RUNS_DIR)).unwrap();
+        for run in &runs {
+            loadgen::result::write(&run.record.result_file.written_in(&dir), &run.result).unwrap();
+        }
+        manifest_of(&runs, true).save(&dir).unwrap();
+        let manifest = Manifest::load(&dir).unwrap();
+        let loaded = analyse::load_runs(&manifest, &dir);
+        let files = compare::render::write_report(&manifest, &loaded, &dir).unwrap();
+        for f in &files {
+            let lone: Vec<&str> = f
+                .series
+                .iter()
+                .filter(|s| s.points < 2)
+                .map(|s| s.name.as_str())
+                .collect();
+            assert!(lone.is_empty(), "{}: series of one point {lone:?}", f.file);
+        }
+        let over_time = files.iter().find(|f| f.file == "throughput_over_time.svg");
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        if one_bucket {
+            assert!(over_time.is_none());
+            assert!(!dir.join("throughput_over_time.svg").exists());
+            assert!(
+                readme.contains(
+                    "No throughput-over-time plot: the result files hold throughput in 1 s buckets, 1 per run in \
+                     the 3 s measured phase, and a line needs 3"
+                ),
+                "{readme}"
+            );
+        } else {
+            let over_time = over_time.expect("an over-time plot");
+            // Two labels, three repetitions each: every run a line of 30 buckets.
+            assert_eq!(over_time.series.len(), 6, "{:?}", over_time.series);
+            assert!(
+                over_time.series.iter().all(|s| s.points == 30),
+                "{:?}",
+                over_time.series
+            );
+            let faint = over_time.series.iter().filter(|s| s.name.contains("faint")).count();
+            assert_eq!(faint, 4, "{:?}", over_time.series);
+            assert_svg(
+                &dir.join(&over_time.file),
+                &[
+                    "100 connections (tcp, 128 B), closed loop",
+                    "epoll",
+                    "fork",
+                    "100 ms buckets",
+                    "warm-up",
+                ],
+            );
+            assert!(!readme.contains("No throughput-over-time plot"), "{readme}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -696,12 +784,12 @@ fn quick_matrix_runs_end_to_end() {
         assert!(run.record.result_file.hgrm().in_dir(&dir).is_file(), "{name}: no .hgrm");
     }
     assert!(manifest.open_loop_rate.is_some());
-    // No over-time plot: a 0.7 s run leaves loadgen one 1 s bucket, a dot.
-    assert!(!dir.join("throughput_over_time.svg").exists());
+    // A 0.7 s run leaves loadgen seven 100 ms buckets: a line.
     for f in [
         "throughput_vs_conns.svg",
         "server_cpu_vs_conns.svg",
         "latency_spectrum.svg",
+        "throughput_over_time.svg",
     ] {
         assert_svg(&dir.join(f), &names);
     }

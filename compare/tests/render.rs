@@ -87,7 +87,9 @@ fn committed_headlines_are_what_the_runs_give() {
 
 /// No plot of a committed comparison has a series of one point: every line
 /// the plots draw has at least two (a plot with nothing to join is not
-/// drawn, and the README says why).
+/// drawn, and the README says why). The over-time plot is drawn from
+/// loadgen's buckets when each run has enough, else left out with a note
+/// (results from before loadgen's 100 ms buckets hold one a second).
 #[test]
 fn no_committed_plot_has_a_single_point_series() {
     for dir in comparisons() {
@@ -96,6 +98,24 @@ fn no_committed_plot_has_a_single_point_series() {
         let out = scratch("plots");
         let files = compare::render::write_report(&manifest, &runs, &out).unwrap();
         assert!(!files.is_empty(), "{}: no plot drawn", dir.display());
+        let closed_loop = runs
+            .iter()
+            .any(|r| !r.record.spec.is_open_loop() && r.record.spec.conn_msgs.is_none());
+        let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+        match files.iter().find(|f| f.file == "throughput_over_time.svg") {
+            Some(f) => assert!(
+                f.series.iter().all(|s| s.points >= 3),
+                "{}: over-time lines {:?}",
+                dir.display(),
+                f.series
+            ),
+            None if closed_loop => assert!(
+                readme.contains("No throughput-over-time plot:"),
+                "{}: the over-time plot is neither drawn nor said to be left out",
+                dir.display()
+            ),
+            None => {}
+        }
         for f in &files {
             let lone: Vec<&str> = f
                 .series

@@ -329,6 +329,7 @@ pub fn build_result(
         latency_us: stats::latency_of(&sums.hist),
         errors: sums.errors.clone(),
         series: ph.series.clone(),
+        series_interval_s: Some(ph.series_interval_s),
         histogram: result::encode_histogram(&sums.hist),
         extra: extra_fields(args, ph, &sums, threads, stream),
         conversations: None,

@@ -48,6 +48,7 @@ pub fn merge(
     };
     check_required_fields(results, names)?;
     check_distinct_runs(results, names)?;
+    let bucket_s = series_interval(results, names)?;
     let window = common_window(results, names)?;
     for (r, name) in results.iter().zip(names) {
         if r.schema != SCHEMA {
@@ -76,6 +77,7 @@ pub fn merge(
     out.throughput = Default::default();
     out.throughput.requested_msgs_per_s = out.settings.rate;
     out.series = Vec::new();
+    out.series_interval_s = results.iter().find_map(|r| r.series_interval_s).map(|_| bucket_s);
     out.extra = Extra {
         // Summed below while every input has them.
         conns_up: Some(0),
@@ -134,9 +136,12 @@ pub fn merge(
         }
         out.throughput.msgs_per_s += r.throughput.msgs_per_s;
         out.throughput.mb_per_s += r.throughput.mb_per_s;
+        // Buckets are on a grid from each input's own window start: the
+        // inputs' buckets at one grid point end within far less than half a
+        // bucket of each other.
         for p in &r.series {
-            match out.series.iter_mut().find(|q| (q.t_s - p.t_s).abs() < 0.5) {
-                // Per-second percentiles cannot be added: keep the worst (an upper bound).
+            match out.series.iter_mut().find(|q| (q.t_s - p.t_s).abs() < bucket_s / 2.0) {
+                // Per-bucket percentiles cannot be added: keep the worst (an upper bound).
                 Some(q) => {
                     q.msgs = sum("series.msgs", q.msgs, p.msgs)?;
                     q.errors = sum("series.errors", q.errors, p.errors)?;
@@ -273,8 +278,8 @@ fn show_unix_ns(ns: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)).to_string()
 }
 
-/// Messages `r` echoed within [from_ns, to_ns) (wall clock): its per-second
-/// series intervals that lie inside count whole, the (at most two) that the
+/// Messages `r` echoed within [from_ns, to_ns) (wall clock): its series
+/// buckets that lie inside count whole, the (at most two) that the
 /// bounds cut count pro rata to the part inside. Without a series, the whole
 /// window's messages pro rata.
 fn messages_within(r: &RunResult, from_ns: u64, to_ns: u64) -> f64 {
@@ -299,9 +304,32 @@ fn messages_within(r: &RunResult, from_ns: u64, to_ns: u64) -> f64 {
         total += p.msgs as f64 * inside(prev, end.max(prev + 1));
         prev = end;
     }
-    // The series is per report interval and its last one may hold a few
+    // The series is per bucket and its last one may hold a few
     // echoes completed as the window closed; never count more than the run's.
     total.min(r.messages as f64)
+}
+
+/// The width of the inputs' series buckets, seconds: one for all, or an
+/// error naming two that differ (a file from a loadgen that recorded a point
+/// a second beside one with finer buckets): their points could not be added
+/// up bucket by bucket. Inputs without a point do not count.
+fn series_interval(results: &[RunResult], names: &[String]) -> anyhow::Result<f64> {
+    let mut first: Option<(f64, &str)> = None;
+    for (r, name) in results.iter().zip(names) {
+        if r.series.is_empty() {
+            continue;
+        }
+        let b = r.series_interval();
+        match first {
+            None => first = Some((b, name)),
+            Some((a, other)) if (a - b).abs() > 1e-9 => bail!(
+                "{other} holds its series in {a} s buckets but {name} in {b} s buckets; merge only runs \
+                 of one loadgen version and --duration"
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(first.map_or(result::LEGACY_SERIES_INTERVAL_S, |(b, _)| b))
 }
 
 /// The single runs a result adds up: its own id, or a merge's inputs'.
@@ -459,6 +487,7 @@ mod tests {
             latency_us: Latency::default(),
             errors: Errors::default(),
             series: Vec::new(),
+            series_interval_s: None,
             histogram: result::encode_histogram(&h),
             extra: Extra {
                 window_start_unix_ns: Some(start_s * 1_000_000_000),
@@ -482,6 +511,48 @@ mod tests {
         let (m, _) = merge(&[run("a", 3, 100), run("b", 4, 100)], &names, Vec::new()).unwrap();
         assert_eq!((m.messages, m.settings.conns), (7, 4));
         assert_eq!((m.extra.conns_up, m.extra.conns_carried_load), (Some(4), Some(4)));
+    }
+
+    /// `n` buckets of `width` seconds, `msgs` messages each, ending `skew_s` late.
+    fn series(n: usize, width: f64, msgs: u64, skew_s: f64) -> Vec<SeriesPoint> {
+        (1..=n)
+            .map(|k| SeriesPoint {
+                t_s: k as f64 * width + skew_s,
+                msgs,
+                p50_us: 100.0,
+                p99_us: 100.0 + k as f64,
+                errors: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn series_of_100ms_buckets_add_up_bucket_by_bucket() {
+        let (mut a, mut b) = (run("a", 20, 100), run("b", 30, 100));
+        (a.series, a.series_interval_s) = (series(10, 0.1, 2, 0.0), Some(0.1));
+        (b.series, b.series_interval_s) = (series(10, 0.1, 3, 0.002), Some(0.1));
+        let names = ["a".to_string(), "b".to_string()];
+        let (m, _) = merge(&[a, b], &names, Vec::new()).unwrap();
+        assert_eq!(m.series_interval_s, Some(0.1));
+        assert_eq!(m.series.len(), 10, "{:?}", m.series);
+        assert!(m.series.iter().all(|p| p.msgs == 5));
+        assert_eq!(m.extra.common_window_messages, Some(50.0));
+        assert!((m.throughput.msgs_per_s - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn old_files_with_a_point_a_second_still_merge_and_never_with_finer_ones() {
+        let (mut a, mut b) = (run("a", 4, 100), run("b", 6, 100));
+        a.series = series(1, 1.0, 4, 0.0);
+        b.series = series(1, 1.0, 6, 0.004);
+        let names = ["a".to_string(), "b".to_string()];
+        let (m, _) = merge(&[a.clone(), b], &names, Vec::new()).unwrap();
+        assert_eq!((m.series.len(), m.series[0].msgs), (1, 10));
+        assert_eq!(m.series_interval_s, None, "still an old file's series");
+        let mut fine = run("c", 6, 100);
+        (fine.series, fine.series_interval_s) = (series(10, 0.1, 0, 0.0), Some(0.1));
+        let e = merge_err(&[a, fine]);
+        assert!(e.contains("in 1 s buckets but in1.json in 0.1 s buckets"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! run. It waits for the connections, starts the load (at `--start-at` or
 //! when every connection is up), runs the warm-up and the measured phase,
 //! ticks the report intervals, and gathers the threads' intervals into the
-//! live display and the per-second series. It sees the run only through
-//! [`Shared`]'s atomics and the interval channel, and returns [`Phases`].
+//! series (one point per bucket, 100 ms in runs up to a minute) and the live
+//! display (a line about every second, made of whole buckets). It sees the
+//! run only through [`Shared`]'s atomics and the interval channel, and
+//! returns [`Phases`].
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::{self, Relaxed};
@@ -14,7 +16,7 @@ use sockbench::sys::signal;
 
 use crate::cli::Args;
 use crate::progress::{IntervalView, Phase, Progress};
-use crate::result::{Errors, SeriesPoint};
+use crate::result::{series_interval, Errors, SeriesPoint};
 use crate::stats::{self, Interval};
 use crate::worker::{Shared, UNSET};
 
@@ -49,8 +51,10 @@ impl EarlyStop {
 pub struct Phases {
     /// Why the run ended early, if it did.
     pub stop: Option<EarlyStop>,
-    /// One point per report interval of the measured phase.
+    /// One point per bucket of the measured phase.
     pub series: Vec<SeriesPoint>,
+    /// The buckets' width, seconds ([`series_interval`] of `--duration`).
+    pub series_interval_s: f64,
     /// The measured phase's length in seconds (shorter if cut short).
     pub measured_s: f64,
     /// loadgen's CPU time over the measured phase, µs.
@@ -99,13 +103,21 @@ impl ClockAnchor {
     }
 }
 
-/// One report interval being collected: the threads' sum so far.
+/// One bucket being collected: the threads' sum so far.
 struct PendingTick {
     sum: Interval,
     /// How many threads have reported this tick.
     reported: usize,
     from_ns: u64,
     to_ns: u64,
+    /// This tick also ends a live report line.
+    ends_line: bool,
+}
+
+/// The live report line being built from its buckets.
+struct LiveLine {
+    sum: Interval,
+    from_ns: u64,
 }
 
 /// CPU times (µs) at the start of the measured phase.
@@ -121,8 +133,12 @@ struct CpuAtStart {
 const FAIL_FAST_REFUSALS: u64 = 3;
 
 /// The main thread's state while it drives startup, warm-up and the measured
-/// phase: it starts the phases, ticks the report intervals, collects the
-/// threads' intervals into the live display and the series.
+/// phase: it starts the phases, ticks the buckets, collects the threads'
+/// intervals into the series and the live display.
+///
+/// Ticks end buckets; some of them also end a live line. Both are planned
+/// from the last planned tick, not from when the loop got to it, so that
+/// the buckets stay on a grid and those of several hosts line up.
 pub struct PhaseClock<'a> {
     args: &'a Args,
     shared: &'a Shared,
@@ -134,8 +150,17 @@ pub struct PhaseClock<'a> {
     ph: Phases,
     pending: BTreeMap<u64, PendingTick>,
     tick_no: u64,
+    /// When the last tick happened, and when it was planned.
     tick_start_ns: u64,
+    tick_planned_ns: u64,
+    /// When the next tick is due (may be past: the loop ticks at once).
     next_tick_ns: u64,
+    /// A bucket's width, ns.
+    bucket_ns: u64,
+    /// When the last live line was planned to end, and the next one.
+    line_planned_ns: u64,
+    next_line_ns: u64,
+    line: Option<LiveLine>,
     end_ns: u64,
     final_tick: Option<u64>,
     cpu_at_start: Option<CpuAtStart>,
@@ -156,6 +181,7 @@ impl<'a> PhaseClock<'a> {
         let spread = Duration::from_secs_f64(args.conns as f64 / args.connect_rate as f64);
         let clock = ClockAnchor::now(shared);
         let start_at_ns = args.start_at.map(|at| clock.to_mono_ns(at));
+        let bucket_ns = series_interval(args.duration).as_nanos() as u64;
         PhaseClock {
             clock,
             start_at_ns,
@@ -169,6 +195,7 @@ impl<'a> PhaseClock<'a> {
             ph: Phases {
                 stop: None,
                 series: Vec::new(),
+                series_interval_s: series_interval(args.duration).as_secs_f64(),
                 measured_s: 0.0,
                 cpu_us: None,
                 server_cpu_us: None,
@@ -179,7 +206,12 @@ impl<'a> PhaseClock<'a> {
             pending: BTreeMap::new(),
             tick_no: 0,
             tick_start_ns: 0,
-            next_tick_ns: SECOND_NS,
+            tick_planned_ns: 0,
+            next_tick_ns: bucket_ns,
+            bucket_ns,
+            line_planned_ns: 0,
+            next_line_ns: SECOND_NS,
+            line: None,
             end_ns: UNSET,
             final_tick: None,
             cpu_at_start: None,
@@ -328,25 +360,40 @@ impl<'a> PhaseClock<'a> {
         self.shared.measure_start_ns.store(ms, Relaxed);
         self.shared.end_ns.store(self.end_ns, Relaxed);
         self.shared.load_start_ns.store(now, Ordering::Release);
-        // Ticks fall on the measured phase's bounds, so warm-up stays out of the series.
-        self.next_tick_ns = self.plan_tick(self.tick_start_ns, now);
+        // Ticks fall on the measured phase's bounds, so warm-up stays out of
+        // the series, and its buckets are on a grid from its start.
+        self.next_line_ns = self.plan_line(self.line_planned_ns, now);
+        self.next_tick_ns = self.plan_tick(self.tick_planned_ns, now);
     }
 
-    /// The tick after one at `last`: a second later, or at the next phase
-    /// bound if that comes within 1.5 s, so that no interval is a sliver
-    /// (and the live lines do not come 0.1 s apart).
-    fn plan_tick(&self, last: u64, now: u64) -> u64 {
-        let regular = last + SECOND_NS;
+    /// The end of the live line after one planned to end at `last`: a
+    /// second later, or at the next phase bound if that comes within 1.5 s,
+    /// so that no line covers a sliver (nor do lines come 0.1 s apart).
+    /// Every phase bound ends a line.
+    fn plan_line(&self, last: u64, now: u64) -> u64 {
+        let regular = on_grid_after(last, SECOND_NS, now);
         let stretched = regular + SECOND_NS / 2;
         let bound = [self.measure_start_ns(), self.end_ns]
             .into_iter()
             .filter(|&b| b != UNSET && b > last)
             .min();
-        let next = match bound {
+        match bound {
             Some(b) if b <= stretched => b,
             _ => regular,
-        };
-        next.max(now)
+        }
+    }
+
+    /// The tick after one planned at `last`: a bucket later, or at the end of
+    /// the live line if that comes within a bucket and a half, so that no
+    /// bucket is a sliver and every line is made of whole buckets (and ends
+    /// at the phase bounds with them).
+    fn plan_tick(&self, last: u64, now: u64) -> u64 {
+        let regular = on_grid_after(last, self.bucket_ns, now);
+        if self.next_line_ns <= regular + self.bucket_ns / 2 {
+            self.next_line_ns
+        } else {
+            regular
+        }
     }
 
     /// Warm-up and the measured phase: watch for the end and for a dead server.
@@ -376,8 +423,10 @@ impl<'a> PhaseClock<'a> {
         }
         if now >= self.end_ns && self.final_tick.is_none() {
             self.close_window(self.args.duration.as_secs_f64());
-            // One last tick collects the final partial interval; the threads stop after it.
+            // One last tick collects the final partial interval and ends the
+            // last line; the threads stop after it.
             self.next_tick_ns = now;
+            self.next_line_ns = now;
             self.final_tick = Some(self.tick_no + 1);
         }
         Ok(())
@@ -399,8 +448,10 @@ impl<'a> PhaseClock<'a> {
         );
     }
 
-    /// Ends a report interval: the threads each send theirs for it.
+    /// Ends a bucket (and maybe a live line): the threads each send theirs for it.
     fn tick(&mut self, now: u64) {
+        let planned = self.next_tick_ns;
+        let ends_line = planned >= self.next_line_ns;
         self.tick_no += 1;
         let empty = Interval {
             thread: 0,
@@ -417,13 +468,19 @@ impl<'a> PhaseClock<'a> {
                 reported: 0,
                 from_ns: self.tick_start_ns,
                 to_ns: now,
+                ends_line,
             },
         );
         self.tick_start_ns = now;
+        self.tick_planned_ns = planned;
         self.shared.tick.store(self.tick_no, Relaxed);
+        if ends_line {
+            self.line_planned_ns = planned;
+            self.next_line_ns = self.plan_line(planned, now);
+        }
         // After the final tick the threads stop; the next one is never due
         // before they have, and the loop ends when the final interval is in.
-        self.next_tick_ns = self.plan_tick(now, now);
+        self.next_tick_ns = self.plan_tick(planned, now);
     }
 
     /// Waits a little for the threads' intervals and adds them up by tick.
@@ -447,60 +504,96 @@ impl<'a> PhaseClock<'a> {
         }
     }
 
-    /// Shows every interval all threads have reported (or that waited long
-    /// enough), and adds the measured ones to the series.
+    /// Takes in every bucket all threads have reported (or that waited long
+    /// enough), in order: the measured ones go into the series, and each
+    /// live line is shown once its last bucket is in.
     fn show_ready(&mut self) {
         let now = self.shared.now_ns();
         let closing = self.final_tick.is_some();
-        let ready: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(&t, p)| {
-                p.reported >= self.threads || ((t < self.tick_no || closing) && now > p.to_ns + 300_000_000)
-            })
-            .map(|(&t, _)| t)
-            .collect();
-        for t in ready {
-            if let Some(p) = self.pending.remove(&t) {
-                self.show_interval(p);
+        while let Some(entry) = self.pending.first_entry() {
+            let (t, p) = (*entry.key(), entry.get());
+            let ready = p.reported >= self.threads || ((t < self.tick_no || closing) && now > p.to_ns + 300_000_000);
+            if !ready {
+                break;
+            }
+            let p = entry.remove();
+            if let Some(view) = self.take_bucket(p) {
+                self.progress.interval(&view);
             }
         }
     }
 
-    fn show_interval(&mut self, p: PendingTick) {
-        let secs = (p.to_ns - p.from_ns).max(1) as f64 / 1e9;
+    /// The phase an interval from `from_ns` began in.
+    fn phase_at(&self, from_ns: u64) -> Phase {
         let ms = self.measure_start_ns();
-        let phase = if ms == UNSET {
+        if ms == UNSET {
             Phase::Startup
-        } else if p.from_ns < ms {
+        } else if from_ns < ms {
             Phase::Warmup
         } else {
             Phase::Measured
-        };
-        let (p50_us, p99_us) = (
-            p.sum.hist.value_at_quantile(0.5) as f64,
-            p.sum.hist.value_at_quantile(0.99) as f64,
-        );
-        self.progress.interval(&IntervalView {
-            at_s: p.to_ns as f64 / 1e9,
-            msgs_per_s: p.sum.msgs as f64 / secs,
-            mb_per_s: p.sum.bytes as f64 / secs / 1e6,
-            p50_us,
-            p99_us,
-            errors: p.sum.errors.total(),
-            open: self.shared.open.load(Relaxed),
-            conns: self.args.conns,
-            phase,
-        });
-        if phase == Phase::Measured {
+        }
+    }
+
+    /// Adds one bucket to the series (if measured) and to the live line;
+    /// returns the line if the bucket ends it.
+    fn take_bucket(&mut self, p: PendingTick) -> Option<IntervalView> {
+        if self.phase_at(p.from_ns) == Phase::Measured {
+            let ms = self.measure_start_ns();
             self.ph.series.push(SeriesPoint {
-                t_s: ((p.to_ns - ms) as f64 / 1e9 * 1000.0).round() / 1000.0,
+                // To the microsecond: a bucket's rate is its messages over
+                // the time since the previous point.
+                t_s: ((p.to_ns - ms) as f64 / 1e3).round() / 1e6,
                 msgs: p.sum.msgs,
-                p50_us,
-                p99_us,
+                p50_us: p.sum.hist.value_at_quantile(0.5) as f64,
+                p99_us: p.sum.hist.value_at_quantile(0.99) as f64,
                 errors: p.sum.errors.total(),
             });
         }
+        let (ends_line, to_ns) = (p.ends_line, p.to_ns);
+        match &mut self.line {
+            None => {
+                self.line = Some(LiveLine {
+                    from_ns: p.from_ns,
+                    sum: p.sum,
+                })
+            }
+            Some(line) => {
+                let _ = line.sum.hist.add(&p.sum.hist);
+                line.sum.msgs += p.sum.msgs;
+                line.sum.bytes += p.sum.bytes;
+                stats::add_errors(&mut line.sum.errors, &p.sum.errors);
+            }
+        }
+        if !ends_line {
+            return None;
+        }
+        let line = self.line.take()?;
+        let secs = (to_ns - line.from_ns).max(1) as f64 / 1e9;
+        Some(IntervalView {
+            at_s: to_ns as f64 / 1e9,
+            msgs_per_s: line.sum.msgs as f64 / secs,
+            mb_per_s: line.sum.bytes as f64 / secs / 1e6,
+            p50_us: line.sum.hist.value_at_quantile(0.5) as f64,
+            p99_us: line.sum.hist.value_at_quantile(0.99) as f64,
+            errors: line.sum.errors.total(),
+            open: self.shared.open.load(Relaxed),
+            conns: self.args.conns,
+            phase: self.phase_at(line.from_ns),
+        })
+    }
+}
+
+/// The first point of the grid `last + k·step` (k ≥ 1) at least half a
+/// step after `now`: a loop that fell behind skips the points it missed
+/// rather than catching up in slivers.
+fn on_grid_after(last: u64, step: u64, now: u64) -> u64 {
+    let next = last + step;
+    let earliest = now + step / 2;
+    if next < earliest {
+        next + (earliest - next).div_ceil(step) * step
+    } else {
+        next
     }
 }
 
@@ -602,17 +695,137 @@ mod tests {
     }
 
     #[test]
-    fn ticks_are_a_second_apart_but_land_on_phase_bounds_with_no_sliver() {
+    fn lines_are_a_second_apart_but_land_on_phase_bounds_with_no_sliver() {
         let r = rig(&["-c", "1"]);
         let mut c = r.clock();
-        assert_eq!(c.plan_tick(0, 0), SECOND_NS, "no bound yet: a second later");
+        assert_eq!(c.plan_line(0, 0), SECOND_NS, "no bound yet: a second later");
+        assert_eq!(
+            c.plan_line(0, 5 * SECOND_NS),
+            6 * SECOND_NS,
+            "a loop that fell behind skips to the grid"
+        );
         r.shared.measure_start_ns.store(1_200 * MS, Relaxed);
-        assert_eq!(c.plan_tick(0, 0), 1_200 * MS, "a bound within 1.5 s takes the tick");
+        assert_eq!(
+            c.plan_line(0, 0),
+            1_200 * MS,
+            "a bound within 1.5 s takes the line's end"
+        );
         r.shared.measure_start_ns.store(1_600 * MS, Relaxed);
-        assert_eq!(c.plan_tick(0, 0), SECOND_NS, "a later bound waits for its own tick");
+        assert_eq!(
+            c.plan_line(0, 0),
+            SECOND_NS,
+            "a later bound waits for a line of its own"
+        );
         c.end_ns = 2_100 * MS;
-        assert_eq!(c.plan_tick(1_600 * MS, 0), 2_100 * MS, "the end is a bound too");
-        assert_eq!(c.plan_tick(0, 5 * SECOND_NS), 5 * SECOND_NS, "never in the past");
+        assert_eq!(c.plan_line(1_600 * MS, 0), 2_100 * MS, "the end is a bound too");
+    }
+
+    #[test]
+    fn buckets_are_100ms_on_a_grid_and_end_with_the_lines() {
+        let r = rig(&["-c", "1", "-d", "10s"]);
+        let mut c = r.clock();
+        assert_eq!(c.bucket_ns, 100 * MS);
+        c.next_line_ns = SECOND_NS;
+        assert_eq!(c.plan_tick(0, 0), 100 * MS);
+        assert_eq!(
+            c.plan_tick(900 * MS, 901 * MS),
+            SECOND_NS,
+            "the line's end is on the grid"
+        );
+        c.next_line_ns = 1_140 * MS;
+        assert_eq!(
+            c.plan_tick(1_000 * MS, 1_000 * MS),
+            1_140 * MS,
+            "stretched, not a 40 ms sliver"
+        );
+        c.next_line_ns = 1_160 * MS;
+        assert_eq!(c.plan_tick(1_000 * MS, 1_000 * MS), 1_100 * MS, "then 60 ms");
+        c.next_line_ns = 9 * SECOND_NS;
+        assert_eq!(
+            c.plan_tick(1_000 * MS, 1_010 * MS),
+            1_100 * MS,
+            "a tick 10 ms late keeps the grid"
+        );
+        assert_eq!(
+            c.plan_tick(1_000 * MS, 1_270 * MS),
+            1_400 * MS,
+            "one 270 ms late skips the points it missed"
+        );
+    }
+
+    /// Drives a whole run on a made-up clock, each thread reporting 100
+    /// messages per bucket, and returns the live lines it showed.
+    fn drive(c: &mut PhaseClock<'_>, shared: &Shared, threads: usize, until_ns: u64) -> Vec<IntervalView> {
+        let mut lines = Vec::new();
+        let mut now = 0;
+        shared.open.store(c.args.conns, Relaxed);
+        shared.ever_up.store(c.args.conns, Relaxed);
+        while now <= until_ns {
+            if let Some(t) = c.final_tick {
+                if c.tick_no >= t && c.pending.is_empty() {
+                    break;
+                }
+            }
+            if shared.load_start_ns.load(Relaxed) == UNSET {
+                c.startup(now).unwrap();
+            } else {
+                c.under_load(now).unwrap();
+            }
+            if now >= c.next_tick_ns {
+                c.tick(now);
+                let p = c.pending.get_mut(&c.tick_no).unwrap();
+                p.sum.msgs = 100 * threads as u64;
+                p.reported = threads;
+            }
+            while let Some(entry) = c.pending.first_entry() {
+                let p = entry.remove();
+                lines.extend(c.take_bucket(p));
+            }
+            now += MS;
+        }
+        lines
+    }
+
+    #[test]
+    fn the_series_has_a_point_per_100ms_and_the_live_lines_stay_a_second() {
+        let r = rig(&["-c", "2", "--warmup", "500ms", "-d", "1500ms"]);
+        let mut c = r.clock();
+        let lines = drive(&mut c, &r.shared, 1, 5 * SECOND_NS);
+        let t: Vec<f64> = c.ph.series.iter().map(|p| p.t_s).collect();
+        assert_eq!(t.len(), 15, "{t:?}");
+        for (k, t) in t.iter().enumerate() {
+            assert!((t - 0.1 * (k + 1) as f64).abs() < 1.5e-3, "{t} is off the grid");
+        }
+        assert!(c.ph.series.iter().all(|p| p.msgs == 100));
+        assert_eq!(c.ph.series_interval_s, 0.1);
+        // One line for the warm-up (every connection was up at once), one
+        // for the whole measured phase (1.5 s: no 0.5 s line after a second).
+        let phases: Vec<Phase> = lines.iter().map(|l| l.phase).collect();
+        assert_eq!(phases.last(), Some(&Phase::Measured), "{phases:?}");
+        let measured: Vec<&IntervalView> = lines.iter().filter(|l| l.phase == Phase::Measured).collect();
+        assert_eq!(measured.len(), 1);
+        assert!(
+            (measured[0].msgs_per_s - 1_000.0).abs() < 10.0,
+            "{}",
+            measured[0].msgs_per_s
+        );
+        assert_eq!(phases, [Phase::Warmup, Phase::Measured]);
+    }
+
+    #[test]
+    fn a_longer_run_shows_a_line_a_second_made_of_ten_buckets() {
+        let r = rig(&["-c", "1", "--warmup", "0s", "-d", "3s"]);
+        let mut c = r.clock();
+        let lines = drive(&mut c, &r.shared, 2, 10 * SECOND_NS);
+        assert_eq!(c.ph.series.len(), 30);
+        let measured: Vec<f64> = lines
+            .iter()
+            .filter(|l| l.phase == Phase::Measured)
+            .map(|l| l.msgs_per_s)
+            .collect();
+        assert_eq!(measured.len(), 3, "{measured:?}");
+        // 2 threads × 100 messages per 100 ms bucket.
+        assert!(measured.iter().all(|r| (r - 2_000.0).abs() < 25.0), "{measured:?}");
     }
 
     #[test]

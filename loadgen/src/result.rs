@@ -53,8 +53,14 @@ pub struct RunResult {
     pub throughput: Throughput,
     pub latency_us: Latency,
     pub errors: Errors,
-    /// One entry per second of the measured phase.
+    /// Throughput and latency through the measured phase, one entry per
+    /// bucket of about [`RunResult::series_interval_s`].
     pub series: Vec<SeriesPoint>,
+    /// The width of `series`' buckets, seconds (see [`series_interval`]).
+    /// Absent in files written before it existed, whose buckets are about a
+    /// second: read it with [`RunResult::series_interval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_interval_s: Option<f64>,
     /// The full latency histogram (microseconds), HdrHistogram V2 compressed, base64.
     pub histogram: String,
     /// loadgen's further measurements. Typed; the key stays `extra` so that
@@ -251,9 +257,43 @@ impl Errors {
     }
 }
 
+impl RunResult {
+    /// The width of `series`' buckets, seconds: `series_interval_s`, or 1 s
+    /// for a file written before it was recorded.
+    pub fn series_interval(&self) -> f64 {
+        self.series_interval_s.unwrap_or(LEGACY_SERIES_INTERVAL_S)
+    }
+}
+
+/// The bucket width of files without `series_interval_s`: loadgen then
+/// recorded one point per live report line, about a second.
+pub const LEGACY_SERIES_INTERVAL_S: f64 = 1.0;
+
+/// The most points a run's `series` holds, about: the buckets widen for
+/// long runs so that a result file stays small.
+pub const MAX_SERIES_POINTS: f64 = 600.0;
+
+/// The width of the `series` buckets for a measured phase of `duration`: the
+/// finest of 100 ms, 200 ms, 500 ms and 1 s that keeps the series within
+/// [`MAX_SERIES_POINTS`] (100 ms up to a minute), else 1 s. Each divides the
+/// live report's second, so the live lines are made of whole buckets.
+pub fn series_interval(duration: std::time::Duration) -> std::time::Duration {
+    [100, 200, 500]
+        .into_iter()
+        .map(std::time::Duration::from_millis)
+        .find(|b| duration.as_secs_f64() / b.as_secs_f64() <= MAX_SERIES_POINTS)
+        .unwrap_or(std::time::Duration::from_secs(1))
+}
+
+/// One bucket of the measured phase. Buckets are `series_interval_s` wide
+/// on a grid from the phase's start, except the one that the phase's end
+/// closes when the length is no multiple of the width (between half and one
+/// and a half widths) and the last of a run cut short (any shorter). A
+/// bucket's rate is its `msgs` over the time since the previous point's
+/// `t_s` (since 0 for the first).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SeriesPoint {
-    /// Seconds since the measured phase began (end of this interval).
+    /// Seconds since the measured phase began (end of this bucket).
     pub t_s: f64,
     pub msgs: u64,
     pub p50_us: f64,
@@ -347,5 +387,15 @@ mod tests {
             serde_json::to_string(&extra).unwrap(),
             r#"{"threads_used":2,"loadgen_cpu_us_per_msg":3.5}"#
         );
+    }
+
+    #[test]
+    fn series_buckets_are_100ms_up_to_a_minute_and_widen_after() {
+        let ms = |n: u64| std::time::Duration::from_millis(n);
+        assert_eq!(series_interval(ms(1_500)), ms(100));
+        assert_eq!(series_interval(ms(60_000)), ms(100));
+        assert_eq!(series_interval(ms(60_001)), ms(200));
+        assert_eq!(series_interval(ms(300_000)), ms(500));
+        assert_eq!(series_interval(ms(3_600_000)), ms(1_000));
     }
 }

@@ -42,7 +42,9 @@ fn tcp_closed_loop_writes_every_key_and_checks_every_echo() {
     assert_eq!(hist_count(&r.histogram), r.messages);
     assert_eq!((r.extra.conns_up, r.extra.conns_carried_load), (Some(8), Some(8)));
     assert_eq!(r.settings.backend.as_deref(), Some("test-echo"));
-    assert!(!r.series.is_empty());
+    // A point per 100 ms of the measured second.
+    assert_eq!(r.series_interval_s, Some(0.1));
+    assert_eq!(r.series.len(), 10, "{:?}", r.series);
     // The keys other tools rely on, checked on the raw JSON.
     let out = std::fs::read_dir(&dir)
         .unwrap()
@@ -64,6 +66,7 @@ fn tcp_closed_loop_writes_every_key_and_checks_every_echo() {
         "latency_us",
         "errors",
         "series",
+        "series_interval_s",
         "histogram",
     ] {
         assert!(v.get(key).is_some(), "missing {key}");

@@ -85,7 +85,8 @@ pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: 
         skipped: Vec::new(),
     };
     draw_closed_loop(analysis, dir, &mut drawn)?;
-    let closed: Vec<Run> = medians
+    // Every repetition: the plot draws each label's median run and the others faint.
+    let closed: Vec<Run> = runs
         .iter()
         .filter(|r| !r.record.spec.is_open_loop() && r.record.spec.conn_msgs.is_none())
         .cloned()
@@ -235,23 +236,37 @@ fn one_count_note(peaks: &[&PointStats]) -> Option<String> {
     ))
 }
 
-/// Throughput over time, when loadgen's buckets make a line of every run.
+/// Throughput over time, when loadgen's buckets make a line of every run;
+/// else a sentence saying why not.
 fn draw_over_time_plot(closed: &[Run], dir: &Path, drawn: &mut Drawn) -> anyhow::Result<()> {
     let point = over_time::over_time_point(closed);
     let lines = over_time::over_time_lines(closed, point);
     let fewest = over_time::fewest_buckets(&lines);
+    if lines.is_empty() {
+        drawn
+            .skipped
+            .push("No throughput-over-time plot: no closed-loop result file holds a throughput series.".into());
+        return Ok(());
+    }
     if fewest < over_time::MIN_BUCKETS {
-        let window = over_time::window_s(&lines);
+        let bucket = over_time::bucket_s(&lines);
+        let remedy = if bucket >= 1.0 {
+            "The loadgen that wrote them recorded a bucket a second; loadgen now records 100 ms buckets, so a \
+             new run draws the plot."
+        } else {
+            "A longer --duration draws it."
+        };
         drawn.skipped.push(format!(
-            "No throughput-over-time plot: loadgen's result files hold one throughput figure per second of the \
-             measured phase, which leaves {fewest} per run in this comparison's {} s window, and a line needs {}.",
-            human(window),
+            "No throughput-over-time plot: the result files hold throughput in {} s buckets, {fewest} per run in \
+             the {} s measured phase, and a line needs {}. {remedy}",
+            over_time::seconds(bucket),
+            over_time::seconds(over_time::window_s(&lines)),
             over_time::MIN_BUCKETS
         ));
         return Ok(());
     }
     let title = format!(
-        "Throughput over time, {} connections ({}, {}), each backend's median run",
+        "Throughput over time, {} connections ({}, {}), closed loop",
         point.conns,
         point.transport,
         size_label(point.size_bytes)
