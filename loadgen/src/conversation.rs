@@ -15,15 +15,44 @@
 //! lets a new connect reuse such a port; elsewhere a high rate of
 //! conversations runs out of source ports (`EADDRNOTAVAIL`), which ends the
 //! run with a message naming `--local-addrs`. The count of `TIME_WAIT`
-//! sockets when the run ends is recorded (`time_wait_at_end`).
+//! sockets when the run ends is recorded (`time_wait_at_end`), and so are the
+//! closes that left none because the kernel's table of them was full
+//! (`time_wait_overflows`).
+//!
+//! Source addresses: `connect` picks a source port by walking the ports of
+//! one parity (`__inet_hash_connect`), and a port whose 4-tuple towards the
+//! server is held by a `TIME_WAIT` socket younger than the reuse delay (1 s)
+//! is skipped after a check of that socket. With one source address, past
+//! about 14,000 conversations/s (half of `ip_local_port_range`'s 28,232 ports
+//! a second) every connect walks thousands of such ports: in a profiled
+//! smoke run 60% of loadgen's CPU was that search, 101 µs per conversation
+//! against 27 µs below the wall, and loadgen stalled near 10,000/s (the
+//! bimodal runs of results/conversations are this). So a TCP conversation
+//! run towards an IPv4 loopback server spreads its connections over
+//! [`LOOPBACK_SOURCES`] (127.0.0.1 to 127.0.0.8) unless `--local-addrs` is
+//! given: each address has its own ports towards the server. `--local-addrs
+//! 127.0.0.1` keeps the one source address.
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{Args, IoMode, UsageError};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::cli::{Args, IoMode, UsageError, DEFAULT_ADDR};
 use crate::report::fmt_us;
 use crate::result::{encode_histogram, Latency, RunResult};
+use crate::source::{parse_local_addrs, SourceAddrs};
 use crate::stats::{self, latency_of};
+
+/// The source addresses a TCP conversation run towards an IPv4 loopback
+/// server spreads over when `--local-addrs` is not given (see the module's
+/// comment): eight times the ports of one address, about 110,000
+/// conversations/s before connect's port search gets long.
+pub const LOOPBACK_SOURCES: &str = "127.0.0.1-127.0.0.8";
+
+/// `TCPTimeWaitOverflow` when the run started ([`resolve`]), `u64::MAX` if unknown.
+static TW_OVERFLOW_AT_START: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// What each conversation ends as, when it does not end with its last echo checked.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -153,6 +182,18 @@ pub struct Conversations {
     /// run ended (`tw` in /proc/net/sockstat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_wait_at_end: Option<u64>,
+    /// TCP: closes in loadgen's network namespace during the run that left no
+    /// `TIME_WAIT` socket because the kernel's table was full
+    /// (`net.ipv4.tcp_max_tw_buckets`; `TCPTimeWaitOverflow` of
+    /// /proc/net/netstat). Such a close frees its port at once, so connects
+    /// are cheaper than in a run that creates them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_wait_overflows: Option<u64>,
+    /// TCP over IP: how many source addresses the connections were spread
+    /// over (`--local-addrs`, or [`LOOPBACK_SOURCES`] by default towards an
+    /// IPv4 loopback server); absent when the kernel chose the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_addrs: Option<u64>,
 }
 
 /// Refuses `--conn-msgs` where it cannot work, naming the flag.
@@ -172,12 +213,58 @@ pub fn check_flags(args: &Args) -> Result<(), UsageError> {
     Ok(())
 }
 
-/// The settings the run actually uses: with `--conn-msgs`, `--io auto` is epoll.
+/// The settings the run actually uses: with `--conn-msgs`, `--io auto` is
+/// epoll, and a TCP run towards an IPv4 loopback server without
+/// `--local-addrs` spreads over [`LOOPBACK_SOURCES`]. Also notes the
+/// kernel's `TIME_WAIT` overflow count, for `time_wait_overflows`.
 pub fn resolve(mut args: Args) -> Args {
-    if args.conn_msgs.is_some() && args.io == IoMode::Auto {
+    if args.conn_msgs.is_none() {
+        return args;
+    }
+    if args.io == IoMode::Auto {
         args.io = IoMode::Epoll;
     }
+    if args.transport == sockbench::net::Transport::Tcp {
+        if args.local_addrs.is_none() && loopback_v4_target(&args) {
+            // Where 127.0.0.2 and up cannot be bound (no 127/8 route), the
+            // kernel keeps choosing, as before.
+            let spread = loopback_sources();
+            if crate::source::check_local(&spread, args.transport).is_ok() {
+                args.local_addrs = Some(spread);
+            }
+        }
+        if let Some(n) = time_wait_overflows() {
+            TW_OVERFLOW_AT_START.store(n, Relaxed);
+        }
+    }
     args
+}
+
+/// [`LOOPBACK_SOURCES`], parsed.
+pub fn loopback_sources() -> SourceAddrs {
+    parse_local_addrs(LOOPBACK_SOURCES).expect("LOOPBACK_SOURCES parses")
+}
+
+/// The target is an IPv4 loopback address (as `run` will parse it; a target
+/// that does not parse is left for `run` to refuse).
+fn loopback_v4_target(args: &Args) -> bool {
+    let Ok((addr, path)) = args.target_flags() else {
+        return false;
+    };
+    match sockbench::net::endpoint_from_flags(args.transport, addr.as_deref(), path.as_deref(), DEFAULT_ADDR) {
+        Ok(sockbench::net::Endpoint::Inet(a)) => matches!(a.ip(), IpAddr::V4(v4) if v4.is_loopback()),
+        _ => false,
+    }
+}
+
+/// `TCPTimeWaitOverflow` of /proc/net/netstat: closes that found the
+/// kernel's `TIME_WAIT` table full, in this network namespace.
+pub fn time_wait_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|w| w == "TCPTimeWaitOverflow")?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 /// The figures of a whole run, from what the threads recorded.
@@ -228,6 +315,18 @@ pub fn summarise(f: RunFigures<'_>) -> Option<Conversations> {
             sockbench::net::Transport::Tcp => time_wait_sockets(),
             _ => None,
         },
+        time_wait_overflows: match (f.args.transport, TW_OVERFLOW_AT_START.load(Relaxed)) {
+            (sockbench::net::Transport::Tcp, start) if start != u64::MAX => {
+                time_wait_overflows().map(|now| now.saturating_sub(start))
+            }
+            _ => None,
+        },
+        source_addrs: f
+            .args
+            .local_addrs
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.addrs().len() as u64),
     })
 }
 
@@ -314,13 +413,21 @@ pub fn report_lines(c: Option<&Conversations>) -> String {
         let _ = writeln!(s);
     }
     if let Some(tw) = c.time_wait_at_end {
-        let _ = writeln!(s, "    TIME_WAIT     {tw} sockets at the end (on loadgen's side)");
+        let _ = write!(s, "    TIME_WAIT     {tw} sockets at the end (on loadgen's side)");
+        if let Some(o) = c.time_wait_overflows.filter(|&o| o > 0) {
+            let _ = write!(s, "; {o} closes left none, the kernel's table being full");
+        }
+        let _ = writeln!(s);
+    }
+    if let Some(n) = c.source_addrs {
+        let _ = writeln!(s, "    sources       {n} source addresses");
     }
     s
 }
 
 /// `loadgen merge`: the inputs' `conversations` added up (histograms and
-/// counts; rates summed, as the message rates are; `time_wait_at_end` the most of any). Refuses inputs with
+/// counts; rates summed, as the message rates are; `time_wait_at_end` and
+/// `time_wait_overflows` the most of any, `source_addrs` kept where all agree). Refuses inputs with
 /// different `--conn-msgs`, or a mix of runs with and without it. The
 /// server's CPU per connection is left out: each input measured the same
 /// server, so it cannot be added.
@@ -346,6 +453,7 @@ pub fn merge(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<C
         loadgen_cpu_us_per_conn: Some(0.0),
         server_cpu_us_per_conn: None,
         time_wait_at_end: first.time_wait_at_end.map(|_| 0),
+        time_wait_overflows: first.time_wait_overflows.map(|_| 0),
         ..first.clone()
     };
     let mut loadgen_cpu_us = 0.0;
@@ -371,6 +479,11 @@ pub fn merge(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<C
         out.failed.add(&c.failed);
         // Inputs on one host see the same sockets: the most any saw, not a sum.
         out.time_wait_at_end = out.time_wait_at_end.zip(c.time_wait_at_end).map(|(a, b)| a.max(b));
+        out.time_wait_overflows = out
+            .time_wait_overflows
+            .zip(c.time_wait_overflows)
+            .map(|(a, b)| a.max(b));
+        out.source_addrs = out.source_addrs.filter(|&n| c.source_addrs == Some(n));
         match c.loadgen_cpu_us_per_conn {
             Some(us) => loadgen_cpu_us += us * c.completed as f64,
             None => out.loadgen_cpu_us_per_conn = None,
@@ -390,6 +503,54 @@ pub fn merge(results: &[RunResult], names: &[String]) -> anyhow::Result<Option<C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn resolved(argv: &[&str]) -> Args {
+        use clap::Parser as _;
+        resolve(crate::cli::Cli::try_parse_from(argv).unwrap().run)
+    }
+
+    fn sources(args: &Args) -> Option<usize> {
+        args.local_addrs.as_ref().map(|s| s.addrs().len())
+    }
+
+    #[test]
+    fn tcp_conversations_towards_ipv4_loopback_spread_over_eight_sources() {
+        let a = resolved(&["loadgen", "127.0.0.1:7000", "--conn-msgs", "1"]);
+        assert_eq!(a.local_addrs, Some(loopback_sources()));
+        assert_eq!(sources(&a), Some(8));
+        assert_eq!(a.io, IoMode::Epoll);
+        // --addr and any 127/8 target count too.
+        assert_eq!(
+            sources(&resolved(&["loadgen", "--addr", "127.0.0.9:1", "--conn-msgs", "3"])),
+            Some(8)
+        );
+        // Given sources are kept, one address included (the way to opt out).
+        let one = [
+            "loadgen",
+            "127.0.0.1:7000",
+            "--conn-msgs",
+            "1",
+            "--local-addrs",
+            "127.0.0.1",
+        ];
+        assert_eq!(sources(&resolved(&one)), Some(1));
+        // Not towards IPv4 loopback, not TCP, or not conversations: the kernel chooses.
+        for argv in [
+            &["loadgen", "192.0.2.1:7000", "--conn-msgs", "1"][..],
+            &["loadgen", "[::1]:7000", "--conn-msgs", "1"],
+            &["loadgen", "--transport", "unix", "/tmp/x.sock", "--conn-msgs", "1"],
+            &["loadgen", "127.0.0.1:7000"],
+            &["loadgen", "not-an-address", "--conn-msgs", "1"],
+        ] {
+            assert_eq!(sources(&resolved(argv)), None, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn the_time_wait_overflow_counter_is_read() {
+        // Every Linux since 2.6 has it in /proc/net/netstat.
+        assert!(time_wait_overflows().is_some());
+    }
 
     #[test]
     fn connect_errors_are_counted_by_kind() {

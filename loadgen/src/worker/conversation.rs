@@ -18,7 +18,10 @@
 //!
 //! loadgen closes first: the socket is closed once the last echo is
 //! checked, with nothing unread, so the server sees a FIN (not a reset) and
-//! TCP's `TIME_WAIT` stays on loadgen's side.
+//! TCP's `TIME_WAIT` stays on loadgen's side. Slot `k` always connects from
+//! the same source address (`--local-addrs`, by default towards a loopback
+//! server 127.0.0.1 to 127.0.0.8: `crate::conversation::resolve`), so the
+//! conversations are spread evenly over the addresses.
 //!
 //! A conversation's state lives beside [`super::Conn`], in [`Convs`], so
 //! that the message-only hot path keeps its two-cache-line connection.
@@ -121,10 +124,16 @@ impl<P: Proto> Worker<'_, P> {
         }
         if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
             self.conns[k].life = Life::Dead;
+            let n = self.plan.sources.addrs().len();
+            let from = match n {
+                0 => "one source address (the kernel's choice)".to_string(),
+                1 => "one source address".to_string(),
+                n => format!("{n} source addresses"),
+            };
             let msg = format!(
-                "out of source ports (EADDRNOTAVAIL) towards {}: each conversation's TIME_WAIT stays on \
-                 loadgen's side and holds its port; spread the conversations over more source addresses \
-                 with --local-addrs, or lower --conns or --rate",
+                "out of source ports (EADDRNOTAVAIL) towards {} from {from}: each conversation's TIME_WAIT \
+                 stays on loadgen's side and holds its port; spread the conversations over more source \
+                 addresses with --local-addrs, or lower --conns or --rate",
                 self.plan.endpoint
             );
             self.shared.fatal.lock().unwrap().get_or_insert(msg);
