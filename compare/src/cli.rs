@@ -34,18 +34,20 @@ pub struct CompareArgs {
     /// With --report-only: redraw the report against this label instead.
     #[arg(long, value_name = "LABEL")]
     pub reference: Option<String>,
-    /// Transports to run (comma-separated). Default: tcp, udp, unix (tcp, udp with --quick).
+    /// Transports to run (comma-separated). Default: tcp, udp, unix for messages and
+    /// tcp, unix for conversations (tcp, udp with --quick).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub transports: Option<Vec<Transport>>,
     /// These connection counts (comma-separated, any count from 1) instead of
-    /// the matrix's; the matched-load sweep runs at those of its counts (100,
-    /// 1000; 100 with --quick) that are listed. Default: every count of the matrix.
+    /// the matrix's; the matched-load sweep runs at its count (100) if listed.
+    /// Default: every count of the matrix.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub conns: Option<Vec<u64>>,
-    /// Workloads: messages (long-lived connections, the default), conversations
-    /// (a connection per conversation: `--conn-msgs` messages each, at 1, 100
+    /// Workloads: messages (long-lived connections), conversations (a
+    /// connection per conversation: `--conn-msgs` messages each, at 1, 100
     /// and 1000 concurrent conversations (or --conns), over tcp and unix; then
-    /// matched load at 1 message, 100 conversations), or all.
+    /// matched load at 1 message, 100 conversations), or all. Default: all
+    /// (messages with --quick; conversations when --conn-msgs is given).
     #[arg(long, value_enum, value_name = "AXIS")]
     pub axis: Option<crate::plan::Axis>,
     /// Messages per connection of the conversation axis (comma-separated).
@@ -67,15 +69,24 @@ pub struct CompareArgs {
     pub repetitions: Option<u32>,
     /// Adaptive repetitions: after the first --repetitions rounds, run again only
     /// the points where some label's server CPU ratio is neither different from 1
-    /// nor within this band of it (`10%`: inside [0.9, 1.1]), until it is or
-    /// --max-repetitions is reached. Each look uses a 99% interval, so the
-    /// repeated looks keep the A/A false-positive rate under 5% (analyse::adaptive).
-    #[arg(long, value_name = "PERCENT")]
+    /// nor within this band of it (`10%`: inside [0.9, 1.1]), until it is, the
+    /// cap (--max-repetitions) is reached or the --budget would be exceeded.
+    /// Each look uses a 99% interval, so the repeated looks keep the A/A
+    /// false-positive rate under 5% (analyse::adaptive). `off`: the fixed design.
+    /// Default: 10% for the full run, off with --quick.
+    #[arg(long, value_name = "PERCENT|off")]
     pub decide_at: Option<String>,
-    /// The per-point cap of adaptive repetitions (2 to 20; default 20 when
-    /// --decide-at is given). Giving it turns the adaptive design on at 10%.
+    /// The per-point cap of adaptive repetitions (2 to 20; default 12). Giving
+    /// it turns the adaptive design on (at 10% unless --decide-at says otherwise).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=20))]
     pub max_repetitions: Option<u32>,
+    /// Wall-clock budget of the whole comparison (`45m`, `1h`): before each
+    /// adaptive round compare estimates its time from the runs so far, and runs
+    /// only what ends within the budget; the points left open are reported
+    /// "undecided (time budget)". The planned rounds always run. Default: 45m
+    /// for the full run, none with --quick.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub budget: Option<Duration>,
     /// CPUs for the server. Default: the first half of the CPUs (CPU 0 on 2 cores).
     #[arg(long)]
     pub server_cpus: Option<CpuList>,
@@ -134,6 +145,7 @@ impl CompareArgs {
             server_cpus: self.server_cpus.clone(),
             loadgen_cpus: self.loadgen_cpus.clone(),
             count_syscalls: self.count_syscalls,
+            budget: self.budget,
         }
     }
 }
@@ -188,21 +200,52 @@ mod tests {
         assert!(plan.closed_loop(2).iter().all(|s| s.repetition == 2));
     }
 
+    /// Issues 24 and 27: the default full run holds both axes, and its
+    /// planned rounds leave the adaptive rounds at least 10 of its 45
+    /// minutes; `--quick` stays small and fixed.
     #[test]
-    fn the_default_run_takes_about_forty_minutes_and_quick_under_two() {
+    fn the_default_run_leaves_its_adaptive_rounds_room_in_45_minutes_and_quick_under_two() {
+        use crate::plan::{Purpose, FULL_BUDGET};
         let plan = |argv: &[&str]| plan(argv).unwrap();
         let full = plan(&["compare"]);
-        // 5 peers × 5 repetitions × (18 closed-loop points + 6 matched points × 3 rates).
+        // 5 peers × 5 repetitions × (13 + 18 closed-loop points + 3 + 2 matched-load points × 1 rate).
+        let conv = |p: &&crate::plan::PointShape| p.conn_msgs.is_some();
+        assert_eq!(full.matrix.points.iter().filter(conv).count(), 18);
+        assert_eq!(full.matrix.points.len(), 31);
+        assert_eq!(full.matrix.matched_points.len(), 5);
+        assert_eq!(full.matrix.fractions, [0.5]);
         assert_eq!(full.total_runs(), 900);
-        let minutes = full.estimated_duration().as_secs_f64() / 60.0;
-        assert!((34.0..=42.0).contains(&minutes), "{minutes:.1} min");
+        assert_eq!(full.budget, Some(Duration::from_secs(45 * 60)));
+        assert_eq!(FULL_BUDGET, Duration::from_secs(45 * 60));
+        let base = full.estimated_duration();
+        let minutes = base.as_secs_f64() / 60.0;
+        eprintln!("the full run's planned rounds: {minutes:.1} min");
+        assert!((32.0..=35.0).contains(&minutes), "{minutes:.1} min");
+        assert!(
+            base + Duration::from_secs(10 * 60) <= full.budget.unwrap(),
+            "the adaptive rounds must get at least 10 of the 45 minutes"
+        );
+        // The adaptive tiers: matched load first (messages, then conversations),
+        // then the Fig. 30.1 points, then the rest.
+        let tier = |p: &crate::plan::PointShape, purpose| Comparison::adaptive_tier(*p, purpose);
+        let matched = Purpose::MatchedLoad { fraction: 0.5 };
+        let tiers: Vec<u8> = full.matrix.matched_points.iter().map(|p| tier(p, matched)).collect();
+        assert_eq!(tiers, [0, 0, 0, 1, 1]);
+        let closed: Vec<u8> = full.matrix.points.iter().map(|p| tier(p, Purpose::Peak)).collect();
+        assert_eq!(closed.iter().filter(|&&t| t == 2).count(), 6);
+        assert_eq!(closed.iter().filter(|&&t| t == 3).count(), 25);
         let quick = plan(&["compare", "--quick"]);
         assert_eq!(quick.total_runs(), 50);
+        assert_eq!(quick.budget, None);
         assert!(
             quick.estimated_duration() < Duration::from_secs(100),
             "{:?}",
             quick.estimated_duration()
         );
+        // The message axis alone, as before the conversation axis joined the default.
+        let messages = plan(&["compare", "--axis", "messages"]);
+        assert!(messages.matrix.points.iter().all(|p| p.conn_msgs.is_none()));
+        assert_eq!(messages.total_runs(), 400);
     }
 
     #[test]
@@ -218,11 +261,20 @@ mod tests {
         let one = plan(&["compare", "--quick", "--conns", "100", "--transports", "tcp"]).unwrap();
         assert_eq!(one.runs_per_repetition(), (5, 5));
         // Any count is allowed (issue 28): 7 connections over each transport.
-        let seven = plan(&["compare", "--conns", "7,1"]).unwrap();
+        let seven = plan(&["compare", "--axis", "messages", "--conns", "7,1"]).unwrap();
         let shapes: Vec<(u64, u64)> = seven.matrix.points.iter().map(|p| (p.conns, p.size_bytes)).collect();
         assert_eq!(shapes, [(1, 128), (7, 128), (1, 128), (7, 128), (1, 128), (7, 128)]);
         assert!(seven.matrix.matched_points.is_empty());
-        let large = plan(&["compare", "--conns", "100,50", "--transports", "tcp"]).unwrap();
+        let large = plan(&[
+            "compare",
+            "--axis",
+            "messages",
+            "--conns",
+            "100,50",
+            "--transports",
+            "tcp",
+        ])
+        .unwrap();
         let shapes: Vec<(u64, u64)> = large.matrix.points.iter().map(|p| (p.conns, p.size_bytes)).collect();
         assert_eq!(shapes, [(50, 128), (100, 128), (100, 4096)]);
         assert_eq!(large.matrix.matched_points.len(), 1);

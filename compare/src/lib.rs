@@ -66,11 +66,24 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     summarize(&manifest, &runs, plots, &out_dir)
 }
 
-/// `--decide-at` and `--max-repetitions` as the manifest records them
-/// (either turns the adaptive design on; the other takes its default);
-/// `None` when neither is given.
+/// `--decide-at`, `--max-repetitions` and `--budget` as the manifest
+/// records them; `None` for the fixed design. The adaptive design is on by
+/// default for the full run (at [`analyse::stats::Band::DEFAULT`], the cap
+/// [`analyse::adaptive::DEFAULT_CAP`]) and off with `--quick`; `--decide-at
+/// off` turns it off, and either flag turns it on.
 fn adaptive_method(args: &CompareArgs, plan: &Comparison) -> anyhow::Result<Option<record::AdaptiveMethod>> {
-    if args.decide_at.is_none() && args.max_repetitions.is_none() {
+    let off = args
+        .decide_at
+        .as_deref()
+        .is_some_and(|d| d.trim().eq_ignore_ascii_case("off"));
+    if off {
+        if args.max_repetitions.is_some() {
+            bail!("--max-repetitions needs the adaptive design; drop it or --decide-at off");
+        }
+        return Ok(None);
+    }
+    let asked = args.decide_at.is_some() || args.max_repetitions.is_some();
+    if !asked && (plan.quick || plan.repetitions < 2) {
         return Ok(None);
     }
     let band = match &args.decide_at {
@@ -83,6 +96,8 @@ fn adaptive_method(args: &CompareArgs, plan: &Comparison) -> anyhow::Result<Opti
     Ok(Some(record::AdaptiveMethod {
         decide_at_permille: band.permille(),
         max_repetitions: args.max_repetitions.unwrap_or(analyse::adaptive::DEFAULT_CAP as u32),
+        budget_s: plan.budget.map(|b| b.as_secs_f64()),
+        ended_by_budget: false,
     }))
 }
 
@@ -194,6 +209,41 @@ fn final_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// Issue 27: the full run is adaptive at 10% with a cap of 12 and the
+    /// 45-minute budget; `--quick` and `--decide-at off` are the fixed design.
+    #[test]
+    fn the_full_run_is_adaptive_by_default() {
+        let method = |argv: &[&str]| {
+            let args = CompareArgs::try_parse_from(argv).unwrap();
+            let plan = Comparison::from_request(&args.request()).unwrap();
+            adaptive_method(&args, &plan)
+        };
+        let full = method(&["compare"]).unwrap().unwrap();
+        assert_eq!(
+            full,
+            record::AdaptiveMethod {
+                decide_at_permille: 100,
+                max_repetitions: 12,
+                budget_s: Some(2700.0),
+                ended_by_budget: false,
+            }
+        );
+        let narrow = method(&["compare", "--decide-at", "5%", "--budget", "1h"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((narrow.decide_at_permille, narrow.budget_s), (50, Some(3600.0)));
+        assert_eq!(method(&["compare", "--quick"]).unwrap(), None);
+        assert_eq!(method(&["compare", "--decide-at", "off"]).unwrap(), None);
+        assert_eq!(method(&["compare", "--repetitions", "1"]).unwrap(), None);
+        assert!(method(&["compare", "--decide-at", "off", "--max-repetitions", "8"]).is_err());
+        assert!(method(&["compare", "--repetitions", "1", "--decide-at", "10%"]).is_err());
+        let quick = method(&["compare", "--quick", "--max-repetitions", "6"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((quick.max_repetitions, quick.budget_s), (6, None));
+    }
 
     /// The closing line of the committed full run: one line with the
     /// headline point, the cheapest label, a ratio with its interval and the counts.

@@ -405,12 +405,21 @@ pub struct Method {
 /// Adaptive repetitions (see `analyse::adaptive`): after the first
 /// `repetitions` rounds, a point runs again until every label's verdict at
 /// the band is decided or it has run `max_repetitions` times.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AdaptiveMethod {
     /// `--decide-at`, in permille of 1 (100 = 10%).
     pub decide_at_permille: u16,
     /// `--max-repetitions`: the per-point cap.
     pub max_repetitions: u32,
+    /// `--budget`, seconds: the wall-clock budget of the whole comparison
+    /// that adaptive rounds had to end within; `None` without one (and in
+    /// older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_s: Option<f64>,
+    /// Whether the budget ended the adaptive rounds while some point was
+    /// still open (those points are reported "time budget").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended_by_budget: bool,
 }
 
 fn one() -> u32 {

@@ -566,8 +566,8 @@ fn committed_comparison_renders(results: &Path) {
 fn scale_down_is_said() {
     let plan = MatrixPlan::new(false, None, None, 1);
     let runs = plan.closed_loop();
-    // 5 peers × 3 transports × (1, 10, 100, 1000, 10000 conns at 128 B + 100 conns at 4 KiB).
-    assert_eq!(runs.len(), 5 * 3 * 6);
+    // 5 peers × (3 transports × 1, 100, 1000, 10000 conns at 128 B + tcp at 100 conns of 4 KiB).
+    assert_eq!(runs.len(), 5 * (3 * 4 + 1));
     if plan.thread_cap >= 10_000 {
         let pool_10k = runs
             .iter()
@@ -1507,7 +1507,9 @@ fn adaptive_rounds_run_until_the_cap_and_say_why_they_stopped() {
         manifest.method.adaptive,
         Some(compare::record::AdaptiveMethod {
             decide_at_permille: 100,
-            max_repetitions: 3
+            max_repetitions: 3,
+            budget_s: None,
+            ended_by_budget: false,
         })
     );
     assert!(manifest.runs.iter().any(|r| r.spec.repetition == 3), "no third round");
@@ -1529,6 +1531,74 @@ fn adaptive_rounds_run_until_the_cap_and_say_why_they_stopped() {
         }
     }
     assert_eq!(twins, 2, "closed loop and matched load: {findings}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The time budget end to end with stand-ins: `--budget 1s` is spent
+/// before the first adaptive round, so none runs; the manifest says the
+/// budget ended the rounds, and findings.json says each label stopped for
+/// the time budget after the 2 planned repetitions.
+#[test]
+fn the_time_budget_ends_the_adaptive_rounds() {
+    let dir = temp_dir("budget");
+    let bins = stand_in_bins(&dir, 0.05);
+    let out = dir.join("out");
+    let status = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args([
+            "--quick",
+            "--transports",
+            "tcp",
+            "--conns",
+            "100",
+            "--peers",
+            "epoll,epoll@twin",
+        ])
+        .args([
+            "--repetitions",
+            "2",
+            "--decide-at",
+            "10%",
+            "--budget",
+            "1s",
+            "--duration",
+            "100ms",
+            "--warmup",
+            "100ms",
+        ])
+        .arg("--bin-dir")
+        .arg(&bins)
+        .arg("--out-dir")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{stderr}");
+    assert!(stderr.contains("adaptive rounds end"), "{stderr}");
+    let manifest = Manifest::load(&out).unwrap();
+    let adaptive = manifest.method.adaptive.unwrap();
+    assert_eq!((adaptive.max_repetitions, adaptive.budget_s), (12, Some(1.0)));
+    assert!(adaptive.ended_by_budget);
+    assert!(
+        manifest.runs.iter().all(|r| r.spec.repetition <= 2),
+        "an adaptive round ran"
+    );
+    let findings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("findings.json")).unwrap()).unwrap();
+    let twins: Vec<&serde_json::Value> = findings["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["peers"].as_array().unwrap())
+        .filter(|p| p["label"] == "epoll@twin")
+        .collect();
+    assert_eq!(twins.len(), 2, "{findings}");
+    for twin in twins {
+        assert_eq!(twin["stopped"], "time budget", "{twin}");
+        assert_eq!(twin["runs"], 2, "{twin}");
+    }
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("## Repetitions: how many each point took, and why it stopped"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -480,7 +480,12 @@ pub struct Analysis {
 
 /// The statistics of every point of `runs`. In an adaptive comparison the
 /// server CPU ratios are the stopping rule's (its 99% interval and verdict,
-/// which the repeated looks need) and each label says why it stopped.
+/// which the repeated looks need) and each label says why it stopped; a
+/// label the rule would still continue was left open by the time budget
+/// ([`adaptive::left_open`]). At a conversation point the rule judges
+/// server CPU per connection, and its decision stands for both ratios
+/// (per message and per connection), so that every part of the report
+/// gives the point one verdict.
 pub fn analyse(manifest: &Manifest, runs: &[Run]) -> Analysis {
     let reference = reference_label(manifest);
     let facts: Vec<RunFacts> = runs.iter().map(|r| facts(r, manifest)).collect();
@@ -492,15 +497,24 @@ pub fn analyse(manifest: &Manifest, runs: &[Run]) -> Analysis {
                 .filter(|p| p.key == d.key)
                 .flat_map(|p| p.peers.iter_mut())
                 .find(|p| p.label == d.label);
-            if let Some(peer) = peer {
-                peer.ratio_server_cpu = d.decision.interval.map(|interval| points::Ratio {
-                    interval,
-                    verdict: d.decision.verdict,
-                });
-                peer.stopped = match d.decision.step {
-                    adaptive::Step::Stop(reason) => Some(reason),
-                    adaptive::Step::Continue => None,
-                };
+            let Some(peer) = peer else { continue };
+            let decision = match d.decision.step {
+                adaptive::Step::Continue => adaptive::left_open(&rule, &d.ratios),
+                adaptive::Step::Stop(_) => d.decision,
+            };
+            let reason = match decision.step {
+                adaptive::Step::Stop(reason) => Some(reason),
+                adaptive::Step::Continue => None,
+            };
+            let ratio = decision.interval.map(|interval| points::Ratio {
+                interval,
+                verdict: decision.verdict,
+                stopped: reason,
+            });
+            peer.ratio_server_cpu = ratio;
+            peer.stopped = reason;
+            if let Some(conv) = peer.conv.as_mut() {
+                conv.ratio_server_cpu = ratio;
             }
         }
     }

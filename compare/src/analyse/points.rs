@@ -248,6 +248,10 @@ impl From<Interval> for Summary {
 pub struct Ratio {
     pub interval: Interval,
     pub verdict: Verdict,
+    /// In an adaptive comparison, why the label stopped getting
+    /// repetitions at the point (the report says "(time budget)" beside a
+    /// verdict the budget left); `None` in a fixed design.
+    pub stopped: Option<StopReason>,
 }
 
 /// One label at one point.
@@ -490,6 +494,7 @@ fn paired_ratio(
     Some(Ratio {
         interval,
         verdict: stats::verdict(&interval),
+        stopped: None,
     })
 }
 
@@ -502,6 +507,7 @@ fn loadgen_over_server(runs: &[&RunFacts]) -> Option<Ratio> {
     Some(Ratio {
         interval,
         verdict: stats::verdict(&interval),
+        stopped: None,
     })
 }
 

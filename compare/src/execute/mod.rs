@@ -23,13 +23,14 @@ pub mod syscalls;
 pub mod validity;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sockbench::sys::signal;
 
 use self::binaries::Binaries;
 use self::one_run::{run_one, RunContext};
-use crate::plan::{fmt_ms, matched_rates, Comparison, MatchedRates, Purpose, RunSpec};
+use crate::plan::{fmt_ms, matched_rates, Comparison, MatchedRates, PointShape, Purpose, RunSpec};
 use crate::record::{AdaptiveMethod, CpuStalls, Manifest, Method, Outcome, PeerMethod, MANIFEST_SCHEMA, RUNS_DIR};
 
 /// A run whose window saw other processes use more than this many cores is
@@ -50,30 +51,38 @@ fn check_stop() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Adaptive repetitions: rounds after the plan's, up to `method.max_repetitions`.
-/// `next_round` is given the manifest so far, the output directory and the
-/// runs a full round would make, and returns those still needed (whole
-/// points, every peer of a point); an empty list ends the extra rounds.
-/// The caller decides (with `analyse::adaptive`), so this stage imports
-/// nothing from a later one.
+/// Adaptive repetitions: rounds after the plan's, up to
+/// `method.max_repetitions` at each point and within the plan's budget.
+/// `next_round` is given the manifest so far, the output directory and
+/// each point's next round (every peer of the point), and returns those of
+/// the runs still needed (whole points); an empty list ends the extra
+/// rounds. The caller decides (with `analyse::adaptive`), so this stage
+/// imports nothing from a later one; this stage decides the order and what
+/// the budget allows (see [`adaptive_rounds`]).
 pub struct ExtraRounds<'a> {
     pub method: AdaptiveMethod,
     pub next_round: &'a NextRound,
 }
 
-/// Given the manifest so far, the output directory and a full round's
-/// runs, the runs of that round still needed.
+/// Given the manifest so far, the output directory and candidate runs,
+/// those still needed.
 pub type NextRound = dyn Fn(&Manifest, &Path, Vec<RunSpec>) -> Vec<RunSpec>;
+
+/// Time kept free at the end of the budget for the report: analysing the
+/// runs, drawing the plots and publishing take a few seconds.
+pub const REPORT_RESERVE: Duration = Duration::from_secs(20);
 
 /// Runs the whole plan, writing loadgen's files and the manifest into
 /// `out_dir`, and returns the manifest. With `extra`, each phase (closed
-/// loop, then matched load) is followed by its adaptive rounds.
+/// loop, then matched load) runs its planned rounds, and then come the
+/// adaptive rounds (see [`adaptive_rounds`]).
 pub fn run_comparison(
     plan: &Comparison,
     bins: Binaries,
     out_dir: &Path,
     extra: Option<&ExtraRounds>,
 ) -> anyhow::Result<Manifest> {
+    let started = Instant::now();
     signal::install_stop_handler(-1).context("installing the SIGINT/SIGTERM handler")?;
     announce(plan);
     let platform_stalls = measure_stalls(plan);
@@ -117,7 +126,7 @@ pub fn run_comparison(
     manifest.method.cpu_floor_us_per_msg = Some(cpu_floor_us_per_msg);
     manifest.method.syscalls_not_counted = syscalls_not_counted;
     manifest.method.adaptive = extra.map(|e| e.method);
-    let result = run_all(plan, &ctx, &mut manifest, extra);
+    let result = run_all(plan, &ctx, &mut manifest, extra, started);
     drop(scratch);
     result?;
     manifest.finished_utc = sockbench::machine::utc_now();
@@ -134,7 +143,7 @@ fn announce(plan: &Comparison) {
     eprintln!(
         "compare: server on CPU {} ({} core(s)), loadgen on CPU {} ({} core(s)); {} runs: {} repetition(s) of \
          {closed} closed-loop and {matched} matched-load runs, each {} + {} warm-up; about {} min {} s \
-         (estimated; 10,000-connection runs take longer)",
+         (estimated: the planned rounds; adaptive rounds come on top)",
         split.server,
         split.server.cpus().len(),
         split.loadgen,
@@ -146,6 +155,24 @@ fn announce(plan: &Comparison) {
         estimate / 60,
         estimate % 60,
     );
+    if let Some(budget) = plan.budget {
+        let left = budget.saturating_sub(plan.estimated_duration());
+        if left.is_zero() {
+            eprintln!(
+                "compare: warning: the planned rounds alone are estimated past the --budget of {} min; \
+                 they all run, and no adaptive round will",
+                budget.as_secs() / 60
+            );
+        } else {
+            eprintln!(
+                "compare: budget {} min {} s for the whole run: adaptive rounds (if on) get what the planned \
+                 rounds leave, about {} min",
+                budget.as_secs() / 60,
+                budget.as_secs() % 60,
+                left.as_secs() / 60
+            );
+        }
+    }
     let labels: Vec<&str> = plan.matrix.peers.iter().map(|p| p.label.as_str()).collect();
     eprintln!(
         "compare: peers {} (order rotated each repetition); ratios against {}",
@@ -248,19 +275,21 @@ struct Progress {
 /// How the runs are ordered, as the manifest records it.
 const ORDER: &str = "the closed-loop matrix repetition by repetition, then the matched-load sweep \
 repetition by repetition; within a repetition point after point, the peers of a point one after \
-another, their order rotated by one place each repetition";
+another, their order rotated by one place each repetition; then any adaptive rounds, each a \
+repetition of the points still undecided, matched-load points first";
 
 /// Every repetition of the closed-loop matrix, then every repetition of the
-/// matched-load sweep at the rates the closed-loop runs allow. Repetition
-/// after repetition of the whole matrix, so that a slow spell of the
-/// machine hits one repeat of many points rather than every repeat of one;
-/// the peers of a point run back to back, so that their runs of one
-/// repetition can be paired.
+/// matched-load sweep at the rates the closed-loop runs allow, then the
+/// adaptive rounds. Repetition after repetition of the whole matrix, so
+/// that a slow spell of the machine hits one repeat of many points rather
+/// than every repeat of one; the peers of a point run back to back, so
+/// that their runs of one repetition can be paired.
 fn run_all(
     plan: &Comparison,
     ctx: &RunContext,
     manifest: &mut Manifest,
     extra: Option<&ExtraRounds>,
+    started: Instant,
 ) -> anyhow::Result<()> {
     let mut progress = Progress {
         done: 0,
@@ -270,8 +299,6 @@ fn run_all(
     for rep in 1..=plan.repetitions {
         run_points(ctx, plan.closed_loop(rep), peers, &mut progress, manifest)?;
     }
-    let closed_loop = |rep| plan.closed_loop(rep);
-    extra_rounds(plan, ctx, extra, &closed_loop, &mut progress, manifest)?;
     let rates: Vec<MatchedRates> = plan
         .matrix
         .matched_points
@@ -295,38 +322,174 @@ fn run_all(
     for rep in 1..=plan.repetitions {
         run_points(ctx, plan.matched_load(rep, &rates), peers, &mut progress, manifest)?;
     }
-    let matched_load = |rep| plan.matched_load(rep, &rates);
-    extra_rounds(plan, ctx, extra, &matched_load, &mut progress, manifest)?;
+    if let Some(extra) = extra {
+        let points = planned_points(plan, &rates);
+        let ended_by_budget = adaptive_rounds(plan, ctx, extra, &points, started, &mut progress, manifest)?;
+        if let Some(a) = manifest.method.adaptive.as_mut() {
+            a.ended_by_budget = ended_by_budget;
+        }
+    }
     Ok(())
 }
 
-/// The adaptive rounds after the plan's: round `rep` is `round(rep)` (the
-/// peers rotated as in every round) narrowed by `extra.next_round` to the
-/// points still undecided, until none is or the cap is reached.
-fn extra_rounds(
+/// A point of the plan as the adaptive rounds see it: its shape, purpose
+/// and offered rate (matched load), and its tier ([`Comparison::adaptive_tier`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlannedPoint {
+    pub shape: PointShape,
+    pub purpose: Purpose,
+    pub rate: Option<f64>,
+    pub tier: u8,
+}
+
+/// Every closed-loop point, then every matched-load point that has a rate.
+fn planned_points(plan: &Comparison, rates: &[MatchedRates]) -> Vec<PlannedPoint> {
+    let mut points: Vec<PlannedPoint> = plan
+        .matrix
+        .points
+        .iter()
+        .map(|&shape| PlannedPoint {
+            shape,
+            purpose: Purpose::Peak,
+            rate: None,
+            tier: Comparison::adaptive_tier(shape, Purpose::Peak),
+        })
+        .collect();
+    for m in rates {
+        for r in &m.rates {
+            let purpose = Purpose::MatchedLoad { fraction: r.fraction };
+            points.push(PlannedPoint {
+                shape: m.shape,
+                purpose,
+                rate: Some(r.msgs_per_s),
+                tier: Comparison::adaptive_tier(m.shape, purpose),
+            });
+        }
+    }
+    points
+}
+
+/// One point's next round, with its estimated time.
+type Candidate = (PlannedPoint, Vec<RunSpec>, Duration);
+
+/// The adaptive rounds, after every planned round. Each round is one more
+/// repetition (every peer, in the rotated order) at the points the rule
+/// leaves open, taken tier by tier: only the lowest tier that has an open
+/// point runs, so the rounds go first where they decide most per minute
+/// (matched load, whose noise is lowest; see
+/// [`Comparison::adaptive_tier`]). Before each round its time is estimated
+/// point by point from the mean wall time of the same runs so far; the
+/// points that would end past the budget (less [`REPORT_RESERVE`]) are left
+/// out, and once one is, no further round runs. Returns whether the budget
+/// ended the rounds with some point still open.
+fn adaptive_rounds(
     plan: &Comparison,
     ctx: &RunContext,
-    extra: Option<&ExtraRounds>,
-    round: &dyn Fn(u32) -> Vec<RunSpec>,
+    extra: &ExtraRounds,
+    points: &[PlannedPoint],
+    started: Instant,
     progress: &mut Progress,
     manifest: &mut Manifest,
-) -> anyhow::Result<()> {
-    let Some(extra) = extra else {
-        return Ok(());
-    };
-    for rep in plan.repetitions + 1..=extra.method.max_repetitions {
-        let specs = (extra.next_round)(manifest, &ctx.out_dir, round(rep));
-        if specs.is_empty() {
-            break;
+) -> anyhow::Result<bool> {
+    let peers = plan.matrix.peers.len();
+    loop {
+        let candidates: Vec<(PlannedPoint, Vec<RunSpec>)> = points
+            .iter()
+            .filter_map(|p| {
+                let next = last_repetition(manifest, p) + 1;
+                (next <= extra.method.max_repetitions).then(|| (*p, plan.point_round(p.shape, p.purpose, p.rate, next)))
+            })
+            .collect();
+        let all: Vec<RunSpec> = candidates.iter().flat_map(|(_, specs)| specs.clone()).collect();
+        let needed = (extra.next_round)(manifest, &ctx.out_dir, all);
+        let open: Vec<Candidate> = candidates
+            .into_iter()
+            .filter(|(_, specs)| specs.iter().any(|s| needed.contains(s)))
+            .map(|(p, specs)| {
+                let est = specs.iter().map(|s| estimated_wall(plan, manifest, s)).sum();
+                (p, specs, est)
+            })
+            .collect();
+        let left = plan
+            .budget
+            .map(|b| b.saturating_sub(started.elapsed()).saturating_sub(REPORT_RESERVE));
+        let Some(tier) = open.iter().map(|(p, _, _)| p.tier).min() else {
+            return Ok(false);
+        };
+        let still_open = open.len();
+        let (round, cut) = next_round(open, tier, left);
+        if round.is_empty() {
+            eprintln!(
+                "compare: adaptive rounds end: the next round would not end within the --budget; \
+                 {still_open} point(s) still undecided (time budget)"
+            );
+            return Ok(true);
         }
+        let specs: Vec<RunSpec> = round.iter().flat_map(|(_, specs, _)| specs.clone()).collect();
+        let est: Duration = round.iter().map(|(_, _, d)| *d).sum();
         eprintln!(
-            "compare: adaptive round {rep}: {} runs at the undecided points",
-            specs.len()
+            "compare: adaptive round: {} runs at {} undecided point(s) of tier {tier} (up to repetition {}), \
+             about {} s",
+            specs.len(),
+            round.len(),
+            specs.iter().map(|s| s.repetition).max().unwrap_or(0),
+            est.as_secs()
         );
         progress.total += specs.len();
-        run_points(ctx, specs, plan.matrix.peers.len(), progress, manifest)?;
+        run_points(ctx, specs, peers, progress, manifest)?;
+        if cut > 0 {
+            eprintln!(
+                "compare: adaptive rounds end: {cut} point(s) left out of the last round by the --budget; \
+                 the points still open are undecided (time budget)"
+            );
+            return Ok(true);
+        }
     }
-    Ok(())
+}
+
+/// The next adaptive round from the `open` points: those of `tier`, in
+/// order, while their estimated time fits in `left` (all of them when
+/// there is no budget); and how many of the tier's were left out.
+pub fn next_round(open: Vec<Candidate>, tier: u8, left: Option<Duration>) -> (Vec<Candidate>, usize) {
+    let mut left = left.unwrap_or(Duration::MAX);
+    let mut round = Vec::new();
+    let mut cut = 0;
+    for c in open.into_iter().filter(|(p, _, _)| p.tier == tier) {
+        if c.2 <= left {
+            left -= c.2;
+            round.push(c);
+        } else {
+            cut += 1;
+        }
+    }
+    (round, cut)
+}
+
+/// The highest repetition the manifest has at point `p` (any label).
+fn last_repetition(manifest: &Manifest, p: &PlannedPoint) -> u32 {
+    manifest
+        .runs
+        .iter()
+        .filter(|r| r.spec.purpose == p.purpose && r.spec.shape() == p.shape)
+        .map(|r| r.spec.repetition)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The expected wall time of `spec`: the mean `wall_s` of the runs of the
+/// same label at the same point so far, else the plan's estimate.
+fn estimated_wall(plan: &Comparison, manifest: &Manifest, spec: &RunSpec) -> Duration {
+    let point = spec.point();
+    let seen: Vec<f64> = manifest
+        .runs
+        .iter()
+        .filter(|r| r.spec.point() == point && r.wall_s > 0.0)
+        .map(|r| r.wall_s)
+        .collect();
+    if seen.is_empty() {
+        return plan.estimated_run(spec.shape());
+    }
+    Duration::from_secs_f64(seen.iter().sum::<f64>() / seen.len() as f64)
 }
 
 /// Runs `specs`, `per_point` at a time (the peers of one point, back to
@@ -505,4 +668,47 @@ fn run_and_record(
     }
     manifest.runs.push(out.record);
     manifest.save(&ctx.out_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sockbench::net::Transport;
+
+    fn point(conns: u64, tier: u8) -> PlannedPoint {
+        PlannedPoint {
+            shape: PointShape {
+                transport: Transport::Tcp,
+                conns,
+                size_bytes: 128,
+                conn_msgs: None,
+            },
+            purpose: Purpose::Peak,
+            rate: None,
+            tier,
+        }
+    }
+
+    /// A round takes only the lowest open tier, in order, while it fits the
+    /// time left; without a budget, all of that tier.
+    #[test]
+    fn a_round_is_the_lowest_tier_cut_to_the_budget() {
+        let secs = Duration::from_secs;
+        let open: Vec<Candidate> = vec![
+            (point(1, 3), Vec::new(), secs(10)),
+            (point(2, 0), Vec::new(), secs(10)),
+            (point(3, 0), Vec::new(), secs(30)),
+            (point(4, 0), Vec::new(), secs(10)),
+        ];
+        let conns = |r: &[Candidate]| r.iter().map(|(p, _, _)| p.shape.conns).collect::<Vec<_>>();
+        let (round, cut) = next_round(open.clone(), 0, None);
+        assert_eq!((conns(&round), cut), (vec![2, 3, 4], 0));
+        // 25 s left: the 30 s point does not fit, the next 10 s one does.
+        let (round, cut) = next_round(open.clone(), 0, Some(secs(25)));
+        assert_eq!((conns(&round), cut), (vec![2, 4], 1));
+        let (round, cut) = next_round(open.clone(), 0, Some(secs(5)));
+        assert_eq!((round.len(), cut), (0, 3));
+        let (round, _) = next_round(open, 3, Some(secs(60)));
+        assert_eq!(conns(&round), [1]);
+    }
 }

@@ -91,6 +91,46 @@ pub fn threadpool_cap() -> u64 {
 /// the rest of the machine's.
 pub const THREAD_HEADROOM: u64 = 2_048;
 
+/// The descriptors one table may hold for the server and loadgen: the hard
+/// `RLIMIT_NOFILE`, to which both raise their soft limit at start. The
+/// limit bounds each descriptor table, not the process (issue 25): the
+/// epoll server gives each event loop a table of its own and a uring ring
+/// keeps its connections in its fixed file table, so more threads hold
+/// more connections; loadgen gives each thread a table when the
+/// connections do not fit one.
+pub fn fd_table_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    match sockbench::syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) {
+        Ok(_) if lim.rlim_max != libc::RLIM_INFINITY => lim.rlim_max,
+        Ok(_) => 1 << 20,
+        Err(_) => 1_024,
+    }
+}
+
+/// The descriptors the server keeps for itself in a table: 64, and for
+/// epoll and uring 4 more per thread (`fd_reserve` in `src/server/mod.rs`).
+pub fn server_fd_reserve(per_thread: bool, threads: u64) -> u64 {
+    64 + if per_thread { 4 * threads } else { 0 }
+}
+
+/// loadgen's reserve per descriptor table (`loadgen::checks::FD_RESERVE`).
+pub const LOADGEN_FD_RESERVE: u64 = loadgen::checks::FD_RESERVE;
+
+/// The kernel's largest fixed file table (`IORING_MAX_FIXED_FILES`): a uring
+/// ring holds at most this many connections whatever the descriptor limit.
+pub const MAX_FIXED_FILES: u64 = 1 << 20;
+
+/// The fewest tables of `per_table(t)` connections each, `t` of them, that
+/// hold `conns` and `slack` more; at least `min`, at most 1,024.
+pub fn tables_for(conns: u64, slack: u64, min: u64, per_table: impl Fn(u64) -> u64) -> u64 {
+    (min.max(1)..=1_024)
+        .find(|&t| t.saturating_mul(per_table(t)) >= conns + slack)
+        .unwrap_or(1_024)
+}
+
 fn nproc_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -88,6 +88,17 @@ pub struct RunSpec {
     pub server_threads: u64,
     /// The server's `--max-conns`, when the default would not do.
     pub server_max_conns: Option<u64>,
+    /// loadgen's `--threads` when its connections need more descriptor
+    /// tables than it has CPUs; `None`: a thread per loadgen CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_threads: Option<u64>,
+    /// loadgen's `--local-addrs` when one source address has too few ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_addrs: Option<String>,
+    /// loadgen's `--timeout` for a stream run at a scale where a round trip
+    /// nears the default of 1 s, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// Why the run differs from what the matrix asked for, if it does.
     pub note: Option<String>,
     /// Which repetition of the point this is (1, 2, ...), or 0 when each
@@ -120,6 +131,12 @@ struct RunSpecOnDisk {
     conn_msgs: Option<u64>,
     server_threads: u64,
     server_max_conns: Option<u64>,
+    #[serde(default)]
+    loadgen_threads: Option<u64>,
+    #[serde(default)]
+    local_addrs: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
     note: Option<String>,
     #[serde(default, alias = "round")]
     repetition: u32,
@@ -146,6 +163,9 @@ impl From<RunSpecOnDisk> for RunSpec {
             conn_msgs: d.conn_msgs,
             server_threads: d.server_threads,
             server_max_conns: d.server_max_conns,
+            loadgen_threads: d.loadgen_threads,
+            local_addrs: d.local_addrs,
+            timeout_ms: d.timeout_ms,
             note: d.note,
             repetition: d.repetition,
         }
@@ -244,7 +264,7 @@ impl RunSpec {
             "--size".into(),
             self.size_bytes.to_string(),
             "--threads".into(),
-            cpus.cpus().len().to_string(),
+            self.loadgen_threads.unwrap_or(cpus.cpus().len() as u64).to_string(),
             "--pin".into(),
             cpus.to_string(),
             "--connect-rate".into(),
@@ -263,6 +283,11 @@ impl RunSpec {
         }
         if !self.transport.is_stream() {
             argv.extend(["--timeout".into(), fmt_ms(datagram_timeout(timing))]);
+        } else if let Some(ms) = self.timeout_ms {
+            argv.extend(["--timeout".into(), format!("{ms}ms")]);
+        }
+        if let Some(addrs) = &self.local_addrs {
+            argv.extend(["--local-addrs".into(), addrs.clone()]);
         }
         argv.extend(["--out".into(), out_file.into()]);
         argv

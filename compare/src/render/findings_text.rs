@@ -1,13 +1,17 @@
 //! The README's **Findings by point**, under the verdict table, written
 //! from the statistics alone: one line per point with each backend's server
-//! CPU per message and its interval, cheapest first, the row's limit and
-//! what is notable. The ratios and their intervals are in the table above
-//! and the tables below, so a line does not repeat them. Throughput ranks
+//! CPU per message and its interval, cheapest first, each label's verdict
+//! against the reference in words (cheaper, costlier, "equivalent within
+//! 10%", undecided, with "(time budget)" where the budget ended its
+//! adaptive rounds), the row's limit and what is notable. The ratios and
+//! their intervals are in the table above and the tables below, so a
+//! message point's line does not repeat them. Throughput ranks
 //! backends only on rows where every backend was server-limited.
 
 use std::fmt::Write as _;
 
 use super::plots::size_label;
+use crate::analyse::adaptive::StopReason;
 use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, SATURATED_BUSY_FRACTION};
 use crate::analyse::{points, Analysis, ConvStats, PeerStats, PointStats, Purpose};
 use crate::plan::Peer;
@@ -32,10 +36,45 @@ pub fn ratio_cell(ratio: Option<points::Ratio>, lower: &'static str, higher: &'s
                 r.interval.mid,
                 r.interval.lo,
                 r.interval.hi,
-                r.verdict.words(lower, higher)
+                verdict_text(r, lower, higher)
             )
         },
     )
+}
+
+/// The verdict in words (`cheaper`, `equivalent within 10%`, ...), with
+/// ` (time budget)` where the comparison's time budget ended the label's
+/// adaptive rounds before the rule decided (see `analyse::adaptive::left_open`).
+pub fn verdict_text(r: points::Ratio, lower: &'static str, higher: &'static str) -> String {
+    let words = r.verdict.words(lower, higher);
+    match r.stopped {
+        Some(StopReason::TimeBudget) => format!("{words} (time budget)"),
+        _ => words,
+    }
+}
+
+/// The labels of `point` grouped by their server CPU verdict against the
+/// reference, in words: `against epoll: cheaper: uring; equivalent within
+/// 10%: tokio (reference); costlier: fork, threadpool`. Empty without ratios.
+fn verdict_groups(point: &PointStats, reference: &str) -> String {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for p in points::ranked_by_server_cpu(point) {
+        let Some(r) = p.ratio_server_cpu else { continue };
+        let words = verdict_text(r, "cheaper", "costlier");
+        let name = shown(&p.label, p.peer);
+        match groups.iter_mut().find(|(w, _)| *w == words) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((words, vec![name])),
+        }
+    }
+    if groups.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(words, names)| format!("{words}: {}", names.join(", ")))
+        .collect();
+    format!(" Against {reference}: {}.", parts.join("; "))
 }
 
 /// The levels of the intervals in `analysis`, e.g. "75% (3 runs)".
@@ -112,7 +151,7 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
         .iter()
         .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }) && p.key.conn_msgs.is_none())
     {
-        matched_line(w, point);
+        matched_line(w, point, reference);
     }
     for point in conversations {
         conversation_line(w, point, reference);
@@ -205,7 +244,7 @@ fn ratio_words(
         r.interval.mid,
         r.interval.lo,
         r.interval.hi,
-        r.verdict.words(lower, higher)
+        verdict_text(r, lower, higher)
     ))
 }
 
@@ -232,6 +271,7 @@ fn peak_line(w: &mut String, point: &PointStats, analysis: &Analysis) {
     let reference = analysis.reference.as_str();
     let mut line = format!("- **{}** (limit: {}).", point_name(point), point.limit.as_str());
     line += &cpu_words(point);
+    line += &verdict_groups(point, reference);
     line += &throughput_words(point, reference);
     let notable = notable(point, analysis);
     if !notable.is_empty() {
@@ -295,7 +335,7 @@ fn notable(point: &PointStats, analysis: &Analysis) -> Vec<String> {
     out
 }
 
-fn matched_line(w: &mut String, point: &PointStats) {
+fn matched_line(w: &mut String, point: &PointStats, reference: &str) {
     let Purpose::MatchedLoad { fraction } = point.key.purpose else {
         return;
     };
@@ -310,6 +350,7 @@ fn matched_line(w: &mut String, point: &PointStats) {
         point.limit.as_str()
     );
     line += &cpu_words(point);
+    line += &verdict_groups(point, reference);
     let short: Vec<&str> = point
         .peers
         .iter()
@@ -379,6 +420,42 @@ mod tests {
         );
         assert!(line.contains("uring 0.87× epoll ["), "{line}");
         assert!(!w.contains("No closed-loop run succeeded"), "{w}");
+    }
+
+    /// Issue 27: a message point's line names each label's verdict in
+    /// words, "equivalent within 10%" among them, and "(time budget)" where
+    /// the budget ended the label's rounds.
+    #[test]
+    fn message_lines_say_equivalent_within_the_band() {
+        let fork = Peer::Backend(BackendKind::Fork);
+        let mut facts = Vec::new();
+        for rep in 1..=5 {
+            let wobble = 1.0 + 0.01 * (rep as f64 - 3.0);
+            for (label, peer, cpu) in [
+                ("epoll", EPOLL, 5.0),
+                ("uring", URING, 5.0 * wobble),
+                ("fork", fork, 7.5),
+            ] {
+                let mut f = fact(label, peer, rep, cpu, 20_000.0, (0.5, 0.4));
+                f.key.purpose = Purpose::MatchedLoad { fraction: 0.5 };
+                f.offered_per_s = Some(20_000.0);
+                facts.push(f);
+            }
+        }
+        let mut points = point_stats(&facts, "epoll");
+        let w = text(points.clone());
+        let line = w
+            .lines()
+            .find(|l| l.contains("at matched load"))
+            .expect("a matched line");
+        assert!(
+            line.contains(" Against epoll: equivalent within 10%: uring; costlier: fork."),
+            "{line}"
+        );
+        let uring = points[0].peers.iter_mut().find(|p| p.label == "uring").unwrap();
+        uring.ratio_server_cpu.as_mut().unwrap().stopped = Some(StopReason::TimeBudget);
+        let w = text(points);
+        assert!(w.contains("equivalent within 10% (time budget): uring"), "{w}");
     }
 
     #[test]

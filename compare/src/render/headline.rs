@@ -54,6 +54,9 @@ struct Record {
     /// Points where it differed in its standing's direction, of `n`.
     agreeing: usize,
     n: usize,
+    /// Points where it was equivalent within the band, and the band's words.
+    equivalent: usize,
+    band: Option<String>,
 }
 
 fn records(points: &[&PointStats], reference: &str) -> Vec<Record> {
@@ -87,6 +90,10 @@ fn records(points: &[&PointStats], reference: &str) -> Vec<Record> {
             })
             .map(|r| r.interval.mid)
             .collect();
+        let band = ratios.iter().find_map(|r| match r.verdict {
+            crate::analyse::stats::Verdict::Equivalent(b) => Some(b.to_string()),
+            _ => None,
+        });
         out.push(Record {
             label,
             peer,
@@ -95,6 +102,8 @@ fn records(points: &[&PointStats], reference: &str) -> Vec<Record> {
             hi: shown_ratios.iter().copied().fold(f64::MIN, f64::max),
             agreeing,
             n,
+            equivalent: count(Mark::Equivalent),
+            band,
         });
     }
     out.sort_by(|a, b| (a.lo + a.hi).total_cmp(&(b.lo + b.hi)));
@@ -186,8 +195,18 @@ fn standing_clause(transports: &[Transport], recs: &[Record], reference: &str) -
     if dear.is_empty() && cheap.iter().all(|r| r.standing == Standing::Even) {
         let lo = recs.iter().map(|r| r.lo).fold(1.0, f64::min);
         let hi = recs.iter().map(|r| r.hi).fold(1.0, f64::max);
+        let equivalent = recs
+            .iter()
+            .filter(|r| 2 * r.equivalent > r.n)
+            .map(|r| format!("{} at {} of {}", name(r), r.equivalent, r.n))
+            .collect::<Vec<_>>();
+        let band = recs.iter().find_map(|r| r.band.clone());
+        let within = match (equivalent.is_empty(), band) {
+            (false, Some(band)) => format!("; equivalent within {band}: {}", and_list(&equivalent)),
+            _ => String::new(),
+        };
         return format!(
-            "over {over} no backend differs from {reference} at most of the {n} points (every ratio {})",
+            "over {over} no backend differs from {reference} at most of the {n} points (every ratio {}{within})",
             span(lo, hi)
         );
     }
@@ -196,15 +215,40 @@ fn standing_clause(transports: &[Transport], recs: &[Record], reference: &str) -
         .copied()
         .filter(|r| r.standing == Standing::Cheaper)
         .collect();
+    // Even labels equivalent within the band at most of their points say so.
+    let is_equivalent = |r: &Record| 2 * r.equivalent > r.n;
     let even: Vec<String> = cheap
         .iter()
-        .filter(|r| r.standing == Standing::Even)
+        .filter(|r| r.standing == Standing::Even && !is_equivalent(r))
         .map(|r| name(r))
+        .collect();
+    let equivalent: Vec<String> = cheap
+        .iter()
+        .filter(|r| r.standing == Standing::Even && is_equivalent(r))
+        .map(|r| {
+            format!(
+                "{} is equivalent to {reference} within {} at {} of {} points",
+                name(r),
+                r.band.as_deref().unwrap_or("the band"),
+                r.equivalent,
+                r.n
+            )
+        })
         .collect();
     let mut clause = if better.is_empty() {
         let mut cheapest = vec![reference.to_string()];
         cheapest.extend(even);
-        format!("over {over}, {} cost the least", and_list(&cheapest))
+        cheapest.extend(
+            cheap
+                .iter()
+                .filter(|r| r.standing == Standing::Even && is_equivalent(r))
+                .map(|r| name(r)),
+        );
+        let mut c = format!("over {over}, {} cost the least", and_list(&cheapest));
+        if !equivalent.is_empty() {
+            c += &format!(" ({})", equivalent.join("; "));
+        }
+        c
     } else {
         let names: Vec<String> = better.iter().map(|r| name(r)).collect();
         let details: Vec<String> = better
@@ -220,6 +264,9 @@ fn standing_clause(transports: &[Transport], recs: &[Record], reference: &str) -
             0 => {}
             1 => c += &format!(", and {} does not differ from it at most points", even[0]),
             _ => c += &format!(", and the other {} do not differ from it at most points", even.len()),
+        }
+        if !equivalent.is_empty() {
+            c += &format!(", and {}", and_list(&equivalent));
         }
         c
     };
@@ -495,8 +542,9 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(
             f[0],
-            "At matched load (every backend offered the same rate), over tcp, epoll and uring cost the least; \
-             fork (a process per connection) cost 1.40–1.90× epoll's CPU per message (costlier at 2 of 2 comparisons)."
+            "At matched load (every backend offered the same rate), over tcp, epoll and uring cost the least \
+             (uring is equivalent to epoll within 10% at 2 of 2 points); fork (a process per connection) cost \
+             1.40–1.90× epoll's CPU per message (costlier at 2 of 2 comparisons)."
         );
     }
 }

@@ -11,6 +11,8 @@ use crate::analyse::stats::{Band, MIN_VERDICT_COVERAGE, REACHED_RATE_FRACTION, S
 use crate::analyse::{self, Analysis, Disturbance, PeerStats, PointStats, Purpose, Run, Summary, SwitchStats};
 use crate::record::{Manifest, Outcome};
 
+mod fig30;
+mod repetitions;
 mod tables;
 use tables::*;
 
@@ -45,12 +47,14 @@ pub fn render_drawn(m: &Manifest, all_runs: &[Run], plots: &Drawn) -> String {
     let mut s = String::new();
     title(&mut s, &r);
     verdict_section(&mut s, &r);
+    fig30::fig30(&mut s, &r);
     super::findings_text::findings(&mut s, &r.analysis, r.m.quick);
     header(&mut s, &r);
     notes(&mut s, &r);
     disturbed(&mut s, &r);
     plot_section(&mut s, plots);
     method(&mut s, &r);
+    repetitions::repetitions(&mut s, &r);
     closed_loop(&mut s, &r);
     matched_load(&mut s, &r);
     conversations(&mut s, &r);
@@ -159,10 +163,23 @@ fn header(w: &mut String, r: &Report) {
     if !io.is_empty() {
         let _ = writeln!(w, "| loadgen stream I/O | {} (datagrams: epoll) |", io.join(", "));
     }
+    let rounds = match m.method.adaptive {
+        Some(a) => format!(
+            "{} round(s) of the matrix, then adaptive rounds at the undecided points (at most {} repetitions a \
+             point; here up to {}{})",
+            m.method.repetitions,
+            a.max_repetitions,
+            r.repetitions,
+            a.budget_s
+                .map(|b| format!(", within a budget of {:.0} min", b / 60.0))
+                .unwrap_or_default()
+        ),
+        None => format!("{} round(s) of the matrix", r.repetitions),
+    };
     let _ = writeln!(
         w,
-        "| per run | {} s warm-up, then {} s measured; {} round(s) of the matrix |",
-        m.warmup_s, m.duration_s, r.repetitions
+        "| per run | {} s warm-up, then {} s measured; {rounds} |",
+        m.warmup_s, m.duration_s
     );
     for st in &m.platform_stalls {
         let _ = writeln!(
@@ -250,8 +267,23 @@ fn plot_section(w: &mut String, plots: &Drawn) {
 }
 
 fn method(w: &mut String, r: &Report) {
-    let rounds = r.repetitions;
+    let rounds = match r.m.method.adaptive {
+        Some(_) => r.m.method.repetitions,
+        None => r.repetitions,
+    };
     let _ = writeln!(w, "## How the figures are measured\n");
+    if let Some(a) = r.m.method.adaptive {
+        let _ = writeln!(
+            w,
+            "- **Adaptive repetitions.** The matrix ran {} times; then points whose verdict was still open ran \
+             again, round by round, up to {} repetitions a point (here at most {}), each ratio read at 99% \
+             after every round: see \"Repetitions\" below for how many each point took and why it stopped. Every \
+             server CPU ratio is the stopping rule's 99% interval and verdict, except at a point the time budget \
+             left before the rule's first look (fewer than 8 pairs), which gets the fixed design's, as the \
+             Repetitions section says.",
+            r.m.method.repetitions, a.max_repetitions, r.repetitions
+        );
+    }
     let _ = writeln!(
         w,
         "- **Repetitions.** The matrix ran {rounds} time(s), with every backend side by side at each point, so that \
