@@ -410,13 +410,9 @@ impl<'a, P: Proto> Worker<'a, P> {
     fn run(mut self) -> io::Result<ThreadTotals> {
         let res = self.event_loop();
         self.flush_interval(self.shared.tick.load(Relaxed));
-        for c in &self.conns {
-            if let Life::Up(up) = &c.life {
-                match P::carried_load(up) {
-                    true => self.rec.totals.conns_carried_load += 1,
-                    false => self.rec.totals.conns_unanswered += 1,
-                }
-            }
+        if self.drain.is_none() {
+            // Cut short: the connections are counted as they are now.
+            self.count_held();
         }
         self.close_all();
         let conversations = self.conv.take().map(|c| c.totals);
@@ -471,6 +467,9 @@ impl<'a, P: Proto> Worker<'a, P> {
     /// the connections that are owed echoes are the drain's to wait for.
     /// A run of conversations has no drain (see [`Drain`]).
     fn start_drain(&mut self, now: u64) {
+        // What the measured phase ended with: a connection the server drops
+        // during the drain (past the window, like its reset) still held to the end.
+        self.count_held();
         let deadline = match self.conv {
             Some(_) => now,
             None => self.rec.end.saturating_add(self.plan.timeout_ns.min(MAX_DRAIN_NS)),
@@ -486,6 +485,19 @@ impl<'a, P: Proto> Worker<'a, P> {
             }
         }
         self.drain = Some(Drain { deadline, busy });
+    }
+
+    /// Counts the connections up now that carried load, and those that
+    /// never completed an echo.
+    fn count_held(&mut self) {
+        for c in &self.conns {
+            if let Life::Up(up) = &c.life {
+                match P::carried_load(up) {
+                    true => self.rec.totals.conns_carried_load += 1,
+                    false => self.rec.totals.conns_unanswered += 1,
+                }
+            }
+        }
     }
 
     /// Whether the thread may stop: its drain is over (every connection is
