@@ -13,11 +13,15 @@ check_writable() {
 }
 
 # A scratch directory of our own ($tmp) for the server's output and the runs'
-# files, removed on exit with the server stopped first. Ctrl-C or SIGTERM
-# stops the script after that clean-up, with exit code 130 or 143.
+# files, removed on exit with the server (and a child script a driver runs in
+# the background, $child_pid) stopped first. Ctrl-C or SIGTERM stops the
+# script after that clean-up, with exit code 130 or 143.
 tmp=$(mktemp -d)
 server_pid=""
+child_pid=""
 cleanup() {
+  # A child script cleans up after itself on SIGTERM (its own server and loadgen).
+  [ -n "$child_pid" ] && kill "$child_pid" 2>/dev/null && wait "$child_pid" 2>/dev/null || true
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   rm -rf "$tmp"
 }

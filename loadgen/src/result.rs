@@ -138,6 +138,10 @@ pub struct Extra {
     /// them (a full accept backlog or `--max-conns`). Any fails the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conns_unanswered: Option<u64>,
+    /// Seconds from the first connect to the last of `settings.conns` up
+    /// (absent if they did not all come up, in conversations and in a merge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ramp_s: Option<f64>,
     /// The standard deviation of the headline latency (`histogram`), µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_stdev_us: Option<f64>,

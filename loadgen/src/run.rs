@@ -125,6 +125,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
     while rx.try_recv().is_ok() {}
     phases.io_used = io_used(&args, &shared, &progress);
     let (mut result, hist) = build_result(&args, argv, &plan, &totals, &phases, threads);
+    result.extra.connect_ramp_s = shared.connect_ramp_s();
     crate::conversation::attach(
         &mut result,
         crate::conversation::RunFigures {

@@ -59,6 +59,9 @@ const CONNECTS_PER_TURN: usize = 64;
 /// Open loop: most messages waiting on one connection (16 MiB of bookkeeping),
 /// so that a stalled server cannot make loadgen's memory grow without bound.
 const MAX_QUEUED: usize = 1 << 20;
+/// The longest end-of-run drain (see [`Drain`]), whatever `--timeout` says:
+/// the run ends at most this long after its measured phase.
+const MAX_DRAIN_NS: u64 = 5_000_000_000;
 
 /// What every thread is told to do.
 #[derive(Debug)]
@@ -101,6 +104,10 @@ pub struct Shared {
     pub open: AtomicU64,
     /// Connections that were ever up.
     pub ever_up: AtomicU64,
+    /// When the first connect was started, and when the last of `--conns`
+    /// came up (`UNSET` if they did not all come up): the connect ramp.
+    pub first_connect_ns: AtomicU64,
+    pub all_up_ns: AtomicU64,
     /// The last connect error, for the "cannot reach" message.
     pub last_connect_error: Mutex<Option<String>>,
     /// Failed connect attempts so far, and how many of them were refused
@@ -134,6 +141,8 @@ impl Shared {
             tick: AtomicU64::new(0),
             open: AtomicU64::new(0),
             ever_up: AtomicU64::new(0),
+            first_connect_ns: AtomicU64::new(UNSET),
+            all_up_ns: AtomicU64::new(UNSET),
             last_connect_error: Mutex::new(None),
             connects_failed: AtomicU64::new(0),
             connects_refused: AtomicU64::new(0),
@@ -147,6 +156,13 @@ impl Shared {
 
     pub fn now_ns(&self) -> u64 {
         self.t0.elapsed().as_nanos() as u64
+    }
+
+    /// Seconds from the first connect to the last of the run's connections
+    /// up, if they all came up.
+    pub fn connect_ramp_s(&self) -> Option<f64> {
+        let (first, all) = (self.first_connect_ns.load(Relaxed), self.all_up_ns.load(Relaxed));
+        (first != UNSET && all != UNSET).then(|| all.saturating_sub(first) as f64 / 1e9)
     }
 }
 
@@ -248,6 +264,17 @@ trait Proto: Sized {
     fn send(w: &mut Worker<'_, Self>, k: usize, now: u64);
     /// How long a connect (or probe) may take.
     fn connect_timeout_ns(plan: &Plan) -> u64;
+    /// The drain begins: a connection that is up drops the messages it
+    /// queued but never started to send; returns whether echoes are still
+    /// owed to it (so that the drain waits for it). Datagram clients are
+    /// not drained (see [`Drain`]).
+    fn stop_new(_up: &mut Up<Self>) -> bool {
+        false
+    }
+    /// A connection that is up still waits for echoes.
+    fn owed(_up: &Up<Self>) -> bool {
+        false
+    }
     /// Counts connection `k`'s connect and echo timeouts due at `now`;
     /// returns when its next one could be, if it has one pending.
     fn expire(w: &mut Worker<'_, Self>, k: usize, now: u64) -> Option<u64>;
@@ -285,6 +312,33 @@ struct Worker<'a, P> {
     ring: Option<ring::RingIo>,
     /// `--conn-msgs`: the conversations of this thread's connections.
     conv: Option<conversation::Convs>,
+    /// The end-of-run drain, once the measured phase is over.
+    drain: Option<Drain>,
+}
+
+/// The end-of-run drain. When the measured phase ends, a thread sends no new
+/// message (queued ones never started are dropped, closed loops stop
+/// refilling, the open-loop schedule stops), waits for the echoes still in
+/// flight, checks them, and only then closes its connections. A connection
+/// closed with an echo on its way makes the server's write or read fail
+/// (`ECONNRESET`, `EPIPE`: its `closed_with_pending`), and one closed with
+/// echoed bytes unread resets the server's end: at 100,000 connections, a
+/// round trip of almost a second, thousands of them did.
+///
+/// Bounded: the drain ends when every connection of the thread is quiet, or
+/// at `--timeout` after the end of the measured phase (at most
+/// [`MAX_DRAIN_NS`]), when every message sent before the end is overdue
+/// anyway. What completes in the drain is checked (a mismatch still fails
+/// the run) but not measured: it is past the window. A message still
+/// missing then counts as a timeout only if it was overdue within the
+/// window (timeouts count at their deadline, see `Recorder::error`).
+/// Conversations (`--conn-msgs`) close on their own schedule and are not
+/// drained; neither are datagram clients, which leave nothing pending in a
+/// server.
+struct Drain {
+    deadline: u64,
+    /// Connections that still had echoes outstanding when last looked at.
+    busy: Vec<usize>,
 }
 
 /// Runs thread `index` until the end time or `stop`; returns its totals.
@@ -340,6 +394,7 @@ impl<'a, P: Proto> Worker<'a, P> {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; 1024],
             ring: None,
             conv: conversation::Convs::for_plan(plan, index, count),
+            drain: None,
         }
         .without_paced_connects_in_open_loop_conversations())
     }
@@ -355,13 +410,9 @@ impl<'a, P: Proto> Worker<'a, P> {
     fn run(mut self) -> io::Result<ThreadTotals> {
         let res = self.event_loop();
         self.flush_interval(self.shared.tick.load(Relaxed));
-        for c in &self.conns {
-            if let Life::Up(up) = &c.life {
-                match P::carried_load(up) {
-                    true => self.rec.totals.conns_carried_load += 1,
-                    false => self.rec.totals.conns_unanswered += 1,
-                }
-            }
+        if self.drain.is_none() {
+            // Cut short: the connections are counted as they are now.
+            self.count_held();
         }
         self.close_all();
         let conversations = self.conv.take().map(|c| c.totals);
@@ -374,9 +425,14 @@ impl<'a, P: Proto> Worker<'a, P> {
     fn event_loop(&mut self) -> io::Result<()> {
         loop {
             let now = self.shared.now_ns();
+            if self.drain.is_none() && now >= self.rec.end {
+                self.start_drain(now);
+            }
             // The main thread says when to stop (after the last tick), so that the
             // final interval is reported; samples past the end are not recorded.
-            if self.shared.stop.load(Relaxed) {
+            // After a measured phase that ran to its end, the thread first
+            // finishes its drain.
+            if self.shared.stop.load(Relaxed) && self.drained(now) {
                 return Ok(());
             }
             let tick = self.shared.tick.load(Relaxed);
@@ -393,7 +449,7 @@ impl<'a, P: Proto> Worker<'a, P> {
                 (Some(_), UNSET) => UNSET,
                 _ => self.start_due_connects(now),
             };
-            if self.plan.rate.is_some() && self.load_start != UNSET {
+            if self.plan.rate.is_some() && self.load_start != UNSET && self.drain.is_none() {
                 exact = exact.min(match self.conv {
                     Some(_) => self.dispatch_conversations(now),
                     None => self.dispatch_open_loop(now),
@@ -405,6 +461,65 @@ impl<'a, P: Proto> Worker<'a, P> {
             P::wait(self, exact.min(lazy), exact < lazy)?;
             self.flush_dirty(self.shared.now_ns());
         }
+    }
+
+    /// The measured phase is over: no new message goes out from now on, and
+    /// the connections that are owed echoes are the drain's to wait for.
+    /// A run of conversations has no drain (see [`Drain`]).
+    fn start_drain(&mut self, now: u64) {
+        // What the measured phase ended with: a connection the server drops
+        // during the drain (past the window, like its reset) still held to the end.
+        self.count_held();
+        let deadline = match self.conv {
+            Some(_) => now,
+            None => self.rec.end.saturating_add(self.plan.timeout_ns.min(MAX_DRAIN_NS)),
+        };
+        let mut busy = Vec::new();
+        if self.conv.is_none() {
+            for (k, c) in self.conns.iter_mut().enumerate() {
+                if let Life::Up(up) = &mut c.life {
+                    if P::stop_new(up) {
+                        busy.push(k);
+                    }
+                }
+            }
+        }
+        self.drain = Some(Drain { deadline, busy });
+    }
+
+    /// Counts the connections up now that carried load, and those that
+    /// never completed an echo.
+    fn count_held(&mut self) {
+        for c in &self.conns {
+            if let Life::Up(up) = &c.life {
+                match P::carried_load(up) {
+                    true => self.rec.totals.conns_carried_load += 1,
+                    false => self.rec.totals.conns_unanswered += 1,
+                }
+            }
+        }
+    }
+
+    /// Whether the thread may stop: its drain is over (every connection is
+    /// quiet, or the deadline has come), or there is none (the run was cut
+    /// short before its end). Once the deadline has passed, the messages
+    /// still owed are looked at one last time, so that those overdue within
+    /// the measured phase are counted.
+    fn drained(&mut self, now: u64) -> bool {
+        let Some(d) = &mut self.drain else { return true };
+        let conns = &self.conns;
+        d.busy
+            .retain(|&k| matches!(&conns[k].life, Life::Up(up) if P::owed(up)));
+        if d.busy.is_empty() {
+            return true;
+        }
+        if now < d.deadline && !sockbench::sys::signal::stop_requested() {
+            return false;
+        }
+        for k in std::mem::take(&mut d.busy) {
+            let _ = P::expire(self, k, now);
+        }
+        true
     }
 
     /// Picks up the load start (and measurement window) once the main thread
@@ -520,6 +635,10 @@ impl<'a, P: Proto> Worker<'a, P> {
     }
 
     fn start_connect(&mut self, k: usize, now: u64) {
+        if k == 0 {
+            // Each thread's first paced connect is its connection 0.
+            self.shared.first_connect_ns.fetch_min(now, Relaxed);
+        }
         let sock = match P::open(self.plan, self.conns[k].id) {
             Ok(sock) => sock,
             Err(e) => return self.connect_failed(k, now, &e),
@@ -582,7 +701,12 @@ impl<'a, P: Proto> Worker<'a, P> {
             proto: P::new_up(self.plan, c.id),
         });
         self.shared.open.fetch_add(1, Relaxed);
-        self.shared.ever_up.fetch_add(1, Relaxed);
+        // A held connection comes up once (a lost one is not reconnected):
+        // the one that makes `--conns` ends the connect ramp. Conversations
+        // come up again and again, and have no ramp.
+        if self.shared.ever_up.fetch_add(1, Relaxed) + 1 == self.plan.conns && self.conv.is_none() {
+            self.shared.all_up_ns.store(now, Relaxed);
+        }
         // The connect's deadline may be later than a send's (see
         // `Proto::connect_timeout_ns`): the first send arms its own.
         self.timers.disarm(k);
@@ -591,9 +715,15 @@ impl<'a, P: Proto> Worker<'a, P> {
         }
         if self.conv.is_some() {
             self.conv_established(k, now);
-        } else if self.load_start != UNSET && self.plan.rate.is_none() {
+        } else if self.refills(now) {
             self.fill_closed_loop(k, now);
         }
+    }
+
+    /// A closed loop sends a new message for each echo now: load has
+    /// started and the measured phase is not over (see [`Drain`]).
+    fn refills(&self, now: u64) -> bool {
+        self.plan.rate.is_none() && self.conv.is_none() && self.load_start != UNSET && now < self.rec.end
     }
 
     /// A live connection is gone: counted as a reset.
@@ -655,7 +785,8 @@ impl<'a, P: Proto> Worker<'a, P> {
         for _ in 0..100_000 {
             let i = self.sched_cycle * n + self.sched_c;
             let intended = self.load_start + (i as f64 * self.ns_per_msg) as u64;
-            if intended > horizon {
+            // Nothing due after the measured phase goes out (see `Drain`).
+            if intended > horizon || intended >= self.rec.end {
                 return intended;
             }
             let k = (self.sched_c / t) as usize;

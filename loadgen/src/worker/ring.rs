@@ -559,7 +559,7 @@ impl Worker<'_, Stream> {
     }
 
     fn on_recv(&mut self, k: usize, cqe: Completion, now: u64) {
-        let refill = self.plan.rate.is_none() && self.load_start != UNSET;
+        let refill = self.refills(now);
         let ring = self.ring.as_mut().expect("io_uring mode");
         let bid = cqueue::buffer_select(cqe.flags);
         if let Some(bid) = bid {

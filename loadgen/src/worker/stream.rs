@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use sockbench::net::Transport;
 use sockbench::sys as ssys;
 
-use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Up, Worker, UNSET};
+use super::{Conn, Life, Msg, Plan, Proto, Recorder, Socket, Up, Worker};
 use crate::pattern::{self, StreamChecker};
 
 /// The least time a stream connect is given before its socket is closed and
@@ -207,7 +207,11 @@ impl Proto for Stream {
                     }
                     s.timed_out_seq += 1;
                     expired = true;
-                    w.rec.error(now, |e| e.timeout += 1);
+                    // Counted at its deadline, which may have passed a
+                    // little before this look: a message overdue before the
+                    // end of the measured phase is a timeout of the window,
+                    // one that is not is no timeout of it (see `Drain`).
+                    w.rec.error(m.sent + timeout, |e| e.timeout += 1);
                 }
                 if expired && w.conv.is_some() {
                     // A conversation is not left waiting: it ends unanswered.
@@ -223,6 +227,21 @@ impl Proto for Stream {
             }
             Life::Idle { .. } | Life::Dead => None,
         }
+    }
+
+    /// Drops the queued messages not one byte of which was handed out (a
+    /// message's `sent` is stamped when its first byte is written into a
+    /// send buffer, in order, so these are the queue's tail; the sends in
+    /// flight on the ring read only stamped ones).
+    fn stop_new(up: &mut Up<Stream>) -> bool {
+        while up.queue.back().is_some_and(|m| m.sent == 0) {
+            up.queue.pop_back();
+        }
+        Self::owed(up)
+    }
+
+    fn owed(up: &Up<Stream>) -> bool {
+        !up.queue.is_empty()
     }
 
     fn carried_load(up: &Up<Stream>) -> bool {
@@ -268,7 +287,7 @@ impl Worker<'_, Stream> {
     /// sent, completes the messages they finish and queues the next ones
     /// (closed loop). Returns false if the connection was dropped for it.
     fn on_stream_data(&mut self, k: usize, n: usize, now: u64) -> bool {
-        let refill = self.plan.rate.is_none() && self.load_start != UNSET && self.conv.is_none();
+        let refill = self.refills(now);
         let Life::Up(up) = &mut self.conns[k].life else {
             return false;
         };
