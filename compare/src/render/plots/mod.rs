@@ -119,7 +119,24 @@ pub fn draw_all(runs: &[Run], analysis: &Analysis, open_rate: Option<f64>, dir: 
         .iter()
         .filter(|p| matches!(p.key.purpose, Purpose::MatchedLoad { .. }) && p.key.conn_msgs.is_none())
         .collect();
-    if !sweep.is_empty() {
+    let lone_rate = sweep.iter().any(|p| {
+        let rates = sweep
+            .iter()
+            .filter(|q| {
+                (q.key.transport, q.key.size_bytes, q.key.conns) == (p.key.transport, p.key.size_bytes, p.key.conns)
+            })
+            .count();
+        rates < 2
+    });
+    if !sweep.is_empty() && lone_rate {
+        // One offered rate per point (the full run's 50%) would draw every
+        // backend as a lone point: the verdict table says it better.
+        drawn.skipped.push(
+            "No matched-load plot: the sweep offered one rate per point, so each backend would be a lone point; \
+             its ratios are the verdict table's matched-load rows."
+                .into(),
+        );
+    } else if !sweep.is_empty() {
         let title = "Server CPU per message at matched offered load (open loop)".to_string();
         let file = PLOT_FILES[4];
         let series = panels::draw_matched_load(&sweep, &dir.join(file), &title)?;
