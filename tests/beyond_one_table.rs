@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{field, server_bin, ServerProc};
+use common::{field, kernel_without_uring, server_bin, ServerProc};
 
 const CONNS: u64 = 25_000;
 /// Soft and hard `RLIMIT_NOFILE` of both processes: below `CONNS`.
@@ -62,29 +62,6 @@ fn loadgen_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// Why this machine cannot run the uring backend, if it cannot (as in
-/// tests/uring.rs): Linux older than 6.1, io_uring switched off by sysctl,
-/// or `io_uring_setup` refused (a seccomp filter).
-fn kernel_without_uring() -> Option<String> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 1) {
-        return Some(format!("Linux {} is older than 6.1", release.trim()));
-    }
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        if v.trim() != "0" {
-            return Some(format!("kernel.io_uring_disabled = {}", v.trim()));
-        }
-    }
-    match io_uring::IoUring::new(2) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {
-            Some(format!("io_uring_setup is refused here ({e})"))
-        }
-        _ => None,
-    }
 }
 
 /// A number from the loadgen result, by JSON pointer; absent counts as 0.

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::client::{max_datagram, pattern, Dgram, Stream};
-use common::{field, join_clients, run_to_exit, server_bin, ServerProc, Target, TempDir};
+use common::{field, join_clients, kernel_without_uring, run_to_exit, server_bin, ServerProc, Target, TempDir};
 use sockbench::backend::uring::FORCE_SINGLE_SHOT_ENV;
 use sockbench::ring::INJECT_ENTER_ERROR_ENV;
 
@@ -24,30 +24,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Why this machine cannot run the uring backend, if it cannot: Linux older
-/// than 6.1 (multishot receive is 6.0, datagram echoes by sendto 6.1), io_uring switched off by sysctl, or
-/// `io_uring_setup` refused (a seccomp filter, as container runtimes install).
-/// Anywhere else a uring server that fails to start is a test failure, not a skip.
-fn kernel_without_uring() -> Option<String> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < (6, 1) {
-        return Some(format!("Linux {} is older than 6.1", release.trim()));
-    }
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        if v.trim() != "0" {
-            return Some(format!("kernel.io_uring_disabled = {}", v.trim()));
-        }
-    }
-    match io_uring::IoUring::new(2) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {
-            Some(format!("io_uring_setup is refused here ({e})"))
-        }
-        _ => None,
-    }
 }
 
 /// Starts a uring server. On a kernel that cannot run the backend it prints

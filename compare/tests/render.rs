@@ -29,10 +29,13 @@ fn comparisons() -> Vec<PathBuf> {
 
 /// A fresh directory of the test's own.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sockbench-render-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    // Created here under a unique name, so nothing the test later removes
+    // can be anyone else's directory.
+    tempfile::Builder::new()
+        .prefix(&format!("sockbench-render-{name}-"))
+        .tempdir()
+        .unwrap()
+        .keep()
 }
 
 /// The README quotes `results/headline.md` between the markers: the text

@@ -306,3 +306,27 @@ pub fn join_clients(handles: Vec<std::thread::JoinHandle<Result<u64, String>>>, 
         })
         .sum()
 }
+
+/// Why this machine cannot run the uring backend, if it cannot: Linux older
+/// than 6.1 (multishot receive is 6.0, datagram echoes by sendto 6.1), io_uring switched off by sysctl, or
+/// `io_uring_setup` refused (a seccomp filter, as container runtimes install).
+/// Anywhere else a uring server that fails to start is a test failure, not a skip.
+pub fn kernel_without_uring() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < (6, 1) {
+        return Some(format!("Linux {} is older than 6.1", release.trim()));
+    }
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() != "0" {
+            return Some(format!("kernel.io_uring_disabled = {}", v.trim()));
+        }
+    }
+    match io_uring::IoUring::new(2) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {
+            Some(format!("io_uring_setup is refused here ({e})"))
+        }
+        _ => None,
+    }
+}

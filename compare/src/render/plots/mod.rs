@@ -415,8 +415,13 @@ mod tests {
             reference: "epoll".into(),
             points: point_stats(&sweep_facts(), "epoll"),
         };
-        let dir = std::env::temp_dir().join(format!("sockbench-plots-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // A directory of the test's own making (unique name, created here),
+        // so the removal below can only delete what this test wrote.
+        let dir = tempfile::Builder::new()
+            .prefix("sockbench-plots-unit-")
+            .tempdir()
+            .unwrap()
+            .keep();
         let files = draw_all(&[], &analysis, None, &dir).unwrap().files;
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].file, PLOT_FILES[4]);
