@@ -87,6 +87,13 @@ pub struct CompareArgs {
     /// for the full run, none with --quick.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub budget: Option<Duration>,
+    /// Which points the adaptive rounds may repeat: `all`, or `matched-load`
+    /// (the other points keep their first --repetitions rounds and report
+    /// the fixed design's interval, "first rounds only"). `matched-load` is
+    /// for a check of the method at one matched-load point (scale/self-check.sh),
+    /// whose closed-loop point only sets the rate. Default: all.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub adaptive_points: Option<AdaptivePoints>,
     /// CPUs for the server. Default: the first half of the CPUs (CPU 0 on 2 cores).
     #[arg(long)]
     pub server_cpus: Option<CpuList>,
@@ -148,6 +155,15 @@ impl CompareArgs {
             budget: self.budget,
         }
     }
+}
+
+/// `--adaptive-points`: where adaptive rounds may add repetitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AdaptivePoints {
+    /// Every point of the comparison.
+    All,
+    /// Only the matched-load points.
+    MatchedLoad,
 }
 
 #[cfg(test)]

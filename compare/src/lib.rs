@@ -77,12 +77,12 @@ fn adaptive_method(args: &CompareArgs, plan: &Comparison) -> anyhow::Result<Opti
         .as_deref()
         .is_some_and(|d| d.trim().eq_ignore_ascii_case("off"));
     if off {
-        if args.max_repetitions.is_some() {
-            bail!("--max-repetitions needs the adaptive design; drop it or --decide-at off");
+        if args.max_repetitions.is_some() || args.adaptive_points.is_some() {
+            bail!("--max-repetitions and --adaptive-points need the adaptive design; drop them or --decide-at off");
         }
         return Ok(None);
     }
-    let asked = args.decide_at.is_some() || args.max_repetitions.is_some();
+    let asked = args.decide_at.is_some() || args.max_repetitions.is_some() || args.adaptive_points.is_some();
     if !asked && (plan.quick || plan.repetitions < 2) {
         return Ok(None);
     }
@@ -98,6 +98,7 @@ fn adaptive_method(args: &CompareArgs, plan: &Comparison) -> anyhow::Result<Opti
         max_repetitions: args.max_repetitions.unwrap_or(analyse::adaptive::DEFAULT_CAP as u32),
         budget_s: plan.budget.map(|b| b.as_secs_f64()),
         ended_by_budget: false,
+        matched_load_only: args.adaptive_points == Some(cli::AdaptivePoints::MatchedLoad),
     }))
 }
 
@@ -228,6 +229,7 @@ mod tests {
                 max_repetitions: 12,
                 budget_s: Some(2700.0),
                 ended_by_budget: false,
+                matched_load_only: false,
             }
         );
         let narrow = method(&["compare", "--decide-at", "5%", "--budget", "1h"])
@@ -238,6 +240,14 @@ mod tests {
         assert_eq!(method(&["compare", "--decide-at", "off"]).unwrap(), None);
         assert_eq!(method(&["compare", "--repetitions", "1"]).unwrap(), None);
         assert!(method(&["compare", "--decide-at", "off", "--max-repetitions", "8"]).is_err());
+        let matched = method(&["compare", "--quick", "--adaptive-points", "matched-load"])
+            .unwrap()
+            .unwrap();
+        assert!(
+            matched.matched_load_only,
+            "the flag asks for the adaptive design, even with --quick"
+        );
+        assert!(method(&["compare", "--decide-at", "off", "--adaptive-points", "all"]).is_err());
         assert!(method(&["compare", "--repetitions", "1", "--decide-at", "10%"]).is_err());
         let quick = method(&["compare", "--quick", "--max-repetitions", "6"])
             .unwrap()

@@ -420,6 +420,11 @@ pub struct AdaptiveMethod {
     /// still open (those points are reported "time budget").
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended_by_budget: bool,
+    /// `--adaptive-points matched-load`: only matched-load points got
+    /// adaptive rounds; the others kept their first rounds (false in older
+    /// manifests: every point could).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub matched_load_only: bool,
 }
 
 fn one() -> u32 {

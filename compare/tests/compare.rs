@@ -1514,6 +1514,7 @@ fn adaptive_rounds_run_until_the_cap_and_say_why_they_stopped() {
             max_repetitions: 3,
             budget_s: None,
             ended_by_budget: false,
+            matched_load_only: false,
         })
     );
     assert!(manifest.runs.iter().any(|r| r.spec.repetition == 3), "no third round");

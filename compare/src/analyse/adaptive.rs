@@ -199,6 +199,9 @@ pub enum StopReason {
     /// The comparison's wall-clock budget (`--budget`) ended the adaptive
     /// rounds with the verdict still open: see [`left_open`].
     TimeBudget,
+    /// The point was outside `--adaptive-points`: it kept its first rounds
+    /// and the rule never looked at it (see [`first_rounds_only`]).
+    FirstRoundsOnly,
 }
 
 impl StopReason {
@@ -209,6 +212,7 @@ impl StopReason {
             StopReason::Equivalent => "equivalent",
             StopReason::Cap => "cap",
             StopReason::TimeBudget => "time budget",
+            StopReason::FirstRoundsOnly => "first rounds only",
         }
     }
 }
@@ -322,6 +326,20 @@ pub fn left_open(rule: &StoppingRule, ratios: &[f64]) -> Decision {
         interval,
         verdict: Verdict::Undecided,
         step,
+    }
+}
+
+/// What a label says at a point that `--adaptive-points` kept out of the
+/// adaptive rounds: the rule never looked at it, so its ratios are read
+/// once, as the fixed design reads them (95%, or the nearest attainable
+/// level), and the stop reason says so.
+pub fn first_rounds_only(rule: &StoppingRule, ratios: &[f64]) -> Decision {
+    let valid: Vec<f64> = ratios.iter().copied().filter(|r| r.is_finite() && *r > 0.0).collect();
+    let interval = stats::ratio_ci(&valid, stats::TARGET_COVERAGE);
+    Decision {
+        interval,
+        verdict: interval.map_or(Verdict::TooFewRuns, |iv| stats::verdict_at(&iv, rule.band)),
+        step: Step::Stop(StopReason::FirstRoundsOnly),
     }
 }
 
@@ -708,6 +726,17 @@ mod tests {
         assert_eq!(d[0].decision.step, Step::Stop(StopReason::Differs));
         assert_eq!(d[0].decision.verdict, Verdict::Higher);
         assert_eq!(d[0].ratios.len(), 8);
+    }
+
+    #[test]
+    fn a_point_outside_the_adaptive_points_reads_its_first_rounds_once() {
+        let rule = StoppingRule::default();
+        let five = [1.10, 1.12, 1.09, 1.11, 1.13];
+        let d = first_rounds_only(&rule, &five);
+        assert_eq!(d.step, Step::Stop(StopReason::FirstRoundsOnly));
+        assert_eq!(d.verdict, Verdict::Higher, "[min, max] at 93.75% excludes 1");
+        assert!(d.interval.unwrap().level < LOOK_COVERAGE);
+        assert_eq!(StopReason::FirstRoundsOnly.as_str(), "first rounds only");
     }
 
     #[test]

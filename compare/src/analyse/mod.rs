@@ -499,6 +499,7 @@ pub fn analyse(manifest: &Manifest, runs: &[Run]) -> Analysis {
                 .find(|p| p.label == d.label);
             let Some(peer) = peer else { continue };
             let decision = match d.decision.step {
+                _ if !adaptive_at(manifest, &d.key) => adaptive::first_rounds_only(&rule, &d.ratios),
                 adaptive::Step::Continue => adaptive::left_open(&rule, &d.ratios),
                 adaptive::Step::Stop(_) => d.decision,
             };
@@ -544,7 +545,17 @@ pub fn undecided_runs(manifest: &Manifest, dir: &Path, round: Vec<crate::plan::R
     let runs = load_runs(manifest, dir);
     let facts: Vec<RunFacts> = runs.iter().map(|r| facts(r, manifest)).collect();
     let open = adaptive::open_points(&adaptive::label_decisions(&facts, &reference_label(manifest), &rule));
-    round.into_iter().filter(|s| open.contains(&spec_key(s))).collect()
+    round
+        .into_iter()
+        .filter(|s| open.contains(&spec_key(s)) && adaptive_at(manifest, &spec_key(s)))
+        .collect()
+}
+
+/// Whether adaptive rounds may repeat the point `key`: every point, or
+/// only matched-load points under `--adaptive-points matched-load`.
+fn adaptive_at(manifest: &Manifest, key: &PointKey) -> bool {
+    let only_matched = manifest.method.adaptive.as_ref().is_some_and(|a| a.matched_load_only);
+    !only_matched || matches!(key.purpose, Purpose::MatchedLoad { .. })
 }
 
 #[cfg(test)]

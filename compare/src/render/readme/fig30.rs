@@ -219,6 +219,7 @@ mod tests {
             max_repetitions: 12,
             budget_s: Some(2700.0),
             ended_by_budget: true,
+            matched_load_only: false,
         });
         let text = super::super::render(&manifest, &runs, &[]);
         let fork = text.lines().find(|l| l.starts_with("| fork |")).unwrap();

@@ -41,7 +41,13 @@ pub(super) fn repetitions(w: &mut String, r: &Report) {
          1), `equivalent` (it lies inside [{lo}, {hi}]), `cap` (still open at {cap}: undecided) or `time budget` \
          (the budget ended the rounds first: with fewer than {first_look} pairs the rule had not looked yet, and \
          the verdict is the fixed design's at its interval's level, 93.75% with 5 pairs; from {first_look} on it \
-         is undecided).\n",
+         is undecided){only}.\n",
+        only = if a.matched_load_only {
+            "; with `--adaptive-points matched-load` only matched-load points got further rounds, and the \
+             others stop at `first rounds only` (the fixed design's interval and verdict)"
+        } else {
+            ""
+        },
         first = rule.first,
         cap = a.max_repetitions,
         look = 100.0 * adaptive::LOOK_COVERAGE,
