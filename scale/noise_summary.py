@@ -79,7 +79,7 @@ def load(out_dir):
     calls_dir = os.path.join(out_dir, "calls")
     with open(os.path.join(calls_dir, "index.json")) as f:
         calls = json.load(f)
-    runs, manifests = [], {}
+    runs, manifests, left_out = [], {}, []
     for call in calls:
         d = os.path.join(calls_dir, call["call"])
         with open(os.path.join(d, "compare.json")) as f:
@@ -90,7 +90,10 @@ def load(out_dir):
         stalled = sum(s["stalled_fraction"] for s in stalls) / len(stalls) if stalls else None
         for rec in m["runs"]:
             kind = rec["spec"]["purpose"]["kind"]
-            if rec["outcome"] != "ok" or rec.get("invalid") or kind not in dict(POINTS):
+            if kind not in dict(POINTS):
+                continue
+            if rec["outcome"] != "ok" or rec.get("invalid"):
+                left_out.append(f"{call['call']}/{rec['result_file']}: {rec.get('invalid') or 'failed'}")
                 continue
             cost = rec.get("server_cost") or {}
             with open(os.path.join(d, "runs", rec["result_file"])) as f:
@@ -98,10 +101,12 @@ def load(out_dir):
             rate = res["throughput"]["msgs_per_s"]
             offered = rec["spec"].get("rate")
             if offered and rate < REACHED_RATE_FRACTION * offered:
+                left_out.append(f"{call['call']}/{rec['result_file']}: reached {rate:.0f} of {offered:.0f} msgs/s")
                 continue
             window = cost.get("window_s") or 0.0
             msgs = rate * window
             if not cost.get("cpu_us") or msgs < 1:
+                left_out.append(f"{call['call']}/{rec['result_file']}: no server CPU or messages in the window")
                 continue
             stat = rec.get("cpu_stat") or {}
             srv, mach = stat.get("server_cpus") or {}, stat.get("machine") or {}
@@ -127,7 +132,7 @@ def load(out_dir):
                 "stalled": stalled,
                 "disturbed": (others.get("cores") or 0) > m["method"].get("disturbed_cores", 0.05),
             })
-    return calls, manifests, runs
+    return calls, manifests, runs, left_out
 
 
 def mean(xs):
@@ -234,7 +239,8 @@ def association(items):
         return out
     sdd, sss = sum(d * d for d in dev), sum(s * s for s in src)
     out["sd_before"] = math.sqrt(sdd / df)
-    if sss <= 0 or sdd <= 0:
+    scale = max([abs(it[2]) for it in items] + [1e-300])
+    if sdd <= 0 or max(abs(v) for v in src) <= 1e-9 * scale:
         out["note"] = "the source did not vary within calls"
         return out
     sds = sum(d * s for d, s in zip(dev, src))
@@ -382,9 +388,9 @@ def markdown(doc):
               "rate is fixed); \"across\" also holds the differences between calls.")
     md.append("")
     mch = doc["machine"]
-    md.append(f"Commit {mch['commit']}, kernel {mch['kernel']}, CPU {mch['cpu']} ({mch['cores']} cores); "
+    md.append(f"Runs made at commit {', '.join(doc['runs_commits'])} (summary at {mch['commit']}), kernel {mch['kernel']}, CPU {mch['cpu']} ({mch['cores']} cores); "
               f"server on CPU {doc['server_cpus']}, loadgen on CPU {doc['loadgen_cpus']}; "
-              f"{doc['calls']} calls, {doc['runs']} runs counted, study wall time {doc['study_wall_s'] / 60:.1f} min.")
+              f"{doc['calls']} calls, {doc['runs']} runs counted ({len(doc['left_out'])} left out: failed, invalid or short of the offered rate; listed in summary.json), study wall time {doc['study_wall_s'] / 60:.1f} min.")
     md += ["", "## Per-run noise and the paired ratio", ""]
     md.append("| variant | point | epoll, within calls | epoll@twin, within calls | epoll, across | ln(twin/epoll), within calls | across | quiet pairs only | pairing factor | pairs | disturbed runs | runs with steal | wall s per run |")
     md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -448,7 +454,7 @@ def main():
     if not os.path.exists(os.path.join(out_dir, "calls", "index.json")):
         print(f"OUT_DIR: no calls/index.json in {out_dir}", file=sys.stderr)
         sys.exit(1)
-    calls, manifests, runs = load(out_dir)
+    calls, manifests, runs, left_out = load(out_dir)
     study_path = os.path.join(out_dir, "calls", "study.json")
     study = json.load(open(study_path)) if os.path.exists(study_path) else None
     if not calls:
@@ -460,11 +466,13 @@ def main():
         "what": "per-run noise of server CPU per message (A/A: epoll, epoll@twin; tcp, 100 connections, 128 B) "
                 "by run length and warm-up, and its association with candidate sources (issue 27)",
         "machine": machine(),
+        "runs_commits": sorted({m.get("git_commit", "?") for m in manifests.values()}),
         "server_cpus": first["server_cpus"],
         "loadgen_cpus": first["loadgen_cpus"],
         "study": study,
         "calls": len(calls),
         "runs": len(runs),
+        "left_out": left_out,
         "study_wall_s": sum(c["wall_s"] for c in calls),
         "rows": rows,
         "associations": assoc,
