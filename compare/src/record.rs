@@ -258,6 +258,30 @@ pub struct OtherProcesses {
     pub cores: f64,
 }
 
+/// Time `/proc/stat` counted on a group of CPUs in a run's window that was
+/// nobody's work there, µs (see `execute::cpu_stat`). Counted in ticks of
+/// [`CpuStatWindow::tick_us`], so each figure is a multiple of it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KernelTimes {
+    /// A virtual machine's vCPU ready but not run by the host.
+    pub steal_us: u64,
+    pub iowait_us: u64,
+    /// Hard and soft interrupts.
+    pub irq_us: u64,
+    pub softirq_us: u64,
+}
+
+/// [`KernelTimes`] over a run's window (the same window as `server_cost`),
+/// summed over every CPU, over the server's CPUs and over loadgen's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CpuStatWindow {
+    pub machine: KernelTimes,
+    pub server_cpus: KernelTimes,
+    pub loadgen_cpus: KernelTimes,
+    /// One tick of `/proc/stat`, µs (1e6 / USER_HZ: 10,000 at 100 Hz).
+    pub tick_us: u64,
+}
+
 /// One run of the comparison, as recorded in [`MANIFEST`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunRecord {
@@ -280,6 +304,10 @@ pub struct RunRecord {
     /// Other processes' CPU in the same window.
     #[serde(default)]
     pub other_processes: Option<OtherProcesses>,
+    /// Steal, iowait and interrupt time the CPUs counted in the same window;
+    /// `None` when the window never began, and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_stat: Option<CpuStatWindow>,
     /// CPUs the server was confined to; with `server_cost` its busy
     /// fraction is `cpu_us / 1e6 / (server_cores × window_s)`. 0 in older
     /// manifests until [`Manifest::load`] fills it from `server_cpus`.
@@ -321,6 +349,7 @@ impl RunRecord {
             wall_s: 0.0,
             server_cost: None,
             other_processes: None,
+            cpu_stat: None,
             server_cores: 0,
             loadgen_cores: 0,
             loadgen_cost: None,

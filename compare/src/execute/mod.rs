@@ -12,9 +12,11 @@
 //! - [`one_run`]: one run.
 //! - [`proc_cpu`]: the server tree's CPU time and memory.
 //! - [`stalls`]: the machine's own pauses.
+//! - [`cpu_stat`]: steal, iowait and interrupt time per CPU over a run's window.
 //! - [`validity`]: runs whose figures are impossible, redone once.
 
 pub mod binaries;
+pub mod cpu_stat;
 pub mod one_run;
 pub mod proc_cpu;
 pub mod process;

@@ -206,6 +206,14 @@ fn with_server(
     let watched = watch_loadgen(ctx, spec, &mut loadgen, monitor);
     record.server_cost = Some(server_cost(&watched.cost));
     record.other_processes = other_processes(&watched.cost);
+    record.cpu_stat = watched.cost.cpu_stat.as_ref().map(|delta| {
+        super::cpu_stat::window(
+            delta,
+            ctx.split.server.cpus(),
+            ctx.split.loadgen.cpus(),
+            super::cpu_stat::tick_us(),
+        )
+    });
     let status = match watched.end {
         LoadgenEnd::Exited(status) => status,
         LoadgenEnd::Interrupted => {
@@ -367,6 +375,16 @@ fn check_result(
         .filter(|o| o.cores > ctx.disturbed_cores)
     {
         headline.push_str(&format!("; DISTURBED: other processes used {:.2} cores", o.cores));
+    }
+    // Steal is invisible in every other figure (the server's CPU time does
+    // not grow while its vCPU waits for the host), so it is named when seen.
+    if let Some(steal_us) = record
+        .cpu_stat
+        .as_ref()
+        .map(|s| s.server_cpus.steal_us)
+        .filter(|&us| us > 0)
+    {
+        headline.push_str(&format!("; steal {:.0} ms on the server's CPUs", steal_us as f64 / 1e3));
     }
     Ok(headline)
 }

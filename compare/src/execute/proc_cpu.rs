@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sockbench::procfs;
 
+use super::cpu_stat;
 use super::syscalls::SyscallCounter;
 
 /// How often the monitor samples the tree's memory. Walking a fork server's
@@ -36,6 +37,8 @@ pub struct TreeCost {
     pub ctxt_switches: Option<CtxtSwitches>,
     /// System calls the tree entered in the window, when counted (see [`super::syscalls`]).
     pub syscalls: Option<u64>,
+    /// Each CPU's steal, iowait and interrupt ticks in the window (see [`cpu_stat`]).
+    pub cpu_stat: Option<cpu_stat::Snapshot>,
 }
 
 /// Context switches of the server tree between the two marks, summed over
@@ -140,6 +143,8 @@ pub struct TreeMonitor {
     others_at_start: Option<procfs::OthersCpu>,
     /// The tree's per-task context switches at the start mark.
     switches_at_start: Option<TaskSwitches>,
+    /// `/proc/stat` at the start mark.
+    stat_at_start: Option<cpu_stat::Snapshot>,
     /// Count the tree's system calls over the window (`--count-syscalls`).
     count_syscalls: bool,
     syscall_counter: Option<SyscallCounter>,
@@ -177,6 +182,7 @@ impl TreeMonitor {
             marked_start: None,
             others_at_start: None,
             switches_at_start: None,
+            stat_at_start: None,
             count_syscalls,
             syscall_counter: None,
         }
@@ -193,6 +199,7 @@ impl TreeMonitor {
         // After the server's reading, which needs the exact instant; the
         // census reads every process, and this runner's tree is left out.
         self.others_at_start = Some(procfs::OthersCpu::census(std::process::id()));
+        self.stat_at_start = cpu_stat::snapshot();
     }
 
     /// Reads the tree's CPU time now: the end of the measured window.
@@ -208,12 +215,18 @@ impl TreeMonitor {
             .others_at_start
             .as_ref()
             .map(|start| procfs::OthersCpu::census(std::process::id()).since(start));
+        let stat = self
+            .stat_at_start
+            .as_ref()
+            .zip(cpu_stat::snapshot())
+            .map(|(start, end)| cpu_stat::between(start, &end));
         let mut c = self.cost.lock().unwrap();
         c.cpu_end_us = cpu;
         c.window_s = window_s;
         c.others_cpu_us = others;
         c.ctxt_switches = switches;
         c.syscalls = syscalls;
+        c.cpu_stat = stat;
     }
 
     pub fn has_start(&self) -> bool {
