@@ -145,7 +145,6 @@ fn a_killed_server_leaves_refused_conversations_counted() {
     assert!(c.completed > 0, "none before the server died");
     assert!(c.failed.refused > 0, "{:?}", c.failed);
     assert_eq!(run.code(), 1, "refused conversations fail the run: {}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(8), "took {:?}", run.elapsed);
 }
 
 /// Counts the sockets in `pid`'s descriptor table.
@@ -206,7 +205,6 @@ fn a_missing_opcode_refuses_io_uring_and_auto_runs_on_epoll() {
     let dir = temp_dir("uring-conv-missing");
     let run_with = |io: &str| {
         let out = dir.join(format!("{io}.json"));
-        let started = Instant::now();
         let o = Command::new(loadgen_bin())
             .env(loadgen::worker::HIDE_OPCODE_ENV, "IORING_OP_SOCKET")
             .args([&srv.addr, "--io", io, "--conn-msgs", "1", "--conns", "2"])
@@ -217,9 +215,9 @@ fn a_missing_opcode_refuses_io_uring_and_auto_runs_on_epoll() {
         let result: Option<loadgen::result::RunResult> = std::fs::read_to_string(&out)
             .ok()
             .map(|t| serde_json::from_str(&t).unwrap());
-        (o, result, started.elapsed())
+        (o, result)
     };
-    let (o, result, took) = run_with("uring");
+    let (o, result) = run_with("uring");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{stderr}");
     assert!(
@@ -227,8 +225,7 @@ fn a_missing_opcode_refuses_io_uring_and_auto_runs_on_epoll() {
         "{stderr}"
     );
     assert!(result.is_none(), "nothing was run");
-    assert!(took < Duration::from_secs(5), "refused after {took:?}");
-    let (o, result, _) = run_with("auto");
+    let (o, result) = run_with("auto");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{stderr}");
     assert!(
