@@ -205,24 +205,17 @@ pub fn check_flags(args: &Args) -> Result<(), UsageError> {
             args.transport
         )));
     }
-    if args.io == IoMode::Uring {
-        return Err(UsageError(format!(
-            "--conn-msgs {n}: conversations run on epoll for now; use --io epoll or auto"
-        )));
-    }
     Ok(())
 }
 
-/// The settings the run actually uses: with `--conn-msgs`, `--io auto` is
-/// epoll, and a TCP run towards an IPv4 loopback server without
-/// `--local-addrs` spreads over [`LOOPBACK_SOURCES`]. Also notes the
-/// kernel's `TIME_WAIT` overflow count, for `time_wait_overflows`.
+/// The settings the run actually uses: with `--conn-msgs`, a TCP run towards
+/// an IPv4 loopback server without `--local-addrs` spreads over
+/// [`LOOPBACK_SOURCES`]. Also notes the kernel's `TIME_WAIT` overflow count,
+/// for `time_wait_overflows`. (Whether `--io uring` or `auto` can run the
+/// conversations on the ring is [`check_io`]'s, once the plan is made.)
 pub fn resolve(mut args: Args) -> Args {
     if args.conn_msgs.is_none() {
         return args;
-    }
-    if args.io == IoMode::Auto {
-        args.io = IoMode::Epoll;
     }
     if args.transport == sockbench::net::Transport::Tcp {
         if args.local_addrs.is_none() && loopback_v4_target(&args) {
@@ -238,6 +231,31 @@ pub fn resolve(mut args: Args) -> Args {
         }
     }
     args
+}
+
+/// Which I/O path `plan`'s conversations take: the ring with `--io uring`
+/// or `auto` where [`check_conversation_ring`] passes. Where it fails,
+/// `--io uring` is refused naming the flag and what the kernel lacks (exit
+/// 2), and `--io auto` becomes epoll; the reason is returned, for the
+/// warning and `settings.io`.
+///
+/// [`check_conversation_ring`]: crate::worker::check_conversation_ring
+pub fn check_io(plan: &mut crate::worker::Plan) -> Result<Option<String>, UsageError> {
+    if plan.conn_msgs.is_none() || plan.io == IoMode::Epoll {
+        return Ok(None);
+    }
+    let Err(e) = crate::worker::check_conversation_ring(plan) else {
+        return Ok(None);
+    };
+    if plan.io == IoMode::Uring {
+        return Err(UsageError(format!(
+            "--io uring: conversations (--conn-msgs) on io_uring need socket, connect and close as ring \
+             operations on direct descriptors, and this kernel cannot: {e}; use --io epoll, or --io auto \
+             (which falls back to epoll)"
+        )));
+    }
+    plan.io = IoMode::Epoll;
+    Ok(Some(format!("conversations on io_uring: {e}")))
 }
 
 /// [`LOOPBACK_SOURCES`], parsed.
@@ -518,7 +536,7 @@ mod tests {
         let a = resolved(&["loadgen", "127.0.0.1:7000", "--conn-msgs", "1"]);
         assert_eq!(a.local_addrs, Some(loopback_sources()));
         assert_eq!(sources(&a), Some(8));
-        assert_eq!(a.io, IoMode::Epoll);
+        assert_eq!(a.io, IoMode::Auto, "--io is resolved with the plan (check_io)");
         // --addr and any 127/8 target count too.
         assert_eq!(
             sources(&resolved(&["loadgen", "--addr", "127.0.0.9:1", "--conn-msgs", "3"])),

@@ -84,7 +84,7 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         net::Transport::Unixgram => Some(ClientSocketDir::create(args.conns)?),
         _ => None,
     };
-    let plan = Arc::new(Plan {
+    let mut plan = Plan {
         transport: args.transport,
         endpoint: endpoint.clone(),
         conns: args.conns,
@@ -99,9 +99,12 @@ pub fn run(args: Args, argv: Vec<String>) -> anyhow::Result<i32> {
         io: args.io,
         conn_msgs: args.conn_msgs,
         sources: sources.clone(),
-    });
+    };
+    let io_fallback = crate::conversation::check_io(&mut plan)?;
+    let plan = Arc::new(plan);
     signal::install_stop_handler(-1).context("install the SIGINT/SIGTERM handler")?;
     let shared = Arc::new(Shared::new());
+    *shared.io_fallback.lock().unwrap() = io_fallback;
     let (tx, rx) = mpsc::channel::<Interval>();
     let handles = start_threads(&plan, &shared, &tx, args.pin.as_ref())?;
     drop(tx);

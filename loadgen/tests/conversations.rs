@@ -1,5 +1,8 @@
 //! `loadgen --conn-msgs N`: conversations against in-test servers with known
-//! behaviour. Each run is short (at most a few seconds) and every wait is bounded.
+//! behaviour, each over both I/O paths (`--io epoll`, and `--io uring` where
+//! the kernel can: `conversation_io_modes`). Each run is short (at most a few
+//! seconds) and every wait is bounded. The project's own server, and what
+//! only the ring path does, are in `uring_conversations.rs`.
 
 mod support;
 
@@ -21,11 +24,14 @@ fn conversations(run: &Run) -> &Conversations {
         .unwrap_or_else(|| panic!("no conversations object; stderr:\n{}", run.stderr))
 }
 
-/// A short closed-loop conversation run against `target`, with `extra` flags.
-fn converse(target: &str, transport: &str, extra: &[&str]) -> Run {
+/// A short closed-loop conversation run against `target` on I/O path `io`,
+/// with `extra` flags.
+fn converse(io: &str, target: &str, transport: &str, extra: &[&str]) -> Run {
     let dir = temp_dir("conv");
     let mut args = vec![
         target,
+        "--io",
+        io,
         "--transport",
         transport,
         "--duration",
@@ -41,9 +47,10 @@ fn converse(target: &str, transport: &str, extra: &[&str]) -> Run {
     run
 }
 
-/// Every conversation completed, each with all its echoes checked.
-fn assert_clean(run: &Run, msgs: u64) {
-    assert_eq!(run.code(), 0, "stderr:\n{}", run.stderr);
+/// Every conversation completed, each with all its echoes checked, on I/O path `io`.
+fn assert_clean(run: &Run, io: &str, msgs: u64) {
+    assert_eq!(run.code(), 0, "{io}: stderr:\n{}", run.stderr);
+    assert_eq!(run.result().settings.io.as_deref(), Some(io));
     let c = conversations(run);
     assert_eq!(c.msgs_per_conn, msgs);
     assert!(c.completed > 10, "only {} conversations", c.completed);
@@ -63,27 +70,32 @@ fn assert_clean(run: &Run, msgs: u64) {
 fn tcp4_conversations_of_three_echoes_at_depth_two() {
     let _serial = one_at_a_time();
     let server = tcp_server(Fault::None);
-    let run = converse(
-        &server.addr,
-        "tcp",
-        &["--conn-msgs", "3", "--depth", "2", "--conns", "4"],
-    );
-    assert_clean(&run, 3);
-    assert!(
-        run.stderr.is_empty() || !run.stderr.contains("warning"),
-        "{}",
-        run.stderr
-    );
-    assert!(String::from_utf8_lossy(&run.output.stdout).contains("Conversations"));
+    for io in conversation_io_modes("tcp4") {
+        let run = converse(
+            io,
+            &server.addr,
+            "tcp",
+            &["--conn-msgs", "3", "--depth", "2", "--conns", "4"],
+        );
+        assert_clean(&run, io, 3);
+        assert!(
+            run.stderr.is_empty() || !run.stderr.contains("warning"),
+            "{io}: {}",
+            run.stderr
+        );
+        assert!(String::from_utf8_lossy(&run.output.stdout).contains("Conversations"));
+    }
 }
 
 #[test]
 fn unix_connect_request_response_close() {
     let _serial = one_at_a_time();
     let server = unix_server();
-    let run = converse(&server.addr, "unix", &["--conn-msgs", "1", "--conns", "4"]);
-    assert_clean(&run, 1);
-    assert_eq!(conversations(&run).time_wait_at_end, None, "TIME_WAIT is TCP's");
+    for io in conversation_io_modes("unix") {
+        let run = converse(io, &server.addr, "unix", &["--conn-msgs", "1", "--conns", "4"]);
+        assert_clean(&run, io, 1);
+        assert_eq!(conversations(&run).time_wait_at_end, None, "TIME_WAIT is TCP's");
+    }
 }
 
 /// A thread-per-connection echo server on [::1]:0, or `None` without IPv6.
@@ -109,38 +121,44 @@ fn tcp6_conversations() {
         eprintln!("skipped: no IPv6 loopback");
         return;
     };
-    let run = converse(&addr, "tcp", &["--conn-msgs", "2", "--conns", "2"]);
-    assert_clean(&run, 2);
-    assert!(conversations(&run).time_wait_at_end.is_some());
+    for io in conversation_io_modes("tcp6") {
+        let run = converse(io, &addr, "tcp", &["--conn-msgs", "2", "--conns", "2"]);
+        assert_clean(&run, io, 2);
+        assert!(conversations(&run).time_wait_at_end.is_some());
+    }
 }
 
 #[test]
 fn open_loop_conversations_start_on_schedule() {
     let _serial = one_at_a_time();
     let server = tcp_server(Fault::None);
-    let run = converse(
-        &server.addr,
-        "tcp",
-        &["--conn-msgs", "2", "--conns", "8", "--rate", "200"],
-    );
-    assert_eq!(run.code(), 0, "stderr:\n{}", run.stderr);
-    let c = conversations(&run);
-    assert_eq!(c.requested_per_s, Some(200.0));
-    let scheduled = c.scheduled.unwrap();
-    assert!(
-        (190..=210).contains(&scheduled),
-        "{scheduled} scheduled in 1 s at 200/s"
-    );
-    // Those in flight when the window closes complete after it (a busy
-    // shared machine can hold a few of them up).
-    assert!(
-        c.completed * 10 >= scheduled * 9,
-        "{} of {scheduled} completed",
-        c.completed
-    );
-    assert_eq!(c.failed.total(), 0, "{:?}", c.failed);
-    // The message rate asked for is the conversations' times their messages.
-    assert_eq!(run.result().throughput.requested_msgs_per_s, Some(400.0));
+    for io in conversation_io_modes("open loop") {
+        let run = converse(
+            io,
+            &server.addr,
+            "tcp",
+            &["--conn-msgs", "2", "--conns", "8", "--rate", "200"],
+        );
+        assert_eq!(run.code(), 0, "{io}: stderr:\n{}", run.stderr);
+        assert_eq!(run.result().settings.io.as_deref(), Some(io));
+        let c = conversations(&run);
+        assert_eq!(c.requested_per_s, Some(200.0));
+        let scheduled = c.scheduled.unwrap();
+        assert!(
+            (190..=210).contains(&scheduled),
+            "{io}: {scheduled} scheduled in 1 s at 200/s"
+        );
+        // Those in flight when the window closes complete after it (a busy
+        // shared machine can hold a few of them up).
+        assert!(
+            c.completed * 10 >= scheduled * 9,
+            "{io}: {} of {scheduled} completed",
+            c.completed
+        );
+        assert_eq!(c.failed.total(), 0, "{io}: {:?}", c.failed);
+        // The message rate asked for is the conversations' times their messages.
+        assert_eq!(run.result().throughput.requested_msgs_per_s, Some(400.0));
+    }
 }
 
 #[test]
@@ -166,23 +184,31 @@ fn no_server_is_refused_at_once() {
         .local_addr()
         .unwrap()
         .to_string();
-    let run = converse(&addr, "tcp", &["--conn-msgs", "1", "--conns", "4"]);
-    assert_eq!(run.code(), 1, "stderr:\n{}", run.stderr);
-    assert!(run.stderr.contains("cannot reach"), "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(5), "took {:?}", run.elapsed);
+    for io in conversation_io_modes("no server") {
+        let run = converse(io, &addr, "tcp", &["--conn-msgs", "1", "--conns", "4"]);
+        assert_eq!(run.code(), 1, "{io}: stderr:\n{}", run.stderr);
+        assert!(
+            run.stderr.contains("cannot reach") && run.stderr.contains("Connection refused"),
+            "{io}: {}",
+            run.stderr
+        );
+        assert!(run.elapsed < Duration::from_secs(5), "{io}: took {:?}", run.elapsed);
+    }
 }
 
 #[test]
 fn a_server_that_dies_leaves_refused_conversations_counted() {
     let _serial = one_at_a_time();
-    let server = tcp_server(Fault::DieAfter(Duration::from_millis(400)));
-    let run = converse(&server.addr, "tcp", &["--conn-msgs", "1", "--conns", "2"]);
-    let c = conversations(&run);
-    assert!(c.completed > 0, "none before the server died");
-    assert!(c.failed.refused > 0, "{:?}", c.failed);
-    assert_eq!(run.code(), 1, "refused conversations fail the run");
-    assert!(run.stderr.contains("never connected"), "{}", run.stderr);
-    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
+    for io in conversation_io_modes("server dies") {
+        let server = tcp_server(Fault::DieAfter(Duration::from_millis(400)));
+        let run = converse(io, &server.addr, "tcp", &["--conn-msgs", "1", "--conns", "2"]);
+        let c = conversations(&run);
+        assert!(c.completed > 0, "{io}: none before the server died");
+        assert!(c.failed.refused > 0, "{io}: {:?}", c.failed);
+        assert_eq!(run.code(), 1, "{io}: refused conversations fail the run");
+        assert!(run.stderr.contains("never connected"), "{io}: {}", run.stderr);
+        assert!(run.elapsed < Duration::from_secs(6), "{io}: took {:?}", run.elapsed);
+    }
 }
 
 /// A server that reads a little of each connection, then resets it
@@ -231,14 +257,16 @@ fn linger_zero(s: &TcpStream) {
 fn a_reset_is_counted_and_the_next_conversation_starts() {
     let _serial = one_at_a_time();
     let (addr, stop) = resetting_server();
-    let run = converse(&addr, "tcp", &["--conn-msgs", "1", "--conns", "2"]);
+    for io in conversation_io_modes("reset") {
+        let run = converse(io, &addr, "tcp", &["--conn-msgs", "1", "--conns", "2"]);
+        let c = conversations(&run);
+        assert_eq!(c.completed, 0, "{io}");
+        // A back-off follows each failure, so a few, not thousands.
+        assert!(c.failed.reset >= 2 && c.failed.reset < 1000, "{io}: {:?}", c.failed);
+        assert_eq!(run.result().errors.mismatch, 0);
+        assert_eq!(run.code(), 1, "{io}: nothing was echoed: the run fails");
+    }
     stop.store(true, SeqCst);
-    let c = conversations(&run);
-    assert_eq!(c.completed, 0);
-    // A back-off follows each failure, so a few, not thousands.
-    assert!(c.failed.reset >= 2, "{:?}", c.failed);
-    assert_eq!(run.result().errors.mismatch, 0);
-    assert_eq!(run.code(), 1, "nothing was echoed: the run fails");
 }
 
 #[test]
@@ -246,16 +274,19 @@ fn a_listener_that_never_accepts_counts_not_accepted_and_unanswered() {
     let _serial = one_at_a_time();
     // Backlog 0: the kernel completes one handshake (unanswered: nobody
     // reads it), and drops the SYNs after it (the connect never completes).
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    sockbench::sys::listen(l.as_fd(), 0).unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let run = converse(&addr, "tcp", &["--conn-msgs", "1", "--conns", "4"]);
-    drop(l);
-    let c = conversations(&run);
-    assert_eq!(c.completed, 0);
-    assert!(c.failed.not_accepted > 0, "{:?}", c.failed);
-    assert!(c.failed.not_accepted + c.failed.unanswered >= 4, "{:?}", c.failed);
-    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
+    for io in conversation_io_modes("never accepts") {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        sockbench::sys::listen(l.as_fd(), 0).unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let run = converse(io, &addr, "tcp", &["--conn-msgs", "1", "--conns", "4"]);
+        drop(l);
+        let c = conversations(&run);
+        assert_eq!(c.completed, 0, "{io}");
+        assert!(c.failed.not_accepted > 0, "{io}: {:?}", c.failed);
+        assert!(c.failed.not_accepted + c.failed.unanswered >= 4, "{io}: {:?}", c.failed);
+        assert_eq!(c.failed.other + c.failed.refused, 0, "{io}: {:?}", c.failed);
+        assert!(run.elapsed < Duration::from_secs(6), "{io}: took {:?}", run.elapsed);
+    }
 }
 
 /// Runs `script` in a new network namespace (as root, with `unshare` and
@@ -282,32 +313,34 @@ fn out_of_source_ports_ends_the_run_naming_local_addrs() {
         eprintln!("skipped: the project's server is not built");
         return;
     };
-    // Two source ports, and no reuse of a port in TIME_WAIT: the third
-    // conversation cannot connect (EADDRNOTAVAIL).
-    let script = format!(
-        "ip link set lo up || exit 97; \
-         echo '40000 40001' > /proc/sys/net/ipv4/ip_local_port_range || exit 97; \
-         echo 0 > /proc/sys/net/ipv4/tcp_tw_reuse || exit 97; \
-         {server} --backend epoll --addr 127.0.0.1:7999 --threads 1 >/dev/null 2>&1 & \
-         sleep 0.3; \
-         {loadgen} 127.0.0.1:7999 --conn-msgs 1 --conns 1 --duration 3s --warmup 0s; \
-         echo exit=$?; kill $!",
-        server = server.display(),
-        loadgen = loadgen_bin()
-    );
-    let out = match in_netns(&script) {
-        Ok(o) if o.status.code() != Some(97) => o,
-        Ok(o) => return eprintln!("skipped: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(why) => return eprintln!("skipped: {why}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stdout.contains("exit=1"), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(
-        stderr.contains("EADDRNOTAVAIL") && stderr.contains("--local-addrs"),
-        "{stderr}"
-    );
-    assert!(stdout.contains("out of ports 1"), "{stdout}");
+    for io in conversation_io_modes("out of ports") {
+        // Two source ports, and no reuse of a port in TIME_WAIT: the third
+        // conversation cannot connect (EADDRNOTAVAIL).
+        let script = format!(
+            "ip link set lo up || exit 97; \
+             echo '40000 40001' > /proc/sys/net/ipv4/ip_local_port_range || exit 97; \
+             echo 0 > /proc/sys/net/ipv4/tcp_tw_reuse || exit 97; \
+             {server} --backend epoll --addr 127.0.0.1:7999 --threads 1 >/dev/null 2>&1 & \
+             sleep 0.3; \
+             {loadgen} 127.0.0.1:7999 --io {io} --conn-msgs 1 --conns 1 --duration 3s --warmup 0s; \
+             echo exit=$?; kill $!",
+            server = server.display(),
+            loadgen = loadgen_bin()
+        );
+        let out = match in_netns(&script) {
+            Ok(o) if o.status.code() != Some(97) => o,
+            Ok(o) => return eprintln!("skipped: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(why) => return eprintln!("skipped: {why}"),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stdout.contains("exit=1"), "{io}: stdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            stderr.contains("EADDRNOTAVAIL") && stderr.contains("--local-addrs"),
+            "{io}: {stderr}"
+        );
+        assert!(stdout.contains("out of ports 1"), "{io}: {stdout}");
+    }
 }
 
 #[test]
@@ -369,15 +402,21 @@ fn merged_runs_add_their_conversations() {
 fn a_unix_listener_that_never_accepts_counts_not_accepted() {
     let _serial = one_at_a_time();
     // A full Unix backlog refuses a non-blocking connect with EAGAIN at once.
-    let dir = temp_dir("conv-unix-backlog");
-    let path = dir.join("s.sock");
-    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-    sockbench::sys::listen(l.as_fd(), 0).unwrap();
-    let run = converse(path.to_str().unwrap(), "unix", &["--conn-msgs", "1", "--conns", "4"]);
-    drop(l);
-    let c = conversations(&run);
-    assert_eq!(c.completed, 0);
-    assert!(c.failed.not_accepted > 0, "{:?}", c.failed);
-    assert!(run.elapsed < Duration::from_secs(6), "took {:?}", run.elapsed);
-    let _ = std::fs::remove_dir_all(&dir);
+    for io in conversation_io_modes("unix backlog") {
+        let dir = temp_dir("conv-unix-backlog");
+        let path = dir.join("s.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        sockbench::sys::listen(l.as_fd(), 0).unwrap();
+        let run = converse(
+            io,
+            path.to_str().unwrap(),
+            "unix",
+            &["--conn-msgs", "1", "--conns", "4"],
+        );
+        drop(l);
+        let c = conversations(&run);
+        assert_eq!(c.completed, 0, "{io}");
+        assert!(c.failed.not_accepted > 0, "{io}: {:?}", c.failed);
+        assert!(run.elapsed < Duration::from_secs(6), "{io}: took {:?}", run.elapsed);
+    }
 }

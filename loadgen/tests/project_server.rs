@@ -4,31 +4,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::*;
 
 const BACKENDS: [&str; 4] = ["fork", "threadpool", "epoll", "uring"];
 
-struct Server {
-    child: Child,
-    addr: String,
-    /// Removed on drop, after the server is gone.
-    _dir: Option<TestDir>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Server {
-    let mut cmd = Command::new(bin);
+fn start(bin: &std::path::Path, backend: &str, transport: &str) -> ProjectServer {
     // A thread pool serves one stream connection per thread at a time; the
     // others wait unserved, and loadgen fails such a run: its pool holds the
     // 20 connections of these runs. Datagrams keep one thread: several
@@ -38,46 +20,7 @@ fn start(bin: &std::path::Path, backend: &str, transport: &str) -> Server {
     } else {
         "1"
     };
-    cmd.args(["--backend", backend, "--transport", transport, "--threads", threads]);
-    let dir = if transport.starts_with("unix") {
-        let d = temp_dir(&format!("srv-{backend}"));
-        cmd.arg("--path").arg(d.join("s.sock"));
-        Some(d)
-    } else {
-        cmd.args(["--addr", "127.0.0.1:0"]);
-        None
-    };
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn server");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) if line.starts_with("listening") => {
-                let addr = listening_addr(&line).expect("listening line has addr=");
-                return Server { child, addr, _dir: dir };
-            }
-            Ok(_) => continue,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let mut err = String::new();
-                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-                panic!("{backend}/{transport}: server did not start: {err}");
-            }
-        }
-    }
+    start_server(bin, backend, transport, threads, "127.0.0.1:0")
 }
 
 #[test]

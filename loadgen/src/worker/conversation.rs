@@ -25,6 +25,11 @@
 //!
 //! A conversation's state lives beside [`super::Conn`], in [`Convs`], so
 //! that the message-only hot path keeps its two-cache-line connection.
+//!
+//! This state machine and its accounting serve both I/O paths: on epoll
+//! (connect, `read`, `send`, `close` as syscalls on descriptors) and on the
+//! ring, where the socket is a direct descriptor and its socket, connect and
+//! close are ring operations (`ring_conversation.rs`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -157,13 +162,20 @@ impl<P: Proto> Worker<'_, P> {
         }
     }
 
-    /// Closes slot `k`'s connection (loadgen closes first).
-    pub(super) fn conv_close(&mut self, k: usize) {
+    /// Closes slot `k`'s connection (loadgen closes first). `clean`: the
+    /// last echo is in and nothing of the connection is in flight on the ring.
+    pub(super) fn conv_close(&mut self, k: usize, clean: bool) {
         let old = std::mem::replace(&mut self.conns[k].life, Life::Idle { retry_at: UNSET });
-        if let Life::Up(_) = old {
+        if let Life::Up(_) = &old {
             self.shared.open.fetch_sub(1, Relaxed);
+            if let Some(ring) = &mut self.ring {
+                // A direct socket is closed by the ring (shut down first if
+                // a receive or send may still hold it).
+                let busy = !clean || ring.sends.busy(k);
+                ring.release_direct(k, busy);
+            }
         }
-        // Dropping the socket closes it; epoll forgets a closed descriptor.
+        // Dropping a descriptor closes it; epoll forgets a closed descriptor.
         drop(old);
     }
 
@@ -266,14 +278,14 @@ impl Worker<'_, Stream> {
             );
             cv.totals.completed += 1;
         }
-        self.conv_close(k);
+        self.conv_close(k, true);
         self.conv_next(k, now, true);
     }
 
     /// Slot `k` is up but an echo timed out: the conversation is abandoned.
     pub(super) fn conv_unanswered(&mut self, k: usize, now: u64) {
         self.conv_count(now, |f| f.unanswered += 1);
-        self.conv_close(k);
+        self.conv_close(k, false);
         self.conv_next(k, now, false);
     }
 }

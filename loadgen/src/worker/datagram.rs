@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::AsFd;
 
 use sockbench::net::Endpoint;
 use sockbench::sys as ssys;
@@ -53,7 +52,7 @@ impl Proto for Datagram {
         let source = plan.sources.for_conn(id as u64);
         match crate::source::connect_from(plan.transport, &plan.endpoint, local_ep.as_ref(), source) {
             Ok(fd) => Ok(Socket {
-                fd,
+                fd: Some(fd),
                 bound_path: local.map(std::path::PathBuf::into_boxed_path),
             }),
             Err(e) => {
@@ -161,7 +160,7 @@ impl Worker<'_, Datagram> {
         let Life::Pending { sock, since } = life else { return };
         pattern::encode_datagram(*id, PROBE_BIT | (*failures as u64 + 1), &mut self.sendbuf[..size]);
         *since = now;
-        match ssys::send(sock.fd.as_fd(), &self.sendbuf[..size]) {
+        match ssys::send(sock.fd(), &self.sendbuf[..size]) {
             Ok(_) => {}
             Err(e) if ssys::would_block(&e) => {}
             Err(e) => self.connect_failed(k, now, &e),
@@ -178,7 +177,7 @@ impl Worker<'_, Datagram> {
             }
             let Some(&m) = up.queue.front() else { return };
             pattern::encode_datagram(c.id, up.proto.next_seq, &mut self.sendbuf[..size]);
-            match ssys::send(up.sock.fd.as_fd(), &self.sendbuf[..size]) {
+            match ssys::send(up.sock.fd(), &self.sendbuf[..size]) {
                 Ok(_) => {
                     self.timers.arm(k, now + self.plan.timeout_ns);
                     up.queue.pop_front();
@@ -202,7 +201,7 @@ impl Worker<'_, Datagram> {
                 Life::Up(up) => (&up.sock, false),
                 Life::Idle { .. } | Life::Dead => return,
             };
-            let n = match ssys::recv_from(sock.fd.as_fd(), &mut self.buf) {
+            let n = match ssys::recv_from(sock.fd(), &mut self.buf) {
                 Ok((n, _)) => n,
                 Err(e) if ssys::would_block(&e) => break,
                 Err(e) if pending => return self.connect_failed(k, now, &e),

@@ -1,6 +1,8 @@
 //! One event-loop thread: epoll over its share of the connections, closed or
 //! open loop, every echoed byte checked. With `--io uring`, stream connections
-//! move to an io_uring once connected ([`ring`]); epoll still watches connects.
+//! move to an io_uring once connected ([`ring`]); epoll still watches connects,
+//! except for conversations, which live on the ring from `socket` to `close`
+//! ([`ring_conversation`]).
 //!
 //! Connection `c` (global id) belongs to thread `c % threads`. Its first
 //! connect is due at `c / connect_rate`, so connects are paced over all
@@ -19,7 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed};
 use std::sync::{mpsc, Mutex};
@@ -32,6 +34,7 @@ mod conversation;
 mod datagram;
 mod drain;
 mod ring;
+mod ring_conversation;
 pub mod send_bufs;
 mod stream;
 pub mod timers;
@@ -39,6 +42,7 @@ pub mod timers;
 use crate::cli::IoMode;
 use crate::stats::{Interval, Msg, Recorder, ThreadTotals};
 use drain::Drain;
+pub use ring_conversation::{check_conversation_ring, HIDE_OPCODE_ENV};
 use timers::{Due, Timers};
 
 /// An atomic time that is not set yet.
@@ -174,10 +178,38 @@ impl Default for Shared {
 /// A socket a connection owns: its descriptor, and for a unixgram client the
 /// path it is bound to, removed when the socket is dropped.
 struct Socket {
-    fd: OwnedFd,
+    /// `None`: a direct descriptor, which lives only in the ring's fixed file
+    /// table, at the connection's slot (conversations on io_uring, see
+    /// `ring_conversation.rs`); the ring closes it, not a drop.
+    fd: Option<OwnedFd>,
     /// Boxed: a stream's is always `None`, and the inline path would make
     /// every connection's state 8 bytes longer (see [`Conn`]).
     bound_path: Option<Box<std::path::Path>>,
+}
+
+impl Socket {
+    /// A socket that lives in the ring's fixed file table only.
+    fn direct() -> Socket {
+        Socket {
+            fd: None,
+            bound_path: None,
+        }
+    }
+
+    fn is_direct(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// The descriptor of a socket that has one (every socket off the ring's
+    /// conversation path, the only one that makes direct sockets).
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("a socket with a descriptor").as_fd()
+    }
+
+    /// The descriptor, or -1 for a direct socket.
+    fn raw_fd(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
 }
 
 impl Drop for Socket {
@@ -319,10 +351,7 @@ struct Worker<'a, P> {
 pub fn run_thread(index: usize, plan: &Plan, shared: &Shared, tx: mpsc::Sender<Interval>) -> io::Result<ThreadTotals> {
     if plan.transport.is_stream() {
         let mut w = Worker::<stream::Stream>::new(index, plan, shared, tx)?;
-        // Conversations run on epoll (`conversation::resolve` makes --io auto epoll).
-        if w.conv.is_none() {
-            w.ring = ring::RingIo::for_plan(plan, w.conns.len(), shared)?;
-        }
+        w.ring = ring::RingIo::for_plan(plan, w.conns.len(), shared)?;
         w.run()
     } else {
         Worker::<datagram::Datagram>::new(index, plan, shared, tx)?.run()
@@ -554,28 +583,35 @@ impl<'a, P: Proto> Worker<'a, P> {
             // Each thread's first paced connect is its connection 0.
             self.shared.first_connect_ns.fetch_min(now, Relaxed);
         }
-        let sock = match P::open(self.plan, self.conns[k].id) {
+        let sock = match self.open_socket(k) {
             Ok(sock) => sock,
             Err(e) => return self.connect_failed(k, now, &e),
         };
-        let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-        if let Err(e) = ssys::epoll_ctl(
-            self.ep.as_fd(),
-            libc::EPOLL_CTL_ADD,
-            sock.fd.as_raw_fd(),
-            bits,
-            k as u64,
-        ) {
-            return self.connect_failed(k, now, &e);
-        }
         self.conns[k].life = Life::Pending { sock, since: now };
         self.conv_connect_started(k, now);
         self.timers.arm(k, now + P::connect_timeout_ns(self.plan));
         P::pending(self, k, now);
     }
 
+    /// Opens connection `k`'s socket and starts its connect: on the ring for
+    /// conversations there (`ring_conversation.rs`), else as a descriptor
+    /// that epoll watches.
+    fn open_socket(&mut self, k: usize) -> io::Result<Socket> {
+        if self.ring.as_ref().is_some_and(|r| r.direct.is_some()) {
+            return self.open_direct(k);
+        }
+        let sock = P::open(self.plan, self.conns[k].id)?;
+        let bits = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_ADD, sock.raw_fd(), bits, k as u64)?;
+        Ok(sock)
+    }
+
     /// A connect attempt failed: its socket is closed and a retry is due after a back-off.
     fn connect_failed(&mut self, k: usize, now: u64, e: &io::Error) {
+        if let Some(ring) = &mut self.ring {
+            // A direct socket: its connect (if in flight) is cancelled, the slot closed.
+            ring.release_direct(k, false);
+        }
         self.rec.connect_error();
         *self.shared.last_connect_error.lock().unwrap() = Some(e.to_string());
         self.shared.connects_failed.fetch_add(1, Relaxed);
@@ -646,12 +682,8 @@ impl<'a, P: Proto> Worker<'a, P> {
         let old = std::mem::replace(&mut self.conns[k].life, Life::Dead);
         if let Life::Up(up) = &old {
             self.shared.open.fetch_sub(1, Relaxed);
-            if let Some(ring) = &self.ring {
-                // A receive armed on the ring holds the socket open past close(),
-                // as does the ring's fixed file slot: shutdown ends the receive
-                // (and any send) and tells the server now; the slot is emptied.
-                let _ = ssys::shutdown(up.sock.fd.as_fd(), libc::SHUT_RDWR);
-                ring.forget(k);
+            if let Some(ring) = &mut self.ring {
+                ring.let_go(k, &up.sock);
             }
         }
         drop(old);

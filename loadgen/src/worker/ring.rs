@@ -1,9 +1,11 @@
 //! io_uring mode for stream connections (`--io uring`, the default where the
 //! kernel has it).
 //!
-//! Connects still go through epoll: they are paced, non-blocking and retried,
-//! and a connect is rare next to an echo. Once a stream is up it leaves epoll
-//! and lives on the ring:
+//! Connects of held connections still go through epoll: they are paced,
+//! non-blocking and retried, and a connect is rare next to an echo (a
+//! conversation's socket, connect and close are ring operations on a direct
+//! descriptor instead: `ring_conversation.rs`). Once a stream is up it leaves
+//! epoll and lives on the ring:
 //! - a multishot receive into a provided buffer ring (single-shot, still with
 //!   buffer select, on AF_UNIX where the kernel misses EOF on multishot);
 //! - at most one send in flight per connection, from a buffer it holds
@@ -37,7 +39,7 @@
 //! the servers it measures rather than as much.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -47,9 +49,10 @@ use sockbench::ring::token::OpKind;
 use sockbench::ring::{setup, Completion, Driver};
 use sockbench::sys as ssys;
 
+use super::ring_conversation::Direct;
 use super::send_bufs::SendBufs;
 use super::stream::Stream;
-use super::{Conn, Life, Plan, Shared, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
+use super::{Conn, Life, Plan, Shared, Socket, Worker, BUF_LEN, MAX_WAIT_NS, UNSET};
 use crate::cli::IoMode;
 
 /// Submission queue entries per ring.
@@ -78,7 +81,7 @@ const STAMP_CONTROL_LEN: u32 = unsafe { libc::CMSG_SPACE(std::mem::size_of::<lib
 /// ring layer's `user_data` layout (`sockbench::ring::token`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-enum Op {
+pub(super) enum Op {
     /// Receive on connection `slot`.
     Recv = 1,
     /// Send on connection `slot`.
@@ -86,6 +89,12 @@ enum Op {
     /// The multishot poll on the epoll descriptor, which still watches
     /// connects in progress while the ring carries the data.
     Poll = 3,
+    /// A conversation's socket, socket option or bind, linked before its connect.
+    Chain = 4,
+    /// A conversation's connect.
+    Connect = 5,
+    /// A conversation's shutdown, close or cancel: its result changes nothing.
+    Release = 6,
 }
 
 impl OpKind for Op {
@@ -98,12 +107,15 @@ impl OpKind for Op {
             1 => Some(Op::Recv),
             2 => Some(Op::Send),
             3 => Some(Op::Poll),
+            4 => Some(Op::Chain),
+            5 => Some(Op::Connect),
+            6 => Some(Op::Release),
             _ => None,
         }
     }
 }
 
-type Token = sockbench::ring::token::Token<Op>;
+pub(super) type Token = sockbench::ring::token::Token<Op>;
 
 /// The periodic tick (a multishot timeout every `MAX_WAIT_NS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,9 +129,10 @@ enum Tick {
 
 /// A thread's ring, with what it decided at setup.
 pub struct RingIo {
-    d: Driver,
-    /// AF_UNIX on a kernel whose multishot receive misses EOF: single-shot receives.
-    single_shot: bool,
+    pub(super) d: Driver,
+    /// AF_UNIX on a kernel whose multishot receive misses EOF, or
+    /// conversations: single-shot receives.
+    pub(super) single_shot: bool,
     /// The multishot poll on the epoll descriptor is armed.
     poll_armed: bool,
     tick: Tick,
@@ -127,7 +140,7 @@ pub struct RingIo {
     tick_period: Box<types::Timespec>,
     /// The buffers of the sends in flight: connection `k`'s must not change
     /// until its send completes, even if the connection died since.
-    sends: SendBufs,
+    pub(super) sends: SendBufs,
     /// Open loop over TCP: the template of the receives' multishot
     /// `recvmsg` (no name, room for one timestamp), which the kernel reads
     /// when each receive is armed. With it, echoes carry their arrival time
@@ -145,7 +158,10 @@ pub struct RingIo {
     /// a sleep it was not timed through.
     stamps_missed: bool,
     /// The ring has a sparse fixed file table with a slot per connection.
-    fixed_files: bool,
+    pub(super) fixed_files: bool,
+    /// Conversations: their sockets are direct descriptors, made, connected
+    /// and closed by the ring.
+    pub(super) direct: Option<Box<Direct>>,
     /// Why the ring works without a fixed file table or a registered index,
     /// if it does (recorded as a warning: it costs more per echo).
     pub plain_fds: Option<String>,
@@ -206,6 +222,7 @@ impl RingIo {
             lazy_want: cq_entries as usize,
             stamps_missed: false,
             fixed_files,
+            direct: None,
             plain_fds,
         })
     }
@@ -218,9 +235,16 @@ impl RingIo {
             return Ok(None);
         }
         let slot_len = send_slot_len(plan.size, plan.depth, plan.rate.is_some());
-        // Only TCP stamps stream data on receive (AF_UNIX streams do not).
-        let stamped = plan.rate.is_some() && plan.transport == Transport::Tcp;
-        match RingIo::new(conns, slot_len, plan.transport == Transport::Unix, stamped) {
+        // Only TCP stamps stream data on receive (AF_UNIX streams do not). A
+        // conversation's messages are a closed loop, which answers each echo at once.
+        let stamped = plan.rate.is_some() && plan.transport == Transport::Tcp && plan.conn_msgs.is_none();
+        let ring = RingIo::new(conns, slot_len, plan.transport == Transport::Unix, stamped).and_then(|mut r| {
+            if plan.conn_msgs.is_some() {
+                r.enable_direct(plan, conns)?;
+            }
+            Ok(r)
+        });
+        match ring {
             Ok(r) => {
                 if let Some(why) = &r.plain_fds {
                     *shared.plain_fds.lock().unwrap() = Some(why.clone());
@@ -256,22 +280,19 @@ impl RingIo {
 
     /// How an operation names connection `k` whose socket is `fd`: by its
     /// fixed file slot, with the flag that says so, or by descriptor.
-    fn target(&self, k: usize, fd: &impl AsRawFd) -> (types::Fd, squeue::Flags) {
+    fn target(&self, k: usize, fd: RawFd) -> (types::Fd, squeue::Flags) {
         if self.fixed_files {
             (types::Fd(k as i32), squeue::Flags::FIXED_FILE)
         } else {
-            (types::Fd(fd.as_raw_fd()), squeue::Flags::empty())
+            (types::Fd(fd), squeue::Flags::empty())
         }
     }
 
     /// Puts socket `fd` in connection `k`'s fixed file slot (a no-op
     /// without a fixed file table).
-    fn install(&self, k: usize, fd: &impl AsRawFd) -> io::Result<()> {
+    fn install(&self, k: usize, fd: RawFd) -> io::Result<()> {
         if self.fixed_files {
-            self.d
-                .ring
-                .submitter()
-                .register_files_update(k as u32, &[fd.as_raw_fd()])?;
+            self.d.ring.submitter().register_files_update(k as u32, &[fd])?;
         }
         Ok(())
     }
@@ -283,6 +304,18 @@ impl RingIo {
         if self.fixed_files {
             let _ = self.d.ring.submitter().register_files_update(k as u32, &[-1]);
         }
+    }
+
+    /// Connection `k`, up on the ring, is dropped. A receive armed on the ring
+    /// holds the socket open past close(), as does the ring's fixed file slot:
+    /// shutdown ends the receive (and any send) and tells the server now; the
+    /// slot is emptied (a direct socket's by the ring, before its next use).
+    pub(super) fn let_go(&mut self, k: usize, sock: &Socket) {
+        if sock.is_direct() {
+            return self.release_direct(k, true);
+        }
+        let _ = ssys::shutdown(sock.fd(), libc::SHUT_RDWR);
+        self.forget(k);
     }
 
     /// Receives carry their kernel timestamps, and every one so far had it.
@@ -377,12 +410,16 @@ impl Worker<'_, Stream> {
         let Life::Up(up) = &self.conns[k].life else {
             return Ok(());
         };
-        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, up.sock.fd.as_raw_fd(), 0, 0)?;
+        if up.sock.is_direct() {
+            // Made on the ring, in its slot already; epoll never saw it.
+            return self.arm_recv(k);
+        }
+        ssys::epoll_ctl(self.ep.as_fd(), libc::EPOLL_CTL_DEL, up.sock.raw_fd(), 0, 0)?;
         let ring = self.ring.as_ref().expect("io_uring mode");
         if ring.stamps.is_some() {
-            ssys::setsockopt_int(up.sock.fd.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+            ssys::setsockopt_int(up.sock.fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
         }
-        ring.install(k, &up.sock.fd)?;
+        ring.install(k, up.sock.raw_fd())?;
         self.arm_recv(k)
     }
 
@@ -391,7 +428,7 @@ impl Worker<'_, Stream> {
         let Life::Up(up) = &mut self.conns[k].life else {
             return Ok(());
         };
-        let (fd, file_flags) = ring.target(k, &up.sock.fd);
+        let (fd, file_flags) = ring.target(k, up.sock.raw_fd());
         let bgid = ring.d.bufs.bgid();
         let sqe = if let Some(hdr) = &ring.stamps {
             opcode::RecvMsgMulti::new(fd, &**hdr, bgid).build()
@@ -405,7 +442,7 @@ impl Worker<'_, Stream> {
         };
         let sqe = sqe
             .flags(file_flags)
-            .user_data(Token::new(Op::Recv, 0, k as u32).encode());
+            .user_data(Token::new(Op::Recv, ring.gen(k), k as u32).encode());
         // SAFETY: the receive writes only into the registered buffer ring, which
         // the driver keeps until nothing is in flight (or leaks). A recvmsg
         // reads its template when it is armed; the template is boxed in the
@@ -433,12 +470,12 @@ impl Worker<'_, Stream> {
             return;
         }
         self.timers.arm(k, now + self.plan.timeout_ns);
-        let (fd, file_flags) = ring.target(k, &up.sock.fd);
+        let (fd, file_flags) = ring.target(k, up.sock.raw_fd());
         let sqe = opcode::Send::new(fd, out, len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .flags(file_flags)
-            .user_data(Token::new(Op::Send, 0, k as u32).encode());
+            .user_data(Token::new(Op::Send, ring.gen(k), k as u32).encode());
         // SAFETY: connection `k` holds its buffer until the send's completion
         // (`on_send`), and nothing else writes it meanwhile; the buffers are
         // never moved, and freed only once the ring is quiet
@@ -464,6 +501,7 @@ impl Worker<'_, Stream> {
         let now = self.shared.now_ns();
         let ring = self.ring();
         let lazy = started && ring.sleeps_through_echoes();
+        ring.flush_releases()?;
         if !ring.poll_armed {
             let sqe = opcode::PollAdd::new(types::Fd(ep), libc::POLLIN as u32)
                 .multi(true)
@@ -552,21 +590,26 @@ impl Worker<'_, Stream> {
                 // them all: a full array means there may be more.
                 while self.epoll_turn(0)? {}
             }
-            Op::Recv => self.on_recv(t.slot as usize, cqe, now),
-            Op::Send => self.on_send(t.slot as usize, cqe, now),
+            Op::Recv => self.on_recv(t.slot as usize, t.gen, cqe, now),
+            Op::Send => self.on_send(t.slot as usize, t.gen, cqe, now),
+            Op::Chain => self.on_chain(t.slot as usize, t.gen, cqe.result, now),
+            Op::Connect => self.on_connect(t.slot as usize, t.gen, cqe.result, now),
+            Op::Release => {}
         }
         Ok(())
     }
 
-    fn on_recv(&mut self, k: usize, cqe: Completion, now: u64) {
+    fn on_recv(&mut self, k: usize, gen: u32, cqe: Completion, now: u64) {
         let refill = self.refills(now);
         let ring = self.ring.as_mut().expect("io_uring mode");
         let bid = cqueue::buffer_select(cqe.flags);
         if let Some(bid) = bid {
             ring.d.bufs.taken(bid);
         }
-        let Some(up) = self.conns[k].life.up_mut() else {
-            // A connection already dropped: its last receives end here.
+        let current = ring.gen(k) == gen;
+        let Some(up) = self.conns[k].life.up_mut().filter(|_| current) else {
+            // A connection already dropped (or a conversation already
+            // over, its slot since reused): its last receives end here.
             if let Some(bid) = bid {
                 ring.d.bufs.recycle(bid);
             }
@@ -616,6 +659,11 @@ impl Worker<'_, Stream> {
                 if !self.after_absorb(k, got, now) {
                     return;
                 }
+                if self.conv.is_some() {
+                    // The conversation may end here (no receive is re-armed
+                    // below once its slot is not up any more).
+                    self.conv_after_echo(k, now);
+                }
             }
             0 => return self.lost(k, now, "server closed a connection".into()),
             e if -e == libc::ENOBUFS => {} // the buffer ring ran dry: re-armed below
@@ -631,8 +679,14 @@ impl Worker<'_, Stream> {
         }
     }
 
-    fn on_send(&mut self, k: usize, cqe: Completion, now: u64) {
-        self.ring().sends.release(k);
+    fn on_send(&mut self, k: usize, gen: u32, cqe: Completion, now: u64) {
+        let ring = self.ring();
+        ring.sends.release(k);
+        if ring.gen(k) != gen {
+            // The send of a conversation already over: the slot's next one
+            // may be waiting for the buffer.
+            return self.mark_dirty(k);
+        }
         let Life::Up(up) = &mut self.conns[k].life else { return };
         if cqe.result < 0 {
             let e = io::Error::from_raw_os_error(-cqe.result);
@@ -665,7 +719,7 @@ mod tests {
         );
         let (ours, mut peer) = UnixStream::pair().unwrap();
         peer.set_nonblocking(true).unwrap();
-        ring.install(1, &ours).unwrap();
+        ring.install(1, std::os::fd::AsRawFd::as_raw_fd(&ours)).unwrap();
         drop(ours);
         let mut buf = [0u8; 8];
         let err = peer.read(&mut buf).expect_err("no EOF while the slot holds the socket");

@@ -112,7 +112,10 @@ impl Proto for Stream {
             // Pipelined small messages must not wait for an ACK (Nagle).
             let _ = ssys::setsockopt_int(fd.as_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1);
         }
-        Ok(Socket { fd, bound_path: None })
+        Ok(Socket {
+            fd: Some(fd),
+            bound_path: None,
+        })
     }
 
     fn new_up(plan: &Plan, id: u32) -> Stream {
@@ -142,7 +145,7 @@ impl Proto for Stream {
                 if bits & (libc::EPOLLOUT as u32 | err_bits) == 0 {
                     return;
                 }
-                let err = ssys::getsockopt_int(sock.fd.as_fd(), libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(libc::EIO);
+                let err = ssys::getsockopt_int(sock.fd(), libc::SOL_SOCKET, libc::SO_ERROR).unwrap_or(libc::EIO);
                 if err == 0 && bits & err_bits == 0 {
                     w.became_up(k, now);
                     // Data may already be waiting (edge-triggered: read it now);
@@ -268,7 +271,7 @@ impl Worker<'_, Stream> {
         let hung_up = bits & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0;
         loop {
             let Life::Up(up) = &self.conns[k].life else { return };
-            let n = match ssys::read(up.sock.fd.as_fd(), &mut self.buf) {
+            let n = match ssys::read(up.sock.fd(), &mut self.buf) {
                 Ok(0) => return self.lost(k, now, "server closed a connection".into()),
                 Ok(n) => n,
                 Err(e) if ssys::would_block(&e) => return,
@@ -331,7 +334,7 @@ impl Worker<'_, Stream> {
                 return;
             }
             self.timers.arm(k, now + self.plan.timeout_ns);
-            match ssys::send(up.sock.fd.as_fd(), &self.sendbuf[..pos]) {
+            match ssys::send(up.sock.fd(), &self.sendbuf[..pos]) {
                 Ok(w) => {
                     up.advance_sent(size, w);
                     if w < pos {

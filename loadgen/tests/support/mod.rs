@@ -3,14 +3,14 @@
 //! `server` binary.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -507,4 +507,107 @@ pub fn listening_addr(line: &str) -> Option<String> {
 
 pub fn parse_sockaddr(s: &str) -> Option<SocketAddr> {
     s.parse().ok()
+}
+
+/// A running project `server`, killed (and its socket directory removed) on drop.
+pub struct ProjectServer {
+    pub child: Child,
+    /// Where it listens, from its `listening` line (a socket path for unix).
+    pub addr: String,
+    _dir: Option<TestDir>,
+}
+
+impl Drop for ProjectServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bin --backend BACKEND --transport TRANSPORT --threads THREADS`,
+/// on `inet` (e.g. `127.0.0.1:0`, `[::1]:0`) or, for unix transports, a
+/// socket in a fresh temp dir; waits (10 s at most) for its `listening` line.
+pub fn start_server(bin: &Path, backend: &str, transport: &str, threads: &str, inet: &str) -> ProjectServer {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--backend", backend, "--transport", transport, "--threads", threads]);
+    let dir = if transport.starts_with("unix") {
+        let d = temp_dir(&format!("srv-{backend}"));
+        cmd.arg("--path").arg(d.join("s.sock"));
+        Some(d)
+    } else {
+        cmd.args(["--addr", inet]);
+        None
+    };
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.starts_with("listening") => {
+                let addr = listening_addr(&line).expect("listening line has addr=");
+                return ProjectServer { child, addr, _dir: dir };
+            }
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let mut err = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("{backend}/{transport} on {inet}: server did not start: {err}");
+            }
+        }
+    }
+}
+
+/// Why loadgen's io_uring paths cannot run here, if they cannot: io_uring
+/// missing or switched off (Linux before 6.1, `kernel.io_uring_disabled`,
+/// `io_uring_setup` refused by seccomp, as in many containers), or, for
+/// conversations (`--conn-msgs`), a kernel older than 6.11, whose rings
+/// cannot bind a socket (`IORING_OP_BIND`). Judged by the kernel's version,
+/// not by loadgen's own probe, so that a broken probe fails the tests
+/// instead of skipping them. Anywhere else a uring run that fails is a
+/// test failure.
+pub fn kernel_without_uring(conversations: bool) -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    let need = if conversations { (6, 11) } else { (6, 1) };
+    if version < need {
+        return Some(format!("Linux {} is older than {}.{}", release.trim(), need.0, need.1));
+    }
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() != "0" {
+            return Some(format!("kernel.io_uring_disabled = {}", v.trim()));
+        }
+    }
+    match io_uring::IoUring::new(2) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::ENOSYS)) => {
+            Some(format!("io_uring_setup is refused here ({e})"))
+        }
+        _ => None,
+    }
+}
+
+/// The `--io` modes a conversation test runs under: epoll always, uring
+/// where the kernel can (else the test says why it skips that half).
+pub fn conversation_io_modes(test: &str) -> Vec<&'static str> {
+    match kernel_without_uring(true) {
+        None => vec!["epoll", "uring"],
+        Some(why) => {
+            eprintln!("{test}: --io uring skipped: {why}");
+            vec!["epoll"]
+        }
+    }
 }
