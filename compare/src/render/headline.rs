@@ -311,16 +311,11 @@ fn standing_clause(transports: &[Transport], recs: &[Record], reference: &str, w
             c += &format!(" ({})", equivalent.join("; "));
         }
         for r in mixed {
-            let cheaper = match r.cheaper {
-                0 => String::new(),
-                k => format!("cheaper at {k}, "),
-            };
-            c += &format!(
-                "; {} is mixed ({cheaper}costlier at {} of {} points)",
-                name(r),
-                r.costlier,
-                r.n
-            );
+            let cheaper = (r.cheaper > 0)
+                .then(|| format!("cheaper at {}, ", r.cheaper))
+                .unwrap_or_default();
+            let (name, costlier, n) = (name(r), r.costlier, r.n);
+            c += &format!("; {name} is mixed ({cheaper}costlier at {costlier} of {n} points)");
         }
         c
     } else {
@@ -628,15 +623,9 @@ fn legend(reference: &str, conversations: bool) -> String {
     if !conversations {
         return legend;
     }
-    const FIGURE: &str = "server CPU per message over";
-    const BOTH: &str = "server CPU per message (per connection in the `msg/conn` rows, a connection per \
-                        conversation) over";
-    if legend.contains(FIGURE) {
-        legend.replacen(FIGURE, BOTH, 1)
-    } else {
-        // The shared legend was reworded: say it after it rather than not at all.
-        format!("{legend} In the `msg/conn` rows (a connection per conversation) a cell is server CPU per connection.")
-    }
+    // The shared legend's wording: a test checks the replacement is made.
+    let both = "server CPU per message (per connection in the `msg/conn` rows, a connection per conversation) over";
+    legend.replacen("server CPU per message over", both, 1)
 }
 
 /// Writes `dir/headline.md`.
@@ -697,12 +686,10 @@ mod tests {
         );
     }
 
-    /// A matched-load message point and a conversation point of each of
-    /// two message counts: one matched-load sentence per workload, each
-    /// with its own range, figure and count, the conversation one ranging
-    /// over the per-connection ratios (here unlike the per-message ones)
-    /// and naming the messages per connection; the closed-loop sentence
-    /// says "1 message each".
+    /// Message and conversation points: a sentence per workload, each with
+    /// its own range, figure and count; the conversation ones range over the
+    /// per-connection ratios (here unlike the per-message ones) and name the
+    /// messages per connection.
     #[test]
     fn the_two_workloads_get_their_own_ranges_and_figures() {
         let epoll = Peer::Backend(BackendKind::Epoll);
