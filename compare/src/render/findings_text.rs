@@ -102,7 +102,19 @@ fn coverage_words(analysis: &Analysis) -> String {
 pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     let reference = &analysis.reference;
     let _ = writeln!(w, "## Findings by point\n");
-    let ranked = analysis.points.iter().filter(|p| p.server_limited()).count();
+    // Throughput is ranked on message lines only (a conversation line gives
+    // connections/s), so the count is of those.
+    let messages = analysis.points.iter().filter(|p| p.key.conn_msgs.is_none());
+    let ranked = messages.clone().filter(|p| p.server_limited()).count();
+    let message_points = messages.count();
+    let conversations = analysis.points.len() - message_points;
+    // A conversation line's figures are per connection, not per message.
+    let per_conn = if conversations > 0 {
+        " (per connection on the lines of a connection per conversation, `1 msg/connection` and the like: the \
+         server's CPU over the conversations completed, and their ratios are of that)"
+    } else {
+        ""
+    };
     let ratios = if super::verdict::columns(analysis).len() < 2 {
         "A single label ran, so there are no ratios.".to_string()
     } else {
@@ -114,16 +126,16 @@ pub fn findings(w: &mut String, analysis: &Analysis, quick: bool) {
     };
     let _ = writeln!(
         w,
-        "Each figure is server CPU µs per message: the median of a backend's runs at the point, with the \
+        "Each figure is server CPU µs per message{per_conn}: the median of a backend's runs at the point, with the \
          order-statistic confidence interval for the median in brackets (coverage {}). {ratios} A ratio pairs the \
          runs of one repetition: the Hodges–Lehmann estimate of the per-repetition ratios with its signed-rank \
          interval; \"equivalent within {band}\" when the interval contains 1 and lies inside [{band_lo}, {band_hi}], \
          otherwise \"undecided\" or \"too few runs to tell\". The limit is the side whose cores were busy at least \
          {:.0}% of the measured window (`server`, `loadgen`, `both`, `neither`; `mixed` when backends differ); \
-         throughput is ranked only where every backend was server-limited ({ranked} of {} points).\n",
+         throughput is ranked only where every backend was server-limited ({ranked} of {message_points} points \
+         with long-lived connections).\n",
         coverage_words(analysis),
         100.0 * SATURATED_BUSY_FRACTION,
-        analysis.points.len(),
         band = Band::DEFAULT,
         band_lo = 1.0 - Band::DEFAULT.fraction(),
         band_hi = 1.0 + Band::DEFAULT.fraction(),
@@ -408,7 +420,7 @@ mod tests {
         let w = text(point_stats(&facts, "epoll"));
         let line = w
             .lines()
-            .find(|l| l.contains("1 msg/connection"))
+            .find(|l| l.starts_with("- **") && l.contains("1 msg/connection"))
             .expect("a conversation line");
         assert!(
             line.starts_with("- **tcp, 1 msg/connection, 100 at once, closed loop** (limit: loadgen)."),
@@ -419,6 +431,16 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("uring 0.87× epoll ["), "{line}");
+        // The opening says which figure such a line holds, and counts only
+        // message points as rankable by throughput.
+        assert!(
+            w.contains(
+                "Each figure is server CPU µs per message (per connection on the lines of a connection per \
+                        conversation, `1 msg/connection` and the like"
+            ),
+            "{w}"
+        );
+        assert!(w.contains("(0 of 0 points with long-lived connections)"), "{w}");
         assert!(!w.contains("No closed-loop run succeeded"), "{w}");
     }
 

@@ -44,8 +44,10 @@ pub(super) fn fig30(w: &mut String, r: &Report) {
          does that with 128 B (`loadgen --conn-msgs 1`), {MAIN_CONNS} conversations at once in closed loop; the \
          server's CPU over its window is divided by the conversations completed in it. Each figure is the median \
          of the design's runs with its interval; `× {reference}` is the paired ratio with its interval and \
-         verdict. Context switches are the server tree's per connection (`≥` where a task exited inside a window: \
-         fork's children). The last columns give server CPU µs per connection at the other concurrencies and at \
+         verdict. Context switches are the server tree's per connection, counted over the tasks alive at the \
+         window's end: `≥` marks a lower bound, where tasks exited inside the window. That is fork's children, a \
+         process per conversation, so fork's switch figures cover little more than its accepting parent (a `≥ \
+         0.00` is not none but not measured). The last columns give server CPU µs per connection at the other concurrencies and at \
          matched load (the same rate of new conversations offered to every design), each with its ratio to \
          {reference} and its mark (▼ cheaper, ▲ costlier, = equivalent, ~ undecided, ? too few runs). On \
          loopback the connecting side carries most of the handshake, so loadgen, not the server, usually sets \
