@@ -607,24 +607,12 @@ pub fn text(m: &Manifest, analysis: &Analysis, dir: &Path) -> String {
     };
     verdict::table(&mut w, analysis, first, &rows);
     let conversations = rows.iter().flat_map(|r| &r.points).any(|p| p.key.conn_msgs.is_some());
-    let _ = writeln!(w, "{}\n", legend(&analysis.reference, conversations));
+    let _ = writeln!(w, "{}\n", verdict::legend(&analysis.reference, conversations));
     let _ = writeln!(
         w,
         "Every point, its intervals and the plots: [{d}/README.md]({d}/README.md)."
     );
     w
-}
-
-/// The verdict table's legend; with conversation rows it says that their
-/// cells are per connection (see [`Workload::ratio`]).
-fn legend(reference: &str, conversations: bool) -> String {
-    let legend = verdict::legend(reference);
-    if !conversations {
-        return legend;
-    }
-    // The shared legend's wording: a test checks the replacement is made.
-    let both = "server CPU per message (per connection in the `msg/conn` rows, a connection per conversation) over";
-    legend.replacen("server CPU per message over", both, 1)
 }
 
 /// Writes `dir/headline.md`.
@@ -751,11 +739,11 @@ mod tests {
             "{f:#?}"
         );
         // The table under the sentences says which figure its conversation rows hold.
-        assert!(legend("epoll", true).starts_with(
+        assert!(verdict::legend("epoll", true).starts_with(
             "Each cell: server CPU per message (per connection in the `msg/conn` rows, a connection per \
              conversation) over **epoll**'s at the same point"
         ));
-        assert_eq!(legend("epoll", false), verdict::legend("epoll"));
+        assert!(verdict::legend("epoll", false).starts_with("Each cell: server CPU per message over **epoll**'s"));
     }
 
     /// A label cheaper at one point and costlier at another is not listed

@@ -52,9 +52,16 @@ impl Mark {
 }
 
 /// The legend under every verdict table.
-pub fn legend(reference: &str) -> String {
+/// With `conversations` (the table has conversation rows) it says that
+/// their cells are per connection.
+pub fn legend(reference: &str, conversations: bool) -> String {
+    let figure = if conversations {
+        "server CPU per message (per connection in the `msg/conn` rows, a connection per conversation)"
+    } else {
+        "server CPU per message"
+    };
     format!(
-        "Each cell: server CPU per message over **{reference}**'s at the same point (the Hodges–Lehmann \
+        "Each cell: {figure} over **{reference}**'s at the same point (the Hodges–Lehmann \
          estimate of the paired per-repetition ratios); ▼ cheaper, ▲ costlier (the ratio's confidence interval excludes 1), = \
          equivalent within the band (the interval contains 1 and lies inside it), ~ undecided (the interval \
          contains 1 and reaches outside the band), ? too few runs to tell; ! the backend had errors or ran fewer connections \
@@ -164,7 +171,16 @@ fn cell(row: &Row, label: &str, reference: &str) -> String {
         .iter()
         .filter_map(|pt| Some((*pt, pt.peer(label)?)))
         .collect();
-    let ratios: Vec<Ratio> = found.iter().filter_map(|(_, p)| p.ratio_server_cpu).collect();
+    // A conversation point's cell is per connection, the figure its
+    // Findings rank by and the adaptive rule judges (in an adaptive
+    // comparison the two ratios carry the same decision anyway).
+    let ratios: Vec<Ratio> = found
+        .iter()
+        .filter_map(|(_, p)| match &p.conv {
+            Some(conv) => conv.ratio_server_cpu,
+            None => p.ratio_server_cpu,
+        })
+        .collect();
     if ratios.is_empty() {
         return "–".into();
     }

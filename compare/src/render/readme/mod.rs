@@ -121,7 +121,8 @@ fn verdict_section(w: &mut String, r: &Report) {
     }
     let _ = writeln!(w, "## Verdict\n");
     super::verdict::table(w, a, "workload", &rows);
-    let _ = writeln!(w, "{}\n", super::verdict::legend(&a.reference));
+    let conversations = rows.iter().any(|r| r.points.iter().any(|p| p.key.conn_msgs.is_some()));
+    let _ = writeln!(w, "{}\n", super::verdict::legend(&a.reference, conversations));
     let _ = writeln!(
         w,
         "What it says (generated, as in `{}`):\n",
