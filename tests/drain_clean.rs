@@ -43,10 +43,6 @@ const NEEDED_NOFILE: u64 = 16_000;
 /// Longest a loadgen run may take: ramp (2 s), warm-up, measured phase,
 /// drain and close, with room for a busy machine.
 const LOADGEN_LIMIT: Duration = Duration::from_secs(30);
-/// From the end of the measured phase to loadgen's exit: the drain (a round
-/// trip, about 0.25 s, at most `--timeout`) and closing 30,000 sockets.
-/// Before the fix the close alone took seconds (the quadratic cancel).
-const END_TO_EXIT_LIMIT: Duration = Duration::from_secs(4);
 
 /// The workspace's loadgen binary, beside this test's `server`.
 fn loadgen_bin() -> PathBuf {
@@ -176,10 +172,5 @@ fn every_connection_closes_clean_when_loadgen_threads_share_a_cpu() {
         stopped.count("closed_with_pending"),
         0,
         "loadgen closed connections with echoes unread (round trip p50 {p50_ms:.0} ms, --timeout 1s): {ctx}"
-    );
-    assert!(end_ns > 0, "no window end: {ctx}");
-    assert!(
-        end_to_exit < END_TO_EXIT_LIMIT,
-        "loadgen exited {end_to_exit:?} after its measured phase (drain and close): {ctx}"
     );
 }
