@@ -1,11 +1,17 @@
 //! The end-of-run drain: after the measured phase, wait for the echoes in
 //! flight before closing (see [`Drain`]).
 
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
+
 use super::{Life, Proto, Worker};
 
 /// The longest end-of-run drain (see [`Drain`]), whatever `--timeout` says:
 /// the run ends at most this long after its measured phase.
 const MAX_DRAIN_NS: u64 = 5_000_000_000;
+/// How long past its own drain deadline a thread that is done waits for the
+/// others to be done too before it closes anyway (see [`Drain`]). They have
+/// the same deadline, so only a thread kept off the CPU is this late.
+const MAX_WAIT_FOR_OTHERS_NS: u64 = 1_000_000_000;
 
 /// The end-of-run drain. When the measured phase ends, a thread sends no new
 /// message (queued ones never started are dropped, closed loops stop
@@ -26,10 +32,24 @@ const MAX_DRAIN_NS: u64 = 5_000_000_000;
 /// Conversations (`--conn-msgs`) close on their own schedule and are not
 /// drained; neither are datagram clients, which leave nothing pending in a
 /// server.
+///
+/// Closing together: a thread whose drain is over does not close its
+/// connections until every thread's drain is over (`Shared::drained_threads`;
+/// at most [`MAX_WAIT_FOR_OTHERS_NS`] past its deadline). Closing is not free,
+/// and the threads may share a CPU (`--pin 1` puts them all on one): a
+/// thread closing while another still drained could keep that one off the
+/// CPU past its deadline, and it then closed connections whose echoes had
+/// arrived unread, which resets the server's end. At 100,000 connections
+/// (6 threads of 16,667 on one CPU) each thread's close held the CPU for
+/// about 3.5 s, until `RingIo::quiesce` stopped cancelling thousands of
+/// receives at once, and the servers counted 1 and 28 `closed_with_pending`
+/// (docs/scaling.md).
 pub(super) struct Drain {
     pub(super) deadline: u64,
     /// Connections that still had echoes outstanding when last looked at.
     pub(super) busy: Vec<usize>,
+    /// This thread has counted itself in `Shared::drained_threads`.
+    told: bool,
 }
 
 impl<'a, P: Proto> Worker<'a, P> {
@@ -54,7 +74,11 @@ impl<'a, P: Proto> Worker<'a, P> {
                 }
             }
         }
-        self.drain = Some(Drain { deadline, busy });
+        self.drain = Some(Drain {
+            deadline,
+            busy,
+            told: false,
+        });
     }
 
     /// Counts the connections up now that carried load, and those that
@@ -70,11 +94,39 @@ impl<'a, P: Proto> Worker<'a, P> {
         }
     }
 
-    /// Whether the thread may stop: its drain is over (every connection is
-    /// quiet, or the deadline has come), or there is none (the run was cut
-    /// short before its end). Once the deadline has passed, the messages
-    /// still owed are looked at one last time, so that those overdue within
-    /// the measured phase are counted.
+    /// Whether the thread may stop and close its connections: its own drain
+    /// is over (see [`Worker::drained`]) and so is every other thread's
+    /// ("Closing together" in [`Drain`]), or it waited for them long enough,
+    /// or the run was cut short (no drain; a signal).
+    pub(super) fn may_close(&mut self, now: u64) -> bool {
+        if !self.drained(now) {
+            return false;
+        }
+        let Some(deadline) = self.drain.as_ref().map(|d| d.deadline) else {
+            return true;
+        };
+        self.tell_drained();
+        self.shared.drained_threads.load(Acquire) >= self.plan.threads as u64
+            || now >= deadline.saturating_add(MAX_WAIT_FOR_OTHERS_NS)
+            || sockbench::sys::signal::stop_requested()
+    }
+
+    /// Counts this thread in `Shared::drained_threads`, once.
+    pub(super) fn tell_drained(&mut self) {
+        if let Some(Drain { told: true, .. }) = self.drain {
+            return;
+        }
+        self.shared.drained_threads.fetch_add(1, AcqRel);
+        if let Some(d) = &mut self.drain {
+            d.told = true;
+        }
+    }
+
+    /// Whether the thread's own drain is over: every connection is quiet,
+    /// or the deadline has come, or there is none (the run was cut short
+    /// before its end). Once the deadline has passed, the messages still
+    /// owed are looked at one last time, so that those overdue within the
+    /// measured phase are counted.
     pub(super) fn drained(&mut self, now: u64) -> bool {
         let Some(d) = &mut self.drain else { return true };
         let conns = &self.conns;

@@ -131,6 +131,9 @@ pub struct Shared {
     /// Why a thread ended the run on purpose (with `stop`), in words for
     /// the user: e.g. out of source ports, naming `--local-addrs`.
     pub fatal: Mutex<Option<String>>,
+    /// Threads whose end-of-run drain is over (or that are leaving anyway):
+    /// none closes its connections before all have drained (see [`Drain`]).
+    pub drained_threads: AtomicU64,
 }
 
 impl Shared {
@@ -154,6 +157,7 @@ impl Shared {
             unstamped: AtomicU64::new(0),
             plain_fds: Mutex::new(None),
             fatal: Mutex::new(None),
+            drained_threads: AtomicU64::new(0),
         }
     }
 
@@ -412,6 +416,9 @@ impl<'a, P: Proto> Worker<'a, P> {
 
     fn run(mut self) -> io::Result<ThreadTotals> {
         let res = self.event_loop();
+        // Counted as drained however the loop ended (a failed thread too),
+        // so that no other thread waits for it to close its own.
+        self.tell_drained();
         self.flush_interval(self.shared.tick.load(Relaxed));
         if self.drain.is_none() {
             // Cut short: the connections are counted as they are now.
@@ -434,8 +441,8 @@ impl<'a, P: Proto> Worker<'a, P> {
             // The main thread says when to stop (after the last tick), so that the
             // final interval is reported; samples past the end are not recorded.
             // After a measured phase that ran to its end, the thread first
-            // finishes its drain.
-            if self.shared.stop.load(Relaxed) && self.drained(now) {
+            // finishes its drain, and waits for the other threads to finish theirs.
+            if self.shared.stop.load(Relaxed) && self.may_close(now) {
                 return Ok(());
             }
             let tick = self.shared.tick.load(Relaxed);
@@ -552,9 +559,17 @@ impl<'a, P: Proto> Worker<'a, P> {
     }
 
     /// Closes every connection at the end of the run; in io_uring mode, first
-    /// cancels what is in flight and waits (bounded) for it to finish.
+    /// ends what is in flight and waits (bounded) for it to finish.
     fn close_all(&mut self) {
         if let Some(ring) = &mut self.ring {
+            // Shut down first: each receive armed on the ring then ends by
+            // itself (EOF), and `quiesce` has (almost) nothing left to cancel
+            // (see `RingIo::quiesce`). The server sees the close now.
+            for c in &self.conns {
+                if let Life::Up(up) = &c.life {
+                    let _ = ssys::shutdown(up.sock.fd.as_fd(), libc::SHUT_RDWR);
+                }
+            }
             ring.quiesce();
         }
         for c in &mut self.conns {

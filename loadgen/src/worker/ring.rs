@@ -41,7 +41,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types};
 use sockbench::net::Transport;
@@ -62,6 +62,9 @@ const RING_ENTRIES: u32 = 4096;
 /// the receive ends with ENOBUFS and is re-armed once the buffers are back.
 const BUF_COUNT: u32 = 4096;
 const BUF_SIZE: u32 = 4096;
+/// How long the end of the run waits for the receives of the sockets it
+/// shut down to end by themselves (see [`RingIo::quiesce`]).
+const RECEIVES_END_WAIT: Duration = Duration::from_millis(500);
 /// The largest completion queue asked for (the kernel clamps to its own limit).
 const MAX_CQ_ENTRIES: u32 = 1 << 17;
 /// `user_data` of the periodic tick: an op byte [`Op`] does not use, so
@@ -259,10 +262,21 @@ impl RingIo {
         }
     }
 
-    /// Cancels everything in flight and waits (bounded) for it. If the ring
+    /// Ends everything in flight and waits (bounded) for it. If the ring
     /// does not go quiet, the kernel may still read a send buffer: they are
     /// leaked (the process is about to exit; the driver leaks its buffer ring too).
+    ///
+    /// The caller has shut down every connection's socket, so their
+    /// receives end by themselves: those are waited for first, and only
+    /// what is left is cancelled. One cancel of everything with thousands of
+    /// multishot receives armed is quadratic in the kernel (Linux 6.18: each
+    /// request it cancels starts a new walk of the whole poll table, in
+    /// `io_poll_cancel`), and it runs without a preemption point: at 16,667
+    /// connections it held the thread's CPU for about 3.5 s (95% of
+    /// loadgen's samples in `io_cancel_req_match`), and with `--pin 1` that
+    /// CPU was every loadgen thread's (see `Drain`).
     pub fn quiesce(&mut self) {
+        self.let_receives_end();
         if !self.d.quiesce() {
             self.sends.leak();
             // Before Linux 6.13 unregistering the files waits for every
@@ -275,6 +289,39 @@ impl RingIo {
         if self.fixed_files {
             let _ = self.d.ring.submitter().unregister_files();
             self.fixed_files = false;
+        }
+    }
+
+    /// Runs the ring (bounded) until nothing is in flight but the poll on
+    /// the epoll descriptor and the tick: the receives of sockets that were
+    /// shut down end with EOF. What completes is dropped, its buffer given
+    /// back, so that no receive ends for want of one.
+    fn let_receives_end(&mut self) {
+        let deadline = Instant::now() + RECEIVES_END_WAIT;
+        loop {
+            let persistent = usize::from(self.poll_armed) + usize::from(self.tick == Tick::Armed);
+            if self.d.in_flight <= persistent || Instant::now() >= deadline {
+                return;
+            }
+            self.d.bufs.publish();
+            if self.d.submit_and_wait(Some(Duration::from_millis(20))).is_err() {
+                return;
+            }
+            let completions = self.d.take_completions();
+            for c in &completions {
+                if let Some(bid) = cqueue::buffer_select(c.flags) {
+                    self.d.bufs.taken(bid);
+                    self.d.bufs.recycle(bid);
+                }
+                if !cqueue::more(c.flags) {
+                    if c.user_data == TICK {
+                        self.tick = Tick::Off;
+                    } else if Token::decode(c.user_data).is_some_and(|t| t.op == Op::Poll) {
+                        self.poll_armed = false;
+                    }
+                }
+            }
+            self.d.return_completions(completions);
         }
     }
 
