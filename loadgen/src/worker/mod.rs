@@ -36,6 +36,7 @@ mod drain;
 mod ring;
 mod ring_conversation;
 pub mod send_bufs;
+mod stamp;
 mod stream;
 pub mod timers;
 
@@ -566,8 +567,11 @@ impl<'a, P: Proto> Worker<'a, P> {
             // itself (EOF), and `quiesce` has (almost) nothing left to cancel
             // (see `RingIo::quiesce`). The server sees the close now.
             for c in &self.conns {
+                // A conversation's direct descriptor (no `fd`) is the ring's to close.
                 if let Life::Up(up) = &c.life {
-                    let _ = ssys::shutdown(up.sock.fd.as_fd(), libc::SHUT_RDWR);
+                    if let Some(fd) = &up.sock.fd {
+                        let _ = ssys::shutdown(fd.as_fd(), libc::SHUT_RDWR);
+                    }
                 }
             }
             ring.quiesce();
