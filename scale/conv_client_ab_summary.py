@@ -22,42 +22,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from summary import machine, median_interval, write_atomic  # noqa: E402
+from summary import machine, median_interval, publish_runs, read_manifest, write_atomic, write_text_atomic  # noqa: E402
 
 MANIFEST = ".conv-client-ab-files"
 ROWS = ["epoll", "uring"]
 
 
-def read_manifest(out_dir):
-    try:
-        return [l.strip() for l in open(os.path.join(out_dir, MANIFEST)) if l.strip()]
-    except FileNotFoundError:
-        return []
-
-
-def write_text(path, text):
-    tmp = os.path.join(os.path.dirname(path) or ".", "." + os.path.basename(path) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def publish(staging, out_dir):
-    runs = os.path.join(out_dir, "runs")
-    os.makedirs(runs, exist_ok=True)
-    old = set(read_manifest(out_dir))
-    new = sorted(f for f in os.listdir(staging) if not f.startswith("."))
-    clash = [f for f in new if os.path.exists(os.path.join(runs, f)) and os.path.join("runs", f) not in old]
-    if clash:
-        sys.exit(f"conv_client_ab_summary.py: {runs} holds files this script did not write "
-                 f"({', '.join(clash[:5])}); nothing moved, the new runs are in {staging}")
-    for f in new:
-        os.replace(os.path.join(staging, f), os.path.join(runs, f))
-    for rel in old - {os.path.join("runs", f) for f in new}:
-        p = os.path.join(out_dir, rel)
-        if rel.startswith("runs/") and os.path.isfile(p):
-            os.unlink(p)
-    write_text(os.path.join(out_dir, MANIFEST), "".join(os.path.join("runs", f) + "\n" for f in new))
+    publish_runs(staging, out_dir, MANIFEST, "conv_client_ab_summary.py")
     os.rmdir(staging)
 
 
@@ -97,7 +69,7 @@ def summary(out_dir):
     by_row = {}
     problems = []
     command = {}
-    for rel in read_manifest(out_dir):
+    for rel in read_manifest(out_dir, MANIFEST):
         if not rel.endswith(".json"):
             continue
         name = os.path.basename(rel)[:-len(".json")]
@@ -196,7 +168,7 @@ def summary(out_dir):
     doc = {"rows": table, "ratios_uring_over_epoll": ratios, "runs": by_row, "left_out": problems,
            "netns": netns, **m}
     write_atomic(os.path.join(out_dir, "summary.json"), doc, ".summary.json.")
-    write_text(os.path.join(out_dir, "summary.md"), "\n".join(lines) + "\n")
+    write_text_atomic(os.path.join(out_dir, "summary.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {os.path.join(out_dir, 'summary.md')}")
 

@@ -22,7 +22,9 @@ import json
 import math
 import os
 import sys
-import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from summary import publish_runs, read_manifest, write_text_atomic  # noqa: E402
 
 MANIFEST = ".crr-vs-neper-files"
 
@@ -71,39 +73,8 @@ def median_interval(xs, level=0.95):
     return {"mid": mid, "lo": s[k - 1], "hi": s[n - k], "n": n, "coverage": coverage(n, k) if n > 1 else 0.0}
 
 
-def atomic_write(path, text):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix="." + os.path.basename(path) + ".")
-    mask = os.umask(0)
-    os.umask(mask)
-    os.fchmod(fd, 0o666 & ~mask)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def read_manifest(out_dir):
-    try:
-        return [l.strip() for l in open(os.path.join(out_dir, MANIFEST)) if l.strip()]
-    except FileNotFoundError:
-        return []
-
-
 def publish(staging, out_dir):
-    runs = os.path.join(out_dir, "runs")
-    os.makedirs(runs, exist_ok=True)
-    old = set(read_manifest(out_dir))
-    new = sorted(f for f in os.listdir(staging) if not f.startswith("."))
-    clash = [f for f in new if os.path.exists(os.path.join(runs, f)) and os.path.join("runs", f) not in old]
-    if clash:
-        sys.exit(f"crr_summary.py: {runs} holds files this script did not write ({', '.join(clash[:5])}); "
-                 f"nothing moved, the new runs are in {staging}")
-    for f in new:
-        os.replace(os.path.join(staging, f), os.path.join(runs, f))
-    for rel in old - {os.path.join("runs", f) for f in new}:
-        p = os.path.join(out_dir, rel)
-        if rel.startswith("runs/") and os.path.isfile(p):
-            os.unlink(p)
-    atomic_write(os.path.join(out_dir, MANIFEST), "".join(os.path.join("runs", f) + "\n" for f in new))
+    publish_runs(staging, out_dir, MANIFEST, "crr_summary.py")
 
 
 def port_walls(first, by_row, table):
@@ -138,7 +109,7 @@ def fmt(iv, digits=1, unit=""):
 
 def summary(out_dir):
     runs = []
-    for rel in read_manifest(out_dir):
+    for rel in read_manifest(out_dir, MANIFEST):
         if rel.endswith(".json") and not rel.endswith(".loadgen.json"):
             runs.append(json.load(open(os.path.join(out_dir, rel))))
     if not runs:
@@ -275,8 +246,8 @@ def summary(out_dir):
             w(f"- `{r['row']}` round {r['round']}: {'; '.join(r['problems'])[:400]}")
     doc = {"rows": table, "ratios": ratios, "runs_ok": len(ok), "runs_with_problems": len(bad),
            "commit": first["commit"], "kernel": first["kernel"], "cpu": first["cpu"]}
-    atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(doc, indent=1) + "\n")
-    atomic_write(os.path.join(out_dir, "summary.md"), "\n".join(lines) + "\n")
+    write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(doc, indent=1) + "\n")
+    write_text_atomic(os.path.join(out_dir, "summary.md"), "\n".join(lines) + "\n")
     print(f"wrote {os.path.join(out_dir, 'summary.md')}")
 
 

@@ -18,9 +18,8 @@ import re
 import shutil
 import statistics
 import sys
-import tempfile
 
-from summary import machine, write_atomic
+from summary import machine, write_atomic, write_text_atomic
 
 # Buckets, first match wins, tried in this order on a kernel symbol. The
 # interface buckets come first so that, e.g., `io_accept` counts as
@@ -268,10 +267,7 @@ def main():
     for name in sorted(os.listdir(runs_dir)):
         shutil.copy(os.path.join(runs_dir, name), os.path.join(out_dir, "runs", name))
     write_atomic(os.path.join(out_dir, "summary.json"), doc, ".summary")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".summary-md")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, os.path.join(out_dir, "summary.md"))
+    write_text_atomic(os.path.join(out_dir, "summary.md"), "\n".join(lines))
     print(f"profile: {out_dir}/summary.md")
 
 

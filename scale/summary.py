@@ -1,9 +1,11 @@
 """Shared by the scale/ scripts' summaries: the median with its
-order-statistic interval, what a result file records about the machine, and
-writing the JSON atomically."""
+order-statistic interval, what a result file records about the machine,
+writing JSON and text atomically, and publishing a run directory's files
+without touching files the script did not write."""
 import json
 import os
 import subprocess
+import sys
 import tempfile
 
 
@@ -36,3 +38,45 @@ def write_atomic(path, doc, prefix):
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=1)
     os.replace(tmp, path)
+
+
+def write_text_atomic(path, text):
+    """Writes `text` to `path` through a temporary file beside it, with the
+    mode a plain `open` would give (mkstemp's is 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix="." + os.path.basename(path) + ".")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_manifest(out_dir, manifest):
+    """The files (relative to `out_dir`) a script's manifest says it wrote."""
+    try:
+        return [l.strip() for l in open(os.path.join(out_dir, manifest)) if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def publish_runs(staging, out_dir, manifest, who):
+    """Moves the files of `staging` into `out_dir/runs/`, replacing or
+    removing only files that `manifest` lists (files this script wrote
+    before); a file there it did not write stops everything, naming it, with
+    the new runs left in `staging`. Then rewrites the manifest."""
+    runs = os.path.join(out_dir, "runs")
+    os.makedirs(runs, exist_ok=True)
+    old = set(read_manifest(out_dir, manifest))
+    new = sorted(f for f in os.listdir(staging) if not f.startswith("."))
+    clash = [f for f in new if os.path.exists(os.path.join(runs, f)) and os.path.join("runs", f) not in old]
+    if clash:
+        sys.exit(f"{who}: {runs} holds files this script did not write ({', '.join(clash[:5])}); "
+                 f"nothing moved, the new runs are in {staging}")
+    for f in new:
+        os.replace(os.path.join(staging, f), os.path.join(runs, f))
+    for rel in old - {os.path.join("runs", f) for f in new}:
+        p = os.path.join(out_dir, rel)
+        if rel.startswith("runs/") and os.path.isfile(p):
+            os.unlink(p)
+    write_text_atomic(os.path.join(out_dir, manifest), "".join(os.path.join("runs", f) + "\n" for f in new))

@@ -21,11 +21,11 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{field, kernel_without_uring, server_bin, ServerProc};
+use common::{field, kernel_without_uring, run_to_exit, server_bin, ServerProc};
 
 const CONNS: u64 = 25_000;
 /// Soft and hard `RLIMIT_NOFILE` of both processes: below `CONNS`.
@@ -80,36 +80,14 @@ fn run_loadgen(backend: &str, addr: &str, io: &str) -> (serde_json::Value, Strin
         .args(["--local-addrs", "127.0.0.1-127.0.0.2", "--connect-rate", CONNECT_RATE])
         .args(["--warmup", "1s", "--duration", "3s", "--timeout", "5s", "--io", io])
         .args(["--backend", backend, "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .arg(&out);
     with_nofile(&mut cmd, NOFILE);
-    let mut child = cmd.spawn().expect("spawn loadgen");
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
-    let deadline = Instant::now() + LOADGEN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = reader.join().unwrap_or_default();
-    let status = status.unwrap_or_else(|| panic!("{backend}: loadgen ran past {LOADGEN_LIMIT:?}:\n{stderr}"));
+    let (code, stderr) = run_to_exit(cmd, LOADGEN_LIMIT);
+    let code = code.unwrap_or_else(|| panic!("{backend}: loadgen ran past {LOADGEN_LIMIT:?}:\n{stderr}"));
     let text = std::fs::read_to_string(&out)
-        .unwrap_or_else(|e| panic!("{backend}: no result file ({e}); loadgen {status}:\n{stderr}"));
+        .unwrap_or_else(|e| panic!("{backend}: no result file ({e}); loadgen exited {code}:\n{stderr}"));
     let result: serde_json::Value = serde_json::from_str(&text).expect("the result parses");
-    assert!(status.success(), "{backend}: loadgen {status}:\n{stderr}");
+    assert_eq!(code, 0, "{backend}: loadgen exited {code}:\n{stderr}");
     (result, stderr)
 }
 

@@ -31,10 +31,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{field, server_bin, ServerProc};
+use common::{field, run_to_exit, server_bin, ServerProc};
 
 const CONNS: u64 = 30_000;
 /// Each side needs 15,000 sockets in one table (a loadgen thread, a server
@@ -111,32 +111,10 @@ fn every_connection_closes_clean_when_loadgen_threads_share_a_cpu() {
         .args(loadgen_pin)
         .args(["--local-addrs", "127.0.0.1-127.0.0.3", "--connect-rate", "15000"])
         .args(["--warmup", "500ms", "--duration", "1s", "--timeout", "1s", "--out"])
-        .arg(&out)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = lg.spawn().expect("spawn loadgen");
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut s);
-        s
-    });
-    let deadline = Instant::now() + LOADGEN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        .arg(&out);
+    let (code, stderr) = run_to_exit(lg, LOADGEN_LIMIT);
     let exited_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
-    let stderr = reader.join().unwrap_or_default();
-    let status = status.unwrap_or_else(|| panic!("loadgen ran past {LOADGEN_LIMIT:?}:\n{stderr}"));
+    let code = code.unwrap_or_else(|| panic!("loadgen ran past {LOADGEN_LIMIT:?}:\n{stderr}"));
 
     // A reset is counted when the server reads it: wait (bounded) until it
     // has closed every connection before stopping it, or a reset still
@@ -157,7 +135,7 @@ fn every_connection_closes_clean_when_loadgen_threads_share_a_cpu() {
     let end_to_exit = Duration::from_nanos(exited_unix_ns.saturating_sub(end_ns));
     eprintln!("round trip p50 {p50_ms:.0} ms; loadgen exited {end_to_exit:.2?} after its measured phase; {summary}");
 
-    assert!(status.success(), "loadgen {status}: {ctx}");
+    assert_eq!(code, 0, "loadgen exited {code}: {ctx}");
     assert_eq!(r["failures"], serde_json::json!([]), "{ctx}");
     let errors = r["errors"].as_object().unwrap_or_else(|| panic!("no errors: {ctx}"));
     for (kind, n) in errors {
