@@ -76,36 +76,10 @@ for i in $(seq -w 1 "$points"); do
 done
 
 PYTHONPATH=scale python3 - "$tmp/points" "$out_dir" "$spin_ns" "${compare[*]} ${design[*]} --peers $peers" "$max_reps" <<'EOF'
-import json, math, os, shutil, sys
-from summary import machine, write_atomic
+import json, os, shutil, sys
+from summary import clopper_pearson, machine, write_atomic
 
 points_dir, out_dir, spin_ns, command, cap = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-
-
-def clopper_pearson(k, n, level=0.95):
-    """The exact (Clopper–Pearson) interval of a binomial proportion k/n."""
-    a = (1 - level) / 2
-
-    def tail_at_least(p):  # P(X >= k)
-        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
-
-    def tail_at_most(p):  # P(X <= k)
-        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, k + 1))
-
-    def solve(f, increasing):
-        lo, hi = 0.0, 1.0
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            if (f(mid) < a) == increasing:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-
-    lower = 0.0 if k == 0 else solve(tail_at_least, True)
-    upper = 1.0 if k == n else solve(tail_at_most, False)
-    return {"k": k, "n": n, "rate": k / n if n else None, "lo": lower, "hi": upper, "level": level}
-
 
 rows = []
 for name in sorted(os.listdir(points_dir)):

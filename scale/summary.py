@@ -3,6 +3,7 @@ order-statistic interval, what a result file records about the machine,
 writing JSON and text atomically, and publishing a run directory's files
 without touching files the script did not write."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -80,3 +81,28 @@ def publish_runs(staging, out_dir, manifest, who):
         if rel.startswith("runs/") and os.path.isfile(p):
             os.unlink(p)
     write_text_atomic(os.path.join(out_dir, manifest), "".join(os.path.join("runs", f) + "\n" for f in new))
+
+
+def clopper_pearson(k, n, level=0.95):
+    """The exact (Clopper–Pearson) interval of a binomial proportion k/n."""
+    a = (1 - level) / 2
+
+    def tail_at_least(p):  # P(X >= k)
+        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+    def tail_at_most(p):  # P(X <= k)
+        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, k + 1))
+
+    def solve(f, increasing):
+        lo, hi = 0.0, 1.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if (f(mid) < a) == increasing:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    lower = 0.0 if k == 0 else solve(tail_at_least, True)
+    upper = 1.0 if k == n else solve(tail_at_most, False)
+    return {"k": k, "n": n, "rate": k / n if n else None, "lo": lower, "hi": upper, "level": level}
