@@ -4,6 +4,7 @@ seen in, over and over, and when a run stops echoing, records where every
 byte and every thread is at that moment.
 
     python3 scale/stall_hunt.py RUNS OUT_DIR [--pair NAME=SERVER:LOADGEN ...]
+        [--backend uring|epoll] [--conns N] [--connect-rate R] [--rings 4,2] [--burn K]
 
 What was seen once (2026-12-01, 89f93de, `scale/memory.sh` with THREADS=4,
 load average about 10): 15,000 TCP connections from one source address to
@@ -16,7 +17,9 @@ none. Each run here is that: `--conns 15000`, one source address
 burners beside the run (0, or BURN busy loops for the load average of then)
 rotated so that every combination comes round, interleaved with the
 server and loadgen binaries given (`--pair old=OLD/server:OLD/loadgen`; by
-default this tree's). Before each run, as `scale/memory.sh` did then,
+default this tree's). The options change the defaults above, e.g. for the
+same session's one-loop failure at 19,000 (`--backend epoll --conns 19000
+--rings 1`). Before each run, as `scale/memory.sh` did then,
 reclaimable slab is dropped (`vm/drop_caches` 2).
 
 Every run has a network namespace of its own (`sbhunt<pid>`, loopback only,
@@ -55,7 +58,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from summary import clopper_pearson, machine, write_text_atomic  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONNS = 15000
 DURATION_S = 10
 WARMUP_S = 1
 STALL_WINDOW_S = 2.0
@@ -87,14 +89,30 @@ def read(path):
 
 
 def threads_of(pid):
-    out = []
-    for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
-        base = f"/proc/{pid}/task/{tid}"
-        stat = read(f"{base}/stat")
-        state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
-        out.append({"tid": int(tid), "comm": read(f"{base}/comm").strip(), "state": state,
-                    "wchan": read(f"{base}/wchan").strip(), "stack": read(f"{base}/stack")})
-    return out
+    """Each thread's state, wait channel, kernel stack, and the system call it
+    is in with its arguments (`syscall`: number, then six arguments in hex;
+    for io_uring_enter, 426: fd, to_submit, min_complete, flags, arg, argsz),
+    read twice 0.5 s apart with its CPU time (`schedstat`), so that a thread
+    that loops can be told from one that sleeps."""
+    def one():
+        out = []
+        for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+            base = f"/proc/{pid}/task/{tid}"
+            stat = read(f"{base}/stat")
+            state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
+            out.append({"tid": int(tid), "comm": read(f"{base}/comm").strip(), "state": state,
+                        "wchan": read(f"{base}/wchan").strip(), "stack": read(f"{base}/stack"),
+                        "syscall": read(f"{base}/syscall").strip(),
+                        "schedstat": read(f"{base}/schedstat").strip()})
+        return out
+    first = one()
+    time.sleep(0.5)
+    again = {t["tid"]: t for t in one()}
+    for t in first:
+        later = again.get(t["tid"], {})
+        t["syscall_0_5s_later"] = later.get("syscall")
+        t["schedstat_0_5s_later"] = later.get("schedstat")
+    return first
 
 
 def rings_of(pid):
@@ -151,8 +169,8 @@ def capture(dir_, ns, server, loadgen, server_port):
 
 def one_run(i, cfg, args, out_dir, ns):
     server_bin, loadgen_bin = args.pairs[cfg["server"]]
-    cmd = [server_bin, "--backend", "uring", "--addr", "127.0.0.1:0", "--threads", str(cfg["rings"]),
-           "--max-conns", str(CONNS + 1000)]
+    cmd = [server_bin, "--backend", args.backend, "--addr", "127.0.0.1:0", "--threads", str(cfg["rings"]),
+           "--max-conns", str(args.conns + 1000)]
     if cfg["pinned"]:
         cmd += ["--pin", "0"]
     if cfg["wait"] != "default":
@@ -168,8 +186,8 @@ def one_run(i, cfg, args, out_dir, ns):
     addr = m.group(1)
     port = addr.rsplit(":", 1)[-1]
     out_json = os.path.join(args.scratch, f"run-{i}.json")
-    lg_cmd = [loadgen_bin, addr, "--conns", str(CONNS), "--threads", str(cfg["lg_threads"]),
-              "--local-addrs", "127.0.0.1-127.0.0.1", "--connect-rate", "20000",
+    lg_cmd = [loadgen_bin, addr, "--conns", str(args.conns), "--threads", str(cfg["lg_threads"]),
+              "--local-addrs", "127.0.0.1-127.0.0.1", "--connect-rate", str(args.connect_rate),
               "--warmup", f"{WARMUP_S}s", "--duration", f"{DURATION_S}s", "--out", out_json]
     if cfg["pinned"]:
         lg_cmd += ["--pin", "1"]
@@ -184,7 +202,7 @@ def one_run(i, cfg, args, out_dir, ns):
         while lg.poll() is None and time.monotonic() - started < DURATION_S + WARMUP_S + RUN_GRACE_S:
             t = time.monotonic() - started
             samples.append((t, in_segs(server.pid)))
-            past_ramp = t > CONNS / 20000 + WARMUP_S + 2
+            past_ramp = t > args.conns / args.connect_rate + WARMUP_S + 2
             old = [s for s in samples if t - s[0] >= STALL_WINDOW_S]
             if stall is None and past_ramp and t < DURATION_S + WARMUP_S and old:
                 grown = samples[-1][1] - old[-1][1]
@@ -254,6 +272,10 @@ def main():
     p.add_argument("--pair", action="append", default=[], metavar="NAME=SERVER:LOADGEN",
                    help="a server and loadgen binary to rotate in (default: this tree's)")
     p.add_argument("--burn", type=int, default=6, help="busy loops beside half the runs")
+    p.add_argument("--backend", choices=("uring", "epoll"), default="uring")
+    p.add_argument("--conns", type=int, default=15000)
+    p.add_argument("--connect-rate", type=int, default=20000)
+    p.add_argument("--rings", default="4,2", help="the server --threads values to rotate")
     args = p.parse_args()
     if args.runs < 1 or args.runs > 10000:
         p.error(f"RUNS must be 1..10000, got {args.runs}")
@@ -282,8 +304,14 @@ def main():
         stop["sig"] = sig
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
-    combos = list(itertools.product(sorted(pairs), (4, 2), (True, False), (1, 2), ("default", "quiet"),
-                                     (0, args.burn)))
+    try:
+        rings = [int(r) for r in args.rings.split(",")]
+    except ValueError:
+        p.error(f"--rings {args.rings}: not a comma-separated list of numbers")
+    if not 1 <= args.conns <= 19000 or not 100 <= args.connect_rate <= 100000:
+        p.error("--conns must be 1..19000 (one table, one address) and --connect-rate 100..100000")
+    waits = ("default", "quiet") if args.backend == "uring" else ("default",)
+    combos = list(itertools.product(sorted(pairs), rings, (True, False), (1, 2), waits, (0, args.burn)))
     # A server from before `--uring-wait` (89f93de) had only the quiet wait.
     has_wait = {name: "--uring-wait" in subprocess.run([s, "--help"], capture_output=True, text=True).stdout
                 for name, (s, _) in pairs.items()}
