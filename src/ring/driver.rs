@@ -216,6 +216,14 @@ impl Driver {
         self.ring.params().is_feature_min_timeout()
     }
 
+    /// Whether the kernel knows opcode `code` (`IORING_REGISTER_PROBE`,
+    /// Linux 5.6): for an operation the ring can do without, such as the
+    /// server's `IORING_OP_SHUTDOWN` (5.11) when it stops.
+    pub fn supports(&self, code: u8) -> bool {
+        let mut probe = io_uring::Probe::new();
+        self.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
+    }
+
     /// Registers the ring in the calling thread's ring table (Linux 5.18), so
     /// that every enter skips the lookup and reference count of the ring fd.
     /// From then on only this thread may use the driver (the server's rings
@@ -379,6 +387,14 @@ impl Driver {
     /// Cancels every operation on the ring and waits (at most `QUIESCE_WAIT`)
     /// for them to complete. Returns whether nothing is left in flight, i.e.
     /// whether buffers that operations pointed into may now be freed.
+    ///
+    /// The one cancel of everything is quadratic in the number of polled
+    /// operations it finds (Linux 6.18: each request it cancels starts a new
+    /// walk of the ring's poll table, `io_cancel_req_match`) and runs without
+    /// a preemption point: with thousands of multishot receives armed it
+    /// holds the thread in the kernel for seconds. Owners with many
+    /// connections end those receives first (a shutdown of each socket ends
+    /// its receive with EOF), so that it finds almost nothing.
     pub fn quiesce(&mut self) -> bool {
         let cancel = io_uring::opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()

@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use conn::{Conn, Life, Reading, Sending};
 
 mod accept;
 mod conn;
+mod stop;
 use crate::ring::{Completion, Driver};
 
 /// A connection's send and backlog buffers keep this much capacity between
@@ -301,7 +302,7 @@ impl<'a> StreamWorker<'a> {
             Op::Recv => self.on_recv(t, c)?,
             Op::Send => self.on_send(t, c)?,
             Op::Writable => self.on_writable(t, c)?,
-            Op::Cancel | Op::DgramRecv | Op::DgramSend => {
+            Op::Cancel | Op::DgramRecv | Op::DgramSend | Op::ConnShutdown => {
                 if let Some(bid) = cqueue::buffer_select(c.flags) {
                     self.d.bufs.taken(bid);
                     self.d.bufs.recycle(bid);
@@ -658,36 +659,5 @@ impl<'a> StreamWorker<'a> {
             return self.close_file(conn.file); // the client sees EOF
         }
         Ok(())
-    }
-
-    /// Shutdown: cancel everything, wait for it, close every connection.
-    fn close_all(&mut self) {
-        self.flush_counts();
-        let quiesced = self.d.quiesce();
-        for s in self.slots.iter_mut() {
-            if let Some(conn) = s.conn.take() {
-                let Conn { file, heap, .. } = conn;
-                match self.files {
-                    // Fixed slots close with the ring's file table, below.
-                    Files::Fixed => {}
-                    // SAFETY: the connection owned this descriptor (a plain
-                    // accept's result), and it is dropped here, so nothing
-                    // names it again. An operation still in flight holds its
-                    // own reference to the socket.
-                    Files::Fds => drop(unsafe { OwnedFd::from_raw_fd(file as i32) }),
-                }
-                if !quiesced {
-                    // A send may still read from it; the process exits right after.
-                    std::mem::forget(heap);
-                }
-                self.shared.open.fetch_sub(1, Ordering::AcqRel);
-                self.shared.stats.conn_closed();
-            }
-        }
-        if quiesced {
-            // Fixed slots close here, not when the kernel gets round to the
-            // ring: clients see their close before the server has exited.
-            self.d.release_files();
-        }
     }
 }
