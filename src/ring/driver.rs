@@ -258,6 +258,28 @@ impl Driver {
         }
     }
 
+    /// Queues `sqes` side by side, so that one submission carries them all
+    /// (a link chain split across two submissions is two chains); if they do
+    /// not fit, submits what is queued first. At most the queue's size.
+    ///
+    /// # Safety
+    /// Every buffer the entries point to must stay valid until their final completions.
+    pub unsafe fn push_together(&mut self, sqes: &[squeue::Entry]) -> io::Result<()> {
+        assert!(
+            sqes.len() <= self.ring.params().sq_entries() as usize,
+            "more entries than the queue holds"
+        );
+        loop {
+            // SAFETY: forwarded to our caller.
+            if unsafe { self.ring.submission().push_multiple(sqes) }.is_ok() {
+                self.in_flight += sqes.len();
+                return Ok(());
+            }
+            // As in `push`: the enter empties the queue, or reaps to make room.
+            self.enter(0, 0, None)?;
+        }
+    }
+
     /// Submits everything queued without waiting for completions.
     pub fn submit(&mut self) -> io::Result<()> {
         self.enter(0, 0, None)
@@ -584,6 +606,43 @@ mod tests {
         let c = d.take_completions();
         assert_eq!(c.len(), 2, "{c:?}");
         assert!(c.iter().any(|c| c.user_data == token::PROBE && c.result < 0), "{c:?}");
+    }
+
+    /// Two entries that do not fit beside what is queued go in after a
+    /// submit, side by side: a link between them is never split across two
+    /// submissions.
+    #[test]
+    fn entries_pushed_together_are_never_split() {
+        let Some(mut d) = driver() else { return };
+        let capacity = d.ring.params().sq_entries() as u64;
+        let nop = |ud| io_uring::opcode::Nop::new().build().user_data(ud);
+        for ud in 0..capacity - 1 {
+            // SAFETY: a NOP carries no buffer.
+            unsafe { d.push(nop(ud)).unwrap() };
+        }
+        let pair = [nop(100).flags(squeue::Flags::IO_HARDLINK), nop(101)];
+        // SAFETY: NOPs carry no buffer.
+        unsafe { d.push_together(&pair).unwrap() };
+        assert_eq!(d.ring.submission().len(), 2, "the pair was split or not queued");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut c = Vec::new();
+        while d.in_flight > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(20))).unwrap();
+            // Taken each turn: completions left waiting make the next enter
+            // skip its wait, which is where deferred task work (the linked
+            // entry's issue) runs.
+            c.extend(d.take_completions());
+        }
+        assert_eq!(c.len() as u64, capacity + 1, "{c:?}");
+        assert!(c.iter().all(|c| c.result == 0), "{c:?}");
+    }
+
+    /// The probe knows the opcodes the kernel has, and no others.
+    #[test]
+    fn supports_answers_from_the_kernels_probe() {
+        let Some(d) = driver() else { return };
+        assert!(d.supports(io_uring::opcode::Nop::CODE));
+        assert!(!d.supports(u8::MAX), "no kernel has opcode 255");
     }
 
     /// Entering by registered index submits, waits, times out and reaps as

@@ -18,14 +18,15 @@
 //! they are waited for before the cancel, which would otherwise find them
 //! queued there and cancel them.
 
+use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode};
+use io_uring::{cqueue, opcode, squeue};
 
 use super::conn::Conn;
-use super::{Files, Op, StreamWorker, Token};
+use super::{token, Files, Op, StreamWorker, Token};
 use crate::ring::Completion;
 
 /// How long the stop waits for the connections' operations to end once
@@ -109,6 +110,23 @@ impl StreamWorker<'_> {
             }
             self.d.return_completions(batch);
         }
+    }
+
+    /// Shuts socket `file` down, then closes it: the shutdown ends the
+    /// operations still in flight on it, which hold references of their own
+    /// and would otherwise keep it open past the close. Linked (a hard link:
+    /// the close runs even if the shutdown fails), because the kernel looks
+    /// the socket up only when an io-wq worker runs the shutdown, and a close
+    /// beside it could empty the slot, or free the descriptor number, first.
+    pub(super) fn shut_down_then_close(&mut self, file: u32, user_data: u64) -> io::Result<()> {
+        let shutdown = self
+            .files
+            .shutdown(file)
+            .flags(squeue::Flags::IO_HARDLINK)
+            .user_data(user_data);
+        let close = self.files.close(file).user_data(token::CANCEL);
+        // SAFETY: neither carries a buffer.
+        unsafe { self.d.push_together(&[shutdown, close]) }
     }
 
     /// A completion while the ring stops: its buffer goes back to the ring,
