@@ -3,13 +3,13 @@
 //!
 //! Why not one cancel of everything: with thousands of multishot receives
 //! armed, that cancel is quadratic in the kernel (see `Driver::quiesce`) and
-//! cannot be interrupted. Measured on Linux 6.18 with one ring of 19,000
-//! connections, it held the ring's thread for about two seconds, past the
-//! server's stop deadline (`STOP_DEADLINE`, 1.5 s), so the backstop printed
-//! the summary and exited while the ring still held every socket; with
-//! fewer connections it outlasted `QUIESCE_WAIT`, and the sockets were left
-//! for the kernel to close after exit. loadgen met the same cost and ends
-//! its receives the same way (`RingIo::quiesce`).
+//! cannot be interrupted. On Linux 6.18 with one ring of 19,000
+//! connections it held the ring's thread for about 3.5 s (informal, on a
+//! shared 2-core machine), past the server's stop deadline (`STOP_DEADLINE`,
+//! 1.5 s), so the backstop printed the summary and exited while the ring
+//! still held every socket; with 10,000 it outlasted `QUIESCE_WAIT`, and the
+//! sockets were left for the kernel to close after the exit. loadgen met the
+//! same cost and ends its receives the same way (`RingIo::quiesce`).
 //!
 //! A shutdown (`IORING_OP_SHUTDOWN`) is the cheap way to end a receive: the
 //! kernel wakes it as it would for the client's EOF, it completes with 0 and
