@@ -216,14 +216,6 @@ impl Driver {
         self.ring.params().is_feature_min_timeout()
     }
 
-    /// Whether the kernel knows opcode `code` (`IORING_REGISTER_PROBE`,
-    /// Linux 5.6): for an operation the ring can do without, such as the
-    /// server's `IORING_OP_SHUTDOWN` (5.11) when it stops.
-    pub fn supports(&self, code: u8) -> bool {
-        let mut probe = io_uring::Probe::new();
-        self.ring.submitter().register_probe(&mut probe).is_ok() && probe.is_supported(code)
-    }
-
     /// Registers the ring in the calling thread's ring table (Linux 5.18), so
     /// that every enter skips the lookup and reference count of the ring fd.
     /// From then on only this thread may use the driver (the server's rings
@@ -635,14 +627,6 @@ mod tests {
         }
         assert_eq!(c.len() as u64, capacity + 1, "{c:?}");
         assert!(c.iter().all(|c| c.result == 0), "{c:?}");
-    }
-
-    /// The probe knows the opcodes the kernel has, and no others.
-    #[test]
-    fn supports_answers_from_the_kernels_probe() {
-        let Some(d) = driver() else { return };
-        assert!(d.supports(io_uring::opcode::Nop::CODE));
-        assert!(!d.supports(u8::MAX), "no kernel has opcode 255");
     }
 
     /// Entering by registered index submits, waits, times out and reaps as

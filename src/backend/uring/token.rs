@@ -37,8 +37,9 @@ pub enum Op {
     /// Near `--max-conns`: a poll for a pending connection, before a place is
     /// reserved and a single-shot accept armed.
     AcceptReady = 11,
-    /// The stop's `shutdown(2)` of connection `slot`'s socket, which ends
-    /// its receive (EOF) and its wait for `POLLOUT` without a cancel.
+    /// `shutdown(2)` of connection `slot`'s socket, when the ring stops or
+    /// starts over: it ends the connection's receive (EOF) and its wait for
+    /// `POLLOUT` without a cancel.
     ConnShutdown = 12,
 }
 

@@ -23,7 +23,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, squeue};
+use io_uring::{cqueue, squeue};
 
 use super::conn::Conn;
 use super::{token, Files, Op, StreamWorker, Token};
@@ -73,13 +73,9 @@ impl StreamWorker<'_> {
 
     /// Shuts down every open connection's socket and waits (at most
     /// `OPS_END_WAIT`) until the shutdowns and every operation the
-    /// connections had in flight have ended. Without `IORING_OP_SHUTDOWN`
-    /// (before Linux 5.11; the backend needs 6.0 anyway) it does nothing,
-    /// and the cancel does it all, slowly.
+    /// connections had in flight have ended. (`IORING_OP_SHUTDOWN`, Linux
+    /// 5.11, is checked for when the ring is set up.)
     fn let_conn_ops_end(&mut self) {
-        if !self.d.supports(opcode::Shutdown::CODE) {
-            return;
-        }
         // Operations whose final completion is awaited: each connection's
         // own (`ops`), and one shutdown per connection.
         let mut awaited = 0usize;
