@@ -234,18 +234,7 @@ fn server_side_conns(server: &ServerProc) -> usize {
                 .count();
             named.saturating_sub(1)
         }
-        sockbench::net::Endpoint::Inet(addr) => {
-            let port = format!(":{:04X}", addr.port());
-            ["/proc/net/tcp", "/proc/net/tcp6"]
-                .iter()
-                .filter_map(|t| std::fs::read_to_string(t).ok())
-                .flat_map(|t| t.lines().map(str::to_string).collect::<Vec<_>>())
-                .filter(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    f.len() > 3 && f[1].ends_with(&port) && matches!(f[3], "01" | "08")
-                })
-                .count()
-        }
+        sockbench::net::Endpoint::Inet(addr) => common::tcp_server_side_conns(addr.port()),
     }
 }
 

@@ -250,6 +250,28 @@ impl Driver {
         }
     }
 
+    /// Queues `sqes` side by side, so that one submission carries them all
+    /// (a link chain split across two submissions is two chains); if they do
+    /// not fit, submits what is queued first. At most the queue's size.
+    ///
+    /// # Safety
+    /// Every buffer the entries point to must stay valid until their final completions.
+    pub unsafe fn push_together(&mut self, sqes: &[squeue::Entry]) -> io::Result<()> {
+        assert!(
+            sqes.len() <= self.ring.params().sq_entries() as usize,
+            "more entries than the queue holds"
+        );
+        loop {
+            // SAFETY: forwarded to our caller.
+            if unsafe { self.ring.submission().push_multiple(sqes) }.is_ok() {
+                self.in_flight += sqes.len();
+                return Ok(());
+            }
+            // As in `push`: the enter empties the queue, or reaps to make room.
+            self.enter(0, 0, None)?;
+        }
+    }
+
     /// Submits everything queued without waiting for completions.
     pub fn submit(&mut self) -> io::Result<()> {
         self.enter(0, 0, None)
@@ -379,6 +401,14 @@ impl Driver {
     /// Cancels every operation on the ring and waits (at most `QUIESCE_WAIT`)
     /// for them to complete. Returns whether nothing is left in flight, i.e.
     /// whether buffers that operations pointed into may now be freed.
+    ///
+    /// The one cancel of everything is quadratic in the number of polled
+    /// operations it finds (Linux 6.18: each request it cancels starts a new
+    /// walk of the ring's poll table, `io_cancel_req_match`) and runs without
+    /// a preemption point: with thousands of multishot receives armed it
+    /// holds the thread in the kernel for seconds. Owners with many
+    /// connections end those receives first (a shutdown of each socket ends
+    /// its receive with EOF), so that it finds almost nothing.
     pub fn quiesce(&mut self) -> bool {
         let cancel = io_uring::opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
@@ -568,6 +598,35 @@ mod tests {
         let c = d.take_completions();
         assert_eq!(c.len(), 2, "{c:?}");
         assert!(c.iter().any(|c| c.user_data == token::PROBE && c.result < 0), "{c:?}");
+    }
+
+    /// Two entries that do not fit beside what is queued go in after a
+    /// submit, side by side: a link between them is never split across two
+    /// submissions.
+    #[test]
+    fn entries_pushed_together_are_never_split() {
+        let Some(mut d) = driver() else { return };
+        let capacity = d.ring.params().sq_entries() as u64;
+        let nop = |ud| io_uring::opcode::Nop::new().build().user_data(ud);
+        for ud in 0..capacity - 1 {
+            // SAFETY: a NOP carries no buffer.
+            unsafe { d.push(nop(ud)).unwrap() };
+        }
+        let pair = [nop(100).flags(squeue::Flags::IO_HARDLINK), nop(101)];
+        // SAFETY: NOPs carry no buffer.
+        unsafe { d.push_together(&pair).unwrap() };
+        assert_eq!(d.ring.submission().len(), 2, "the pair was split or not queued");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut c = Vec::new();
+        while d.in_flight > 0 && Instant::now() < deadline {
+            d.submit_and_wait(Some(Duration::from_millis(20))).unwrap();
+            // Taken each turn: completions left waiting make the next enter
+            // skip its wait, which is where deferred task work (the linked
+            // entry's issue) runs.
+            c.extend(d.take_completions());
+        }
+        assert_eq!(c.len() as u64, capacity + 1, "{c:?}");
+        assert!(c.iter().all(|c| c.result == 0), "{c:?}");
     }
 
     /// Entering by registered index submits, waits, times out and reaps as

@@ -107,7 +107,7 @@ pub fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| missing("IORING_REGISTER_PROBE (Linux 5.6)", e))?;
-    let needed: [(u8, &str); 8] = [
+    let needed: [(u8, &str); 9] = [
         (opcode::AcceptMulti::CODE, "IORING_OP_ACCEPT"),
         (opcode::RecvMulti::CODE, "IORING_OP_RECV"),
         (opcode::Send::CODE, "IORING_OP_SEND"),
@@ -116,6 +116,9 @@ pub fn probe_opcodes(ring: &IoUring) -> io::Result<()> {
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
         (opcode::Close::CODE, "IORING_OP_CLOSE"),
+        // Linux 5.11: a stream ring's stop, and its start over, end each
+        // connection's receive with it rather than cancel them all at once.
+        (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN"),
     ];
     for (code, name) in needed {
         if !probe.is_supported(code) {

@@ -330,3 +330,92 @@ pub fn kernel_without_uring() -> Option<String> {
         _ => None,
     }
 }
+
+/// The workspace's loadgen binary, beside the tests' `server`.
+pub fn loadgen_bin() -> PathBuf {
+    let bin = PathBuf::from(server_bin()).with_file_name("loadgen");
+    assert!(
+        bin.is_file(),
+        "{} is not built: run this test with `cargo test --workspace` (it builds loadgen)",
+        bin.display()
+    );
+    bin
+}
+
+/// TCP sockets whose local port is `port` and whose server side is still
+/// open: established, or closed by the client only (CLOSE_WAIT). Read from
+/// the kernel's socket tables, so it sees fixed files too, which no
+/// descriptor table lists.
+pub fn tcp_server_side_conns(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(t).ok())
+        .map(|table| {
+            table
+                .lines()
+                .filter(|l| {
+                    let f: Vec<&str> = l.split_whitespace().take(4).collect();
+                    f.len() == 4 && f[1].ends_with(&port) && matches!(f[3], "01" | "08")
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// What a stopped server left behind, and what `at_summary` saw.
+#[derive(Debug)]
+pub struct StoppedSeen<T> {
+    pub stopped: Stopped,
+    /// `at_summary`'s answer, if a summary line came.
+    pub at_summary: Option<T>,
+}
+
+impl ServerProc {
+    /// Sends `signal`, calls `at_summary` the moment the summary line is read
+    /// (the process may still be exiting), then waits for the exit. Each
+    /// wait is bounded by `limit`, a hang guard; past it the server is killed.
+    pub fn stop_seeing_summary<T>(
+        mut self,
+        signal: i32,
+        limit: Duration,
+        at_summary: impl FnOnce(&str) -> T,
+    ) -> StoppedSeen<T> {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = start + limit;
+        let mut summary = None;
+        let mut seen = None;
+        // Stdout closes when the process is gone, which ends this loop.
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if line.starts_with("summary") {
+                seen = Some(at_summary(&line));
+                summary = Some(line);
+                break;
+            }
+        }
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait server") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().expect("wait killed server");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        StoppedSeen {
+            stopped: Stopped {
+                status,
+                elapsed: start.elapsed(),
+                summary,
+            },
+            at_summary: seen,
+        }
+    }
+}

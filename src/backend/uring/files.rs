@@ -49,6 +49,16 @@ impl Files {
         }
     }
 
+    /// Shuts socket `file` down both ways (`IORING_OP_SHUTDOWN`, Linux
+    /// 5.11): the client sees EOF, and a receive or a wait for `POLLOUT`
+    /// on it ends by itself. Unlike a close, it names a slot by
+    /// `IOSQE_FIXED_FILE`, as reads and writes do.
+    pub(super) fn shutdown(self, file: u32) -> squeue::Entry {
+        opcode::Shutdown::new(self.fd(file), libc::SHUT_RDWR)
+            .build()
+            .flags(self.flags())
+    }
+
     /// Cancels every operation on socket `file`. A cancel names a slot by
     /// its own flag (`IORING_ASYNC_CANCEL_FD_FIXED`), not `IOSQE_FIXED_FILE`.
     pub(super) fn cancel_all(self, file: u32) -> squeue::Entry {

@@ -37,6 +37,10 @@ pub enum Op {
     /// Near `--max-conns`: a poll for a pending connection, before a place is
     /// reserved and a single-shot accept armed.
     AcceptReady = 11,
+    /// `shutdown(2)` of connection `slot`'s socket, when the ring stops or
+    /// starts over: it ends the connection's receive (EOF) and its wait for
+    /// `POLLOUT` without a cancel.
+    ConnShutdown = 12,
 }
 
 impl OpKind for Op {
@@ -56,6 +60,7 @@ impl OpKind for Op {
             8 => Op::DgramRecv,
             9 => Op::DgramSend,
             11 => Op::AcceptReady,
+            12 => Op::ConnShutdown,
             _ => return None,
         })
     }
@@ -82,6 +87,7 @@ mod tests {
             DgramRecv,
             DgramSend,
             AcceptReady,
+            ConnShutdown,
         ] {
             let t = Token::new(op, 5, 9);
             assert_eq!(Token::decode(t.encode()), Some(t));

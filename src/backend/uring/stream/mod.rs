@@ -24,7 +24,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -39,6 +39,7 @@ use conn::{Conn, Life, Reading, Sending};
 
 mod accept;
 mod conn;
+mod stop;
 use crate::ring::{Completion, Driver};
 
 /// A connection's send and backlog buffers keep this much capacity between
@@ -213,20 +214,18 @@ impl<'a> StreamWorker<'a> {
     /// has lost part of its stream, and one that missed a send's does not know
     /// what it sent, so no connection's state can be trusted. Rather than end
     /// the server (or echo a stream with a hole in it), the ring starts over:
-    /// everything on it is cancelled, every connection is closed (its client
-    /// sees the close; each counts as an error), and accept and the stop poll
-    /// are armed again in a new epoch, so late completions of the old
-    /// operations are recognised as stale.
+    /// every connection is shut down and closed (its client sees the close;
+    /// each counts as an error), the ring's own operations are cancelled,
+    /// and accept and the stop poll are armed again in a new epoch, so late
+    /// completions of the old operations are recognised as stale.
+    ///
+    /// Not one cancel of everything: with thousands of receives armed it would
+    /// hold the thread for seconds (see `stop`). A shutdown ends a
+    /// connection's operations by themselves, and a cancel by `user_data`
+    /// finds its one request by hash.
     fn start_over(&mut self) -> io::Result<()> {
         self.prompt = true;
-        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-            .build()
-            .user_data(token::CANCEL);
-        // SAFETY: a cancel request carries no buffer.
-        unsafe { self.d.push(cancel)? };
-        // Issued before anything is armed again (in submission order, if this
-        // submit is refused), so it cannot catch the new operations.
-        self.d.submit()?;
+        self.cancel_own_ops()?;
         self.epoch = (self.epoch + 1) & GEN_MASK;
         if self.accept == Accept::Reserved {
             // A late completion of that accept is stale: it is closed unused.
@@ -242,9 +241,29 @@ impl<'a> StreamWorker<'a> {
         self.arm_shutdown_poll()
     }
 
+    /// Cancels, each by its `user_data`, this epoch's own operations that may
+    /// still be in flight. One whose end went unheard is not found, which
+    /// does no harm; none can be in flight that our state says is not.
+    fn cancel_own_ops(&mut self) -> io::Result<()> {
+        let maybe_armed = [
+            // The stop poll ends only with a stop, or here.
+            (Op::Shutdown, true),
+            (Op::Accept, self.accept != Accept::Off),
+            (Op::AcceptReady, self.ready_poll_armed),
+            (Op::AcceptBackoff, self.backoff_armed),
+        ];
+        for (op, armed) in maybe_armed {
+            if armed {
+                self.cancel(self.own(op))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes a connection whose operations may still be in flight (see
     /// `start_over`); its slot gets a new generation, so their completions are stale.
     fn abandon(&mut self, slot: u32) -> io::Result<()> {
+        let shutdown_token = self.token(Op::ConnShutdown, slot);
         let s = &mut self.slots[slot as usize];
         let Some(conn) = s.conn.take() else {
             return Ok(());
@@ -259,8 +278,8 @@ impl<'a> StreamWorker<'a> {
             ..
         } = conn;
         if send_in_flight {
-            // The kernel may read the bytes being sent until the cancel lands:
-            // the heap buffer is leaked, and a ring buffer stays taken for good.
+            // The kernel may read the bytes being sent until the shutdown ends
+            // the send: the heap buffer is leaked, and a ring buffer stays taken for good.
             std::mem::forget(heap);
         } else if let Sending::Ring { bid, .. } = sending {
             self.d.bufs.recycle(bid);
@@ -268,8 +287,7 @@ impl<'a> StreamWorker<'a> {
         self.errors += 1;
         self.shared.open.fetch_sub(1, Ordering::AcqRel);
         self.shared.stats.conn_closed();
-        // Operations in flight keep their own reference to the socket.
-        self.close_file(file)
+        self.shut_down_then_close(file, shutdown_token)
     }
 
     /// Closes socket `file` (the client sees EOF); a fixed slot is freed for
@@ -301,7 +319,7 @@ impl<'a> StreamWorker<'a> {
             Op::Recv => self.on_recv(t, c)?,
             Op::Send => self.on_send(t, c)?,
             Op::Writable => self.on_writable(t, c)?,
-            Op::Cancel | Op::DgramRecv | Op::DgramSend => {
+            Op::Cancel | Op::DgramRecv | Op::DgramSend | Op::ConnShutdown => {
                 if let Some(bid) = cqueue::buffer_select(c.flags) {
                     self.d.bufs.taken(bid);
                     self.d.bufs.recycle(bid);
@@ -658,36 +676,5 @@ impl<'a> StreamWorker<'a> {
             return self.close_file(conn.file); // the client sees EOF
         }
         Ok(())
-    }
-
-    /// Shutdown: cancel everything, wait for it, close every connection.
-    fn close_all(&mut self) {
-        self.flush_counts();
-        let quiesced = self.d.quiesce();
-        for s in self.slots.iter_mut() {
-            if let Some(conn) = s.conn.take() {
-                let Conn { file, heap, .. } = conn;
-                match self.files {
-                    // Fixed slots close with the ring's file table, below.
-                    Files::Fixed => {}
-                    // SAFETY: the connection owned this descriptor (a plain
-                    // accept's result), and it is dropped here, so nothing
-                    // names it again. An operation still in flight holds its
-                    // own reference to the socket.
-                    Files::Fds => drop(unsafe { OwnedFd::from_raw_fd(file as i32) }),
-                }
-                if !quiesced {
-                    // A send may still read from it; the process exits right after.
-                    std::mem::forget(heap);
-                }
-                self.shared.open.fetch_sub(1, Ordering::AcqRel);
-                self.shared.stats.conn_closed();
-            }
-        }
-        if quiesced {
-            // Fixed slots close here, not when the kernel gets round to the
-            // ring: clients see their close before the server has exited.
-            self.d.release_files();
-        }
     }
 }
