@@ -20,12 +20,11 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{field, kernel_without_uring, run_to_exit, server_bin, ServerProc};
+use common::{field, kernel_without_uring, loadgen_bin, run_to_exit, server_bin, ServerProc};
 
 const CONNS: u64 = 25_000;
 /// Soft and hard `RLIMIT_NOFILE` of both processes: below `CONNS`.
@@ -51,17 +50,6 @@ fn with_nofile(cmd: &mut Command, limit: u64) {
             Ok(())
         });
     }
-}
-
-/// The workspace's loadgen binary, beside this test's `server`.
-fn loadgen_bin() -> PathBuf {
-    let bin = PathBuf::from(server_bin()).with_file_name("loadgen");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run this test with `cargo test --workspace` (it builds loadgen)",
-        bin.display()
-    );
-    bin
 }
 
 /// A number from the loadgen result, by JSON pointer; absent counts as 0.

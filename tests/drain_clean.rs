@@ -30,11 +30,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{field, run_to_exit, server_bin, ServerProc};
+use common::{field, loadgen_bin, run_to_exit, server_bin, ServerProc};
 
 const CONNS: u64 = 30_000;
 /// Each side needs 15,000 sockets in one table (a loadgen thread, a server
@@ -43,17 +42,6 @@ const NEEDED_NOFILE: u64 = 16_000;
 /// Longest a loadgen run may take: ramp (2 s), warm-up, measured phase,
 /// drain and close, with room for a busy machine.
 const LOADGEN_LIMIT: Duration = Duration::from_secs(30);
-
-/// The workspace's loadgen binary, beside this test's `server`.
-fn loadgen_bin() -> PathBuf {
-    let bin = PathBuf::from(server_bin()).with_file_name("loadgen");
-    assert!(
-        bin.is_file(),
-        "{} is not built: run this test with `cargo test --workspace` (it builds loadgen)",
-        bin.display()
-    );
-    bin
-}
 
 /// A number from the loadgen result, by JSON pointer; absent counts as 0.
 fn num(result: &serde_json::Value, pointer: &str) -> u64 {

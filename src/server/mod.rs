@@ -313,6 +313,14 @@ fn spawn_stop_backstop(
             }
             std::thread::sleep(STOP_DEADLINE);
             if !SERVE_DONE.load(Ordering::SeqCst) {
+                // Said, so that a stop that took this path can be told from
+                // an orderly one: the counts are what the backend had
+                // flushed, and connections it still held are closed by the
+                // kernel as the process exits.
+                eprintln!(
+                    "server: warning: the backend did not stop within {:?}; exiting without it",
+                    STOP_DEADLINE
+                );
                 finish(stats, backend, socket_file.as_ref());
                 std::process::exit(0);
             }
