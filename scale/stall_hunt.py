@@ -271,11 +271,13 @@ def main():
     p.add_argument("out_dir")
     p.add_argument("--pair", action="append", default=[], metavar="NAME=SERVER:LOADGEN",
                    help="a server and loadgen binary to rotate in (default: this tree's)")
-    p.add_argument("--burn", type=int, default=6, help="busy loops beside half the runs")
+    p.add_argument("--burn", type=int, default=6, help="busy loops beside half the runs (0: none)")
     p.add_argument("--backend", choices=("uring", "epoll"), default="uring")
     p.add_argument("--conns", type=int, default=15000)
     p.add_argument("--connect-rate", type=int, default=20000)
     p.add_argument("--rings", default="4,2", help="the server --threads values to rotate")
+    p.add_argument("--pinned", default="yes,no", help="pinned (yes), unpinned (no), or both")
+    p.add_argument("--lg-threads", default="1,2", help="the loadgen --threads values to rotate")
     args = p.parse_args()
     if args.runs < 1 or args.runs > 10000:
         p.error(f"RUNS must be 1..10000, got {args.runs}")
@@ -306,12 +308,17 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     try:
         rings = [int(r) for r in args.rings.split(",")]
+        lg_threads = [int(t) for t in args.lg_threads.split(",")]
     except ValueError:
-        p.error(f"--rings {args.rings}: not a comma-separated list of numbers")
+        p.error("--rings and --lg-threads take comma-separated numbers")
+    pinned = [{"yes": True, "no": False}.get(v) for v in args.pinned.split(",")]
+    if None in pinned:
+        p.error(f"--pinned {args.pinned}: yes, no or yes,no")
+    burns = sorted({0, args.burn})
     if not 1 <= args.conns <= 19000 or not 100 <= args.connect_rate <= 100000:
         p.error("--conns must be 1..19000 (one table, one address) and --connect-rate 100..100000")
     waits = ("default", "quiet") if args.backend == "uring" else ("default",)
-    combos = list(itertools.product(sorted(pairs), rings, (True, False), (1, 2), waits, (0, args.burn)))
+    combos = list(itertools.product(sorted(pairs), rings, pinned, lg_threads, waits, burns))
     # A server from before `--uring-wait` (89f93de) had only the quiet wait.
     has_wait = {name: "--uring-wait" in subprocess.run([s, "--help"], capture_output=True, text=True).stdout
                 for name, (s, _) in pairs.items()}
