@@ -82,6 +82,14 @@ def git_describe(path):
     return r.stdout.strip() or "unknown"
 
 
+def softnet_drops():
+    """Packets the kernel dropped because a CPU's input backlog (loopback's
+    path: netif_rx, at most net.core.netdev_max_backlog packets) was full,
+    summed over CPUs; machine-wide, whatever the namespace."""
+    with open("/proc/net/softnet_stat") as f:
+        return sum(int(line.split()[1], 16) for line in f)
+
+
 def in_segs(pid):
     """The TCP InSegs counter of the network namespace `pid` lives in."""
     with open(f"/proc/{pid}/net/snmp") as f:
@@ -189,6 +197,7 @@ def one_run(i, cfg, args, out_dir, ns):
     # history file, here one of ours, so the machine's is never touched).
     nstat_env = {**os.environ, "NSTAT_HISTORY": os.path.join(args.scratch, "nstat.history")}
     subprocess.run(ns_exec + ["nstat", "-n"], env=nstat_env, capture_output=True)
+    drops_before = softnet_drops()
     server = subprocess.Popen(ns_exec + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = server.stdout.readline()
     m = re.search(r"addr=(\S+)", line)
@@ -241,7 +250,7 @@ def one_run(i, cfg, args, out_dir, ns):
             server.kill()
             server_out, server_err = server.communicate()
     nstat = subprocess.run(ns_exec + ["nstat", "-z"], env=nstat_env, capture_output=True, text=True)
-    counters = {}
+    counters = {"softnet_dropped": softnet_drops() - drops_before}
     for line in nstat.stdout.splitlines():
         parts = line.split()
         if len(parts) >= 2 and parts[1].isdigit() and parts[0] in RUN_COUNTERS:
