@@ -20,7 +20,9 @@ server and loadgen binaries given (`--pair old=OLD/server:OLD/loadgen`; by
 default this tree's). The options change the defaults above, e.g. for the
 same session's one-loop failure at 19,000 (`--backend epoll --conns 19000
 --rings 1`). Before each run, as `scale/memory.sh` did then,
-reclaimable slab is dropped (`vm/drop_caches` 2).
+reclaimable slab is dropped (`vm/drop_caches` 2). `--backlogs 1000,10000`
+also rotates `net.core.netdev_max_backlog` (machine-wide, so nothing else
+should run beside it; the value found is put back at exit).
 
 Every run has a network namespace of its own (`sbhunt<pid>`, loopback only,
 deleted afterwards), so its 15,000 ports and TIME_WAIT sockets touch nothing
@@ -292,10 +294,10 @@ def longest_echo_s(run):
 
 
 def write_summary(out_dir, runs, argv, machine_doc):
-    keys = ("server", "rings", "pinned", "lg_threads", "wait", "burn")
+    keys = ("server", "rings", "pinned", "lg_threads", "wait", "burn", "backlog")
     by = {}
     for r in runs:
-        by.setdefault(tuple(r[k] for k in keys), []).append(r)
+        by.setdefault(tuple(r.get(k, "–") for k in keys), []).append(r)
     n, k = len(runs), sum(1 for r in runs if r["stall"])
     cp = clopper_pearson(k, n)
     lo, hi = cp["lo"], cp["hi"]
@@ -322,9 +324,9 @@ def write_summary(out_dir, runs, argv, machine_doc):
              f"{paused} of {n} runs had an echo take 1 s or more (a pause shorter than the 2 s a stall needs, "
              f"or a stall); {failed} of {n} runs ended with loadgen non-zero.", "",
              *causes,
-             "| server | rings | pinned | loadgen threads | uring wait | burners | runs | stalled | echo ≥ 1 s "
-             "| loadgen non-zero |",
-             "|---|--:|---|--:|---|--:|--:|--:|--:|--:|"]
+             "| server | rings | pinned | loadgen threads | uring wait | burners | input backlog | runs | stalled "
+             "| echo ≥ 1 s | loadgen non-zero |",
+             "|---|--:|---|--:|---|--:|--:|--:|--:|--:|--:|"]
     for key, rs in sorted(by.items(), key=lambda kv: str(kv[0])):
         s = sum(1 for r in rs if r["stall"])
         bad = sum(1 for r in rs if r["loadgen_rc"] != 0)
@@ -362,6 +364,9 @@ def main():
     p.add_argument("--rings", default="4,2", help="the server --threads values to rotate")
     p.add_argument("--pinned", default="yes,no", help="pinned (yes), unpinned (no), or both")
     p.add_argument("--lg-threads", default="1,2", help="the loadgen --threads values to rotate")
+    p.add_argument("--backlogs", default="",
+                   help="net.core.netdev_max_backlog values to rotate (machine-wide; the value found is "
+                        "restored at exit); default: leave it")
     args = p.parse_args()
     if args.runs < 1 or args.runs > 10000:
         p.error(f"RUNS must be 1..10000, got {args.runs}")
@@ -374,6 +379,25 @@ def main():
             p.error(f"--pair {s}: not NAME=SERVER:LOADGEN, two executables")
         pairs[name] = (server, loadgen)
     args.pairs = pairs
+    try:
+        rings = [int(r) for r in args.rings.split(",")]
+        lg_threads = [int(t) for t in args.lg_threads.split(",")]
+    except ValueError:
+        p.error("--rings and --lg-threads take comma-separated numbers")
+    pinned = [{"yes": True, "no": False}.get(v) for v in args.pinned.split(",")]
+    if None in pinned:
+        p.error(f"--pinned {args.pinned}: yes, no or yes,no")
+    burns = sorted({0, args.burn})
+    backlog_path = "/proc/sys/net/core/netdev_max_backlog"
+    try:
+        backlogs = [int(b) for b in args.backlogs.split(",")] if args.backlogs else [None]
+    except ValueError:
+        p.error(f"--backlogs {args.backlogs}: comma-separated numbers")
+    if any(b is not None and not 100 <= b <= 1_000_000 for b in backlogs):
+        p.error(f"--backlogs {args.backlogs}: each 100..1000000")
+    backlog_found = read(backlog_path).strip()
+    if not 1 <= args.conns <= 19000 or not 100 <= args.connect_rate <= 100000:
+        p.error("--conns must be 1..19000 (one table, one address) and --connect-rate 100..100000")
     os.makedirs(args.out_dir, exist_ok=True)
     if os.path.exists(os.path.join(args.out_dir, "runs.jsonl")):
         p.error(f"{args.out_dir}/runs.jsonl exists: give a new OUT_DIR")
@@ -390,19 +414,8 @@ def main():
         stop["sig"] = sig
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, on_signal)
-    try:
-        rings = [int(r) for r in args.rings.split(",")]
-        lg_threads = [int(t) for t in args.lg_threads.split(",")]
-    except ValueError:
-        p.error("--rings and --lg-threads take comma-separated numbers")
-    pinned = [{"yes": True, "no": False}.get(v) for v in args.pinned.split(",")]
-    if None in pinned:
-        p.error(f"--pinned {args.pinned}: yes, no or yes,no")
-    burns = sorted({0, args.burn})
-    if not 1 <= args.conns <= 19000 or not 100 <= args.connect_rate <= 100000:
-        p.error("--conns must be 1..19000 (one table, one address) and --connect-rate 100..100000")
     waits = ("default", "quiet") if args.backend == "uring" else ("default",)
-    combos = list(itertools.product(sorted(pairs), rings, pinned, lg_threads, waits, burns))
+    combos = list(itertools.product(sorted(pairs), rings, pinned, lg_threads, waits, burns, backlogs))
     # A server from before `--uring-wait` (89f93de) had only the quiet wait.
     has_wait = {name: "--uring-wait" in subprocess.run([s, "--help"], capture_output=True, text=True).stdout
                 for name, (s, _) in pairs.items()}
@@ -415,10 +428,14 @@ def main():
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
         with open(os.path.join(args.out_dir, "runs.jsonl"), "a") as log:
             for i in range(args.runs):
-                server, rings, pinned, lg_threads, wait, burn = combos[i % len(combos)]
+                server, rings, pinned, lg_threads, wait, burn, backlog = combos[i % len(combos)]
+                if backlog is not None:
+                    with open(backlog_path, "w") as f:
+                        f.write(str(backlog))
                 cfg = {"server": server, "server_commit": git_describe(pairs[server][0]),
                        "loadgen_commit": git_describe(pairs[server][1]), "rings": rings,
-                       "pinned": pinned, "lg_threads": lg_threads, "wait": wait, "burn": burn}
+                       "pinned": pinned, "lg_threads": lg_threads, "wait": wait, "burn": burn,
+                       "backlog": int(read(backlog_path).strip())}
                 with open("/proc/sys/vm/drop_caches", "w") as f:
                     f.write("2")
                 r = one_run(i, cfg, args, args.out_dir, ns)
@@ -430,6 +447,9 @@ def main():
     except KeyboardInterrupt:
         pass
     finally:
+        if backlogs != [None] and backlog_found.isdigit():
+            with open(backlog_path, "w") as f:
+                f.write(backlog_found)
         subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
         shutil.rmtree(args.scratch, ignore_errors=True)
     stalled = write_summary(args.out_dir, runs, sys.argv, machine_doc) if runs else 0
