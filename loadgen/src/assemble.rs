@@ -71,6 +71,10 @@ pub struct VerdictInputs<'a> {
     pub timeout: Duration,
     /// `--max-loss`, percent.
     pub max_loss_pct: f64,
+    /// Times TCP's retransmission timer fired in the measured phase
+    /// (`extra.kernel.tcp_rto`; 0 when unknown). Only adds a hint to the
+    /// reasons; it never decides whether the run fails.
+    pub tcp_rto: u64,
 }
 
 /// Datagrams lost as a percentage of those sent in the measured phase
@@ -135,9 +139,10 @@ pub fn failures(v: &VerdictInputs<'_>) -> Vec<String> {
     }
     if v.errors.timeout > 0 {
         why.push(format!(
-            "{}: messages not echoed within --timeout {} of their send in the measured phase",
+            "{}: messages not echoed within --timeout {} of their send in the measured phase{}",
             plural(v.errors.timeout, "timeout", "timeouts"),
-            humantime::format_duration(v.timeout)
+            humantime::format_duration(v.timeout),
+            rto_hint(v)
         ));
     }
     if v.errors.reset > 0 {
@@ -155,9 +160,30 @@ pub fn failures(v: &VerdictInputs<'_>) -> Vec<String> {
         ));
     }
     if why.is_empty() && v.messages == 0 {
-        why.push("no echo completed in the measured phase".into());
+        why.push(format!("no echo completed in the measured phase{}", rto_hint(v)));
     }
     why
+}
+
+/// On streams, when TCP's retransmission timer fired in the measured phase:
+/// a note that echoes which waited for it are late. The timer is never under
+/// `RtoMin` (200 ms); it is 1 s on a connection with no round trip measured
+/// yet, 3 s after a retried handshake. It says what the kernel counted, not
+/// that those were the late echoes: the count is the namespace's, other
+/// connections' included.
+fn rto_hint(v: &VerdictInputs<'_>) -> String {
+    if !v.stream || v.tcp_rto == 0 {
+        return String::new();
+    }
+    format!(
+        " (TCP's retransmission timer fired {} in the measured phase; an echo that waited for it \
+         takes at least 200 ms, 1 s or more on a fresh connection: see the Kernel line, extra.kernel)",
+        if v.tcp_rto == 1 {
+            "once".to_string()
+        } else {
+            format!("{} times", v.tcp_rto)
+        }
+    )
 }
 
 /// The `extra` keys loadgen adds (docs/loadgen.md, "Output"; each field in
@@ -191,6 +217,7 @@ fn extra_fields(args: &Args, ph: &Phases, sums: &Sums, threads: usize, stream: b
         latency_queued_us: sums.queued.as_ref().map(stats::latency_of),
         loss_pct: (!stream).then(|| loss_pct(&sums.errors, messages)).flatten(),
         max_loss_pct: (!stream).then_some(args.max_loss),
+        kernel: ph.kernel.clone(),
         ..Extra::default()
     }
 }
@@ -279,6 +306,7 @@ pub fn build_result(
         messages: sums.messages,
         timeout: args.timeout,
         max_loss_pct: args.max_loss,
+        tcp_rto: ph.kernel.as_ref().and_then(|k| k.tcp_rto).unwrap_or(0),
     });
     let (messages, bytes) = (sums.messages, sums.bytes);
     let secs = if ph.measured_s > 0.0 {
@@ -356,6 +384,7 @@ mod tests {
             messages: 1000,
             timeout: Duration::from_secs(1),
             max_loss_pct: 1.0,
+            tcp_rto: 0,
         }
     }
 
@@ -462,6 +491,61 @@ mod tests {
             }),
             "no echo completed in the measured phase"
         );
+    }
+
+    #[test]
+    fn retransmission_timeouts_add_a_hint_to_timeouts_and_decide_nothing() {
+        let none = Errors::default();
+        let late = Errors {
+            timeout: 3,
+            ..Errors::default()
+        };
+        let fired = VerdictInputs {
+            errors: &late,
+            tcp_rto: 14,
+            ..clean(&none)
+        };
+        let t = one(&fired);
+        assert!(
+            t.starts_with("3 timeouts: messages not echoed within --timeout 1s")
+                && t.contains("retransmission timer fired 14 times in the measured phase")
+                && t.contains("at least 200 ms, 1 s or more on a fresh connection: see the Kernel line"),
+            "{t}"
+        );
+        let once = one(&VerdictInputs {
+            tcp_rto: 1,
+            ..fired.clone()
+        });
+        assert!(once.contains("fired once"), "{once}");
+        // No echo at all: the same note.
+        let silent = one(&VerdictInputs {
+            messages: 0,
+            tcp_rto: 2,
+            ..clean(&none)
+        });
+        assert!(
+            silent.starts_with("no echo completed") && silent.contains("fired 2 times"),
+            "{silent}"
+        );
+        // The timer alone fails nothing, and without it there is no note.
+        assert!(failures(&VerdictInputs {
+            tcp_rto: 14,
+            ..clean(&none)
+        })
+        .is_empty());
+        assert!(!one(&VerdictInputs {
+            tcp_rto: 0,
+            ..fired.clone()
+        })
+        .contains("retransmission"));
+        // Datagrams have no TCP timer to wait for.
+        let dgram = VerdictInputs {
+            stream: false,
+            messages: 0,
+            tcp_rto: 5,
+            ..clean(&none)
+        };
+        assert_eq!(one(&dgram), "no echo completed in the measured phase");
     }
 
     #[test]

@@ -277,12 +277,8 @@ fn loopback_v4_target(args: &Args) -> bool {
 
 /// `TCPTimeWaitOverflow` of /proc/net/netstat: closes that found the
 /// kernel's `TIME_WAIT` table full, in this network namespace.
-pub fn time_wait_overflows() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
-    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (names, values) = (lines.next()?, lines.next()?);
-    let i = names.split_whitespace().position(|w| w == "TCPTimeWaitOverflow")?;
-    values.split_whitespace().nth(i)?.parse().ok()
+fn time_wait_overflows() -> Option<u64> {
+    crate::kernel_counters::Snapshot::take().time_wait_overflows
 }
 
 /// The figures of a whole run, from what the threads recorded.

@@ -12,11 +12,13 @@
 //! - [`merge`]: combining result files.
 //! - [`conversation`]: `--conn-msgs`, a connection per conversation.
 //! - [`source`]: source addresses (`--local-addrs`) and their port budget.
+//! - [`kernel_counters`]: the kernel's drops and retransmissions over the measured phase.
 
 pub mod assemble;
 pub mod checks;
 pub mod cli;
 pub mod conversation;
+pub mod kernel_counters;
 pub mod merge;
 pub mod out;
 pub mod pattern;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sockbench::sys::signal;
 
 use crate::cli::Args;
+use crate::kernel_counters::{KernelCounters, Snapshot};
 use crate::progress::{IntervalView, Phase, Progress};
 use crate::result::{series_interval, Errors, SeriesPoint};
 use crate::stats::{self, Interval};
@@ -59,6 +60,9 @@ pub struct Phases {
     pub measured_s: f64,
     /// loadgen's CPU time over the measured phase, µs.
     pub cpu_us: Option<u64>,
+    /// The kernel's drops and retransmissions over the measured phase
+    /// (`None` if it never began).
+    pub kernel: Option<KernelCounters>,
     /// With `--server-pid`: the server tree's CPU time over the measured phase, µs.
     pub server_cpu_us: Option<u64>,
     /// How the stream clients did their I/O, once the threads have said.
@@ -164,6 +168,8 @@ pub struct PhaseClock<'a> {
     end_ns: u64,
     final_tick: Option<u64>,
     cpu_at_start: Option<CpuAtStart>,
+    /// The kernel's counters when the measured phase began.
+    kernel_at_start: Option<Snapshot>,
     clock: ClockAnchor,
     /// `--start-at` on the monotonic clock.
     start_at_ns: Option<u64>,
@@ -198,6 +204,7 @@ impl<'a> PhaseClock<'a> {
                 series_interval_s: series_interval(args.duration).as_secs_f64(),
                 measured_s: 0.0,
                 cpu_us: None,
+                kernel: None,
                 server_cpu_us: None,
                 io_used: "epoll",
                 window_start_unix_ns: None,
@@ -215,6 +222,7 @@ impl<'a> PhaseClock<'a> {
             end_ns: UNSET,
             final_tick: None,
             cpu_at_start: None,
+            kernel_at_start: None,
         }
     }
 
@@ -245,6 +253,12 @@ impl<'a> PhaseClock<'a> {
         }
         if self.cpu_at_start.is_none() {
             self.ph.conns_up = self.shared.ever_up.load(Relaxed);
+        }
+        // A run that ended early without closing its window (the server
+        // gone, a thread failed): the counters up to now, when the lost
+        // packets may be why.
+        if self.ph.kernel.is_none() {
+            self.ph.kernel = self.kernel_at_start.as_ref().map(|k| k.until(&Snapshot::take()));
         }
         self.ph
     }
@@ -280,9 +294,11 @@ impl<'a> PhaseClock<'a> {
         Ok(())
     }
 
-    /// Records the measured phase's length and the CPU spent in it.
+    /// Records the measured phase's length, the CPU spent in it and the
+    /// kernel's counters over it.
     fn close_window(&mut self, measured_s: f64) {
         self.ph.measured_s = measured_s;
+        self.ph.kernel = self.kernel_at_start.as_ref().map(|k| k.until(&Snapshot::take()));
         let Some(at_start) = &self.cpu_at_start else { return };
         if let (Some(a), Ok(b)) = (at_start.loadgen, crate::sys::process_cpu_us()) {
             self.ph.cpu_us = Some(b.saturating_sub(a));
@@ -406,6 +422,8 @@ impl<'a> PhaseClock<'a> {
                 loadgen: crate::sys::process_cpu_us().ok(),
                 server: self.server_cpu_us(),
             });
+            // A few small /proc files, read on this thread, not the event loops'.
+            self.kernel_at_start = Some(Snapshot::take());
         }
         if self.args.conn_msgs.is_some() {
             // Connections come and go; only a server that refuses the first

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::kernel_counters::KernelCounters;
 use crate::result::{decode_histogram, Errors, RunResult};
 
 /// HdrHistogram's percentile-distribution text (as `outputPercentileDistribution`
@@ -311,6 +312,9 @@ pub fn summary(r: &RunResult, percentiles: &[f64]) -> String {
             .unwrap_or_default();
         let _ = writeln!(s, "  Loss        {loss:.2}% of datagrams{max}");
     }
+    if let Some(line) = r.extra.kernel.as_ref().and_then(kernel_line) {
+        let _ = writeln!(s, "  Kernel      {line}");
+    }
     s.push_str(&crate::conversation::report_lines(r.conversations.as_ref()));
     if let Some(l) = r.extra.loadgen_cpu_us_per_msg {
         let _ = writeln!(s, "  loadgen CPU {}/msg", fmt_us(l));
@@ -363,8 +367,122 @@ pub fn behind_schedule(r: &RunResult) -> Option<String> {
     ))
 }
 
+/// The `Kernel` line's text, when TCP's retransmission timer fired or
+/// packets were dropped in the measured phase (else `None`, and no line):
+/// `14 retransmission timeouts, 12,617 packets dropped at input backlogs
+/// (netdev_max_backlog 1000, machine-wide)`, then any other drop counted.
+/// The TCP counts are loadgen's network namespace's (docs/loadgen.md,
+/// "The Kernel line").
+pub fn kernel_line(k: &KernelCounters) -> Option<String> {
+    if !k.saw_loss() {
+        return None;
+    }
+    let count = |n: u64, one: &str, many: &str| format!("{} {}", thousands(n), if n == 1 { one } else { many });
+    let mut parts = Vec::new();
+    if let Some(n) = k.tcp_rto {
+        parts.push(count(n, "retransmission timeout", "retransmission timeouts"));
+    }
+    if let Some(n) = k.softnet_dropped {
+        let backlog = k
+            .netdev_max_backlog
+            // As `sysctl` prints it, to be searched for and set.
+            .map(|b| format!("netdev_max_backlog {b}, "))
+            .unwrap_or_default();
+        parts.push(format!(
+            "{} at input backlogs ({backlog}machine-wide)",
+            count(n, "packet dropped", "packets dropped")
+        ));
+    }
+    let others = [
+        (k.syn_retrans, "SYN retransmit", "SYN retransmits"),
+        (k.listen_overflows, "listen overflow", "listen overflows"),
+        (k.listen_drops, "listen drop", "listen drops"),
+        (k.backlog_drops, "socket backlog drop", "socket backlog drops"),
+        (k.rcvq_drops, "receive queue drop", "receive queue drops"),
+    ];
+    for (n, one, many) in others {
+        if let Some(n) = n.filter(|&n| n > 0) {
+            parts.push(count(n, one, many));
+        }
+    }
+    Some(parts.join(", "))
+}
+
+/// `12617` as `12,617`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut s = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            s.push(',');
+        }
+        s.push(c);
+    }
+    s
+}
+
 /// HdrHistogram's sub-bucket count for the histogram's precision.
 fn sub_buckets(h: &Histogram<u64>) -> u64 {
     let largest_single_unit = 2.0 * 10f64.powi(h.sigfig() as i32);
     2u64.pow(largest_single_unit.log2().ceil() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_line_names_timeouts_and_drops_and_is_absent_without_them() {
+        let k = KernelCounters {
+            tcp_rto: Some(14),
+            tcp_retrans_segs: Some(40),
+            tcp_loss_probes: Some(9),
+            syn_retrans: Some(0),
+            listen_overflows: Some(0),
+            listen_drops: Some(0),
+            backlog_drops: Some(0),
+            rcvq_drops: Some(0),
+            softnet_dropped: Some(12_617),
+            netdev_max_backlog: Some(1000),
+            scope: crate::kernel_counters::SCOPE.into(),
+        };
+        assert_eq!(
+            kernel_line(&k).as_deref(),
+            Some("14 retransmission timeouts, 12,617 packets dropped at input backlogs (netdev_max_backlog 1000, machine-wide)")
+        );
+        // Other drops join the line; an unknown backlog length is left out.
+        let more = KernelCounters {
+            tcp_rto: Some(1),
+            softnet_dropped: Some(0),
+            syn_retrans: Some(3),
+            listen_overflows: Some(1),
+            netdev_max_backlog: None,
+            ..k.clone()
+        };
+        assert_eq!(
+            kernel_line(&more).as_deref(),
+            Some("1 retransmission timeout, 0 packets dropped at input backlogs (machine-wide), 3 SYN retransmits, 1 listen overflow")
+        );
+        // All zero (loss probes and resends alone included): no line.
+        let quiet = KernelCounters {
+            tcp_rto: Some(0),
+            softnet_dropped: Some(0),
+            ..k.clone()
+        };
+        assert_eq!(kernel_line(&quiet), None);
+        assert_eq!(kernel_line(&KernelCounters::default()), None);
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        for (n, s) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (12_617, "12,617"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(thousands(n), s);
+        }
+    }
 }

@@ -158,6 +158,13 @@ pub struct Extra {
     pub loss_pct: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_loss_pct: Option<f64>,
+    /// The kernel's retransmission timeouts, resends and dropped packets
+    /// over the measured phase (loadgen's network namespace, and the whole
+    /// machine's input backlogs: `scope` says which). Absent when the
+    /// measured phase never began, and in a merge (its inputs may have
+    /// counted one machine twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<crate::kernel_counters::KernelCounters>,
 }
 
 impl Extra {
