@@ -19,12 +19,11 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::{field, kernel_without_uring, loadgen_bin, run_to_exit, server_bin, ServerProc};
+use common::{field, kernel_without_uring, loadgen_bin, run_to_exit, server_bin, with_nofile, ServerProc};
 
 const CONNS: u64 = 25_000;
 /// Soft and hard `RLIMIT_NOFILE` of both processes: below `CONNS`.
@@ -34,23 +33,6 @@ const CONNECT_RATE: &str = "8000";
 /// Longest a loadgen run may take: ramp (about 3 s), warm-up, measured
 /// phase, drain and closing 25,000 sockets, with room for a busy machine.
 const LOADGEN_LIMIT: Duration = Duration::from_secs(60);
-
-/// Sets the soft and hard `RLIMIT_NOFILE` of the child before exec.
-fn with_nofile(cmd: &mut Command, limit: u64) {
-    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
 
 /// A number from the loadgen result, by JSON pointer; absent counts as 0.
 fn num(result: &serde_json::Value, pointer: &str) -> u64 {
@@ -69,7 +51,7 @@ fn run_loadgen(backend: &str, addr: &str, io: &str) -> (serde_json::Value, Strin
         .args(["--warmup", "1s", "--duration", "3s", "--timeout", "5s", "--io", io])
         .args(["--backend", backend, "--out"])
         .arg(&out);
-    with_nofile(&mut cmd, NOFILE);
+    with_nofile(&mut cmd, NOFILE, NOFILE);
     let (code, stderr) = run_to_exit(cmd, LOADGEN_LIMIT);
     let code = code.unwrap_or_else(|| panic!("{backend}: loadgen ran past {LOADGEN_LIMIT:?}:\n{stderr}"));
     let text = std::fs::read_to_string(&out)
@@ -87,7 +69,7 @@ fn holds_25000_past_one_table(backend: &str, io: &str) {
     let mut cmd = Command::new(server_bin());
     cmd.args(["--backend", backend, "--addr", "127.0.0.1:0", "--threads", "2"])
         .args(["--max-conns", &CONNS.to_string()]);
-    with_nofile(&mut cmd, NOFILE);
+    with_nofile(&mut cmd, NOFILE, NOFILE);
     let server = match ServerProc::spawn(cmd, None) {
         Ok(s) => s,
         Err(e) => match (backend, kernel_without_uring()) {

@@ -12,24 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::client::{pattern, Stream};
-use common::{field, run_to_exit, server_bin, ServerProc, Target};
-
-/// Sets `RLIMIT_NOFILE` (soft, hard) in the child before exec.
-fn with_nofile(cmd: &mut Command, soft: u64, hard: u64) {
-    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
+use common::{field, run_to_exit, server_bin, with_nofile, ServerProc, Target};
 
 /// What a started server said: its `listening` line (if any), its stderr,
 /// and its soft `RLIMIT_NOFILE` as `/proc` shows it while it runs.

@@ -25,12 +25,11 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{field, kernel_without_uring, loadgen_bin, server_bin, tcp_server_side_conns, ServerProc};
+use common::{field, kernel_without_uring, loadgen_bin, server_bin, tcp_server_side_conns, with_nofile, ServerProc};
 
 /// Connections on the one ring: enough that the old stop's cancel outlasted
 /// the stop deadline on the project's 2-core machine (the old server exited
@@ -43,23 +42,6 @@ const NEEDED_NOFILE: u64 = CONNS as u64 + 500;
 /// Hang guards only: connecting and warming up, and the stop.
 const HOLD_LIMIT: Duration = Duration::from_secs(60);
 const STOP_LIMIT: Duration = Duration::from_secs(30);
-
-/// Raises the child's soft `RLIMIT_NOFILE` to `limit` before exec.
-fn with_nofile(cmd: &mut Command, limit: u64) {
-    // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
 
 /// Each test takes both cores: they run one at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -128,7 +110,7 @@ fn closes_every_connection_before_its_summary(fixed_files: &str) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    with_nofile(&mut lg, NEEDED_NOFILE);
+    with_nofile(&mut lg, NEEDED_NOFILE, NEEDED_NOFILE);
     let _loadgen = Loadgen(lg.spawn().expect("spawn loadgen"));
 
     // A connect that loadgen gave up on and retried may leave the server a
